@@ -1,0 +1,3 @@
+module github.com/teeml/teeml
+
+go 1.26
