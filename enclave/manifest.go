@@ -485,7 +485,9 @@ func (m *manifest) write(w *bufio.Writer) {
 		kv("loader.env."+tomlKey(k), tomlString(cfg.Env[k]))
 	}
 	w.WriteString("\n")
-	if len(cfg.Mounts) > 0 {
+	// fs.mounts is written even when empty: Gramine's manifest schema
+	// requires it.
+	{
 		w.WriteString("fs.mounts = [\n")
 		for _, mt := range cfg.Mounts {
 			typ := mt.Type
