@@ -3,6 +3,7 @@ module github.com/teeml/teeml
 go 1.26.5
 
 require (
+	github.com/go-logr/logr v1.4.3 // indirect
 	github.com/gomlx/compute v0.1.2 // indirect
 	github.com/gomlx/gomlx v0.28.2 // indirect
 	github.com/google/go-sev-guest v0.15.0 // indirect
@@ -13,4 +14,5 @@ require (
 	github.com/spf13/pflag v1.0.5 // indirect
 	golang.org/x/exp v0.0.0-20260410095643-746e56fc9e2f // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
+	k8s.io/klog/v2 v2.140.0 // indirect
 )

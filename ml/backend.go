@@ -1,0 +1,109 @@
+package ml
+
+import (
+	"fmt"
+	"reflect"
+	"runtime"
+	"sync"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/gobackend"
+)
+
+// All models of the process share one GoMLX pure-Go backend ("go", from
+// github.com/gomlx/compute/gobackend; no cgo, no XLA).
+var (
+	backendMu   sync.Mutex
+	backendInst compute.Backend
+	threads     int // 0 = default (GOMAXPROCS)
+)
+
+// SetThreads sets the number of threads used for compute, the analogue of
+// torch.set_num_threads: it sets runtime.GOMAXPROCS(n) (the number of OS
+// threads running Go code, which also caps the backend's worker pool) and the
+// Go backend's worker parallelism to n. n ≤ 0 restores the default
+// (GOMAXPROCS as set by the runtime / the GOMAXPROCS env variable, and
+// parallelism 2×GOMAXPROCS goroutines capped at GOMAXPROCS running). Call it
+// before training; changing it while a model is executing is not supported.
+func SetThreads(n int) {
+	backendMu.Lock()
+	defer backendMu.Unlock()
+	if n > 0 {
+		runtime.GOMAXPROCS(n)
+	}
+	threads = n
+	if backendInst != nil {
+		setParallelism(backendInst, n)
+	}
+}
+
+// Threads reports the effective number of compute threads: the value set by
+// SetThreads, or GOMAXPROCS.
+func Threads() int {
+	backendMu.Lock()
+	defer backendMu.Unlock()
+	if threads > 0 {
+		return min(threads, runtime.GOMAXPROCS(0))
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// Backend returns the shared GoMLX backend, creating it on first use.
+func Backend() (compute.Backend, error) {
+	backendMu.Lock()
+	defer backendMu.Unlock()
+	if backendInst != nil {
+		return backendInst, nil
+	}
+	b, err := gobackend.New("")
+	if err != nil {
+		return nil, fmt.Errorf("ml: creating GoMLX go backend: %v", err)
+	}
+	if threads > 0 && !setParallelism(b, threads) {
+		// Fallback through the documented config string (which prints a line on stdout).
+		b, err = gobackend.New(fmt.Sprintf("parallelism=%d", threads))
+		if err != nil {
+			return nil, fmt.Errorf("ml: creating GoMLX go backend: %v", err)
+		}
+	}
+	backendInst = b
+	return b, nil
+}
+
+// BackendDescription describes the shared backend (name and parallelism).
+func BackendDescription() string {
+	b, err := Backend()
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%s, %d threads", b.Description(), Threads())
+}
+
+// setParallelism sets the worker pool size of a gobackend backend without
+// going through its config string (which prints to stdout). It reaches the
+// exported Workers field of the backend (compute v0.1.2 layout) by reflection
+// and reports whether it succeeded.
+func setParallelism(b compute.Backend, n int) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	if n <= 0 {
+		n = 2 * runtime.GOMAXPROCS(0) // the backend's own default
+	}
+	v := reflect.ValueOf(b)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return false
+	}
+	w := v.Elem().FieldByName("Workers")
+	if !w.IsValid() || w.IsNil() {
+		return false
+	}
+	m := w.MethodByName("SetMaxParallelism")
+	if !m.IsValid() {
+		return false
+	}
+	m.Call([]reflect.Value{reflect.ValueOf(n)})
+	return true
+}

@@ -1,0 +1,382 @@
+package ml
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/gomlx/compute/dtypes"
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/teeml/teeml/ml/datasets"
+)
+
+// TrainConfig configures Model.Train.
+type TrainConfig struct {
+	Epochs    int
+	BatchSize int
+	Optimizer string  // "adam" or "sgd"
+	LR        float64 // learning rate
+	// Momentum is SGD's (PyTorch-style) momentum; 0 = plain SGD.
+	Momentum float64
+	// WeightDecay adds WeightDecay·w to every gradient (L2, PyTorch semantics
+	// for both optimizers).
+	WeightDecay float64
+	// Adam's β1, β2, ε; zero values mean 0.9, 0.999, 1e-8.
+	Beta1, Beta2, Epsilon float64
+	// Seed drives the shuffle order (epoch e of a run uses the e-th
+	// permutation of a stream seeded by Seed).
+	Seed int64
+	// OnBatch, if set, is called after every batch with the number of batches
+	// done and the total for the whole Train call (all epochs).
+	OnBatch func(done, total int)
+}
+
+// EpochStats reports one finished epoch.
+type EpochStats struct {
+	Epoch    int     // 1-based
+	Loss     float64 // mean training loss over the epoch's examples (cross-entropy, or MSE in target units)
+	Seconds  float64 // wall time of the epoch
+	Examples int     // examples processed
+}
+
+// ExamplesPerSecond is the epoch's throughput.
+func (e EpochStats) ExamplesPerSecond() float64 {
+	if e.Seconds <= 0 {
+		return 0
+	}
+	return float64(e.Examples) / e.Seconds
+}
+
+// DefaultTrainConfig returns defaults tuned per kind (Adam; the learning
+// rates/batch sizes were checked on the bundled datasets). Epochs is set to
+// a reasonable value and is usually overridden by the caller.
+func DefaultTrainConfig(kind string) TrainConfig {
+	c := TrainConfig{Epochs: 10, BatchSize: 32, Optimizer: "adam", LR: 3e-3, Seed: 1}
+	switch kind {
+	case KindLogReg:
+		c.LR = 1e-2
+	case KindLinReg:
+		c.LR, c.Epochs = 3e-2, 50
+	case KindCNN:
+		c.BatchSize, c.LR = 64, 2e-3
+	case KindWideDeep:
+		c.BatchSize, c.LR = 64, 1e-3
+	}
+	return c
+}
+
+func (c *TrainConfig) validate() error {
+	if c.Epochs < 0 {
+		return fmt.Errorf("ml: train: epochs must be ≥ 0, got %d", c.Epochs)
+	}
+	if c.BatchSize <= 0 {
+		return fmt.Errorf("ml: train: batch size must be positive, got %d", c.BatchSize)
+	}
+	if !(c.LR > 0) || math.IsInf(c.LR, 0) {
+		return fmt.Errorf("ml: train: learning rate must be positive, got %v", c.LR)
+	}
+	if c.Momentum < 0 || c.Momentum >= 1 || c.WeightDecay < 0 {
+		return fmt.Errorf("ml: train: need 0 ≤ momentum < 1 and weight decay ≥ 0, got %v, %v", c.Momentum, c.WeightDecay)
+	}
+	switch c.Optimizer {
+	case "adam":
+		if c.Momentum != 0 {
+			return fmt.Errorf("ml: train: momentum is an sgd option (adam uses beta1)")
+		}
+	case "sgd":
+	default:
+		return fmt.Errorf("ml: train: unknown optimizer %q (want adam or sgd)", c.Optimizer)
+	}
+	return nil
+}
+
+// optKey identifies the compiled train-step graph structure.
+func (c *TrainConfig) optKey() string {
+	if c.Optimizer == "sgd" && c.Momentum > 0 {
+		return "sgd+momentum"
+	}
+	return c.Optimizer
+}
+
+// numStates is the number of optimizer state tensors per parameter.
+func numStates(key string) int {
+	switch key {
+	case "adam":
+		return 2
+	case "sgd+momentum":
+		return 1
+	}
+	return 0
+}
+
+// Train runs cfg.Epochs epochs of mini-batch training on ds, shuffling with
+// cfg.Seed; the last, smaller batch of an epoch is padded and masked so it
+// reuses the compiled graph. Optimizer state starts fresh on every call (it
+// is not part of the weights), so SetWeights + Train is a complete FL local
+// update, and the result depends only on (weights, ds, cfg). ctx is checked
+// between batches: on cancellation Train returns ctx.Err() and the weights
+// keep the last completed step. onEpoch may be nil.
+func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig, onEpoch func(EpochStats)) error {
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.checkDataset(ds, true); err != nil {
+		return err
+	}
+	if cfg.Epochs == 0 {
+		return nil
+	}
+	key := cfg.optKey()
+	exec, err := m.trainExec(key)
+	if err != nil {
+		return err
+	}
+
+	P := len(m.params)
+	S := numStates(key) * P
+	state := make([]*tensors.Tensor, S)
+	for i := range state {
+		d := m.arch.params[i%P]
+		state[i] = tensors.FromShape(shapeF32(d.shape)) // zero-filled
+	}
+	defer func() {
+		for _, t := range state {
+			t.FinalizeAll()
+		}
+	}()
+
+	n, d := ds.N, ds.D
+	bs := min(cfg.BatchSize, n)
+	nb := (n + bs - 1) / bs
+	total := nb * cfg.Epochs
+	xb := make([]float32, bs*d)
+	yb := make([]float32, bs)
+	mb := make([]float32, bs)
+	beta1, beta2, eps := cfg.Beta1, cfg.Beta2, cfg.Epsilon
+	if beta1 == 0 {
+		beta1 = 0.9
+	}
+	if beta2 == 0 {
+		beta2 = 0.999
+	}
+	if eps == 0 {
+		eps = 1e-8
+	}
+	lossScale := 1.0
+	if m.spec.Task == datasets.Regression && m.spec.TargetStd > 0 {
+		lossScale = m.spec.TargetStd * m.spec.TargetStd // report MSE in target units
+	}
+
+	shuffle := newRNG(cfg.Seed, 2)
+	step := 0
+	args := make([]any, 0, P+S+4)
+	for epoch := 1; epoch <= cfg.Epochs; epoch++ {
+		start := time.Now()
+		perm := shuffle.perm(n)
+		var lossSum float64
+		for b := 0; b < nb; b++ {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			lo, hi := b*bs, min((b+1)*bs, n)
+			for i := 0; i < bs; i++ {
+				if lo+i < hi {
+					r := perm[lo+i]
+					copy(xb[i*d:(i+1)*d], ds.X[r*d:(r+1)*d])
+					yb[i], mb[i] = ds.Y[r], 1
+				} else {
+					clear(xb[i*d : (i+1)*d])
+					yb[i], mb[i] = 0, 0
+				}
+			}
+			step++
+			var hyper []float32
+			switch cfg.Optimizer {
+			case "adam":
+				bc1 := 1 - math.Pow(beta1, float64(step))
+				bc2 := 1 - math.Pow(beta2, float64(step))
+				hyper = []float32{float32(cfg.LR / bc1), float32(beta1), float32(beta2), float32(eps), float32(math.Sqrt(bc2)), float32(cfg.WeightDecay)}
+			default:
+				hyper = []float32{float32(cfg.LR), float32(cfg.Momentum), float32(cfg.WeightDecay)}
+			}
+			xt := tensors.FromFlatDataAndDimensions(xb, bs, d)
+			yt := tensors.FromFlatDataAndDimensions(yb, bs)
+			mt := tensors.FromFlatDataAndDimensions(mb, bs)
+			ht := tensors.FromFlatDataAndDimensions(hyper, len(hyper))
+			args = args[:0]
+			for _, p := range m.params {
+				args = append(args, p)
+			}
+			for _, s := range state {
+				args = append(args, s)
+			}
+			args = append(args, xt, yt, mt, ht)
+			outs, err := exec.Exec(args...)
+			for _, t := range []*tensors.Tensor{xt, yt, mt, ht} {
+				t.FinalizeAll()
+			}
+			if err != nil {
+				return fmt.Errorf("ml: train step: %v", err)
+			}
+			for i := range m.params {
+				m.params[i].FinalizeAll()
+				m.params[i] = outs[i]
+			}
+			for i := range state {
+				state[i].FinalizeAll()
+				state[i] = outs[P+i]
+			}
+			l := tensors.ToScalar[float32](outs[P+S])
+			outs[P+S].FinalizeAll()
+			lossSum += float64(l)
+			if cfg.OnBatch != nil {
+				cfg.OnBatch((epoch-1)*nb+b+1, total)
+			}
+		}
+		if onEpoch != nil {
+			onEpoch(EpochStats{Epoch: epoch, Loss: lossSum / float64(n) * lossScale, Seconds: time.Since(start).Seconds(), Examples: n})
+		}
+	}
+	return nil
+}
+
+// trainExec returns the (cached) train-step executable for an optimizer.
+// Inputs: params[P], state[numStates·P], x[B,D], y[B], mask[B], hyper[k];
+// outputs: params'[P], state'[…], sum of masked per-example losses.
+func (m *Model) trainExec(key string) (*Exec, error) {
+	if e, ok := m.trainExecs[key]; ok {
+		return e, nil
+	}
+	P := len(m.params)
+	S := numStates(key) * P
+	e, err := NewExec(m.backend, func(g *Graph, in []*Node) []*Node {
+		params, state := in[:P], in[P:P+S]
+		x, y, mask, hyper := in[P+S], in[P+S+1], in[P+S+2], in[P+S+3]
+		perEx := m.perExampleLoss(m.arch.forward(params, x), y)
+		lossSum := ReduceAllSum(Mul(perEx, mask))
+		count := MaxScalar(ReduceAllSum(mask), 1)
+		grads := Gradient(Div(lossSum, count), params...)
+		h := func(i int) *Node { return Reshape(Slice(hyper, AxisRange(i, i+1))) }
+		newParams := make([]*Node, P)
+		newState := make([]*Node, S)
+		switch key {
+		case "adam":
+			lrc, b1, b2, eps, sbc2, wd := h(0), h(1), h(2), h(3), h(4), h(5)
+			for i, p := range params {
+				gr := Add(grads[i], Mul(wd, p))
+				mo := Add(Mul(b1, state[i]), Mul(OneMinus(b1), gr))
+				v := Add(Mul(b2, state[P+i]), Mul(OneMinus(b2), Square(gr)))
+				denom := Add(Div(Sqrt(v), sbc2), eps)
+				newParams[i] = Sub(p, Div(Mul(lrc, mo), denom))
+				newState[i], newState[P+i] = mo, v
+			}
+		case "sgd+momentum":
+			lr, mom, wd := h(0), h(1), h(2)
+			for i, p := range params {
+				gr := Add(grads[i], Mul(wd, p))
+				buf := Add(Mul(mom, state[i]), gr)
+				newParams[i] = Sub(p, Mul(lr, buf))
+				newState[i] = buf
+			}
+		default: // plain sgd
+			lr, wd := h(0), h(2)
+			for i, p := range params {
+				gr := Add(grads[i], Mul(wd, p))
+				newParams[i] = Sub(p, Mul(lr, gr))
+			}
+		}
+		out := append(newParams, newState...)
+		return append(out, lossSum)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ml: building train step: %v", err)
+	}
+	e = e.WithName(m.kind + "_train_" + key).SetMaxCache(-1)
+	m.trainExecs[key] = e
+	return e, nil
+}
+
+// perExampleLoss returns the loss of each row: softmax cross-entropy, binary
+// cross-entropy on one logit, or squared error on the normalised target.
+func (m *Model) perExampleLoss(out, y *Node) *Node {
+	s := &m.spec
+	switch {
+	case s.Task == datasets.Regression:
+		mean, std := 0.0, 1.0
+		if s.TargetStd > 0 {
+			mean, std = s.TargetMean, s.TargetStd
+		}
+		yn := DivScalar(SubScalar(y, mean), std)
+		return Square(Sub(Reshape(out, -1), yn))
+	case s.binary():
+		z := Reshape(out, -1)
+		// max(z,0) - z·y + log(1+exp(-|z|)), the stable form of BCE-with-logits.
+		return Add(Sub(relu(z), Mul(z, y)), Log1p(Exp(Neg(Abs(z)))))
+	default:
+		labels := ConvertDType(y, dtypes.Int32)
+		return Neg(ReduceSum(Mul(OneHot(labels, s.NumClasses, dtypes.Float32), LogSoftmax(out, -1)), -1))
+	}
+}
+
+// checkDataset validates ds against the spec; labels are checked when
+// withLabels (training / evaluation).
+func (m *Model) checkDataset(ds *datasets.Dataset, withLabels bool) error {
+	if ds == nil {
+		return fmt.Errorf("ml: nil dataset")
+	}
+	if ds.N <= 0 {
+		return fmt.Errorf("ml: dataset %q is empty", ds.Name)
+	}
+	if ds.D != m.spec.InputDim {
+		return fmt.Errorf("ml: dataset %q has %d features, model %s expects %d", ds.Name, ds.D, m.kind, m.spec.InputDim)
+	}
+	if len(ds.X) != ds.N*ds.D {
+		return fmt.Errorf("ml: dataset %q has %d feature values, want N·D = %d", ds.Name, len(ds.X), ds.N*ds.D)
+	}
+	if err := m.checkFeatures(ds.X, ds.D); err != nil {
+		return fmt.Errorf("ml: dataset %q: %v", ds.Name, err)
+	}
+	if !withLabels {
+		return nil
+	}
+	if ds.Task != m.spec.Task {
+		return fmt.Errorf("ml: dataset %q is %s, model %s is %s", ds.Name, ds.Task, m.kind, m.spec.Task)
+	}
+	if len(ds.Y) != ds.N {
+		return fmt.Errorf("ml: dataset %q has %d labels for %d rows", ds.Name, len(ds.Y), ds.N)
+	}
+	for i, y := range ds.Y {
+		if math.IsNaN(float64(y)) || math.IsInf(float64(y), 0) {
+			return fmt.Errorf("ml: dataset %q: non-finite label at row %d", ds.Name, i)
+		}
+		if m.spec.Task == datasets.Classification && (y < 0 || int(y) >= m.spec.NumClasses || float32(int(y)) != y) {
+			return fmt.Errorf("ml: dataset %q: label %v at row %d is not a class index in [0,%d)", ds.Name, y, i, m.spec.NumClasses)
+		}
+	}
+	return nil
+}
+
+// checkFeatures rejects NaN/Inf features (impute first), except in
+// Wide&Deep categorical columns where NaN means "unknown category".
+func (m *Model) checkFeatures(x []float32, d int) error {
+	skip := map[int]bool{}
+	if m.kind == KindWideDeep {
+		for _, c := range m.spec.Categorical {
+			skip[c.Index] = true
+		}
+	}
+	for i, v := range x {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			if skip[i%d] {
+				continue
+			}
+			return fmt.Errorf("non-finite feature %v at row %d column %d (impute/standardise first)", v, i/d, i%d)
+		}
+	}
+	return nil
+}
