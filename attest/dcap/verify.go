@@ -1,0 +1,615 @@
+// Package dcap verifies Intel DCAP ECDSA quotes — SGX quotes (v3) and TDX
+// quotes (v4, v5) — offline and in pure Go, against collateral (TCB Info,
+// QE Identity, CRLs) anchored in the pinned Intel SGX Root CA.
+//
+// It is the "verify" stage of teeml's parse (attest/dcap/abi,
+// attest/dcap/collateral) → verify → validate (attest/policy) flow.
+// Verification follows Intel's Quote Verification Library:
+//
+//  1. PCK certificate chain from the quote (certification data type 5),
+//     ending in the pinned root, valid at now;
+//  2. Root CA CRL and PCK CRL: signatures, validity window, revocation;
+//  3. QE report signature by the PCK key;
+//  4. QE report data binds the attestation key and QE authentication data;
+//  5. quote signature by the attestation key over header ‖ body;
+//  6. TCB Info and QE Identity signatures and validity windows;
+//  7. FMSPC and PCE-ID of the PCK certificate match TCB Info;
+//  8. the QE report matches the QE Identity; QE TCB status;
+//  9. platform TCB level (and for TDX the TDX module identity), statuses
+//     converged as Intel's QVL does.
+//
+// Every signature that covers per-quote data (steps 3–5) is checked on
+// every call. Results that depend only on bytes — parsed and signature-checked
+// certificate chains, CRLs, TCB Info and QE Identity — are cached keyed by
+// the SHA-256 of those bytes; validity windows and revocation are evaluated
+// again at every call.
+package dcap
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/teeml/teeml/attest"
+	"github.com/teeml/teeml/attest/dcap/abi"
+	"github.com/teeml/teeml/attest/dcap/collateral"
+	"github.com/teeml/teeml/attest/dcap/internal/rawsig"
+	"github.com/teeml/teeml/attest/dcap/pckcert"
+)
+
+// Options configure a Verifier.
+type Options struct {
+	// Root is the trust anchor every chain must end in, compared byte for
+	// byte. Nil means the pinned Intel SGX Root CA; tests may substitute
+	// their own.
+	Root *x509.Certificate
+	// Source supplies collateral when Evidence.Collateral is empty (for
+	// example a *collateral.Cache, or a PCS client).
+	Source collateral.Source
+	// CacheEntries bounds each of the verifier's caches of checked
+	// collateral and PCK chains (default 64).
+	CacheEntries int
+}
+
+// Verifier verifies DCAP quotes. It is safe for concurrent use.
+type Verifier struct {
+	tee  attest.TEE // "" accepts SGX and TDX
+	root *x509.Certificate
+	src  collateral.Source
+
+	pcks    *lru[[32]byte, *trustedPCK]
+	cols    *lru[[32]byte, *trustedCollateral]
+	colJSON *lru[[32]byte, *trustedCollateral]
+}
+
+var _ attest.Verifier = (*Verifier)(nil)
+
+// New returns a verifier for quotes of the given TEE (attest.SGX or
+// attest.TDX; "" accepts both).
+func New(tee attest.TEE, opts *Options) (*Verifier, error) {
+	if tee != "" && tee != attest.SGX && tee != attest.TDX {
+		return nil, fmt.Errorf("dcap: unsupported TEE %q", tee)
+	}
+	if opts == nil {
+		opts = &Options{}
+	}
+	root := opts.Root
+	if root == nil {
+		var err error
+		if root, err = IntelRootCA(); err != nil {
+			return nil, err
+		}
+	}
+	n := opts.CacheEntries
+	if n <= 0 {
+		n = 64
+	}
+	return &Verifier{
+		tee: tee, root: root, src: opts.Source,
+		pcks: newLRU[[32]byte, *trustedPCK](n),
+		cols: newLRU[[32]byte, *trustedCollateral](n), colJSON: newLRU[[32]byte, *trustedCollateral](n),
+	}, nil
+}
+
+// Result is the outcome of a successful verification.
+type Result struct {
+	Quote      *abi.Quote
+	PCK        *pckcert.Extensions
+	PCKCA      string // collateral.CAProcessor or collateral.CAPlatform
+	TCBInfo    *collateral.TCBInfo
+	QEIdentity *collateral.QEIdentity
+	// PlatformStatus is the matched TCB Info level's status (for TDX
+	// converged with the TDX module status), before QE convergence.
+	PlatformStatus      attest.TCBStatus
+	PlatformAdvisoryIDs []string
+	// TDXModuleStatus is set when a TDX module identity applied.
+	TDXModuleStatus      attest.TCBStatus
+	TDXModuleAdvisoryIDs []string
+	QEStatus             attest.TCBStatus
+	QEAdvisoryIDs        []string
+	// TCBStatus is the final status; AdvisoryIDs the union of the
+	// platform, TDX module and QE advisories.
+	TCBStatus   attest.TCBStatus
+	AdvisoryIDs []string
+	// ValidUntil is the earliest expiry among the certificates, CRLs, TCB
+	// Info and QE Identity used.
+	ValidUntil time.Time
+	Claims     *attest.Claims
+}
+
+// trustedPCK is a PCK chain from a quote's certification data whose
+// signatures have been checked (leaf ← intermediate ← pinned root).
+type trustedPCK struct {
+	certs   []*x509.Certificate // leaf, intermediate, root
+	leafKey *ecdsa.PublicKey
+	ext     *pckcert.Extensions
+	ca      string
+	err     error
+}
+
+func (v *Verifier) pckChain(cd *abi.CertificationData) *trustedPCK {
+	key := sha256.Sum256(cd.Data)
+	if t, ok := v.pcks.get(key); ok {
+		return t
+	}
+	t := v.newTrustedPCK(cd)
+	v.pcks.put(key, t)
+	return t
+}
+
+func (v *Verifier) newTrustedPCK(cd *abi.CertificationData) *trustedPCK {
+	fail := func(err error) *trustedPCK { return &trustedPCK{err: err} }
+	blocks, err := abi.PCKChainPEM(cd)
+	if err != nil {
+		return fail(err)
+	}
+	if len(blocks) != 3 {
+		return fail(fmt.Errorf("PCK chain has %d certificates, want 3 (PCK, CA, root)", len(blocks)))
+	}
+	certs := make([]*x509.Certificate, 3)
+	for i, b := range blocks {
+		if certs[i], err = x509.ParseCertificate(b.Bytes); err != nil {
+			return fail(fmt.Errorf("certificate %d: %v", i, err))
+		}
+	}
+	leaf, inter, root := certs[0], certs[1], certs[2]
+	if err := v.checkRoot(root); err != nil {
+		return fail(err)
+	}
+	if err := checkIssued(inter, root); err != nil {
+		return fail(err)
+	}
+	if err := checkIssued(leaf, inter); err != nil {
+		return fail(err)
+	}
+	if !strings.Contains(cn(leaf), "SGX PCK Certificate") {
+		return fail(fmt.Errorf("leaf %q is not an SGX PCK Certificate", cn(leaf)))
+	}
+	ca, err := caType(inter)
+	if err != nil {
+		return fail(err)
+	}
+	key, err := checkLeaf(leaf)
+	if err != nil {
+		return fail(err)
+	}
+	ext, err := pckcert.ParseExtensions(leaf)
+	if err != nil {
+		return fail(err)
+	}
+	return &trustedPCK{certs: certs, leafKey: key, ext: ext, ca: ca}
+}
+
+// trustedCollateral holds the time-independent checks of one collateral
+// bundle; each part keeps its own error so that failures are reported at
+// their step.
+type trustedCollateral struct {
+	col *collateral.Collateral
+
+	rootCRL    *verifiedCRL
+	rootCRLErr error
+
+	pckCRL      *verifiedCRL
+	pckCRLChain []*x509.Certificate
+	pckCRLErr   error
+
+	tcbInfo       *collateral.TCBInfo
+	tcbLevels     []collateral.TCBLevel // canonical order
+	tcbChain      []*x509.Certificate
+	tcbInfoErr    error
+	qeIdentity    *collateral.QEIdentity
+	qeChain       []*x509.Certificate
+	qeIdentityErr error
+}
+
+func (v *Verifier) trustedCollateralFor(col *collateral.Collateral) *trustedCollateral {
+	key := col.Digest()
+	if t, ok := v.cols.get(key); ok {
+		return t
+	}
+	t := v.newTrustedCollateral(col)
+	v.cols.put(key, t)
+	return t
+}
+
+func (v *Verifier) trustedCollateralJSON(data []byte) (*trustedCollateral, error) {
+	key := sha256.Sum256(data)
+	if t, ok := v.colJSON.get(key); ok {
+		return t, nil
+	}
+	col, err := collateral.Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	t := v.trustedCollateralFor(col)
+	v.colJSON.put(key, t)
+	return t, nil
+}
+
+// signerChain parses a two-certificate issuer chain (signer, pinned root)
+// and checks its signatures.
+func (v *Verifier) signerChain(pemChain string) ([]*x509.Certificate, error) {
+	certs, err := collateral.ParseCertChain(pemChain)
+	if err != nil {
+		return nil, fmt.Errorf("issuer chain: %v", err)
+	}
+	if len(certs) != 2 {
+		return nil, fmt.Errorf("issuer chain has %d certificates, want 2 (signer, root)", len(certs))
+	}
+	if err := v.checkRoot(certs[1]); err != nil {
+		return nil, fmt.Errorf("issuer chain: %w", err)
+	}
+	if err := checkIssued(certs[0], certs[1]); err != nil {
+		return nil, fmt.Errorf("issuer chain: %v", err)
+	}
+	return certs, nil
+}
+
+func (v *Verifier) newTrustedCollateral(col *collateral.Collateral) *trustedCollateral {
+	t := &trustedCollateral{col: col}
+	t.rootCRL, t.rootCRLErr = newVerifiedCRL(col.RootCACRL, v.root)
+
+	// PCK CRL, signed by the PCK Processor/Platform CA of its issuer chain.
+	func() {
+		chain, err := v.signerChain(col.PCKCRLIssuerChain)
+		if err != nil {
+			t.pckCRLErr = err
+			return
+		}
+		if _, err := caType(chain[0]); err != nil {
+			t.pckCRLErr = fmt.Errorf("issuer chain: %v", err)
+			return
+		}
+		if t.rootCRL != nil {
+			if err := t.rootCRL.checkNotRevoked(chain[0]); err != nil {
+				t.pckCRLErr = fmt.Errorf("issuer chain: %w", err)
+				return
+			}
+		}
+		t.pckCRLChain = chain
+		t.pckCRL, t.pckCRLErr = newVerifiedCRL(col.PCKCRL, chain[0])
+	}()
+
+	// TCB Info and QE Identity, signed by the TCB Signing certificate.
+	signed := func(what, pemChain string, verify func(*ecdsa.PublicKey) error) ([]*x509.Certificate, error) {
+		chain, err := v.signerChain(pemChain)
+		if err != nil {
+			return nil, err
+		}
+		if !strings.Contains(cn(chain[0]), "TCB Signing") {
+			return nil, fmt.Errorf("signer %q is not an Intel SGX TCB Signing certificate", cn(chain[0]))
+		}
+		if t.rootCRL != nil {
+			if err := t.rootCRL.checkNotRevoked(chain[0]); err != nil {
+				return nil, err
+			}
+		}
+		key, err := checkLeaf(chain[0])
+		if err != nil {
+			return nil, err
+		}
+		if err := verify(key); err != nil {
+			return nil, fmt.Errorf("%s signature: %w", what, err)
+		}
+		return chain, nil
+	}
+	if t.tcbChain, t.tcbInfoErr = signed("tcb info", col.TCBInfoIssuerChain, col.VerifyTCBInfoSignature); t.tcbInfoErr == nil {
+		if t.tcbInfo, t.tcbInfoErr = collateral.ParseTCBInfo(col.TCBInfo); t.tcbInfoErr == nil {
+			t.tcbLevels = canonicalLevels(t.tcbInfo)
+		}
+	}
+	if t.qeChain, t.qeIdentityErr = signed("qe identity", col.QEIdentityIssuerChain, col.VerifyQEIdentitySignature); t.qeIdentityErr == nil {
+		t.qeIdentity, t.qeIdentityErr = collateral.ParseQEIdentity(col.QEIdentity)
+	}
+	return t
+}
+
+// Verify implements attest.Verifier. ev.Quote is the raw quote;
+// ev.Collateral the collateral JSON (collateral.Parse) or, when empty, the
+// collateral comes from Options.Source.
+func (v *Verifier) Verify(ctx context.Context, ev *attest.Evidence, now time.Time) (*attest.Claims, error) {
+	if ev == nil {
+		return nil, stepf(StepParseQuote, "no evidence")
+	}
+	if ev.Simulated {
+		return nil, stepf(StepParseQuote, "simulated evidence is not a DCAP quote")
+	}
+	if v.tee != "" && ev.TEE != "" && ev.TEE != v.tee {
+		return nil, stepf(StepQuoteHeader, "evidence TEE %q, verifier expects %q", ev.TEE, v.tee)
+	}
+	var tc *trustedCollateral
+	if len(ev.Collateral) > 0 {
+		var err error
+		if tc, err = v.trustedCollateralJSON(ev.Collateral); err != nil {
+			return nil, stepErr(StepCollateral, err)
+		}
+	}
+	res, err := v.verify(ctx, ev.Quote, tc, now)
+	if err != nil {
+		return nil, err
+	}
+	if ev.TEE != "" && res.Claims.TEE != ev.TEE {
+		return nil, stepf(StepQuoteHeader, "evidence claims TEE %q but the quote is %q", ev.TEE, res.Claims.TEE)
+	}
+	return res.Claims, nil
+}
+
+// VerifyQuote verifies a raw quote against col (nil: from Options.Source)
+// at time now.
+func (v *Verifier) VerifyQuote(ctx context.Context, quote []byte, col *collateral.Collateral, now time.Time) (*Result, error) {
+	var tc *trustedCollateral
+	if col != nil {
+		tc = v.trustedCollateralFor(col)
+	}
+	return v.verify(ctx, quote, tc, now)
+}
+
+// VerifyQuote verifies quote against col at now with the pinned Intel SGX
+// Root CA, accepting SGX and TDX quotes.
+func VerifyQuote(quote []byte, col *collateral.Collateral, now time.Time) (*Result, error) {
+	v, err := New("", nil)
+	if err != nil {
+		return nil, err
+	}
+	if col == nil {
+		return nil, stepf(StepCollateral, "no collateral")
+	}
+	return v.VerifyQuote(context.Background(), quote, col, now)
+}
+
+func teeOf(h *abi.Header) attest.TEE {
+	if h.TEEType == abi.TEETypeTDX {
+		return attest.TDX
+	}
+	return attest.SGX
+}
+
+func (v *Verifier) verify(ctx context.Context, raw []byte, tc *trustedCollateral, now time.Time) (*Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, stepErr(StepParseQuote, err)
+	}
+	if now.IsZero() {
+		return nil, stepf(StepParseQuote, "verification time is zero")
+	}
+	q, err := abi.ParseQuote(raw)
+	if err != nil {
+		return nil, stepErr(StepParseQuote, err)
+	}
+	tee := teeOf(q.Header)
+	if v.tee != "" && tee != v.tee {
+		return nil, stepf(StepQuoteHeader, "quote is %s, verifier expects %s", tee, v.tee)
+	}
+	if q.Header.QEVendorID != abi.IntelQEVendorID {
+		return nil, stepf(StepQuoteHeader, "QE vendor ID %x is not Intel's", q.Header.QEVendorID)
+	}
+	qeData := q.SignatureData.QEReportCertificationData
+
+	// The PCK chain identifies the platform (FMSPC, CA) and therefore the
+	// collateral when none was given.
+	pck := v.pckChain(qeData.CertificationData)
+	if pck.err != nil {
+		return nil, stepErr(StepPCKChain, pck.err)
+	}
+	if tc == nil {
+		if v.src == nil {
+			return nil, stepf(StepCollateral, "no collateral in evidence and no collateral source configured")
+		}
+		key := collateral.Key{TEE: tee, FMSPC: pck.ext.FMSPCHex(), CA: pck.ca}
+		col, err := v.src.Collateral(ctx, key)
+		if err != nil {
+			return nil, stepErr(StepCollateral, fmt.Errorf("collateral for %s: %w", key, err))
+		}
+		tc = v.trustedCollateralFor(col)
+	}
+	res := &Result{Quote: q, PCK: pck.ext, PCKCA: pck.ca}
+	until := &res.ValidUntil
+
+	// Step 1: PCK chain validity at now.
+	if err := checkCertsTime(pck.certs, now, until); err != nil {
+		return nil, stepErr(StepPCKChain, err)
+	}
+	leaf, inter, root := pck.certs[0], pck.certs[1], pck.certs[2]
+
+	// Step 2: CRLs.
+	if tc.rootCRLErr != nil {
+		return nil, stepErr(StepRootCACRL, tc.rootCRLErr)
+	}
+	if err := tc.rootCRL.checkTime("root ca crl", now, until); err != nil {
+		return nil, stepErr(StepRootCACRL, err)
+	}
+	if err := tc.rootCRL.checkNotRevoked(inter); err != nil {
+		return nil, stepErr(StepRootCACRL, err)
+	}
+	if _, ok := tc.rootCRL.revoked[serialKey(root)]; ok {
+		return nil, stepf(StepRootCACRL, "%w: root CA listed in its own CRL", ErrRevoked)
+	}
+	if tc.pckCRLErr != nil {
+		return nil, stepErr(StepPCKCRL, tc.pckCRLErr)
+	}
+	if err := checkCertsTime(tc.pckCRLChain, now, until); err != nil {
+		return nil, stepErr(StepPCKCRL, fmt.Errorf("issuer chain: %w", err))
+	}
+	if err := tc.pckCRL.checkTime("pck crl", now, until); err != nil {
+		return nil, stepErr(StepPCKCRL, err)
+	}
+	if err := tc.pckCRL.checkNotRevoked(leaf); err != nil {
+		return nil, stepErr(StepPCKCRL, err)
+	}
+
+	// Step 3: QE report signed by the PCK key.
+	if err := rawsig.Verify(pck.leafKey, qeData.RawQEReport, qeData.QEReportSignature[:]); err != nil {
+		return nil, stepErr(StepQEReportSignature, err)
+	}
+
+	// Step 4: the QE report binds the attestation key and QE auth data.
+	qeReport := qeData.QEReport
+	h := sha256.New()
+	h.Write(q.SignatureData.AttestationKey[:])
+	h.Write(qeData.QEAuthData)
+	if want := h.Sum(nil); !bytes.Equal(qeReport.ReportData[:32], want) {
+		return nil, stepf(StepQEReportData, "QE report data %x is not SHA-256(attestation key ‖ QE auth data) %x",
+			qeReport.ReportData[:32], want)
+	}
+	if [32]byte(qeReport.ReportData[32:]) != ([32]byte{}) {
+		return nil, stepf(StepQEReportData, "QE report data bytes 32..63 are not zero")
+	}
+
+	// Step 5: quote signature by the attestation key.
+	attKey, err := rawsig.ParsePublicKey(q.SignatureData.AttestationKey[:])
+	if err != nil {
+		return nil, stepf(StepQuoteSignature, "attestation key: %v", err)
+	}
+	if err := rawsig.Verify(attKey, q.SignedData(), q.SignatureData.Signature[:]); err != nil {
+		return nil, stepErr(StepQuoteSignature, err)
+	}
+
+	// Step 6: TCB Info and QE Identity.
+	if tc.tcbInfoErr != nil {
+		return nil, stepErr(StepTCBInfo, tc.tcbInfoErr)
+	}
+	ti := tc.tcbInfo
+	if err := checkCertsTime(tc.tcbChain, now, until); err != nil {
+		return nil, stepErr(StepTCBInfo, fmt.Errorf("issuer chain: %w", err))
+	}
+	if err := checkWindow("tcb info", ti.IssueDate, ti.NextUpdate, now); err != nil {
+		return nil, stepErr(StepTCBInfo, err)
+	}
+	minTime(until, ti.NextUpdate)
+	if tc.qeIdentityErr != nil {
+		return nil, stepErr(StepQEIdentity, tc.qeIdentityErr)
+	}
+	qi := tc.qeIdentity
+	if err := checkCertsTime(tc.qeChain, now, until); err != nil {
+		return nil, stepErr(StepQEIdentity, fmt.Errorf("issuer chain: %w", err))
+	}
+	if err := checkWindow("qe identity", qi.IssueDate, qi.NextUpdate, now); err != nil {
+		return nil, stepErr(StepQEIdentity, err)
+	}
+	minTime(until, qi.NextUpdate)
+	res.TCBInfo, res.QEIdentity = ti, qi
+
+	// Step 7: the TCB Info is for this TEE and platform.
+	wantTCBID, wantQEID := collateral.TCBInfoIDSGX, collateral.QEIdentityIDQE
+	if tee == attest.TDX {
+		wantTCBID, wantQEID = collateral.TCBInfoIDTDX, collateral.QEIdentityIDTDQE
+	}
+	if ti.ID != wantTCBID {
+		return nil, stepf(StepFMSPC, "TCB Info id %q does not match %s quote (want %q)", ti.ID, tee, wantTCBID)
+	}
+	if ti.FMSPC != pck.ext.FMSPC {
+		return nil, stepf(StepFMSPC, "PCK certificate FMSPC %s does not match TCB Info fmspc %X", pck.ext.FMSPCHex(), ti.FMSPC)
+	}
+	if ti.PCEID != pck.ext.PCEID {
+		return nil, stepf(StepFMSPC, "PCK certificate PCE-ID %s does not match TCB Info pceId %X", pck.ext.PCEIDHex(), ti.PCEID)
+	}
+
+	// Step 8: QE identity.
+	if qi.ID != wantQEID {
+		return nil, stepf(StepQEIdentityMatch, "QE Identity id %q does not match %s quote (want %q)", qi.ID, tee, wantQEID)
+	}
+	if qeReport.MRSigner != qi.MRSigner {
+		return nil, stepf(StepQEIdentityMatch, "QE MRSIGNER %x does not match QE Identity mrsigner %x", qeReport.MRSigner, qi.MRSigner)
+	}
+	if qeReport.ISVProdID != qi.ISVProdID {
+		return nil, stepf(StepQEIdentityMatch, "QE ISVPRODID %d does not match QE Identity isvprodid %d", qeReport.ISVProdID, qi.ISVProdID)
+	}
+	if qeReport.MiscSelect&qi.MiscSelectMask != qi.MiscSelect {
+		return nil, stepf(StepQEIdentityMatch, "QE MISCSELECT %08x & mask %08x != %08x", qeReport.MiscSelect, qi.MiscSelectMask, qi.MiscSelect)
+	}
+	for i := range qeReport.Attributes {
+		if qeReport.Attributes[i]&qi.AttributesMask[i] != qi.Attributes[i] {
+			return nil, stepf(StepQEIdentityMatch, "QE ATTRIBUTES %x & mask %x != %x", qeReport.Attributes, qi.AttributesMask, qi.Attributes)
+		}
+	}
+	qeLevel, err := matchQELevel(qi, qeReport.ISVSVN)
+	if err != nil {
+		return nil, stepErr(StepQEIdentityMatch, err)
+	}
+	if !knownPlatformStatus[qeLevel.TCBStatus] {
+		return nil, stepf(StepQEIdentityMatch, "QE TCB level has unrecognised status %q", qeLevel.TCBStatus)
+	}
+	res.QEStatus, res.QEAdvisoryIDs = attest.TCBStatus(qeLevel.TCBStatus), qeLevel.AdvisoryIDs
+
+	// TDX module identity (TDX only).
+	var module *statusResult
+	if tee == attest.TDX {
+		if module, err = checkTDXModule(ti, q.Header.Version, q.TDReport); err != nil {
+			return nil, stepErr(StepTDXModule, err)
+		}
+		if module != nil {
+			res.TDXModuleStatus, res.TDXModuleAdvisoryIDs = attest.TCBStatus(module.status), module.advisories
+		}
+	}
+
+	// Step 9: platform TCB level and final status.
+	level, err := matchPlatformLevel(tc.tcbLevels, &pck.ext.TCB, q.TDReport)
+	if err != nil {
+		return nil, stepErr(StepPlatformTCB, err)
+	}
+	if !knownPlatformStatus[level.TCBStatus] {
+		return nil, stepf(StepPlatformTCB, "TCB level has unrecognised status %q", level.TCBStatus)
+	}
+	platform := level.TCBStatus
+	var moduleAdvisories []string
+	if module != nil {
+		platform = convergeOutOfDate(platform, module.status)
+		moduleAdvisories = module.advisories
+	}
+	res.PlatformStatus, res.PlatformAdvisoryIDs = attest.TCBStatus(platform), level.AdvisoryIDs
+	final := convergeOutOfDate(platform, qeStatus(qeLevel.TCBStatus))
+	res.TCBStatus = attest.TCBStatus(final)
+	res.AdvisoryIDs = mergeAdvisories(level.AdvisoryIDs, moduleAdvisories, qeLevel.AdvisoryIDs)
+	if final == collateral.StatusRevoked {
+		return nil, stepf(StepTCBStatus, "%w (platform %s, QE %s)", ErrTCBRevoked, level.TCBStatus, qeLevel.TCBStatus)
+	}
+
+	res.Claims = claims(q, res)
+	return res, nil
+}
+
+func claims(q *abi.Quote, res *Result) *attest.Claims {
+	c := &attest.Claims{
+		TCBStatus:   res.TCBStatus,
+		AdvisoryIDs: append([]string(nil), res.AdvisoryIDs...),
+		FMSPC:       res.PCK.FMSPCHex(),
+		ValidUntil:  res.ValidUntil,
+	}
+	if r := q.SGXReport; r != nil {
+		c.TEE = attest.SGX
+		c.MREnclave = clone(r.MREnclave[:])
+		c.MRSigner = clone(r.MRSigner[:])
+		c.ISVProdID = r.ISVProdID
+		c.ISVSVN = r.ISVSVN
+		c.Attributes = clone(r.Attributes[:])
+		c.Debug = r.Debug()
+		c.ReportData = clone(r.ReportData[:])
+	}
+	if r := q.TDReport; r != nil {
+		c.TEE = attest.TDX
+		c.MRTD = clone(r.MRTD[:])
+		for i := range r.RTMR {
+			c.RTMR[i] = clone(r.RTMR[i][:])
+		}
+		c.MRConfigID = clone(r.MRConfigID[:])
+		c.MROwner = clone(r.MROwner[:])
+		c.TDAttributes = clone(r.TDAttributes[:])
+		c.XFAM = clone(r.XFAM[:])
+		c.Debug = r.Debug()
+		c.ReportData = clone(r.ReportData[:])
+	}
+	return c
+}
+
+func clone(b []byte) []byte { return append([]byte(nil), b...) }
+
+// IsStep reports whether err is a verification error of the given step.
+func IsStep(err error, step string) bool {
+	var ve *VerifyError
+	return errors.As(err, &ve) && ve.Step == step
+}
