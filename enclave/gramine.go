@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 )
 
 // GramineSignCommand is the Gramine signer SignWithGramine runs.
@@ -54,6 +55,9 @@ func SignWithGramine(ctx context.Context, manifestPath, keyPath, outputPath stri
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
+	// If gramine-sgx-sign leaves children holding the output pipe after
+	// being killed, stop waiting for them after a while.
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, fmt.Errorf("enclave sign: %s %s: %v", GramineSignCommand, manifestPath, ctxErr)
