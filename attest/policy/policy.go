@@ -1,0 +1,642 @@
+// Package policy decides whether verified attestation claims are acceptable
+// for a role (aggregator, collaborator, …). It is the "validate" step after
+// a platform Verifier has produced attest.Claims: it never looks at raw
+// evidence, only at claims.
+//
+// A Policy maps role names to a Role: lists of accepted identities per TEE
+// kind (SGX enclaves, TDX trust domains, SEV-SNP guests) plus what else the
+// role tolerates (debug, TCB statuses, advisories, simulation). Everything
+// not explicitly allowed is refused: the zero Policy refuses every claim, a
+// role refuses debug enclaves, simulated evidence, any TCB status but
+// UpToDate and any security advisory unless it says otherwise.
+//
+// Evaluate returns a Decision that explains itself: when refused, Reasons
+// lists every failed check and Err gives them as one line, e.g.
+//
+//	policy: peer "bank-b" role collaborator: mr_enclave 3f2a… not in accepted list [9c1d…]; debug enclave refused (allow_debug: false)
+//
+// Policies are written in YAML (see Parse) or converted from CCZoo's
+// dynamic_config.json (see ParseCCZoo).
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/teeml/teeml/attest"
+)
+
+// Policy maps role names to what each role accepts.
+type Policy struct {
+	Roles map[string]*Role
+}
+
+// Role is what evidence of a peer in one role must show to be accepted.
+type Role struct {
+	// Accepted identities per TEE kind. Claims must match at least one
+	// entry of their TEE's list; an empty list refuses that TEE.
+	SGX []SGXEntry
+	TDX []TDXEntry
+	SNP []SNPEntry
+
+	// AllowDebug accepts claims whose Debug flag is set (SGX DEBUG
+	// attribute, TDX DEBUG TD attribute, SNP policy DEBUG bit).
+	AllowDebug bool
+	// TCBStatuses lists accepted TCB statuses; nil means UpToDate only.
+	TCBStatuses []attest.TCBStatus
+	// AdvisoryIDs lists accepted security advisories (INTEL-SA-00289…); any
+	// advisory in the claims that is not listed refuses them.
+	AdvisoryIDs []string
+	// AllowSimulation accepts simulated evidence (attest/sim). Simulated
+	// claims must still match an identity entry; their TCB status Unknown is
+	// accepted since no TCB applies.
+	AllowSimulation bool
+}
+
+// SGXEntry is one accepted SGX enclave identity. Nil fields are not
+// checked, but at least one of MREnclave and MRSigner must be set.
+type SGXEntry struct {
+	MREnclave []byte  // 32 bytes
+	MRSigner  []byte  // 32 bytes
+	ISVProdID *uint16 // exact
+	ISVSVN    *uint16 // exact (CCZoo semantics); exclusive with MinISVSVN
+	MinISVSVN *uint16 // minimum
+}
+
+// TDXEntry is one accepted TDX trust domain identity. Nil fields are not
+// checked, but at least one of MRTD and RTMR[0..3] must be set.
+type TDXEntry struct {
+	MRTD         []byte    // 48 bytes
+	RTMR         [4][]byte // 48 bytes each
+	MRConfigID   []byte    // 48 bytes
+	MROwner      []byte    // 48 bytes
+	TDAttributes []byte    // 8 bytes, exact
+	XFAM         []byte    // 8 bytes, exact
+}
+
+// SNPEntry is one accepted SEV-SNP guest identity. Measurement is required:
+// HOST_DATA is chosen by the host and does not identify guest code.
+type SNPEntry struct {
+	Measurement []byte // 48 bytes
+	HostData    []byte // 32 bytes
+}
+
+// DefaultTCBStatuses is what a role accepts when TCBStatuses is nil.
+var DefaultTCBStatuses = []attest.TCBStatus{attest.UpToDate}
+
+// acceptableStatuses are the statuses a policy may list. Revoked and
+// Unknown can never be accepted (simulated Unknown goes through
+// allow_simulation).
+var acceptableStatuses = []attest.TCBStatus{
+	attest.UpToDate,
+	attest.SWHardeningNeeded,
+	attest.ConfigurationNeeded,
+	attest.ConfigurationAndSWHardeningNeeded,
+	attest.OutOfDate,
+	attest.OutOfDateConfigurationNeeded,
+}
+
+// Decision is the outcome of Evaluate.
+type Decision struct {
+	Accepted bool
+	Peer     string // from the Peer option, for messages
+	Role     string
+	TEE      attest.TEE
+	// Simulated is true when the claims came from simulated evidence,
+	// accepted or not.
+	Simulated bool
+	// MatchedEntry is the index of the matching entry in the role's list for
+	// TEE, or -1.
+	MatchedEntry int
+	// Reasons lists every failed check; empty when Accepted.
+	Reasons []string
+	// Warnings lists what was accepted only because the role allows it
+	// (simulation, debug, a non-UpToDate TCB status, advisories). They are
+	// logged at WARN level.
+	Warnings []string
+}
+
+func (d *Decision) subject() string {
+	var b strings.Builder
+	b.WriteString("policy: ")
+	if d.Peer != "" {
+		fmt.Fprintf(&b, "peer %q ", d.Peer)
+	}
+	fmt.Fprintf(&b, "role %s", d.Role)
+	return b.String()
+}
+
+// String is a one-line account of the decision.
+func (d Decision) String() string {
+	if d.Accepted {
+		s := d.subject() + fmt.Sprintf(": accepted (%s entry %d)", d.TEE, d.MatchedEntry)
+		if len(d.Warnings) > 0 {
+			s += "; " + strings.Join(d.Warnings, "; ")
+		}
+		return s
+	}
+	reasons := d.Reasons
+	if len(reasons) == 0 {
+		reasons = []string{"refused"}
+	}
+	return d.subject() + ": " + strings.Join(reasons, "; ")
+}
+
+// RefusedError is the error form of a refusing Decision.
+type RefusedError struct{ Decision Decision }
+
+func (e *RefusedError) Error() string { return e.Decision.String() }
+
+// Err returns nil when the decision accepts, else a one-line *RefusedError
+// naming the peer, the role and every reason.
+func (d Decision) Err() error {
+	if d.Accepted {
+		return nil
+	}
+	return &RefusedError{Decision: d}
+}
+
+// Option adjusts one evaluation.
+type Option func(*evalOptions)
+
+type evalOptions struct {
+	peer             string
+	reportData       []byte
+	reportDataPrefix []byte
+	now              time.Time
+	logger           *slog.Logger
+}
+
+// Peer names the peer in messages.
+func Peer(name string) Option { return func(o *evalOptions) { o.peer = name } }
+
+// ReportData requires Claims.ReportData to equal b zero-padded to 64 bytes
+// (as issuers pad it). b longer than 64 bytes refuses everything.
+func ReportData(b []byte) Option {
+	return func(o *evalOptions) { o.reportData = bytes.Clone(b); o.reportDataPrefix = nil }
+}
+
+// ReportDataPrefix requires Claims.ReportData to start with p.
+func ReportDataPrefix(p []byte) Option {
+	return func(o *evalOptions) { o.reportDataPrefix = bytes.Clone(p); o.reportData = nil }
+}
+
+// At refuses claims whose ValidUntil (when set) is before now.
+func At(now time.Time) Option { return func(o *evalOptions) { o.now = now } }
+
+// Logger sets where accepted-with-warnings decisions are logged; the default
+// is slog.Default().
+func Logger(l *slog.Logger) Option { return func(o *evalOptions) { o.logger = l } }
+
+func debugWhat(t attest.TEE) string {
+	switch t {
+	case attest.TDX:
+		return "debug trust domain"
+	case attest.SNP:
+		return "debug guest"
+	}
+	return "debug enclave"
+}
+
+// Evaluate decides whether claims c are acceptable for role. It runs every
+// check and reports all failures; unknown roles, nil claims and nil policies
+// are refused.
+func (p *Policy) Evaluate(role string, c *attest.Claims, opts ...Option) Decision {
+	var o evalOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	d := Decision{Peer: o.peer, Role: role, MatchedEntry: -1}
+	refuse := func(format string, args ...any) { d.Reasons = append(d.Reasons, fmt.Sprintf(format, args...)) }
+	warn := func(format string, args ...any) { d.Warnings = append(d.Warnings, fmt.Sprintf(format, args...)) }
+
+	if c == nil {
+		refuse("no claims")
+		return d
+	}
+	d.TEE, d.Simulated = c.TEE, c.Simulated
+	var r *Role
+	if p != nil {
+		r = p.Roles[role]
+	}
+	if r == nil {
+		refuse("role %q not in policy", role)
+		return d
+	}
+
+	// Simulation.
+	if c.Simulated {
+		if r.AllowSimulation {
+			warn("SIMULATED evidence accepted (allow_simulation: true): no hardware protection")
+		} else {
+			refuse("simulated evidence refused (allow_simulation: false)")
+		}
+	}
+
+	// Debug.
+	if c.Debug {
+		if r.AllowDebug {
+			warn("%s accepted (allow_debug: true)", debugWhat(c.TEE))
+		} else {
+			refuse("%s refused (allow_debug: false)", debugWhat(c.TEE))
+		}
+	}
+
+	// TCB status.
+	accepted := r.TCBStatuses
+	if accepted == nil {
+		accepted = DefaultTCBStatuses
+	}
+	switch {
+	case c.Simulated && c.TCBStatus == attest.TCBUnknown:
+		// No TCB applies; simulation itself was judged above.
+	case c.TCBStatus == "":
+		refuse("TCB status missing")
+	case !slices.Contains(accepted, c.TCBStatus) || !slices.Contains(acceptableStatuses, c.TCBStatus):
+		refuse("TCB status %s not accepted (accepted: %s)", c.TCBStatus, joinStatuses(accepted))
+	case c.TCBStatus != attest.UpToDate:
+		warn("TCB status %s accepted", c.TCBStatus)
+	}
+
+	// Advisories.
+	for _, a := range c.AdvisoryIDs {
+		if slices.Contains(r.AdvisoryIDs, a) {
+			warn("advisory %s accepted", a)
+		} else {
+			refuse("advisory %s not accepted", a)
+		}
+	}
+
+	// Report data binding.
+	if o.reportData != nil {
+		if len(o.reportData) > 64 {
+			refuse("expected report data is %d bytes, at most 64", len(o.reportData))
+		} else {
+			want := make([]byte, 64)
+			copy(want, o.reportData)
+			if !bytes.Equal(c.ReportData, want) {
+				refuse("report data %s does not match expected %s", hexOrNone(c.ReportData), attest.Hex(want))
+			}
+		}
+	}
+	if o.reportDataPrefix != nil && !bytes.HasPrefix(c.ReportData, o.reportDataPrefix) {
+		refuse("report data %s does not start with expected %s", hexOrNone(c.ReportData), attest.Hex(o.reportDataPrefix))
+	}
+
+	// Freshness of the collateral behind the claims.
+	if !o.now.IsZero() && !c.ValidUntil.IsZero() && o.now.After(c.ValidUntil) {
+		refuse("claims expired at %s", c.ValidUntil.UTC().Format(time.RFC3339))
+	}
+
+	// Identity.
+	var entries [][]check
+	switch c.TEE {
+	case attest.SGX:
+		for i := range r.SGX {
+			entries = append(entries, r.SGX[i].checks(c))
+		}
+	case attest.TDX:
+		for i := range r.TDX {
+			entries = append(entries, r.TDX[i].checks(c))
+		}
+	case attest.SNP:
+		for i := range r.SNP {
+			entries = append(entries, r.SNP[i].checks(c))
+		}
+	default:
+		refuse("unknown TEE %q", c.TEE)
+	}
+	if c.TEE == attest.SGX || c.TEE == attest.TDX || c.TEE == attest.SNP {
+		if len(entries) == 0 {
+			refuse("no %s identities accepted for this role", teeKey(c.TEE))
+		} else if m, why := matchEntries(teeKey(c.TEE), entries); m >= 0 {
+			d.MatchedEntry = m
+		} else {
+			d.Reasons = append(d.Reasons, why...)
+		}
+	}
+
+	d.Accepted = len(d.Reasons) == 0
+	if d.Accepted && len(d.Warnings) > 0 {
+		l := o.logger
+		if l == nil {
+			l = slog.Default()
+		}
+		l.Warn(d.String(), "peer", d.Peer, "role", d.Role, "simulated", d.Simulated)
+	}
+	return d
+}
+
+func joinStatuses(s []attest.TCBStatus) string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[i] = string(v)
+	}
+	return strings.Join(out, ", ")
+}
+
+func hexOrNone(b []byte) string {
+	if len(b) == 0 {
+		return "(none)"
+	}
+	return attest.Hex(b)
+}
+
+// teeKey is the YAML key of a TEE's entry list.
+func teeKey(t attest.TEE) string {
+	if t == attest.SNP {
+		return "snp"
+	}
+	return string(t)
+}
+
+// check is one constraint of an entry applied to claims.
+type check struct {
+	field    string // YAML key
+	identity bool   // an identity field (mr_enclave, mrtd, measurement…)
+	exact    bool   // equality constraint
+	want     string // accepted value, rendered
+	got      string // claimed value, rendered
+	pass     bool
+	msg      string // mismatch message when !pass
+}
+
+func bytesCheck(field string, identity bool, want, got []byte) check {
+	ch := check{field: field, identity: identity, exact: true, want: attest.Hex(want), got: hexOrNone(got), pass: bytes.Equal(want, got)}
+	if !ch.pass {
+		ch.msg = fmt.Sprintf("%s %s, want %s", field, ch.got, ch.want)
+	}
+	return ch
+}
+
+func u16Check(field string, want *uint16, got uint16) check {
+	ch := check{field: field, exact: true, want: fmt.Sprint(*want), got: fmt.Sprint(got), pass: *want == got}
+	if !ch.pass {
+		ch.msg = fmt.Sprintf("%s %d, want %d", field, got, *want)
+	}
+	return ch
+}
+
+func (e *SGXEntry) checks(c *attest.Claims) []check {
+	var cs []check
+	if e.MREnclave != nil {
+		cs = append(cs, bytesCheck("mr_enclave", true, e.MREnclave, c.MREnclave))
+	}
+	if e.MRSigner != nil {
+		cs = append(cs, bytesCheck("mr_signer", true, e.MRSigner, c.MRSigner))
+	}
+	if e.ISVProdID != nil {
+		cs = append(cs, u16Check("isv_prod_id", e.ISVProdID, c.ISVProdID))
+	}
+	if e.ISVSVN != nil {
+		cs = append(cs, u16Check("isv_svn", e.ISVSVN, c.ISVSVN))
+	}
+	if e.MinISVSVN != nil {
+		ch := check{field: "min_isv_svn", pass: c.ISVSVN >= *e.MinISVSVN}
+		if !ch.pass {
+			ch.msg = fmt.Sprintf("isv_svn %d below min_isv_svn %d", c.ISVSVN, *e.MinISVSVN)
+		}
+		cs = append(cs, ch)
+	}
+	return cs
+}
+
+func (e *TDXEntry) checks(c *attest.Claims) []check {
+	var cs []check
+	if e.MRTD != nil {
+		cs = append(cs, bytesCheck("mrtd", true, e.MRTD, c.MRTD))
+	}
+	for i := range e.RTMR {
+		if e.RTMR[i] != nil {
+			cs = append(cs, bytesCheck(fmt.Sprintf("rtmr%d", i), true, e.RTMR[i], c.RTMR[i]))
+		}
+	}
+	if e.MRConfigID != nil {
+		cs = append(cs, bytesCheck("mr_config_id", false, e.MRConfigID, c.MRConfigID))
+	}
+	if e.MROwner != nil {
+		cs = append(cs, bytesCheck("mr_owner", false, e.MROwner, c.MROwner))
+	}
+	if e.TDAttributes != nil {
+		cs = append(cs, bytesCheck("td_attributes", false, e.TDAttributes, c.TDAttributes))
+	}
+	if e.XFAM != nil {
+		cs = append(cs, bytesCheck("xfam", false, e.XFAM, c.XFAM))
+	}
+	return cs
+}
+
+func (e *SNPEntry) checks(c *attest.Claims) []check {
+	var cs []check
+	if e.Measurement != nil {
+		cs = append(cs, bytesCheck("measurement", true, e.Measurement, c.Measurement))
+	}
+	if e.HostData != nil {
+		cs = append(cs, bytesCheck("host_data", false, e.HostData, c.HostData))
+	}
+	return cs
+}
+
+// matchEntries returns the first entry all of whose checks pass (and which
+// has an identity check), or -1 and the reasons none did.
+func matchEntries(kind string, entries [][]check) (int, []string) {
+	for i, cs := range entries {
+		ok, hasID := true, false
+		for _, ch := range cs {
+			ok = ok && ch.pass
+			hasID = hasID || ch.identity
+		}
+		if ok && hasID {
+			return i, nil
+		}
+	}
+	// Fields constrained exactly by every entry and matched by none: the
+	// claimed value is simply not in the accepted list.
+	var reasons []string
+	fields := []string{}
+	for _, ch := range entries[0] {
+		if ch.exact {
+			fields = append(fields, ch.field)
+		}
+	}
+	for _, f := range fields {
+		var accepted []string
+		everywhere, matched := true, false
+		got := ""
+		for _, cs := range entries {
+			found := false
+			for _, ch := range cs {
+				if ch.field == f && ch.exact {
+					found = true
+					got = ch.got
+					matched = matched || ch.pass
+					if !slices.Contains(accepted, ch.want) {
+						accepted = append(accepted, ch.want)
+					}
+				}
+			}
+			everywhere = everywhere && found
+		}
+		if everywhere && !matched {
+			reasons = append(reasons, fmt.Sprintf("%s %s not in accepted list [%s]", f, got, strings.Join(accepted, ", ")))
+		}
+	}
+	if len(reasons) > 0 {
+		return -1, reasons
+	}
+	for i, cs := range entries {
+		var why []string
+		hasID := false
+		for _, ch := range cs {
+			hasID = hasID || ch.identity
+			if !ch.pass {
+				why = append(why, ch.msg)
+			}
+		}
+		if !hasID {
+			why = append(why, "entry has no identity field")
+		}
+		reasons = append(reasons, fmt.Sprintf("%s entry %d: %s", kind, i, strings.Join(why, ", ")))
+	}
+	return -1, reasons
+}
+
+// Validate checks a policy built in code with the rules Parse applies to
+// YAML: every role has entries, every entry an identity field of the right
+// length, only acceptable TCB statuses.
+func (p *Policy) Validate() error {
+	if p == nil || len(p.Roles) == 0 {
+		return errors.New("policy: no roles")
+	}
+	for _, name := range sortedKeys(p.Roles) {
+		r := p.Roles[name]
+		if err := r.validate(); err != nil {
+			return fmt.Errorf("policy: role %q: %v", name, err)
+		}
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func (r *Role) validate() error {
+	if r == nil {
+		return errors.New("nil role")
+	}
+	if len(r.SGX)+len(r.TDX)+len(r.SNP) == 0 {
+		return errors.New("no sgx, tdx or snp entries: the role would refuse everything")
+	}
+	for i := range r.SGX {
+		if err := r.SGX[i].validate(); err != nil {
+			return fmt.Errorf("sgx entry %d: %v", i, err)
+		}
+	}
+	for i := range r.TDX {
+		if err := r.TDX[i].validate(); err != nil {
+			return fmt.Errorf("tdx entry %d: %v", i, err)
+		}
+	}
+	for i := range r.SNP {
+		if err := r.SNP[i].validate(); err != nil {
+			return fmt.Errorf("snp entry %d: %v", i, err)
+		}
+	}
+	if err := validateStatuses(r.TCBStatuses); err != nil {
+		return err
+	}
+	for _, a := range r.AdvisoryIDs {
+		if err := validateAdvisory(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateStatuses(s []attest.TCBStatus) error {
+	if s != nil && len(s) == 0 {
+		return errors.New("tcb_statuses is empty: the role would refuse everything (omit it for UpToDate only)")
+	}
+	for _, v := range s {
+		if err := validateStatus(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateStatus(v attest.TCBStatus) error {
+	switch {
+	case v == attest.Revoked:
+		return errors.New("tcb_statuses: Revoked can never be accepted")
+	case v == attest.TCBUnknown:
+		return errors.New("tcb_statuses: Unknown is only for simulated evidence; use allow_simulation")
+	case !slices.Contains(acceptableStatuses, v):
+		return fmt.Errorf("tcb_statuses: unknown TCB status %q (known: %s)", v, joinStatuses(acceptableStatuses))
+	}
+	return nil
+}
+
+func validateAdvisory(a string) error {
+	if a == "" || strings.ContainsFunc(a, func(r rune) bool { return r <= ' ' || r == ',' }) {
+		return fmt.Errorf("advisory_ids: %q is not an advisory ID", a)
+	}
+	return nil
+}
+
+func checkLen(field string, b []byte, n int) error {
+	if b != nil && len(b) != n {
+		return fmt.Errorf("%s is %d bytes, want %d", field, len(b), n)
+	}
+	return nil
+}
+
+func (e *SGXEntry) validate() error {
+	if e.MREnclave == nil && e.MRSigner == nil {
+		return errors.New("needs mr_enclave or mr_signer")
+	}
+	if e.ISVSVN != nil && e.MinISVSVN != nil {
+		return errors.New("set isv_svn (exact) or min_isv_svn, not both")
+	}
+	return firstErr(checkLen("mr_enclave", e.MREnclave, 32), checkLen("mr_signer", e.MRSigner, 32))
+}
+
+func (e *TDXEntry) validate() error {
+	if e.MRTD == nil && e.RTMR[0] == nil && e.RTMR[1] == nil && e.RTMR[2] == nil && e.RTMR[3] == nil {
+		return errors.New("needs mrtd or an rtmr")
+	}
+	errs := []error{checkLen("mrtd", e.MRTD, 48), checkLen("mr_config_id", e.MRConfigID, 48),
+		checkLen("mr_owner", e.MROwner, 48), checkLen("td_attributes", e.TDAttributes, 8), checkLen("xfam", e.XFAM, 8)}
+	for i := range e.RTMR {
+		errs = append(errs, checkLen(fmt.Sprintf("rtmr%d", i), e.RTMR[i], 48))
+	}
+	return firstErr(errs...)
+}
+
+func (e *SNPEntry) validate() error {
+	if e.Measurement == nil {
+		return errors.New("needs measurement (host_data alone does not identify the guest)")
+	}
+	return firstErr(checkLen("measurement", e.Measurement, 48), checkLen("host_data", e.HostData, 32))
+}
+
+// firstErr returns the first non-nil error, keeping messages one line.
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
