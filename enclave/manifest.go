@@ -513,6 +513,9 @@ func (m *manifest) write(w *bufio.Writer) {
 	kv("sgx.remote_attestation", tomlString(cfg.RemoteAttestation))
 	kv("sgx.isvprodid", strconv.Itoa(int(cfg.ISVProdID)))
 	kv("sgx.isvsvn", strconv.Itoa(int(cfg.ISVSVN)))
+	// Gramine's default, written out so the manifest states it: files that
+	// are neither trusted nor allowed cannot be opened.
+	kv("sgx.file_check_policy", tomlString("strict"))
 	w.WriteString("\nsgx.trusted_files = [\n")
 	for _, tf := range m.trusted {
 		fmt.Fprintf(w, "  { uri = %s, sha256 = %s },\n", tomlString(tf.URI), tomlString(tf.SHA256))

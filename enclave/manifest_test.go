@@ -55,6 +55,7 @@ type parsedManifest struct {
 		ISVSVN            int                 `toml:"isvsvn"`
 		TrustedFiles      []map[string]string `toml:"trusted_files"`
 		AllowedFiles      []string            `toml:"allowed_files"`
+		FileCheckPolicy   string              `toml:"file_check_policy"`
 	} `toml:"sgx"`
 }
 
@@ -146,7 +147,7 @@ func TestWriteManifest(t *testing.T) {
 		}
 	}
 	s := pm.SGX
-	if s.Debug || s.EDMMEnable || s.EnclaveSize != "2G" || s.MaxThreads != 4 || s.RemoteAttestation != "dcap" || s.ISVProdID != 3 || s.ISVSVN != 9 {
+	if s.Debug || s.EDMMEnable || s.FileCheckPolicy != "strict" || s.EnclaveSize != "2G" || s.MaxThreads != 4 || s.RemoteAttestation != "dcap" || s.ISVProdID != 3 || s.ISVSVN != 9 {
 		t.Errorf("sgx settings %+v", s)
 	}
 	sgx := raw["sgx"].(map[string]any)
