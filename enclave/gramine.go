@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -38,6 +39,9 @@ func SignWithGramine(ctx context.Context, manifestPath, keyPath, outputPath stri
 	bin, err := exec.LookPath(GramineSignCommand)
 	if err != nil {
 		return nil, ErrGramineNotFound
+	}
+	if filepath.Clean(outputPath) == filepath.Clean(manifestPath) {
+		return nil, fmt.Errorf("enclave sign: output %s would overwrite the input manifest", outputPath)
 	}
 	key, err := LoadSigningKey(keyPath)
 	if err != nil {

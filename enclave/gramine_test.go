@@ -123,6 +123,10 @@ func TestSignWithGramineFailures(t *testing.T) {
 	if _, err := SignWithGramine(context.Background(), manifest, testKeyE65537, output); err == nil || !strings.Contains(err.Error(), "public exponent is 65537") {
 		t.Fatalf("e=65537 key: %v", err)
 	}
+	// Output over the input.
+	if _, err := SignWithGramine(context.Background(), manifest, testKeyPath, manifest); err == nil || !strings.Contains(err.Error(), "would overwrite the input manifest") {
+		t.Fatalf("output = manifest: %v", err)
+	}
 	// Missing manifest.
 	if _, err := SignWithGramine(context.Background(), filepath.Join(dir, "nope.manifest"), testKeyPath, output); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Fatalf("missing manifest: %v", err)
