@@ -66,6 +66,18 @@ type Verifier struct {
 	pcks    *lru[[32]byte, *trustedPCK]
 	cols    *lru[[32]byte, *trustedCollateral]
 	colJSON *lru[[32]byte, *trustedCollateral]
+	chains  *lru[[32]byte, chainResult]
+	crls    *lru[[32]byte, crlResult]
+}
+
+type chainResult struct {
+	certs []*x509.Certificate
+	err   error
+}
+
+type crlResult struct {
+	crl *verifiedCRL
+	err error
 }
 
 var _ attest.Verifier = (*Verifier)(nil)
@@ -94,6 +106,7 @@ func New(tee attest.TEE, opts *Options) (*Verifier, error) {
 		tee: tee, root: root, src: opts.Source,
 		pcks: newLRU[[32]byte, *trustedPCK](n),
 		cols: newLRU[[32]byte, *trustedCollateral](n), colJSON: newLRU[[32]byte, *trustedCollateral](n),
+		chains: newLRU[[32]byte, chainResult](n), crls: newLRU[[32]byte, crlResult](n),
 	}, nil
 }
 
@@ -233,8 +246,34 @@ func (v *Verifier) trustedCollateralJSON(data []byte) (*trustedCollateral, error
 }
 
 // signerChain parses a two-certificate issuer chain (signer, pinned root)
-// and checks its signatures.
+// and checks its signatures. Results are cached by the chain's hash.
 func (v *Verifier) signerChain(pemChain string) ([]*x509.Certificate, error) {
+	key := sha256.Sum256([]byte(pemChain))
+	if r, ok := v.chains.get(key); ok {
+		return r.certs, r.err
+	}
+	certs, err := v.newSignerChain(pemChain)
+	v.chains.put(key, chainResult{certs, err})
+	return certs, err
+}
+
+// crl parses der and checks that issuer signed it. Results are cached by
+// the hash of the CRL and the issuer.
+func (v *Verifier) crl(der []byte, issuer *x509.Certificate) (*verifiedCRL, error) {
+	h := sha256.New()
+	h.Write(issuer.Raw)
+	h.Write(der)
+	var key [32]byte
+	h.Sum(key[:0])
+	if r, ok := v.crls.get(key); ok {
+		return r.crl, r.err
+	}
+	c, err := newVerifiedCRL(der, issuer)
+	v.crls.put(key, crlResult{c, err})
+	return c, err
+}
+
+func (v *Verifier) newSignerChain(pemChain string) ([]*x509.Certificate, error) {
 	certs, err := collateral.ParseCertChain(pemChain)
 	if err != nil {
 		return nil, fmt.Errorf("issuer chain: %v", err)
@@ -253,7 +292,7 @@ func (v *Verifier) signerChain(pemChain string) ([]*x509.Certificate, error) {
 
 func (v *Verifier) newTrustedCollateral(col *collateral.Collateral) *trustedCollateral {
 	t := &trustedCollateral{col: col}
-	t.rootCRL, t.rootCRLErr = newVerifiedCRL(col.RootCACRL, v.root)
+	t.rootCRL, t.rootCRLErr = v.crl(col.RootCACRL, v.root)
 
 	// PCK CRL, signed by the PCK Processor/Platform CA of its issuer chain.
 	func() {
@@ -273,7 +312,7 @@ func (v *Verifier) newTrustedCollateral(col *collateral.Collateral) *trustedColl
 			}
 		}
 		t.pckCRLChain = chain
-		t.pckCRL, t.pckCRLErr = newVerifiedCRL(col.PCKCRL, chain[0])
+		t.pckCRL, t.pckCRLErr = v.crl(col.PCKCRL, chain[0])
 	}()
 
 	// TCB Info and QE Identity, signed by the TCB Signing certificate.

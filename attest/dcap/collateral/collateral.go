@@ -19,6 +19,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/teeml/teeml/attest/dcap/internal/rawsig"
 )
@@ -75,7 +76,7 @@ func Parse(data []byte) (*Collateral, error) {
 	if err := dec.Decode(&w); err != nil {
 		return nil, fmt.Errorf("collateral: json: %v", err)
 	}
-	if _, err := dec.Token(); err == nil {
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("collateral: json: trailing data after the object")
 	}
 	c := &Collateral{}

@@ -1,0 +1,65 @@
+package abi_test
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/teeml/teeml/attest/dcap/abi"
+	"github.com/teeml/teeml/attest/dcap/internal/testdata"
+)
+
+func FuzzParseQuote(f *testing.F) {
+	for _, name := range []string{"sgx-dcap/quote.bin", "tdx-dcap/quote.bin"} {
+		f.Add(testdata.Read(f, name))
+	}
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		q, err := abi.ParseQuote(b)
+		if err != nil {
+			return
+		}
+		// A parsed quote re-encodes to its input minus zero padding.
+		m, err := q.Marshal()
+		if err != nil {
+			t.Fatalf("marshal of parsed quote: %v", err)
+		}
+		if !bytes.Equal(m, b[:len(b)-q.TrailingZeros]) {
+			t.Fatal("marshal differs from input")
+		}
+		if len(q.SignedData()) > len(b) {
+			t.Fatal("signed data longer than input")
+		}
+	})
+}
+
+func FuzzParseCertificationData(f *testing.F) {
+	for _, name := range []string{"sgx-dcap/quote.bin", "tdx-dcap/quote.bin"} {
+		q, err := abi.ParseQuote(testdata.Read(f, name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		qe, err := q.SignatureData.QEReportCertificationData.Marshal()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(qe)
+		f.Add(q.SignatureData.QEReportCertificationData.CertificationData.Marshal())
+		if cd := q.SignatureData.CertificationData; cd != nil {
+			f.Add(cd.Marshal())
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if c, err := abi.ParseCertificationData(b); err == nil {
+			if !bytes.Equal(c.Marshal(), b) {
+				t.Fatal("certification data round trip differs")
+			}
+			_, _ = abi.PCKChainPEM(c)
+		}
+		if q, err := abi.ParseQEReportCertificationData(b); err == nil {
+			m, err := q.Marshal()
+			if err != nil || !bytes.Equal(m, b) {
+				t.Fatalf("qe report certification data round trip differs (%v)", err)
+			}
+		}
+	})
+}
