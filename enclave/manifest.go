@@ -98,8 +98,8 @@ type ManifestConfig struct {
 	AllowedFiles []string
 }
 
-// TrustedFile is one sgx.trusted_files entry.
-type TrustedFile struct {
+// trustedFile is one sgx.trusted_files entry.
+type trustedFile struct {
 	URI    string // "file:" + host path
 	SHA256 string // lower-case hex
 }
@@ -127,7 +127,7 @@ func WriteManifest(w io.Writer, cfg ManifestConfig) error {
 type manifest struct {
 	cfg          ManifestConfig
 	envKeys      []string
-	trusted      []TrustedFile
+	trusted      []trustedFile
 	allowedFiles []string
 }
 
@@ -340,7 +340,7 @@ func checkMount(mt Mount) error {
 }
 
 // expandTrusted returns the trusted-file entries for a file or directory.
-func expandTrusted(p string) ([]TrustedFile, error) {
+func expandTrusted(p string) ([]trustedFile, error) {
 	if p == "" {
 		return nil, errors.New("manifest: trusted file: empty path")
 	}
@@ -354,12 +354,12 @@ func expandTrusted(p string) ([]TrustedFile, error) {
 		if err != nil {
 			return nil, err
 		}
-		return []TrustedFile{{URI: "file:" + p, SHA256: sum}}, nil
+		return []trustedFile{{URI: "file:" + p, SHA256: sum}}, nil
 	}
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("manifest: trusted file %s: not a regular file or directory", p)
 	}
-	var out []TrustedFile
+	var out []trustedFile
 	err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("manifest: trusted directory %s: %v", path, unwrapPath(err))
@@ -385,7 +385,7 @@ func expandTrusted(p string) ([]TrustedFile, error) {
 		if err != nil {
 			return err
 		}
-		out = append(out, TrustedFile{URI: "file:" + path, SHA256: sum})
+		out = append(out, trustedFile{URI: "file:" + path, SHA256: sum})
 		return nil
 	})
 	if err != nil {
