@@ -203,10 +203,13 @@ type QuoteParams struct {
 	// QEReport is the QE report; its report data is filled in.
 	QEReport   abi.EnclaveReport
 	QEAuthData []byte
-	PCK        *x509.Certificate
-	PCKKey     *ecdsa.PrivateKey
-	Chain      []*x509.Certificate // PCK chain to embed; default PCK, CA, root
-	PKI        *PKI
+	// QEReportDataTail is copied into QE report data bytes 32..63 (which a
+	// genuine QE leaves zero).
+	QEReportDataTail []byte
+	PCK              *x509.Certificate
+	PCKKey           *ecdsa.PrivateKey
+	Chain            []*x509.Certificate // PCK chain to embed; default PCK, CA, root
+	PKI              *PKI
 }
 
 // Quote builds and signs a quote (v3 for SGX, v4 for TDX).
@@ -222,6 +225,7 @@ func Quote(tb testing.TB, qp QuoteParams) []byte {
 	h.Write(qp.QEAuthData)
 	qe.ReportData = [64]byte{}
 	copy(qe.ReportData[:32], h.Sum(nil))
+	copy(qe.ReportData[32:], qp.QEReportDataTail)
 	chain := qp.Chain
 	if chain == nil {
 		chain = []*x509.Certificate{qp.PCK, qp.PKI.CA, qp.PKI.Root}
