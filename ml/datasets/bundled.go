@@ -113,11 +113,7 @@ func Load(name string) (*Dataset, error) {
 	if !ok {
 		return nil, fmt.Errorf("datasets: unknown dataset %q (known: %s)", name, strings.Join(Names(), ", "))
 	}
-	ds, err := e.load()
-	if err != nil {
-		return nil, err
-	}
-	return ds, nil
+	return e.load()
 }
 
 // concatIDX joins a train and test set into one dataset.

@@ -248,3 +248,35 @@ func FuzzReadIDXLabels(f *testing.F) {
 		}
 	})
 }
+
+func TestConcatIDX(t *testing.T) {
+	// Load("mnist") joins train and test; check the join on small files.
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ai := write("a-img", idxBytes(idxImagesMagic, []uint32{2, 1, 2}, []byte{0, 255, 255, 0}))
+	al := write("a-lbl", idxBytes(idxLabelsMagic, []uint32{2}, []byte{1, 0}))
+	bi := write("b-img", idxBytes(idxImagesMagic, []uint32{1, 1, 2}, []byte{51, 51}))
+	bl := write("b-lbl", idxBytes(idxLabelsMagic, []uint32{1}, []byte{1}))
+	a, err := loadIDX(ai, al, "x", "x-train")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := loadIDX(bi, bl, "x", "x-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := concatIDX(a, b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all.N != 3 || !slices.Equal(all.X, []float32{0, 1, 1, 0, 0.2, 0.2}) || !slices.Equal(all.Y, []float32{1, 0, 1}) ||
+		!slices.Equal(all.IDs, []string{"x-train-000000", "x-train-000001", "x-test-000000"}) {
+		t.Fatalf("concat: %+v", all)
+	}
+}

@@ -126,10 +126,15 @@ func TestImputer(t *testing.T) {
 	// Policy: numeric → median, categorical → most frequent.
 	small := &Dataset{Name: "t", N: 5, D: 2,
 		Columns: []Column{{Name: "num"}, {Name: "cat", Categories: []string{"a", "b", "c"}}},
-		X:       []float32{1, 2, nan(), 2, 10, nan(), 3, 1, 100, 2}}
+		X:       []float32{1, 0, nan(), 0, 10, nan(), 3, 2, 100, 1}}
 	im = FitImputer(small)
-	if im.Values[0] != 6.5 || im.Values[1] != 2 {
-		t.Fatalf("fill values %v, want [6.5 2]", im.Values)
+	// num: median of 1, 3, 10, 100; cat: 0 is most frequent (its median would be 0.5).
+	if im.Values[0] != 6.5 || im.Values[1] != 0 {
+		t.Fatalf("fill values %v, want [6.5 0]", im.Values)
+	}
+	filled, _ := im.Apply(small)
+	if filled.Row(1)[0] != 6.5 || filled.Row(2)[1] != 0 || filled.Row(4)[0] != 100 {
+		t.Fatalf("filled rows %v", filled.X)
 	}
 	other := &Dataset{Name: "o", N: 1, D: 2, Columns: []Column{{Name: "num"}, {Name: "other"}}, X: []float32{1, 1}}
 	if _, err := im.Apply(other); err == nil || !strings.Contains(err.Error(), `"other"`) {
