@@ -131,42 +131,19 @@ func (st Standardizer) Apply(ds *Dataset) (*Dataset, error) {
 	return out, nil
 }
 
-// Prepare is the usual pipeline for a bundled dataset: Load, stratified Split,
-// then, for tabular data, an Imputer and a Standardizer fitted on the
-// training part and applied to both parts. Image datasets are not
-// standardised; their pixels are scaled to [0,1] instead (digits' 0..16 by
-// dividing by 16; IDX images already are). Use the pieces directly to keep
-// the fitted parameters.
+// Prepare is the usual pipeline for a dataset: LoadSplit, then a Pipeline
+// fitted on the training part and applied to both parts. Use LoadSplit and
+// FitPipeline directly to keep the fitted parameters.
 func Prepare(name string, testFraction float64, seed int64) (train, test *Dataset, err error) {
-	if !(testFraction > 0 && testFraction < 1) {
-		return nil, nil, fmt.Errorf("datasets: prepare %s: test fraction %v outside (0, 1)", name, testFraction)
-	}
-	ds, err := Load(name)
+	train, test, err = LoadSplit(name, testFraction, seed)
 	if err != nil {
 		return nil, nil, err
 	}
-	if e := registry[name]; e.pixelMax > 0 {
-		inv := 1 / e.pixelMax
-		for i := range ds.X {
-			ds.X[i] *= inv
-		}
-	}
-	train, test = Split(ds, testFraction, seed)
-	if ds.ImageShape != nil {
-		return train, test, nil
-	}
-	im := FitImputer(train)
-	if train, err = im.Apply(train); err != nil {
+	p := FitPipeline(name, train)
+	if train, err = p.Apply(train); err != nil {
 		return nil, nil, err
 	}
-	if test, err = im.Apply(test); err != nil {
-		return nil, nil, err
-	}
-	st := FitStandardizer(train)
-	if train, err = st.Apply(train); err != nil {
-		return nil, nil, err
-	}
-	if test, err = st.Apply(test); err != nil {
+	if test, err = p.Apply(test); err != nil {
 		return nil, nil, err
 	}
 	return train, test, nil
