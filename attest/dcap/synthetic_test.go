@@ -14,7 +14,7 @@ import (
 	"github.com/teeml/teeml/attest/dcap"
 	"github.com/teeml/teeml/attest/dcap/abi"
 	"github.com/teeml/teeml/attest/dcap/collateral"
-	"github.com/teeml/teeml/attest/dcap/internal/dcaptest"
+	"github.com/teeml/teeml/attest/dcap/dcaptest"
 )
 
 // Synthetic hierarchies exercise the paths the two real samples cannot:

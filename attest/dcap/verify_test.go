@@ -15,7 +15,7 @@ import (
 	"github.com/teeml/teeml/attest/dcap"
 	"github.com/teeml/teeml/attest/dcap/abi"
 	"github.com/teeml/teeml/attest/dcap/collateral"
-	"github.com/teeml/teeml/attest/dcap/internal/testdata"
+	"github.com/teeml/teeml/attest/dcap/dcaptest"
 )
 
 type sample struct {
@@ -28,7 +28,7 @@ type sample struct {
 
 func loadSample(t testing.TB, dir string) *sample {
 	t.Helper()
-	s := &sample{dir: dir, quote: testdata.Read(t, dir+"/quote.bin"), colJSON: testdata.Read(t, dir+"/collateral.json")}
+	s := &sample{dir: dir, quote: dcaptest.Read(t, dir+"/quote.bin"), colJSON: dcaptest.Read(t, dir+"/collateral.json")}
 	var err error
 	if s.col, err = collateral.Parse(s.colJSON); err != nil {
 		t.Fatal(err)
@@ -58,7 +58,7 @@ func mustHex(t testing.TB, s string) []byte {
 	return b
 }
 
-var now = testdata.VerifyTime
+var now = dcaptest.VerifyTime
 
 func TestVerifySGX(t *testing.T) {
 	s := loadSample(t, "sgx-dcap")

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/teeml/teeml/attest/dcap/abi"
-	"github.com/teeml/teeml/attest/dcap/internal/testdata"
+	"github.com/teeml/teeml/attest/dcap/dcaptest"
 )
 
 func unhex(t *testing.T, s string) []byte {
@@ -21,7 +21,7 @@ func unhex(t *testing.T, s string) []byte {
 }
 
 func TestParseSGXQuote(t *testing.T) {
-	raw := testdata.Read(t, "sgx-dcap/quote.bin")
+	raw := dcaptest.Read(t, "sgx-dcap/quote.bin")
 	q, err := abi.ParseQuote(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +76,7 @@ func TestParseSGXQuote(t *testing.T) {
 }
 
 func TestParseTDXQuote(t *testing.T) {
-	raw := testdata.Read(t, "tdx-dcap/quote.bin")
+	raw := dcaptest.Read(t, "tdx-dcap/quote.bin")
 	q, err := abi.ParseQuote(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +117,7 @@ func TestParseTDXQuote(t *testing.T) {
 // error must name a field.
 func TestTruncatedQuotes(t *testing.T) {
 	for _, name := range []string{"sgx-dcap/quote.bin", "tdx-dcap/quote.bin"} {
-		raw := testdata.Read(t, name)
+		raw := dcaptest.Read(t, name)
 		q, err := abi.ParseQuote(raw)
 		if err != nil {
 			t.Fatal(err)
@@ -142,20 +142,20 @@ func TestTruncatedQuotes(t *testing.T) {
 }
 
 func TestTrailingData(t *testing.T) {
-	raw := testdata.Read(t, "tdx-dcap/quote.bin")
+	raw := dcaptest.Read(t, "tdx-dcap/quote.bin")
 	b := append([]byte(nil), raw...)
 	b[len(b)-1] = 1
 	if _, err := abi.ParseQuote(b); err == nil || !strings.Contains(err.Error(), "trailing_data") {
 		t.Errorf("non-zero trailing byte: %v", err)
 	}
-	raw = testdata.Read(t, "sgx-dcap/quote.bin")
+	raw = dcaptest.Read(t, "sgx-dcap/quote.bin")
 	if _, err := abi.ParseQuote(append(append([]byte(nil), raw...), 0, 0, 0)); err != nil {
 		t.Errorf("zero padding refused: %v", err)
 	}
 }
 
 func TestHeaderChecks(t *testing.T) {
-	raw := testdata.Read(t, "tdx-dcap/quote.bin")
+	raw := dcaptest.Read(t, "tdx-dcap/quote.bin")
 	for _, tc := range []struct {
 		name  string
 		off   int
@@ -184,7 +184,7 @@ func TestHeaderChecks(t *testing.T) {
 }
 
 func TestSignatureDataLength(t *testing.T) {
-	raw := testdata.Read(t, "sgx-dcap/quote.bin")
+	raw := dcaptest.Read(t, "sgx-dcap/quote.bin")
 	for _, delta := range []int{-1, 1, -64, 1 << 20} {
 		b := append([]byte(nil), raw...)
 		n := int(b[432]) | int(b[433])<<8 | int(b[434])<<16 | int(b[435])<<24
@@ -197,7 +197,7 @@ func TestSignatureDataLength(t *testing.T) {
 }
 
 func TestV5RoundTrip(t *testing.T) {
-	raw := testdata.Read(t, "tdx-dcap/quote.bin")
+	raw := dcaptest.Read(t, "tdx-dcap/quote.bin")
 	q4, err := abi.ParseQuote(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -276,7 +276,7 @@ func TestCertificationData(t *testing.T) {
 }
 
 func TestReportsRoundTrip(t *testing.T) {
-	raw := testdata.Read(t, "tdx-dcap/quote.bin")
+	raw := dcaptest.Read(t, "tdx-dcap/quote.bin")
 	body := raw[48 : 48+584]
 	td, err := abi.ParseTDReport10(body)
 	if err != nil || !bytes.Equal(td.Marshal(), body) {
@@ -288,7 +288,7 @@ func TestReportsRoundTrip(t *testing.T) {
 	if _, err := abi.ParseTDReport10(append(append([]byte(nil), body...), 0)); err == nil {
 		t.Error("long TD report accepted")
 	}
-	sgx := testdata.Read(t, "sgx-dcap/quote.bin")[48 : 48+384]
+	sgx := dcaptest.Read(t, "sgx-dcap/quote.bin")[48 : 48+384]
 	e, err := abi.ParseEnclaveReport(sgx)
 	if err != nil || !bytes.Equal(e.Marshal(), sgx) {
 		t.Errorf("enclave report round trip: %v", err)

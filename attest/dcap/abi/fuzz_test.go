@@ -5,12 +5,12 @@ import (
 	"testing"
 
 	"github.com/teeml/teeml/attest/dcap/abi"
-	"github.com/teeml/teeml/attest/dcap/internal/testdata"
+	"github.com/teeml/teeml/attest/dcap/dcaptest"
 )
 
 func FuzzParseQuote(f *testing.F) {
 	for _, name := range []string{"sgx-dcap/quote.bin", "tdx-dcap/quote.bin"} {
-		f.Add(testdata.Read(f, name))
+		f.Add(dcaptest.Read(f, name))
 	}
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -34,7 +34,7 @@ func FuzzParseQuote(f *testing.F) {
 
 func FuzzParseCertificationData(f *testing.F) {
 	for _, name := range []string{"sgx-dcap/quote.bin", "tdx-dcap/quote.bin"} {
-		q, err := abi.ParseQuote(testdata.Read(f, name))
+		q, err := abi.ParseQuote(dcaptest.Read(f, name))
 		if err != nil {
 			f.Fatal(err)
 		}

@@ -14,12 +14,12 @@ import (
 
 	"github.com/teeml/teeml/attest"
 	"github.com/teeml/teeml/attest/dcap/collateral"
-	"github.com/teeml/teeml/attest/dcap/internal/testdata"
+	"github.com/teeml/teeml/attest/dcap/dcaptest"
 )
 
 func load(t *testing.T, dir string) (*collateral.Collateral, map[string]string) {
 	t.Helper()
-	raw := testdata.Read(t, dir+"/collateral.json")
+	raw := dcaptest.Read(t, dir+"/collateral.json")
 	c, err := collateral.Parse(raw)
 	if err != nil {
 		t.Fatal(err)

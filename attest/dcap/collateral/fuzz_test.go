@@ -4,12 +4,12 @@ import (
 	"testing"
 
 	"github.com/teeml/teeml/attest/dcap/collateral"
-	"github.com/teeml/teeml/attest/dcap/internal/testdata"
+	"github.com/teeml/teeml/attest/dcap/dcaptest"
 )
 
 func FuzzParseCollateral(f *testing.F) {
 	for _, dir := range []string{"sgx-dcap", "tdx-dcap"} {
-		f.Add(testdata.Read(f, dir+"/collateral.json"))
+		f.Add(dcaptest.Read(f, dir+"/collateral.json"))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := collateral.Parse(b)
@@ -35,7 +35,7 @@ func FuzzParseCollateral(f *testing.F) {
 
 func FuzzParseTCBInfo(f *testing.F) {
 	for _, dir := range []string{"sgx-dcap", "tdx-dcap"} {
-		c, err := collateral.Parse(testdata.Read(f, dir+"/collateral.json"))
+		c, err := collateral.Parse(dcaptest.Read(f, dir+"/collateral.json"))
 		if err != nil {
 			f.Fatal(err)
 		}

@@ -8,14 +8,13 @@ import (
 	"testing"
 
 	"github.com/teeml/teeml/attest/dcap/abi"
-	"github.com/teeml/teeml/attest/dcap/internal/dcaptest"
-	"github.com/teeml/teeml/attest/dcap/internal/testdata"
+	"github.com/teeml/teeml/attest/dcap/dcaptest"
 	"github.com/teeml/teeml/attest/dcap/pckcert"
 )
 
 func pckLeaf(t *testing.T, name string) *x509.Certificate {
 	t.Helper()
-	q, err := abi.ParseQuote(testdata.Read(t, name))
+	q, err := abi.ParseQuote(dcaptest.Read(t, name))
 	if err != nil {
 		t.Fatal(err)
 	}

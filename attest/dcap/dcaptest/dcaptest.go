@@ -1,8 +1,10 @@
-// Package dcaptest builds synthetic DCAP hierarchies for tests: a fake
-// Intel-shaped PKI (root, PCK Processor CA, TCB Signing), PCK certificates
-// with the SGX extension, CRLs, signed TCB Info / QE Identity and signed SGX
-// (v3) and TDX (v4) quotes. Verifiers accept them only when configured with
-// the fake root.
+// Package dcaptest holds test helpers for DCAP, in the spirit of
+// net/http/httptest. It locates the shared real-hardware samples (see
+// Read), and it builds synthetic hierarchies: a fake Intel-shaped PKI (root,
+// PCK Processor CA, TCB Signing), PCK certificates with the SGX extension,
+// CRLs, signed TCB Info / QE Identity and signed SGX (v3) and TDX (v4)
+// quotes. Verifiers accept synthetic quotes only when configured with the
+// fake root.
 package dcaptest
 
 import (

@@ -1,8 +1,9 @@
-// Package testdata locates the shared real-hardware attestation test data
+// The helpers below locate the shared real-hardware attestation test data
 // (shared/testdata/attestation, next to the module's root directory) for
 // tests. When the data is missing, tests are skipped — except when the
 // environment variable CI is "true", where they fail.
-package testdata
+
+package dcaptest
 
 import (
 	"errors"
