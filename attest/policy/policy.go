@@ -167,7 +167,9 @@ type Option func(*evalOptions)
 type evalOptions struct {
 	peer             string
 	reportData       []byte
+	reportDataSet    bool
 	reportDataPrefix []byte
+	prefixSet        bool
 	now              time.Time
 	logger           *slog.Logger
 }
@@ -176,14 +178,16 @@ type evalOptions struct {
 func Peer(name string) Option { return func(o *evalOptions) { o.peer = name } }
 
 // ReportData requires Claims.ReportData to equal b zero-padded to 64 bytes
-// (as issuers pad it). b longer than 64 bytes refuses everything.
+// (as issuers pad it). An empty b (a binding to nothing, most likely a
+// missing nonce) or one longer than 64 bytes refuses everything.
 func ReportData(b []byte) Option {
-	return func(o *evalOptions) { o.reportData = bytes.Clone(b); o.reportDataPrefix = nil }
+	return func(o *evalOptions) { o.reportData, o.reportDataSet = bytes.Clone(b), true }
 }
 
-// ReportDataPrefix requires Claims.ReportData to start with p.
+// ReportDataPrefix requires Claims.ReportData to start with p. An empty p
+// refuses everything.
 func ReportDataPrefix(p []byte) Option {
-	return func(o *evalOptions) { o.reportDataPrefix = bytes.Clone(p); o.reportData = nil }
+	return func(o *evalOptions) { o.reportDataPrefix, o.prefixSet = bytes.Clone(p), true }
 }
 
 // At refuses claims whose ValidUntil (when set) is before now.
@@ -273,8 +277,10 @@ func (p *Policy) Evaluate(role string, c *attest.Claims, opts ...Option) Decisio
 	}
 
 	// Report data binding.
-	if o.reportData != nil {
-		if len(o.reportData) > 64 {
+	if o.reportDataSet {
+		if len(o.reportData) == 0 {
+			refuse("expected report data is empty")
+		} else if len(o.reportData) > 64 {
 			refuse("expected report data is %d bytes, at most 64", len(o.reportData))
 		} else {
 			want := make([]byte, 64)
@@ -284,8 +290,12 @@ func (p *Policy) Evaluate(role string, c *attest.Claims, opts ...Option) Decisio
 			}
 		}
 	}
-	if o.reportDataPrefix != nil && !bytes.HasPrefix(c.ReportData, o.reportDataPrefix) {
-		refuse("report data %s does not start with expected %s", hexOrNone(c.ReportData), attest.Hex(o.reportDataPrefix))
+	if o.prefixSet {
+		if len(o.reportDataPrefix) == 0 {
+			refuse("expected report data prefix is empty")
+		} else if !bytes.HasPrefix(c.ReportData, o.reportDataPrefix) {
+			refuse("report data %s does not start with expected %s", hexOrNone(c.ReportData), attest.Hex(o.reportDataPrefix))
+		}
 	}
 
 	// Freshness of the collateral behind the claims.

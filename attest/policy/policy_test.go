@@ -198,6 +198,8 @@ func TestRefusalReasons(t *testing.T) {
 		{"report data", "aggregator", nil, []Option{ReportData([]byte("other"))}, "report data " + hex.EncodeToString([]byte("nonce"))},
 		{"report data prefix", "aggregator", nil, []Option{ReportDataPrefix([]byte("nonc3"))}, "does not start with expected " + hex.EncodeToString([]byte("nonc3"))},
 		{"report data too long", "aggregator", nil, []Option{ReportData(make([]byte, 65))}, "expected report data is 65 bytes"},
+		{"report data empty", "aggregator", nil, []Option{ReportData(nil)}, "expected report data is empty"},
+		{"report data prefix empty", "aggregator", nil, []Option{ReportDataPrefix([]byte{})}, "expected report data prefix is empty"},
 		{"expired", "aggregator", nil, []Option{At(time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC))}, "claims expired at 2030-01-01T00:00:00Z"},
 		{"no tdx entries", "collaborator", func(c *attest.Claims) *attest.Claims {
 			return &attest.Claims{TEE: attest.TDX, MRTD: mrtd, TCBStatus: attest.UpToDate}

@@ -159,6 +159,20 @@ func ParsePublicKeys(pemBytes []byte) ([]*ecdsa.PublicKey, error) {
 	return keys, nil
 }
 
+// LoadPublicKeys reads a trusted-key file of PEM "PUBLIC KEY" blocks (see
+// ParsePublicKeys).
+func LoadPublicKeys(path string) ([]*ecdsa.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("sim: trusted simulation keys: %v", err)
+	}
+	keys, err := ParsePublicKeys(b)
+	if err != nil {
+		return nil, fmt.Errorf("%v (%s)", err, path)
+	}
+	return keys, nil
+}
+
 // Issuer makes simulated quotes for a fixed Identity.
 type Issuer struct {
 	key   *ecdsa.PrivateKey

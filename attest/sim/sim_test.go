@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"encoding/binary"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -285,6 +286,19 @@ func TestKeyFiles(t *testing.T) {
 	}
 	if _, err := LoadKey(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("LoadKey missing: %v", err)
+	}
+	pubPath := filepath.Join(dir, "trusted.pem")
+	if err := os.WriteFile(pubPath, pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := LoadPublicKeys(pubPath); err != nil || len(keys) != 1 || !keys[0].Equal(&key.PublicKey) {
+		t.Fatalf("LoadPublicKeys = %v, %v", keys, err)
+	}
+	if err := os.WriteFile(pubPath, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadPublicKeys(pubPath); err == nil || !strings.Contains(err.Error(), "no PUBLIC KEY block") {
+		t.Fatalf("empty trusted-key file: %v", err)
 	}
 }
 
