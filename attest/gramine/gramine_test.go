@@ -141,3 +141,22 @@ func TestCanceled(t *testing.T) {
 		t.Fatal("issued with a canceled context")
 	}
 }
+
+// TestConcurrentIssue runs issuers in parallel on one pseudo-filesystem; the
+// package lock keeps each write/read pair together (run with -race).
+func TestConcurrentIssue(t *testing.T) {
+	rd := []byte("same")
+	dir := fakeDevAttestation(t, "dcap", fakeQuote(pad(rd), 64))
+	errs := make(chan error, 8)
+	for i := 0; i < cap(errs); i++ {
+		go func() {
+			_, err := (&Issuer{Root: dir}).Issue(context.Background(), rd)
+			errs <- err
+		}()
+	}
+	for i := 0; i < cap(errs); i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

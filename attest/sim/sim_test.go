@@ -359,3 +359,24 @@ func FuzzParseSimQuote(f *testing.F) {
 		}
 	})
 }
+
+// TestConcurrent shares an Issuer and a Verifier across goroutines (run with
+// -race).
+func TestConcurrent(t *testing.T) {
+	iss, v, _ := newPair(t, sgxIdentity())
+	errs := make(chan error, 8)
+	for i := 0; i < cap(errs); i++ {
+		go func(i int) {
+			ev, err := iss.Issue(context.Background(), []byte{byte(i)})
+			if err == nil {
+				_, err = v.Verify(context.Background(), ev, time.Now())
+			}
+			errs <- err
+		}(i)
+	}
+	for i := 0; i < cap(errs); i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -227,3 +227,21 @@ func FuzzParseCollateral(f *testing.F) {
 		}
 	})
 }
+
+// TestConcurrentVerify shares one Verifier across goroutines (run with
+// -race).
+func TestConcurrentVerify(t *testing.T) {
+	v := &Verifier{}
+	errs := make(chan error, 8)
+	for i := 0; i < cap(errs); i++ {
+		go func() {
+			_, err := v.Verify(context.Background(), evidence(vcek), now)
+			errs <- err
+		}()
+	}
+	for i := 0; i < cap(errs); i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
