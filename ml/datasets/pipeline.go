@@ -36,6 +36,8 @@ type Pipeline struct {
 	// Columns are the raw feature columns the pipeline expects, with their
 	// categories, so rows from a CSV file can be encoded the same way.
 	Columns []Column `json:"columns"`
+	// ClassNames label the model's outputs (classification only).
+	ClassNames []string `json:"class_names,omitempty"`
 	// PixelScale multiplies every feature (images: raw 0..16 digits → [0,1]).
 	PixelScale   float32       `json:"pixel_scale,omitempty"`
 	Imputer      *Imputer      `json:"imputer,omitempty"`
@@ -47,7 +49,8 @@ type Pipeline struct {
 // would differ between federated parties and nothing needs it); tables are
 // imputed (see Imputer for the policy) and standardised.
 func FitPipeline(name string, train *Dataset) Pipeline {
-	p := Pipeline{Dataset: name, Columns: append([]Column(nil), train.Columns...)}
+	p := Pipeline{Dataset: name, Columns: append([]Column(nil), train.Columns...),
+		ClassNames: append([]string(nil), train.ClassNames...)}
 	if train.ImageShape != nil {
 		if e := registry[name]; e.pixelMax > 0 {
 			p.PixelScale = 1 / e.pixelMax
