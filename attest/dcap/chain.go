@@ -100,7 +100,8 @@ func serialKey(c *x509.Certificate) string { return c.SerialNumber.Text(16) }
 
 // newVerifiedCRL parses der and checks that issuer signed it.
 func newVerifiedCRL(der []byte, issuer *x509.Certificate) (*verifiedCRL, error) {
-	rl, err := x509.ParseRevocationList(der)
+	// The parsed CRL aliases its input and is cached: own the bytes.
+	rl, err := x509.ParseRevocationList(bytes.Clone(der))
 	if err != nil {
 		return nil, fmt.Errorf("parse: %v", err)
 	}

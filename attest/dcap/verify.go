@@ -33,6 +33,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -110,7 +111,9 @@ func New(tee attest.TEE, opts *Options) (*Verifier, error) {
 	}, nil
 }
 
-// Result is the outcome of a successful verification.
+// Result is the outcome of a successful verification. Quote and Claims
+// belong to the caller; PCK, TCBInfo and QEIdentity are shared with the
+// verifier's cache and must be treated as read-only.
 type Result struct {
 	Quote      *abi.Quote
 	PCK        *pckcert.Extensions
@@ -203,8 +206,6 @@ func (v *Verifier) newTrustedPCK(cd *abi.CertificationData) *trustedPCK {
 // bundle; each part keeps its own error so that failures are reported at
 // their step.
 type trustedCollateral struct {
-	col *collateral.Collateral
-
 	rootCRL    *verifiedCRL
 	rootCRLErr error
 
@@ -291,7 +292,7 @@ func (v *Verifier) newSignerChain(pemChain string) ([]*x509.Certificate, error) 
 }
 
 func (v *Verifier) newTrustedCollateral(col *collateral.Collateral) *trustedCollateral {
-	t := &trustedCollateral{col: col}
+	t := &trustedCollateral{}
 	t.rootCRL, t.rootCRLErr = v.crl(col.RootCACRL, v.root)
 
 	// PCK CRL, signed by the PCK Processor/Platform CA of its issuer chain.
@@ -573,7 +574,7 @@ func (v *Verifier) verify(ctx context.Context, raw []byte, tc *trustedCollateral
 	if !knownPlatformStatus[qeLevel.TCBStatus] {
 		return nil, stepf(StepQEIdentityMatch, "QE TCB level has unrecognised status %q", qeLevel.TCBStatus)
 	}
-	res.QEStatus, res.QEAdvisoryIDs = attest.TCBStatus(qeLevel.TCBStatus), qeLevel.AdvisoryIDs
+	res.QEStatus, res.QEAdvisoryIDs = attest.TCBStatus(qeLevel.TCBStatus), slices.Clone(qeLevel.AdvisoryIDs)
 
 	// TDX module identity (TDX only).
 	var module *statusResult
@@ -582,7 +583,7 @@ func (v *Verifier) verify(ctx context.Context, raw []byte, tc *trustedCollateral
 			return nil, stepErr(StepTDXModule, err)
 		}
 		if module != nil {
-			res.TDXModuleStatus, res.TDXModuleAdvisoryIDs = attest.TCBStatus(module.status), module.advisories
+			res.TDXModuleStatus, res.TDXModuleAdvisoryIDs = attest.TCBStatus(module.status), slices.Clone(module.advisories)
 		}
 	}
 
@@ -600,7 +601,7 @@ func (v *Verifier) verify(ctx context.Context, raw []byte, tc *trustedCollateral
 		platform = convergeOutOfDate(platform, module.status)
 		moduleAdvisories = module.advisories
 	}
-	res.PlatformStatus, res.PlatformAdvisoryIDs = attest.TCBStatus(platform), level.AdvisoryIDs
+	res.PlatformStatus, res.PlatformAdvisoryIDs = attest.TCBStatus(platform), slices.Clone(level.AdvisoryIDs)
 	final := convergeOutOfDate(platform, qeStatus(qeLevel.TCBStatus))
 	res.TCBStatus = attest.TCBStatus(final)
 	res.AdvisoryIDs = mergeAdvisories(level.AdvisoryIDs, moduleAdvisories, qeLevel.AdvisoryIDs)
