@@ -34,7 +34,7 @@ func tempPattern(base string) string { return "." + base + ".tmp-*" }
 // exactly the permission bits perm (they are set with chmod, so the process
 // umask does not apply), is fsynced, is renamed over path, and path's
 // directory is fsynced.
-func WriteFile(path string, perm os.FileMode, write func(w io.Writer) error) (err error) {
+func WriteFile(path string, perm os.FileMode, write func(w io.Writer) error) error {
 	dir, base := filepath.Split(path)
 	if base == "" {
 		return &os.PathError{Op: "atomicfile", Path: path, Err: errors.New("path names a directory")}

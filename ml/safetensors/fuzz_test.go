@@ -127,3 +127,44 @@ func FuzzReadHeader(f *testing.F) {
 	f.Add(`{"a":{"dtype":"F16","shape":[1,2],"data_offsets":[0,4]},"b":{"dtype":"I64","shape":[],"data_offsets":[4,12]}}`, make([]byte, 12))
 	f.Fuzz(func(t *testing.T, header string, data []byte) { checkRead(t, rawFile(header, data)) })
 }
+
+// FuzzWriteRoundTrip writes arbitrary names, metadata and float bits and
+// checks they read back identically, or that Write rejects them cleanly.
+func FuzzWriteRoundTrip(f *testing.F) {
+	f.Add("w", "b", "k", "v", f32Bytes(1, float32(math.NaN()), -0.0))
+	f.Add(`we"ird <&> \u2028`, "ünï,cödé", "teeml.order", `["x"]`, []byte{0, 0, 0xc0, 0x7f, 1})
+	f.Add("same", "same", "", "", []byte(nil))
+	f.Add("__metadata__", "x", "a", "b", []byte{1, 2, 3, 4})
+	f.Add("a\xff", "b", "\xfe", "v", []byte{})
+	f.Fuzz(func(t *testing.T, name1, name2, key, value string, raw []byte) {
+		data := make([]float32, len(raw)/4)
+		for i := range data {
+			data[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+		ws := tensor.Weights{
+			{Name: name1, Shape: []int{len(data)}, Data: data},
+			{Name: name2, Shape: []int{}, Data: []float32{float32(len(raw))}},
+		}
+		meta := map[string]string{key: value}
+		var buf bytes.Buffer
+		if err := Write(&buf, ws, meta); err != nil {
+			if !strings.HasPrefix(err.Error(), "safetensors: ") || buf.Len() != 0 {
+				t.Fatalf("bad rejection %q after %d bytes", err, buf.Len())
+			}
+			return
+		}
+		got, gotMeta, err := readBoth(t, buf.Bytes())
+		if err != nil {
+			t.Fatalf("cannot read own output: %v", err)
+		}
+		if d := diffWeights(ws, got); d != "" {
+			t.Fatal(d)
+		}
+		if key == OrderKey {
+			delete(meta, key)
+		}
+		if !equalMeta(meta, gotMeta) {
+			t.Fatalf("metadata %q, want %q", gotMeta, meta)
+		}
+	})
+}

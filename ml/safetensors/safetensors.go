@@ -158,8 +158,10 @@ func encodeHeader(ws tensor.Weights, metadata map[string]string) ([]byte, error)
 		}
 		names[i] = t.Name
 	}
-	order, err := json.Marshal(names)
-	if err != nil {
+	var order bytes.Buffer
+	enc := json.NewEncoder(&order)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(names); err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
 	}
 	meta := make(map[string]string, len(metadata)+1)
@@ -169,7 +171,7 @@ func encodeHeader(ws tensor.Weights, metadata map[string]string) ([]byte, error)
 		}
 		meta[k] = v
 	}
-	meta[OrderKey] = string(order)
+	meta[OrderKey] = strings.TrimSuffix(order.String(), "\n")
 	keys := make([]string, 0, len(meta))
 	for k := range meta {
 		keys = append(keys, k)
@@ -353,7 +355,11 @@ func ReadFile(path string) (tensor.Weights, map[string]string, error) {
 // be known without reading.
 func remainingSize(r io.Reader) int64 {
 	switch r := r.(type) {
-	case interface{ Len() int }: // bytes.Reader, bytes.Buffer, strings.Reader
+	case *bytes.Reader:
+		return int64(r.Len())
+	case *bytes.Buffer:
+		return int64(r.Len())
+	case *strings.Reader:
 		return int64(r.Len())
 	case *os.File:
 		st, err := r.Stat()
@@ -370,7 +376,9 @@ func remainingSize(r io.Reader) int64 {
 }
 
 // read parses a file from r; size is the number of bytes left in r, or -1 if
-// unknown.
+// unknown. With a known size, every claim of the header is checked against it
+// before anything is allocated for the data; with an unknown size, buffers
+// grow only with the bytes that actually arrive.
 func read(r io.Reader, size int64) (tensor.Weights, map[string]string, error) {
 	var lenBuf [8]byte
 	if n, err := io.ReadFull(r, lenBuf[:]); err != nil {
@@ -379,12 +387,15 @@ func read(r io.Reader, size int64) (tensor.Weights, map[string]string, error) {
 		}
 		return nil, nil, fmt.Errorf("safetensors: read: %w", err)
 	}
+	if size >= 0 {
+		size = max(size-8, 0) // now the bytes after the length prefix
+	}
 	hlen := binary.LittleEndian.Uint64(lenBuf[:])
 	if hlen > MaxHeaderSize {
 		return nil, nil, fmt.Errorf("safetensors: header length %d is over the %d-byte limit", hlen, MaxHeaderSize)
 	}
-	if size >= 0 && hlen > uint64(size-8) {
-		return nil, nil, fmt.Errorf("safetensors: header length %d is larger than the remaining input of %d bytes", hlen, size-8)
+	if size >= 0 && hlen > uint64(size) {
+		return nil, nil, fmt.Errorf("safetensors: header length %d is larger than the remaining input of %d bytes", hlen, size)
 	}
 	var header []byte
 	if size >= 0 {
@@ -413,7 +424,7 @@ func read(r io.Reader, size int64) (tensor.Weights, map[string]string, error) {
 		return nil, nil, err
 	}
 	if size >= 0 {
-		if have := size - 8 - int64(hlen); have != total {
+		if have := size - int64(hlen); have != total {
 			if have < total {
 				return nil, nil, fmt.Errorf("safetensors: data buffer is %d bytes, the header needs %d", have, total)
 			}

@@ -633,3 +633,33 @@ func TestReadReaderErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestReadSizedReaders covers the reader types whose remaining size is known
+// up front, including trailing bytes they hold.
+func TestReadSizedReaders(t *testing.T) {
+	var buf bytes.Buffer
+	if err := Write(&buf, specialWeights(), nil); err != nil {
+		t.Fatal(err)
+	}
+	file := buf.Bytes()
+	for name, r := range map[string]io.Reader{
+		"bytes.Buffer":   bytes.NewBuffer(bytes.Clone(file)),
+		"strings.Reader": strings.NewReader(string(file)),
+	} {
+		got, _, err := Read(r)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if d := diffWeights(specialWeights(), got); d != "" {
+			t.Fatalf("%s: %s", name, d)
+		}
+	}
+	for name, r := range map[string]io.Reader{
+		"bytes.Buffer":   bytes.NewBuffer(append(bytes.Clone(file), 0)),
+		"strings.Reader": strings.NewReader(string(file) + "x"),
+	} {
+		if _, _, err := Read(r); err == nil || !strings.Contains(err.Error(), "1 bytes after") {
+			t.Fatalf("%s with a trailing byte: err = %v", name, err)
+		}
+	}
+}
