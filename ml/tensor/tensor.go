@@ -31,12 +31,17 @@ func (t Tensor) Validate() error {
 	if t.Name == "" {
 		return fmt.Errorf("tensor: empty name")
 	}
+	n := 1
 	for _, d := range t.Shape {
 		if d < 0 {
 			return fmt.Errorf("tensor %q: negative dimension in shape %v", t.Name, t.Shape)
 		}
+		if d != 0 && n > math.MaxInt/d {
+			return fmt.Errorf("tensor %q: shape %v overflows", t.Name, t.Shape)
+		}
+		n *= d
 	}
-	if n := NumElements(t.Shape); n != len(t.Data) {
+	if n != len(t.Data) {
 		return fmt.Errorf("tensor %q: shape %v needs %d values, have %d", t.Name, t.Shape, n, len(t.Data))
 	}
 	return nil

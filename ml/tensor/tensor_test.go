@@ -296,3 +296,10 @@ func TestAllFinite(t *testing.T) {
 	w[0].Data[3] = float32(math.Inf(1))
 	wantErr(t, "first", w.AllFinite(), `tensor "w"`, "index 3")
 }
+
+func TestValidateRejectsOverflowingShape(t *testing.T) {
+	err := Tensor{Name: "huge", Shape: []int{1 << 32, 1 << 32}}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "overflows") {
+		t.Fatalf("err = %v", err)
+	}
+}
