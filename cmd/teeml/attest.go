@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/teeml/teeml/attest"
+	"github.com/teeml/teeml/attest/gramine"
+	"github.com/teeml/teeml/attest/policy"
+	"github.com/teeml/teeml/attest/sim"
+	"github.com/teeml/teeml/attest/tsm"
+	"github.com/teeml/teeml/attest/verifier"
+	"github.com/teeml/teeml/internal/atomicfile"
+)
+
+// errRefused makes the process exit non-zero after the report was printed.
+var errRefused = errors.New("attestation refused")
+
+func newAttestCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "attest", Short: "Verify, inspect and produce TEE evidence (SGX/TDX DCAP, SEV-SNP, simulation)"}
+	cmd.AddCommand(newAttestVerifyCmd(), newAttestInspectCmd(), newAttestQuoteCmd(), newAttestSimKeyCmd())
+	return cmd
+}
+
+func newAttestVerifyCmd() *cobra.Command {
+	var evidence, collateral, policyFile, cczoo, role, peer, at, simKeys, reportData string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Verify evidence offline against its collateral and (optionally) a policy; exit 0 only if accepted",
+		Long: "Verify evidence offline: signatures, certificate chains to the pinned vendor roots, CRLs,\n" +
+			"collateral validity and TCB level. With --policy (teeml YAML) or --cczoo (CCZoo dynamic_config.json)\n" +
+			"the claims are judged for --role; exit 0 only if accepted. Without a policy, exit 0 means\n" +
+			"cryptographically valid and the output says that no policy was applied.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q, err := os.ReadFile(evidence)
+			if err != nil {
+				return fmt.Errorf("evidence: %v", err)
+			}
+			ev := &attest.Evidence{Quote: q}
+			if collateral != "" {
+				if ev.Collateral, err = os.ReadFile(collateral); err != nil {
+					return fmt.Errorf("collateral: %v", err)
+				}
+			}
+			now := time.Now()
+			if at != "" {
+				if now, err = time.Parse(time.RFC3339, at); err != nil {
+					return fmt.Errorf("--at %q: want RFC 3339, e.g. 2025-07-01T00:00:00Z", at)
+				}
+			}
+			cfg := verifier.Config{}
+			if simKeys != "" {
+				if cfg.SimulationKeys, err = sim.LoadPublicKeys(simKeys); err != nil {
+					return err
+				}
+			}
+			v, err := verifier.New(cfg)
+			if err != nil {
+				return err
+			}
+			j := verifier.Judge{Role: role}
+			switch {
+			case policyFile != "" && cczoo != "":
+				return fmt.Errorf("give --policy or --cczoo, not both")
+			case policyFile != "":
+				if j.Policy, err = policy.Load(policyFile); err != nil {
+					return err
+				}
+			case cczoo != "":
+				if role == "" {
+					j.Role = "peer"
+				}
+				if j.Policy, err = policy.LoadCCZoo(cczoo, j.Role); err != nil {
+					return err
+				}
+			}
+			if peer != "" {
+				j.Opts = append(j.Opts, policy.Peer(peer))
+			}
+			if reportData != "" {
+				rd, err := hex.DecodeString(reportData)
+				if err != nil {
+					return fmt.Errorf("--report-data: %v", err)
+				}
+				j.Opts = append(j.Opts, policy.ReportData(rd))
+			}
+			r, err := v.VerifyAndJudge(cmd.Context(), evidence, ev, now, j)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				err = enc.Encode(r)
+			} else {
+				err = r.WriteText(cmd.OutOrStdout())
+			}
+			if err != nil {
+				return err
+			}
+			if !r.Accepted {
+				return fmt.Errorf("%w: %s", errRefused, r.Summary)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&evidence, "evidence", "", "raw evidence: DCAP quote, SEV-SNP report or simulated quote")
+	f.StringVar(&collateral, "collateral", "", "collateral: DCAP collateral JSON, or SEV-SNP VCEK (PEM/DER/cert table)")
+	f.StringVar(&policyFile, "policy", "", "teeml policy YAML")
+	f.StringVar(&cczoo, "cczoo", "", "CCZoo dynamic_config.json (sgx_mrs list and verify_* switches)")
+	f.StringVar(&role, "role", "", "policy role to judge the evidence as (needed when the policy has several)")
+	f.StringVar(&peer, "peer", "", "peer name for messages")
+	f.StringVar(&at, "at", "", "verify at this time (RFC 3339) instead of now")
+	f.StringVar(&simKeys, "sim-key", "", "PEM file of trusted simulation public keys (simulated evidence is refused without)")
+	f.StringVar(&reportData, "report-data", "", "require this report data (hex, zero-padded to 64 bytes)")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	_ = cmd.MarkFlagRequired("evidence")
+	return cmd
+}
+
+func newAttestInspectCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "inspect FILE",
+		Short: "Parse evidence and print its fields WITHOUT verifying anything",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return fmt.Errorf("evidence: %v", err)
+			}
+			fields, err := verifier.Inspect(b)
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			var sb strings.Builder
+			sb.WriteString("NOT VERIFIED: parsed only; use teeml attest verify to check signatures and collateral\n")
+			for _, f := range fields {
+				fmt.Fprintf(&sb, "%s: %s\n", f.Name, f.Value)
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), sb.String())
+			return err
+		},
+	}
+}
+
+func newAttestQuoteCmd() *cobra.Command {
+	var reportData, platform, out, gramineRoot, tsmRoot, simKey, simTEE, simMREnclave, simMRSigner string
+	var simProd, simSVN uint16
+	var simDebug bool
+	cmd := &cobra.Command{
+		Use:   "quote",
+		Short: "Produce evidence binding --report-data on this platform (Gramine, configfs-tsm, or explicit simulation)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rd, err := hex.DecodeString(reportData)
+			if err != nil || len(rd) > 64 {
+				return fmt.Errorf("--report-data: want at most 64 bytes of hex")
+			}
+			iss, err := pickIssuer(platform, gramineRoot, tsmRoot, simKey, simTEE, simMREnclave, simMRSigner, simProd, simSVN, simDebug)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			ev, err := iss.Issue(ctx, rd)
+			if err != nil {
+				return err
+			}
+			if err := atomicfile.WriteBytes(out, ev.Quote, 0o644); err != nil {
+				return err
+			}
+			if len(ev.Collateral) > 0 {
+				if err := atomicfile.WriteBytes(out+".collateral", ev.Collateral, 0o644); err != nil {
+					return err
+				}
+			}
+			sim := ""
+			if ev.Simulated {
+				sim = " SIMULATED (no hardware protection)"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %s evidence%s, %d bytes\n", out, ev.TEE, sim, len(ev.Quote))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&reportData, "report-data", "", "report data to bind (hex, ≤ 64 bytes)")
+	f.StringVar(&platform, "platform", "auto", "auto, gramine, tsm or sim (sim is insecure and always labelled)")
+	f.StringVarP(&out, "out", "o", "evidence.bin", "output file")
+	f.StringVar(&gramineRoot, "gramine-root", gramine.DefaultRoot, "Gramine attestation pseudo-fs")
+	f.StringVar(&tsmRoot, "tsm-root", tsm.DefaultRoot, "configfs-tsm report directory")
+	f.StringVar(&simKey, "sim-key", "", "simulation private key (teeml attest sim-key)")
+	f.StringVar(&simTEE, "sim-tee", "sgx", "simulation: TEE to imitate (sgx, tdx, sev-snp)")
+	f.StringVar(&simMREnclave, "sim-mr-enclave", "", "simulation: MRENCLAVE (hex)")
+	f.StringVar(&simMRSigner, "sim-mr-signer", "", "simulation: MRSIGNER (hex)")
+	f.Uint16Var(&simProd, "sim-isv-prod-id", 0, "simulation: ISVPRODID")
+	f.Uint16Var(&simSVN, "sim-isv-svn", 0, "simulation: ISVSVN")
+	f.BoolVar(&simDebug, "sim-debug", false, "simulation: set the debug attribute")
+	_ = cmd.MarkFlagRequired("report-data")
+	return cmd
+}
+
+func pickIssuer(platform, gramineRoot, tsmRoot, simKey, simTEE, mre, mrs string, prod, svn uint16, debug bool) (attest.Issuer, error) {
+	if platform == "auto" {
+		switch {
+		case exists(gramineRoot + "/quote"):
+			platform = "gramine"
+		case exists(tsmRoot):
+			platform = "tsm"
+		default:
+			return nil, fmt.Errorf("attest quote: no TEE found (%s, %s absent); use --platform sim for an insecure simulated quote", gramineRoot, tsmRoot)
+		}
+	}
+	switch platform {
+	case "gramine":
+		return &gramine.Issuer{Root: gramineRoot}, nil
+	case "tsm":
+		return &tsm.Issuer{Root: tsmRoot}, nil
+	case "sim":
+		if simKey == "" {
+			return nil, fmt.Errorf("attest quote: --platform sim needs --sim-key (make one with teeml attest sim-key)")
+		}
+		key, err := sim.LoadKey(simKey)
+		if err != nil {
+			return nil, err
+		}
+		id := sim.Identity{TEE: attest.TEE(simTEE), ISVProdID: prod, ISVSVN: svn, Debug: debug}
+		if err := decodeInto(id.MREnclave[:], mre, "--sim-mr-enclave"); err != nil {
+			return nil, err
+		}
+		if err := decodeInto(id.MRSigner[:], mrs, "--sim-mr-signer"); err != nil {
+			return nil, err
+		}
+		return sim.NewIssuer(key, id)
+	}
+	return nil, fmt.Errorf("attest quote: unknown --platform %q (auto, gramine, tsm, sim)", platform)
+}
+
+func decodeInto(dst []byte, s, flag string) error {
+	if s == "" {
+		return nil
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(dst) {
+		return fmt.Errorf("%s: want %d bytes of hex", flag, len(dst))
+	}
+	copy(dst, b)
+	return nil
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func newAttestSimKeyCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "sim-key",
+		Short: "Create a key for SIMULATED attestation (testing only: no hardware protection)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			key, err := sim.GenerateKey()
+			if err != nil {
+				return err
+			}
+			if err := sim.SaveKey(out, key); err != nil {
+				return err
+			}
+			pub, err := sim.MarshalPublicKey(&key.PublicKey)
+			if err != nil {
+				return err
+			}
+			if err := atomicfile.WriteBytes(out+".pub", pub, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s and %s (SIMULATION key: evidence it signs has no hardware protection)\n", out, out+".pub")
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "out", "o", "sim-key.pem", "private key file (public key goes to FILE.pub)")
+	return cmd
+}
