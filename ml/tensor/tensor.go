@@ -37,7 +37,7 @@ func (t Tensor) Validate() error {
 			return fmt.Errorf("tensor %q: negative dimension in shape %v", t.Name, t.Shape)
 		}
 		if d != 0 && n > math.MaxInt/d {
-			return fmt.Errorf("tensor %q: shape %v overflows", t.Name, t.Shape)
+			return fmt.Errorf("tensor %q: shape %v: element count overflows", t.Name, t.Shape)
 		}
 		n *= d
 	}
