@@ -11,6 +11,7 @@ import (
 
 	"github.com/teeml/teeml/attest"
 	"github.com/teeml/teeml/attest/dcap/dcaptest"
+	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/attest/sim"
 )
 
@@ -106,5 +107,40 @@ func TestDetectRejectsJunk(t *testing.T) {
 		if _, err := Detect(b); err == nil {
 			t.Fatalf("Detect(%d bytes) accepted", len(b))
 		}
+	}
+}
+
+// The validation layer refuses a debug enclave by default even when every
+// signature checked out: verify the real SGX quote, then set the DEBUG flag
+// on its claims as if the enclave had been launched in debug mode.
+func TestRealQuoteWithDebugFlagRefusedByDefaultPolicy(t *testing.T) {
+	q := dcaptest.Read(t, "sgx-dcap/quote.bin")
+	col := dcaptest.Read(t, "sgx-dcap/collateral.json")
+	v, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := v.Verify(context.Background(), &attest.Evidence{Quote: q, Collateral: col}, dcaptest.VerifyTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Parse([]byte(`roles:
+  aggregator:
+    sgx:
+      - mr_enclave: 33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb
+    tcb_statuses: [ConfigurationAndSWHardeningNeeded]
+    advisory_ids: [INTEL-SA-00289, INTEL-SA-00615]
+`), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := p.Evaluate("aggregator", c, policy.At(dcaptest.VerifyTime)); !d.Accepted {
+		t.Fatalf("production claims refused: %s", d)
+	}
+	c.Debug = true
+	c.Attributes[0] |= 0x02
+	d := p.Evaluate("aggregator", c, policy.At(dcaptest.VerifyTime))
+	if d.Accepted || !strings.Contains(d.String(), "debug") {
+		t.Fatalf("debug claims: %s", d)
 	}
 }
