@@ -13,10 +13,10 @@ import (
 type initKind int
 
 const (
-	initZeros   initKind = iota
-	initHe               // uniform ±sqrt(6/fanIn): layers followed by ReLU
-	initGlorot           // uniform ±sqrt(6/(fanIn+fanOut)): output layers
-	initEmbed            // uniform ±0.05 (Keras embedding default)
+	initZeros  initKind = iota
+	initHe              // uniform ±sqrt(6/fanIn): layers followed by ReLU
+	initGlorot          // uniform ±sqrt(6/(fanIn+fanOut)): output layers
+	initEmbed           // uniform ±0.05 (Keras embedding default)
 )
 
 // paramDef is one trainable tensor of an architecture.
@@ -68,13 +68,24 @@ func buildArch(kind string, s *Spec) (*arch, error) {
 		}
 		tower := a.tower("", oh*ow*oc, s.Hidden, out)
 		a.forward = func(p []*Node, x *Node) *Node {
+			// Activations are laid out channels-first, [C, B, H, W], so that
+			// every matmul of the im2col convolutions and of their gradients
+			// has a layout the Go backend multiplies without transposing the
+			// large patch matrices (see conv2D).
 			batch := x.Shape().Dimensions[0]
 			z := Reshape(x, batch, h, w, c)
+			if c == 1 {
+				z = Reshape(z, 1, batch, h, w)
+			} else {
+				z = TransposeAllAxes(z, 3, 0, 1, 2)
+			}
 			for _, cv := range convs {
 				z = conv2D(z, p[cv.w], cv.k, cv.pad)
-				z = relu(Add(z, Reshape(p[cv.b], 1, 1, 1, -1)))
+				z = relu(Add(z, Reshape(p[cv.b], -1, 1, 1, 1)))
 				z = meanPool(z, cv.pool)
 			}
+			// Flatten in (h, w, c) order, i.e. channels-last like the input.
+			z = TransposeAllAxes(z, 1, 2, 3, 0)
 			return tower(p, Reshape(z, batch, -1))
 		}
 	case KindWideDeep:
@@ -171,34 +182,39 @@ func selectColumns(x *Node, cols []int) *Node {
 	return concat(parts)
 }
 
-// conv2D is a stride-1 convolution of x [B,H,W,C] with kernel [k,k,C,O] and
-// zero padding pad, computed as im2col (k² shifted slices concatenated on the
-// channel axis) followed by one matmul. The Go backend's direct ConvGeneral
-// (and its gradient) is ~20× slower than this on MNIST-sized inputs, and
-// Pad has no gradient there, so padding is done by concatenating zeros.
+// conv2D is a stride-1 convolution of x [C, B, H, W] (channels-first) with
+// kernel [k, k, C, O] and zero padding pad, returning [O, B, H', W']. It is
+// computed as im2col — the k² shifted windows stacked into a patch matrix
+// Pᵀ [k·k·C, B·H'·W'] — and one matmul Wᵀ·Pᵀ. With this orientation the
+// forward product and both gradient products (W·G and G·P) all have the
+// contracting axis where the Go backend's matmul wants it, so the big patch
+// and gradient matrices are never transposed. The backend's own
+// ConvGeneral (and its gradient) is ~20× slower on MNIST-sized inputs, and
+// Pad has no gradient there, so padding concatenates zeros.
 func conv2D(x, kernel *Node, k, pad int) *Node {
 	if pad > 0 {
-		x = zeroPad(x, 1, pad)
 		x = zeroPad(x, 2, pad)
+		x = zeroPad(x, 3, pad)
 	}
 	d := x.Shape().Dimensions
-	b, h, w, c := d[0], d[1], d[2], d[3]
+	c, b, h, w := d[0], d[1], d[2], d[3]
 	oh, ow := h-k+1, w-k+1
-	var patches *Node
+	var pt *Node
 	if k == 1 {
-		patches = x
+		pt = x
 	} else {
 		parts := make([]*Node, 0, k*k)
 		for i := 0; i < k; i++ {
 			for j := 0; j < k; j++ {
-				parts = append(parts, Slice(x, AxisRange(), AxisRange(i, i+oh), AxisRange(j, j+ow), AxisRange()))
+				parts = append(parts, Slice(x, AxisRange(), AxisRange(), AxisRange(i, i+oh), AxisRange(j, j+ow)))
 			}
 		}
-		patches = Concatenate(parts, -1) // [B, oh, ow, k*k*C], ordered (i, j, c) like the kernel
+		pt = Stack(parts, 0) // [k*k, C, B, oh, ow]: row index (i·k+j)·C+c, like the kernel's
 	}
 	o := kernel.Shape().Dimensions[3]
-	y := MatMul(Reshape(patches, b*oh*ow, k*k*c), Reshape(kernel, k*k*c, o))
-	return Reshape(y, b, oh, ow, o)
+	wt := Transpose(Reshape(kernel, k*k*c, o), 0, 1) // [O, k*k*C], small
+	y := MatMul(wt, Reshape(pt, k*k*c, b*oh*ow))
+	return Reshape(y, o, b, oh, ow)
 }
 
 // zeroPad pads axis of x with n zeros on both sides.
@@ -209,20 +225,20 @@ func zeroPad(x *Node, axis, n int) *Node {
 	return Concatenate([]*Node{z, x, z}, axis)
 }
 
-// meanPool averages non-overlapping pool×pool windows of x [B,H,W,C]
+// meanPool averages non-overlapping pool×pool windows of x [C, B, H, W]
 // (cropping a remainder), via reshape + mean, whose gradient is a broadcast.
 func meanPool(x *Node, pool int) *Node {
 	if pool <= 1 {
 		return x
 	}
 	d := x.Shape().Dimensions
-	b, h, w, c := d[0], d[1], d[2], d[3]
+	c, b, h, w := d[0], d[1], d[2], d[3]
 	oh, ow := h/pool, w/pool
 	if oh*pool != h || ow*pool != w {
-		x = Slice(x, AxisRange(), AxisRange(0, oh*pool), AxisRange(0, ow*pool), AxisRange())
+		x = Slice(x, AxisRange(), AxisRange(), AxisRange(0, oh*pool), AxisRange(0, ow*pool))
 	}
-	x = Reshape(x, b, oh, pool, ow, pool, c)
-	return ReduceMean(x, 2, 4)
+	x = Reshape(x, c, b, oh, pool, ow, pool)
+	return ReduceMean(x, 3, 5)
 }
 
 // initParams draws the initial values of the architecture's parameters.

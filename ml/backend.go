@@ -10,6 +10,16 @@ import (
 	"github.com/gomlx/compute/gobackend"
 )
 
+// backendConfig forces the Go backend to run the ops of a graph one at a
+// time (each op is still parallelised internally: matmuls split their work
+// over the worker pool). In compute v0.1.2 the default "parallel ops" mode
+// runs every op as a pool task, and a matmul op then calls Pool.Saturate,
+// which waits for a free worker slot while holding one: with several matmuls
+// in flight (the backward pass has many) every slot can end up held by a
+// waiting matmul and execution deadlocks (we hit this as a hung MNIST run
+// with 0% CPU). Sequential op scheduling avoids it.
+const backendConfig = "ops_sequential"
+
 // All models of the process share one GoMLX pure-Go backend ("go", from
 // github.com/gomlx/compute/gobackend; no cgo, no XLA).
 var (
@@ -55,13 +65,13 @@ func Backend() (compute.Backend, error) {
 	if backendInst != nil {
 		return backendInst, nil
 	}
-	b, err := gobackend.New("")
+	b, err := gobackend.New(backendConfig)
 	if err != nil {
 		return nil, fmt.Errorf("ml: creating GoMLX go backend: %v", err)
 	}
 	if threads > 0 && !setParallelism(b, threads) {
 		// Fallback through the documented config string (which prints a line on stdout).
-		b, err = gobackend.New(fmt.Sprintf("parallelism=%d", threads))
+		b, err = gobackend.New(fmt.Sprintf("%s,parallelism=%d", backendConfig, threads))
 		if err != nil {
 			return nil, fmt.Errorf("ml: creating GoMLX go backend: %v", err)
 		}

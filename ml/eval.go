@@ -162,6 +162,7 @@ func (m *Model) rawOutputs(x []float32, n int) ([]float32, error) {
 	if m.predictExec == nil {
 		P := len(m.params)
 		e, err := NewExec(m.backend, func(g *Graph, in []*Node) []*Node {
+			m.compiles.Add(1)
 			return []*Node{m.arch.forward(in[:P], in[P])}
 		})
 		if err != nil {

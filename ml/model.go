@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/gomlx/core/graph"
@@ -38,6 +39,7 @@ const (
 // Model is a trainable model. Create it with New.
 type Model struct {
 	mu      sync.Mutex
+	trainMu sync.Mutex // serialises Train calls; mu is released during onEpoch
 	kind    string
 	spec    Spec
 	seed    int64
@@ -51,6 +53,7 @@ type Model struct {
 	// Train/Predict call (graph.Exec caches one compiled graph per input shape).
 	predictExec *graph.Exec
 	trainExecs  map[string]*graph.Exec
+	compiles    atomic.Int64 // graph constructions, for tests
 }
 
 // New builds a model of the given kind ("logreg", "linreg", "mlp", "cnn",

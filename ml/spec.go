@@ -189,14 +189,14 @@ func (s Spec) resolve(kind string) (Spec, error) {
 		big := min(h, w) >= 20
 		if len(s.Conv) == 0 {
 			if big {
-				s.Conv = []ConvLayer{{Filters: 6, Kernel: 5, Pad: 2, Pool: 2}, {Filters: 16, Kernel: 5, Pad: 0, Pool: 2}}
+				s.Conv = []ConvLayer{{Filters: 6, Kernel: 5, Pad: 0, Pool: 2}, {Filters: 12, Kernel: 5, Pad: 0, Pool: 2}}
 			} else {
 				s.Conv = []ConvLayer{{Filters: 16, Kernel: 3, Pad: 1, Pool: 2}, {Filters: 32, Kernel: 3, Pad: 1, Pool: 2}}
 			}
 		}
 		if len(s.Hidden) == 0 {
 			if big {
-				s.Hidden = []int{120, 84}
+				s.Hidden = []int{100}
 			} else {
 				s.Hidden = []int{64}
 			}

@@ -29,6 +29,9 @@ type TrainConfig struct {
 	// Seed drives the shuffle order (epoch e of a run uses the e-th
 	// permutation of a stream seeded by Seed).
 	Seed int64
+	// Schedule is the learning-rate schedule over the steps of one Train
+	// call: "" or "constant", or "cosine" (cosine decay from LR to 0).
+	Schedule string
 	// OnBatch, if set, is called after every batch with the number of batches
 	// done and the total for the whole Train call (all epochs).
 	OnBatch func(done, total int)
@@ -81,6 +84,11 @@ func (c *TrainConfig) validate() error {
 	if c.Momentum < 0 || c.Momentum >= 1 || c.WeightDecay < 0 {
 		return fmt.Errorf("ml: train: need 0 ≤ momentum < 1 and weight decay ≥ 0, got %v, %v", c.Momentum, c.WeightDecay)
 	}
+	switch c.Schedule {
+	case "", "constant", "cosine":
+	default:
+		return fmt.Errorf("ml: train: unknown learning-rate schedule %q (want constant or cosine)", c.Schedule)
+	}
 	switch c.Optimizer {
 	case "adam":
 		if c.Momentum != 0 {
@@ -118,11 +126,14 @@ func numStates(key string) int {
 // is not part of the weights), so SetWeights + Train is a complete FL local
 // update, and the result depends only on (weights, ds, cfg). ctx is checked
 // between batches: on cancellation Train returns ctx.Err() and the weights
-// keep the last completed step. onEpoch may be nil.
+// keep the last completed step. onEpoch may be nil; it runs without the
+// model's lock, so it may call Evaluate, Predict or Weights.
 func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig, onEpoch func(EpochStats)) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
+	m.trainMu.Lock()
+	defer m.trainMu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.checkDataset(ds, true); err != nil {
@@ -194,15 +205,19 @@ func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig
 					yb[i], mb[i] = 0, 0
 				}
 			}
+			lr := cfg.LR
+			if cfg.Schedule == "cosine" {
+				lr *= 0.5 * (1 + math.Cos(math.Pi*float64(step)/float64(total)))
+			}
 			step++
 			var hyper []float32
 			switch cfg.Optimizer {
 			case "adam":
 				bc1 := 1 - math.Pow(beta1, float64(step))
 				bc2 := 1 - math.Pow(beta2, float64(step))
-				hyper = []float32{float32(cfg.LR / bc1), float32(beta1), float32(beta2), float32(eps), float32(math.Sqrt(bc2)), float32(cfg.WeightDecay)}
+				hyper = []float32{float32(lr / bc1), float32(beta1), float32(beta2), float32(eps), float32(math.Sqrt(bc2)), float32(cfg.WeightDecay)}
 			default:
-				hyper = []float32{float32(cfg.LR), float32(cfg.Momentum), float32(cfg.WeightDecay)}
+				hyper = []float32{float32(lr), float32(cfg.Momentum), float32(cfg.WeightDecay)}
 			}
 			xt := tensors.FromFlatDataAndDimensions(xb, bs, d)
 			yt := tensors.FromFlatDataAndDimensions(yb, bs)
@@ -239,7 +254,13 @@ func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig
 			}
 		}
 		if onEpoch != nil {
-			onEpoch(EpochStats{Epoch: epoch, Loss: lossSum / float64(n) * lossScale, Seconds: time.Since(start).Seconds(), Examples: n})
+			// The callback may evaluate the model (per-epoch test metrics), so
+			// it runs without the model lock; trainMu still keeps other Train
+			// calls out.
+			st := EpochStats{Epoch: epoch, Loss: lossSum / float64(n) * lossScale, Seconds: time.Since(start).Seconds(), Examples: n}
+			m.mu.Unlock()
+			onEpoch(st)
+			m.mu.Lock()
 		}
 	}
 	return nil
@@ -255,6 +276,7 @@ func (m *Model) trainExec(key string) (*Exec, error) {
 	P := len(m.params)
 	S := numStates(key) * P
 	e, err := NewExec(m.backend, func(g *Graph, in []*Node) []*Node {
+		m.compiles.Add(1)
 		params, state := in[:P], in[P:P+S]
 		x, y, mask, hyper := in[P+S], in[P+S+1], in[P+S+2], in[P+S+3]
 		perEx := m.perExampleLoss(m.arch.forward(params, x), y)
