@@ -99,12 +99,14 @@ func TestWeightNamesAndShapes(t *testing.T) {
 
 	cnn := mustNew(t, KindCNN, SpecFor(images(4, 28, 28, 10, 1)), 1).Weights()
 	wantCNN := []string{"conv_0/weights", "conv_0/biases", "conv_1/weights", "conv_1/biases",
-		"dense_0/weights", "dense_0/biases", "dense_1/weights", "dense_1/biases", "dense_2/weights", "dense_2/biases"}
+		"dense_0/weights", "dense_0/biases", "dense_1/weights", "dense_1/biases"}
 	if !slices.Equal(names(cnn), wantCNN) {
 		t.Fatalf("cnn weight names %v", names(cnn))
 	}
-	if !slices.Equal(cnn[0].Shape, []int{5, 5, 1, 6}) || !slices.Equal(cnn[2].Shape, []int{5, 5, 6, 16}) || !slices.Equal(cnn[4].Shape, []int{400, 120}) {
-		t.Errorf("LeNet-5 shapes: %v %v %v", cnn[0].Shape, cnn[2].Shape, cnn[4].Shape)
+	// BigDL's LeNet-5: conv 5×5→6, pool, conv 5×5→12, pool, 192→100→10.
+	if !slices.Equal(cnn[0].Shape, []int{5, 5, 1, 6}) || !slices.Equal(cnn[2].Shape, []int{5, 5, 6, 12}) ||
+		!slices.Equal(cnn[4].Shape, []int{192, 100}) || !slices.Equal(cnn[6].Shape, []int{100, 10}) {
+		t.Errorf("LeNet-5 shapes: %v %v %v %v", cnn[0].Shape, cnn[2].Shape, cnn[4].Shape, cnn[6].Shape)
 	}
 
 	wd := mustNew(t, KindWideDeep, SpecFor(tabular(10, 1)), 1).Weights()

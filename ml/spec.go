@@ -62,12 +62,15 @@ type Spec struct {
 	TargetStd  float64 `json:"target_std,omitempty"`
 
 	// Hidden are the widths of the ReLU hidden layers: the MLP (default
-	// [128, 64]), the CNN's dense head (default [120, 84] for images ≥ 20
-	// pixels a side, [64] otherwise) and the Wide&Deep deep tower (default
+	// [128, 64]), the CNN's dense head (default [100] for images ≥ 20 pixels
+	// a side, [64] otherwise) and the Wide&Deep deep tower (default
 	// [64, 32]). Ignored by logreg/linreg.
 	Hidden []int `json:"hidden,omitempty"`
-	// Conv are the CNN's convolution blocks. Default for images ≥ 20 pixels a
-	// side is LeNet-5 ({6,5,2,2},{16,5,0,2}); otherwise {16,3,1,2},{32,3,1,2}.
+	// Conv are the CNN's convolution blocks. The default for images ≥ 20
+	// pixels a side is BigDL's LeNet-5 layout ({6,5,0,2}, {12,5,0,2}, then
+	// Hidden [100]: 28×28 → 24 → 12 → 8 → 4, 192 features) with ReLU and mean
+	// pooling instead of tanh and max pooling; for smaller images (digits
+	// 8×8) it is {16,3,1,2}, {32,3,1,2}.
 	Conv []ConvLayer `json:"conv,omitempty"`
 	// EmbeddingDim is the Wide&Deep embedding width per categorical column (default 8).
 	EmbeddingDim int `json:"embedding_dim,omitempty"`
