@@ -31,6 +31,8 @@
 //
 //	parse → bind → identity → verify evidence → policy
 //
+// Step by step:
+//
 //  1. parse: the leaf's evidence extension(s), decoded strictly (definite
 //     lengths, bounded sizes, exact shapes);
 //  2. bind: the report data of every quote present binds the leaf's public
