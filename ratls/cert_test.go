@@ -205,4 +205,3 @@ func TestNewCertificateIssuerErrors(t *testing.T) {
 		t.Errorf("cancelled context: %v", err)
 	}
 }
-
