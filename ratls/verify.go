@@ -356,12 +356,10 @@ func (v *Verifier) finish(ctx context.Context, chain []*x509.Certificate, now ti
 }
 
 // claimedName is the unverified name a chain claims: the identity
-// certificate's common name, else the leaf's.
+// certificate's common name (a self-signed leaf's name means nothing).
 func claimedName(chain []*x509.Certificate) string {
-	for i := len(chain) - 1; i >= 0; i-- {
-		if i < 2 && chain[i] != nil && chain[i].Subject.CommonName != "" {
-			return chain[i].Subject.CommonName
-		}
+	if len(chain) > 1 && chain[1] != nil {
+		return chain[1].Subject.CommonName
 	}
 	return ""
 }

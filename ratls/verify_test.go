@@ -259,7 +259,7 @@ func TestVerifyPeerRefusals(t *testing.T) {
 		{"expired leaf", v, goodChain, good.Leaf.NotAfter.Add(time.Second), CheckValidity, []string{"certificate expired at"}},
 		{"leaf not yet valid", v, goodChain, good.Leaf.NotBefore.Add(-time.Second), CheckValidity, []string{"certificate not valid before"}},
 		{"no identity certificate", v, chainOf(t, newCert(t, f.env.issuer(t, mrGood, false), CertOptions{})), f.now, CheckIdentity,
-			[]string{"no identity certificate: the RA-TLS certificate is self-signed but an identity is required"}},
+			[]string{"peer: no identity certificate: the RA-TLS certificate is self-signed but an identity is required"}},
 		{"revoked", v, withID(revokedID, revokedKey, mrGood), f.now, CheckIdentity, []string{`peer "col-3" (unverified): certificate revoked (identity)`}},
 		{"expired identity", v, withID(expiredID, expiredKey, mrGood), f.now, CheckIdentity, []string{`identity certificate "col-4": x509: certificate has expired`}},
 		{"not a member", v, withID(strangerID, strangerKey, mrGood), f.now, CheckIdentity, []string{`"col-5" is not in the member list`}},
