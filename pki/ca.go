@@ -390,8 +390,9 @@ func newSerial() (*big.Int, error) {
 type CertifyOption func(*certifyOptions)
 
 type certifyOptions struct {
-	noPolicy bool
-	validity time.Duration
+	noPolicy   bool
+	validity   time.Duration
+	collateral []byte
 }
 
 // WithoutPolicy allows Certify with a nil policy: the evidence is verified
@@ -402,6 +403,12 @@ func WithoutPolicy() CertifyOption { return func(o *certifyOptions) { o.noPolicy
 // Validity sets the identity certificate's lifetime instead of the
 // workspace's identity_validity.
 func Validity(d time.Duration) CertifyOption { return func(o *certifyOptions) { o.validity = d } }
+
+// Collateral supplies platform collateral (e.g. DCAP collateral JSON) for
+// evidence whose CSR carries none, as Gramine's quotes do not. It is
+// verified like collateral from the CSR: it only has to be authentic, not
+// trusted.
+func Collateral(b []byte) CertifyOption { return func(o *certifyOptions) { o.collateral = b } }
 
 // NoPolicyStatement is recorded as the policy of members certified without
 // one.
@@ -447,7 +454,13 @@ func (ca *CA) Certify(ctx context.Context, csrPEM []byte, pol *policy.Policy, v 
 	if now.IsZero() {
 		return nil, fail("no time given")
 	}
-	claims, err := v.Verify(ctx, csr.Evidence, now)
+	ev := csr.Evidence
+	if len(ev.Collateral) == 0 && len(o.collateral) > 0 {
+		withCol := *ev
+		withCol.Collateral = o.collateral
+		ev = &withCol
+	}
+	claims, err := v.Verify(ctx, ev, now)
 	if err != nil {
 		return nil, fail("evidence: %v", err)
 	}

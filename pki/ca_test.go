@@ -393,3 +393,12 @@ func TestCSRRoundTripAndRefusals(t *testing.T) {
 		wantErr(t, err, tc.wantErrs...)
 	}
 }
+
+func TestCertifyCollateralOptionReachesVerifier(t *testing.T) {
+	e := newEnv(t)
+	_, csr := e.csr("col-1", "collaborator", nil)
+	// Simulated evidence must have no collateral: the sim verifier refusing
+	// shows the supplied collateral reached it.
+	_, err := e.ca.Certify(context.Background(), csr, e.pol, e.v, t0, Collateral([]byte("{}")))
+	wantErr(t, err, "evidence:", "2 bytes of collateral")
+}

@@ -11,6 +11,24 @@ import (
 	"github.com/teeml/teeml/ratls"
 )
 
+// IdentityError is VerifyIdentity's refusal, one line:
+//
+//	peer "col-3": certificate revoked
+//
+// Peer is the name the identity certificate claims (empty when there is
+// none); it is only verified when the refusal came after the chain check.
+type IdentityError struct {
+	Peer   string
+	Reason string
+}
+
+func (e *IdentityError) Error() string {
+	if e.Peer == "" {
+		return "peer identity: " + e.Reason
+	}
+	return fmt.Sprintf("peer %q: %s", e.Peer, e.Reason)
+}
+
 // Federation is a party's view of the federation, loaded from a bundle and
 // checked against a pinned root. It implements ratls.IdentityVerifier and is
 // immutable: load a new one to take a new bundle (fresh CRL, new members).
@@ -103,15 +121,15 @@ func (f *Federation) CRLNextUpdate() time.Time { return f.crl.NextUpdate }
 // that the member list has this certificate active under this name and role.
 func (f *Federation) VerifyIdentity(chain []*x509.Certificate, now time.Time) (*ratls.Identity, error) {
 	if len(chain) < 2 || chain[0] == nil || chain[1] == nil {
-		return nil, fmt.Errorf("pki: peer presented %d certificates, want the RA-TLS certificate and its identity certificate", len(chain))
+		return nil, &IdentityError{Reason: fmt.Sprintf("presented %d certificates, want the RA-TLS certificate and its identity certificate", len(chain))}
 	}
 	leaf, id := chain[0], chain[1]
 	name := id.Subject.CommonName
 	fail := func(format string, args ...any) error {
-		return fmt.Errorf("pki: peer %q: %s", name, fmt.Sprintf(format, args...))
+		return &IdentityError{Peer: name, Reason: fmt.Sprintf(format, args...)}
 	}
 	if err := CheckName(name); err != nil {
-		return nil, fmt.Errorf("pki: peer identity certificate: %v", err)
+		return nil, &IdentityError{Reason: "identity certificate: " + err.Error()}
 	}
 	if len(id.Subject.OrganizationalUnit) != 1 || CheckRole(id.Subject.OrganizationalUnit[0]) != nil {
 		return nil, fail("identity certificate has no single known role (OU %q)", id.Subject.OrganizationalUnit)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,6 +91,12 @@ func TestVerifyIdentityRefusals(t *testing.T) {
 			}
 			wantErr(t, err, c.want...)
 		})
+	}
+	// The message is exactly the documented one line, and typed.
+	_, err := f.VerifyIdentity([]*x509.Certificate{leaf(t, col3.Cert, key3, now), col3.Cert}, now)
+	var ie *IdentityError
+	if err == nil || err.Error() != `peer "col-3": certificate revoked` || !errors.As(err, &ie) || ie.Peer != "col-3" {
+		t.Fatalf("revoked: %v", err)
 	}
 	// Control: the same federation accepts col-2 at now, so each refusal
 	// above is due to what the case changed.
