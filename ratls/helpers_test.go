@@ -56,7 +56,35 @@ func (l *logBuf) String() string {
 	return l.b.String()
 }
 
-func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+// logger logs each record as one unquoted line: message, then key=value
+// attributes.
+func (l *logBuf) logger() *slog.Logger { return slog.New(&rawHandler{w: l}) }
+
+type rawHandler struct {
+	w     io.Writer
+	attrs []slog.Attr
+}
+
+func (h *rawHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *rawHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Level.String() + " " + r.Message)
+	write := func(a slog.Attr) bool { fmt.Fprintf(&b, " %s=%v", a.Key, a.Value); return true }
+	for _, a := range h.attrs {
+		write(a)
+	}
+	r.Attrs(write)
+	b.WriteString("\n")
+	_, err := io.WriteString(h.w, b.String())
+	return err
+}
+
+func (h *rawHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &rawHandler{w: h.w, attrs: append(append([]slog.Attr(nil), h.attrs...), as...)}
+}
+
+func (h *rawHandler) WithGroup(string) slog.Handler { return h }
 
 // simEnv is a simulation key with issuers for several enclaves.
 type simEnv struct {
