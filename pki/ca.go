@@ -462,7 +462,11 @@ func (ca *CA) Certify(ctx context.Context, csrPEM []byte, pol *policy.Policy, v 
 	}
 	claims, err := v.Verify(ctx, ev, now)
 	if err != nil {
-		return nil, fail("evidence: %v", err)
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "evidence") {
+			msg = "evidence: " + msg
+		}
+		return nil, fail("%s", msg)
 	}
 	want := make([]byte, 64)
 	copy(want, csr.KeyHash[:])

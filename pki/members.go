@@ -27,43 +27,43 @@ const (
 // issued. A name can appear several times (revoked certificates stay
 // listed), but at most once with status active.
 type Member struct {
-	Name   string `yaml:"name"`
-	Role   string `yaml:"role"`
-	Serial string `yaml:"serial"` // identity certificate serial, lower-case hex
-	Status Status `yaml:"status"`
+	Name   string `yaml:"name" json:"name"`
+	Role   string `yaml:"role" json:"role"`
+	Serial string `yaml:"serial" json:"serial"` // identity certificate serial, lower-case hex
+	Status Status `yaml:"status" json:"status"`
 	// CertifiedAt and NotAfter are the identity certificate's issue time and
 	// expiry (UTC, whole seconds).
-	CertifiedAt time.Time `yaml:"certified_at"`
-	NotAfter    time.Time `yaml:"not_after"`
+	CertifiedAt time.Time `yaml:"certified_at" json:"certified_at"`
+	NotAfter    time.Time `yaml:"not_after" json:"not_after"`
 	// Evidence is what the CA saw when it certified the member.
-	Evidence EvidenceSummary `yaml:"evidence"`
+	Evidence EvidenceSummary `yaml:"evidence" json:"evidence"`
 	// RevokedAt and RevocationReason are set when Status is revoked.
-	RevokedAt        *time.Time `yaml:"revoked_at,omitempty"`
-	RevocationReason string     `yaml:"revocation_reason,omitempty"`
+	RevokedAt        *time.Time `yaml:"revoked_at,omitempty" json:"revoked_at,omitempty"`
+	RevocationReason string     `yaml:"revocation_reason,omitempty" json:"revocation_reason,omitempty"`
 }
 
 // EvidenceSummary records the attestation behind a member's certificate.
 type EvidenceSummary struct {
-	TEE       string `yaml:"tee"`
-	Simulated bool   `yaml:"simulated"`
-	Debug     bool   `yaml:"debug"`
+	TEE       string `yaml:"tee" json:"tee"`
+	Simulated bool   `yaml:"simulated" json:"simulated"`
+	Debug     bool   `yaml:"debug" json:"debug"`
 	// Measurement is the code identity: SGX MRENCLAVE, TDX MRTD or SEV-SNP
 	// measurement (hex).
-	Measurement string `yaml:"measurement"`
-	MRSigner    string `yaml:"mr_signer,omitempty"` // SGX only
-	TCBStatus   string `yaml:"tcb_status"`
+	Measurement string `yaml:"measurement" json:"measurement"`
+	MRSigner    string `yaml:"mr_signer,omitempty" json:"mr_signer,omitempty"` // SGX only
+	TCBStatus   string `yaml:"tcb_status" json:"tcb_status"`
 	// KeySHA256 is SHA-256 of the identity key's SubjectPublicKeyInfo, the
 	// report data the evidence bound.
-	KeySHA256 string `yaml:"key_sha256"`
+	KeySHA256 string `yaml:"key_sha256" json:"key_sha256"`
 	// Policy is the one-line policy decision, or a statement that none was
 	// applied.
-	Policy string `yaml:"policy"`
+	Policy string `yaml:"policy" json:"policy"`
 }
 
 // Members is the content of members.yaml.
 type Members struct {
-	Federation string   `yaml:"federation"`
-	Members    []Member `yaml:"members"`
+	Federation string   `yaml:"federation" json:"federation"`
+	Members    []Member `yaml:"members" json:"members"`
 }
 
 // membersHeader starts every members.yaml the CA writes.
