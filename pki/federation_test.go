@@ -228,3 +228,33 @@ func TestVerifyIdentityConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestVerifyIdentityCRLAloneRevokes: a serial the CRL lists is refused as
+// revoked even when the member list does not mention it at all.
+func TestVerifyIdentityCRLAloneRevokes(t *testing.T) {
+	e := newEnv(t)
+	is, key := e.certify("col-3", "collaborator")
+	if _, err := e.ca.Revoke("col-3", "", t0); err != nil {
+		t.Fatal(err)
+	}
+	b, err := e.ca.Bundle(t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := splitPEM(t, b)
+	m, err := ParseMembers(blocks[3].Bytes, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Members = nil
+	blocks[3].Bytes, _ = m.Marshal()
+	f, err := NewFederation(e.resign(t, blocks), e.ca.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0.Add(time.Minute)
+	_, err = f.VerifyIdentity([]*x509.Certificate{leaf(t, is.Cert, key, now), is.Cert}, now)
+	if err == nil || err.Error() != `peer "col-3": certificate revoked` {
+		t.Fatalf("got %v", err)
+	}
+}
