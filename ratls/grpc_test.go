@@ -383,6 +383,19 @@ func TestGRPCVerifyModes(t *testing.T) {
 	})
 }
 
+// A client presenting no certificate to a two-way server is refused.
+func TestGRPCClientWithoutCertificate(t *testing.T) {
+	l := newLink(t)
+	addr := serve(t, l.serverCfg(l.server, l.verifier))
+	_, _, err := who(t, addr, TransportConfig{Verifier: l.verifier, Mode: VerifyServer, Logger: quiet()})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("client without certificate: %v", err)
+	}
+	if logged := waitLog(t, l.serverLog, "refused"); !strings.Contains(logged, "client didn't provide a certificate (handshake)") {
+		t.Fatalf("server log %q", logged)
+	}
+}
+
 // Only TLS 1.3 is spoken.
 func TestGRPCTLS12Refused(t *testing.T) {
 	l := newLink(t)

@@ -491,3 +491,24 @@ func TestErrorFormat(t *testing.T) {
 		t.Error("CheckOf")
 	}
 }
+
+// lyingVerifier returns claims whose report data is not the quote's.
+type lyingVerifier struct{ attest.Verifier }
+
+func (l lyingVerifier) Verify(ctx context.Context, ev *attest.Evidence, now time.Time) (*attest.Claims, error) {
+	c, err := l.Verifier.Verify(ctx, ev, now)
+	if c != nil {
+		c.ReportData = make([]byte, 64)
+	}
+	return c, err
+}
+
+// The binding checked on the unverified quote is checked again on the
+// verified claims (policy.ReportData).
+func TestVerifyPeerBindingOnVerifiedClaims(t *testing.T) {
+	f := newFixture(t)
+	f.ev.Verifier = lyingVerifier{f.ev.Verifier}
+	v := f.verifier(t)
+	_, err := v.VerifyPeer(context.Background(), chainOf(t, f.cert(t, "col-1", "collaborator", mrGood, false)), f.now)
+	wantErr(t, err, CheckPolicy, `peer "col-1": role collaborator: report data 0000`, "does not match expected")
+}
