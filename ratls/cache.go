@@ -13,7 +13,6 @@ type evidenceCache struct {
 	max   int
 	order *list.List // of *cacheItem, most recent first
 	items map[[32]byte]*list.Element
-	hits  uint64
 }
 
 type cacheItem struct {
@@ -44,7 +43,6 @@ func (c *evidenceCache) get(key [32]byte, now time.Time) *verified {
 		return nil
 	}
 	c.order.MoveToFront(e)
-	c.hits++
 	return it.ent
 }
 

@@ -80,7 +80,8 @@ type AuthInfo struct {
 func (*AuthInfo) AuthType() string { return "ratls" }
 
 // PeerFromContext returns the verified RA-TLS peer of the connection a gRPC
-// call arrived on (or was made on).
+// call arrived on, in a server handler or interceptor. (A client gets the
+// server's Peer from the *AuthInfo of the grpc.Peer call option.)
 func PeerFromContext(ctx context.Context) (*Peer, bool) {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p == nil {
@@ -179,7 +180,7 @@ func newTransport(cfg TransportConfig, s side) (*transport, error) {
 
 // handshakeConfig clones the base configuration for one handshake, with a
 // VerifyConnection that verifies the peer within ctx and stores it.
-func (t *transport) handshakeConfig(ctx context.Context, remote string, out **Peer) *tls.Config {
+func (t *transport) handshakeConfig(ctx context.Context, out **Peer) *tls.Config {
 	c := t.base.Clone()
 	if !t.verify {
 		return c
@@ -246,7 +247,7 @@ func (t *transport) ClientHandshake(ctx context.Context, authority string, rawCo
 	}
 	remote := authority
 	var verified *Peer
-	cfg := t.handshakeConfig(ctx, remote, &verified)
+	cfg := t.handshakeConfig(ctx, &verified)
 	host, _, err := net.SplitHostPort(authority)
 	if err != nil {
 		host = authority
@@ -272,7 +273,7 @@ func (t *transport) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.Aut
 	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.HandshakeTimeout)
 	defer cancel()
 	var verified *Peer
-	conn := tls.Server(rawConn, t.handshakeConfig(ctx, remote, &verified))
+	conn := tls.Server(rawConn, t.handshakeConfig(ctx, &verified))
 	if err := conn.HandshakeContext(ctx); err != nil {
 		conn.Close()
 		return nil, nil, t.handshakeError(err, remote, verified)
