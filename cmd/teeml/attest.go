@@ -218,7 +218,7 @@ func pickIssuer(platform, gramineRoot, tsmRoot, simKey, simTEE, mre, mrs string,
 		case exists(tsmRoot):
 			platform = "tsm"
 		default:
-			return nil, fmt.Errorf("attest quote: no TEE found (%s, %s absent); use --platform sim for an insecure simulated quote", gramineRoot, tsmRoot)
+			return nil, fmt.Errorf("no TEE found (%s, %s absent); use --platform sim for an insecure simulated quote", gramineRoot, tsmRoot)
 		}
 	}
 	switch platform {
