@@ -2,6 +2,7 @@ package strategy
 
 import (
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -123,6 +124,83 @@ func TestLargeAgainstReference(t *testing.T) {
 		want := d.L2Norm()
 		if got := rep.UpdateNorms[r.Client]; math.Abs(got-want) > 1e-9*want {
 			t.Fatalf("norm of %s: %v, want %v", r.Client, got, want)
+		}
+	}
+}
+
+// TestKernelPaths: the AVX kernel (when the CPU has it) and the generic Go
+// code give bit-identical results, including non-integer coefficients,
+// every client count up to 11, lengths around the 16-coordinate blocks, and
+// the same non-finite verdicts.
+func TestKernelPaths(t *testing.T) {
+	if !useAVX {
+		t.Skip("no AVX kernel on this CPU/architecture")
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	acc := make([]float64, 1000)
+	run := func(avx bool, out []float32, xs [][]float32, c []float64, scale float64) bool {
+		defer func(old bool) { useAVX = old }(useAVX)
+		useAVX = avx
+		return weightedSpan(out, slices.Clone(xs), c, scale, acc)
+	}
+	for n := 1; n <= 11; n++ {
+		for _, size := range []int{1, 15, 16, 17, 31, 32, 33, 100, 999} {
+			xs := make([][]float32, n)
+			c := make([]float64, n)
+			for k := range xs {
+				xs[k] = make([]float32, size)
+				for j := range xs[k] {
+					xs[k][j] = float32(r.NormFloat64() * math.Exp(4*r.NormFloat64()))
+				}
+				c[k] = r.Float64() * 10
+			}
+			for _, poison := range []float32{0, float32(math.NaN()), float32(math.Inf(-1)), math.MaxFloat32} {
+				if poison != 0 {
+					xs[r.IntN(n)][r.IntN(size)] = poison
+				}
+				a, b := make([]float32, size), make([]float32, size)
+				badA := run(true, a, xs, c, 1/float64(n))
+				badB := run(false, b, xs, c, 1/float64(n))
+				for j := range a {
+					if math.Float32bits(a[j]) != math.Float32bits(b[j]) {
+						t.Fatalf("n=%d size=%d poison=%v: coordinate %d: avx %v, generic %v", n, size, poison, j, a[j], b[j])
+					}
+				}
+				wantBad := false
+				for _, v := range b {
+					wantBad = wantBad || math.IsNaN(float64(v)) || math.IsInf(float64(v), 0)
+				}
+				if badA != wantBad || badB != wantBad {
+					t.Fatalf("n=%d size=%d poison=%v: non-finite avx %v generic %v, want %v", n, size, poison, badA, badB, wantBad)
+				}
+			}
+		}
+	}
+}
+
+// TestSqDiffPaths: the AVX and Go squared-distance kernels agree bit for bit.
+func TestSqDiffPaths(t *testing.T) {
+	if !useAVX {
+		t.Skip("no AVX kernel on this CPU/architecture")
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, size := range []int{0, 1, 15, 16, 17, 33, 100, 1000, 4099} {
+		a, b := make([]float32, size), make([]float32, size)
+		for j := range a {
+			a[j] = float32(r.NormFloat64() * math.Exp(3*r.NormFloat64()))
+			b[j] = float32(r.NormFloat64())
+		}
+		got := sqDiff(a, b)
+		useAVX = false
+		want := sqDiff(a, b)
+		useAVX = true
+		var naive float64
+		for j := range a {
+			d := float64(a[j]) - float64(b[j])
+			naive += d * d
+		}
+		if math.Float64bits(got) != math.Float64bits(want) || math.Abs(got-naive) > 1e-12*naive {
+			t.Fatalf("size %d: avx %v, go %v, naive %v", size, got, want, naive)
 		}
 	}
 }

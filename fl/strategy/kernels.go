@@ -10,11 +10,31 @@ import (
 	"github.com/teeml/teeml/ml/tensor"
 )
 
-// weightedSpan sets out[j] = float32(scale · Σ_k c[k]·xs[k][j]) with the sum
-// accumulated in float64 in client order (in blocks of four clients, so the
-// accumulator makes few round trips through the cache), and reports whether
-// any output is NaN or ±Inf. acc is scratch of at least len(out).
+// weightedSpan sets out[j] = float32(scale · Σ_k c[k]·xs[k][j]) and reports
+// whether any output is NaN or ±Inf. Per coordinate, each product c[k]·x is
+// rounded to float64 (never fused into an FMA) and the products are added in
+// client order, left to right; the AVX kernel (amd64) and the generic Go
+// code below compute exactly that, so they agree bit for bit. acc is scratch
+// of at least len(out). xs is resliced in place.
 func weightedSpan(out []float32, xs [][]float32, c []float64, scale float64, acc []float64) (nonFinite bool) {
+	if useAVX && len(out) >= 16 {
+		done := len(out) &^ 15
+		nonFinite = wsumAVX(out[:done], xs, c, scale)
+		if done == len(out) {
+			return nonFinite
+		}
+		out = out[done:]
+		for k := range xs {
+			xs[k] = xs[k][done:]
+		}
+	}
+	return weightedSpanGeneric(out, xs, c, scale, acc) || nonFinite
+}
+
+// weightedSpanGeneric is weightedSpan in plain Go: the accumulator makes a
+// round trip through the (cache-resident) scratch per block of four
+// clients. The explicit float64(·) conversions forbid FMA fusion.
+func weightedSpanGeneric(out []float32, xs [][]float32, c []float64, scale float64, acc []float64) (nonFinite bool) {
 	acc = acc[:len(out)]
 	n := len(xs)
 	k := 0
@@ -51,42 +71,42 @@ func weightedSpan(out []float32, xs [][]float32, c []float64, scale float64, acc
 func set4(acc []float64, a, b, c, d []float32, ca, cb, cc, cd float64) {
 	a, b, c, d = a[:len(acc)], b[:len(acc)], c[:len(acc)], d[:len(acc)]
 	for j := range acc {
-		acc[j] = ca*float64(a[j]) + cb*float64(b[j]) + cc*float64(c[j]) + cd*float64(d[j])
+		acc[j] = float64(ca*float64(a[j])) + float64(cb*float64(b[j])) + float64(cc*float64(c[j])) + float64(cd*float64(d[j]))
 	}
 }
 
 func add4(acc []float64, a, b, c, d []float32, ca, cb, cc, cd float64) {
 	a, b, c, d = a[:len(acc)], b[:len(acc)], c[:len(acc)], d[:len(acc)]
 	for j := range acc {
-		acc[j] += ca*float64(a[j]) + cb*float64(b[j]) + cc*float64(c[j]) + cd*float64(d[j])
+		acc[j] = acc[j] + float64(ca*float64(a[j])) + float64(cb*float64(b[j])) + float64(cc*float64(c[j])) + float64(cd*float64(d[j]))
 	}
 }
 
 func set2(acc []float64, a, b []float32, ca, cb float64) {
 	a, b = a[:len(acc)], b[:len(acc)]
 	for j := range acc {
-		acc[j] = ca*float64(a[j]) + cb*float64(b[j])
+		acc[j] = float64(ca*float64(a[j])) + float64(cb*float64(b[j]))
 	}
 }
 
 func add2(acc []float64, a, b []float32, ca, cb float64) {
 	a, b = a[:len(acc)], b[:len(acc)]
 	for j := range acc {
-		acc[j] += ca*float64(a[j]) + cb*float64(b[j])
+		acc[j] = acc[j] + float64(ca*float64(a[j])) + float64(cb*float64(b[j]))
 	}
 }
 
 func set1(acc []float64, a []float32, ca float64) {
 	a = a[:len(acc)]
 	for j := range acc {
-		acc[j] = ca * float64(a[j])
+		acc[j] = float64(ca * float64(a[j]))
 	}
 }
 
 func add1(acc []float64, a []float32, ca float64) {
 	a = a[:len(acc)]
 	for j := range acc {
-		acc[j] += ca * float64(a[j])
+		acc[j] = acc[j] + float64(ca*float64(a[j]))
 	}
 }
 
@@ -177,27 +197,36 @@ func updateStats(global tensor.Weights, results []FitResult, sel []int, workers 
 	return out
 }
 
-// sqDiff returns Σ (a[j] − b[j])² in float64, with four independent
-// accumulators (fixed order, so deterministic).
+// sqDiff returns Σ (a[j] − b[j])² in float64 (differences and squares
+// rounded to float64, never fused), accumulated in 16 lanes — lane l takes
+// j ≡ l (mod 16) in increasing j — combined by a fixed pairwise tree. The
+// AVX kernel does the lanes of whole 16-blocks; the Go loop does the rest
+// (or everything), with identical results.
 func sqDiff(a, b []float32) float64 {
 	b = b[:len(a)]
-	var s0, s1, s2, s3 float64
+	var s [16]float64
 	j := 0
-	for ; j+4 <= len(a); j += 4 {
-		d0 := float64(a[j]) - float64(b[j])
-		d1 := float64(a[j+1]) - float64(b[j+1])
-		d2 := float64(a[j+2]) - float64(b[j+2])
-		d3 := float64(a[j+3]) - float64(b[j+3])
-		s0 += d0 * d0
-		s1 += d1 * d1
-		s2 += d2 * d2
-		s3 += d3 * d3
+	if useAVX && len(a) >= 16 {
+		j = len(a) &^ 15
+		sqDiffAVX(a[:j], b[:j], &s)
 	}
-	for ; j < len(a); j++ {
+	for ; j+16 <= len(a); j += 16 {
+		aa, bb := a[j:j+16], b[j:j+16]
+		for l := range s {
+			d := float64(aa[l]) - float64(bb[l])
+			s[l] = s[l] + float64(d*d)
+		}
+	}
+	for l := 0; j < len(a); j, l = j+1, l+1 {
 		d := float64(a[j]) - float64(b[j])
-		s0 += d * d
+		s[l] = s[l] + float64(d*d)
 	}
-	return (s0 + s1) + (s2 + s3)
+	for w := 8; w >= 1; w /= 2 {
+		for l := range w {
+			s[l] += s[l+w]
+		}
+	}
+	return s[0]
 }
 
 // pairwiseSqDist returns the n×n matrix (row-major) of squared Euclidean
