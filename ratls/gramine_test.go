@@ -174,11 +174,17 @@ func realDCAP(t testing.TB) ([]byte, attest.Verifier, *staticSource) {
 		t.Fatal(err)
 	}
 	src := &staticSource{col: col, fmspc: res.Claims.FMSPC}
+	return quote, dcapVerifier(t, src), src
+}
+
+// dcapVerifier is a new dispatching verifier taking collateral from src.
+func dcapVerifier(t testing.TB, src collateral.Source) attest.Verifier {
+	t.Helper()
 	v, err := verifier.New(verifier.Config{DCAP: &dcap.Options{Source: src}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return quote, v, src
+	return v
 }
 
 // A Gramine certificate embedding the real SGX quote parses; it is refused
