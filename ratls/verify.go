@@ -304,7 +304,13 @@ func (v *Verifier) finish(ctx context.Context, chain []*x509.Certificate, now ti
 		}
 		got, err := v.cfg.Identity.VerifyIdentity(chain, now)
 		if err != nil {
-			return nil, fail(CheckIdentity, err, "%v", err)
+			// Identity verifiers may name the peer themselves (pki:
+			// `peer "col-3": certificate revoked`); name it once.
+			msg := err.Error()
+			if claimed != "" {
+				msg = strings.TrimPrefix(msg, fmt.Sprintf("peer %q: ", claimed))
+			}
+			return nil, fail(CheckIdentity, err, "%s", strings.TrimPrefix(msg, "peer identity: "))
 		}
 		if got == nil {
 			return nil, fail(CheckIdentity, nil, "identity verifier returned no identity")

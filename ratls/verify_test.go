@@ -298,6 +298,9 @@ func TestVerifyPeerIdentityVerifierContract(t *testing.T) {
 		{fixedIdentity{id: &Identity{Name: "x"}}, "identity has no name or role"},
 		{fixedIdentity{id: &Identity{Name: "x", Role: "kms"}}, `role "kms" not in policy`},
 		{fixedIdentity{err: errors.New("pki: chain\nto nowhere")}, "pki: chain to nowhere (identity)"},
+		{fixedIdentity{err: errors.New(`peer "col-1": certificate revoked`)}, `peer "col-1" (unverified): certificate revoked (identity)`},
+		{fixedIdentity{err: errors.New(`peer identity: presented 1 certificates`)}, `peer "col-1" (unverified): presented 1 certificates (identity)`},
+		{fixedIdentity{err: errors.New(`peer "col-9": not a member`)}, `peer "col-1" (unverified): peer "col-9": not a member (identity)`},
 	} {
 		v := f.verifier(t, func(cfg *Config) { cfg.Identity = tc.id })
 		_, err := v.VerifyPeer(context.Background(), chainOf(t, c), f.now)
