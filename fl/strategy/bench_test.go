@@ -129,9 +129,8 @@ func BenchmarkKrum8x10M(b *testing.B) {
 
 // BenchmarkMemSum8x10M is the read-bandwidth reference: the same 8 input
 // arrays read once, in parallel over GOMAXPROCS goroutines with the same
-// spans, summed into eight float32 accumulators (no output; little enough
-// arithmetic that it is limited by memory, not by the scalar adds, on an
-// idle machine).
+// spans, and summed — with AVX where available (so that it is limited by
+// memory, not by arithmetic), else with eight scalar accumulators.
 func BenchmarkMemSum8x10M(b *testing.B) {
 	_, results := benchInputs()
 	workers := runtime.GOMAXPROCS(0)
@@ -141,28 +140,49 @@ func BenchmarkMemSum8x10M(b *testing.B) {
 		chunks := (benchParams + spanSize - 1) / spanSize
 		runTasks(workers, chunks, func(w, c int) {
 			lo, hi := c*spanSize, min((c+1)*spanSize, benchParams)
-			var s0, s1, s2, s3, s4, s5, s6, s7 float32
+			var s float32
 			for _, r := range results {
-				d := r.Weights[0].Data[lo:hi]
-				j := 0
-				for ; j+8 <= len(d); j += 8 {
-					s0 += d[j]
-					s1 += d[j+1]
-					s2 += d[j+2]
-					s3 += d[j+3]
-					s4 += d[j+4]
-					s5 += d[j+5]
-					s6 += d[j+6]
-					s7 += d[j+7]
-				}
-				for ; j < len(d); j++ {
-					s0 += d[j]
-				}
+				s += readSum(r.Weights[0].Data[lo:hi])
 			}
-			sums[w*16] += s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7
+			sums[w*16] += s
 		})
 	}
 	reportGBs(b, benchInputBytes)
+}
+
+func readSum(d []float32) float32 {
+	var s0, s1, s2, s3, s4, s5, s6, s7 float32
+	j := 0
+	if useAVX {
+		j = len(d) &^ 31
+		s0 = readSumAVX(d[:j])
+	}
+	for ; j+8 <= len(d); j += 8 {
+		s0 += d[j]
+		s1 += d[j+1]
+		s2 += d[j+2]
+		s3 += d[j+3]
+		s4 += d[j+4]
+		s5 += d[j+5]
+		s6 += d[j+6]
+		s7 += d[j+7]
+	}
+	for ; j < len(d); j++ {
+		s0 += d[j]
+	}
+	return s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7
+}
+
+func TestReadSum(t *testing.T) {
+	d := make([]float32, 1000)
+	var want float32
+	for i := range d {
+		d[i] = float32(i % 17)
+		want += d[i]
+	}
+	if got := readSum(d); got != want {
+		t.Fatalf("readSum = %v, want %v", got, want)
+	}
 }
 
 // BenchmarkMemCopy8x10M copies the 8 input arrays into 8 preallocated

@@ -23,3 +23,9 @@ func wsumAVX(out []float32, xs [][]float32, c []float64, scale float64) (nonFini
 //
 //go:noescape
 func sqDiffAVX(a, b []float32, s *[16]float64)
+
+// readSumAVX sums x (len(x) a multiple of 32) with AVX: a streaming read
+// with minimal arithmetic, for the memory-bandwidth reference benchmark.
+//
+//go:noescape
+func readSumAVX(x []float32) float32
