@@ -20,6 +20,19 @@ func prepare(t *testing.T, name string, seed int64) (tr, te *datasets.Dataset) {
 	return tr, te
 }
 
+// skipUnderRace skips a long accuracy test when the race detector is on:
+// GoMLX's pure-Go kernels run ~10× slower under -race, and the quick tests
+// (model_test.go) drive the same code paths. Note that -race also turns on
+// checkptr, which GoMLX's matmul kernels trip over (uintptr arithmetic in
+// compute v0.1.2, not a data race): run the race tests as
+//
+//	go test -race -gcflags=all=-d=checkptr=0 ./ml/
+func skipUnderRace(t *testing.T) {
+	if raceEnabled {
+		t.Skip("accuracy test skipped under -race (too slow); model_test.go covers the code paths")
+	}
+}
+
 func trainEval(t *testing.T, dataset, kind string, seed int64, epochs int) Metrics {
 	t.Helper()
 	tr, te := prepare(t, dataset, seed)
@@ -41,6 +54,7 @@ func trainEval(t *testing.T, dataset, kind string, seed int64, epochs int) Metri
 // TestDigitsMLP: the target `teeml train --dataset digits --model mlp
 // --epochs 10 --seed 1` must reach ≥ 0.95 test accuracy; check seeds 1..5.
 func TestDigitsMLP(t *testing.T) {
+	skipUnderRace(t)
 	seeds := []int64{1, 2, 3, 4, 5}
 	if testing.Short() {
 		seeds = seeds[:1]
@@ -76,6 +90,7 @@ func TestDiabetesLinReg(t *testing.T) {
 }
 
 func TestCreditWideDeep(t *testing.T) {
+	skipUnderRace(t)
 	tr, _ := prepare(t, "credit", 1)
 	if len(SpecFor(tr).Categorical) == 0 {
 		t.Fatal("credit has no categorical columns")
@@ -87,6 +102,7 @@ func TestCreditWideDeep(t *testing.T) {
 }
 
 func TestDigitsCNN(t *testing.T) {
+	skipUnderRace(t)
 	if met := trainEval(t, "digits", KindCNN, 1, 3); met.Accuracy < 0.8 {
 		t.Errorf("digits cnn: %s, want accuracy well above chance (≥ 0.8)", met)
 	}

@@ -539,3 +539,61 @@ func TestLinRegSynthetic(t *testing.T) {
 		t.Errorf("linreg RMSE %.3f vs OLS %.3f (noise σ=5)", met.RMSE, ols)
 	}
 }
+
+// TestConcurrentModels trains several models at once on the shared backend
+// (as an FL simulation with parallel clients would) and checks each result
+// is bit-identical to training alone; one model is also hit from two
+// goroutines at once, which its mutex must serialise.
+func TestConcurrentModels(t *testing.T) {
+	ds := blobs(200, 10, 3, 0.8, 1)
+	cfg := quickCfg(KindMLP, 2)
+	want := make([]tensor.Weights, 3)
+	for i := range want {
+		m := mustNew(t, KindMLP, SpecFor(ds), int64(i))
+		mustTrain(t, m, ds, cfg)
+		want[i] = m.Weights()
+	}
+	got := make([]tensor.Weights, 3)
+	errs := make(chan error, 5)
+	done := make(chan struct{})
+	shared := mustNew(t, KindMLP, SpecFor(ds), 0)
+	for i := range got {
+		go func() {
+			m, err := New(KindMLP, SpecFor(ds), int64(i))
+			if err == nil {
+				err = m.Train(context.Background(), ds, cfg, nil)
+			}
+			if err == nil {
+				got[i] = m.Weights()
+			}
+			errs <- err
+		}()
+	}
+	go func() {
+		for range 3 {
+			if _, err := shared.Evaluate(ds); err != nil {
+				errs <- err
+				return
+			}
+		}
+		errs <- nil
+	}()
+	go func() {
+		errs <- shared.Train(context.Background(), ds, cfg, nil)
+		close(done)
+	}()
+	for range 5 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
+	for i := range got {
+		if !weightsEqual(got[i], want[i]) {
+			t.Errorf("model %d trained concurrently differs from training alone", i)
+		}
+	}
+	if !weightsEqual(shared.Weights(), want[0]) {
+		t.Error("shared model (Train racing with Evaluate) differs from training alone")
+	}
+}
