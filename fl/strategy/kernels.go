@@ -364,23 +364,152 @@ func trimmedMeanOf(s []float32, cut int) float32 {
 	return float32(sum / float64(n-2*cut))
 }
 
-// orderStatInto sets every coordinate of out to f applied to the selected
-// results' values at that coordinate, in parallel over spans.
-func orderStatInto(out tensor.Weights, results []FitResult, sel []int, workers int, p *pool, f func([]float32) float32) {
+// orderStat is a per-coordinate order statistic: the median, or the mean
+// after dropping the cut smallest and cut largest values.
+type orderStat struct {
+	median bool
+	cut    int
+}
+
+// maxNetwork is the largest client count handled by the sorting network;
+// above it, per-coordinate quickselect is cheaper.
+const maxNetwork = 32
+
+// orderStatInto sets every coordinate of out to the order statistic st of
+// the selected results' values at that coordinate, in parallel over spans.
+// Up to maxNetwork clients it sorts blocks of coordinates column-wise with a
+// branchless sorting network (networkSpan); above, it copies each
+// coordinate's values into per-worker scratch and selects (selectSpan).
+func orderStatInto(out tensor.Weights, results []FitResult, sel []int, st orderStat, workers int, p *pool) {
 	spans := makeSpans(out)
 	workers = max(1, min(workers, len(spans)))
-	sc := p.get(workers, len(sel))
+	n := len(sel)
+	sc := p.get(workers, n)
+	var net [][2]int32
+	if n <= maxNetwork {
+		net = p.network(n)
+	}
 	runTasks(workers, len(spans), func(w, i int) {
 		s := &sc[w]
 		sp := spans[i]
 		views(s.xs, results, sel, sp)
 		o := out[sp.t].Data[sp.lo:sp.hi]
-		vals := s.vals
-		for j := range o {
-			for k, x := range s.xs {
-				vals[k] = x[j]
-			}
-			o[j] = f(vals)
+		if net != nil || n == 1 {
+			networkSpan(o, s, net, st)
+		} else {
+			selectSpan(o, s, st)
 		}
 	})
+}
+
+// selectSpan computes st coordinate by coordinate with selectK.
+func selectSpan(o []float32, s *scratch, st orderStat) {
+	vals := s.vals
+	for j := range o {
+		for k, x := range s.xs {
+			vals[k] = x[j]
+		}
+		if st.median {
+			o[j] = medianOf(vals)
+		} else {
+			o[j] = trimmedMeanOf(vals, st.cut)
+		}
+	}
+}
+
+// floatKey maps a float32 to an int32 with the same order (for non-NaN
+// values; −0 sorts just below +0). It is its own inverse on the bits.
+func floatKey(f float32) int32 {
+	b := int32(math.Float32bits(f))
+	return b ^ int32(uint32(b>>31)>>1)
+}
+
+func keyFloat(k int32) float32 {
+	return math.Float32frombits(uint32(k ^ int32(uint32(k>>31)>>1)))
+}
+
+// networkSpan computes st for a span in blocks of coordinates: the n
+// clients' values of a block become n rows of order-preserving int32 keys
+// (cache-resident scratch), the sorting network's compare-exchanges run
+// row against row with branchless min/max, after which row r holds the
+// values of rank r; then the statistic is read off the rows. The result
+// depends only on the multiset of values, as with selectSpan, except that
+// trimmed-mean sums are taken in ascending order.
+func networkSpan(o []float32, s *scratch, net [][2]int32, st orderStat) {
+	n := len(s.xs)
+	block := len(s.keys) / n
+	for b0 := 0; b0 < len(o); b0 += block {
+		m := min(block, len(o)-b0)
+		row := func(r int) []int32 { return s.keys[r*block : r*block+m] }
+		for k, x := range s.xs {
+			kr, xb := row(k), x[b0:b0+m]
+			xb = xb[:len(kr)]
+			for t := range kr {
+				kr[t] = floatKey(xb[t])
+			}
+		}
+		for _, c := range net {
+			ri, rj := row(int(c[0])), row(int(c[1]))
+			rj = rj[:len(ri)]
+			for t := range ri {
+				a, b := ri[t], rj[t]
+				ri[t], rj[t] = min(a, b), max(a, b)
+			}
+		}
+		ob := o[b0 : b0+m]
+		switch {
+		case st.median && n%2 == 1:
+			mid := row(n / 2)
+			mid = mid[:len(ob)]
+			for t := range ob {
+				ob[t] = keyFloat(mid[t])
+			}
+		case st.median:
+			lo, hi := row(n/2-1), row(n/2)
+			lo, hi = lo[:len(ob)], hi[:len(ob)]
+			for t := range ob {
+				ob[t] = float32((float64(keyFloat(lo[t])) + float64(keyFloat(hi[t]))) / 2)
+			}
+		default:
+			acc := s.acc[:m]
+			for t := range acc {
+				acc[t] = 0
+			}
+			for r := st.cut; r < n-st.cut; r++ {
+				kr := row(r)
+				kr = kr[:len(acc)]
+				for t := range acc {
+					acc[t] += float64(keyFloat(kr[t]))
+				}
+			}
+			inv := float64(n - 2*st.cut)
+			for t := range ob {
+				ob[t] = float32(acc[t] / inv)
+			}
+		}
+	}
+}
+
+// batcherNetwork returns the compare-exchanges (i < j: the smaller value to
+// i) of Batcher's odd–even merge sort for n inputs: the network for the next
+// power of two with the comparators touching indices ≥ n dropped (as if
+// those inputs were +∞, which such comparators never move).
+func batcherNetwork(n int) [][2]int32 {
+	p2 := 1
+	for p2 < n {
+		p2 <<= 1
+	}
+	var out [][2]int32
+	for p := 1; p < p2; p <<= 1 {
+		for k := p; k >= 1; k >>= 1 {
+			for j := k % p; j+k < p2; j += 2 * k {
+				for i := 0; i < min(k, p2-j-k); i++ {
+					if (i+j)/(2*p) == (i+j+k)/(2*p) && i+j+k < n {
+						out = append(out, [2]int32{int32(i + j), int32(i + j + k)})
+					}
+				}
+			}
+		}
+	}
+	return out
 }

@@ -80,12 +80,31 @@ type scratch struct {
 	acc  []float64   // spanSize accumulators
 	xs   [][]float32 // one span view per client
 	vals []float32   // one value per client (order statistics)
+	keys []int32     // n rows of sort keys (sorting network)
 }
 
-// pool keeps per-worker scratch between rounds.
+// pool keeps per-worker scratch and sorting networks between rounds.
 type pool struct {
-	ws []scratch
+	ws   []scratch
+	nets map[int][][2]int32
 }
+
+// network returns the cached sorting network for n inputs.
+func (p *pool) network(n int) [][2]int32 {
+	if p.nets == nil {
+		p.nets = map[int][][2]int32{}
+	}
+	net, ok := p.nets[n]
+	if !ok {
+		net = batcherNetwork(n)
+		p.nets[n] = net
+	}
+	return net
+}
+
+// networkKeys is the size of a worker's key scratch: n rows of
+// networkKeys/n coordinates, 16 KiB in all, so a block stays in L1.
+const networkKeys = 4096
 
 // get returns the scratch slots for workers, each with room for n clients.
 func (p *pool) get(workers, n int) []scratch {
@@ -100,6 +119,9 @@ func (p *pool) get(workers, n int) []scratch {
 		if cap(s.xs) < n {
 			s.xs = make([][]float32, n)
 			s.vals = make([]float32, n)
+		}
+		if s.keys == nil {
+			s.keys = make([]int32, networkKeys)
 		}
 		s.xs = s.xs[:n]
 		s.vals = s.vals[:n]

@@ -39,7 +39,7 @@ func (s *Median) AggregateFit(round int, global tensor.Weights, results []FitRes
 		return nil, rep, err
 	}
 	out := global.ZerosLike()
-	orderStatInto(out, results, acc, workers, &s.pool, medianOf)
+	orderStatInto(out, results, acc, orderStat{median: true}, workers, &s.pool)
 	finishReport(&rep, results, acc)
 	return out, rep, nil
 }
@@ -90,7 +90,7 @@ func (s *TrimmedMean) AggregateFit(round int, global tensor.Weights, results []F
 	}
 	cut := int(math.Floor(s.Beta * float64(len(acc))))
 	out := global.ZerosLike()
-	orderStatInto(out, results, acc, workers, &s.pool, func(v []float32) float32 { return trimmedMeanOf(v, cut) })
+	orderStatInto(out, results, acc, orderStat{cut: cut}, workers, &s.pool)
 	finishReport(&rep, results, acc)
 	return out, rep, nil
 }

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/teeml/teeml/ml/tensor"
 )
 
 var (
@@ -210,6 +212,117 @@ func TestRobustToOutlier(t *testing.T) {
 		case "fedavg", "fedprox":
 			if inside {
 				t.Errorf("%s: %v inside the honest range despite the outlier", s.Name(), v)
+			}
+		}
+	}
+}
+
+// TestBatcherNetwork checks the sorting networks by the 0-1 principle (a
+// comparator network sorts every input iff it sorts every 0/1 input) for
+// n ≤ 16, and on random inputs up to maxNetwork.
+func TestBatcherNetwork(t *testing.T) {
+	for n := 1; n <= maxNetwork; n++ {
+		net := batcherNetwork(n)
+		for _, c := range net {
+			if c[0] >= c[1] || int(c[1]) >= n {
+				t.Fatalf("n=%d: bad comparator %v", n, c)
+			}
+		}
+		sorts := func(v []int) bool {
+			for _, c := range net {
+				if v[c[0]] > v[c[1]] {
+					v[c[0]], v[c[1]] = v[c[1]], v[c[0]]
+				}
+			}
+			return slices.IsSorted(v)
+		}
+		v := make([]int, n)
+		if n <= 16 {
+			for bitsIn := 0; bitsIn < 1<<n; bitsIn++ {
+				for i := range v {
+					v[i] = bitsIn >> i & 1
+				}
+				if !sorts(v) {
+					t.Fatalf("n=%d: network does not sort 0/1 input %b", n, bitsIn)
+				}
+			}
+			continue
+		}
+		r := rand.New(rand.NewPCG(uint64(n), 1))
+		for range 2000 {
+			for i := range v {
+				v[i] = r.IntN(5)
+			}
+			if !sorts(v) {
+				t.Fatalf("n=%d: network does not sort %v", n, v)
+			}
+		}
+	}
+	if got := len(batcherNetwork(8)); got != 19 {
+		t.Errorf("n=8: %d comparators, Batcher's network has 19", got)
+	}
+}
+
+func TestFloatKey(t *testing.T) {
+	vals := []float32{float32(math.Inf(-1)), -math.MaxFloat32, -1, -math.SmallestNonzeroFloat32, float32(math.Copysign(0, -1)), 0,
+		math.SmallestNonzeroFloat32, 1e-38, 1, 1.0000001, math.MaxFloat32, float32(math.Inf(1))}
+	for i, v := range vals {
+		if math.Float32bits(keyFloat(floatKey(v))) != math.Float32bits(v) {
+			t.Fatalf("%v does not round-trip", v)
+		}
+		if i > 0 && floatKey(vals[i-1]) >= floatKey(v) {
+			t.Fatalf("key(%v) ≥ key(%v)", vals[i-1], v)
+		}
+	}
+}
+
+// TestOrderStatPaths: the sorting-network path (n ≤ maxNetwork) and the
+// selection path give the same medians and trimmed means as a sort, for n
+// on both sides of the threshold, over a span longer than one key block.
+func TestOrderStatPaths(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	const size = 1000
+	for _, n := range []int{1, 2, 3, 4, 5, 7, 8, 9, 16, 31, 32, 33, 40} {
+		results := make([]FitResult, n)
+		sel := make([]int, n)
+		for k := range results {
+			d := make([]float32, size)
+			for j := range d {
+				switch r.IntN(4) {
+				case 0:
+					d[j] = float32(r.IntN(3) - 1) // duplicates, zeros
+				case 1:
+					d[j] = float32(math.Copysign(0, -1))
+				default:
+					d[j] = float32(r.NormFloat64())
+				}
+			}
+			results[k] = fit(string(rune('a'+k)), 1, tensor.Weights{{Name: "x", Shape: []int{size}, Data: d}})
+			sel[k] = k
+		}
+		for _, st := range []orderStat{{median: true}, {cut: 0}, {cut: n / 4}, {cut: (n - 1) / 2}} {
+			var p pool
+			out := results[0].Weights.ZerosLike()
+			orderStatInto(out, results, sel, st, 3, &p)
+			vals := make([]float64, n)
+			for j := range size {
+				for k := range n {
+					vals[k] = float64(results[k].Weights[0].Data[j])
+				}
+				slices.Sort(vals)
+				var want float64
+				if st.median {
+					want = (vals[(n-1)/2] + vals[n/2]) / 2
+				} else {
+					for _, v := range vals[st.cut : n-st.cut] {
+						want += v
+					}
+					want /= float64(n - 2*st.cut)
+				}
+				got := float64(out[0].Data[j])
+				if got != float64(float32(want)) && math.Abs(got-want) > 1e-6 {
+					t.Fatalf("n=%d %+v coordinate %d: got %v, want %v", n, st, j, got, want)
+				}
 			}
 		}
 	}

@@ -32,17 +32,29 @@
 // Aggregation runs over fixed-size spans of each tensor (spanSize elements)
 // on a bounded pool of Options.Workers goroutines (default GOMAXPROCS). Sums
 // over clients are accumulated per coordinate in float64, in client order,
-// and rounded to float32 once: with float32 inputs every product c·x is exact
-// in float64 and the float64 rounding error of a sum of n terms (≤ n·2⁻⁵³ of
-// Σ|c·x|) is far below half a float32 ulp of the result for any realistic n,
-// so no compensated (Kahan) or pairwise summation is needed. Reductions over
-// coordinates (update norms, Krum's pairwise distances) are accumulated in
-// float64 per span group, where the groups are fixed by the tensor shapes
-// alone and combined in order: results are bit-identical whatever the number
-// of workers. Per-coordinate order statistics (median, trimmed mean) copy the
-// n values of a coordinate into a per-worker scratch slice and run an
-// in-place selection (quickselect, insertion sort for small n, a sort
-// fallback that bounds the worst case) — no allocation per coordinate.
+// and rounded to float32 once: with float32 inputs and integer NumExamples
+// weights every product c·x is exact in float64, and the float64 rounding
+// error of a sum of n terms (≤ n·2⁻⁵³ of Σ|c·x|) is far below half a
+// float32 ulp of the result for any realistic n, so no compensated (Kahan)
+// or pairwise summation is needed: the result is the exact weighted mean
+// rounded to float32, to within one ulp. Reductions over coordinates
+// (update norms, Krum's pairwise distances) are accumulated in float64 in
+// 16 interleaved lanes per span, and spans in fixed groups combined in
+// order: results are bit-identical whatever the number of workers. On amd64
+// with AVX the weighted sum and the squared distances run in assembly
+// kernels (kernels_amd64.s) that perform exactly the same float64
+// operations in the same order as the Go code (no FMA contraction), so they
+// agree bit for bit with the pure-Go build (-tags purego, other
+// architectures). FedAvg's kernel runs at memory read bandwidth.
+//
+// Per-coordinate order statistics (median, trimmed mean) for up to 32
+// clients sort blocks of coordinates column-wise: each client's values
+// become a row of order-preserving int32 keys in per-worker scratch and
+// Batcher's odd–even merge sorting network runs row against row with
+// branchless min/max. Above 32 clients each coordinate's values are copied
+// into per-worker scratch and selected in place (quickselect, insertion sort
+// for short ranges, a sort fallback bounding the worst case). Neither
+// allocates per coordinate.
 //
 // Strategies are safe for concurrent use (methods serialise on a mutex),
 // but a server normally drives one strategy from one loop.
