@@ -386,3 +386,29 @@ func TestProximal(t *testing.T) {
 		t.Error("mismatched term accepted")
 	}
 }
+
+// TestProximalInTrainer plugs AddProximalGradient into a plain gradient
+// descent loop, as a client trainer would (loss gradient, then the proximal
+// term, then the optimiser step). For the local loss ½‖w − a‖² the FedProx
+// objective ½‖w − a‖² + (μ/2)‖w − w_g‖² has its minimum at
+// (a + μ·w_g)/(1 + μ); the loop must reach it, and without the term reach a.
+func TestProximalInTrainer(t *testing.T) {
+	a := w2(1, -2, 3, 0.5, 4, -1, 2)
+	g := w2(0, 0, 1, 1, 2, 2, -2)
+	for _, mu := range []float64{0, 0.5, 3} {
+		w := g.Clone() // local training starts from the global model
+		for range 200 {
+			grad, _ := w.Sub(a) // ∇ ½‖w − a‖²
+			if err := AddProximalGradient(grad, w, g, mu); err != nil {
+				t.Fatal(err)
+			}
+			_ = w.AddScaledInPlace(-0.1, grad)
+		}
+		for i, v := range flat(a) {
+			want := (float64(v) + mu*float64(flat(g)[i])) / (1 + mu)
+			if got := float64(flat(w)[i]); math.Abs(got-want) > 1e-5 {
+				t.Fatalf("μ=%v: coordinate %d converged to %v, want %v", mu, i, got, want)
+			}
+		}
+	}
+}
