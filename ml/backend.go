@@ -30,18 +30,21 @@ var (
 
 // SetThreads sets the number of threads used for compute, the analogue of
 // torch.set_num_threads: it sets runtime.GOMAXPROCS(n) (the number of OS
-// threads running Go code, which also caps the backend's worker pool) and the
-// Go backend's worker parallelism to n. n ≤ 0 restores the default
-// (GOMAXPROCS as set by the runtime / the GOMAXPROCS env variable, and
-// parallelism 2×GOMAXPROCS goroutines capped at GOMAXPROCS running). Call it
-// before training; changing it while a model is executing is not supported.
+// threads running Go code at once, which also caps the backend's matmul
+// workers) and the Go backend's worker parallelism to n. n ≤ 0 restores the
+// defaults: the runtime's GOMAXPROCS (runtime.SetDefaultGOMAXPROCS: CPU
+// count, cgroup limit or the GOMAXPROCS environment variable) and the
+// backend's 2×GOMAXPROCS worker goroutines. It affects the whole process;
+// call it before training, not while a model is executing.
 func SetThreads(n int) {
 	backendMu.Lock()
 	defer backendMu.Unlock()
 	if n > 0 {
 		runtime.GOMAXPROCS(n)
+	} else {
+		runtime.SetDefaultGOMAXPROCS()
 	}
-	threads = n
+	threads = max(n, 0)
 	if backendInst != nil {
 		setParallelism(backendInst, n)
 	}

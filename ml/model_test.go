@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -595,5 +596,29 @@ func TestConcurrentModels(t *testing.T) {
 	}
 	if !weightsEqual(shared.Weights(), want[0]) {
 		t.Error("shared model (Train racing with Evaluate) differs from training alone")
+	}
+}
+
+func TestSetThreads(t *testing.T) {
+	defer SetThreads(0)
+	SetThreads(1)
+	if Threads() != 1 || runtime.GOMAXPROCS(0) != 1 {
+		t.Fatalf("SetThreads(1): Threads()=%d GOMAXPROCS=%d", Threads(), runtime.GOMAXPROCS(0))
+	}
+	if d := BackendDescription(); !strings.Contains(d, "parallelism=1") {
+		t.Errorf("backend not limited to one worker: %s", d)
+	}
+	// Training still works (and gives the same result) with one thread.
+	ds := blobs(100, 8, 3, 1, 1)
+	one := mustNew(t, KindMLP, SpecFor(ds), 1)
+	mustTrain(t, one, ds, quickCfg(KindMLP, 1))
+	SetThreads(0)
+	if Threads() != runtime.GOMAXPROCS(0) || strings.Contains(BackendDescription(), "parallelism=1)") && runtime.GOMAXPROCS(0) > 1 {
+		t.Errorf("SetThreads(0) did not restore defaults: %d threads, %s", Threads(), BackendDescription())
+	}
+	all := mustNew(t, KindMLP, SpecFor(ds), 1)
+	mustTrain(t, all, ds, quickCfg(KindMLP, 1))
+	if !weightsEqual(one.Weights(), all.Weights()) {
+		t.Error("training with 1 thread and with all threads gave different weights")
 	}
 }

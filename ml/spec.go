@@ -104,6 +104,9 @@ func SpecFor(ds *datasets.Dataset) Spec {
 		}
 		s.TargetMean = mean
 		s.TargetStd = math.Sqrt(sq / float64(len(ds.Y)))
+		if !(s.TargetStd > 0) { // constant target: centre only
+			s.TargetStd = 1
+		}
 	}
 	return s
 }
