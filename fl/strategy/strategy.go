@@ -120,8 +120,9 @@ type AggregateReport struct {
 	// Metrics is the NumExamples-weighted mean, over the selected clients, of
 	// each fit metric they reported (non-finite values ignored).
 	Metrics map[string]float64
-	// UpdateNorms holds ‖w_i − w_global‖₂ of the accepted clients when the
-	// strategy computed it (Validator.MaxUpdateNorm set, or Krum).
+	// UpdateNorms holds ‖w_i − w_global‖₂ of the accepted clients. Every
+	// strategy fills it except FedAvg and FedProx without
+	// Validator.MaxUpdateNorm, which never compute it (single-pass path).
 	UpdateNorms map[string]float64
 	// Scores holds Krum's score of every accepted client (smaller is better).
 	Scores map[string]float64
@@ -241,6 +242,15 @@ func New(name string, o Options) (Strategy, error) {
 	}
 	return nil, fmt.Errorf("strategy: unknown strategy %q (want one of %v)", name, Names())
 }
+
+var (
+	_ Strategy = (*FedAvg)(nil)
+	_ Strategy = (*FedProx)(nil)
+	_ Strategy = (*FedOpt)(nil)
+	_ Strategy = (*Median)(nil)
+	_ Strategy = (*TrimmedMean)(nil)
+	_ Strategy = (*Krum)(nil)
+)
 
 // aggregateEvaluate is AggregateEvaluate for every strategy: the
 // NumExamples-weighted mean of the losses and of each metric.

@@ -124,8 +124,7 @@ func checkGlobal(global tensor.Weights) error {
 
 // Validate runs all of v's checks on results against global and returns
 // the indices of the accepted results (in input order) and a report with
-// Round, Accepted and Rejected filled, plus UpdateNorms when MaxUpdateNorm is
-// set. It fails when fewer than MinAccepted results are accepted. The
+// Round, Accepted, Rejected and UpdateNorms filled. It fails when fewer than MinAccepted results are accepted. The
 // strategies call it (or an equivalent fused path) first; it is exported for
 // custom strategies.
 func (v Validator) Validate(round int, global tensor.Weights, results []FitResult, workers int) ([]int, AggregateReport, error) {
@@ -137,12 +136,8 @@ func (v Validator) Validate(round int, global tensor.Weights, results []FitResul
 		workers = (&Options{}).workers()
 	}
 	cand := v.structural(global, results, &rep)
-	var norms map[string]float64
-	if v.MaxUpdateNorm > 0 {
-		norms = map[string]float64{}
-		rep.UpdateNorms = norms
-	}
-	acc := v.values(global, results, cand, workers, &rep, norms)
+	rep.UpdateNorms = map[string]float64{}
+	acc := v.values(global, results, cand, workers, &rep, rep.UpdateNorms)
 	rep.Accepted = clientsOf(results, acc)
 	if err := v.enough(acc, len(results), &rep, 0, ""); err != nil {
 		return acc, rep, err
