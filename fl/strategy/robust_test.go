@@ -198,12 +198,15 @@ func TestKrum(t *testing.T) {
 func TestRobustToOutlier(t *testing.T) {
 	results := krumResults()
 	for _, s := range allStrategies(t, Options{}) {
-		out, _, err := s.AggregateFit(1, fill(0), results)
+		out, rep, err := s.AggregateFit(1, fill(0), results)
 		if err != nil {
 			t.Fatal(err)
 		}
 		v := out[0].Data[0]
 		inside := v >= 0 && v <= 4
+		if n, ok := rep.UpdateNorms["h4"]; s.Name() != "fedavg" && s.Name() != "fedprox" && (!ok || math.Abs(n-4*math.Sqrt(7)) > 1e-12) {
+			t.Errorf("%s: update norms %v", s.Name(), rep.UpdateNorms)
+		}
 		switch s.Name() {
 		case "median", "trimmedmean", "krum", "multikrum":
 			if !inside {
