@@ -64,7 +64,5 @@ func benchCNNBatch(b *testing.B, h, w, bs int) {
 // CNNs: LeNet-5 on 28×28 (MNIST-sized) and the small CNN on 8×8 (digits-sized).
 func BenchmarkCNNTrainBatch(b *testing.B) {
 	b.Run("28x28", func(b *testing.B) { benchCNNBatch(b, 28, 28, 64) })
-	b.Run("28x28-bs32", func(b *testing.B) { benchCNNBatch(b, 28, 28, 32) })
-	b.Run("28x28-bs128", func(b *testing.B) { benchCNNBatch(b, 28, 28, 128) })
 	b.Run("8x8", func(b *testing.B) { benchCNNBatch(b, 8, 8, 64) })
 }

@@ -1,18 +1,39 @@
 // Package ml is teeml's machine-learning core: a small set of models
 // (logistic/linear regression, MLP, CNN, Wide&Deep) built as GoMLX
 // computation graphs and executed by GoMLX's pure-Go backend
-// (github.com/gomlx/compute/gobackend: no cgo, no XLA).
+// (github.com/gomlx/compute/gobackend: no cgo, no XLA, builds with
+// CGO_ENABLED=0).
 //
 // A Model owns its parameters; they are exchanged with the rest of teeml
 // only as tensor.Weights (ordered, named float32 tensors), so federated
 // averaging, safetensors files and split models never see GoMLX types.
+// (kind, Spec, seed) determine the initial weights bit for bit (a
+// SplitMix64 stream, independent of Go version and platform), and Spec is
+// plain JSON (Model.Metadata / NewFromMetadata) so a weights file can carry
+// what is needed to rebuild its model.
 //
-// Output conventions: regression models have one output; binary
-// classification uses one sigmoid logit (Predict reports [1-p, p]); more than
-// two classes use softmax over NumClasses logits.
+// Output conventions: regression models have one output (trained on the
+// target normalised by Spec.TargetMean/TargetStd, predicted in target
+// units); binary classification uses one sigmoid logit (Predict reports
+// [1-p, p]); more than two classes use softmax over NumClasses logits —
+// so "logreg" is binary logistic regression for 2 classes and multinomial
+// (softmax) regression otherwise.
 //
-// A Model is safe for use by one goroutine at a time; its methods serialise
-// on an internal mutex.
+// Graphs are built with GoMLX's core/graph package (autodiff via
+// graph.Gradient) and the optimizers (SGD with momentum, Adam; L2 weight
+// decay) are graph ops in the train-step graph; parameters and optimizer
+// state stay backend tensors between steps. Each Model compiles one
+// train-step graph per (optimizer, batch size) and one prediction graph per
+// evaluation batch size, and reuses them across Train/Evaluate/SetWeights
+// calls. Convolutions are im2col + matmul and pooling is mean pooling
+// (MaxPool has no gradient in the Go backend, and its ConvGeneral is ~20×
+// slower than im2col).
+//
+// Threads: SetThreads(n) sets GOMAXPROCS and the backend's worker pool;
+// results do not depend on the thread count.
+//
+// A Model may be used from several goroutines (its methods serialise on an
+// internal mutex), and several models may train concurrently.
 package ml
 
 import (
