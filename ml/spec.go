@@ -130,11 +130,11 @@ func ParseSpec(data string) (Spec, error) {
 }
 
 // binary reports whether the model uses a single sigmoid logit.
-func (s *Spec) binary() bool { return s.Task == datasets.Classification && s.NumClasses == 2 }
+func (s Spec) binary() bool { return s.Task == datasets.Classification && s.NumClasses == 2 }
 
 // OutputDim is the number of raw network outputs: 1 for regression and
 // binary classification (one sigmoid logit), NumClasses otherwise.
-func (s *Spec) OutputDim() int {
+func (s Spec) OutputDim() int {
 	if s.Task == datasets.Classification && s.NumClasses > 2 {
 		return s.NumClasses
 	}
@@ -259,7 +259,7 @@ func convOutputShape(h, w, c int, layers []ConvLayer) (int, int, int, error) {
 }
 
 // numericColumns returns the indices of the non-categorical columns.
-func (s *Spec) numericColumns() []int {
+func (s Spec) numericColumns() []int {
 	cat := make(map[int]bool, len(s.Categorical))
 	for _, c := range s.Categorical {
 		cat[c.Index] = true
