@@ -60,7 +60,7 @@ const (
 // Model is a trainable model. Create it with New.
 type Model struct {
 	mu      sync.Mutex
-	trainMu sync.Mutex // serialises Train calls; mu is released during onEpoch
+	trainMu sync.Mutex // serialises Train calls; mu is released during the callbacks
 	kind    string
 	spec    Spec
 	seed    int64

@@ -622,3 +622,30 @@ func TestSetThreads(t *testing.T) {
 		t.Error("training with 1 thread and with all threads gave different weights")
 	}
 }
+
+// TestCallbacksUseModel: the progress callbacks may evaluate the model being
+// trained (per-epoch test metrics in the CLI) without deadlocking.
+func TestCallbacksUseModel(t *testing.T) {
+	ds := blobs(120, 6, 3, 1, 1)
+	m := mustNew(t, KindMLP, SpecFor(ds), 1)
+	cfg := quickCfg(KindMLP, 2)
+	batches := 0
+	cfg.OnBatch = func(done, total int) {
+		if _, err := m.Predict(ds); err != nil {
+			t.Error(err)
+		}
+		batches++
+	}
+	var accs []float64
+	err := m.Train(context.Background(), ds, cfg, func(e EpochStats) {
+		met, err := m.Evaluate(ds)
+		if err != nil {
+			t.Error(err)
+		}
+		accs = append(accs, met.Accuracy)
+		_ = m.Weights()
+	})
+	if err != nil || len(accs) != 2 || batches != 8 {
+		t.Fatalf("err %v, %d epochs evaluated, %d batches", err, len(accs), batches)
+	}
+}

@@ -136,8 +136,10 @@ func numStates(key string) int {
 // is not part of the weights), so SetWeights + Train is a complete FL local
 // update, and the result depends only on (weights, ds, cfg). ctx is checked
 // between batches: on cancellation Train returns ctx.Err() and the weights
-// keep the last completed step. onEpoch may be nil; it runs without the
-// model's lock, so it may call Evaluate, Predict or Weights.
+// keep the last completed step. onEpoch may be nil. onEpoch and
+// cfg.OnBatch run without the model's lock, so they may call Evaluate,
+// Predict or Weights (another Train call on the same model waits for this
+// one to finish).
 func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig, onEpoch func(EpochStats)) error {
 	if err := cfg.validate(); err != nil {
 		return err
@@ -260,7 +262,9 @@ func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig
 			outs[P+S].FinalizeAll()
 			lossSum += float64(l)
 			if cfg.OnBatch != nil {
+				m.mu.Unlock() // like onEpoch, OnBatch may use the model
 				cfg.OnBatch((epoch-1)*nb+b+1, total)
+				m.mu.Lock()
 			}
 		}
 		if onEpoch != nil {
