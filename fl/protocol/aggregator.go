@@ -1,0 +1,651 @@
+// Package protocol is teeml's federated-learning wire protocol over gRPC
+// (api/proto/teeml/fl/v1), OpenFL-style: an Aggregator serves the global
+// model and drives rounds; Collaborators pull tasks, download the model,
+// train and evaluate locally and upload their updates.
+//
+// A round: every expected collaborator calls GetTasks and gets the round's
+// tasks (aggregated_model_validation, train, locally_tuned_model_validation)
+// and config; it downloads the global model (streamed in ≤ 1 MiB chunks),
+// evaluates it and reports the metrics, trains, evaluates the trained model
+// and reports, then uploads the update (streamed, SHA-256 checked, shapes
+// checked against the global model). When all expected collaborators have
+// uploaded, or at the round timeout with at least MinCollaborators, the
+// Aggregator aggregates with its strategy.Strategy and opens the next round;
+// after the last one GetTasks answers DONE.
+//
+// Every RPC names its sender and plan hash. The sender must be the RA-TLS
+// verified identity of the connection (ratls.PeerFromContext), else
+// PermissionDenied; a collaborator not in the expected list is refused with
+// PermissionDenied; a plan hash other than the aggregator's is refused with
+// FailedPrecondition. Refusals are one line, and the collaborator ends its
+// Run with them.
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	flv1 "github.com/teeml/teeml/api/proto/teeml/fl/v1"
+	"github.com/teeml/teeml/fl/strategy"
+	"github.com/teeml/teeml/ml/tensor"
+	"github.com/teeml/teeml/ratls"
+)
+
+// Task names, in the order a collaborator runs them.
+const (
+	TaskAggregatedModelValidation   = "aggregated_model_validation"
+	TaskTrain                       = "train"
+	TaskLocallyTunedModelValidation = "locally_tuned_model_validation"
+)
+
+// CollaboratorRole is the pki role collaborators must have been certified for.
+const CollaboratorRole = "collaborator"
+
+// AggregatorConfig configures an Aggregator.
+type AggregatorConfig struct {
+	// PlanHash identifies the plan every participant must run.
+	PlanHash string
+	// Strategy aggregates the updates.
+	Strategy strategy.Strategy
+	// Initial is the round-1 global model.
+	Initial tensor.Weights
+	// Collaborators are the expected collaborators' names (their verified
+	// RA-TLS identities).
+	Collaborators []string
+	// Rounds is the number of rounds to train.
+	Rounds int
+	// RoundTimeout closes a round with the updates received so far (if at
+	// least MinCollaborators); default 10 minutes.
+	RoundTimeout time.Duration
+	// MinCollaborators is the fewest updates a timed-out round can close
+	// with (default 1); the strategy applies its own minimum on top.
+	MinCollaborators int
+	// RetryAfter is the WAIT hint given to collaborators that finished the
+	// current round (default 500 ms).
+	RetryAfter time.Duration
+	// StatusEvery is the interval of the "round waits for …" log line
+	// (default 10 s).
+	StatusEvery time.Duration
+	// DoneGrace bounds how long Run waits, after the last round, for every
+	// collaborator to be told DONE (default 30 s).
+	DoneGrace time.Duration
+	// RequireRole, if set, is the role every peer must have been verified
+	// for (default CollaboratorRole; "-" disables the check).
+	RequireRole string
+	Logger      *slog.Logger
+}
+
+// RoundSummary describes a closed round.
+type RoundSummary struct {
+	Round int
+	// Participants uploaded an update in time, in the expected order.
+	Participants []string
+	// Accepted went into the aggregate; Rejected maps the others to the
+	// strategy's one-line reason.
+	Accepted []string
+	Rejected map[string]string
+	// EvalLoss and EvalMetrics are the sample-weighted mean of the
+	// aggregated_model_validation results: the round's input global model
+	// evaluated on the collaborators' data (NaN/nil if none arrived).
+	EvalLoss    float64
+	EvalMetrics map[string]float64
+	// LocalEvalMetrics are the sample-weighted locally_tuned_model_validation
+	// metrics (loss included as "loss"), nil if none arrived.
+	LocalEvalMetrics map[string]float64
+	Seconds          float64
+	// BytesIn / BytesOut are the encoded chunk bytes received (updates) and
+	// sent (model downloads) during the round.
+	BytesIn, BytesOut int64
+}
+
+// collabState is what the aggregator knows of one collaborator.
+type collabState struct {
+	connected bool
+	seen      time.Time
+	round     int    // round of the last activity below
+	activity  string // "asked for tasks", "downloading", "training", "uploading"
+	lastErr   string
+	toldDone  bool
+}
+
+// Aggregator is the server side of the protocol. Register it on a gRPC
+// server with RA-TLS credentials and call Run.
+type Aggregator struct {
+	flv1.UnimplementedAggregatorServer
+
+	cfg      AggregatorConfig
+	log      *slog.Logger
+	expected map[string]bool
+	progress chan struct{} // signalled on every upload and DONE handed out
+
+	mu       sync.Mutex
+	round    int // current round, 1-based; > Rounds when done
+	global   tensor.Weights
+	dir      []*flv1.TensorInfo
+	config   strategy.Config
+	updates  map[string]strategy.FitResult
+	evals    map[string]strategy.EvalResult
+	local    map[string]strategy.EvalResult
+	collabs  map[string]*collabState
+	done     bool
+	failed   error
+	bytesIn  atomic.Int64
+	bytesOut atomic.Int64
+}
+
+// NewAggregator checks cfg and returns an Aggregator for round 1.
+func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
+	switch {
+	case cfg.PlanHash == "":
+		return nil, errors.New("protocol: aggregator: no plan hash")
+	case cfg.Strategy == nil:
+		return nil, errors.New("protocol: aggregator: no strategy")
+	case len(cfg.Collaborators) == 0:
+		return nil, errors.New("protocol: aggregator: no collaborators")
+	case cfg.Rounds <= 0:
+		return nil, fmt.Errorf("protocol: aggregator: %d rounds", cfg.Rounds)
+	}
+	if err := cfg.Initial.Validate(); err != nil {
+		return nil, fmt.Errorf("protocol: aggregator: initial model: %v", err)
+	}
+	if len(cfg.Initial) == 0 {
+		return nil, errors.New("protocol: aggregator: empty initial model")
+	}
+	if cfg.RoundTimeout <= 0 {
+		cfg.RoundTimeout = 10 * time.Minute
+	}
+	if cfg.MinCollaborators <= 0 {
+		cfg.MinCollaborators = 1
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = 500 * time.Millisecond
+	}
+	if cfg.StatusEvery <= 0 {
+		cfg.StatusEvery = 10 * time.Second
+	}
+	if cfg.DoneGrace <= 0 {
+		cfg.DoneGrace = 30 * time.Second
+	}
+	if cfg.RequireRole == "" {
+		cfg.RequireRole = CollaboratorRole
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &Aggregator{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "aggregator"),
+		expected: map[string]bool{},
+		progress: make(chan struct{}, 1),
+		global:   cfg.Initial.Clone(),
+		dir:      Directory(cfg.Initial),
+		collabs:  map[string]*collabState{},
+	}
+	for _, n := range cfg.Collaborators {
+		if n == "" || a.expected[n] {
+			return nil, fmt.Errorf("protocol: aggregator: empty or duplicate collaborator name %q", n)
+		}
+		a.expected[n] = true
+		a.collabs[n] = &collabState{}
+	}
+	a.openRound(1)
+	return a, nil
+}
+
+// Register registers the Aggregator service on s.
+func (a *Aggregator) Register(s grpc.ServiceRegistrar) { flv1.RegisterAggregatorServer(s, a) }
+
+// openRound resets the per-round state; a.mu held or not yet shared.
+func (a *Aggregator) openRound(r int) {
+	a.round = r
+	a.updates = map[string]strategy.FitResult{}
+	a.evals = map[string]strategy.EvalResult{}
+	a.local = map[string]strategy.EvalResult{}
+	a.config = strategy.Config{}
+	for k, v := range a.cfg.Strategy.ConfigureEvaluate(r) {
+		a.config[k] = v
+	}
+	for k, v := range a.cfg.Strategy.ConfigureFit(r, a.global) {
+		a.config[k] = v
+	}
+}
+
+func (a *Aggregator) signal() {
+	select {
+	case a.progress <- struct{}{}:
+	default:
+	}
+}
+
+// ShortHash renders a plan hash for messages: its first 8 characters and an
+// ellipsis.
+func ShortHash(h string) string {
+	if len(h) > 8 {
+		return h[:8] + "…"
+	}
+	if h == "" {
+		return `""`
+	}
+	return h
+}
+
+// authorize checks the caller: attested identity = sender, expected member,
+// plan hash. It returns the verified name.
+func (a *Aggregator) authorize(ctx context.Context, rpc, sender, planHash string) (string, error) {
+	p, ok := ratls.PeerFromContext(ctx)
+	if !ok || p.Name() == "" {
+		err := status.Errorf(codes.Unauthenticated, "%s from %q: connection has no verified RA-TLS peer identity", rpc, sender)
+		a.log.Warn("refused: "+status.Convert(err).Message(), "rpc", rpc)
+		return "", err
+	}
+	name := p.Name()
+	var err error
+	switch {
+	case sender != name:
+		err = status.Errorf(codes.PermissionDenied, "sender %q is not the attested peer %q of this connection", sender, name)
+	case a.cfg.RequireRole != "-" && p.Role() != a.cfg.RequireRole:
+		err = status.Errorf(codes.PermissionDenied, "peer %q is verified as %q, not %s", name, p.Role(), a.cfg.RequireRole)
+	case !a.expected[name]:
+		err = status.Errorf(codes.PermissionDenied, "collaborator %q is not expected by this aggregator (expected: %s)", name, strings.Join(a.cfg.Collaborators, ", "))
+	case planHash != a.cfg.PlanHash:
+		err = status.Errorf(codes.FailedPrecondition, "plan hash %s differs from the aggregator's %s", ShortHash(planHash), ShortHash(a.cfg.PlanHash))
+	}
+	if err != nil {
+		msg := status.Convert(err).Message()
+		a.log.Warn("refused "+name+": "+msg, "rpc", rpc, "collaborator", name, "code", status.Code(err).String())
+		if st := a.collabs[name]; st != nil {
+			a.mu.Lock()
+			st.lastErr = msg
+			a.mu.Unlock()
+		}
+		return "", err
+	}
+	return name, nil
+}
+
+// touch records activity of name; a.mu held.
+func (a *Aggregator) touch(name, activity string) {
+	st := a.collabs[name]
+	if !st.connected {
+		st.connected = true
+		a.log.Info("collaborator connected", "collaborator", name, "round", a.round)
+	}
+	st.seen = time.Now()
+	st.round = a.round
+	st.activity = activity
+}
+
+// GetTasks implements flv1.AggregatorServer.
+func (a *Aggregator) GetTasks(ctx context.Context, req *flv1.TaskRequest) (*flv1.TaskResponse, error) {
+	name, err := a.authorize(ctx, "GetTasks", req.GetSender(), req.GetPlanHash())
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.failed != nil {
+		return nil, status.Errorf(codes.Aborted, "federation stopped: %v", a.failed)
+	}
+	if a.done {
+		st := a.collabs[name]
+		if !st.toldDone {
+			st.toldDone = true
+			a.log.Info("collaborator finished", "collaborator", name)
+			a.signal()
+		}
+		return &flv1.TaskResponse{Action: flv1.TaskAction_TASK_ACTION_DONE, Round: int64(a.cfg.Rounds), RoundsTotal: int64(a.cfg.Rounds)}, nil
+	}
+	if _, ok := a.updates[name]; ok || a.round <= 0 {
+		return &flv1.TaskResponse{Action: flv1.TaskAction_TASK_ACTION_WAIT, Round: int64(a.round),
+			RetryAfterMs: a.cfg.RetryAfter.Milliseconds(), RoundsTotal: int64(a.cfg.Rounds)}, nil
+	}
+	a.touch(name, "asked for tasks")
+	a.log.Info("collaborator starts round", "collaborator", name, "round", a.round)
+	return &flv1.TaskResponse{
+		Action:      flv1.TaskAction_TASK_ACTION_RUN,
+		Round:       int64(a.round),
+		Tasks:       []string{TaskAggregatedModelValidation, TaskTrain, TaskLocallyTunedModelValidation},
+		Config:      map[string]float64(a.config),
+		RoundsTotal: int64(a.cfg.Rounds),
+	}, nil
+}
+
+// roundCheck refuses a request for another round than the current one; a.mu held.
+func (a *Aggregator) roundCheck(round int64) error {
+	if a.failed != nil {
+		return status.Errorf(codes.Aborted, "federation stopped: %v", a.failed)
+	}
+	if a.done || round != int64(a.round) {
+		return status.Errorf(codes.Aborted, "round %d is not open (current round %d of %d)", round, a.round, a.cfg.Rounds)
+	}
+	return nil
+}
+
+// DownloadModel implements flv1.AggregatorServer.
+func (a *Aggregator) DownloadModel(req *flv1.ModelRequest, stream grpc.ServerStreamingServer[flv1.Chunk]) error {
+	name, err := a.authorize(stream.Context(), "DownloadModel", req.GetSender(), req.GetPlanHash())
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	if err := a.roundCheck(req.GetRound()); err != nil {
+		a.mu.Unlock()
+		return err
+	}
+	a.touch(name, "downloading the model")
+	global, round := a.global, a.round // never modified in place
+	a.mu.Unlock()
+	start := time.Now()
+	n, err := EncodeWeights(global, &flv1.Header{Round: int64(round), Sender: "aggregator", PlanHash: a.cfg.PlanHash, Kind: flv1.PayloadKind_PAYLOAD_KIND_MODEL}, stream.Send)
+	a.bytesOut.Add(n)
+	if err != nil {
+		a.log.Warn("model download failed", "collaborator", name, "round", round, "err", err)
+		return err
+	}
+	a.mu.Lock()
+	if a.round == round {
+		a.touch(name, "training")
+	}
+	a.mu.Unlock()
+	a.log.Info("model sent", "collaborator", name, "round", round, "bytes", n, "seconds", time.Since(start).Seconds())
+	return nil
+}
+
+// UploadUpdate implements flv1.AggregatorServer.
+func (a *Aggregator) UploadUpdate(stream grpc.ClientStreamingServer[flv1.Chunk, flv1.UploadAck]) error {
+	ctx := stream.Context()
+	var name string
+	start := time.Now()
+	dec, err := DecodeWeights(stream.Recv, func(h *flv1.Header) error {
+		var err error
+		if name, err = a.authorize(ctx, "UploadUpdate", h.GetSender(), h.GetPlanHash()); err != nil {
+			return err
+		}
+		if h.Kind != flv1.PayloadKind_PAYLOAD_KIND_UPDATE {
+			return status.Errorf(codes.InvalidArgument, "upload from %q is of kind %s, want %s", name, h.Kind, flv1.PayloadKind_PAYLOAD_KIND_UPDATE)
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if err := a.roundCheck(h.Round); err != nil {
+			return err
+		}
+		if _, dup := a.updates[name]; dup {
+			return status.Errorf(codes.AlreadyExists, "collaborator %q already uploaded its update for round %d", name, h.Round)
+		}
+		if err := sameDirectory(a.dir, h.Tensors); err != nil {
+			return status.Errorf(codes.InvalidArgument, "update from %q does not fit the global model: %v", name, err)
+		}
+		if h.NumExamples <= 0 {
+			return status.Errorf(codes.InvalidArgument, "update from %q has num_examples %d", name, h.NumExamples)
+		}
+		a.touch(name, "uploading its update")
+		return nil
+	})
+	if dec != nil {
+		a.bytesIn.Add(dec.WireBytes)
+	}
+	if err != nil {
+		var de *DecodeError
+		switch {
+		case errors.As(err, &de) && de.Checksum:
+			err = status.Errorf(codes.DataLoss, "update from %q: %s", name, de.Msg)
+		case errors.As(err, &de):
+			err = status.Errorf(codes.InvalidArgument, "update from %q: %s", name, de.Msg)
+		}
+		if _, ok := status.FromError(err); !ok || name == "" {
+			// Transport errors and authorization refusals are already logged.
+			return err
+		}
+		a.mu.Lock()
+		if st := a.collabs[name]; st != nil {
+			st.lastErr = status.Convert(err).Message()
+		}
+		a.mu.Unlock()
+		a.log.Warn("update failed", "collaborator", name, "err", status.Convert(err).Message())
+		return err
+	}
+	h := dec.Header
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.roundCheck(h.Round); err != nil { // the round closed while the update was uploading
+		a.log.Warn("late update dropped", "collaborator", name, "round", h.Round)
+		return err
+	}
+	if _, dup := a.updates[name]; dup {
+		return status.Errorf(codes.AlreadyExists, "collaborator %q already uploaded its update for round %d", name, h.Round)
+	}
+	a.updates[name] = strategy.FitResult{Client: name, Weights: dec.Weights, NumExamples: int(h.NumExamples), Metrics: h.Metrics}
+	a.touch(name, "done")
+	a.collabs[name].lastErr = ""
+	a.log.Info("update received", "collaborator", name, "round", h.Round, "examples", h.NumExamples,
+		"bytes", dec.WireBytes, "seconds", time.Since(start).Seconds(), "received", len(a.updates), "expected", len(a.expected))
+	a.signal()
+	return stream.SendAndClose(&flv1.UploadAck{Round: h.Round, BytesReceived: dec.WireBytes})
+}
+
+// sameDirectory reports the first difference between two tensor directories.
+func sameDirectory(want, got []*flv1.TensorInfo) error {
+	if len(want) != len(got) {
+		return fmt.Errorf("%d tensors, the global model has %d", len(got), len(want))
+	}
+	for i := range want {
+		if want[i].Name != got[i].Name {
+			return fmt.Errorf("tensor %d is %q, the global model has %q", i, got[i].Name, want[i].Name)
+		}
+		if !slices.Equal(want[i].Shape, got[i].Shape) {
+			return fmt.Errorf("tensor %q has shape %v, the global model has %v", got[i].Name, got[i].Shape, want[i].Shape)
+		}
+	}
+	return nil
+}
+
+// ReportMetrics implements flv1.AggregatorServer.
+func (a *Aggregator) ReportMetrics(ctx context.Context, m *flv1.Metrics) (*flv1.MetricsAck, error) {
+	name, err := a.authorize(ctx, "ReportMetrics", m.GetSender(), m.GetPlanHash())
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.roundCheck(m.Round); err != nil {
+		return nil, err
+	}
+	r := strategy.EvalResult{Client: name, NumExamples: int(m.NumExamples), Loss: m.Loss, Metrics: m.Metrics}
+	switch m.Task {
+	case TaskAggregatedModelValidation:
+		a.evals[name] = r
+	case TaskLocallyTunedModelValidation:
+		a.local[name] = r
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "metrics from %q for unknown task %q", name, m.Task)
+	}
+	a.log.Info("metrics received", "collaborator", name, "round", m.Round, "task", m.Task, "examples", m.NumExamples, "loss", m.Loss, "metrics", m.Metrics)
+	return &flv1.MetricsAck{}, nil
+}
+
+// lateReport describes, one per late collaborator, why the round waits; a.mu held.
+func (a *Aggregator) lateReport() (late []string, why string) {
+	var parts []string
+	for _, n := range a.cfg.Collaborators {
+		if _, ok := a.updates[n]; ok {
+			continue
+		}
+		late = append(late, n)
+		st := a.collabs[n]
+		var s string
+		switch {
+		case !st.connected:
+			s = "never connected"
+		case st.round != a.round:
+			s = fmt.Sprintf("not seen this round (last seen %s ago)", time.Since(st.seen).Round(time.Second))
+		default:
+			s = fmt.Sprintf("%s (%s ago)", st.activity, time.Since(st.seen).Round(time.Second))
+		}
+		if st.lastErr != "" {
+			s += "; last refusal: " + st.lastErr
+		}
+		parts = append(parts, n+": "+s)
+	}
+	return late, strings.Join(parts, "; ")
+}
+
+// Run drives the rounds until the last one is aggregated, then waits (at
+// most DoneGrace) until every collaborator was told DONE. It returns the
+// final global model and one summary per round. Call it once.
+func (a *Aggregator) Run(ctx context.Context) (tensor.Weights, []RoundSummary, error) {
+	var history []RoundSummary
+	a.log.Info("federation starts", "rounds", a.cfg.Rounds, "collaborators", a.cfg.Collaborators,
+		"strategy", a.cfg.Strategy.Name(), "plan_hash", ShortHash(a.cfg.PlanHash), "params", a.global.NumParams())
+	for r := 1; r <= a.cfg.Rounds; r++ {
+		sum, err := a.runRound(ctx, r)
+		if err != nil {
+			a.mu.Lock()
+			a.failed = err
+			a.mu.Unlock()
+			a.log.Error("federation failed", "round", r, "err", err)
+			return nil, history, err
+		}
+		history = append(history, sum)
+	}
+	a.mu.Lock()
+	a.done = true
+	final := a.global
+	a.mu.Unlock()
+	a.log.Info("federation finished; telling collaborators", "rounds", a.cfg.Rounds)
+	grace := time.NewTimer(a.cfg.DoneGrace)
+	defer grace.Stop()
+	for {
+		a.mu.Lock()
+		var waiting []string
+		for _, n := range a.cfg.Collaborators {
+			if !a.collabs[n].toldDone {
+				waiting = append(waiting, n)
+			}
+		}
+		a.mu.Unlock()
+		if len(waiting) == 0 {
+			return final, history, nil
+		}
+		select {
+		case <-a.progress:
+		case <-grace.C:
+			a.log.Warn("collaborators not told DONE before the grace period ended", "collaborators", waiting)
+			return final, history, nil
+		case <-ctx.Done():
+			return final, history, nil
+		}
+	}
+}
+
+func (a *Aggregator) runRound(ctx context.Context, r int) (RoundSummary, error) {
+	start := time.Now()
+	in0, out0 := a.bytesIn.Load(), a.bytesOut.Load()
+	a.log.Info("round open", "round", r, "of", a.cfg.Rounds, "timeout", a.cfg.RoundTimeout)
+	timeout := time.NewTimer(a.cfg.RoundTimeout)
+	defer timeout.Stop()
+	tick := time.NewTicker(a.cfg.StatusEvery)
+	defer tick.Stop()
+wait:
+	for {
+		a.mu.Lock()
+		n := len(a.updates)
+		a.mu.Unlock()
+		if n == len(a.expected) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return RoundSummary{}, fmt.Errorf("round %d: %w", r, ctx.Err())
+		case <-a.progress:
+		case <-tick.C:
+			a.mu.Lock()
+			late, why := a.lateReport()
+			a.mu.Unlock()
+			a.log.Info(fmt.Sprintf("round %d waits for %d of %d collaborators: %s", r, len(late), len(a.expected), why),
+				"round", r, "late", late, "elapsed", time.Since(start).Round(time.Second))
+		case <-timeout.C:
+			a.mu.Lock()
+			late, why := a.lateReport()
+			n := len(a.updates)
+			a.mu.Unlock()
+			if n < a.cfg.MinCollaborators {
+				return RoundSummary{}, fmt.Errorf("round %d timed out after %s with %d of %d updates (need %d): %s",
+					r, a.cfg.RoundTimeout, n, len(a.expected), a.cfg.MinCollaborators, why)
+			}
+			a.log.Warn(fmt.Sprintf("round %d timed out; closing with %d of %d updates; late: %s", r, n, len(a.expected), why),
+				"round", r, "late", late)
+			break wait
+		}
+	}
+
+	// Close the round: uploads and metrics for it are refused from now on.
+	a.mu.Lock()
+	a.round = -r
+	global := a.global
+	var results []strategy.FitResult
+	var evals, locals []strategy.EvalResult
+	var participants []string
+	for _, n := range a.cfg.Collaborators {
+		if u, ok := a.updates[n]; ok {
+			results = append(results, u)
+			participants = append(participants, n)
+		}
+		if e, ok := a.evals[n]; ok {
+			evals = append(evals, e)
+		}
+		if e, ok := a.local[n]; ok {
+			locals = append(locals, e)
+		}
+	}
+	a.mu.Unlock()
+
+	next, rep, err := a.cfg.Strategy.AggregateFit(r, global, results)
+	for c, why := range rep.Rejected {
+		a.log.Warn("update rejected", "round", r, "collaborator", c, "reason", why)
+	}
+	if err != nil {
+		return RoundSummary{}, fmt.Errorf("round %d: aggregation: %v", r, err)
+	}
+	sum := RoundSummary{Round: r, Participants: participants, Accepted: rep.Accepted, Rejected: rep.Rejected, EvalLoss: nanLoss()}
+	if len(evals) > 0 {
+		if loss, m, err := a.cfg.Strategy.AggregateEvaluate(r, evals); err == nil {
+			sum.EvalLoss, sum.EvalMetrics = loss, m
+		} else {
+			a.log.Warn("evaluation aggregation", "round", r, "err", err)
+		}
+	}
+	if len(locals) > 0 {
+		if loss, m, err := a.cfg.Strategy.AggregateEvaluate(r, locals); err == nil {
+			sum.LocalEvalMetrics = map[string]float64{"loss": loss}
+			for k, v := range m {
+				sum.LocalEvalMetrics[k] = v
+			}
+		}
+	}
+	a.mu.Lock()
+	a.global = next
+	if r < a.cfg.Rounds {
+		a.openRound(r + 1)
+	}
+	a.mu.Unlock()
+	sum.Seconds = time.Since(start).Seconds()
+	sum.BytesIn, sum.BytesOut = a.bytesIn.Load()-in0, a.bytesOut.Load()-out0
+	a.log.Info("round closed", "round", r, "participants", participants, "accepted", rep.Accepted,
+		"rejected", len(rep.Rejected), "examples", rep.NumExamples, "eval_loss", sum.EvalLoss, "eval_metrics", sum.EvalMetrics,
+		"local_eval", sum.LocalEvalMetrics, "seconds", sum.Seconds, "bytes_in", sum.BytesIn, "bytes_out", sum.BytesOut)
+	return sum, nil
+}
+
+func nanLoss() float64 { return math.NaN() }

@@ -1,0 +1,308 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	flv1 "github.com/teeml/teeml/api/proto/teeml/fl/v1"
+	"github.com/teeml/teeml/ml/tensor"
+)
+
+// Trainer is a collaborator's local training and evaluation.
+type Trainer interface {
+	// Train trains from global with the round's config and returns the
+	// locally trained weights (a full model), the number of training
+	// examples and training metrics.
+	Train(ctx context.Context, global tensor.Weights, cfg map[string]float64) (tensor.Weights, int, map[string]float64, error)
+	// Evaluate evaluates w on the local validation data.
+	Evaluate(ctx context.Context, w tensor.Weights) (numExamples int, loss float64, metrics map[string]float64, err error)
+}
+
+// CollaboratorConfig configures a Collaborator.
+type CollaboratorConfig struct {
+	// Name is this collaborator's federation identity: the name in its
+	// identity certificate.
+	Name string
+	// PlanHash identifies the plan this collaborator runs.
+	PlanHash string
+	// Conn is a connection to the aggregator with RA-TLS credentials.
+	Conn    grpc.ClientConnInterface
+	Trainer Trainer
+	// CallTimeout bounds each unary call (default 30 s); TransferTimeout
+	// bounds each model download or upload (default 10 min).
+	CallTimeout, TransferTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the exponential, jittered backoff
+	// while the aggregator is unavailable (defaults 200 ms and 10 s).
+	MinBackoff, MaxBackoff time.Duration
+	// GiveUpAfter ends Run when the aggregator has been unavailable for
+	// this long without a successful call (default 10 minutes).
+	GiveUpAfter time.Duration
+	Logger      *slog.Logger
+}
+
+// Collaborator is the client side of the protocol.
+type Collaborator struct {
+	cfg CollaboratorConfig
+	cl  flv1.AggregatorClient
+	log *slog.Logger
+}
+
+// NewCollaborator checks cfg and returns a Collaborator.
+func NewCollaborator(cfg CollaboratorConfig) (*Collaborator, error) {
+	switch {
+	case cfg.Name == "":
+		return nil, errors.New("protocol: collaborator: no name")
+	case cfg.PlanHash == "":
+		return nil, errors.New("protocol: collaborator: no plan hash")
+	case cfg.Conn == nil:
+		return nil, errors.New("protocol: collaborator: no connection")
+	case cfg.Trainer == nil:
+		return nil, errors.New("protocol: collaborator: no trainer")
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 30 * time.Second
+	}
+	if cfg.TransferTimeout <= 0 {
+		cfg.TransferTimeout = 10 * time.Minute
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 200 * time.Millisecond
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(10*time.Second, cfg.MinBackoff)
+	}
+	if cfg.GiveUpAfter <= 0 {
+		cfg.GiveUpAfter = 10 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Collaborator{cfg: cfg, cl: flv1.NewAggregatorClient(cfg.Conn), log: cfg.Logger.With("collaborator", cfg.Name)}, nil
+}
+
+// RefusedError is the aggregator's (or the RA-TLS layer's) refusal that
+// ended Run: one line, with the gRPC code.
+type RefusedError struct {
+	Code codes.Code
+	Msg  string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("aggregator refused %s: %s", e.Code, e.Msg)
+}
+
+// refusal classifies err: nil for errors worth retrying (Unavailable,
+// except a TLS refusal of our certificate) and for Aborted (the round moved
+// on), a *RefusedError otherwise.
+func refusal(err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	msg := strings.Join(strings.Fields(st.Message()), " ")
+	switch st.Code() {
+	case codes.Unavailable:
+		if strings.Contains(msg, "remote error: tls:") || strings.Contains(msg, "ratls:") {
+			return &RefusedError{Code: codes.PermissionDenied, Msg: "RA-TLS handshake refused: " + msg}
+		}
+		return nil
+	case codes.Aborted, codes.DeadlineExceeded:
+		return nil
+	}
+	return &RefusedError{Code: st.Code(), Msg: msg}
+}
+
+// Run works until the aggregator answers DONE (nil), refuses this
+// collaborator (a *RefusedError), stays unavailable for GiveUpAfter, or ctx
+// ends.
+func (c *Collaborator) Run(ctx context.Context) error {
+	c.log.Info("collaborator starts", "plan_hash", ShortHash(c.cfg.PlanHash))
+	lastRound := 0
+	backoff := c.cfg.MinBackoff
+	var unavailableSince time.Time
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		resp, err := c.cl.GetTasks(cctx, &flv1.TaskRequest{Round: int64(lastRound), Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash})
+		cancel()
+		if err != nil {
+			if ref := refusal(err); ref != nil {
+				c.log.Error("refused: "+ref.Error(), "err", ref)
+				return ref
+			}
+			if unavailableSince.IsZero() {
+				unavailableSince = time.Now()
+			}
+			if time.Since(unavailableSince) > c.cfg.GiveUpAfter {
+				return fmt.Errorf("aggregator unavailable for %s: %v", c.cfg.GiveUpAfter, status.Convert(err).Message())
+			}
+			d := jitter(backoff)
+			c.log.Warn("aggregator unavailable; retrying", "in", d.Round(time.Millisecond), "err", status.Convert(err).Message())
+			backoff = min(2*backoff, c.cfg.MaxBackoff)
+			if err := sleep(ctx, d); err != nil {
+				return err
+			}
+			continue
+		}
+		unavailableSince, backoff = time.Time{}, c.cfg.MinBackoff
+		switch resp.Action {
+		case flv1.TaskAction_TASK_ACTION_DONE:
+			c.log.Info("federation finished", "rounds", resp.RoundsTotal)
+			return nil
+		case flv1.TaskAction_TASK_ACTION_WAIT:
+			d := time.Duration(resp.RetryAfterMs) * time.Millisecond
+			if d <= 0 {
+				d = c.cfg.MinBackoff
+			}
+			if err := sleep(ctx, min(d, c.cfg.MaxBackoff)); err != nil {
+				return err
+			}
+		case flv1.TaskAction_TASK_ACTION_RUN:
+			err := c.runRound(ctx, resp)
+			if err == nil {
+				lastRound = int(resp.Round)
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if ref := refusal(err); ref != nil {
+				c.log.Error("round failed: "+ref.Error(), "round", resp.Round)
+				return ref
+			}
+			c.log.Warn("round interrupted; asking for tasks again", "round", resp.Round, "err", status.Convert(err).Message())
+			if err := sleep(ctx, jitter(c.cfg.MinBackoff)); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("aggregator answered unknown action %v", resp.Action)
+		}
+	}
+}
+
+func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error {
+	round := t.Round
+	start := time.Now()
+	c.log.Info("round starts", "round", round, "of", t.RoundsTotal, "tasks", t.Tasks)
+	global, err := c.download(ctx, round)
+	if err != nil {
+		return err
+	}
+	has := func(name string) bool {
+		for _, x := range t.Tasks {
+			if x == name {
+				return true
+			}
+		}
+		return false
+	}
+	if has(TaskAggregatedModelValidation) {
+		if err := c.evaluate(ctx, round, TaskAggregatedModelValidation, global); err != nil {
+			return err
+		}
+	}
+	if !has(TaskTrain) {
+		return nil
+	}
+	local, n, metrics, err := c.cfg.Trainer.Train(ctx, global, t.Config)
+	if err != nil {
+		return &RefusedError{Code: codes.Internal, Msg: fmt.Sprintf("local training failed: %v", err)}
+	}
+	if err := global.Compatible(local); err != nil {
+		return &RefusedError{Code: codes.Internal, Msg: fmt.Sprintf("trainer returned weights that do not fit the global model: %v", err)}
+	}
+	c.log.Info("trained", "round", round, "examples", n, "metrics", metrics, "seconds", time.Since(start).Seconds())
+	if has(TaskLocallyTunedModelValidation) {
+		if err := c.evaluate(ctx, round, TaskLocallyTunedModelValidation, local); err != nil {
+			return err
+		}
+	}
+	return c.upload(ctx, round, local, n, metrics)
+}
+
+func (c *Collaborator) download(ctx context.Context, round int64) (tensor.Weights, error) {
+	tctx, cancel := context.WithTimeout(ctx, c.cfg.TransferTimeout)
+	defer cancel()
+	stream, err := c.cl.DownloadModel(tctx, &flv1.ModelRequest{Round: round, Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash})
+	if err != nil {
+		return nil, err
+	}
+	dec, err := DecodeWeights(stream.Recv, func(h *flv1.Header) error {
+		if h.Kind != flv1.PayloadKind_PAYLOAD_KIND_MODEL || h.Round != round || h.PlanHash != c.cfg.PlanHash {
+			return fmt.Errorf("model header for round %d kind %s plan %s, want round %d kind MODEL plan %s",
+				h.Round, h.Kind, ShortHash(h.PlanHash), round, ShortHash(c.cfg.PlanHash))
+		}
+		return nil
+	})
+	if err != nil {
+		var de *DecodeError
+		if errors.As(err, &de) {
+			// A corrupt model: retry the round (Aborted is retried).
+			return nil, status.Errorf(codes.Aborted, "model download: %v", err)
+		}
+		return nil, err
+	}
+	c.log.Info("model downloaded", "round", round, "bytes", dec.WireBytes, "params", dec.Weights.NumParams())
+	return dec.Weights, nil
+}
+
+func (c *Collaborator) evaluate(ctx context.Context, round int64, task string, w tensor.Weights) error {
+	n, loss, metrics, err := c.cfg.Trainer.Evaluate(ctx, w)
+	if err != nil {
+		return &RefusedError{Code: codes.Internal, Msg: fmt.Sprintf("%s failed: %v", task, err)}
+	}
+	c.log.Info(task, "round", round, "examples", n, "loss", loss, "metrics", metrics)
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+	defer cancel()
+	_, err = c.cl.ReportMetrics(cctx, &flv1.Metrics{Round: round, Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash,
+		Task: task, NumExamples: int64(n), Loss: loss, Metrics: metrics})
+	return err
+}
+
+func (c *Collaborator) upload(ctx context.Context, round int64, w tensor.Weights, n int, metrics map[string]float64) error {
+	tctx, cancel := context.WithTimeout(ctx, c.cfg.TransferTimeout)
+	defer cancel()
+	stream, err := c.cl.UploadUpdate(tctx)
+	if err != nil {
+		return err
+	}
+	sent, err := EncodeWeights(w, &flv1.Header{Round: round, Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash,
+		Kind: flv1.PayloadKind_PAYLOAD_KIND_UPDATE, NumExamples: int64(n), Metrics: metrics}, stream.Send)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	// On a refusal Send returns io.EOF and CloseAndRecv the status.
+	ack, err := stream.CloseAndRecv()
+	if err != nil {
+		return err
+	}
+	c.log.Info("update uploaded", "round", round, "bytes", sent, "acknowledged", ack.BytesReceived)
+	return nil
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
