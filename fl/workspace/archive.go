@@ -25,6 +25,9 @@ const (
 	MaxEntries     = 10000
 )
 
+// limits are the Import limits in force (tests lower them).
+var limits = struct{ archive, file, total, entries int64 }{MaxArchiveSize, MaxFileSize, MaxTotalSize, MaxEntries}
+
 // exported reports whether a workspace file goes into an export: private
 // keys (*-key.pem, *.key) never do, nor anything under save/ (model
 // states), data/ (collaborators' private data) or logs/, nor lock files.
@@ -168,8 +171,8 @@ func Import(archive, dir string) (err error) {
 	defer f.Close()
 	if st, err := f.Stat(); err != nil {
 		return fmt.Errorf("workspace: import: %v", err)
-	} else if st.Size() > MaxArchiveSize {
-		return fmt.Errorf("workspace: import %s: archive is %d bytes, at most %d", archive, st.Size(), MaxArchiveSize)
+	} else if st.Size() > limits.archive {
+		return fmt.Errorf("workspace: import %s: archive is %d bytes, at most %d", archive, st.Size(), limits.archive)
 	}
 	created := false
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
@@ -199,7 +202,7 @@ func Import(archive, dir string) (err error) {
 	fail := func(name, format string, args ...any) error {
 		return fmt.Errorf("workspace: import %s: entry %q: %s", archive, name, fmt.Sprintf(format, args...))
 	}
-	zr, err := gzip.NewReader(io.LimitReader(f, MaxArchiveSize))
+	zr, err := gzip.NewReader(io.LimitReader(f, limits.archive))
 	if err != nil {
 		return fmt.Errorf("workspace: import %s: %v", archive, err)
 	}
@@ -214,8 +217,8 @@ func Import(archive, dir string) (err error) {
 		if err != nil {
 			return fmt.Errorf("workspace: import %s: %v", archive, err)
 		}
-		if n >= MaxEntries {
-			return fmt.Errorf("workspace: import %s: more than %d entries", archive, MaxEntries)
+		if int64(n) >= limits.entries {
+			return fmt.Errorf("workspace: import %s: more than %d entries", archive, limits.entries)
 		}
 		rel, err := checkEntryName(h.Name)
 		if err != nil {
@@ -232,11 +235,11 @@ func Import(archive, dir string) (err error) {
 				return fail(h.Name, "%v", err)
 			}
 		case tar.TypeReg:
-			if h.Size < 0 || h.Size > MaxFileSize {
-				return fail(h.Name, "%d bytes, at most %d", h.Size, MaxFileSize)
+			if h.Size < 0 || h.Size > limits.file {
+				return fail(h.Name, "%d bytes, at most %d", h.Size, limits.file)
 			}
-			if total += h.Size; total > MaxTotalSize {
-				return fail(h.Name, "archive expands beyond %d bytes", MaxTotalSize)
+			if total += h.Size; total > limits.total {
+				return fail(h.Name, "archive expands beyond %d bytes", limits.total)
 			}
 			if parent := path.Dir(rel); parent != "." {
 				if err := mkdirIn(dir, parent); err != nil {
@@ -247,7 +250,7 @@ func Import(archive, dir string) (err error) {
 			if err != nil {
 				return fail(h.Name, "%v", err)
 			}
-			written, err := io.Copy(out, io.LimitReader(tr, MaxFileSize+1))
+			written, err := io.Copy(out, io.LimitReader(tr, limits.file+1))
 			if cerr := out.Close(); err == nil {
 				err = cerr
 			}

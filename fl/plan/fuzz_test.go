@@ -1,0 +1,45 @@
+package plan_test
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/teeml/teeml/fl/plan"
+	"github.com/teeml/teeml/fl/workspace"
+)
+
+// FuzzParsePlan: Parse never panics, errors are one line, and an accepted
+// plan's canonical form parses back to the same plan (same bytes, same hash).
+func FuzzParsePlan(f *testing.F) {
+	for _, name := range workspace.Templates() {
+		b, err := workspace.TemplatePlan(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		p, err := plan.Parse(b, "seed")
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(p.Canonical())
+	}
+	f.Add([]byte("aggregator: {rounds_to_train: 0}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := plan.Parse(data, "fuzz.yaml")
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("multi-line error: %q", err)
+			}
+			return
+		}
+		c := p.Canonical()
+		q, err := plan.Parse(c, "canonical.yaml")
+		if err != nil {
+			t.Fatalf("canonical form refused: %v\n%s", err, c)
+		}
+		if !bytes.Equal(q.Canonical(), c) || q.Hash() != p.Hash() {
+			t.Fatalf("canonical form not stable:\n%s\n---\n%s", c, q.Canonical())
+		}
+	})
+}
