@@ -25,10 +25,12 @@ import (
 // local epoch. Before the members start, three impostors are refused: a
 // member with another plan hash, a non-member (identity from another CA)
 // and a member whose enclave measurement is not in the policy.
+//
+// Under -race (GoMLX's kernels trip checkptr there) and -short the
+// collaborators run a stand-in trainer instead of the MLP and the accuracy
+// checks are skipped; the protocol, RA-TLS and refusals are the same.
 func TestFederationDigits(t *testing.T) {
-	if testing.Short() {
-		t.Skip("trains MLPs (skipped in -short)")
-	}
+	useML := !testing.Short() && !raceEnabled
 	names := []string{"col-1", "col-2", "col-3"}
 	env := newFedEnv(t, names...)
 	train, test, err := datasets.Prepare("digits", 0.2, 1)
@@ -118,6 +120,9 @@ func TestFederationDigits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if !useML {
+			c.cfg.Trainer = &nopTrainer{}
+		}
 		wg.Add(1)
 		go func() { defer wg.Done(); errs[i] = c.Run(ctx) }()
 	}
@@ -144,9 +149,16 @@ func TestFederationDigits(t *testing.T) {
 		if s.BytesIn < 3*params || s.BytesIn > 3*params*105/100 || s.BytesOut < 3*params || s.BytesOut > 3*params*105/100 {
 			t.Errorf("round %d: bytes in %d out %d for 3 × %d payload bytes", s.Round, s.BytesIn, s.BytesOut, params)
 		}
+		if !useML {
+			continue
+		}
 		if s.EvalMetrics["accuracy"] <= 0 {
 			t.Errorf("round %d: no aggregated evaluation accuracy", s.Round)
 		}
+	}
+	if !useML {
+		t.Log("stand-in trainer: accuracy not checked")
+		return
 	}
 	if a, b := res.history[0].EvalLoss, res.history[2].EvalLoss; !(b < a) {
 		t.Errorf("evaluation loss did not fall: round 1 %.4f, round 3 %.4f", a, b)
