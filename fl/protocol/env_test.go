@@ -180,14 +180,20 @@ func (e *fedEnv) verifier(log *slog.Logger) *ratls.Verifier {
 // 127.0.0.1:0 and registers a on it.
 func (e *fedEnv) serve(a *Aggregator, log *slog.Logger) string {
 	e.t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return e.serveOn(lis, a, log)
+}
+
+// serveOn serves a on lis with the aggregator's RA-TLS credentials.
+func (e *fedEnv) serveOn(lis net.Listener, a *Aggregator, log *slog.Logger) string {
+	e.t.Helper()
 	creds, err := ratls.NewServerCredentials(ratls.TransportConfig{
 		Certificates: ratls.StaticCertificate{Cert: e.leaf(e.members["aggregator"], mrGood)},
 		Verifier:     e.verifier(log), Logger: log,
 	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		e.t.Fatal(err)
 	}
