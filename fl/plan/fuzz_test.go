@@ -25,6 +25,7 @@ func FuzzParsePlan(f *testing.F) {
 		f.Add(p.Canonical())
 	}
 	f.Add([]byte("aggregator: {rounds_to_train: 0}\n"))
+	f.Add([]byte("\"0\\n0\": 1\n")) // multi-line key in an error (found by fuzzing)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := plan.Parse(data, "fuzz.yaml")
 		if err != nil {

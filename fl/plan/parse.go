@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -152,6 +153,20 @@ func join(prefix, key string) string {
 	return prefix + "." + key
 }
 
+// keyName is a key as shown in errors: quoted unless a plain identifier.
+func keyName(k string) string {
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return strconv.Quote(k)
+		}
+	}
+	if k == "" {
+		return `""`
+	}
+	return k
+}
+
 func kindName(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -195,7 +210,7 @@ func (ps *parser) mapping(n *yaml.Node, prefix string, fields []field) error {
 		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
 			return ps.errf(k, prefix, "keys must be strings, got %s", kindName(k))
 		}
-		key := join(prefix, k.Value)
+		key := join(prefix, keyName(k.Value))
 		if seen[k.Value] {
 			return ps.errf(k, key, "duplicate key")
 		}
@@ -512,7 +527,7 @@ func (ps *parser) aggregation(key string, v *yaml.Node) error {
 	}
 	if fields == nil && settings.Kind == yaml.MappingNode && len(settings.Content) > 0 {
 		k := settings.Content[0]
-		return ps.errf(k, skey+"."+k.Value, "strategy %q takes no settings", ag.Strategy)
+		return ps.errf(k, skey+"."+keyName(k.Value), "strategy %q takes no settings", ag.Strategy)
 	}
 	return ps.mapping(settings, skey, fields)
 }

@@ -319,6 +319,7 @@ func TestStructuralErrors(t *testing.T) {
 		{base[:strings.Index(base, "attestation:")], "plan.yaml:5: attestation: missing"},
 		{"aggregator: {rounds_to_train: 1\n", "plan.yaml: "},
 		{"1: 2\n", "plan.yaml:1: keys must be strings, got an integer"},
+		{"\"a\\nb\": 1\n", `plan.yaml:1: "a\nb": unknown key`},
 	}
 	for _, c := range cases {
 		_, err := plan.Parse([]byte(c.data), "plan.yaml")
