@@ -158,12 +158,20 @@ func SplitHostPort(addr string) (host string, port int, err error) {
 	}
 	h, ps, err := net.SplitHostPort(addr)
 	if err != nil {
-		// No port: a bare host, or a bare/bracketed IPv6 address.
-		h = strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
-		if strings.Contains(addr, "]:") || (strings.Count(h, ":") == 1) {
-			return "", 0, fmt.Errorf("aggregator address %q: %v", addr, err)
+		// No port: a bare host, [IPv6] or a bare IPv6 address.
+		switch {
+		case strings.HasPrefix(addr, "["):
+			inner, ok := strings.CutSuffix(addr[1:], "]")
+			if !ok || net.ParseIP(inner) == nil {
+				return "", 0, fmt.Errorf("aggregator address %q: bad bracketed IPv6 address", addr)
+			}
+			return inner, 0, nil
+		case !strings.Contains(addr, ":"):
+			return addr, 0, nil
+		case net.ParseIP(addr) != nil:
+			return addr, 0, nil
 		}
-		return h, 0, nil
+		return "", 0, fmt.Errorf("aggregator address %q: want HOST, HOST:PORT or [IPv6]:PORT", addr)
 	}
 	port, err = strconv.Atoi(ps)
 	if err != nil || port < 1 || port > 65535 {
