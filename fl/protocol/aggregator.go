@@ -139,6 +139,7 @@ type Aggregator struct {
 	evals    map[string]strategy.EvalResult
 	local    map[string]strategy.EvalResult
 	collabs  map[string]*collabState
+	inflight map[string]bool // collaborators with an upload being received
 	done     bool
 	failed   error
 	bytesIn  atomic.Int64
@@ -192,6 +193,7 @@ func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
 		global:   cfg.Initial.Clone(),
 		dir:      Directory(cfg.Initial),
 		collabs:  map[string]*collabState{},
+		inflight: map[string]bool{},
 	}
 	for _, n := range cfg.Collaborators {
 		if n == "" || a.expected[n] {
@@ -296,7 +298,7 @@ func (a *Aggregator) GetTasks(ctx context.Context, req *flv1.TaskRequest) (*flv1
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.failed != nil {
-		return nil, status.Errorf(codes.Aborted, "federation stopped: %v", a.failed)
+		return nil, status.Errorf(codes.FailedPrecondition, "federation stopped: %v", a.failed)
 	}
 	if a.done {
 		st := a.collabs[name]
@@ -325,7 +327,7 @@ func (a *Aggregator) GetTasks(ctx context.Context, req *flv1.TaskRequest) (*flv1
 // roundCheck refuses a request for another round than the current one; a.mu held.
 func (a *Aggregator) roundCheck(round int64) error {
 	if a.failed != nil {
-		return status.Errorf(codes.Aborted, "federation stopped: %v", a.failed)
+		return status.Errorf(codes.FailedPrecondition, "federation stopped: %v", a.failed)
 	}
 	if a.done || round != int64(a.round) {
 		return status.Errorf(codes.Aborted, "round %d is not open (current round %d of %d)", round, a.round, a.cfg.Rounds)
@@ -366,7 +368,7 @@ func (a *Aggregator) DownloadModel(req *flv1.ModelRequest, stream grpc.ServerStr
 // UploadUpdate implements flv1.AggregatorServer.
 func (a *Aggregator) UploadUpdate(stream grpc.ClientStreamingServer[flv1.Chunk, flv1.UploadAck]) error {
 	ctx := stream.Context()
-	var name string
+	var name, registered string
 	start := time.Now()
 	dec, err := DecodeWeights(stream.Recv, func(h *flv1.Header) error {
 		var err error
@@ -384,6 +386,9 @@ func (a *Aggregator) UploadUpdate(stream grpc.ClientStreamingServer[flv1.Chunk, 
 		if _, dup := a.updates[name]; dup {
 			return status.Errorf(codes.AlreadyExists, "collaborator %q already uploaded its update for round %d", name, h.Round)
 		}
+		if a.inflight[name] {
+			return status.Errorf(codes.AlreadyExists, "collaborator %q is already uploading an update", name)
+		}
 		if err := sameDirectory(a.dir, h.Tensors); err != nil {
 			return status.Errorf(codes.InvalidArgument, "update from %q does not fit the global model: %v", name, err)
 		}
@@ -391,8 +396,17 @@ func (a *Aggregator) UploadUpdate(stream grpc.ClientStreamingServer[flv1.Chunk, 
 			return status.Errorf(codes.InvalidArgument, "update from %q has num_examples %d", name, h.NumExamples)
 		}
 		a.touch(name, "uploading its update")
+		a.inflight[name] = true
+		registered = name
 		return nil
 	})
+	if registered != "" {
+		defer func() {
+			a.mu.Lock()
+			delete(a.inflight, registered)
+			a.mu.Unlock()
+		}()
+	}
 	if dec != nil {
 		a.bytesIn.Add(dec.WireBytes)
 	}

@@ -209,3 +209,31 @@ func TestCollaboratorWaitsForAggregator(t *testing.T) {
 		t.Fatalf("history %d rounds, final %v", len(hist), final[0].Data)
 	}
 }
+
+// TestRoundTimeoutWithoutUpdates: a round in which nobody uploads fails at
+// its timeout naming who was late and why, and collaborators are then told
+// the federation stopped.
+func TestRoundTimeoutWithoutUpdates(t *testing.T) {
+	env := newFedEnv(t, "col-1", "col-2")
+	agg, err := NewAggregator(AggregatorConfig{PlanHash: planHash, Strategy: &strategy.FedAvg{}, Initial: testWeights([]int{2}),
+		Collaborators: []string{"col-1", "col-2"}, Rounds: 1, RoundTimeout: 300 * time.Millisecond, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := env.serve(agg, quiet())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl := flv1.NewAggregatorClient(env.dial(addr, env.leaf(env.members["col-1"], mrGood), quiet()))
+	resp, err := cl.GetTasks(ctx, &flv1.TaskRequest{Sender: "col-1", PlanHash: planHash})
+	if err != nil || resp.Action != flv1.TaskAction_TASK_ACTION_RUN || resp.Round != 1 || len(resp.Tasks) != 3 || resp.Config[strategy.KeyRound] != 1 {
+		t.Fatalf("GetTasks: %v %v", resp, err)
+	}
+	_, _, err = agg.Run(ctx)
+	if err == nil {
+		t.Fatal("round without updates succeeded")
+	}
+	oneLine(t, "timeout error", err.Error(), "round 1 timed out", "0 of 2 updates", "col-1: asked for tasks", "col-2: never connected")
+	t.Logf("timeout: %v", err)
+	_, err = cl.GetTasks(ctx, &flv1.TaskRequest{Sender: "col-1", PlanHash: planHash})
+	wantCode(t, "after failure", err, codes.FailedPrecondition, "federation stopped")
+}
