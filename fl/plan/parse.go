@@ -8,12 +8,14 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/teeml/teeml/fl/strategy"
 	"github.com/teeml/teeml/pki"
 )
 
@@ -121,7 +123,10 @@ type field struct {
 	parse    func(key string, v *yaml.Node) error
 }
 
-type parser struct{ p *Plan }
+type parser struct {
+	p            *Plan
+	strategyNode *yaml.Node
+}
 
 func (ps *parser) errf(n *yaml.Node, key, format string, args ...any) error {
 	line := 0
@@ -496,7 +501,10 @@ func (ps *parser) aggregation(key string, v *yaml.Node) error {
 	ag.Settings = map[string]float64{}
 	var settings *yaml.Node
 	err := ps.mapping(v, key, []field{
-		{"strategy", true, ps.str(&ag.Strategy)},
+		{"strategy", true, func(key string, v *yaml.Node) error {
+			ps.strategyNode = v
+			return ps.str(&ag.Strategy)(key, v)
+		}},
 		{"settings", false, func(key string, v *yaml.Node) error {
 			settings = v
 			return nil
@@ -516,6 +524,9 @@ func (ps *parser) aggregation(key string, v *yaml.Node) error {
 	skey := key + ".settings"
 	if settings.Kind == yaml.ScalarNode && settings.ShortTag() == "!!null" {
 		return nil
+	}
+	if !slices.Contains(strategy.Names(), ag.Strategy) {
+		return ps.errf(ps.strategyNode, key+".strategy", "unknown strategy %q (known: %s)", ag.Strategy, strings.Join(strategy.Names(), ", "))
 	}
 	var fields []field
 	for _, k := range SettingKeys(ag.Strategy) {

@@ -49,8 +49,10 @@ type Plan struct {
 
 // Aggregator is the aggregator section.
 type Aggregator struct {
-	RoundsToTrain int    // rounds_to_train ≥ 1
-	InitStatePath string // init_state_path: initial weights (safetensors), relative to the workspace
+	RoundsToTrain int // rounds_to_train ≥ 1
+	// init_state_path: initial weights (safetensors). The state paths are
+	// relative to the workspace and under save/ (never exported).
+	InitStatePath string
 	BestStatePath string // best_state_path
 	LastStatePath string // last_state_path
 	// MinCollaborators (min_collaborators, optional) is the number of
@@ -178,8 +180,8 @@ type Validator struct {
 // Attestation is the attestation section.
 type Attestation struct {
 	// Policy maps a pki role to its attestation policy file (attest/policy
-	// YAML), relative to the workspace. aggregator and collaborator are
-	// required.
+	// YAML), relative to the workspace and under policies/. aggregator and
+	// collaborator are required.
 	Policy map[string]string
 }
 
@@ -303,6 +305,9 @@ func (p *Plan) Validate() error {
 	for _, kv := range [][2]string{{"init_state_path", a.InitStatePath}, {"best_state_path", a.BestStatePath}, {"last_state_path", a.LastStatePath}} {
 		if err := checkRelPath(kv[1]); err != nil {
 			return p.errf("aggregator."+kv[0], "%v", err)
+		}
+		if !strings.HasPrefix(kv[1], "save/") {
+			return p.errf("aggregator."+kv[0], "%q must be under save/", kv[1])
 		}
 		if prev, ok := states[kv[1]]; ok {
 			return p.errf("aggregator."+kv[0], "%q is also aggregator.%s", kv[1], prev)
@@ -510,6 +515,9 @@ func (p *Plan) Validate() error {
 		}
 		if err := checkRelPath(p.Attestation.Policy[role]); err != nil {
 			return p.errf(key, "%v", err)
+		}
+		if !strings.HasPrefix(p.Attestation.Policy[role], "policies/") {
+			return p.errf(key, "%q must be under policies/", p.Attestation.Policy[role])
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -129,6 +130,10 @@ func TestHashChangesWithEveryValue(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := p.Hash()
+	// The canonical form carries every value (so the walk below sees them all).
+	if q := mustParse(t, p.Canonical()); !reflect.DeepEqual(semantic(q), semantic(p)) {
+		t.Fatalf("canonical form loses values:\n%+v\n%+v", semantic(q), semantic(p))
+	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(p.Canonical(), &doc); err != nil {
 		t.Fatal(err)
@@ -193,6 +198,10 @@ func TestHashChangesWithEveryValue(t *testing.T) {
 	t.Logf("%d of %d leaves mutated, each changed the hash", changed, len(leaves))
 }
 
+func semantic(p *plan.Plan) []any {
+	return []any{p.Aggregator, p.Collaborator, p.DataLoader, p.TaskRunner, p.Network, p.Assigner, p.Tasks, p.Aggregation, p.Attestation}
+}
+
 func lineOf(t *testing.T, data, s string) int {
 	t.Helper()
 	i := strings.Index(data, s)
@@ -249,6 +258,9 @@ func TestValidationErrors(t *testing.T) {
 		{"    metrics: [loss]", "    metrics: []", "tasks.train.metrics", "must list at least one metric", ""},
 		{"weight_decay: 0", "weight_decay: 2", "tasks.train.weight_decay", "must be in [0, 1], got 2", ""},
 		{"strategy: fedavg", "strategy: fedsgd", "aggregation.strategy", "unknown strategy \"fedsgd\"", ""},
+		{"strategy: fedavg", "strategy: fedsgd\n  settings:\n    eta: 0.1", "aggregation.strategy", "unknown strategy \"fedsgd\"", ""},
+		{"last_state_path: save/last.safetensors", "last_state_path: plan/plan.yaml", "aggregator.last_state_path", "must be under save/", ""},
+		{"collaborator: policies/collaborator.yaml", "collaborator: data/collaborator.yaml", "attestation.policy.collaborator", "must be under policies/", ""},
 		{"strategy: fedavg", "strategy: fedavg\n  settings:\n    eta: 0.1", "aggregation.settings.eta", "strategy \"fedavg\" takes no settings", "    eta: 0.1"},
 		{"strategy: fedavg", "strategy: fedprox\n  settings:\n    eta: 0.1", "aggregation.settings.eta", "unknown key (known in aggregation.settings: proximal_mu)", "    eta: 0.1"},
 		{"strategy: fedavg", "strategy: fedprox\n  settings:\n    proximal_mu: -1", "aggregation.settings.proximal_mu", "must be ≥ 0, got -1", "    proximal_mu: -1"},
