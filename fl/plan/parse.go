@@ -140,7 +140,7 @@ func (ps *parser) noAliases(n *yaml.Node) error {
 	if n.Kind == yaml.AliasNode || n.Anchor != "" {
 		return ps.errf(n, "", "YAML anchors and aliases are not supported")
 	}
-	if n.Tag == "!!merge" || n.Kind == yaml.ScalarNode && n.Value == "<<" && n.Tag == "!!merge" {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!merge" {
 		return ps.errf(n, "", "YAML merge keys are not supported")
 	}
 	for _, c := range n.Content {

@@ -220,7 +220,11 @@ func Import(archive, dir string) (err error) {
 		if int64(n) >= limits.entries {
 			return fmt.Errorf("workspace: import %s: more than %d entries", archive, limits.entries)
 		}
-		rel, err := checkEntryName(h.Name)
+		name := strings.TrimPrefix(h.Name, "./") // tar -C ws . style archives
+		if (name == "" || name == ".") && h.Typeflag == tar.TypeDir {
+			continue
+		}
+		rel, err := checkEntryName(name)
 		if err != nil {
 			return fail(h.Name, "%v", err)
 		}

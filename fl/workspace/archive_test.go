@@ -113,6 +113,13 @@ func TestExportImportRoundTrip(t *testing.T) {
 	if err := Import(out, dst); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Errorf("import over workspace: %v", err)
 	}
+	// Archives made with `tar -C ws .` (entries "./…") are accepted.
+	dot := archiveOf(t, entry{tar.Header{Name: "./", Typeflag: tar.TypeDir, Mode: 0o755}, ""},
+		entry{tar.Header{Name: "./plan/", Typeflag: tar.TypeDir, Mode: 0o755}, ""},
+		file("./plan/plan.yaml", got["plan/plan.yaml"]))
+	if err := Import(dot, filepath.Join(t.TempDir(), "dot")); err != nil {
+		t.Errorf("./ archive: %v", err)
+	}
 	// Symlinks are not exported.
 	if err := os.Symlink("/etc/passwd", filepath.Join(ws, "plan", "link.yaml")); err == nil {
 		if err := Export(ws, filepath.Join(t.TempDir(), "x.tar.gz")); err == nil || !strings.Contains(err.Error(), "plan/link.yaml") {
@@ -179,6 +186,8 @@ func TestImportRefusesMalicious(t *testing.T) {
 		{"inner dotdot", []entry{plan, file("plan/../../evil", "x")}, "'..' in path"},
 		{"backslash", []entry{plan, file(`..\evil`, "x")}, "backslash"},
 		{"unclean", []entry{plan, file("plan//x", "x")}, "not a clean path"},
+		{"dot inside", []entry{plan, file("plan/./x", "x")}, "not a clean path"},
+		{"dot dotdot", []entry{plan, file("./../x", "x")}, "'..' in path"},
 		{"symlink", []entry{{tar.Header{Name: "plan", Typeflag: tar.TypeSymlink, Linkname: "/tmp"}, ""}, plan}, "links are not allowed"},
 		{"hardlink", []entry{plan, {tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "plan/plan.yaml"}, ""}}, "links are not allowed"},
 		{"device", []entry{plan, {tar.Header{Name: "dev", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3}, ""}}, "not allowed"},
