@@ -161,7 +161,8 @@ func checkEntryName(name string) (string, error) {
 // archives larger than MaxArchiveSize, entries with absolute paths or '..',
 // symbolic and hard links, devices and other special files, duplicate
 // entries, files over MaxFileSize, more than MaxEntries entries or
-// MaxTotalSize bytes in all, and archives without plan/plan.yaml. On error
+// MaxTotalSize bytes in all, and archives without a valid plan/plan.yaml
+// (matching plan/plan.hash when there is one). On error
 // the partly extracted dir is removed (if Import created it).
 func Import(archive, dir string) (err error) {
 	f, err := os.Open(archive)
@@ -277,6 +278,10 @@ func Import(archive, dir string) (err error) {
 		if err := mkdirIn(dir, d); err != nil {
 			return fmt.Errorf("workspace: import: %v", err)
 		}
+	}
+	// The plan must be valid and, when frozen, match its hash.
+	if _, err := LoadPlan(dir); err != nil {
+		return fmt.Errorf("workspace: import %s: %v", archive, err)
 	}
 	return nil
 }

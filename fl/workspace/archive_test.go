@@ -120,6 +120,16 @@ func TestExportImportRoundTrip(t *testing.T) {
 	if err := Import(dot, filepath.Join(t.TempDir(), "dot")); err != nil {
 		t.Errorf("./ archive: %v", err)
 	}
+	// A plan that does not match its hash is refused.
+	tampered := archiveOf(t, file("plan/plan.yaml", strings.Replace(got["plan/plan.yaml"], "rounds_to_train: 10", "rounds_to_train: 99", 1)),
+		file("plan/plan.hash", got["plan/plan.hash"]))
+	tdst := filepath.Join(t.TempDir(), "tampered")
+	if err := Import(tampered, tdst); err == nil || !strings.Contains(err.Error(), "frozen plan was modified") {
+		t.Errorf("tampered archive: %v", err)
+	}
+	if _, err := os.Stat(tdst); err == nil {
+		t.Error("tampered import left files")
+	}
 	// Symlinks are not exported.
 	if err := os.Symlink("/etc/passwd", filepath.Join(ws, "plan", "link.yaml")); err == nil {
 		if err := Export(ws, filepath.Join(t.TempDir(), "x.tar.gz")); err == nil || !strings.Contains(err.Error(), "plan/link.yaml") {
