@@ -144,6 +144,8 @@ type Aggregator struct {
 	failed   error
 	bytesIn  atomic.Int64
 	bytesOut atomic.Int64
+	in0      int64 // bytesIn when the current round opened
+	out0     int64
 }
 
 // NewAggregator checks cfg and returns an Aggregator for round 1.
@@ -212,6 +214,7 @@ func (a *Aggregator) Register(s grpc.ServiceRegistrar) { flv1.RegisterAggregator
 // openRound resets the per-round state; a.mu held or not yet shared.
 func (a *Aggregator) openRound(r int) {
 	a.round = r
+	a.in0, a.out0 = a.bytesIn.Load(), a.bytesOut.Load()
 	a.updates = map[string]strategy.FitResult{}
 	a.evals = map[string]strategy.EvalResult{}
 	a.local = map[string]strategy.EvalResult{}
@@ -565,7 +568,6 @@ func (a *Aggregator) Run(ctx context.Context) (tensor.Weights, []RoundSummary, e
 
 func (a *Aggregator) runRound(ctx context.Context, r int) (RoundSummary, error) {
 	start := time.Now()
-	in0, out0 := a.bytesIn.Load(), a.bytesOut.Load()
 	a.log.Info("round open", "round", r, "of", a.cfg.Rounds, "timeout", a.cfg.RoundTimeout)
 	timeout := time.NewTimer(a.cfg.RoundTimeout)
 	defer timeout.Stop()
@@ -607,6 +609,7 @@ wait:
 	// Close the round: uploads and metrics for it are refused from now on.
 	a.mu.Lock()
 	a.round = -r
+	bytesIn, bytesOut := a.bytesIn.Load()-a.in0, a.bytesOut.Load()-a.out0
 	global := a.global
 	var results []strategy.FitResult
 	var evals, locals []strategy.EvalResult
@@ -655,7 +658,7 @@ wait:
 	}
 	a.mu.Unlock()
 	sum.Seconds = time.Since(start).Seconds()
-	sum.BytesIn, sum.BytesOut = a.bytesIn.Load()-in0, a.bytesOut.Load()-out0
+	sum.BytesIn, sum.BytesOut = bytesIn, bytesOut
 	a.log.Info("round closed", "round", r, "participants", participants, "accepted", rep.Accepted,
 		"rejected", len(rep.Rejected), "examples", rep.NumExamples, "eval_loss", sum.EvalLoss, "eval_metrics", sum.EvalMetrics,
 		"local_eval", sum.LocalEvalMetrics, "seconds", sum.Seconds, "bytes_in", sum.BytesIn, "bytes_out", sum.BytesOut)

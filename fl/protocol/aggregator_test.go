@@ -237,3 +237,29 @@ func TestRoundTimeoutWithoutUpdates(t *testing.T) {
 	_, err = cl.GetTasks(ctx, &flv1.TaskRequest{Sender: "col-1", PlanHash: planHash})
 	wantCode(t, "after failure", err, codes.FailedPrecondition, "federation stopped")
 }
+
+// TestCollaboratorRefusesNonAggregator: a federation member that is not an
+// aggregator (here col-2) serving the Aggregator API is refused by the
+// collaborator.
+func TestCollaboratorRefusesNonAggregator(t *testing.T) {
+	env := newFedEnv(t, "col-1", "col-2")
+	agg, err := NewAggregator(AggregatorConfig{PlanHash: planHash, Strategy: &strategy.FedAvg{}, Initial: testWeights([]int{2}),
+		Collaborators: []string{"col-1"}, Rounds: 1, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := env.serveAs("col-2", agg, quiet())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	col, err := NewCollaborator(CollaboratorConfig{Name: "col-1", PlanHash: planHash,
+		Conn: env.dial(addr, env.leaf(env.members["col-1"], mrGood), quiet()), Trainer: &nopTrainer{}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = col.Run(ctx)
+	var ref *RefusedError
+	if !errors.As(err, &ref) || ref.Code != codes.PermissionDenied {
+		t.Fatalf("%v, want a PermissionDenied refusal", err)
+	}
+	oneLine(t, "refusal", err.Error(), `server "col-2" is verified as "collaborator", not aggregator`)
+}

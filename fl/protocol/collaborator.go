@@ -12,10 +12,12 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	flv1 "github.com/teeml/teeml/api/proto/teeml/fl/v1"
 	"github.com/teeml/teeml/ml/tensor"
+	"github.com/teeml/teeml/ratls"
 )
 
 // Trainer is a collaborator's local training and evaluation.
@@ -47,7 +49,12 @@ type CollaboratorConfig struct {
 	// GiveUpAfter ends Run when the aggregator has been unavailable for
 	// this long without a successful call (default 10 minutes).
 	GiveUpAfter time.Duration
-	Logger      *slog.Logger
+	// AggregatorRole is the role the server must have been verified for
+	// over RA-TLS (default "aggregator"; "-" disables the check, e.g. for
+	// connections without RA-TLS); AggregatorName, if set, is its required
+	// identity name.
+	AggregatorRole, AggregatorName string
+	Logger                         *slog.Logger
 }
 
 // Collaborator is the client side of the protocol.
@@ -83,6 +90,9 @@ func NewCollaborator(cfg CollaboratorConfig) (*Collaborator, error) {
 	}
 	if cfg.GiveUpAfter <= 0 {
 		cfg.GiveUpAfter = 10 * time.Minute
+	}
+	if cfg.AggregatorRole == "" {
+		cfg.AggregatorRole = "aggregator"
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -135,8 +145,15 @@ func (c *Collaborator) Run(ctx context.Context) error {
 			return err
 		}
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-		resp, err := c.cl.GetTasks(cctx, &flv1.TaskRequest{Round: int64(lastRound), Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash})
+		var server peer.Peer
+		resp, err := c.cl.GetTasks(cctx, &flv1.TaskRequest{Round: int64(lastRound), Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash}, grpc.Peer(&server))
 		cancel()
+		if err == nil {
+			if ref := c.checkServer(&server); ref != nil {
+				c.log.Error("refused the server: "+ref.Error(), "err", ref)
+				return ref
+			}
+		}
 		if err != nil {
 			if ref := refusal(err); ref != nil {
 				c.log.Error("refused: "+ref.Error(), "err", ref)
@@ -190,6 +207,27 @@ func (c *Collaborator) Run(ctx context.Context) error {
 			return fmt.Errorf("aggregator answered unknown action %v", resp.Action)
 		}
 	}
+}
+
+// checkServer checks the server's verified RA-TLS identity. (Every call
+// of a round uses the same connection's credentials, so checking the
+// GetTasks answer suffices while the channel keeps its connection; a
+// reconnect is checked at the next GetTasks.)
+func (c *Collaborator) checkServer(p *peer.Peer) error {
+	if c.cfg.AggregatorRole == "-" {
+		return nil
+	}
+	ai, ok := p.AuthInfo.(*ratls.AuthInfo)
+	if !ok || ai.Peer == nil {
+		return &RefusedError{Code: codes.Unauthenticated, Msg: "the aggregator's connection has no verified RA-TLS identity"}
+	}
+	if r := ai.Peer.Role(); r != c.cfg.AggregatorRole {
+		return &RefusedError{Code: codes.PermissionDenied, Msg: fmt.Sprintf("server %q is verified as %q, not %s", ai.Peer.Name(), r, c.cfg.AggregatorRole)}
+	}
+	if c.cfg.AggregatorName != "" && ai.Peer.Name() != c.cfg.AggregatorName {
+		return &RefusedError{Code: codes.PermissionDenied, Msg: fmt.Sprintf("server is %q, not the configured aggregator %q", ai.Peer.Name(), c.cfg.AggregatorName)}
+	}
+	return nil
 }
 
 func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error {

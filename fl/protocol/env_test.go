@@ -187,11 +187,26 @@ func (e *fedEnv) serve(a *Aggregator, log *slog.Logger) string {
 	return e.serveOn(lis, a, log)
 }
 
+// serveAs serves a on 127.0.0.1:0 with the RA-TLS credentials of member name.
+func (e *fedEnv) serveAs(name string, a *Aggregator, log *slog.Logger) string {
+	e.t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return e.serveWith(lis, e.members[name], a, log)
+}
+
 // serveOn serves a on lis with the aggregator's RA-TLS credentials.
 func (e *fedEnv) serveOn(lis net.Listener, a *Aggregator, log *slog.Logger) string {
 	e.t.Helper()
+	return e.serveWith(lis, e.members["aggregator"], a, log)
+}
+
+func (e *fedEnv) serveWith(lis net.Listener, m *member, a *Aggregator, log *slog.Logger) string {
+	e.t.Helper()
 	creds, err := ratls.NewServerCredentials(ratls.TransportConfig{
-		Certificates: ratls.StaticCertificate{Cert: e.leaf(e.members["aggregator"], mrGood)},
+		Certificates: ratls.StaticCertificate{Cert: e.leaf(m, mrGood)},
 		Verifier:     e.verifier(log), Logger: log,
 	})
 	if err != nil {

@@ -199,9 +199,21 @@ func refusedAtTLS(t *testing.T, ctx context.Context, env *fedEnv, addr, name str
 	}
 	oneLine(t, name+" refusal", err.Error(), "RA-TLS handshake refused")
 	t.Logf("%s (collaborator side): %v", name, err)
-	server := aggLog.String()[before:]
-	if !strings.Contains(server, "refused connection") || !strings.Contains(server, check) {
-		t.Errorf("aggregator did not log a %s refusal for %s:\n%s", check, name, server)
+	// The client can see the TLS alert before the server has logged the
+	// refusal: wait for the line.
+	var server string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		server = aggLog.String()[before:]
+		if strings.Contains(server, "refused connection") && strings.Contains(server, check) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("aggregator did not log a %s refusal for %s:\n%s", check, name, server)
+		}
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, l := range strings.Split(server, "\n") {
 		if strings.Contains(l, "refused connection") {
