@@ -96,7 +96,7 @@ func ParseCollaborators(data []byte, name string) ([]Collaborator, error) {
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k := root.Content[i]
 		if k.Value != "collaborators" {
-			return nil, errf(k, "%s: unknown key (known: collaborators)", k.Value)
+			return nil, errf(k, "%q: unknown key (known: collaborators)", k.Value)
 		}
 		if list != nil {
 			return nil, errf(k, "collaborators: duplicate key")
@@ -121,7 +121,7 @@ func ParseCollaborators(data []byte, name string) ([]Collaborator, error) {
 		for j := 0; j+1 < len(item.Content); j += 2 {
 			k, v := item.Content[j], item.Content[j+1]
 			if k.Value != "name" && k.Value != "data" {
-				return nil, errf(k, "%s.%s: unknown key (known: name, data)", key, k.Value)
+				return nil, errf(k, "%s.%q: unknown key (known: name, data)", key, k.Value)
 			}
 			if seen[k.Value] {
 				return nil, errf(k, "%s.%s: duplicate key", key, k.Value)

@@ -223,11 +223,11 @@ func TestParseCollaboratorsErrors(t *testing.T) {
 	cases := []struct{ data, want string }{
 		{"", "cols.yaml: empty file"},
 		{"collaborators: x\n", "cols.yaml:1: collaborators: must be a list"},
-		{"others: []\n", "cols.yaml:1: others: unknown key"},
+		{"others: []\n", `cols.yaml:1: "others": unknown key`},
 		{"collaborators:\n  - name: a\n    data: shard:0\n  - name: a\n    data: shard:1\n", "cols.yaml:4: collaborators[1].name: collaborator \"a\" already listed at collaborators[0]"},
 		{"collaborators:\n  - name: a\n    data: shard:0\n  - name: b\n    data: shard:0\n", "cols.yaml:4: collaborators[1].data: shard:0 already assigned to collaborators[0]"},
 		{"collaborators:\n  - name: a\n", "needs name and data"},
-		{"collaborators:\n  - name: a\n    data: shard:0\n    extra: 1\n", "cols.yaml:4: collaborators[0].extra: unknown key"},
+		{"collaborators:\n  - name: a\n    data: shard:0\n    extra: 1\n", `cols.yaml:4: collaborators[0]."extra": unknown key`},
 		{"collaborators:\n  - name: 12\n    data: shard:0\n", "collaborators[0].name: must be a string"},
 	}
 	for _, c := range cases {
