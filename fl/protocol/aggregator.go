@@ -313,7 +313,7 @@ func (a *Aggregator) GetTasks(ctx context.Context, req *flv1.TaskRequest) (*flv1
 		return &flv1.TaskResponse{Action: flv1.TaskAction_TASK_ACTION_DONE, Round: int64(a.cfg.Rounds), RoundsTotal: int64(a.cfg.Rounds)}, nil
 	}
 	if _, ok := a.updates[name]; ok || a.round <= 0 {
-		return &flv1.TaskResponse{Action: flv1.TaskAction_TASK_ACTION_WAIT, Round: int64(a.round),
+		return &flv1.TaskResponse{Action: flv1.TaskAction_TASK_ACTION_WAIT, Round: int64(max(a.round, -a.round)),
 			RetryAfterMs: a.cfg.RetryAfter.Milliseconds(), RoundsTotal: int64(a.cfg.Rounds)}, nil
 	}
 	a.touch(name, "asked for tasks")
