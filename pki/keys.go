@@ -14,6 +14,7 @@ import (
 	"os"
 
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/ecpem"
 )
 
 // Curve names accepted for CA and identity keys.
@@ -51,11 +52,11 @@ func GenerateKey(curve string) (*ecdsa.PrivateKey, error) {
 
 // MarshalPrivateKey encodes key as a PEM "PRIVATE KEY" (PKCS #8) block.
 func MarshalPrivateKey(key *ecdsa.PrivateKey) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	b, err := ecpem.MarshalPrivateKey(key)
 	if err != nil {
 		return nil, fmt.Errorf("pki: private key: %v", err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+	return b, nil
 }
 
 // SaveKey writes key to path atomically as PEM with mode 0600.
@@ -93,33 +94,9 @@ func LoadKey(path string) (*ecdsa.PrivateKey, error) {
 
 // ParsePrivateKey decodes one PEM ECDSA P-256 or P-384 private key.
 func ParsePrivateKey(pemBytes []byte) (*ecdsa.PrivateKey, error) {
-	block, rest := pem.Decode(pemBytes)
-	if block == nil {
-		return nil, errors.New("no PEM block")
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("data after the PEM key block")
-	}
-	var key *ecdsa.PrivateKey
-	switch block.Type {
-	case "PRIVATE KEY":
-		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		ek, ok := k.(*ecdsa.PrivateKey)
-		if !ok {
-			return nil, fmt.Errorf("key is %T, want ECDSA", k)
-		}
-		key = ek
-	case "EC PRIVATE KEY":
-		k, err := x509.ParseECPrivateKey(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		key = k
-	default:
-		return nil, fmt.Errorf("PEM block %q, want PRIVATE KEY or EC PRIVATE KEY", block.Type)
+	key, err := ecpem.ParsePrivateKey(pemBytes)
+	if err != nil {
+		return nil, err
 	}
 	if err := checkCurve(&key.PublicKey); err != nil {
 		return nil, err

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/teeml/teeml/attest"
+	"github.com/teeml/teeml/internal/ecpem"
 )
 
 // Warning is the message logged at WARN level on every simulated Issue and
@@ -47,11 +48,11 @@ func GenerateKey() (*ecdsa.PrivateKey, error) {
 
 // MarshalPrivateKey encodes key as a PEM "PRIVATE KEY" (PKCS #8) block.
 func MarshalPrivateKey(key *ecdsa.PrivateKey) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	b, err := ecpem.MarshalPrivateKey(key)
 	if err != nil {
 		return nil, fmt.Errorf("sim: simulation key: %v", err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+	return b, nil
 }
 
 // MarshalPublicKey encodes pub as a PEM "PUBLIC KEY" (PKIX) block, the form a
@@ -92,33 +93,9 @@ func LoadKey(path string) (*ecdsa.PrivateKey, error) {
 
 // ParsePrivateKey decodes a PEM P-256 private key.
 func ParsePrivateKey(pemBytes []byte) (*ecdsa.PrivateKey, error) {
-	block, rest := pem.Decode(pemBytes)
-	if block == nil {
-		return nil, errors.New("no PEM block")
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("trailing data after the PEM key block")
-	}
-	var key *ecdsa.PrivateKey
-	switch block.Type {
-	case "PRIVATE KEY":
-		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		ek, ok := k.(*ecdsa.PrivateKey)
-		if !ok {
-			return nil, fmt.Errorf("key is %T, want ECDSA P-256", k)
-		}
-		key = ek
-	case "EC PRIVATE KEY":
-		k, err := x509.ParseECPrivateKey(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		key = k
-	default:
-		return nil, fmt.Errorf("PEM block %q, want PRIVATE KEY or EC PRIVATE KEY", block.Type)
+	key, err := ecpem.ParsePrivateKey(pemBytes)
+	if err != nil {
+		return nil, err
 	}
 	if key.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("key curve %s, want P-256", key.Curve.Params().Name)
