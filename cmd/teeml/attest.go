@@ -58,13 +58,7 @@ func newAttestVerifyCmd() *cobra.Command {
 					return fmt.Errorf("--at %q: want RFC 3339, e.g. 2025-07-01T00:00:00Z", at)
 				}
 			}
-			cfg := verifier.Config{}
-			if simKeys != "" {
-				if cfg.SimulationKeys, err = sim.LoadPublicKeys(simKeys); err != nil {
-					return err
-				}
-			}
-			v, err := verifier.New(cfg)
+			v, err := newEvidenceVerifier(simKeys)
 			if err != nil {
 				return err
 			}
@@ -127,6 +121,20 @@ func newAttestVerifyCmd() *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	_ = cmd.MarkFlagRequired("evidence")
 	return cmd
+}
+
+// newEvidenceVerifier builds the verifier for every kind of evidence; simulated
+// evidence verifies only with the trusted simulation keys in simKeysFile.
+func newEvidenceVerifier(simKeysFile string) (*verifier.Verifier, error) {
+	var cfg verifier.Config
+	if simKeysFile != "" {
+		keys, err := sim.LoadPublicKeys(simKeysFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.SimulationKeys = keys
+	}
+	return verifier.New(cfg)
 }
 
 func newAttestInspectCmd() *cobra.Command {

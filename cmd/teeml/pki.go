@@ -15,9 +15,7 @@ import (
 
 	"github.com/teeml/teeml/attest/gramine"
 	"github.com/teeml/teeml/attest/policy"
-	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/attest/tsm"
-	"github.com/teeml/teeml/attest/verifier"
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/pki"
 )
@@ -185,13 +183,7 @@ func newPKICertifyCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("csr: %v", err)
 			}
-			cfg := verifier.Config{}
-			if simKeys != "" {
-				if cfg.SimulationKeys, err = sim.LoadPublicKeys(simKeys); err != nil {
-					return err
-				}
-			}
-			v, err := verifier.New(cfg)
+			v, err := newEvidenceVerifier(simKeys)
 			if err != nil {
 				return err
 			}
