@@ -105,6 +105,6 @@ func newFLCmd() *cobra.Command {
 	_ = colCreate.MarkFlagRequired("data")
 	col.AddCommand(colCreate)
 
-	cmd.AddCommand(ws, pl, col)
+	cmd.AddCommand(ws, pl, withCollaboratorStart(col), newFLAggregatorCmd())
 	return cmd
 }

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	flrun "github.com/teeml/teeml/fl/run"
+)
+
+// newFLAggregatorCmd is `teeml fl aggregator start`.
+func newFLAggregatorCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "aggregator", Short: "Run the federation's aggregator"}
+	var ws, name string
+	start := &cobra.Command{
+		Use:   "start",
+		Short: "Serve the frozen plan's federation over RA-TLS until every round is done",
+		Long: "Everything that decides trust comes from the workspace, never from flags: the frozen plan\n" +
+			"(hash checked), policies/, pki/root.pem (pinned root), pki/federation.bundle, pki/NAME.crt and\n" +
+			"pki/NAME-key.pem (identity), party/NAME.yaml (evidence platform: auto, gramine, tsm or sim).\n" +
+			"Prints one line per round and writes the best and last global models (safetensors, loadable\n" +
+			"with teeml eval).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return flrun.RunAggregator(cmd.Context(), flrun.AggregatorOptions{
+				Workspace: ws, Name: name, Out: cmd.OutOrStdout(), Logger: slog.Default()})
+		},
+	}
+	start.Flags().StringVarP(&ws, "workspace", "w", ".", "workspace directory")
+	start.Flags().StringVarP(&name, "name", "n", "aggregator", "aggregator member name (its identity certificate's CN)")
+	cmd.AddCommand(start)
+	return cmd
+}
+
+// withCollaboratorStart adds `start` to the `teeml fl collaborator` command.
+func withCollaboratorStart(col *cobra.Command) *cobra.Command {
+	var ws, name string
+	var connect time.Duration
+	start := &cobra.Command{
+		Use:   "start",
+		Short: "Join the federation: train on this collaborator's data until the aggregator says DONE",
+		Long: "Everything that decides trust comes from the workspace, never from flags: the frozen plan\n" +
+			"(hash checked), policies/, pki/root.pem (pinned root), pki/federation.bundle, pki/NAME.crt and\n" +
+			"pki/NAME-key.pem (identity), party/NAME.yaml (evidence platform: auto, gramine, tsm or sim).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return flrun.RunCollaborator(cmd.Context(), flrun.CollaboratorOptions{
+				Workspace: ws, Name: name, ConnectTimeout: connect, Out: cmd.OutOrStdout(), Logger: slog.Default()})
+		},
+	}
+	start.Flags().StringVarP(&ws, "workspace", "w", ".", "workspace directory")
+	start.Flags().StringVarP(&name, "name", "n", "", "collaborator name (as in plan/cols.yaml and its identity certificate)")
+	start.Flags().DurationVar(&connect, "connect-timeout", 2*time.Minute, "give up when the aggregator stays unreachable this long")
+	_ = start.MarkFlagRequired("name")
+	col.AddCommand(start)
+	return col
+}

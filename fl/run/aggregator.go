@@ -1,0 +1,313 @@
+package run
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/teeml/teeml/fl/plan"
+	"github.com/teeml/teeml/fl/protocol"
+	"github.com/teeml/teeml/fl/strategy"
+	"github.com/teeml/teeml/fl/workspace"
+	"github.com/teeml/teeml/ml"
+	"github.com/teeml/teeml/ml/datasets"
+	"github.com/teeml/teeml/ml/job"
+	"github.com/teeml/teeml/ml/safetensors"
+	"github.com/teeml/teeml/ml/tensor"
+	"github.com/teeml/teeml/ratls"
+)
+
+// AggregatorOptions configures RunAggregator. Nothing here decides trust.
+type AggregatorOptions struct {
+	Workspace string
+	// Name is the aggregator's member name (default "aggregator").
+	Name string
+	// Out receives the human-readable progress (one line per round).
+	Out    io.Writer
+	Logger *slog.Logger
+}
+
+// Result line prefixes printed by RunAggregator, parsed by Quickstart.
+const (
+	FinalAccuracyPrefix = "final global model: test_accuracy="
+	FinalModelPrefix    = "final model: "
+)
+
+// RunAggregator is `teeml fl aggregator start`: it loads the frozen plan,
+// the policies, the federation bundle and pinned root, the aggregator's
+// identity and party configuration, serves the federation over RA-TLS on
+// network.agg_addr:agg_port, prints one line per round, writes the best and
+// last global models, and returns when every round is done.
+func RunAggregator(ctx context.Context, o AggregatorOptions) error {
+	if o.Name == "" {
+		o.Name = "aggregator"
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	ws := o.Workspace
+	p, err := workspace.LoadPlan(ws)
+	if err != nil {
+		return err
+	}
+	if !frozen(ws) {
+		return fmt.Errorf("plan %s is not frozen: run teeml fl plan init first", workspace.PlanFile)
+	}
+	hash := p.Hash()
+	pols, err := workspace.LoadPolicies(ws, p)
+	if err != nil {
+		return err
+	}
+	cols, err := workspace.LoadCollaborators(ws)
+	if err != nil {
+		return err
+	}
+	if len(cols) == 0 {
+		return fmt.Errorf("%s lists no collaborators", workspace.ColsFile)
+	}
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = c.Name
+	}
+	id, err := loadIdentity(ws, o.Name, "aggregator", log)
+	if err != nil {
+		return err
+	}
+	announceSimulation(o.Out, log, id.party)
+
+	// Initial weights: must belong to this plan.
+	initPath := wsPath(ws, p.Aggregator.InitStatePath)
+	initial, md, err := safetensors.ReadFile(initPath)
+	if err != nil {
+		return fmt.Errorf("initial weights: %v", err)
+	}
+	if md[workspace.MetaPlanHash] != hash {
+		return fmt.Errorf("initial weights %s were written for plan %s, not the frozen plan %s: re-run teeml fl plan init",
+			p.Aggregator.InitStatePath, protocol.ShortHash(md[workspace.MetaPlanHash]), protocol.ShortHash(hash))
+	}
+	evalModel, err := ml.NewFromMetadata(md)
+	if err != nil {
+		return fmt.Errorf("initial weights: %v", err)
+	}
+	if err := evalModel.SetWeights(initial); err != nil {
+		return fmt.Errorf("initial weights: %v", err)
+	}
+	test, err := heldOutTest(p)
+	if err != nil {
+		return err
+	}
+
+	strat, err := p.Strategy(0)
+	if err != nil {
+		return err
+	}
+	tr := &tracker{Strategy: strat, model: evalModel, test: test, out: o.Out, log: log, md: md,
+		bestPath: wsPath(ws, p.Aggregator.BestStatePath), rounds: p.Aggregator.RoundsToTrain, start: time.Now(), best: math.Inf(-1)}
+	minCols := p.Aggregator.MinCollaborators
+	if minCols == 0 {
+		minCols = len(names)
+	}
+	timeout := p.Network.RoundTimeout
+	if timeout == 0 {
+		timeout = 365 * 24 * time.Hour
+	}
+	agg, err := protocol.NewAggregator(protocol.AggregatorConfig{
+		PlanHash: hash, Strategy: tr, Initial: initial, Collaborators: names,
+		Rounds: p.Aggregator.RoundsToTrain, RoundTimeout: timeout, MinCollaborators: minCols,
+		RetryAfter: 200 * time.Millisecond, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+
+	creds, closeCreds, err := id.credentials(ctx, pols, "collaborator", true, log)
+	if err != nil {
+		return err
+	}
+	defer closeCreds()
+	addr := net.JoinHostPort(p.Network.AggAddr, strconv.Itoa(p.Network.AggPort))
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %v", addr, err)
+	}
+	srv := grpc.NewServer(grpc.Creds(creds))
+	agg.Register(srv)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	defer srv.Stop()
+	log.Info("aggregator listening", "addr", lis.Addr().String(), "plan_hash", protocol.ShortHash(hash), "collaborators", names, "rounds", p.Aggregator.RoundsToTrain)
+	fmt.Fprintf(o.Out, "aggregator %s: plan %s, %d rounds, strategy %s, waiting for %s on %s (RA-TLS)\n",
+		o.Name, protocol.ShortHash(hash), p.Aggregator.RoundsToTrain, strat.Name(), strings.Join(names, ", "), lis.Addr())
+
+	type result struct {
+		final tensor.Weights
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		f, _, err := agg.Run(ctx)
+		done <- result{f, err}
+	}()
+	var res result
+	select {
+	case res = <-done:
+	case err := <-serveErr:
+		return fmt.Errorf("serve %s: %v", addr, err)
+	}
+	if res.err != nil {
+		return res.err
+	}
+	srv.GracefulStop()
+
+	// Last model.
+	met, err := tr.evaluate(res.final)
+	if err != nil {
+		return err
+	}
+	lastPath := wsPath(ws, p.Aggregator.LastStatePath)
+	if err := saveWeights(lastPath, res.final, md, met); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "wrote last model %s and best model %s (round %d, test_accuracy=%.4f)\n",
+		lastPath, tr.bestPath, tr.bestRound, tr.best)
+	fmt.Fprintf(o.Out, "%s%s\n", FinalModelPrefix, lastPath)
+	fmt.Fprintf(o.Out, "%s%.4f test_loss=%.4f\n", FinalAccuracyPrefix, met.Accuracy, met.Loss)
+	return nil
+}
+
+func frozen(ws string) bool {
+	_, err := os.Stat(filepath.Join(ws, filepath.FromSlash(workspace.HashFile)))
+	return err == nil
+}
+
+// heldOutTest is the plan dataset's held-out test split, preprocessed as the
+// collaborators' (workspace.LoadShard).
+func heldOutTest(p *plan.Plan) (*datasets.Dataset, error) {
+	rawTrain, rawTest, err := datasets.LoadSplit(p.DataLoader.Dataset, p.DataLoader.TestFraction, p.DataLoader.Seed)
+	if err != nil {
+		return nil, err
+	}
+	return datasets.FitPipeline(p.DataLoader.Dataset, rawTrain).Apply(rawTest)
+}
+
+func saveWeights(path string, w tensor.Weights, md map[string]string, met ml.Metrics) error {
+	md = maps.Clone(md)
+	if b, err := json.Marshal(met.Map()); err == nil {
+		md[job.MetaTestMetrics] = string(b)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return safetensors.WriteFile(path, w, md)
+}
+
+// tracker wraps the plan's strategy to evaluate every new global model on
+// the held-out test split, print the round's line and keep the best model.
+type tracker struct {
+	strategy.Strategy
+	model    *ml.Model
+	test     *datasets.Dataset
+	out      io.Writer
+	log      *slog.Logger
+	md       map[string]string
+	bestPath string
+	rounds   int
+
+	mu        sync.Mutex
+	start     time.Time
+	best      float64
+	bestRound int
+}
+
+func (t *tracker) evaluate(w tensor.Weights) (ml.Metrics, error) {
+	if err := t.model.SetWeights(w); err != nil {
+		return ml.Metrics{}, err
+	}
+	return t.model.Evaluate(t.test)
+}
+
+func (t *tracker) AggregateFit(round int, global tensor.Weights, results []strategy.FitResult) (tensor.Weights, strategy.AggregateReport, error) {
+	next, rep, err := t.Strategy.AggregateFit(round, global, results)
+	if err != nil {
+		return next, rep, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	secs := time.Since(t.start).Seconds()
+	t.start = time.Now()
+	met, eerr := t.evaluate(next)
+	if eerr != nil {
+		t.log.Warn("global model evaluation failed", "round", round, "err", eerr)
+		met.Accuracy, met.Loss = math.NaN(), math.NaN()
+	}
+	fmt.Fprintf(t.out, "round %d/%d: participants %d, accepted %d, rejected %d, global test_accuracy=%.4f test_loss=%.4f, %.1f s\n",
+		round, t.rounds, len(results), len(rep.Accepted), len(rep.Rejected), met.Accuracy, met.Loss, secs)
+	for c, why := range rep.Rejected {
+		fmt.Fprintf(t.out, "  rejected %s: %s\n", c, why)
+	}
+	if eerr == nil && met.Accuracy > t.best {
+		if err := saveWeights(t.bestPath, next, t.md, met); err != nil {
+			return nil, rep, fmt.Errorf("best model: %v", err)
+		}
+		t.best, t.bestRound = met.Accuracy, round
+	}
+	return next, rep, nil
+}
+
+// credentials builds this party's RA-TLS credentials: leaf certificates
+// from its evidence issuer, signed by its identity key; peers verified with
+// the federation bundle, its evidence verifier and the policy of peerRole.
+func (id *identity) credentials(ctx context.Context, pols map[string]*policyT, peerRole string, server bool, log *slog.Logger) (credsT, func(), error) {
+	pol := pols[peerRole]
+	if pol == nil {
+		return nil, nil, fmt.Errorf("no attestation policy for role %s in the plan", peerRole)
+	}
+	src, err := ratls.NewCertSource(ctx, id.issuer, ratls.SourceOptions{
+		Cert: ratls.CertOptions{Parent: id.cert, ParentKey: id.key}, Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("RA-TLS certificate: %v", err)
+	}
+	v, err := ratls.NewVerifier(ratls.Config{Evidence: id.ev, Policy: pol, Identity: id.fed, Logger: log})
+	if err != nil {
+		src.Close()
+		return nil, nil, err
+	}
+	tc := ratls.TransportConfig{Certificates: src, Verifier: v, Logger: log}
+	var c credsT
+	if server {
+		c, err = ratls.NewServerCredentials(tc)
+	} else {
+		c, err = ratls.NewClientCredentials(tc)
+	}
+	if err != nil {
+		src.Close()
+		return nil, nil, err
+	}
+	return c, src.Close, nil
+}
+
+func announceSimulation(out io.Writer, log *slog.Logger, pc *PartyConfig) {
+	if !pc.Simulated() {
+		return
+	}
+	log.Warn(SimulationBanner, "platform", pc.Platform, "trusted_sim_keys", pc.TrustedSimKeys)
+	fmt.Fprintf(out, "*** %s (platform %s, trusted_sim_keys %q) ***\n", SimulationBanner, pc.Platform, pc.TrustedSimKeys)
+}

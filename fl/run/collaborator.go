@@ -1,0 +1,103 @@
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/teeml/teeml/fl/protocol"
+	"github.com/teeml/teeml/fl/workspace"
+)
+
+// CollaboratorOptions configures RunCollaborator. Nothing here decides trust.
+type CollaboratorOptions struct {
+	Workspace string
+	Name      string
+	// ConnectTimeout bounds how long the aggregator may stay unreachable
+	// (default 2 minutes).
+	ConnectTimeout time.Duration
+	Out            io.Writer
+	Logger         *slog.Logger
+}
+
+// RunCollaborator is `teeml fl collaborator start`: it loads the frozen
+// plan, the aggregator's policy, the federation bundle and pinned root, its
+// identity and party configuration and its data shard, connects to the
+// aggregator over RA-TLS and trains until the aggregator says DONE.
+func RunCollaborator(ctx context.Context, o CollaboratorOptions) error {
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = 2 * time.Minute
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	ws := o.Workspace
+	p, err := workspace.LoadPlan(ws)
+	if err != nil {
+		return err
+	}
+	if !frozen(ws) {
+		return fmt.Errorf("plan %s is not frozen: run teeml fl plan init first", workspace.PlanFile)
+	}
+	hash := p.Hash()
+	pols, err := workspace.LoadPolicies(ws, p)
+	if err != nil {
+		return err
+	}
+	id, err := loadIdentity(ws, o.Name, protocol.CollaboratorRole, log)
+	if err != nil {
+		return err
+	}
+	announceSimulation(o.Out, log, id.party)
+	shard, err := workspace.LoadShard(ws, o.Name)
+	if err != nil {
+		return err
+	}
+	model, _, err := workspace.NewModel(p)
+	if err != nil {
+		return err
+	}
+	creds, closeCreds, err := id.credentials(ctx, pols, "aggregator", false, log)
+	if err != nil {
+		return err
+	}
+	defer closeCreds()
+	addr := net.JoinHostPort(p.Network.AggAddr, strconv.Itoa(p.Network.AggPort))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return fmt.Errorf("aggregator %s: %v", addr, err)
+	}
+	defer conn.Close()
+	c, err := protocol.NewCollaborator(protocol.CollaboratorConfig{
+		Name: o.Name, PlanHash: hash, Conn: conn,
+		Trainer:    &protocol.MLTrainer{Model: model, Data: shard.Train, Validation: shard.Test, Config: p.TrainConfig()},
+		MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, GiveUpAfter: o.ConnectTimeout,
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "collaborator %s: plan %s, %d training examples, aggregator %s (RA-TLS)\n",
+		o.Name, protocol.ShortHash(hash), shard.Train.N, addr)
+	start := time.Now()
+	if err := c.Run(ctx); err != nil {
+		var ref *protocol.RefusedError
+		if errors.As(err, &ref) {
+			return fmt.Errorf("refused: %v", err)
+		}
+		return err
+	}
+	fmt.Fprintf(o.Out, "collaborator %s: done after %.1f s\n", o.Name, time.Since(start).Seconds())
+	return nil
+}
