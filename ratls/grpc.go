@@ -162,7 +162,7 @@ func newTransport(cfg TransportConfig, s side) (*transport, error) {
 	b := &tls.Config{
 		MinVersion:             tls.VersionTLS13,
 		MaxVersion:             tls.VersionTLS13,
-		NextProtos:             []string{"h2"},
+		NextProtos:             []string{alpnVerdict, alpnH2},
 		SessionTicketsDisabled: true,
 		InsecureSkipVerify:     true,
 	}
@@ -180,7 +180,9 @@ func newTransport(cfg TransportConfig, s side) (*transport, error) {
 
 // handshakeConfig clones the base configuration for one handshake, with a
 // VerifyConnection that verifies the peer within ctx and stores it.
-func (t *transport) handshakeConfig(ctx context.Context, out **Peer) *tls.Config {
+// With the verdict protocol negotiated, a refusal is kept in *refusal and
+// sent to the peer after the handshake (see verdict.go).
+func (t *transport) handshakeConfig(ctx context.Context, out **Peer, refusal *error) *tls.Config {
 	c := t.base.Clone()
 	if !t.verify {
 		return c
@@ -188,6 +190,10 @@ func (t *transport) handshakeConfig(ctx context.Context, out **Peer) *tls.Config
 	c.VerifyConnection = func(cs tls.ConnectionState) error {
 		p, err := t.cfg.Verifier.VerifyPeer(ctx, cs.PeerCertificates, t.cfg.Now())
 		if err != nil {
+			if cs.NegotiatedProtocol == alpnVerdict {
+				*refusal = err
+				return nil
+			}
 			return err
 		}
 		*out = p
@@ -223,7 +229,7 @@ func (t *transport) handshakeError(err error, remote string, verified *Peer) err
 
 func (t *transport) finish(conn *tls.Conn, remote string, verified *Peer) (net.Conn, credentials.AuthInfo, error) {
 	st := conn.ConnectionState()
-	if st.Version != tls.VersionTLS13 || st.NegotiatedProtocol != "h2" {
+	if st.Version != tls.VersionTLS13 || (st.NegotiatedProtocol != alpnH2 && st.NegotiatedProtocol != alpnVerdict) {
 		conn.Close()
 		err := &Error{Check: CheckHandshake, Msg: fmt.Sprintf("negotiated TLS version %#x protocol %q, want TLS 1.3 with h2", st.Version, st.NegotiatedProtocol)}
 		return nil, nil, t.handshakeError(err, remote, nil)
@@ -240,6 +246,24 @@ func (t *transport) finish(conn *tls.Conn, remote string, verified *Peer) (net.C
 	}, nil
 }
 
+// verdicts runs the verdict exchange when the peer negotiated it; otherwise
+// a refusal has already failed the handshake.
+func (t *transport) verdicts(ctx context.Context, conn *tls.Conn, refusal error, verified *Peer) error {
+	if conn.ConnectionState().NegotiatedProtocol != alpnVerdict {
+		return refusal
+	}
+	other := "server"
+	if t.side == serverSide {
+		other = "client"
+	}
+	err := exchangeVerdicts(ctx, conn, refusal, other)
+	var e *Error
+	if refusal == nil && verified != nil && errors.As(err, &e) && e.Peer == "" {
+		e.Peer = verified.Name() // we verified who is refusing us
+	}
+	return err
+}
+
 // ClientHandshake implements credentials.TransportCredentials.
 func (t *transport) ClientHandshake(ctx context.Context, authority string, rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	if t.side != clientSide {
@@ -247,7 +271,8 @@ func (t *transport) ClientHandshake(ctx context.Context, authority string, rawCo
 	}
 	remote := authority
 	var verified *Peer
-	cfg := t.handshakeConfig(ctx, &verified)
+	var refusal error
+	cfg := t.handshakeConfig(ctx, &verified, &refusal)
 	host, _, err := net.SplitHostPort(authority)
 	if err != nil {
 		host = authority
@@ -258,6 +283,10 @@ func (t *transport) ClientHandshake(ctx context.Context, authority string, rawCo
 	cfg.ServerName = host
 	conn := tls.Client(rawConn, cfg)
 	if err := conn.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, nil, t.handshakeError(err, remote, verified)
+	}
+	if err := t.verdicts(ctx, conn, refusal, verified); err != nil {
 		conn.Close()
 		return nil, nil, t.handshakeError(err, remote, verified)
 	}
@@ -273,8 +302,13 @@ func (t *transport) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.Aut
 	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.HandshakeTimeout)
 	defer cancel()
 	var verified *Peer
-	conn := tls.Server(rawConn, t.handshakeConfig(ctx, &verified))
+	var refusal error
+	conn := tls.Server(rawConn, t.handshakeConfig(ctx, &verified, &refusal))
 	if err := conn.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, nil, t.handshakeError(err, remote, verified)
+	}
+	if err := t.verdicts(ctx, conn, refusal, verified); err != nil {
 		conn.Close()
 		return nil, nil, t.handshakeError(err, remote, verified)
 	}

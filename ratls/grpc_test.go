@@ -261,13 +261,20 @@ func TestGRPCRefusals(t *testing.T) {
 			if err == nil {
 				t.Fatal("bad client accepted")
 			}
-			// TLS 1.3: the client's handshake completes before the server
-			// judges its certificate; the refusal reaches it as an alert or
-			// a closed connection, without reasons.
-			if status.Code(err) != codes.Unavailable {
-				t.Errorf("client error: %v", err)
-			}
 			msg := strings.NewReplacer("{name}", "col-2", "{role}", "collaborator").Replace(r.msg)
+			// Both ends are teeml: the server's reason reaches the refused
+			// client through the verdict exchange, not just an alert.
+			// (A replayed certificate cannot finish the TLS handshake, which
+			// needs the private key: that impostor gets only an alert.)
+			quoted := strconv.Quote(msg)
+			if r.check == CheckProofOfPossession {
+				if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "remote error: tls") {
+					t.Errorf("replaying client: %v", err)
+				}
+			} else if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), quoted[1:len(quoted)-1]) ||
+				!strings.Contains(err.Error(), "the server refused this connection") || !strings.Contains(err.Error(), "("+string(CheckRefusedByPeer)+")") {
+				t.Errorf("client error %q does not carry the server's reason %q", err, msg)
+			}
 			logged := waitLog(t, l.serverLog, "("+string(r.check)+")")
 			if !strings.Contains(logged, "ratls: server refused connection: "+msg) || !strings.Contains(logged, "check="+string(r.check)) {
 				t.Errorf("server log %q does not name %q", logged, msg)
@@ -295,8 +302,12 @@ func TestGRPCRefusals(t *testing.T) {
 			if logged := l.cliLog.String(); !strings.Contains(logged, "ratls: client refused connection: "+msg) {
 				t.Errorf("client log %q does not name %q", logged, msg)
 			}
-			if logged := waitLog(t, l.serverLog, "remote error"); !strings.Contains(logged, "(handshake)") {
-				t.Errorf("server log %q", logged)
+			if r.check == CheckProofOfPossession {
+				if logged := waitLog(t, l.serverLog, "remote error"); !strings.Contains(logged, "(handshake)") {
+					t.Errorf("server log %q", logged)
+				}
+			} else if logged := waitLog(t, l.serverLog, "refused-by-peer"); !strings.Contains(logged, "the client refused this connection: "+msg) {
+				t.Errorf("server log %q does not carry the client's reason %q", logged, msg)
 			}
 		})
 	}
@@ -447,13 +458,9 @@ func TestServerHandshakeError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	conn, _, cerr := cliCreds.ClientHandshake(ctx, lis.Addr().String(), raw)
-	if cerr == nil {
-		// TLS 1.3: the client finishes first; the refusal arrives as an alert.
-		buf := make([]byte, 1)
-		_, cerr = conn.Read(buf)
-	}
-	if cerr == nil || !strings.Contains(cerr.Error(), "bad certificate") {
+	_, _, cerr := cliCreds.ClientHandshake(ctx, lis.Addr().String(), raw)
+	if cerr == nil || !strings.Contains(cerr.Error(), "the server refused this connection: peer \"col-2\": evidence binds key") ||
+		CheckOf(cerr) != CheckRefusedByPeer {
 		t.Errorf("client: %v", cerr)
 	}
 	err = <-srvErr
@@ -468,5 +475,55 @@ func TestServerHandshakeError(t *testing.T) {
 	}
 	if _, _, err := srvCreds.ClientHandshake(ctx, "x", raw); err == nil {
 		t.Error("ClientHandshake on server credentials")
+	}
+}
+
+// A peer that offers only "h2" (another RA-TLS implementation) gets no
+// verdict exchange: the refusal is a TLS alert, as before, and the server
+// still names the check.
+func TestPlainH2PeerGetsAlertNotVerdict(t *testing.T) {
+	l := newLink(t)
+	srvCreds, err := NewServerCredentials(l.serverCfg(l.server, l.verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := refusals[6].make(t, l, "col-2", "collaborator") // key binding
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	srvErr := make(chan error, 1)
+	go func() {
+		c, err := lis.Accept()
+		if err != nil {
+			srvErr <- err
+			return
+		}
+		defer c.Close()
+		_, _, err = srvCreds.ServerHandshake(c)
+		srvErr <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	conn := tls.Client(raw, &tls.Config{MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"}, InsecureSkipVerify: true,
+		Certificates: []tls.Certificate{bad}})
+	cerr := conn.HandshakeContext(ctx)
+	if cerr == nil {
+		if conn.ConnectionState().NegotiatedProtocol != "h2" {
+			t.Fatalf("negotiated %q with an h2-only client", conn.ConnectionState().NegotiatedProtocol)
+		}
+		_, cerr = conn.Read(make([]byte, 1))
+	}
+	if cerr == nil || !strings.Contains(cerr.Error(), "bad certificate") {
+		t.Errorf("h2-only client: %v, want a bad-certificate alert", cerr)
+	}
+	if err := <-srvErr; CheckOf(err) != CheckBinding {
+		t.Errorf("server: %v", err)
 	}
 }

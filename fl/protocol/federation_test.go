@@ -198,6 +198,10 @@ func refusedAtTLS(t *testing.T, ctx context.Context, env *fedEnv, addr, name str
 		t.Fatalf("%s: %v, want a PermissionDenied refusal", name, err)
 	}
 	oneLine(t, name+" refusal", err.Error(), "RA-TLS handshake refused")
+	// The aggregator's reason reaches the collaborator (ratls verdict).
+	if !strings.Contains(err.Error(), "the server refused this connection") || !strings.Contains(err.Error(), check) {
+		t.Errorf("%s: collaborator-side error %q does not carry the aggregator's %s reason", name, err, check)
+	}
 	t.Logf("%s (collaborator side): %v", name, err)
 	// The client can see the TLS alert before the server has logged the
 	// refusal: wait for the line.
