@@ -33,7 +33,7 @@ const QuickstartBanner = "SIMULATION: no TEE hardware; the policy was written to
 // Quickstart defaults.
 const (
 	DefaultQuickstartTemplate      = "digits_cnn"
-	DefaultQuickstartRounds        = 5
+	DefaultQuickstartRounds        = 8
 	DefaultQuickstartCollaborators = 3
 	DefaultQuickstartAlpha         = 0.5
 	DefaultQuickstartEpochs        = 5
