@@ -2,7 +2,6 @@ package run
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -92,11 +91,7 @@ func RunCollaborator(ctx context.Context, o CollaboratorOptions) error {
 		o.Name, protocol.ShortHash(hash), shard.Train.N, addr)
 	start := time.Now()
 	if err := c.Run(ctx); err != nil {
-		var ref *protocol.RefusedError
-		if errors.As(err, &ref) {
-			return fmt.Errorf("refused: %v", err)
-		}
-		return err
+		return fmt.Errorf("collaborator %s: %w", o.Name, err)
 	}
 	fmt.Fprintf(o.Out, "collaborator %s: done after %.1f s\n", o.Name, time.Since(start).Seconds())
 	return nil

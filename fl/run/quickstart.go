@@ -306,6 +306,7 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 	fmt.Fprintf(out, "PKI: CA %s; identities certified on SIMULATED evidence under the workspace policies\n", filepath.Join(dir, "ca"))
 	fmt.Fprintf(out, "parties' logs: %s\n", filepath.Join(dir, "logs"))
 
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	type party struct {
@@ -392,6 +393,9 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 		}()
 	}
 	wg.Wait()
+	if parent.Err() != nil {
+		return nil, fmt.Errorf("quickstart: interrupted (%v); every party was stopped (workspace %s)", context.Cause(parent), dir)
+	}
 	if firstErr != nil {
 		return nil, fmt.Errorf("quickstart: %w (workspace %s)", firstErr, dir)
 	}

@@ -1,0 +1,151 @@
+package run
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/teeml/teeml/ml/job"
+)
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func setup(t *testing.T, rounds, cols int) string {
+	t.Helper()
+	ws := filepath.Join(t.TempDir(), "ws")
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SetupSimulated(context.Background(), ws, "digits_mlp", rounds, 1, cols, port); err != nil {
+		t.Fatal(err)
+	}
+	return ws
+}
+
+// TestFederationInProcess runs the aggregator and two collaborators of a
+// simulated workspace in this process over loopback RA-TLS.
+func TestFederationInProcess(t *testing.T) {
+	ws := setup(t, 2, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var aggOut lockedBuf
+	aggErr := make(chan error, 1)
+	go func() {
+		aggErr <- RunAggregator(ctx, AggregatorOptions{Workspace: ws, Out: &aggOut, Logger: quietLog()})
+	}()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, n := range []string{"col-1", "col-2"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = RunCollaborator(ctx, CollaboratorOptions{Workspace: ws, Name: n, ConnectTimeout: 30 * time.Second, Logger: quietLog()})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("col-%d: %v", i+1, err)
+		}
+	}
+	if err := <-aggErr; err != nil {
+		t.Fatalf("aggregator: %v\n%s", err, aggOut.String())
+	}
+	out := aggOut.String()
+	t.Logf("aggregator:\n%s", out)
+	for _, w := range []string{"SIMULATION", "round 1/2: participants 2, accepted 2, rejected 0", "round 2/2", FinalAccuracyPrefix} {
+		if !strings.Contains(out, w) {
+			t.Errorf("aggregator output lacks %q", w)
+		}
+	}
+	for _, f := range []string{"save/last.safetensors", "save/best.safetensors"} {
+		if _, err := job.Load(filepath.Join(ws, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+// TestCollaboratorRefusedByPolicy: the aggregator's collaborator policy
+// refuses simulated evidence, so the collaborator is refused at the RA-TLS
+// handshake and ends with a one-line error.
+func TestCollaboratorRefusedByPolicy(t *testing.T) {
+	ws := setup(t, 1, 1)
+	pol := filepath.Join(ws, "policies", "collaborator.yaml")
+	b, err := os.ReadFile(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pol, bytes.Replace(b, []byte("allow_simulation: true"), []byte("allow_simulation: false"), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	aggCtx, stopAgg := context.WithCancel(ctx)
+	aggErr := make(chan error, 1)
+	go func() {
+		aggErr <- RunAggregator(aggCtx, AggregatorOptions{Workspace: ws, Logger: quietLog()})
+	}()
+	err = RunCollaborator(ctx, CollaboratorOptions{Workspace: ws, Name: "col-1", ConnectTimeout: 20 * time.Second, Logger: quietLog()})
+	stopAgg()
+	<-aggErr
+	if err == nil {
+		t.Fatal("collaborator was not refused")
+	}
+	if msg := err.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, "refused") {
+		t.Fatalf("want a one-line refusal, got %q", msg)
+	}
+	t.Logf("refusal: %v", err)
+}
+
+func TestPartyConfigStrict(t *testing.T) {
+	ws := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(ws, PartyDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"platform: sim\nsim_key: x\n", "sim_key"},
+		{"platform: sgx\n", "platform"},
+	} {
+		if err := os.WriteFile(PartyFile(ws, "p"), []byte(tc.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadPartyConfig(ws, "p"); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err %v, want one naming %s", tc.yaml, err, tc.want)
+		}
+	}
+	if err := os.WriteFile(PartyFile(ws, "p"), []byte("platform: sim\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := LoadPartyConfig(ws, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.Issuer(ws, quietLog()); err == nil {
+		t.Error("platform sim without sim.key accepted")
+	}
+}
