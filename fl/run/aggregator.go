@@ -22,6 +22,7 @@ import (
 	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/fl/strategy"
 	"github.com/teeml/teeml/fl/workspace"
+	"github.com/teeml/teeml/internal/buildinfo"
 	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/job"
@@ -210,6 +211,7 @@ func heldOutTest(p *plan.Plan) (*datasets.Dataset, error) {
 
 func saveWeights(path string, w tensor.Weights, md map[string]string, met ml.Metrics) error {
 	md = maps.Clone(md)
+	md[job.MetaVersion] = buildinfo.Version
 	if b, err := json.Marshal(met.Map()); err == nil {
 		md[job.MetaTestMetrics] = string(b)
 	}
