@@ -12,7 +12,7 @@ import (
 // newFLAggregatorCmd is `teeml fl aggregator start`.
 func newFLAggregatorCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "aggregator", Short: "Run the federation's aggregator"}
-	var ws, name string
+	var ws, name, listen string
 	start := &cobra.Command{
 		Use:   "start",
 		Short: "Serve the frozen plan's federation over RA-TLS until every round is done",
@@ -24,11 +24,12 @@ func newFLAggregatorCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return flrun.RunAggregator(cmd.Context(), flrun.AggregatorOptions{
-				Workspace: ws, Name: name, Out: cmd.OutOrStdout(), Logger: slog.Default()})
+				Workspace: ws, Name: name, Listen: listen, Out: cmd.OutOrStdout(), Logger: slog.Default()})
 		},
 	}
 	start.Flags().StringVarP(&ws, "workspace", "w", ".", "workspace directory")
 	start.Flags().StringVarP(&name, "name", "n", "aggregator", "aggregator member name (its identity certificate's CN)")
+	start.Flags().StringVar(&listen, "listen", "", "listen address (default: the plan's network.agg_addr:agg_port), e.g. :50051")
 	cmd.AddCommand(start)
 	return cmd
 }

@@ -23,7 +23,7 @@ func TestQuickstartFederationReachesAccuracy(t *testing.T) {
 	}
 	bin := buildTeeml(t)
 	dir := filepath.Join(t.TempDir(), "ws")
-	out, errOut, code := run(t, bin, "quickstart", "--dir", dir, "--log-level", "warn")
+	out, errOut, code := run(t, bin, "quickstart", "--dir", dir, "--timeout", "85s", "--log-level", "warn")
 	if code != 0 {
 		t.Fatalf("quickstart exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}

@@ -36,6 +36,9 @@ type AggregatorOptions struct {
 	Workspace string
 	// Name is the aggregator's member name (default "aggregator").
 	Name string
+	// Listen is the address to listen on (default network.agg_addr:agg_port
+	// of the plan), e.g. ":50051" behind NAT. It does not affect trust.
+	Listen string
 	// Out receives the human-readable progress (one line per round).
 	Out    io.Writer
 	Logger *slog.Logger
@@ -143,7 +146,10 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		return err
 	}
 	defer closeCreds()
-	addr := net.JoinHostPort(p.Network.AggAddr, strconv.Itoa(p.Network.AggPort))
+	addr := o.Listen
+	if addr == "" {
+		addr = net.JoinHostPort(p.Network.AggAddr, strconv.Itoa(p.Network.AggPort))
+	}
 	var lc net.ListenConfig
 	lis, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
