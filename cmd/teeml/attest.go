@@ -14,6 +14,7 @@ import (
 
 	"github.com/teeml/teeml/attest"
 	"github.com/teeml/teeml/attest/gramine"
+	"github.com/teeml/teeml/attest/platform"
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/attest/tsm"
@@ -218,40 +219,26 @@ func newAttestQuoteCmd() *cobra.Command {
 	return cmd
 }
 
-func pickIssuer(platform, gramineRoot, tsmRoot, simKey, simTEE, mre, mrs string, prod, svn uint16, debug bool) (attest.Issuer, error) {
-	if platform == "auto" {
-		switch {
-		case exists(gramineRoot + "/quote"):
-			platform = "gramine"
-		case exists(tsmRoot):
-			platform = "tsm"
-		default:
-			return nil, fmt.Errorf("no TEE found (%s, %s absent); use --platform sim for an insecure simulated quote", gramineRoot, tsmRoot)
-		}
-	}
-	switch platform {
-	case "gramine":
-		return &gramine.Issuer{Root: gramineRoot}, nil
-	case "tsm":
-		return &tsm.Issuer{Root: tsmRoot}, nil
-	case "sim":
+func pickIssuer(platformName, gramineRoot, tsmRoot, simKey, simTEE, mre, mrs string, prod, svn uint16, debug bool) (attest.Issuer, error) {
+	pc := platform.Config{Platform: platformName, GramineRoot: gramineRoot, TSMRoot: tsmRoot}
+	if platformName == platform.Sim {
 		if simKey == "" {
-			return nil, fmt.Errorf("attest quote: --platform sim needs --sim-key (make one with teeml attest sim-key)")
+			return nil, fmt.Errorf("--platform sim needs --sim-key (make one with teeml attest sim-key)")
 		}
 		key, err := sim.LoadKey(simKey)
 		if err != nil {
 			return nil, err
 		}
-		id := sim.Identity{TEE: attest.TEE(simTEE), ISVProdID: prod, ISVSVN: svn, Debug: debug}
-		if err := decodeInto(id.MREnclave[:], mre, "--sim-mr-enclave"); err != nil {
+		pc.SimKey = key
+		pc.SimIdentity = sim.Identity{TEE: attest.TEE(simTEE), ISVProdID: prod, ISVSVN: svn, Debug: debug}
+		if err := decodeInto(pc.SimIdentity.MREnclave[:], mre, "--sim-mr-enclave"); err != nil {
 			return nil, err
 		}
-		if err := decodeInto(id.MRSigner[:], mrs, "--sim-mr-signer"); err != nil {
+		if err := decodeInto(pc.SimIdentity.MRSigner[:], mrs, "--sim-mr-signer"); err != nil {
 			return nil, err
 		}
-		return sim.NewIssuer(key, id)
 	}
-	return nil, fmt.Errorf("attest quote: unknown --platform %q (auto, gramine, tsm, sim)", platform)
+	return platform.NewIssuer(pc)
 }
 
 func decodeInto(dst []byte, s, flag string) error {
@@ -264,11 +251,6 @@ func decodeInto(dst []byte, s, flag string) error {
 	}
 	copy(dst, b)
 	return nil
-}
-
-func exists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
 
 func newAttestSimKeyCmd() *cobra.Command {

@@ -29,10 +29,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/teeml/teeml/attest"
-	"github.com/teeml/teeml/attest/gramine"
+	"github.com/teeml/teeml/attest/platform"
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/attest/sim"
-	"github.com/teeml/teeml/attest/tsm"
 	"github.com/teeml/teeml/attest/verifier"
 	"github.com/teeml/teeml/pki"
 	"google.golang.org/grpc/credentials"
@@ -115,12 +114,6 @@ func LoadPartyConfig(ws, name string) (*PartyConfig, error) {
 	default:
 		return nil, fmt.Errorf("party config %s: platform %q: want auto, gramine, tsm or sim", path, c.Platform)
 	}
-	if c.GramineRoot == "" {
-		c.GramineRoot = gramine.DefaultRoot
-	}
-	if c.TSMRoot == "" {
-		c.TSMRoot = tsm.DefaultRoot
-	}
 	if c.Sim.TEE == "" {
 		c.Sim.TEE = string(attest.SGX)
 	}
@@ -142,42 +135,28 @@ func wsPath(ws, p string) string {
 
 // Issuer returns the party's evidence issuer.
 func (c *PartyConfig) Issuer(ws string, log *slog.Logger) (attest.Issuer, error) {
-	platform := c.Platform
-	if platform == "auto" {
-		switch {
-		case exists(c.GramineRoot + "/quote"):
-			platform = "gramine"
-		case exists(c.TSMRoot):
-			platform = "tsm"
-		default:
-			return nil, fmt.Errorf("party config: platform auto: no TEE found (%s, %s absent); set platform: sim for INSECURE simulated evidence", c.GramineRoot, c.TSMRoot)
+	pc := platform.Config{Platform: c.Platform, GramineRoot: c.GramineRoot, TSMRoot: c.TSMRoot, Logger: log}
+	if c.Platform == platform.Sim {
+		if c.Sim.Key == "" {
+			return nil, fmt.Errorf("party config: platform sim needs sim.key")
+		}
+		key, err := sim.LoadKey(wsPath(ws, c.Sim.Key))
+		if err != nil {
+			return nil, err
+		}
+		pc.SimKey = key
+		pc.SimIdentity = sim.Identity{TEE: attest.TEE(c.Sim.TEE)}
+		if err := decodeHex(pc.SimIdentity.MREnclave[:], c.Sim.MREnclave, "sim.mr_enclave"); err != nil {
+			return nil, err
+		}
+		if err := decodeHex(pc.SimIdentity.MRSigner[:], c.Sim.MRSigner, "sim.mr_signer"); err != nil {
+			return nil, err
 		}
 	}
-	switch platform {
-	case "gramine":
-		return &gramine.Issuer{Root: c.GramineRoot}, nil
-	case "tsm":
-		return &tsm.Issuer{Root: c.TSMRoot}, nil
-	}
-	if c.Sim.Key == "" {
-		return nil, fmt.Errorf("party config: platform sim needs sim.key")
-	}
-	key, err := sim.LoadKey(wsPath(ws, c.Sim.Key))
+	iss, err := platform.NewIssuer(pc)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("party config: %w", err)
 	}
-	id := sim.Identity{TEE: attest.TEE(c.Sim.TEE)}
-	if err := decodeHex(id.MREnclave[:], c.Sim.MREnclave, "sim.mr_enclave"); err != nil {
-		return nil, err
-	}
-	if err := decodeHex(id.MRSigner[:], c.Sim.MRSigner, "sim.mr_signer"); err != nil {
-		return nil, err
-	}
-	iss, err := sim.NewIssuer(key, id)
-	if err != nil {
-		return nil, err
-	}
-	iss.Logger = log
 	return iss, nil
 }
 
@@ -204,11 +183,6 @@ func decodeHex(dst []byte, s, what string) error {
 	}
 	copy(dst, b)
 	return nil
-}
-
-func exists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
 
 // identity is a party's loaded trust material.
