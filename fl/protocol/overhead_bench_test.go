@@ -1,0 +1,482 @@
+package protocol
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/teeml/teeml/attest"
+	"github.com/teeml/teeml/attest/policy"
+	"github.com/teeml/teeml/attest/sim"
+	"github.com/teeml/teeml/fl/strategy"
+	"github.com/teeml/teeml/ml/tensor"
+	"github.com/teeml/teeml/pki"
+	"github.com/teeml/teeml/ratls"
+)
+
+// Protocol overhead benchmark (issue 5, benchmark b).
+//
+//	go test ./fl/protocol -run '^$' -bench RoundOverhead -benchtime 2x
+//
+// BenchmarkRoundOverhead8x10M runs, per iteration, a federation of
+// overheadRounds rounds: one aggregator and 8 collaborators on loopback
+// over RA-TLS (pki CA, simulated evidence, as in TestFederationDigits), a
+// model of 10M float32 parameters (4 tensors of 2.5M) and a trainer that
+// returns the global weights plus a tiny deterministic perturbation, so the
+// round time is protocol + aggregation only. Reported metrics:
+//
+//   - s/round: mean RoundSummary.Seconds (round open to aggregated);
+//   - wire-B/round: bytes read + written on the aggregator's TCP
+//     connections (TLS records, HTTP/2 framing, handshakes, polling and
+//     all), counted by wrapping the listener's net.Conn, per round;
+//   - wire/payload: wire-B/round / (2·N·model bytes), goal ≤ 1.05;
+//   - chunk/payload: RoundSummary BytesIn+BytesOut / (2·N·model bytes);
+//   - rawTLS-s: the reference: the same 2·N·model bytes through N
+//     concurrent raw crypto/tls 1.3 loopback connections (each receives
+//     then sends one model's worth, like a download then an upload);
+//   - round/rawTLS: s/round / rawTLS-s;
+//   - fedavg-s: FedAvg.AggregateFit over N×10M in-process, the part of a
+//     round that is aggregation.
+const (
+	overheadCollabs = 8
+	overheadTensors = 4
+	overheadTensor  = 2_500_000 // parameters per tensor: 10M in all
+	overheadRounds  = 3
+)
+
+func BenchmarkRoundOverhead8x10M(b *testing.B) {
+	names := make([]string, overheadCollabs)
+	for i := range names {
+		names[i] = fmt.Sprintf("col-%d", i+1)
+	}
+	env := newBenchEnv(b, names...)
+	initial := make(tensor.Weights, overheadTensors)
+	for i := range initial {
+		d := make([]float32, overheadTensor)
+		for j := range d {
+			d[j] = float32((j+i)%1000) * 1e-3
+		}
+		initial[i] = tensor.Tensor{Name: fmt.Sprintf("layer%d/w", i), Shape: []int{overheadTensor / 1000, 1000}, Data: d}
+	}
+	modelBytes := float64(4 * initial.NumParams())
+	payload := 2 * overheadCollabs * modelBytes
+
+	// Aggregation alone, in-process.
+	fedavg := benchFedAvg(b, initial)
+
+	var roundSec, wire, chunks, rawSec float64
+	var rounds, raws int
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		hist, w := env.federation(initial, names)
+		for _, s := range hist {
+			roundSec += s.Seconds
+			chunks += float64(s.BytesIn + s.BytesOut)
+		}
+		rounds += len(hist)
+		wire += float64(w)
+
+		b.StopTimer()
+		rawSec += rawTLSTransfer(b, overheadCollabs, int(modelBytes))
+		raws++
+		b.StartTimer()
+	}
+	b.StopTimer()
+	perRound := roundSec / float64(rounds)
+	raw := rawSec / float64(raws)
+	b.ReportMetric(perRound, "s/round")
+	b.ReportMetric(wire/float64(rounds), "wire-B/round")
+	b.ReportMetric(wire/float64(rounds)/payload, "wire/payload")
+	b.ReportMetric(chunks/float64(rounds)/payload, "chunk/payload")
+	b.ReportMetric(raw, "rawTLS-s")
+	b.ReportMetric(perRound/raw, "round/rawTLS")
+	b.ReportMetric(fedavg, "fedavg-s")
+}
+
+// benchFedAvg times FedAvg over overheadCollabs perturbed copies of
+// initial (best of 3).
+func benchFedAvg(b *testing.B, initial tensor.Weights) float64 {
+	b.Helper()
+	results := make([]strategy.FitResult, overheadCollabs)
+	for i := range results {
+		w, _, _, err := (&benchTrainer{id: i}).Train(context.Background(), initial, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		results[i] = strategy.FitResult{Client: fmt.Sprintf("col-%d", i+1), Weights: w, NumExamples: 100 + i}
+	}
+	best := 0.0
+	s := &strategy.FedAvg{}
+	for r := 1; r <= 3; r++ {
+		start := time.Now()
+		if _, _, err := s.AggregateFit(r, initial, results); err != nil {
+			b.Fatal(err)
+		}
+		if d := time.Since(start).Seconds(); best == 0 || d < best {
+			best = d
+		}
+	}
+	return best
+}
+
+// benchTrainer returns the global weights plus a tiny deterministic
+// perturbation (no training).
+type benchTrainer struct{ id int }
+
+func (t *benchTrainer) Train(_ context.Context, g tensor.Weights, _ map[string]float64) (tensor.Weights, int, map[string]float64, error) {
+	w := g.Clone()
+	eps := float32(t.id+1) * 1e-6
+	for _, x := range w {
+		for j := range x.Data {
+			x.Data[j] += eps
+		}
+	}
+	return w, 100 + t.id, map[string]float64{"loss": 0.5}, nil
+}
+
+func (t *benchTrainer) Evaluate(context.Context, tensor.Weights) (int, float64, map[string]float64, error) {
+	return 100 + t.id, 1, map[string]float64{"accuracy": 0.5}, nil
+}
+
+// countingListener counts the bytes read from and written to its
+// accepted connections.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{Conn: c, n: l.n}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	k, err := c.Conn.Read(p)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	k, err := c.Conn.Write(p)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+// benchEnv is fedEnv for a testing.TB (fedEnv's helpers take a *testing.T).
+type benchEnv struct {
+	tb      testing.TB
+	simKey  *ecdsa.PrivateKey
+	ev      attest.Verifier
+	pol     *policy.Policy
+	fed     *pki.Federation
+	members map[string]*member
+}
+
+func newBenchEnv(tb testing.TB, names ...string) *benchEnv {
+	tb.Helper()
+	ctx := context.Background()
+	now := time.Now()
+	k, err := sim.GenerateKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sv, err := sim.NewVerifier(&k.PublicKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sv.Logger = quiet()
+	e := &benchEnv{tb: tb, simKey: k, ev: sv, members: map[string]*member{}}
+	y := fmt.Sprintf(`roles:
+  aggregator:
+    sgx:
+      - mr_enclave: %[1]s
+        mr_signer: %[2]s
+    allow_simulation: true
+  collaborator:
+    sgx:
+      - mr_enclave: %[1]s
+        mr_signer: %[2]s
+    allow_simulation: true
+`, hex.EncodeToString(mrGood[:]), hex.EncodeToString(mrSign[:]))
+	if e.pol, err = policy.Parse([]byte(y), "policy.yaml"); err != nil {
+		tb.Fatal(err)
+	}
+	dir := tb.TempDir()
+	ca, err := pki.InitCA(filepath.Join(dir, "ca"), pki.InitOptions{Federation: "test", Now: now.Add(-time.Minute)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, n := range append([]string{"aggregator"}, names...) {
+		role := "collaborator"
+		if n == "aggregator" {
+			role = "aggregator"
+		}
+		key, err := pki.GenerateKey(pki.P256)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		csr, err := pki.NewCSR(ctx, key, n, role, e.issuer())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		issued, err := ca.Certify(ctx, csr, e.pol, e.ev, now)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		e.members[n] = &member{name: n, role: role, key: key, issued: issued}
+	}
+	bundle := filepath.Join(dir, "federation.bundle")
+	if _, err := ca.WriteBundle(bundle, now); err != nil {
+		tb.Fatal(err)
+	}
+	if e.fed, err = pki.LoadFederation(bundle, filepath.Join(ca.Dir(), pki.RootCertFile)); err != nil {
+		tb.Fatal(err)
+	}
+	return e
+}
+
+func (e *benchEnv) issuer() attest.Issuer {
+	iss, err := sim.NewIssuer(e.simKey, sim.Identity{TEE: attest.SGX, MREnclave: mrGood, MRSigner: mrSign})
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	iss.Logger = quiet()
+	return iss
+}
+
+func (e *benchEnv) transport(name string) ratls.TransportConfig {
+	m := e.members[name]
+	c, err := ratls.NewCertificate(context.Background(), e.issuer(), ratls.CertOptions{Parent: m.issued.Cert, ParentKey: m.key})
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	v, err := ratls.NewVerifier(ratls.Config{Evidence: e.ev, Policy: e.pol, Identity: e.fed, Logger: quiet()})
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	return ratls.TransportConfig{Certificates: ratls.StaticCertificate{Cert: &c}, Verifier: v, Logger: quiet()}
+}
+
+// federation runs one federation of overheadRounds rounds from initial and
+// returns its round summaries and the bytes on the aggregator's TCP
+// connections.
+func (e *benchEnv) federation(initial tensor.Weights, names []string) ([]RoundSummary, int64) {
+	e.tb.Helper()
+	agg, err := NewAggregator(AggregatorConfig{
+		PlanHash: planHash, Strategy: &strategy.FedAvg{}, Initial: initial,
+		Collaborators: names, Rounds: overheadRounds, RoundTimeout: 5 * time.Minute,
+		RetryAfter: 10 * time.Millisecond, StatusEvery: time.Minute, Logger: quiet(),
+	})
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	creds, err := ratls.NewServerCredentials(e.transport("aggregator"))
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	var wire atomic.Int64
+	srv := grpc.NewServer(grpc.Creds(creds))
+	agg.Register(srv)
+	served := make(chan struct{})
+	go func() { defer close(served); _ = srv.Serve(countingListener{Listener: lis, n: &wire}) }()
+	defer func() { srv.Stop(); <-served }()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cols := make([]*Collaborator, len(names))
+	for i, n := range names {
+		cc, err := ratls.NewClientCredentials(e.transport(n))
+		if err != nil {
+			e.tb.Fatal(err)
+		}
+		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(cc))
+		if err != nil {
+			e.tb.Fatal(err)
+		}
+		defer conn.Close()
+		if cols[i], err = NewCollaborator(CollaboratorConfig{Name: n, PlanHash: planHash, Conn: conn,
+			Trainer: &benchTrainer{id: i}, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+			Logger: quiet()}); err != nil {
+			e.tb.Fatal(err)
+		}
+	}
+	type out struct {
+		history []RoundSummary
+		err     error
+	}
+	aggDone := make(chan out, 1)
+	start := wire.Load()
+	go func() {
+		_, h, err := agg.Run(ctx)
+		aggDone <- out{h, err}
+	}()
+	var wg sync.WaitGroup
+	errs := make([]error, len(names))
+	for i, c := range cols {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = c.Run(ctx) }()
+	}
+	wg.Wait()
+	res := <-aggDone
+	for i, err := range errs {
+		if err != nil {
+			e.tb.Fatalf("%s: %v", names[i], err)
+		}
+	}
+	if res.err != nil {
+		e.tb.Fatalf("aggregator: %v", res.err)
+	}
+	if len(res.history) != overheadRounds {
+		e.tb.Fatalf("%d rounds, want %d", len(res.history), overheadRounds)
+	}
+	for _, s := range res.history {
+		if len(s.Accepted) != len(names) {
+			e.tb.Fatalf("round %d: accepted %v rejected %v", s.Round, s.Accepted, s.Rejected)
+		}
+	}
+	return res.history, wire.Load() - start
+}
+
+// rawTLSTransfer pushes, over n concurrent TLS 1.3 loopback connections
+// (handshakes done beforehand), size bytes from server to client and then
+// size bytes back, and returns the seconds the transfers took.
+func rawTLSTransfer(tb testing.TB, n, size int) float64 {
+	tb.Helper()
+	cert := selfSigned(tb)
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer lis.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Leaf)
+	go1 := make(chan struct{})
+	var ready, done sync.WaitGroup
+	errs := make(chan error, 2*n)
+	buf := make([]byte, 1<<20)
+	// Servers: send size bytes, then read size bytes.
+	for range n {
+		ready.Add(2)
+		done.Add(2)
+		go func() {
+			defer done.Done()
+			c, err := lis.Accept()
+			if err != nil {
+				ready.Done()
+				errs <- err
+				return
+			}
+			defer c.Close()
+			err = c.(*tls.Conn).Handshake()
+			ready.Done()
+			if err != nil {
+				errs <- err
+				return
+			}
+			<-go1
+			if err := sendN(c, buf, size); err != nil {
+				errs <- err
+				return
+			}
+			if _, err := io.CopyN(io.Discard, c, int64(size)); err != nil {
+				errs <- err
+			}
+		}()
+		// Clients: read size bytes, then send size bytes.
+		go func() {
+			defer done.Done()
+			c, err := tls.Dial("tcp", lis.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "raw.test", MinVersion: tls.VersionTLS13})
+			if err != nil {
+				ready.Done()
+				errs <- err
+				return
+			}
+			defer c.Close()
+			err = c.Handshake()
+			ready.Done()
+			if err != nil {
+				errs <- err
+				return
+			}
+			<-go1
+			if _, err := io.CopyN(io.Discard, c, int64(size)); err != nil {
+				errs <- err
+				return
+			}
+			if err := sendN(c, buf, size); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	ready.Wait()
+	start := time.Now()
+	close(go1)
+	done.Wait()
+	d := time.Since(start).Seconds()
+	close(errs)
+	for err := range errs {
+		tb.Fatal(err)
+	}
+	return d
+}
+
+func sendN(w io.Writer, buf []byte, n int) error {
+	for n > 0 {
+		k := min(n, len(buf))
+		if _, err := w.Write(buf[:k]); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
+}
+
+func selfSigned(tb testing.TB) tls.Certificate {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "raw.test"}, DNSNames: []string{"raw.test"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
