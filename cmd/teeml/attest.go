@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/teeml/teeml/attest"
 	"github.com/teeml/teeml/attest/gramine"
@@ -164,9 +165,8 @@ func newAttestInspectCmd() *cobra.Command {
 }
 
 func newAttestQuoteCmd() *cobra.Command {
-	var reportData, platform, out, gramineRoot, tsmRoot, simKey, simTEE, simMREnclave, simMRSigner string
-	var simProd, simSVN uint16
-	var simDebug bool
+	var reportData, out string
+	var evf evidenceFlags
 	cmd := &cobra.Command{
 		Use:   "quote",
 		Short: "Produce evidence binding --report-data on this platform (Gramine, configfs-tsm, or explicit simulation)",
@@ -176,7 +176,7 @@ func newAttestQuoteCmd() *cobra.Command {
 			if err != nil || len(rd) > 64 {
 				return fmt.Errorf("--report-data: want at most 64 bytes of hex")
 			}
-			iss, err := pickIssuer(platform, gramineRoot, tsmRoot, simKey, simTEE, simMREnclave, simMRSigner, simProd, simSVN, simDebug)
+			iss, err := evf.issuer()
 			if err != nil {
 				return err
 			}
@@ -204,37 +204,51 @@ func newAttestQuoteCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&reportData, "report-data", "", "report data to bind (hex, ≤ 64 bytes)")
-	f.StringVar(&platform, "platform", "auto", "auto, gramine, tsm or sim (sim is insecure and always labelled)")
 	f.StringVarP(&out, "out", "o", "evidence.bin", "output file")
-	f.StringVar(&gramineRoot, "gramine-root", gramine.DefaultRoot, "Gramine attestation pseudo-fs")
-	f.StringVar(&tsmRoot, "tsm-root", tsm.DefaultRoot, "configfs-tsm report directory")
-	f.StringVar(&simKey, "sim-key", "", "simulation private key (teeml attest sim-key)")
-	f.StringVar(&simTEE, "sim-tee", "sgx", "simulation: TEE to imitate (sgx, tdx, sev-snp)")
-	f.StringVar(&simMREnclave, "sim-mr-enclave", "", "simulation: MRENCLAVE (hex)")
-	f.StringVar(&simMRSigner, "sim-mr-signer", "", "simulation: MRSIGNER (hex)")
-	f.Uint16Var(&simProd, "sim-isv-prod-id", 0, "simulation: ISVPRODID")
-	f.Uint16Var(&simSVN, "sim-isv-svn", 0, "simulation: ISVSVN")
-	f.BoolVar(&simDebug, "sim-debug", false, "simulation: set the debug attribute")
+	evf.register(f)
 	_ = cmd.MarkFlagRequired("report-data")
 	return cmd
 }
 
-func pickIssuer(platformName, gramineRoot, tsmRoot, simKey, simTEE, mre, mrs string, prod, svn uint16, debug bool) (attest.Issuer, error) {
-	pc := platform.Config{Platform: platformName, GramineRoot: gramineRoot, TSMRoot: tsmRoot}
-	if platformName == platform.Sim {
-		if simKey == "" {
+// evidenceFlags are the flags that choose where evidence comes from
+// (attest quote, pki csr).
+type evidenceFlags struct {
+	platform, gramineRoot, tsmRoot            string
+	simKey, simTEE, simMREnclave, simMRSigner string
+	simProd, simSVN                           uint16
+	simDebug                                  bool
+}
+
+func (e *evidenceFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&e.platform, "platform", platform.Auto, "auto, gramine, tsm or sim (sim is insecure and always labelled)")
+	f.StringVar(&e.gramineRoot, "gramine-root", gramine.DefaultRoot, "Gramine attestation pseudo-fs")
+	f.StringVar(&e.tsmRoot, "tsm-root", tsm.DefaultRoot, "configfs-tsm report directory")
+	f.StringVar(&e.simKey, "sim-key", "", "simulation private key (teeml attest sim-key)")
+	f.StringVar(&e.simTEE, "sim-tee", "sgx", "simulation: TEE to imitate (sgx, tdx, sev-snp)")
+	f.StringVar(&e.simMREnclave, "sim-mr-enclave", "", "simulation: MRENCLAVE (hex)")
+	f.StringVar(&e.simMRSigner, "sim-mr-signer", "", "simulation: MRSIGNER (hex)")
+	f.Uint16Var(&e.simProd, "sim-isv-prod-id", 0, "simulation: ISVPRODID")
+	f.Uint16Var(&e.simSVN, "sim-isv-svn", 0, "simulation: ISVSVN")
+	f.BoolVar(&e.simDebug, "sim-debug", false, "simulation: set the debug attribute")
+}
+
+// issuer returns the issuer the flags choose.
+func (e *evidenceFlags) issuer() (attest.Issuer, error) {
+	pc := platform.Config{Platform: e.platform, GramineRoot: e.gramineRoot, TSMRoot: e.tsmRoot}
+	if e.platform == platform.Sim {
+		if e.simKey == "" {
 			return nil, fmt.Errorf("--platform sim needs --sim-key (make one with teeml attest sim-key)")
 		}
-		key, err := sim.LoadKey(simKey)
+		key, err := sim.LoadKey(e.simKey)
 		if err != nil {
 			return nil, err
 		}
 		pc.SimKey = key
-		pc.SimIdentity = sim.Identity{TEE: attest.TEE(simTEE), ISVProdID: prod, ISVSVN: svn, Debug: debug}
-		if err := decodeInto(pc.SimIdentity.MREnclave[:], mre, "--sim-mr-enclave"); err != nil {
+		pc.SimIdentity = sim.Identity{TEE: attest.TEE(e.simTEE), ISVProdID: e.simProd, ISVSVN: e.simSVN, Debug: e.simDebug}
+		if err := decodeInto(pc.SimIdentity.MREnclave[:], e.simMREnclave, "--sim-mr-enclave"); err != nil {
 			return nil, err
 		}
-		if err := decodeInto(pc.SimIdentity.MRSigner[:], mrs, "--sim-mr-signer"); err != nil {
+		if err := decodeInto(pc.SimIdentity.MRSigner[:], e.simMRSigner, "--sim-mr-signer"); err != nil {
 			return nil, err
 		}
 	}

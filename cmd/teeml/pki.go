@@ -13,9 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/teeml/teeml/attest/gramine"
 	"github.com/teeml/teeml/attest/policy"
-	"github.com/teeml/teeml/attest/tsm"
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/pki"
 )
@@ -68,9 +66,7 @@ func newPKIInitCmd() *cobra.Command {
 
 func newPKICSRCmd() *cobra.Command {
 	var name, role, keyOut, out, curve string
-	var platform, gramineRoot, tsmRoot, simKey, simTEE, simMREnclave, simMRSigner string
-	var simProd, simSVN uint16
-	var simDebug bool
+	var evf evidenceFlags
 	cmd := &cobra.Command{
 		Use:   "csr",
 		Short: "Generate an identity key (0600) and a CSR carrying this TEE's evidence bound to the key",
@@ -92,7 +88,7 @@ func newPKICSRCmd() *cobra.Command {
 			if _, err := os.Lstat(keyOut); err == nil {
 				return fmt.Errorf("--key-out %s exists: refusing to replace an identity key (remove it deliberately if you mean to)", keyOut)
 			}
-			iss, err := pickIssuer(platform, gramineRoot, tsmRoot, simKey, simTEE, simMREnclave, simMRSigner, simProd, simSVN, simDebug)
+			iss, err := evf.issuer()
 			if err != nil {
 				return err
 			}
@@ -132,16 +128,7 @@ func newPKICSRCmd() *cobra.Command {
 	f.StringVar(&keyOut, "key-out", "identity-key.pem", "identity private key output (mode 0600; never replaced)")
 	f.StringVarP(&out, "out", "o", "", "CSR output (default NAME.csr)")
 	f.StringVar(&curve, "curve", pki.P256, "identity key curve: P-256 or P-384")
-	f.StringVar(&platform, "platform", "auto", "auto, gramine, tsm or sim (sim is insecure and always labelled)")
-	f.StringVar(&gramineRoot, "gramine-root", gramine.DefaultRoot, "Gramine attestation pseudo-fs")
-	f.StringVar(&tsmRoot, "tsm-root", tsm.DefaultRoot, "configfs-tsm report directory")
-	f.StringVar(&simKey, "sim-key", "", "simulation private key (teeml attest sim-key)")
-	f.StringVar(&simTEE, "sim-tee", "sgx", "simulation: TEE to imitate (sgx, tdx, sev-snp)")
-	f.StringVar(&simMREnclave, "sim-mr-enclave", "", "simulation: MRENCLAVE (hex)")
-	f.StringVar(&simMRSigner, "sim-mr-signer", "", "simulation: MRSIGNER (hex)")
-	f.Uint16Var(&simProd, "sim-isv-prod-id", 0, "simulation: ISVPRODID")
-	f.Uint16Var(&simSVN, "sim-isv-svn", 0, "simulation: ISVSVN")
-	f.BoolVar(&simDebug, "sim-debug", false, "simulation: set the debug attribute")
+	evf.register(f)
 	_ = cmd.MarkFlagRequired("name")
 	_ = cmd.MarkFlagRequired("role")
 	return cmd
