@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/fl/strategy"
@@ -67,15 +68,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		log = slog.Default()
 	}
 	ws := o.Workspace
-	p, err := workspace.LoadPlan(ws)
-	if err != nil {
-		return err
-	}
-	if !frozen(ws) {
-		return fmt.Errorf("plan %s is not frozen: run teeml fl plan init first", workspace.PlanFile)
-	}
-	hash := p.Hash()
-	pols, err := workspace.LoadPolicies(ws, p)
+	p, hash, pols, err := loadFrozenPlan(ws)
 	if err != nil {
 		return err
 	}
@@ -200,9 +193,21 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	return nil
 }
 
-func frozen(ws string) bool {
-	_, err := os.Stat(filepath.Join(ws, filepath.FromSlash(workspace.HashFile)))
-	return err == nil
+// loadFrozenPlan loads the workspace's plan, which must be frozen (its hash
+// file present and matching), and the attestation policies it names.
+func loadFrozenPlan(ws string) (*plan.Plan, string, map[string]*policy.Policy, error) {
+	if _, err := os.Stat(filepath.Join(ws, filepath.FromSlash(workspace.HashFile))); err != nil {
+		return nil, "", nil, fmt.Errorf("plan %s is not frozen: run teeml fl plan init first", workspace.PlanFile)
+	}
+	p, err := workspace.LoadPlan(ws)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	pols, err := workspace.LoadPolicies(ws, p)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return p, p.Hash(), pols, nil
 }
 
 // heldOutTest is the plan dataset's held-out test split, preprocessed as the

@@ -42,15 +42,7 @@ func RunCollaborator(ctx context.Context, o CollaboratorOptions) error {
 		log = slog.Default()
 	}
 	ws := o.Workspace
-	p, err := workspace.LoadPlan(ws)
-	if err != nil {
-		return err
-	}
-	if !frozen(ws) {
-		return fmt.Errorf("plan %s is not frozen: run teeml fl plan init first", workspace.PlanFile)
-	}
-	hash := p.Hash()
-	pols, err := workspace.LoadPolicies(ws, p)
+	p, hash, pols, err := loadFrozenPlan(ws)
 	if err != nil {
 		return err
 	}
