@@ -86,6 +86,7 @@ func BenchmarkRoundOverhead8x10M(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		hist, w := env.federation(initial, names)
 		for _, s := range hist {
+			b.Logf("iteration %d round %d: %.3f s, chunk bytes in %d out %d", i+1, s.Round, s.Seconds, s.BytesIn, s.BytesOut)
 			roundSec += s.Seconds
 			chunks += float64(s.BytesIn + s.BytesOut)
 		}
@@ -93,7 +94,9 @@ func BenchmarkRoundOverhead8x10M(b *testing.B) {
 		wire += float64(w)
 
 		b.StopTimer()
-		rawSec += rawTLSTransfer(b, overheadCollabs, int(modelBytes))
+		raw := rawTLSTransfer(b, overheadCollabs, int(modelBytes))
+		b.Logf("iteration %d: wire %d B in %d rounds; raw TLS reference %.3f s", i+1, w, len(hist), raw)
+		rawSec += raw
 		raws++
 		b.StartTimer()
 	}
