@@ -71,7 +71,7 @@ type member struct {
 // fedEnv is a federation with a real pki CA in a temp dir, simulated
 // attestation and a policy allowing simulation for mrGood.
 type fedEnv struct {
-	t       *testing.T
+	t       testing.TB
 	simKey  *ecdsa.PrivateKey
 	ev      attest.Verifier
 	pol     *policy.Policy
@@ -79,7 +79,7 @@ type fedEnv struct {
 	members map[string]*member
 }
 
-func newFedEnv(t *testing.T, names ...string) *fedEnv {
+func newFedEnv(t testing.TB, names ...string) *fedEnv {
 	t.Helper()
 	ctx := context.Background()
 	now := time.Now()
@@ -130,7 +130,7 @@ func newFedEnv(t *testing.T, names ...string) *fedEnv {
 	return e
 }
 
-func certify(t *testing.T, ctx context.Context, ca *pki.CA, e *fedEnv, name, role string, now time.Time) *member {
+func certify(t testing.TB, ctx context.Context, ca *pki.CA, e *fedEnv, name, role string, now time.Time) *member {
 	t.Helper()
 	key, err := pki.GenerateKey(pki.P256)
 	if err != nil {

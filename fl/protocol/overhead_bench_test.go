@@ -8,12 +8,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,12 +19,8 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/teeml/teeml/attest"
-	"github.com/teeml/teeml/attest/policy"
-	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/fl/strategy"
 	"github.com/teeml/teeml/ml/tensor"
-	"github.com/teeml/teeml/pki"
 	"github.com/teeml/teeml/ratls"
 )
 
@@ -65,7 +59,7 @@ func BenchmarkRoundOverhead8x10M(b *testing.B) {
 	for i := range names {
 		names[i] = fmt.Sprintf("col-%d", i+1)
 	}
-	env := newBenchEnv(b, names...)
+	env := newFedEnv(b, names...)
 	initial := make(tensor.Weights, overheadTensors)
 	for i := range initial {
 		d := make([]float32, overheadTensor)
@@ -189,121 +183,33 @@ func (c countingConn) Write(p []byte) (int, error) {
 	return k, err
 }
 
-// benchEnv is fedEnv for a testing.TB (fedEnv's helpers take a *testing.T).
-type benchEnv struct {
-	tb      testing.TB
-	simKey  *ecdsa.PrivateKey
-	ev      attest.Verifier
-	pol     *policy.Policy
-	fed     *pki.Federation
-	members map[string]*member
-}
-
-func newBenchEnv(tb testing.TB, names ...string) *benchEnv {
-	tb.Helper()
-	ctx := context.Background()
-	now := time.Now()
-	k, err := sim.GenerateKey()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	sv, err := sim.NewVerifier(&k.PublicKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	sv.Logger = quiet()
-	e := &benchEnv{tb: tb, simKey: k, ev: sv, members: map[string]*member{}}
-	y := fmt.Sprintf(`roles:
-  aggregator:
-    sgx:
-      - mr_enclave: %[1]s
-        mr_signer: %[2]s
-    allow_simulation: true
-  collaborator:
-    sgx:
-      - mr_enclave: %[1]s
-        mr_signer: %[2]s
-    allow_simulation: true
-`, hex.EncodeToString(mrGood[:]), hex.EncodeToString(mrSign[:]))
-	if e.pol, err = policy.Parse([]byte(y), "policy.yaml"); err != nil {
-		tb.Fatal(err)
-	}
-	dir := tb.TempDir()
-	ca, err := pki.InitCA(filepath.Join(dir, "ca"), pki.InitOptions{Federation: "test", Now: now.Add(-time.Minute)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, n := range append([]string{"aggregator"}, names...) {
-		role := "collaborator"
-		if n == "aggregator" {
-			role = "aggregator"
-		}
-		key, err := pki.GenerateKey(pki.P256)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		csr, err := pki.NewCSR(ctx, key, n, role, e.issuer())
-		if err != nil {
-			tb.Fatal(err)
-		}
-		issued, err := ca.Certify(ctx, csr, e.pol, e.ev, now)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		e.members[n] = &member{name: n, role: role, key: key, issued: issued}
-	}
-	bundle := filepath.Join(dir, "federation.bundle")
-	if _, err := ca.WriteBundle(bundle, now); err != nil {
-		tb.Fatal(err)
-	}
-	if e.fed, err = pki.LoadFederation(bundle, filepath.Join(ca.Dir(), pki.RootCertFile)); err != nil {
-		tb.Fatal(err)
-	}
-	return e
-}
-
-func (e *benchEnv) issuer() attest.Issuer {
-	iss, err := sim.NewIssuer(e.simKey, sim.Identity{TEE: attest.SGX, MREnclave: mrGood, MRSigner: mrSign})
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	iss.Logger = quiet()
-	return iss
-}
-
-func (e *benchEnv) transport(name string) ratls.TransportConfig {
-	m := e.members[name]
-	c, err := ratls.NewCertificate(context.Background(), e.issuer(), ratls.CertOptions{Parent: m.issued.Cert, ParentKey: m.key})
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	v, err := ratls.NewVerifier(ratls.Config{Evidence: e.ev, Policy: e.pol, Identity: e.fed, Logger: quiet()})
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	return ratls.TransportConfig{Certificates: ratls.StaticCertificate{Cert: &c}, Verifier: v, Logger: quiet()}
+// transport is a party's RA-TLS configuration: its leaf for mrGood under its
+// identity, verifying the other side against the federation.
+func (e *fedEnv) transport(name string) ratls.TransportConfig {
+	c := e.leaf(e.members[name], mrGood)
+	return ratls.TransportConfig{Certificates: ratls.StaticCertificate{Cert: c}, Verifier: e.verifier(quiet()), Logger: quiet()}
 }
 
 // federation runs one federation of overheadRounds rounds from initial and
 // returns its round summaries and the bytes on the aggregator's TCP
 // connections.
-func (e *benchEnv) federation(initial tensor.Weights, names []string) ([]RoundSummary, int64) {
-	e.tb.Helper()
+func (e *fedEnv) federation(initial tensor.Weights, names []string) ([]RoundSummary, int64) {
+	e.t.Helper()
 	agg, err := NewAggregator(AggregatorConfig{
 		PlanHash: planHash, Strategy: &strategy.FedAvg{}, Initial: initial,
 		Collaborators: names, Rounds: overheadRounds, RoundTimeout: 5 * time.Minute,
 		RetryAfter: 10 * time.Millisecond, StatusEvery: time.Minute, Logger: quiet(),
 	})
 	if err != nil {
-		e.tb.Fatal(err)
+		e.t.Fatal(err)
 	}
 	creds, err := ratls.NewServerCredentials(e.transport("aggregator"))
 	if err != nil {
-		e.tb.Fatal(err)
+		e.t.Fatal(err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		e.tb.Fatal(err)
+		e.t.Fatal(err)
 	}
 	var wire atomic.Int64
 	srv := grpc.NewServer(grpc.Creds(creds))
@@ -318,17 +224,17 @@ func (e *benchEnv) federation(initial tensor.Weights, names []string) ([]RoundSu
 	for i, n := range names {
 		cc, err := ratls.NewClientCredentials(e.transport(n))
 		if err != nil {
-			e.tb.Fatal(err)
+			e.t.Fatal(err)
 		}
 		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(cc))
 		if err != nil {
-			e.tb.Fatal(err)
+			e.t.Fatal(err)
 		}
 		defer conn.Close()
 		if cols[i], err = NewCollaborator(CollaboratorConfig{Name: n, PlanHash: planHash, Conn: conn,
 			Trainer: &benchTrainer{id: i}, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 			Logger: quiet()}); err != nil {
-			e.tb.Fatal(err)
+			e.t.Fatal(err)
 		}
 	}
 	type out struct {
@@ -351,18 +257,18 @@ func (e *benchEnv) federation(initial tensor.Weights, names []string) ([]RoundSu
 	res := <-aggDone
 	for i, err := range errs {
 		if err != nil {
-			e.tb.Fatalf("%s: %v", names[i], err)
+			e.t.Fatalf("%s: %v", names[i], err)
 		}
 	}
 	if res.err != nil {
-		e.tb.Fatalf("aggregator: %v", res.err)
+		e.t.Fatalf("aggregator: %v", res.err)
 	}
 	if len(res.history) != overheadRounds {
-		e.tb.Fatalf("%d rounds, want %d", len(res.history), overheadRounds)
+		e.t.Fatalf("%d rounds, want %d", len(res.history), overheadRounds)
 	}
 	for _, s := range res.history {
 		if len(s.Accepted) != len(names) {
-			e.tb.Fatalf("round %d: accepted %v rejected %v", s.Round, s.Accepted, s.Rejected)
+			e.t.Fatalf("round %d: accepted %v rejected %v", s.Round, s.Accepted, s.Rejected)
 		}
 	}
 	return res.history, wire.Load() - start
