@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/gomlx/compute/dtypes"
@@ -11,6 +12,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/teeml/teeml/ml/datasets"
+	"github.com/teeml/teeml/ml/tensor"
 )
 
 // TrainConfig configures Model.Train.
@@ -21,6 +23,12 @@ type TrainConfig struct {
 	LR        float64 // learning rate
 	// Momentum is SGD's (PyTorch-style) momentum; 0 = plain SGD.
 	Momentum float64
+	// ProximalMu > 0 adds FedProx's proximal term: ProximalMu·(w − c) is added
+	// to every gradient, c being ProximalCenter (the round's global weights),
+	// which keeps a client's local model near the global one on non-IID data
+	// (Li et al. 2020). ProximalCenter must match the model's weights.
+	ProximalMu     float64
+	ProximalCenter tensor.Weights
 	// WeightDecay adds WeightDecay·w to every gradient (L2, PyTorch semantics
 	// for both optimizers).
 	WeightDecay float64
@@ -91,7 +99,11 @@ func (c *TrainConfig) validate() error {
 	if !(c.LR > 0) || math.IsInf(c.LR, 0) {
 		return fmt.Errorf("ml: train: learning rate must be positive, got %v", c.LR)
 	}
+	if !(c.ProximalMu >= 0) || math.IsInf(c.ProximalMu, 0) {
+		return fmt.Errorf("ml: train: proximal mu must be finite and ≥ 0, got %v", c.ProximalMu)
+	}
 	if c.Momentum < 0 || c.Momentum >= 1 || c.WeightDecay < 0 {
+
 		return fmt.Errorf("ml: train: need 0 ≤ momentum < 1 and weight decay ≥ 0, got %v, %v", c.Momentum, c.WeightDecay)
 	}
 	switch c.Schedule {
@@ -113,15 +125,32 @@ func (c *TrainConfig) validate() error {
 
 // optKey identifies the compiled train-step graph structure.
 func (c *TrainConfig) optKey() string {
+	key := c.Optimizer
 	if c.Optimizer == "sgd" && c.Momentum > 0 {
-		return "sgd+momentum"
+		key = "sgd+momentum"
 	}
-	return c.Optimizer
+	if c.ProximalMu > 0 {
+		key += proxSuffix
+	}
+	return key
 }
+
+// hyperLen is the number of hyper-parameters of an optimizer's step (μ, for
+// FedProx, comes after them).
+func hyperLen(base string) int {
+	if base == "adam" {
+		return 6
+	}
+	return 3
+}
+
+// proxSuffix marks train-step executables that take the proximal centre as
+// extra inputs.
+const proxSuffix = "+prox"
 
 // numStates is the number of optimizer state tensors per parameter.
 func numStates(key string) int {
-	switch key {
+	switch strings.TrimSuffix(key, proxSuffix) {
 	case "adam":
 		return 2
 	case "sgd+momentum":
@@ -172,6 +201,21 @@ func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig
 			t.FinalizeAll()
 		}
 	}()
+	// FedProx: the proximal centre is fixed for the whole call.
+	var centre []*tensors.Tensor
+	if cfg.ProximalMu > 0 {
+		if err := m.template().Compatible(cfg.ProximalCenter); err != nil {
+			return fmt.Errorf("ml: train: proximal centre: %v", err)
+		}
+		for _, t := range cfg.ProximalCenter {
+			centre = append(centre, tensors.FromFlatDataAndDimensions(t.Data, t.Shape...))
+		}
+		defer func() {
+			for _, t := range centre {
+				t.FinalizeAll()
+			}
+		}()
+	}
 
 	n, d := ds.N, ds.D
 	bs := min(cfg.BatchSize, n)
@@ -231,6 +275,9 @@ func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig
 			default:
 				hyper = []float32{float32(lr), float32(cfg.Momentum), float32(cfg.WeightDecay)}
 			}
+			if centre != nil {
+				hyper = append(hyper, float32(cfg.ProximalMu))
+			}
 			xt := tensors.FromFlatDataAndDimensions(xb, bs, d)
 			yt := tensors.FromFlatDataAndDimensions(yb, bs)
 			mt := tensors.FromFlatDataAndDimensions(mb, bs)
@@ -243,6 +290,9 @@ func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig
 				args = append(args, s)
 			}
 			args = append(args, xt, yt, mt, ht)
+			for _, c := range centre {
+				args = append(args, c)
+			}
 			outs, err := exec.Exec(args...)
 			for _, t := range []*tensors.Tensor{xt, yt, mt, ht} {
 				t.FinalizeAll()
@@ -281,7 +331,9 @@ func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig
 }
 
 // trainExec returns the (cached) train-step executable for an optimizer.
-// Inputs: params[P], state[numStates·P], x[B,D], y[B], mask[B], hyper[k];
+// Inputs: params[P], state[numStates·P], x[B,D], y[B], mask[B], hyper[k]
+// (k = hyperLen(optimizer), plus μ for FedProx), then for FedProx the
+// proximal centre[P];
 // outputs: params'[P], state'[…], sum of masked per-example losses.
 func (m *Model) trainExec(key string) (*Exec, error) {
 	if e, ok := m.trainExecs[key]; ok {
@@ -298,13 +350,25 @@ func (m *Model) trainExec(key string) (*Exec, error) {
 		count := MaxScalar(ReduceAllSum(mask), 1)
 		grads := Gradient(Div(lossSum, count), params...)
 		h := func(i int) *Node { return Reshape(Slice(hyper, AxisRange(i, i+1))) }
+		base := strings.TrimSuffix(key, proxSuffix)
+		// grad is the loss gradient plus weight decay and, for FedProx, the
+		// proximal term μ·(w − centre); μ is the last hyper-parameter and the
+		// centre tensors follow hyper.
+		grad := func(i int, p, wd *Node) *Node {
+			gr := Add(grads[i], Mul(wd, p))
+			if base != key {
+				mu := h(hyperLen(base))
+				gr = Add(gr, Mul(mu, Sub(p, in[P+S+4+i])))
+			}
+			return gr
+		}
 		newParams := make([]*Node, P)
 		newState := make([]*Node, S)
-		switch key {
+		switch base {
 		case "adam":
 			lrc, b1, b2, eps, sbc2, wd := h(0), h(1), h(2), h(3), h(4), h(5)
 			for i, p := range params {
-				gr := Add(grads[i], Mul(wd, p))
+				gr := grad(i, p, wd)
 				mo := Add(Mul(b1, state[i]), Mul(OneMinus(b1), gr))
 				v := Add(Mul(b2, state[P+i]), Mul(OneMinus(b2), Square(gr)))
 				denom := Add(Div(Sqrt(v), sbc2), eps)
@@ -314,7 +378,7 @@ func (m *Model) trainExec(key string) (*Exec, error) {
 		case "sgd+momentum":
 			lr, mom, wd := h(0), h(1), h(2)
 			for i, p := range params {
-				gr := Add(grads[i], Mul(wd, p))
+				gr := grad(i, p, wd)
 				buf := Add(Mul(mom, state[i]), gr)
 				newParams[i] = Sub(p, Mul(lr, buf))
 				newState[i] = buf
@@ -322,7 +386,7 @@ func (m *Model) trainExec(key string) (*Exec, error) {
 		default: // plain sgd
 			lr, wd := h(0), h(2)
 			for i, p := range params {
-				gr := Add(grads[i], Mul(wd, p))
+				gr := grad(i, p, wd)
 				newParams[i] = Sub(p, Mul(lr, gr))
 			}
 		}

@@ -50,6 +50,11 @@ func (t *MLTrainer) Train(ctx context.Context, global tensor.Weights, cfg map[st
 	if v, ok := cfg[KeyLR]; ok && v > 0 && !math.IsInf(v, 0) {
 		tc.LR = v
 	}
+	// FedProx: the strategy sends proximal_mu; the centre is this round's
+	// global model.
+	if mu, ok := cfg[strategy.KeyProximalMu]; ok && mu > 0 && !math.IsInf(mu, 0) {
+		tc.ProximalMu, tc.ProximalCenter = mu, global
+	}
 	if r, ok := intKey(cfg, strategy.KeyRound); ok {
 		tc.Seed += 1000 * int64(r)
 	}
