@@ -203,11 +203,31 @@ func loadFrozenPlan(ws string) (*plan.Plan, string, map[string]*policy.Policy, e
 	if err != nil {
 		return nil, "", nil, err
 	}
+	if err := supported(p); err != nil {
+		return nil, "", nil, err
+	}
 	pols, err := workspace.LoadPolicies(ws, p)
 	if err != nil {
 		return nil, "", nil, err
 	}
 	return p, p.Hash(), pols, nil
+}
+
+// supported refuses plan settings that parse but that the runtime does not
+// implement yet, rather than silently ignoring them.
+func supported(p *plan.Plan) error {
+	if p.Collaborator.OptTreatment != "reset" {
+		return fmt.Errorf("plan: collaborator.opt_treatment %q is not implemented (only reset: optimiser state restarts every round)", p.Collaborator.OptTreatment)
+	}
+	if p.Collaborator.DeltaUpdates {
+		return fmt.Errorf("plan: collaborator.delta_updates: true is not implemented (updates are full weights)")
+	}
+	for _, g := range p.Assigner.TaskGroups {
+		if g.Percentage != 1 {
+			return fmt.Errorf("plan: assigner task group %q: percentage %v is not implemented (every collaborator runs every round)", g.Name, g.Percentage)
+		}
+	}
+	return nil
 }
 
 // heldOutTest is the plan dataset's held-out test split, preprocessed as the

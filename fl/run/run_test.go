@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/teeml/teeml/fl/plan"
+	"github.com/teeml/teeml/fl/workspace"
 	"github.com/teeml/teeml/ml/job"
 )
 
@@ -152,5 +154,30 @@ func TestPartyConfigStrict(t *testing.T) {
 	}
 	if _, err := pc.Issuer(ws, quietLog()); err == nil {
 		t.Error("platform sim without sim.key accepted")
+	}
+}
+
+func TestUnimplementedPlanSettingsAreRefused(t *testing.T) {
+	cases := map[string]func(p *plan.Plan){
+		"opt_treatment": func(p *plan.Plan) { p.Collaborator.OptTreatment = "continue_local" },
+		"delta_updates": func(p *plan.Plan) { p.Collaborator.DeltaUpdates = true },
+		"percentage":    func(p *plan.Plan) { p.Assigner.TaskGroups[0].Percentage = 0.5 },
+	}
+	for name, mutate := range cases {
+		b, err := workspace.TemplatePlan("digits_mlp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := plan.Parse(b, "plan.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := supported(p); err != nil {
+			t.Fatalf("template refused: %v", err)
+		}
+		mutate(p)
+		if err := supported(p); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: err = %v", name, err)
+		}
 	}
 }
