@@ -423,6 +423,34 @@ func TestGRPCTLS12Refused(t *testing.T) {
 	}
 }
 
+// oneServerHandshake runs one ServerHandshake on a loopback listener and
+// returns the client's raw connection to it and the server's result.
+func oneServerHandshake(t *testing.T, ctx context.Context, srvCreds credentials.TransportCredentials) (net.Conn, <-chan error) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	srvErr := make(chan error, 1)
+	go func() {
+		c, err := lis.Accept()
+		if err != nil {
+			srvErr <- err
+			return
+		}
+		defer c.Close()
+		_, _, err = srvCreds.ServerHandshake(c)
+		srvErr <- err
+	}()
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	return raw, srvErr
+}
+
 // The server's own handshake error (not only its log) names the check.
 func TestServerHandshakeError(t *testing.T) {
 	l := newLink(t)
@@ -435,30 +463,10 @@ func TestServerHandshakeError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	srvErr := make(chan error, 1)
-	go func() {
-		c, err := lis.Accept()
-		if err != nil {
-			srvErr <- err
-			return
-		}
-		defer c.Close()
-		_, _, err = srvCreds.ServerHandshake(c)
-		srvErr <- err
-	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", lis.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	_, _, cerr := cliCreds.ClientHandshake(ctx, lis.Addr().String(), raw)
+	raw, srvErr := oneServerHandshake(t, ctx, srvCreds)
+	_, _, cerr := cliCreds.ClientHandshake(ctx, raw.RemoteAddr().String(), raw)
 	if cerr == nil || !strings.Contains(cerr.Error(), "the server refused this connection: peer \"col-2\": evidence binds key") ||
 		CheckOf(cerr) != CheckRefusedByPeer {
 		t.Errorf("client: %v", cerr)
@@ -488,29 +496,9 @@ func TestPlainH2PeerGetsAlertNotVerdict(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := refusals[6].make(t, l, "col-2", "collaborator") // key binding
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	srvErr := make(chan error, 1)
-	go func() {
-		c, err := lis.Accept()
-		if err != nil {
-			srvErr <- err
-			return
-		}
-		defer c.Close()
-		_, _, err = srvCreds.ServerHandshake(c)
-		srvErr <- err
-	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", lis.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw, srvErr := oneServerHandshake(t, ctx, srvCreds)
 	conn := tls.Client(raw, &tls.Config{MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"}, InsecureSkipVerify: true,
 		Certificates: []tls.Certificate{bad}})
 	cerr := conn.HandshakeContext(ctx)
