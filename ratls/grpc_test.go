@@ -133,11 +133,11 @@ func newLink(t testing.TB) *link {
 }
 
 func (l *link) serverCfg(cert tls.Certificate, v *Verifier) TransportConfig {
-	return TransportConfig{Certificates: StaticCertificate{Cert: &cert}, Verifier: v, Logger: l.serverLog.logger()}
+	return TransportConfig{Certificates: StaticCertificate{Cert: &cert}, Verifier: v, Logger: rawLogger(l.serverLog)}
 }
 
 func (l *link) clientCfg(cert tls.Certificate, v *Verifier) TransportConfig {
-	return TransportConfig{Certificates: StaticCertificate{Cert: &cert}, Verifier: v, Logger: l.cliLog.logger()}
+	return TransportConfig{Certificates: StaticCertificate{Cert: &cert}, Verifier: v, Logger: rawLogger(l.cliLog)}
 }
 
 func TestGRPCAccepted(t *testing.T) {
@@ -327,8 +327,8 @@ func waitLog(t testing.TB, l *logBuf, s string) string {
 func TestGRPCVerifyModes(t *testing.T) {
 	t.Run("server only", func(t *testing.T) {
 		l := newLink(t)
-		addr := serve(t, TransportConfig{Certificates: StaticCertificate{&l.server}, Mode: VerifyServer, Logger: l.serverLog.logger()})
-		got, ai, err := who(t, addr, TransportConfig{Verifier: l.verifier, Mode: VerifyServer, Logger: l.cliLog.logger()})
+		addr := serve(t, TransportConfig{Certificates: StaticCertificate{&l.server}, Mode: VerifyServer, Logger: rawLogger(l.serverLog)})
+		got, ai, err := who(t, addr, TransportConfig{Verifier: l.verifier, Mode: VerifyServer, Logger: rawLogger(l.cliLog)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -344,8 +344,8 @@ func TestGRPCVerifyModes(t *testing.T) {
 	})
 	t.Run("client only", func(t *testing.T) {
 		l := newLink(t)
-		addr := serve(t, TransportConfig{Certificates: StaticCertificate{&l.server}, Verifier: l.verifier, Mode: VerifyClient, Logger: l.serverLog.logger()})
-		got, ai, err := who(t, addr, TransportConfig{Certificates: StaticCertificate{&l.client}, Mode: VerifyClient, Logger: l.cliLog.logger()})
+		addr := serve(t, TransportConfig{Certificates: StaticCertificate{&l.server}, Verifier: l.verifier, Mode: VerifyClient, Logger: rawLogger(l.serverLog)})
+		got, ai, err := who(t, addr, TransportConfig{Certificates: StaticCertificate{&l.client}, Mode: VerifyClient, Logger: rawLogger(l.cliLog)})
 		if err != nil {
 			t.Fatal(err)
 		}

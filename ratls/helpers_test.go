@@ -1,7 +1,6 @@
 package ratls
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -27,6 +26,8 @@ import (
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/attest/verifier"
+
+	"github.com/teeml/teeml/internal/testlog"
 )
 
 // Measurements of the simulated enclaves in these tests.
@@ -36,29 +37,13 @@ var (
 	mrSign  = [32]byte{0xaa, 0xbb, 0xcc, 0xdd, 3}
 )
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger { return testlog.Discard() }
 
-// logBuf collects log lines, safe for concurrent use.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type logBuf = testlog.Buffer
 
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// logger logs each record as one unquoted line: message, then key=value
+// rawLogger logs each record as one unquoted line: message, then key=value
 // attributes.
-func (l *logBuf) logger() *slog.Logger { return slog.New(&rawHandler{w: l}) }
+func rawLogger(w io.Writer) *slog.Logger { return slog.New(&rawHandler{w: w}) }
 
 type rawHandler struct {
 	w     io.Writer

@@ -27,7 +27,7 @@ func (c *clock) Set(t time.Time) {
 func newSource(t *testing.T, iss *countingIssuer, clk *clock, logs *logBuf) *CertSource {
 	t.Helper()
 	s, err := NewCertSource(context.Background(), iss, SourceOptions{
-		Cert: CertOptions{Now: clk.Now, Extensions: TCGOnly}, RetryInterval: time.Minute, Logger: logs.logger(),
+		Cert: CertOptions{Now: clk.Now, Extensions: TCGOnly}, RetryInterval: time.Minute, Logger: rawLogger(logs),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -61,12 +61,12 @@ func TestAggregatorRefusals(t *testing.T) {
 	agg, err := NewAggregator(AggregatorConfig{
 		PlanHash: planHash, Strategy: &strategy.FedAvg{}, Initial: initial, Collaborators: []string{"col-1", "col-2"},
 		Rounds: 1, RoundTimeout: time.Second, StatusEvery: 100 * time.Millisecond, RetryAfter: 20 * time.Millisecond,
-		DoneGrace: time.Second, Logger: aggLog.logger(),
+		DoneGrace: time.Second, Logger: aggLog.Logger(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := env.serve(agg, aggLog.logger())
+	addr := env.serve(agg, aggLog.Logger())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	col1 := flv1.NewAggregatorClient(env.dial(addr, env.leaf(env.members["col-1"], mrGood), quiet()))
@@ -172,7 +172,7 @@ func TestCollaboratorWaitsForAggregator(t *testing.T) {
 	var colLog logBuf
 	col, err := NewCollaborator(CollaboratorConfig{Name: "col-1", PlanHash: planHash,
 		Conn:    env.dial(addr, env.leaf(env.members["col-1"], mrGood), quiet()),
-		Trainer: &nopTrainer{}, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Logger: colLog.logger()})
+		Trainer: &nopTrainer{}, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Logger: colLog.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}

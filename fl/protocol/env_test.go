@@ -1,18 +1,15 @@
 package protocol
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +20,8 @@ import (
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/pki"
 	"github.com/teeml/teeml/ratls"
+
+	"github.com/teeml/teeml/internal/testlog"
 )
 
 // Measurements of the simulated enclaves.
@@ -37,29 +36,9 @@ const (
 	otherPlan = "3fa2c4d1aa00bb11cc22dd33ee44ff5566778899aabbccddeeff001122334455"
 )
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger { return testlog.Discard() }
 
-// logBuf collects log lines, safe for concurrent use.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuf) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+type logBuf = testlog.Buffer
 
 // member is a certified party: its identity key and certificate.
 type member struct {

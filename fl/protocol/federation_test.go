@@ -49,12 +49,12 @@ func TestFederationDigits(t *testing.T) {
 	agg, err := NewAggregator(AggregatorConfig{
 		PlanHash: planHash, Strategy: &strategy.FedAvg{}, Initial: model.Weights(),
 		Collaborators: names, Rounds: 3, RoundTimeout: 2 * time.Minute, RetryAfter: 50 * time.Millisecond,
-		StatusEvery: 2 * time.Second, Logger: aggLog.logger(),
+		StatusEvery: 2 * time.Second, Logger: aggLog.Logger(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := env.serve(agg, aggLog.logger())
+	addr := env.serve(agg, aggLog.Logger())
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -63,7 +63,7 @@ func TestFederationDigits(t *testing.T) {
 	var badLog logBuf
 	bad, err := NewCollaborator(CollaboratorConfig{Name: "col-1", PlanHash: otherPlan,
 		Conn:    env.dial(addr, env.leaf(env.members["col-1"], mrGood), quiet()),
-		Trainer: &nopTrainer{}, Logger: badLog.logger()})
+		Trainer: &nopTrainer{}, Logger: badLog.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestFederationDigits(t *testing.T) {
 		c, err := NewCollaborator(CollaboratorConfig{Name: n, PlanHash: planHash,
 			Conn:    env.dial(addr, env.leaf(env.members[n], mrGood), quiet()),
 			Trainer: &MLTrainer{Model: m, Data: shards[i], Config: cfg}, MinBackoff: 20 * time.Millisecond,
-			MaxBackoff: 500 * time.Millisecond, Logger: logs[i].logger()})
+			MaxBackoff: 500 * time.Millisecond, Logger: logs[i].Logger()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,7 +3,6 @@ package run
 import (
 	"bytes"
 	"context"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,26 +14,13 @@ import (
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/workspace"
 	"github.com/teeml/teeml/ml/job"
+
+	"github.com/teeml/teeml/internal/testlog"
 )
 
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quietLog() *slog.Logger { return testlog.Discard() }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuf = testlog.Buffer
 
 func setup(t *testing.T, rounds, cols int) string {
 	t.Helper()
