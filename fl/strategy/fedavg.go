@@ -24,22 +24,11 @@ type FedAvg struct {
 // Name implements Strategy.
 func (s *FedAvg) Name() string { return "fedavg" }
 
-// ConfigureFit implements Strategy: {"server_round": round} plus Options.FitConfig.
-func (s *FedAvg) ConfigureFit(round int, _ tensor.Weights) Config { return s.fitConfig(round) }
-
-// ConfigureEvaluate implements Strategy.
-func (s *FedAvg) ConfigureEvaluate(round int) Config { return s.evaluateConfig(round) }
-
 // AggregateFit implements Strategy.
 func (s *FedAvg) AggregateFit(round int, global tensor.Weights, results []FitResult) (tensor.Weights, AggregateReport, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return fedAvg(&s.Options, &s.pool, round, global, results)
-}
-
-// AggregateEvaluate implements Strategy.
-func (s *FedAvg) AggregateEvaluate(_ int, results []EvalResult) (float64, map[string]float64, error) {
-	return aggregateEvaluate(results)
 }
 
 // State implements Strategy (FedAvg is stateless).

@@ -83,14 +83,6 @@ func (s *FedOpt) ConfigureFit(round int, _ tensor.Weights) Config {
 	return s.fitConfig(round)
 }
 
-// ConfigureEvaluate implements Strategy.
-func (s *FedOpt) ConfigureEvaluate(round int) Config { return s.evaluateConfig(round) }
-
-// AggregateEvaluate implements Strategy.
-func (s *FedOpt) AggregateEvaluate(_ int, results []EvalResult) (float64, map[string]float64, error) {
-	return aggregateEvaluate(results)
-}
-
 func (s *FedOpt) checkParams() error {
 	switch s.Variant {
 	case VariantAdam, VariantYogi, VariantAdagrad:

@@ -23,12 +23,6 @@ type Median struct {
 // Name implements Strategy.
 func (s *Median) Name() string { return "median" }
 
-// ConfigureFit implements Strategy.
-func (s *Median) ConfigureFit(round int, _ tensor.Weights) Config { return s.fitConfig(round) }
-
-// ConfigureEvaluate implements Strategy.
-func (s *Median) ConfigureEvaluate(round int) Config { return s.evaluateConfig(round) }
-
 // AggregateFit implements Strategy.
 func (s *Median) AggregateFit(round int, global tensor.Weights, results []FitResult) (tensor.Weights, AggregateReport, error) {
 	s.mu.Lock()
@@ -42,11 +36,6 @@ func (s *Median) AggregateFit(round int, global tensor.Weights, results []FitRes
 	orderStatInto(out, results, acc, orderStat{median: true}, workers, &s.pool)
 	finishReport(&rep, results, acc)
 	return out, rep, nil
-}
-
-// AggregateEvaluate implements Strategy.
-func (s *Median) AggregateEvaluate(_ int, results []EvalResult) (float64, map[string]float64, error) {
-	return aggregateEvaluate(results)
 }
 
 // State implements Strategy (Median is stateless).
@@ -70,12 +59,6 @@ type TrimmedMean struct {
 // Name implements Strategy.
 func (s *TrimmedMean) Name() string { return "trimmedmean" }
 
-// ConfigureFit implements Strategy.
-func (s *TrimmedMean) ConfigureFit(round int, _ tensor.Weights) Config { return s.fitConfig(round) }
-
-// ConfigureEvaluate implements Strategy.
-func (s *TrimmedMean) ConfigureEvaluate(round int) Config { return s.evaluateConfig(round) }
-
 // AggregateFit implements Strategy.
 func (s *TrimmedMean) AggregateFit(round int, global tensor.Weights, results []FitResult) (tensor.Weights, AggregateReport, error) {
 	s.mu.Lock()
@@ -93,11 +76,6 @@ func (s *TrimmedMean) AggregateFit(round int, global tensor.Weights, results []F
 	orderStatInto(out, results, acc, orderStat{cut: cut}, workers, &s.pool)
 	finishReport(&rep, results, acc)
 	return out, rep, nil
-}
-
-// AggregateEvaluate implements Strategy.
-func (s *TrimmedMean) AggregateEvaluate(_ int, results []EvalResult) (float64, map[string]float64, error) {
-	return aggregateEvaluate(results)
 }
 
 // State implements Strategy (TrimmedMean is stateless).
@@ -135,12 +113,6 @@ func (s *Krum) Name() string {
 	}
 	return "multikrum"
 }
-
-// ConfigureFit implements Strategy.
-func (s *Krum) ConfigureFit(round int, _ tensor.Weights) Config { return s.fitConfig(round) }
-
-// ConfigureEvaluate implements Strategy.
-func (s *Krum) ConfigureEvaluate(round int) Config { return s.evaluateConfig(round) }
 
 // AggregateFit implements Strategy. Report.Scores holds every accepted
 // client's score, Report.UpdateNorms their update norms.
@@ -222,11 +194,6 @@ func (s *Krum) AggregateFit(round int, global tensor.Weights, results []FitResul
 	}
 	finishReport(&rep, results, sel)
 	return out, rep, nil
-}
-
-// AggregateEvaluate implements Strategy.
-func (s *Krum) AggregateEvaluate(_ int, results []EvalResult) (float64, map[string]float64, error) {
-	return aggregateEvaluate(results)
 }
 
 // State implements Strategy (Krum is stateless).

@@ -180,6 +180,20 @@ type Options struct {
 	EvaluateConfig func(round int) Config
 }
 
+// ConfigureFit implements Strategy for every strategy that sends only
+// {"server_round": round} plus FitConfig (FedProx and FedOpt add their own).
+func (o *Options) ConfigureFit(round int, _ tensor.Weights) Config { return o.fitConfig(round) }
+
+// ConfigureEvaluate implements Strategy: {"server_round": round} plus
+// EvaluateConfig.
+func (o *Options) ConfigureEvaluate(round int) Config { return o.evaluateConfig(round) }
+
+// AggregateEvaluate implements Strategy: the example-weighted mean loss and
+// metrics, the same for every strategy.
+func (o *Options) AggregateEvaluate(_ int, results []EvalResult) (float64, map[string]float64, error) {
+	return aggregateEvaluate(results)
+}
+
 func (o *Options) workers() int {
 	if o.Workers > 0 {
 		return o.Workers
