@@ -132,21 +132,27 @@ func (st Standardizer) Apply(ds *Dataset) (*Dataset, error) {
 }
 
 // Prepare is the usual pipeline for a dataset: LoadSplit, then a Pipeline
-// fitted on the training part and applied to both parts. Use LoadSplit and
-// FitPipeline directly to keep the fitted parameters.
+// fitted on the training part and applied to both parts.
 func Prepare(name string, testFraction float64, seed int64) (train, test *Dataset, err error) {
+	train, test, _, err = PrepareWithPipeline(name, testFraction, seed)
+	return train, test, err
+}
+
+// PrepareWithPipeline is Prepare that also returns the fitted Pipeline, for
+// callers that store it with a model.
+func PrepareWithPipeline(name string, testFraction float64, seed int64) (train, test *Dataset, p Pipeline, err error) {
 	train, test, err = LoadSplit(name, testFraction, seed)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, Pipeline{}, err
 	}
-	p := FitPipeline(name, train)
+	p = FitPipeline(name, train)
 	if train, err = p.Apply(train); err != nil {
-		return nil, nil, err
+		return nil, nil, Pipeline{}, err
 	}
 	if test, err = p.Apply(test); err != nil {
-		return nil, nil, err
+		return nil, nil, Pipeline{}, err
 	}
-	return train, test, nil
+	return train, test, p, nil
 }
 
 func columnNames(ds *Dataset) []string {

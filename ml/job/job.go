@@ -72,16 +72,7 @@ func Prepare(name string, testFraction float64, seed int64) (*Prepared, error) {
 	if testFraction == 0 {
 		testFraction = DefaultTestFraction
 	}
-	rawTrain, rawTest, err := datasets.LoadSplit(name, testFraction, seed)
-	if err != nil {
-		return nil, err
-	}
-	p := datasets.FitPipeline(name, rawTrain)
-	train, err := p.Apply(rawTrain)
-	if err != nil {
-		return nil, err
-	}
-	test, err := p.Apply(rawTest)
+	train, test, p, err := datasets.PrepareWithPipeline(name, testFraction, seed)
 	if err != nil {
 		return nil, err
 	}
@@ -137,6 +128,7 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 		bar.Set(done - (epoch-1)*batchesPerEpoch)
 	}
 	var evalErr error
+	var lastTest *ml.Metrics // test metrics after the latest epoch
 	onEpoch := func(st ml.EpochStats) {
 		bar.Finish()
 		res.Epochs = append(res.Epochs, st)
@@ -145,6 +137,7 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 			evalErr = err
 			return
 		}
+		lastTest = &m
 		fmt.Fprintf(o.Output, "epoch %d/%d train_loss=%.4f %s %.2fs %.0f examples/s\n",
 			st.Epoch, cfg.Epochs, st.Loss, prefixed("test_", m), st.Seconds, st.ExamplesPerSecond())
 		epoch = st.Epoch + 1
@@ -157,7 +150,9 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 	if evalErr != nil {
 		return nil, evalErr
 	}
-	if res.Test, err = model.Evaluate(data.Test); err != nil {
+	if lastTest != nil {
+		res.Test = *lastTest
+	} else if res.Test, err = model.Evaluate(data.Test); err != nil {
 		return nil, err
 	}
 	slog.Info("trained", "seconds", time.Since(start).Seconds())
