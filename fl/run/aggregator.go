@@ -2,11 +2,9 @@ package run
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"math"
 	"net"
 	"os"
@@ -23,7 +21,6 @@ import (
 	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/fl/strategy"
 	"github.com/teeml/teeml/fl/workspace"
-	"github.com/teeml/teeml/internal/buildinfo"
 	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/job"
@@ -241,15 +238,10 @@ func heldOutTest(p *plan.Plan) (*datasets.Dataset, error) {
 }
 
 func saveWeights(path string, w tensor.Weights, md map[string]string, met ml.Metrics) error {
-	md = maps.Clone(md)
-	md[job.MetaVersion] = buildinfo.Version
-	if b, err := json.Marshal(met.Map()); err == nil {
-		md[job.MetaTestMetrics] = string(b)
-	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	return safetensors.WriteFile(path, w, md)
+	return job.WriteWeights(path, w, md, met)
 }
 
 // tracker wraps the plan's strategy to evaluate every new global model on

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"strconv"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/safetensors"
+	"github.com/teeml/teeml/ml/tensor"
 )
 
 // Metadata keys that teeml adds to a weights file next to ml.Model's own.
@@ -215,11 +217,18 @@ func Save(path string, r *TrainResult, splitSeed int64, testFraction float64) er
 	md[MetaPipeline] = r.Pipeline.JSON()
 	md[MetaSplitSeed] = strconv.FormatInt(splitSeed, 10)
 	md[MetaTestFraction] = strconv.FormatFloat(testFraction, 'g', -1, 64)
+	return WriteWeights(path, r.Model.Weights(), md, r.Test)
+}
+
+// WriteWeights writes weights atomically as safetensors with md plus
+// teeml's version and the test metrics (md is not modified).
+func WriteWeights(path string, w tensor.Weights, md map[string]string, test ml.Metrics) error {
+	md = maps.Clone(md)
 	md[MetaVersion] = buildinfo.Version
-	if b, err := json.Marshal(r.Test.Map()); err == nil {
+	if b, err := json.Marshal(test.Map()); err == nil {
 		md[MetaTestMetrics] = string(b)
 	}
-	return safetensors.WriteFile(path, r.Model.Weights(), md)
+	return safetensors.WriteFile(path, w, md)
 }
 
 // Loaded is a model rebuilt from a weights file.
