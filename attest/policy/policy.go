@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -523,22 +524,13 @@ func (p *Policy) Validate() error {
 	if p == nil || len(p.Roles) == 0 {
 		return errors.New("policy: no roles")
 	}
-	for _, name := range sortedKeys(p.Roles) {
+	for _, name := range slices.Sorted(maps.Keys(p.Roles)) {
 		r := p.Roles[name]
 		if err := r.validate(); err != nil {
 			return fmt.Errorf("policy: role %q: %v", name, err)
 		}
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 func (r *Role) validate() error {

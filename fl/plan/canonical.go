@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -134,7 +136,7 @@ func (p *Plan) Canonical() []byte {
 		w(1, "settings", "{}")
 	} else {
 		w(1, "settings", "")
-		for _, k := range sortedKeys(ag.Settings) {
+		for _, k := range slices.Sorted(maps.Keys(ag.Settings)) {
 			w(2, k, f(ag.Settings[k]))
 		}
 	}
@@ -145,7 +147,7 @@ func (p *Plan) Canonical() []byte {
 
 	w(0, "attestation", "")
 	w(1, "policy", "")
-	for _, role := range sortedKeys(p.Attestation.Policy) {
+	for _, role := range slices.Sorted(maps.Keys(p.Attestation.Policy)) {
 		w(2, role, q(p.Attestation.Policy[role]))
 	}
 	return b.Bytes()

@@ -19,6 +19,7 @@ package plan
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"path"
 	"slices"
@@ -477,7 +478,7 @@ func (p *Plan) Validate() error {
 		return p.errf("aggregation.strategy", "unknown strategy %q (known: %s)", ag.Strategy, strings.Join(strategy.Names(), ", "))
 	}
 	allowed := SettingKeys(ag.Strategy)
-	for _, k := range sortedKeys(ag.Settings) {
+	for _, k := range slices.Sorted(maps.Keys(ag.Settings)) {
 		v := ag.Settings[k]
 		key := "aggregation.settings." + k
 		if !slices.Contains(allowed, k) {
@@ -508,7 +509,7 @@ func (p *Plan) Validate() error {
 			return p.errf("attestation.policy", "missing policy for role %s", role)
 		}
 	}
-	for _, role := range sortedKeys(p.Attestation.Policy) {
+	for _, role := range slices.Sorted(maps.Keys(p.Attestation.Policy)) {
 		key := "attestation.policy." + role
 		if err := pki.CheckRole(role); err != nil {
 			return p.errf(key, "%v", err)
@@ -550,15 +551,6 @@ func checkSetting(k string, v float64) error {
 		}
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // Strategy builds the plan's aggregation strategy with its settings and
