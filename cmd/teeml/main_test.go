@@ -151,6 +151,8 @@ func TestBadInputGivesOneLineErrorAndNonZeroExit(t *testing.T) {
 		{[]string{"eval", "--weights", w, "--dataset", "breast_cancer", "--model", "mlp"}, `model kind is "logreg"`},
 		{[]string{"predict", "--weights", w, "--input", csvBad}, `missing column "mean radius"`},
 		{[]string{"train", "--dataset", "digits"}, `"model" not set`},
+		{[]string{"train", "--dataset", "digits", "--model", "mlp", "--batch", "-5"}, "none may be negative"},
+		{[]string{"train", "--dataset", "digits", "--model", "mlp", "--test-fraction", "1.5"}, "test fraction"},
 	}
 	for _, c := range cases {
 		_, stderr, code := run(t, bin, c.args...)

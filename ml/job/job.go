@@ -92,6 +92,9 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 	if o.TestFraction == 0 {
 		o.TestFraction = DefaultTestFraction
 	}
+	if o.Epochs < 0 || o.BatchSize < 0 || o.LR < 0 {
+		return nil, fmt.Errorf("train: epochs %d, batch %d, lr %v: none may be negative (0 takes the model's default)", o.Epochs, o.BatchSize, o.LR)
+	}
 	data, err := Prepare(o.Dataset, o.TestFraction, o.Seed)
 	if err != nil {
 		return nil, err
