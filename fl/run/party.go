@@ -17,6 +17,7 @@
 package run
 
 import (
+	"github.com/teeml/teeml/fl/protocol"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/x509"
@@ -237,3 +238,10 @@ type (
 	policyT = policy.Policy
 	credsT  = credentials.TransportCredentials
 )
+
+// RunDir is the aggregator's run directory for the plan with the given hash:
+// its checkpoints (state/), metrics file (metrics.jsonl) and reports live
+// there, so a restart with the same frozen plan finds them again.
+func RunDir(ws, planHash string) string {
+	return filepath.Join(ws, "runs", protocol.ShortHash(planHash))
+}
