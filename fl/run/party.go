@@ -17,12 +17,12 @@
 package run
 
 import (
-	"github.com/teeml/teeml/fl/protocol"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"github.com/teeml/teeml/fl/protocol"
 	"log/slog"
 	"os"
 	"path/filepath"
