@@ -4,6 +4,11 @@
 // simulation only, a local key file that is announced as insecure.
 package rootkey
 
+import (
+	"fmt"
+	"strings"
+)
+
 // Wrapper encrypts and authenticates key material at rest. aad binds a
 // ciphertext to its context (for example the key ID and version), so a
 // wrapped blob moved to another row does not unwrap.
@@ -21,4 +26,73 @@ type Wrapper interface {
 	Simulated() bool
 	// Close releases the holder (e.g. the PKCS#11 session).
 	Close() error
+}
+
+// Config selects and configures a root key holder.
+type Config struct {
+	// Spec names the holder:
+	//
+	//	file:PATH                 simulation: a local 32-byte key file (see CreateFile)
+	//	gramine:[mrenclave|mrsigner]  Gramine's SGX sealing key, HKDF-derived
+	//	pkcs11:...                an AES key in a PKCS#11 token (see ParsePKCS11URI)
+	Spec string
+	// GramineKeysDir overrides DefaultGramineKeysDir; tests only. A holder
+	// opened with an override says so in Describe.
+	GramineKeysDir string
+	// PKCS11Sessions overrides the session pool size given in the URI.
+	PKCS11Sessions int
+}
+
+// Open opens the root key holder named by spec; see Config.Spec.
+func Open(spec string) (Wrapper, error) { return OpenConfig(Config{Spec: spec}) }
+
+// OpenConfig opens the root key holder cfg names.
+func OpenConfig(cfg Config) (Wrapper, error) {
+	kind, arg, ok := strings.Cut(cfg.Spec, ":")
+	if !ok {
+		return nil, fmt.Errorf("rootkey: spec %q has no kind (want file:PATH, gramine: or pkcs11:...)", cfg.Spec)
+	}
+	switch kind {
+	case "file":
+		return openFile(arg)
+	case "gramine":
+		return openGramine(arg, cfg.GramineKeysDir)
+	case "pkcs11":
+		p, err := ParsePKCS11URI(cfg.Spec)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.PKCS11Sessions > 0 {
+			p.Sessions = cfg.PKCS11Sessions
+		}
+		return openPKCS11(p)
+	}
+	return nil, fmt.Errorf("rootkey: unknown root key kind %q in spec (want file, gramine or pkcs11)", kind)
+}
+
+// Init creates the root key named by spec: a new key file for file:PATH, a
+// new AES key inside the token for pkcs11:... . A Gramine key needs no
+// initialisation (the CPU derives it), so Init refuses gramine: with a reason.
+// Init never replaces an existing key.
+func Init(spec string) error {
+	kind, arg, ok := strings.Cut(spec, ":")
+	if !ok {
+		return fmt.Errorf("rootkey: spec %q has no kind (want file:PATH or pkcs11:...)", spec)
+	}
+	switch kind {
+	case "file":
+		if arg == "" {
+			return fmt.Errorf("rootkey: file: empty path (want file:PATH)")
+		}
+		return CreateFile(arg)
+	case "gramine":
+		return fmt.Errorf("rootkey: gramine: nothing to initialise; the sealing key is derived by the CPU for the running enclave")
+	case "pkcs11":
+		p, err := ParsePKCS11URI(spec)
+		if err != nil {
+			return err
+		}
+		return InitPKCS11(p)
+	}
+	return fmt.Errorf("rootkey: unknown root key kind %q in spec (want file or pkcs11)", kind)
 }

@@ -1,0 +1,81 @@
+// Package testsvc gives tests the external services CI provides (a throwaway
+// PostgreSQL 15 and SoftHSM2, set up by .ci/services.sh). Outside CI a test
+// whose service is missing is skipped with a message; under CI=true it fails,
+// so a broken CI service can never turn into silently skipped tests.
+package testsvc
+
+import (
+	"os"
+	"testing"
+)
+
+// Environment variables .ci/services.sh exports.
+const (
+	PostgresDSNEnv   = "TEEML_TEST_POSTGRES_DSN"
+	SoftHSMModuleEnv = "TEEML_TEST_SOFTHSM_MODULE"
+)
+
+// DefaultSoftHSMModule is where Debian's libsofthsm2 installs the library.
+const DefaultSoftHSMModule = "/usr/lib/softhsm/libsofthsm2.so"
+
+// InCI reports whether tests run under CI (CI=true), where every optional
+// service must be present.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// missing skips the test, or fails it under CI.
+func missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("CI=true but "+format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// PostgresDSN returns the DSN of a PostgreSQL server that tests may use
+// freely (create and drop tables), from TEEML_TEST_POSTGRES_DSN.
+func PostgresDSN(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv(PostgresDSNEnv)
+	if dsn == "" {
+		missing(t, "%s is not set (run tests under .ci/run, or source .ci/services.sh, for a PostgreSQL 15 server)", PostgresDSNEnv)
+	}
+	return dsn
+}
+
+// SoftHSMModule returns the path of the SoftHSM2 PKCS#11 library: the one
+// named by TEEML_TEST_SOFTHSM_MODULE, else Debian's default if installed.
+// Tests that use it must point SOFTHSM2_CONF at their own temporary
+// configuration (see SoftHSMConfig) so they never touch system tokens.
+func SoftHSMModule(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv(SoftHSMModuleEnv); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%s=%s: %v", SoftHSMModuleEnv, p, err)
+		}
+		return p
+	}
+	if _, err := os.Stat(DefaultSoftHSMModule); err != nil {
+		missing(t, "SoftHSM2 not installed (%s missing; apt-get install softhsm2, or set %s)", DefaultSoftHSMModule, SoftHSMModuleEnv)
+	}
+	return DefaultSoftHSMModule
+}
+
+// SoftHSMConfig writes a softhsm2.conf whose token directory is a fresh
+// temporary directory and points SOFTHSM2_CONF at it for the rest of the
+// test, so the test sees no tokens but its own. It uses t.Setenv, so the
+// test cannot run in parallel with others.
+func SoftHSMConfig(t *testing.T) (confPath, tokenDir string) {
+	t.Helper()
+	dir := t.TempDir()
+	tokenDir = dir + "/tokens"
+	if err := os.Mkdir(tokenDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	confPath = dir + "/softhsm2.conf"
+	conf := "directories.tokendir = " + tokenDir + "\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n"
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SOFTHSM2_CONF", confPath)
+	return confPath, tokenDir
+}

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package rootkey
+
+const syscallNoFollow = 0

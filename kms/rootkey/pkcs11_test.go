@@ -1,0 +1,231 @@
+package rootkey
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+)
+
+func TestPKCS11RoundTrip(t *testing.T) {
+	w, _ := newPKCS11Wrapper(t)
+	if w.Simulated() {
+		t.Error("pkcs11 holder says Simulated")
+	}
+	t.Log(w.Describe())
+	for _, pt := range [][]byte{{}, []byte("k"), bytes.Repeat([]byte{0xa5}, 32), bytes.Repeat([]byte("x"), 4096)} {
+		b, err := w.Wrap(pt, []byte("key/7"))
+		if err != nil {
+			t.Fatalf("wrap %d bytes: %v", len(pt), err)
+		}
+		if len(b) != len(pt)+Overhead {
+			t.Fatalf("wrapped %d bytes into %d, want %d", len(pt), len(b), len(pt)+Overhead)
+		}
+		got, err := w.Unwrap(b, []byte("key/7"))
+		if err != nil {
+			t.Fatalf("unwrap %d bytes: %v", len(pt), err)
+		}
+		if !bytes.Equal(got, pt) {
+			t.Fatalf("round trip changed %d-byte plaintext", len(pt))
+		}
+	}
+}
+
+func TestPKCS11GCMMatchesSoftwareGCM(t *testing.T) {
+	// The token really runs AES-GCM with our nonce and header||aad as AAD:
+	// check the structure (the nonce is ours, tag appended) by flipping
+	// every byte and by checking two wraps differ only by nonce.
+	w, _ := newPKCS11Wrapper(t)
+	a, _ := w.Wrap([]byte("same"), nil)
+	b, _ := w.Wrap([]byte("same"), nil)
+	if bytes.Equal(a, b) {
+		t.Fatal("two wraps of the same plaintext are identical: nonce not random")
+	}
+	if !bytes.Equal(a[:10], b[:10]) {
+		t.Fatal("header (version, kind, key id) differs between wraps")
+	}
+}
+
+func TestPKCS11Tamper(t *testing.T) {
+	w, _ := newPKCS11Wrapper(t)
+	checkTamper(t, w)
+}
+
+func TestPKCS11KeyNotExtractable(t *testing.T) {
+	w, _ := newPKCS11Wrapper(t)
+	k := w.(*pkcs11Key)
+	err := k.withSession(func(s pkcs11.SessionHandle) error {
+		_, err := k.ctx.GetAttributeValue(s, k.key, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)})
+		return err
+	})
+	if err == nil {
+		t.Fatal("C_GetAttributeValue(CKA_VALUE) on the root key succeeded; the key is readable")
+	}
+	if !isRV(err, pkcs11.CKR_ATTRIBUTE_SENSITIVE) {
+		t.Fatalf("C_GetAttributeValue(CKA_VALUE): %v, want CKR_ATTRIBUTE_SENSITIVE", err)
+	}
+}
+
+func TestPKCS11WrongKey(t *testing.T) {
+	w1, cfg := newPKCS11Wrapper(t)
+	// A second key on the same token, with another label.
+	cfg2 := cfg
+	cfg2.Label = "other"
+	if err := InitPKCS11(cfg2); err != nil {
+		t.Fatal(err)
+	}
+	w2, err := Open(cfg2.uri())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	b, err := w1.Wrap([]byte("secret"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.Unwrap(b, nil); err == nil || !strings.Contains(err.Error(), "wrong root key") {
+		t.Fatalf("unwrap under another key: %v, want wrong root key", err)
+	}
+	// Even with w2's key ID forged into the header, GCM refuses it.
+	forged := bytes.Clone(b)
+	id := w2.(*pkcs11Key).id
+	copy(forged[2:2+keyIDSize], id[:])
+	if _, err := w2.Unwrap(forged, nil); err == nil || !strings.Contains(err.Error(), "authentication") {
+		t.Fatalf("forged key id: %v, want authentication failure", err)
+	}
+}
+
+func TestPKCS11InitRefusesExistingKey(t *testing.T) {
+	_, cfg := newPKCS11Wrapper(t)
+	if err := InitPKCS11(cfg); err == nil || !strings.Contains(err.Error(), "already has a key") {
+		t.Fatalf("second init: %v", err)
+	}
+}
+
+func TestPKCS11OpenErrors(t *testing.T) {
+	cfg := newSoftHSMToken(t)
+	// No key yet.
+	if _, err := Open(cfg.uri()); err == nil || !strings.Contains(err.Error(), "no AES key labelled") {
+		t.Fatalf("open without key: %v", err)
+	}
+	if err := InitPKCS11(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(testPINEnv, "wrong")
+	if _, err := Open(cfg.uri()); err == nil || !strings.Contains(err.Error(), "wrong PIN") {
+		t.Fatalf("wrong PIN: %v", err)
+	}
+	t.Setenv(testPINEnv, "")
+	if _, err := Open(cfg.uri()); err == nil || !strings.Contains(err.Error(), "not set") {
+		t.Fatalf("unset PIN: %v", err)
+	}
+	t.Setenv(testPINEnv, testUserPIN)
+	bad := cfg
+	bad.Token = "nosuch"
+	if _, err := Open(bad.uri()); err == nil || !strings.Contains(err.Error(), `no token labelled "nosuch"`) {
+		t.Fatalf("missing token: %v", err)
+	}
+	bad = cfg
+	bad.Module = t.TempDir() + "/nosuch.so"
+	if _, err := Open(bad.uri()); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("missing module: %v", err)
+	}
+}
+
+func TestPKCS11RefusesExportableKeys(t *testing.T) {
+	cfg := newSoftHSMToken(t)
+	// An AES key that could be exported must not serve as a root key.
+	ctx, release, err := acquireModule(cfg.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	slot, _, err := findSlot(ctx, cfg.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := login(ctx, slot, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.CloseSession(s)
+	if _, err := generateTestKey(ctx, s, cfg.Label, true, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(cfg.uri()); err == nil || !strings.Contains(err.Error(), "is CKA_EXTRACTABLE") {
+		t.Fatalf("open of extractable key: %v", err)
+	}
+	if _, err := generateTestKey(ctx, s, "plain", false, false); err != nil {
+		t.Fatal(err)
+	}
+	plain := cfg
+	plain.Label = "plain"
+	if _, err := Open(plain.uri()); err == nil || !strings.Contains(err.Error(), "not CKA_SENSITIVE") {
+		t.Fatalf("open of non-sensitive key: %v", err)
+	}
+}
+
+func TestPKCS11PINFile(t *testing.T) {
+	_, cfg := newPKCS11Wrapper(t)
+	pinFile := t.TempDir() + "/pin"
+	writeFile(t, pinFile, []byte(testUserPIN+"\n"), 0o600)
+	uri := "pkcs11:token=teeml;object=root;type=secret-key?module-path=" + cfg.Module + "&pin-source=file:" + pinFile
+	w, err := Open(uri)
+	if err != nil {
+		t.Fatalf("RFC 7512 URI with pin-source: %v", err)
+	}
+	w.Close()
+	chmod(t, pinFile, 0o644)
+	if _, err := Open(uri); err == nil || !strings.Contains(err.Error(), "mode 0644") {
+		t.Fatalf("world-readable PIN file: %v", err)
+	}
+}
+
+func TestPKCS11ClosedAndDoubleClose(t *testing.T) {
+	cfg := newSoftHSMToken(t)
+	if err := InitPKCS11(cfg); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Open(cfg.uri())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	if _, err := w.Wrap([]byte("x"), nil); err == nil {
+		t.Fatal("wrap after close succeeded")
+	}
+	// The module was finalised; a new holder initialises it again.
+	w2, err := Open(cfg.uri())
+	if err != nil {
+		t.Fatalf("reopen after close: %v", err)
+	}
+	w2.Close()
+}
+
+func TestPKCS11Concurrent(t *testing.T) {
+	w, _ := newPKCS11Wrapper(t)
+	checkConcurrent(t, w)
+}
+
+// generateTestKey makes an AES-256 key labelled label on the token, with
+// CKA_SENSITIVE and CKA_EXTRACTABLE as given.
+func generateTestKey(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, label string, sensitive, extractable bool) (pkcs11.ObjectHandle, error) {
+	return ctx.GenerateKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, sensitive),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, extractable),
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+	})
+}
