@@ -6,6 +6,7 @@ package testsvc
 
 import (
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -64,9 +65,16 @@ func SoftHSMModule(t testing.TB) string {
 // temporary directory and points SOFTHSM2_CONF at it for the rest of the
 // test, so the test sees no tokens but its own. It uses t.Setenv, so the
 // test cannot run in parallel with others.
-func SoftHSMConfig(t *testing.T) (confPath, tokenDir string) {
+func SoftHSMConfig(t testing.TB) (confPath, tokenDir string) {
 	t.Helper()
-	dir := t.TempDir()
+	// Not t.TempDir: its name derives from the test name, and SoftHSM's
+	// config parser cuts lines at the first '=', which subtest names such
+	// as "sessions=4" contain.
+	dir, err := os.MkdirTemp("", "teeml-softhsm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	tokenDir = dir + "/tokens"
 	if err := os.Mkdir(tokenDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -78,4 +86,31 @@ func SoftHSMConfig(t *testing.T) (confPath, tokenDir string) {
 	}
 	t.Setenv("SOFTHSM2_CONF", confPath)
 	return confPath, tokenDir
+}
+
+// SoftHSMToken creates a fresh SoftHSM2 token labelled label in a private
+// token directory (see SoftHSMConfig) with softhsm2-util, in a separate
+// process so that this process's PKCS#11 state is untouched, and returns
+// the module path and the token's user PIN. The test PINs are fixed and
+// harmless; production PINs never go on a command line.
+func SoftHSMToken(t testing.TB, label string) (module, userPIN string) {
+	t.Helper()
+	module = SoftHSMModule(t)
+	util, err := exec.LookPath("softhsm2-util")
+	if err != nil {
+		missing(t, "softhsm2-util not found (apt-get install softhsm2)")
+	}
+	_, tokenDir := SoftHSMConfig(t)
+	userPIN = "4711-user"
+	out, err := exec.Command(util, "--init-token", "--free", "--label", label,
+		"--so-pin", "0815-so", "--pin", userPIN).CombinedOutput()
+	if err != nil {
+		t.Fatalf("softhsm2-util --init-token: %v\n%s", err, out)
+	}
+	// The token must be in this test's directory: proof that SoftHSM used
+	// this test's SOFTHSM2_CONF and not the system configuration.
+	if ents, err := os.ReadDir(tokenDir); err != nil || len(ents) != 1 {
+		t.Fatalf("softhsm: %d entries in the test token directory %s (%v), want 1", len(ents), tokenDir, err)
+	}
+	return module, userPIN
 }

@@ -77,3 +77,14 @@ type stop struct{}
 func (r *recorder) Helper()               {}
 func (r *recorder) Fatalf(string, ...any) { r.failed = true; panic(stop{}) }
 func (r *recorder) Skipf(string, ...any)  { r.skipped = true; panic(stop{}) }
+
+func TestSoftHSMTokenIsPrivate(t *testing.T) {
+	SoftHSMToken(t, "first")
+	conf1 := os.Getenv("SOFTHSM2_CONF")
+	t.Run("second", func(t *testing.T) {
+		SoftHSMToken(t, "second")
+		if os.Getenv("SOFTHSM2_CONF") == conf1 {
+			t.Fatal("second token shares the first one's configuration")
+		}
+	})
+}
