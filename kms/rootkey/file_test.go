@@ -198,3 +198,22 @@ func TestParsePKCS11URIForms(t *testing.T) {
 		t.Errorf("pin-source: %+v %v", got, err)
 	}
 }
+
+func TestRewrapMovesBlobToAnotherHolder(t *testing.T) {
+	from, _ := newFileWrapper(t)
+	to := newGramineWrapper(t, "mrsigner")
+	b, _ := from.Wrap([]byte("dek"), []byte("row 1"))
+	nb, err := Rewrap(from, to, b, []byte("row 1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Kind(nb[1]) != KindGramine {
+		t.Fatalf("rewrapped blob kind %d", nb[1])
+	}
+	if got, err := to.Unwrap(nb, []byte("row 1")); err != nil || string(got) != "dek" {
+		t.Fatalf("unwrap after rewrap: %q %v", got, err)
+	}
+	if _, err := Rewrap(from, to, b, []byte("row 2")); err == nil {
+		t.Fatal("rewrap with a wrong aad succeeded")
+	}
+}

@@ -96,3 +96,16 @@ func Init(spec string) error {
 	}
 	return fmt.Errorf("rootkey: unknown root key kind %q in spec (want file or pkcs11)", kind)
 }
+
+// Rewrap moves one wrapped blob from one root key to another (a migration
+// to a new holder, or ahead of a Gramine sealing-key change): it unwraps
+// under from and wraps under to with the same aad. The plaintext exists
+// only in this call's memory and is zeroed before returning.
+func Rewrap(from, to Wrapper, blob, aad []byte) ([]byte, error) {
+	pt, err := from.Unwrap(blob, aad)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(pt)
+	return to.Wrap(pt, aad)
+}
