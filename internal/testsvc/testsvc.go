@@ -5,9 +5,16 @@
 package testsvc
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
 	"os"
 	"os/exec"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Environment variables .ci/services.sh exports.
@@ -113,4 +120,51 @@ func SoftHSMToken(t testing.TB, label string) (module, userPIN string) {
 		t.Fatalf("softhsm: %d entries in the test token directory %s (%v), want 1", len(ents), tokenDir, err)
 	}
 	return module, userPIN
+}
+
+// PostgresDatabase creates a fresh, empty database on the CI PostgreSQL
+// server for this test alone and returns its DSN; the database is dropped
+// when the test ends. Packages' tests run in parallel processes, so tests
+// that create tables should use this rather than the shared teeml_test.
+func PostgresDatabase(t testing.TB) string {
+	t.Helper()
+	base := PostgresDSN(t)
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("%s: %v", PostgresDSNEnv, err)
+	}
+	var rnd [6]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		t.Fatal(err)
+	}
+	name := "teeml_t_" + hex.EncodeToString(rnd[:])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("postgres: connect: %v", err)
+	}
+	defer conn.Close(context.Background())
+	// name is generated here from hex digits, so quoting is not needed
+	// for safety; Identifier.Sanitize keeps it correct anyway.
+	ident := pgx.Identifier{name}.Sanitize()
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
+		t.Fatalf("postgres: create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("postgres: drop database %s: %v", name, err)
+			return
+		}
+		defer c.Close(context.Background())
+		// FORCE ends connections a failed test left open (PostgreSQL 13+).
+		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
+			t.Errorf("postgres: drop database %s: %v", name, err)
+		}
+	})
+	u.Path = "/" + name
+	return u.String()
 }

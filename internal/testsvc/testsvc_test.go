@@ -88,3 +88,39 @@ func TestSoftHSMTokenIsPrivate(t *testing.T) {
 		}
 	})
 }
+
+func TestPostgresDatabaseIsFreshAndDropped(t *testing.T) {
+	base := PostgresDSN(t)
+	var dsn string
+	t.Run("use", func(t *testing.T) {
+		dsn = PostgresDatabase(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(ctx, "CREATE TABLE k (id int PRIMARY KEY)"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	name := dsn[strings.LastIndex(dsn, "/")+1:]
+	if i := strings.Index(name, "?"); i >= 0 {
+		name = name[:i]
+	}
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_database WHERE datname = $1", name).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("database %s still exists after its test ended", name)
+	}
+}

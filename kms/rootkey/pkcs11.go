@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,6 +185,11 @@ func acquireModule(path string) (*pkcs11.Ctx, func(), error) {
 			return nil, nil, fmt.Errorf("rootkey: pkcs11: module %s not found", path)
 		}
 		return nil, nil, fmt.Errorf("rootkey: pkcs11: module %s: %w", path, err)
+	}
+	// Key by the resolved path: two names for one library share one
+	// dlopen handle and so one C_Initialize.
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
 	}
 	modules.Lock()
 	defer modules.Unlock()
