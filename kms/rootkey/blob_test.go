@@ -2,6 +2,8 @@ package rootkey
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"testing"
 )
 
@@ -60,4 +62,31 @@ func FuzzParseBlob(f *testing.F) {
 			t.Fatalf("forged blob %x with aad %q unwrapped to %q", b, aad, pt)
 		}
 	})
+}
+
+// TestHeaderIsGCMAdditionalData pins the documented construction: the GCM
+// additional data is the 22-byte header followed by the caller's aad, so
+// the header is authenticated even where Unwrap's own checks would not
+// catch a change (a future format accepting several key IDs).
+func TestHeaderIsGCMAdditionalData(t *testing.T) {
+	key := bytes.Repeat([]byte{0x24}, 32)
+	w, err := newSoftKey(KindFile, key, "test", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aad := []byte("row")
+	b, err := w.Wrap([]byte("dek"), aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := aes.NewCipher(key)
+	gcm, _ := cipher.NewGCM(block)
+	nonce, ct := b[10:22], b[22:]
+	if _, err := gcm.Open(nil, nonce, ct, aad); err == nil {
+		t.Fatal("blob opens with the caller's aad alone: header not authenticated")
+	}
+	pt, err := gcm.Open(nil, nonce, ct, append(bytes.Clone(b[:22]), aad...))
+	if err != nil || string(pt) != "dek" {
+		t.Fatalf("blob does not open with header||aad: %v", err)
+	}
 }

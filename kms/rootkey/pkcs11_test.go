@@ -2,6 +2,8 @@ package rootkey
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"os"
 	"strings"
 	"testing"
@@ -77,6 +79,13 @@ func TestPKCS11GCMInteroperatesWithGoGCM(t *testing.T) {
 	}
 	if got, err := sw.Unwrap(b, aad); err != nil || string(got) != "dek from the token" {
 		t.Fatalf("Go GCM on a token blob: %q %v", got, err)
+	}
+	// And by hand, from the documented layout: nonce at 10..22, GCM
+	// additional data = 22-byte header || aad.
+	block, _ := aes.NewCipher(attrs[0].Value)
+	gcm, _ := cipher.NewGCM(block)
+	if got, err := gcm.Open(nil, b[10:22], b[22:], append(bytes.Clone(b[:22]), aad...)); err != nil || string(got) != "dek from the token" {
+		t.Fatalf("raw AES-GCM on a token blob: %q %v", got, err)
 	}
 	b, _ = sw.Wrap([]byte("dek from Go"), aad)
 	if got, err := hw.Unwrap(b, aad); err != nil || string(got) != "dek from Go" {
