@@ -359,11 +359,15 @@ type pkcs11Key struct {
 	describe string
 
 	// sessions is the pool: a session is taken for one Encrypt or Decrypt
-	// and put back. A closed pool is signalled by done.
+	// and put back. Close takes mu for writing, so it waits for running
+	// operations and later ones see closed.
 	sessions chan pkcs11.SessionHandle
-	all      []pkcs11.SessionHandle
+	slot     uint
 	mu       sync.RWMutex // held for reading by operations, for writing by Close
 	closed   bool
+
+	allMu sync.Mutex // guards all, which replaceSession changes under mu.RLock
+	all   []pkcs11.SessionHandle
 }
 
 func openPKCS11(cfg PKCS11Config) (*pkcs11Key, error) { return openPKCS11Key(cfg, false) }
@@ -413,6 +417,7 @@ func openPKCS11Key(cfg PKCS11Config, allowExportable bool) (_ *pkcs11Key, err er
 		return nil, fmt.Errorf("rootkey: pkcs11: token %q has several AES keys labelled %q; refusing to guess", cfg.Token, cfg.Label)
 	}
 	k.key = objs[0]
+	k.slot = slot
 	attrs, err := ctx.GetAttributeValue(first, k.key, []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
@@ -490,8 +495,34 @@ func (k *pkcs11Key) withSession(op func(pkcs11.SessionHandle) error) error {
 		return ErrClosed
 	}
 	s := <-k.sessions
-	defer func() { k.sessions <- s }()
-	return op(s)
+	err := op(s)
+	if err != nil && !errors.Is(err, ErrAuthentication) {
+		// The session may be unusable (closed by the token, or left with
+		// an operation active after a failure): put a fresh one back.
+		s = k.replaceSession(s)
+	}
+	k.sessions <- s
+	return err
+}
+
+// replaceSession closes s and returns a newly opened session, or s itself
+// if no new session can be opened (the next operation then reports the
+// token's error). Login state carries over: it belongs to the process, and
+// the other pooled sessions keep it alive while s is replaced.
+func (k *pkcs11Key) replaceSession(s pkcs11.SessionHandle) pkcs11.SessionHandle {
+	ns, err := k.ctx.OpenSession(k.slot, pkcs11.CKF_SERIAL_SESSION)
+	if err != nil {
+		return s
+	}
+	_ = k.ctx.CloseSession(s)
+	k.allMu.Lock()
+	defer k.allMu.Unlock()
+	for i := range k.all {
+		if k.all[i] == s {
+			k.all[i] = ns
+		}
+	}
+	return ns
 }
 
 func (k *pkcs11Key) Wrap(plaintext, aad []byte) ([]byte, error) {
@@ -578,6 +609,8 @@ func (k *pkcs11Key) Close() error {
 }
 
 func (k *pkcs11Key) closeSessions() error {
+	k.allMu.Lock()
+	defer k.allMu.Unlock()
 	var errs []error
 	for _, s := range k.all {
 		if err := k.ctx.CloseSession(s); err != nil {

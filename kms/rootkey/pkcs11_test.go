@@ -281,3 +281,42 @@ func generateTestKey(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, label string, sens
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
 	})
 }
+
+func TestPKCS11ReplacesBrokenSession(t *testing.T) {
+	cfg := newSoftHSMToken(t)
+	if err := InitPKCS11(cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Sessions = 2
+	k, err := openPKCS11(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	// Close one pooled session behind the holder's back, as a token reset
+	// would; the login survives in the other session.
+	if err := k.ctx.CloseSession(k.all[1]); err != nil {
+		t.Fatal(err)
+	}
+	failures := 0
+	for i := 0; i < 6; i++ {
+		b, err := k.Wrap([]byte("x"), nil)
+		if err != nil {
+			failures++
+			continue
+		}
+		if _, err := k.Unwrap(b, nil); err != nil {
+			failures++
+		}
+	}
+	// The broken session fails exactly one operation, then is replaced.
+	if failures != 1 {
+		t.Fatalf("%d of 12 operations failed, want exactly 1 (the broken session's first use)", failures)
+	}
+	// Every session in the pool works now.
+	for i := 0; i < 4; i++ {
+		if _, err := k.Wrap([]byte("y"), nil); err != nil {
+			t.Fatalf("after replacement, wrap %d: %v", i, err)
+		}
+	}
+}
