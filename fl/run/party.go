@@ -22,7 +22,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
-	"github.com/teeml/teeml/fl/protocol"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -243,5 +242,12 @@ type (
 // its checkpoints (state/), metrics file (metrics.jsonl) and reports live
 // there, so a restart with the same frozen plan finds them again.
 func RunDir(ws, planHash string) string {
-	return filepath.Join(ws, "runs", protocol.ShortHash(planHash))
+	// The first 16 hex digits: short enough to type, long enough that two
+	// plans of one workspace never share a directory by accident (and the
+	// checkpoint inside names the full hash anyway).
+	h := planHash
+	if len(h) > 16 {
+		h = h[:16]
+	}
+	return filepath.Join(ws, "runs", h)
 }
