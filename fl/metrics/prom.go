@@ -55,7 +55,7 @@ func NewProm() *Prom {
 	p.updatesReceived = prometheus.NewCounter(prometheus.CounterOpts{Name: "teeml_fl_updates_received_total",
 		Help: "Updates that passed the protocol checks."})
 	p.updatesRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "teeml_fl_updates_rejected_total",
-		Help: "Updates refused by the protocol (reason shape, checksum, late, duplicate, kind, examples, decode, stopped) or rejected by the strategy (reason strategy_<check>)."},
+		Help: "Updates refused by the protocol (reason shape, checksum, wrong_round, late, duplicate, kind, examples, decode, stopped, other) or rejected by the strategy (reason strategy_<check>)."},
 		[]string{"reason"})
 	p.attestation = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "teeml_fl_attestation_results_total",
 		Help: "RA-TLS handshakes by verdict (accepted, refused) and the role peers were verified for."},

@@ -24,9 +24,10 @@ type Observer interface {
 	// round e.Round (the strategy may still reject it).
 	UpdateReceived(e UpdateEvent)
 	// UpdateRefused: an upload that named collaborator was refused by the
-	// protocol (not the strategy): reason is a short class (e.g. "shape",
-	// "checksum", "late", "duplicate", "kind", "examples", "decode") and
-	// msg the one-line message sent back.
+	// protocol (not the strategy): reason is a short class ("shape",
+	// "checksum", "wrong_round", "late" (the round closed while it
+	// uploaded), "duplicate", "kind", "examples", "decode", "stopped",
+	// "other") and msg the one-line message sent back.
 	UpdateRefused(r int, collaborator, reason, msg string)
 	// RoundClosed: round s.Round was aggregated (s.Rejected names the
 	// updates the strategy refused).
@@ -81,7 +82,7 @@ func refusalReason(err error) string {
 	case codes.AlreadyExists:
 		return "duplicate"
 	case codes.Aborted:
-		return "late"
+		return "wrong_round"
 	case codes.FailedPrecondition:
 		return "stopped"
 	case codes.InvalidArgument:
