@@ -151,11 +151,11 @@ func TestObserverSurvivesRecorderFailure(t *testing.T) {
 
 func TestStrategyReason(t *testing.T) {
 	for msg, want := range map[string]string{
-		`client "a": finite check: tensor w has NaN`:   "strategy_finite",
-		`client "a": norm check: update norm`:           "strategy_norm",
-		`result 3: id check: empty client id`:           "strategy_id",
-		`client "x: evil check: y": something else`:     "strategy_other",
-		`krum: not among the selected`:                  "strategy_other",
+		`client "a": finite check: tensor w has NaN`:     "strategy_finite",
+		`client "a": norm check: update norm`:            "strategy_norm",
+		`result 3: id check: empty client id`:            "strategy_id",
+		`client "x: evil check: y": something else`:      "strategy_other",
+		`krum: not among the selected`:                   "strategy_other",
 		`client "a": examples check: NumExamples = 0, w`: "strategy_examples",
 	} {
 		if got := StrategyReason(msg); got != want {
