@@ -33,17 +33,17 @@ func (s *Summary) PNG(w io.Writer) error {
 		score = "score"
 	}
 	left, err := s.panel(fmt.Sprintf("%s per round", score), score, []series{
-		{"validation: round's input model on collaborators' data", func(r RoundRow) float64 { return r.ValScore }},
-		{"locally trained models on their own data", func(r RoundRow) float64 { return r.LocalScore }},
-		{"held-out test: round's aggregate (aggregator)", func(r RoundRow) float64 { return r.TestScore }},
+		{"validation: round's input model, collaborators' data", func(r RoundRow) float64 { return r.ValScore }},
+		{"validation: locally trained models", func(r RoundRow) float64 { return r.LocalScore }},
+		{"held-out test: round's aggregate", func(r RoundRow) float64 { return r.TestScore }},
 	})
 	if err != nil {
 		return err
 	}
 	right, err := s.panel("loss per round", "loss", []series{
-		{"validation: round's input model on collaborators' data", func(r RoundRow) float64 { return r.ValLoss }},
-		{"locally trained models on their own data", func(r RoundRow) float64 { return r.LocalLoss }},
-		{"held-out test: round's aggregate (aggregator)", func(r RoundRow) float64 { return r.TestLoss }},
+		{"validation: round's input model, collaborators' data", func(r RoundRow) float64 { return r.ValLoss }},
+		{"validation: locally trained models", func(r RoundRow) float64 { return r.LocalLoss }},
+		{"held-out test: round's aggregate", func(r RoundRow) float64 { return r.TestLoss }},
 	})
 	if err != nil {
 		return err
@@ -68,6 +68,7 @@ func (s *Summary) panel(title, ylabel string, ss []series) (*plot.Plot, error) {
 	p.Legend.Top = true
 	p.X.Tick.Marker = roundTicks{}
 	drawn := 0
+	lo, hi := math.Inf(1), math.Inf(-1)
 	for i, se := range ss {
 		var xy plotter.XYs
 		for _, r := range s.Rounds {
@@ -77,6 +78,9 @@ func (s *Summary) panel(title, ylabel string, ss []series) (*plot.Plot, error) {
 		}
 		if len(xy) == 0 {
 			continue
+		}
+		for _, v := range xy {
+			lo, hi = math.Min(lo, v.Y), math.Max(hi, v.Y)
 		}
 		l, pts, err := plotter.NewLinePoints(xy)
 		if err != nil {
@@ -92,6 +96,14 @@ func (s *Summary) panel(title, ylabel string, ss []series) (*plot.Plot, error) {
 	}
 	if drawn == 0 {
 		p.Title.Text += " (no data recorded)"
+	} else {
+		// Headroom above the data for the legend (drawn inside, top right).
+		span := hi - lo
+		if span <= 0 {
+			span = math.Max(math.Abs(hi), 1) * 0.1
+		}
+		p.Y.Min = lo - 0.05*span
+		p.Y.Max = hi + 0.15*span*float64(drawn+1)
 	}
 	if len(s.Rounds) > 0 {
 		p.X.Min = float64(s.Rounds[0].Round) - 0.5
