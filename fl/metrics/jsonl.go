@@ -184,8 +184,9 @@ func (j *JSONL) Sync() error {
 }
 
 // Resume applies the resume rule (see JSONL) for lastCompleted, the last
-// round whose aggregate is checkpointed: records of later rounds are
-// dropped, and a "resume" record is appended. It returns how many records
+// round whose aggregate is checkpointed (0 for a run that starts again
+// from round 1): records of later rounds are dropped and, unless the file
+// was empty, a "resume" record is appended. It returns how many records
 // were dropped.
 func (j *JSONL) Resume(lastCompleted int) (int, error) {
 	j.mu.Lock()
@@ -197,11 +198,12 @@ func (j *JSONL) Resume(lastCompleted int) (int, error) {
 		return 0, fmt.Errorf("metrics: %s: %v", j.path, err)
 	}
 	var kept bytes.Buffer
-	dropped := 0
+	dropped, lines := 0, 0
 	sc := bufio.NewScanner(j.f)
 	sc.Buffer(make([]byte, 64<<10), MaxLineBytes+1)
 	for sc.Scan() {
 		line := sc.Bytes()
+		lines++
 		var r struct {
 			Round *int `json:"round"`
 		}
@@ -229,6 +231,9 @@ func (j *JSONL) Resume(lastCompleted int) (int, error) {
 		}
 		j.log.Warn("metrics: resumed run: dropped records of rounds after the last completed one",
 			"file", j.path, "last_completed_round", lastCompleted, "dropped", dropped)
+	}
+	if lines == 0 {
+		return 0, nil
 	}
 	b, err := encode(Record{Round: lastCompleted, Participant: Aggregator, Phase: PhaseResume,
 		Metrics: map[string]float64{"dropped_records": float64(dropped)}})

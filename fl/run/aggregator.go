@@ -122,6 +122,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		return err
 	}
 	defer ob.close()
+	ob.resume(0, o.Out, log) // a run restored from a checkpoint of round N passes N
 	tr := &tracker{obs: ob.obs, Strategy: strat, model: evalModel, test: test, out: o.Out, log: log, md: md,
 		bestPath: wsPath(ws, p.Aggregator.BestStatePath), rounds: p.Aggregator.RoundsToTrain, start: time.Now(), best: math.Inf(-1)}
 	minCols := p.Aggregator.MinCollaborators

@@ -49,6 +49,23 @@ func openObservability(ctx context.Context, ws, hash, addr string, out io.Writer
 	return o, nil
 }
 
+// resume applies the metrics file's resume rule (metrics.JSONL.Resume)
+// before the first round is opened: lastCompleted is the last round whose
+// aggregate was restored from a checkpoint, 0 for a run that starts at
+// round 1 (records of an earlier, abandoned run's rounds are then dropped,
+// so no round appears twice). A metrics file that cannot be rewritten is
+// reported and does not stop the federation.
+func (o *observability) resume(lastCompleted int, out io.Writer, log *slog.Logger) {
+	dropped, err := o.jsonl.Resume(lastCompleted)
+	switch {
+	case err != nil:
+		log.Warn("metrics file: resume rule not applied; the report may show rounds twice", "err", err)
+		fmt.Fprintf(out, "warning: metrics file: %v\n", err)
+	case dropped > 0:
+		fmt.Fprintf(out, "metrics file: dropped %d records of rounds after round %d (written before the restart)\n", dropped, lastCompleted)
+	}
+}
+
 func (o *observability) close() {
 	if o.srv != nil {
 		o.srv.Close()

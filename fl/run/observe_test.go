@@ -202,3 +202,48 @@ func TestAggregatorMetrics(t *testing.T) {
 	}
 	t.Logf("records per round/participant/phase: %v", count)
 }
+
+// TestRestartDropsAbandonedRounds: an aggregator that starts again at
+// round 1 drops the records of the earlier run's rounds (kept: round-0
+// attestations), so the report never shows a round twice; a first start
+// leaves the file empty.
+func TestRestartDropsAbandonedRounds(t *testing.T) {
+	ws, hash := t.TempDir(), strings.Repeat("ab", 32)
+	ctx := context.Background()
+	var out lockedBuf
+	ob, err := openObservability(ctx, ws, hash, "", &out, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob.resume(0, &out, quietLog())
+	ob.obs.Attestation("col-1", "127.0.0.1:9", "collaborator", metrics.AttestAccepted, "")
+	for r := 1; r <= 2; r++ {
+		ob.obs.RoundOpened(r)
+		ob.obs.Evaluated(r, 0.1, map[string]float64{"test_accuracy": 0.5})
+	}
+	ob.close()
+	if recs, _, err := metrics.ReadFile(MetricsFile(ws, hash)); err != nil || len(recs) != 3 {
+		t.Fatalf("first run: %d records, %v; want 3 (no resume record)", len(recs), err)
+	}
+
+	ob, err = openObservability(ctx, ws, hash, "", &out, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob.resume(0, &out, quietLog())
+	ob.close()
+	recs, _, err := metrics.ReadFile(MetricsFile(ws, hash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var phases []string
+	for _, r := range recs {
+		phases = append(phases, fmt.Sprintf("%s/%d", r.Phase, r.Round))
+	}
+	if got := strings.Join(phases, " "); got != "attestation/0 resume/0" {
+		t.Errorf("after restart: %s, want attestation/0 resume/0", got)
+	}
+	if !strings.Contains(out.String(), "dropped 2 records of rounds after round 0") {
+		t.Errorf("output does not report the dropped records:\n%s", out.String())
+	}
+}
