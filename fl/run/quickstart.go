@@ -408,7 +408,7 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 	fmt.Fprintf(out, "evaluate again with: teeml eval --weights %s --dataset digits\n", model)
 	if hash, err := plan.ReadHashFile(filepath.Join(dir, filepath.FromSlash(workspace.HashFile))); err == nil {
 		rd := RunDir(dir, hash)
-		fmt.Fprintf(out, "metrics of every round and participant: %s\n", filepath.Join(rd, "metrics.jsonl"))
+		fmt.Fprintf(out, "metrics of every round and participant: %s\n", MetricsFile(dir, hash))
 		fmt.Fprintf(out, "plot and summary table: teeml fl report %s\n", rd)
 	}
 	fmt.Fprintf(out, "%s%s\n", FinalModelPrefix, model)
