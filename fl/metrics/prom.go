@@ -49,9 +49,9 @@ func NewProm() *Prom {
 	p.participants = prometheus.NewGauge(prometheus.GaugeOpts{Name: "teeml_fl_participants",
 		Help: "Collaborators whose update arrived in time in the last closed round."})
 	p.bytesReceived = prometheus.NewCounter(prometheus.CounterOpts{Name: "teeml_fl_bytes_received_total",
-		Help: "Encoded update bytes received from collaborators."})
+		Help: "Encoded bytes of the updates that passed the protocol checks (refused uploads are not counted)."})
 	p.bytesSent = prometheus.NewCounter(prometheus.CounterOpts{Name: "teeml_fl_bytes_sent_total",
-		Help: "Encoded global-model bytes sent to collaborators."})
+		Help: "Encoded global-model bytes of completed downloads (a retried download counts again)."})
 	p.updatesReceived = prometheus.NewCounter(prometheus.CounterOpts{Name: "teeml_fl_updates_received_total",
 		Help: "Updates that passed the protocol checks."})
 	p.updatesRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "teeml_fl_updates_rejected_total",
