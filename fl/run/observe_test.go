@@ -1,6 +1,7 @@
 package run
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,6 +14,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -245,5 +247,51 @@ func TestRestartDropsAbandonedRounds(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "dropped 2 records of rounds after round 0") {
 		t.Errorf("output does not report the dropped records:\n%s", out.String())
+	}
+}
+
+// TestRefusedCollaboratorIsRecorded: a certified collaborator whose
+// evidence the aggregator's policy refuses (the RA-TLS verdict exchange
+// path) is recorded by name as a refused attestation.
+func TestRefusedCollaboratorIsRecorded(t *testing.T) {
+	ws := setup(t, 1, 1)
+	pol := filepath.Join(ws, "policies", "collaborator.yaml")
+	b, err := os.ReadFile(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pol, bytes.Replace(b, []byte("allow_simulation: true"), []byte("allow_simulation: false"), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hash, err := plan.ReadHashFile(filepath.Join(ws, filepath.FromSlash(workspace.HashFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	aggCtx, stopAgg := context.WithCancel(ctx)
+	aggErr := make(chan error, 1)
+	go func() { aggErr <- RunAggregator(aggCtx, AggregatorOptions{Workspace: ws, Logger: quietLog()}) }()
+	if err := RunCollaborator(ctx, CollaboratorOptions{Workspace: ws, Name: "col-1", ConnectTimeout: 20 * time.Second, Logger: quietLog()}); err == nil {
+		t.Fatal("collaborator was not refused")
+	}
+	stopAgg()
+	<-aggErr
+	recs, _, err := metrics.ReadFile(MetricsFile(ws, hash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range recs {
+		if r.Phase == metrics.PhaseAttestation {
+			if r.Participant == "col-1" && r.Result == metrics.AttestRefused && strings.Contains(r.Reason, "simulat") {
+				found = true
+			} else {
+				t.Errorf("unexpected attestation record %+v", r)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no refused attestation record for col-1 in %+v", recs)
 	}
 }
