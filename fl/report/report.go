@@ -35,6 +35,11 @@ type RoundRow struct {
 	LocalLoss, LocalScore             float64 // collaborators' validation of their locally trained models
 	TestLoss, TestScore               float64 // aggregator's held-out test of the round's output model
 	AggregateSeconds, EvaluateSeconds float64
+	// Slowest is the participant with the largest download + train +
+	// validate + upload seconds in the round (the round's critical path,
+	// the first name on a tie), SlowestSeconds that sum.
+	Slowest        string
+	SlowestSeconds float64
 }
 
 // ParticipantRow is one collaborator of the summary: means over the rounds
@@ -77,6 +82,13 @@ func Summarize(recs []metrics.Record) *Summary {
 				TestLoss: nan, TestScore: nan, AggregateSeconds: nan, EvaluateSeconds: nan}
 		}
 		return rounds[r]
+	}
+	busy := map[int]map[string]float64{} // round → participant → seconds of its phases
+	addBusy := func(r metrics.Record) {
+		if busy[r.Round] == nil {
+			busy[r.Round] = map[string]float64{}
+		}
+		busy[r.Round][r.Participant] += r.Seconds
 	}
 	parts := map[string]*ParticipantRow{}
 	part := func(n string) *ParticipantRow {
@@ -121,20 +133,24 @@ func Summarize(recs []metrics.Record) *Summary {
 		case metrics.PhaseRejected:
 			part(r.Participant).Rejected++
 		case metrics.PhaseDownload:
+			addBusy(r)
 			p := part(r.Participant)
 			p.downloads = append(p.downloads, r.Seconds)
 			p.BytesDownloaded += r.Bytes
 		case metrics.PhaseTrain:
+			addBusy(r)
 			p := part(r.Participant)
 			p.Updates++
 			if r.Source == "collaborator" {
 				p.trains = append(p.trains, r.Seconds)
 			}
 		case metrics.PhaseUpload:
+			addBusy(r)
 			p := part(r.Participant)
 			p.uploads = append(p.uploads, r.Seconds)
 			p.BytesUploaded += r.Bytes
 		case metrics.PhaseValidate:
+			addBusy(r)
 			if r.Source == "collaborator" {
 				p := part(r.Participant)
 				p.validate = append(p.validate, r.Seconds)
@@ -155,7 +171,17 @@ func Summarize(recs []metrics.Record) *Summary {
 		}
 	}
 	for _, r := range slices.Sorted(maps.Keys(rounds)) {
-		s.Rounds = append(s.Rounds, *rounds[r])
+		x := rounds[r]
+		if seen[r] == 0 {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("round %d has records but was not closed (in progress, or the aggregator stopped): not in the table", r))
+			continue
+		}
+		for _, n := range slices.Sorted(maps.Keys(busy[r])) {
+			if v := busy[r][n]; x.Slowest == "" || v > x.SlowestSeconds {
+				x.Slowest, x.SlowestSeconds = n, v
+			}
+		}
+		s.Rounds = append(s.Rounds, *x)
 	}
 	for _, n := range slices.Sorted(maps.Keys(parts)) {
 		p := parts[n]
@@ -215,12 +241,17 @@ func (s *Summary) Markdown(w io.Writer) error {
 		fmt.Fprintf(&b, ", %d resume(s) after a restart", s.Resumes)
 	}
 	b.WriteString(".\n\n## Rounds\n\n")
-	b.WriteString("val_*: collaborators' validation of the round's input global model (sample-weighted); test_*: the aggregator's held-out test of the round's aggregate.\n\n")
-	fmt.Fprintf(&b, "| round | participants | accepted | rejected | refused | seconds | aggregate s | bytes in | bytes out | val_loss | val_%s | test_loss | test_%s |\n", score, score)
-	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("val_*: collaborators' validation of the round's input global model (sample-weighted); test_*: the aggregator's held-out test of the round's aggregate. " +
+		"slowest: the participant whose download + validation + train + upload seconds were largest (the round waits for it).\n\n")
+	fmt.Fprintf(&b, "| round | participants | accepted | rejected | refused | seconds | slowest (s) | aggregate s | bytes in | bytes out | val_loss | val_%s | test_loss | test_%s |\n", score, score)
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range s.Rounds {
-		fmt.Fprintf(&b, "| %d | %d | %d | %d | %d | %s | %s | %d | %d | %s | %s | %s | %s |\n",
-			r.Round, r.Participants, r.Accepted, r.Rejected, r.Refused, f(r.Seconds, 3), f(r.AggregateSeconds, 3),
+		slowest := "-"
+		if r.Slowest != "" {
+			slowest = fmt.Sprintf("%s (%s)", mdEscape(r.Slowest), f(r.SlowestSeconds, 3))
+		}
+		fmt.Fprintf(&b, "| %d | %d | %d | %d | %d | %s | %s | %s | %d | %d | %s | %s | %s | %s |\n",
+			r.Round, r.Participants, r.Accepted, r.Rejected, r.Refused, f(r.Seconds, 3), slowest, f(r.AggregateSeconds, 3),
 			r.BytesIn, r.BytesOut, f(r.ValLoss, 4), f(r.ValScore, 4), f(r.TestLoss, 4), f(r.TestScore, 4))
 	}
 	b.WriteString("\n## Participants\n\n")

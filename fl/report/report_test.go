@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -110,6 +111,7 @@ func count(m map[string]any, k string) int {
 func expectTables(recs []map[string]any, score string) (rounds map[string][]string, parts map[string][]string) {
 	rounds, parts = map[string][]string{}, map[string][]string{}
 	eval, aggSec, refused := map[float64]map[string]any{}, map[float64]float64{}, map[float64]int{}
+	busy := map[float64]map[string]float64{}
 	type acc struct {
 		dl, tr, up, val                 []float64
 		updates, rej, ref, attOK, attNo int
@@ -124,6 +126,15 @@ func expectTables(recs []map[string]any, score string) (rounds map[string][]stri
 	}
 	for _, r := range recs {
 		rd, who := num(r, "round"), r["participant"].(string)
+		switch r["phase"] {
+		case "download", "train", "upload", "validate":
+			if busy[rd] == nil {
+				busy[rd] = map[string]float64{}
+			}
+			if v := num(r, "seconds"); !math.IsNaN(v) {
+				busy[rd][who] += v
+			}
+		}
 		switch r["phase"] {
 		case "evaluate":
 			eval[rd] = r
@@ -171,8 +182,19 @@ func expectTables(recs []map[string]any, score string) (rounds map[string][]stri
 		if !ok {
 			as = math.NaN()
 		}
+		slowest, max := "-", -1.0
+		names := make([]string, 0, len(busy[rd]))
+		for n := range busy[rd] {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			if busy[rd][n] > max {
+				slowest, max = fmt.Sprintf("%s (%.3f)", n, busy[rd][n]), busy[rd][n]
+			}
+		}
 		rounds[fmt.Sprint(rd)] = []string{fmt.Sprint(rd), fmt.Sprint(count(r, "participants")), fmt.Sprint(count(r, "accepted")),
-			fmt.Sprint(count(r, "rejected")), fmt.Sprint(refused[rd]), f(num(r, "seconds"), 3), f(as, 3),
+			fmt.Sprint(count(r, "rejected")), fmt.Sprint(refused[rd]), f(num(r, "seconds"), 3), slowest, f(as, 3),
 			fmt.Sprint(int64(num(r, "bytes_in"))), fmt.Sprint(int64(num(r, "bytes_out"))),
 			f(metric(r, "val_loss"), 4), f(metric(r, "val_"+score), 4), f(testLoss, 4), f(testScore, 4)}
 	}
@@ -346,6 +368,9 @@ func TestReportSynthetic(t *testing.T) {
 	}
 	must(j.Close())
 	f, _ := os.OpenFile(filepath.Join(dir, metrics.FileName), os.O_APPEND|os.O_WRONLY, 0)
+	// Round 5 was in progress when the aggregator stopped: one refusal and
+	// a torn line.
+	f.WriteString(`{"v":1,"round":5,"phase":"refused","participant":"bank-a","reason":"late"}` + "\n")
 	f.WriteString(`{"v":1,"round":5,"pha`)
 	f.Close()
 
@@ -359,7 +384,7 @@ func TestReportSynthetic(t *testing.T) {
 		t.Fatalf("score %q, %d rounds", s.Score, len(s.Rounds))
 	}
 	w := strings.Join(s.Warnings, "\n")
-	for _, want := range []string{"incomplete last line", "round 2 has 2 round records"} {
+	for _, want := range []string{"incomplete last line", "round 2 has 2 round records", "round 5 has records but was not closed"} {
 		if !strings.Contains(w, want) {
 			t.Errorf("warnings %q lack %q", w, want)
 		}
