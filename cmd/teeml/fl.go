@@ -105,6 +105,6 @@ func newFLCmd() *cobra.Command {
 	_ = colCreate.MarkFlagRequired("data")
 	col.AddCommand(colCreate)
 
-	cmd.AddCommand(ws, pl, withCollaboratorStart(col), newFLAggregatorCmd())
+	cmd.AddCommand(ws, pl, withCollaboratorStart(col), newFLAggregatorCmd(), newFLReportCmd())
 	return cmd
 }

@@ -12,7 +12,7 @@ import (
 // newFLAggregatorCmd is `teeml fl aggregator start`.
 func newFLAggregatorCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "aggregator", Short: "Run the federation's aggregator"}
-	var ws, name, listen string
+	var ws, name, listen, metricsAddr string
 	start := &cobra.Command{
 		Use:   "start",
 		Short: "Serve the frozen plan's federation over RA-TLS until every round is done",
@@ -20,16 +20,18 @@ func newFLAggregatorCmd() *cobra.Command {
 			"(hash checked), policies/, pki/root.pem (pinned root), pki/federation.bundle, pki/NAME.crt and\n" +
 			"pki/NAME-key.pem (identity), party/NAME.yaml (evidence platform: auto, gramine, tsm or sim).\n" +
 			"Prints one line per round and writes the best and last global models (safetensors, loadable\n" +
-			"with teeml eval).",
+			"with teeml eval). Every round's phases, bytes and metrics are appended to\n" +
+			"runs/<plan hash>/metrics.jsonl (see teeml fl report); --metrics-addr also serves Prometheus /metrics.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return flrun.RunAggregator(cmd.Context(), flrun.AggregatorOptions{
-				Workspace: ws, Name: name, Listen: listen, Out: cmd.OutOrStdout(), Logger: slog.Default()})
+				Workspace: ws, Name: name, Listen: listen, MetricsAddr: metricsAddr, Out: cmd.OutOrStdout(), Logger: slog.Default()})
 		},
 	}
 	start.Flags().StringVarP(&ws, "workspace", "w", ".", "workspace directory")
 	start.Flags().StringVarP(&name, "name", "n", "aggregator", "aggregator member name (its identity certificate's CN)")
 	start.Flags().StringVar(&listen, "listen", "", "listen address (default: the plan's network.agg_addr:agg_port), e.g. :50051")
+	start.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address, e.g. 127.0.0.1:9464 (default: off)")
 	cmd.AddCommand(start)
 	return cmd
 }

@@ -85,6 +85,9 @@ type AggregatorConfig struct {
 	// for (default CollaboratorRole; "-" disables the check).
 	RequireRole string
 	Logger      *slog.Logger
+	// Observer, if set, receives the aggregator's events (fl/metrics:
+	// metrics file and Prometheus); default NopObserver.
+	Observer Observer
 }
 
 // RoundSummary describes a closed round.
@@ -105,6 +108,9 @@ type RoundSummary struct {
 	// metrics (loss included as "loss"), nil if none arrived.
 	LocalEvalMetrics map[string]float64
 	Seconds          float64
+	// AggregateSeconds is the time the strategy's AggregateFit took
+	// (including any global evaluation a wrapping strategy does).
+	AggregateSeconds float64
 	// BytesIn / BytesOut are the encoded chunk bytes received (updates) and
 	// sent (model downloads) during the round.
 	BytesIn, BytesOut int64
@@ -187,6 +193,9 @@ func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = NopObserver{}
+	}
 	a := &Aggregator{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "aggregator"),
@@ -225,6 +234,7 @@ func (a *Aggregator) openRound(r int) {
 	for k, v := range a.cfg.Strategy.ConfigureFit(r, a.global) {
 		a.config[k] = v
 	}
+	a.cfg.Observer.RoundOpened(r)
 }
 
 func (a *Aggregator) signal() {
@@ -365,6 +375,7 @@ func (a *Aggregator) DownloadModel(req *flv1.ModelRequest, stream grpc.ServerStr
 	}
 	a.mu.Unlock()
 	a.log.Info("model sent", "collaborator", name, "round", round, "bytes", n, "seconds", time.Since(start).Seconds())
+	a.cfg.Observer.ModelSent(round, name, n, time.Since(start).Seconds())
 	return nil
 }
 
@@ -429,6 +440,7 @@ func (a *Aggregator) UploadUpdate(stream grpc.ClientStreamingServer[flv1.Chunk, 
 		if st := a.collabs[name]; st != nil {
 			st.lastErr = status.Convert(err).Message()
 		}
+		a.cfg.Observer.UpdateRefused(max(a.round, -a.round), name, refusalReason(err), status.Convert(err).Message())
 		a.mu.Unlock()
 		a.log.Warn("update failed", "collaborator", name, "err", status.Convert(err).Message())
 		return err
@@ -438,9 +450,11 @@ func (a *Aggregator) UploadUpdate(stream grpc.ClientStreamingServer[flv1.Chunk, 
 	defer a.mu.Unlock()
 	if err := a.roundCheck(h.Round); err != nil { // the round closed while the update was uploading
 		a.log.Warn("late update dropped", "collaborator", name, "round", h.Round)
+		a.cfg.Observer.UpdateRefused(int(h.Round), name, "late", status.Convert(err).Message())
 		return err
 	}
 	if _, dup := a.updates[name]; dup {
+		a.cfg.Observer.UpdateRefused(int(h.Round), name, "duplicate", "update already received")
 		return status.Errorf(codes.AlreadyExists, "collaborator %q already uploaded its update for round %d", name, h.Round)
 	}
 	a.updates[name] = strategy.FitResult{Client: name, Weights: dec.Weights, NumExamples: int(h.NumExamples), Metrics: h.Metrics}
@@ -448,6 +462,9 @@ func (a *Aggregator) UploadUpdate(stream grpc.ClientStreamingServer[flv1.Chunk, 
 	a.collabs[name].lastErr = ""
 	a.log.Info("update received", "collaborator", name, "round", h.Round, "examples", h.NumExamples,
 		"bytes", dec.WireBytes, "seconds", time.Since(start).Seconds(), "received", len(a.updates), "expected", len(a.expected))
+	a.cfg.Observer.UpdateReceived(UpdateEvent{Round: int(h.Round), Collaborator: name, NumExamples: int(h.NumExamples), Metrics: h.Metrics,
+		Bytes: dec.WireBytes, Seconds: time.Since(start).Seconds(),
+		DownloadSeconds: h.GetTimings().GetDownloadSeconds(), TrainSeconds: h.GetTimings().GetTrainSeconds()})
 	a.signal()
 	return stream.SendAndClose(&flv1.UploadAck{Round: h.Round, BytesReceived: dec.WireBytes})
 }
@@ -489,6 +506,8 @@ func (a *Aggregator) ReportMetrics(ctx context.Context, m *flv1.Metrics) (*flv1.
 		return nil, status.Errorf(codes.InvalidArgument, "metrics from %q for unknown task %q", name, m.Task)
 	}
 	a.log.Info("metrics received", "collaborator", name, "round", m.Round, "task", m.Task, "examples", m.NumExamples, "loss", m.Loss, "metrics", m.Metrics)
+	a.cfg.Observer.MetricsReported(MetricsEvent{Round: int(m.Round), Collaborator: name, Task: m.Task, NumExamples: int(m.NumExamples),
+		Loss: m.Loss, Metrics: m.Metrics, Seconds: m.Seconds})
 	return &flv1.MetricsAck{}, nil
 }
 
@@ -628,7 +647,9 @@ wait:
 	}
 	a.mu.Unlock()
 
+	aggStart := time.Now()
 	next, rep, err := a.cfg.Strategy.AggregateFit(r, global, results)
+	aggSeconds := time.Since(aggStart).Seconds()
 	for c, why := range rep.Rejected {
 		a.log.Warn("update rejected", "round", r, "collaborator", c, "reason", why)
 	}
@@ -659,9 +680,11 @@ wait:
 	a.mu.Unlock()
 	sum.Seconds = time.Since(start).Seconds()
 	sum.BytesIn, sum.BytesOut = bytesIn, bytesOut
+	sum.AggregateSeconds = aggSeconds
 	a.log.Info("round closed", "round", r, "participants", participants, "accepted", rep.Accepted,
 		"rejected", len(rep.Rejected), "examples", rep.NumExamples, "eval_loss", sum.EvalLoss, "eval_metrics", sum.EvalMetrics,
 		"local_eval", sum.LocalEvalMetrics, "seconds", sum.Seconds, "bytes_in", sum.BytesIn, "bytes_out", sum.BytesOut)
+	a.cfg.Observer.RoundClosed(sum)
 	return sum, nil
 }
 

@@ -238,6 +238,7 @@ func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error
 	if err != nil {
 		return err
 	}
+	timings := &flv1.CollaboratorTimings{DownloadSeconds: time.Since(start).Seconds()}
 	has := func(name string) bool {
 		for _, x := range t.Tasks {
 			if x == name {
@@ -254,7 +255,9 @@ func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error
 	if !has(TaskTrain) {
 		return nil
 	}
+	trainStart := time.Now()
 	local, n, metrics, err := c.cfg.Trainer.Train(ctx, global, t.Config)
+	timings.TrainSeconds = time.Since(trainStart).Seconds()
 	if err != nil {
 		return &RefusedError{Code: codes.Internal, Msg: fmt.Sprintf("local training failed: %v", err)}
 	}
@@ -267,7 +270,7 @@ func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error
 			return err
 		}
 	}
-	return c.upload(ctx, round, local, n, metrics)
+	return c.upload(ctx, round, local, n, metrics, timings)
 }
 
 func (c *Collaborator) download(ctx context.Context, round int64) (tensor.Weights, error) {
@@ -297,7 +300,9 @@ func (c *Collaborator) download(ctx context.Context, round int64) (tensor.Weight
 }
 
 func (c *Collaborator) evaluate(ctx context.Context, round int64, task string, w tensor.Weights) error {
+	start := time.Now()
 	n, loss, metrics, err := c.cfg.Trainer.Evaluate(ctx, w)
+	secs := time.Since(start).Seconds()
 	if err != nil {
 		return &RefusedError{Code: codes.Internal, Msg: fmt.Sprintf("%s failed: %v", task, err)}
 	}
@@ -305,11 +310,11 @@ func (c *Collaborator) evaluate(ctx context.Context, round int64, task string, w
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()
 	_, err = c.cl.ReportMetrics(cctx, &flv1.Metrics{Round: round, Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash,
-		Task: task, NumExamples: int64(n), Loss: loss, Metrics: metrics})
+		Task: task, NumExamples: int64(n), Loss: loss, Metrics: metrics, Seconds: secs})
 	return err
 }
 
-func (c *Collaborator) upload(ctx context.Context, round int64, w tensor.Weights, n int, metrics map[string]float64) error {
+func (c *Collaborator) upload(ctx context.Context, round int64, w tensor.Weights, n int, metrics map[string]float64, timings *flv1.CollaboratorTimings) error {
 	tctx, cancel := context.WithTimeout(ctx, c.cfg.TransferTimeout)
 	defer cancel()
 	stream, err := c.cl.UploadUpdate(tctx)
@@ -317,7 +322,7 @@ func (c *Collaborator) upload(ctx context.Context, round int64, w tensor.Weights
 		return err
 	}
 	sent, err := EncodeWeights(w, &flv1.Header{Round: round, Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash,
-		Kind: flv1.PayloadKind_PAYLOAD_KIND_UPDATE, NumExamples: int64(n), Metrics: metrics}, stream.Send)
+		Kind: flv1.PayloadKind_PAYLOAD_KIND_UPDATE, NumExamples: int64(n), Metrics: metrics, Timings: timings}, stream.Send)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/teeml/teeml/attest/policy"
+	"github.com/teeml/teeml/fl/metrics"
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/fl/strategy"
@@ -40,6 +41,10 @@ type AggregatorOptions struct {
 	// Out receives the human-readable progress (one line per round).
 	Out    io.Writer
 	Logger *slog.Logger
+	// MetricsAddr, if set, is where Prometheus /metrics is served (e.g.
+	// 127.0.0.1:9464); the metrics file RunDir/metrics.jsonl is always
+	// written.
+	MetricsAddr string
 }
 
 // Result line prefixes printed by RunAggregator, parsed by Quickstart.
@@ -112,7 +117,13 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	if err != nil {
 		return err
 	}
-	tr := &tracker{Strategy: strat, model: evalModel, test: test, out: o.Out, log: log, md: md,
+	ob, err := openObservability(ctx, ws, hash, o.MetricsAddr, o.Out, log)
+	if err != nil {
+		return err
+	}
+	defer ob.close()
+	ob.resume(0, o.Out, log) // a run restored from a checkpoint of round N passes N
+	tr := &tracker{obs: ob.obs, Strategy: strat, model: evalModel, test: test, out: o.Out, log: log, md: md,
 		bestPath: wsPath(ws, p.Aggregator.BestStatePath), rounds: p.Aggregator.RoundsToTrain, start: time.Now(), best: math.Inf(-1)}
 	minCols := p.Aggregator.MinCollaborators
 	if minCols == 0 {
@@ -125,7 +136,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	agg, err := protocol.NewAggregator(protocol.AggregatorConfig{
 		PlanHash: hash, Strategy: tr, Initial: initial, Collaborators: names,
 		Rounds: p.Aggregator.RoundsToTrain, RoundTimeout: timeout, MinCollaborators: minCols,
-		RetryAfter: 200 * time.Millisecond, Logger: log,
+		RetryAfter: 200 * time.Millisecond, Logger: log, Observer: ob.obs,
 	})
 	if err != nil {
 		return err
@@ -136,6 +147,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		return err
 	}
 	defer closeCreds()
+	creds = metrics.ObserveHandshakes(creds, "collaborator", ob.obs)
 	addr := o.Listen
 	if addr == "" {
 		addr = net.JoinHostPort(p.Network.AggAddr, strconv.Itoa(p.Network.AggPort))
@@ -255,6 +267,7 @@ type tracker struct {
 	md       map[string]string
 	bestPath string
 	rounds   int
+	obs      *metrics.Observer
 
 	mu        sync.Mutex
 	start     time.Time
@@ -278,10 +291,13 @@ func (t *tracker) AggregateFit(round int, global tensor.Weights, results []strat
 	defer t.mu.Unlock()
 	secs := time.Since(t.start).Seconds()
 	t.start = time.Now()
+	evalStart := time.Now()
 	met, eerr := t.evaluate(next)
 	if eerr != nil {
 		t.log.Warn("global model evaluation failed", "round", round, "err", eerr)
 		met.Accuracy, met.Loss = math.NaN(), math.NaN()
+	} else {
+		t.obs.Evaluated(round, time.Since(evalStart).Seconds(), testMetrics(met))
 	}
 	fmt.Fprintf(t.out, "round %d/%d: participants %d, accepted %d, rejected %d, global test_accuracy=%.4f test_loss=%.4f, %.1f s\n",
 		round, t.rounds, len(results), len(rep.Accepted), len(rep.Rejected), met.Accuracy, met.Loss, secs)

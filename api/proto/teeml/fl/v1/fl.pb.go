@@ -412,7 +412,12 @@ type Header struct {
 	// total_bytes is the payload length: 4 × the number of values.
 	TotalBytes int64 `protobuf:"varint,8,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
 	// sha256 is the SHA-256 of the whole payload.
-	Sha256        []byte `protobuf:"bytes,9,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Sha256 []byte `protobuf:"bytes,9,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// timings (UPDATE only, optional) is the collaborator's own measurement
+	// of this round's phases, for the aggregator's metrics; absent from
+	// collaborators that predate it. Informational: never trusted for any
+	// decision.
+	Timings       *CollaboratorTimings `protobuf:"bytes,10,opt,name=timings,proto3" json:"timings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -510,6 +515,69 @@ func (x *Header) GetSha256() []byte {
 	return nil
 }
 
+func (x *Header) GetTimings() *CollaboratorTimings {
+	if x != nil {
+		return x.Timings
+	}
+	return nil
+}
+
+// CollaboratorTimings are wall-clock seconds measured by a collaborator in
+// one round.
+type CollaboratorTimings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// download_seconds: DownloadModel call to the last chunk decoded.
+	DownloadSeconds float64 `protobuf:"fixed64,1,opt,name=download_seconds,json=downloadSeconds,proto3" json:"download_seconds,omitempty"`
+	// train_seconds: the local Train call.
+	TrainSeconds  float64 `protobuf:"fixed64,2,opt,name=train_seconds,json=trainSeconds,proto3" json:"train_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollaboratorTimings) Reset() {
+	*x = CollaboratorTimings{}
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollaboratorTimings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollaboratorTimings) ProtoMessage() {}
+
+func (x *CollaboratorTimings) ProtoReflect() protoreflect.Message {
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollaboratorTimings.ProtoReflect.Descriptor instead.
+func (*CollaboratorTimings) Descriptor() ([]byte, []int) {
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CollaboratorTimings) GetDownloadSeconds() float64 {
+	if x != nil {
+		return x.DownloadSeconds
+	}
+	return 0
+}
+
+func (x *CollaboratorTimings) GetTrainSeconds() float64 {
+	if x != nil {
+		return x.TrainSeconds
+	}
+	return 0
+}
+
 // Chunk is one message of a model transfer: the Header first, then raw
 // little-endian float32 values, at most 1 MiB per chunk.
 type Chunk struct {
@@ -525,7 +593,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[5]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +605,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[5]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +618,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{5}
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Chunk) GetBody() isChunk_Body {
@@ -604,7 +672,7 @@ type UploadAck struct {
 
 func (x *UploadAck) Reset() {
 	*x = UploadAck{}
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[6]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +684,7 @@ func (x *UploadAck) String() string {
 func (*UploadAck) ProtoMessage() {}
 
 func (x *UploadAck) ProtoReflect() protoreflect.Message {
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[6]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +697,7 @@ func (x *UploadAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadAck.ProtoReflect.Descriptor instead.
 func (*UploadAck) Descriptor() ([]byte, []int) {
-	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{6}
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UploadAck) GetRound() int64 {
@@ -652,17 +720,19 @@ type Metrics struct {
 	Sender   string                 `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
 	PlanHash string                 `protobuf:"bytes,3,opt,name=plan_hash,json=planHash,proto3" json:"plan_hash,omitempty"`
 	// task is aggregated_model_validation or locally_tuned_model_validation.
-	Task          string             `protobuf:"bytes,4,opt,name=task,proto3" json:"task,omitempty"`
-	NumExamples   int64              `protobuf:"varint,5,opt,name=num_examples,json=numExamples,proto3" json:"num_examples,omitempty"`
-	Loss          float64            `protobuf:"fixed64,6,opt,name=loss,proto3" json:"loss,omitempty"`
-	Metrics       map[string]float64 `protobuf:"bytes,7,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	Task        string             `protobuf:"bytes,4,opt,name=task,proto3" json:"task,omitempty"`
+	NumExamples int64              `protobuf:"varint,5,opt,name=num_examples,json=numExamples,proto3" json:"num_examples,omitempty"`
+	Loss        float64            `protobuf:"fixed64,6,opt,name=loss,proto3" json:"loss,omitempty"`
+	Metrics     map[string]float64 `protobuf:"bytes,7,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// seconds (optional) is how long the collaborator's evaluation took.
+	Seconds       float64 `protobuf:"fixed64,8,opt,name=seconds,proto3" json:"seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[7]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -674,7 +744,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[7]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -687,7 +757,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{7}
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Metrics) GetRound() int64 {
@@ -739,6 +809,13 @@ func (x *Metrics) GetMetrics() map[string]float64 {
 	return nil
 }
 
+func (x *Metrics) GetSeconds() float64 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
 type MetricsAck struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -747,7 +824,7 @@ type MetricsAck struct {
 
 func (x *MetricsAck) Reset() {
 	*x = MetricsAck{}
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[8]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +836,7 @@ func (x *MetricsAck) String() string {
 func (*MetricsAck) ProtoMessage() {}
 
 func (x *MetricsAck) ProtoReflect() protoreflect.Message {
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[8]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +849,7 @@ func (x *MetricsAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsAck.ProtoReflect.Descriptor instead.
 func (*MetricsAck) Descriptor() ([]byte, []int) {
-	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{8}
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{9}
 }
 
 var File_teeml_fl_v1_fl_proto protoreflect.FileDescriptor
@@ -801,7 +878,7 @@ const file_teeml_fl_v1_fl_proto_rawDesc = "" +
 	"\n" +
 	"TensorInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05shape\x18\x02 \x03(\x03R\x05shape\"\x88\x03\n" +
+	"\x05shape\x18\x02 \x03(\x03R\x05shape\"\xc4\x03\n" +
 	"\x06Header\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x03R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1b\n" +
@@ -812,17 +889,22 @@ const file_teeml_fl_v1_fl_proto_rawDesc = "" +
 	"\ametrics\x18\a \x03(\v2 .teeml.fl.v1.Header.MetricsEntryR\ametrics\x12\x1f\n" +
 	"\vtotal_bytes\x18\b \x01(\x03R\n" +
 	"totalBytes\x12\x16\n" +
-	"\x06sha256\x18\t \x01(\fR\x06sha256\x1a:\n" +
+	"\x06sha256\x18\t \x01(\fR\x06sha256\x12:\n" +
+	"\atimings\x18\n" +
+	" \x01(\v2 .teeml.fl.v1.CollaboratorTimingsR\atimings\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"T\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"e\n" +
+	"\x13CollaboratorTimings\x12)\n" +
+	"\x10download_seconds\x18\x01 \x01(\x01R\x0fdownloadSeconds\x12#\n" +
+	"\rtrain_seconds\x18\x02 \x01(\x01R\ftrainSeconds\"T\n" +
 	"\x05Chunk\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x13.teeml.fl.v1.HeaderH\x00R\x06header\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x06\n" +
 	"\x04body\"H\n" +
 	"\tUploadAck\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x03R\x05round\x12%\n" +
-	"\x0ebytes_received\x18\x02 \x01(\x03R\rbytesReceived\"\x98\x02\n" +
+	"\x0ebytes_received\x18\x02 \x01(\x03R\rbytesReceived\"\xb2\x02\n" +
 	"\aMetrics\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x03R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1b\n" +
@@ -830,7 +912,8 @@ const file_teeml_fl_v1_fl_proto_rawDesc = "" +
 	"\x04task\x18\x04 \x01(\tR\x04task\x12!\n" +
 	"\fnum_examples\x18\x05 \x01(\x03R\vnumExamples\x12\x12\n" +
 	"\x04loss\x18\x06 \x01(\x01R\x04loss\x12;\n" +
-	"\ametrics\x18\a \x03(\v2!.teeml.fl.v1.Metrics.MetricsEntryR\ametrics\x1a:\n" +
+	"\ametrics\x18\a \x03(\v2!.teeml.fl.v1.Metrics.MetricsEntryR\ametrics\x12\x18\n" +
+	"\aseconds\x18\b \x01(\x01R\aseconds\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\f\n" +
@@ -867,44 +950,46 @@ func file_teeml_fl_v1_fl_proto_rawDescGZIP() []byte {
 }
 
 var file_teeml_fl_v1_fl_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_teeml_fl_v1_fl_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_teeml_fl_v1_fl_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_teeml_fl_v1_fl_proto_goTypes = []any{
-	(TaskAction)(0),      // 0: teeml.fl.v1.TaskAction
-	(PayloadKind)(0),     // 1: teeml.fl.v1.PayloadKind
-	(*TaskRequest)(nil),  // 2: teeml.fl.v1.TaskRequest
-	(*TaskResponse)(nil), // 3: teeml.fl.v1.TaskResponse
-	(*ModelRequest)(nil), // 4: teeml.fl.v1.ModelRequest
-	(*TensorInfo)(nil),   // 5: teeml.fl.v1.TensorInfo
-	(*Header)(nil),       // 6: teeml.fl.v1.Header
-	(*Chunk)(nil),        // 7: teeml.fl.v1.Chunk
-	(*UploadAck)(nil),    // 8: teeml.fl.v1.UploadAck
-	(*Metrics)(nil),      // 9: teeml.fl.v1.Metrics
-	(*MetricsAck)(nil),   // 10: teeml.fl.v1.MetricsAck
-	nil,                  // 11: teeml.fl.v1.TaskResponse.ConfigEntry
-	nil,                  // 12: teeml.fl.v1.Header.MetricsEntry
-	nil,                  // 13: teeml.fl.v1.Metrics.MetricsEntry
+	(TaskAction)(0),             // 0: teeml.fl.v1.TaskAction
+	(PayloadKind)(0),            // 1: teeml.fl.v1.PayloadKind
+	(*TaskRequest)(nil),         // 2: teeml.fl.v1.TaskRequest
+	(*TaskResponse)(nil),        // 3: teeml.fl.v1.TaskResponse
+	(*ModelRequest)(nil),        // 4: teeml.fl.v1.ModelRequest
+	(*TensorInfo)(nil),          // 5: teeml.fl.v1.TensorInfo
+	(*Header)(nil),              // 6: teeml.fl.v1.Header
+	(*CollaboratorTimings)(nil), // 7: teeml.fl.v1.CollaboratorTimings
+	(*Chunk)(nil),               // 8: teeml.fl.v1.Chunk
+	(*UploadAck)(nil),           // 9: teeml.fl.v1.UploadAck
+	(*Metrics)(nil),             // 10: teeml.fl.v1.Metrics
+	(*MetricsAck)(nil),          // 11: teeml.fl.v1.MetricsAck
+	nil,                         // 12: teeml.fl.v1.TaskResponse.ConfigEntry
+	nil,                         // 13: teeml.fl.v1.Header.MetricsEntry
+	nil,                         // 14: teeml.fl.v1.Metrics.MetricsEntry
 }
 var file_teeml_fl_v1_fl_proto_depIdxs = []int32{
 	0,  // 0: teeml.fl.v1.TaskResponse.action:type_name -> teeml.fl.v1.TaskAction
-	11, // 1: teeml.fl.v1.TaskResponse.config:type_name -> teeml.fl.v1.TaskResponse.ConfigEntry
+	12, // 1: teeml.fl.v1.TaskResponse.config:type_name -> teeml.fl.v1.TaskResponse.ConfigEntry
 	1,  // 2: teeml.fl.v1.Header.kind:type_name -> teeml.fl.v1.PayloadKind
 	5,  // 3: teeml.fl.v1.Header.tensors:type_name -> teeml.fl.v1.TensorInfo
-	12, // 4: teeml.fl.v1.Header.metrics:type_name -> teeml.fl.v1.Header.MetricsEntry
-	6,  // 5: teeml.fl.v1.Chunk.header:type_name -> teeml.fl.v1.Header
-	13, // 6: teeml.fl.v1.Metrics.metrics:type_name -> teeml.fl.v1.Metrics.MetricsEntry
-	2,  // 7: teeml.fl.v1.Aggregator.GetTasks:input_type -> teeml.fl.v1.TaskRequest
-	4,  // 8: teeml.fl.v1.Aggregator.DownloadModel:input_type -> teeml.fl.v1.ModelRequest
-	7,  // 9: teeml.fl.v1.Aggregator.UploadUpdate:input_type -> teeml.fl.v1.Chunk
-	9,  // 10: teeml.fl.v1.Aggregator.ReportMetrics:input_type -> teeml.fl.v1.Metrics
-	3,  // 11: teeml.fl.v1.Aggregator.GetTasks:output_type -> teeml.fl.v1.TaskResponse
-	7,  // 12: teeml.fl.v1.Aggregator.DownloadModel:output_type -> teeml.fl.v1.Chunk
-	8,  // 13: teeml.fl.v1.Aggregator.UploadUpdate:output_type -> teeml.fl.v1.UploadAck
-	10, // 14: teeml.fl.v1.Aggregator.ReportMetrics:output_type -> teeml.fl.v1.MetricsAck
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	13, // 4: teeml.fl.v1.Header.metrics:type_name -> teeml.fl.v1.Header.MetricsEntry
+	7,  // 5: teeml.fl.v1.Header.timings:type_name -> teeml.fl.v1.CollaboratorTimings
+	6,  // 6: teeml.fl.v1.Chunk.header:type_name -> teeml.fl.v1.Header
+	14, // 7: teeml.fl.v1.Metrics.metrics:type_name -> teeml.fl.v1.Metrics.MetricsEntry
+	2,  // 8: teeml.fl.v1.Aggregator.GetTasks:input_type -> teeml.fl.v1.TaskRequest
+	4,  // 9: teeml.fl.v1.Aggregator.DownloadModel:input_type -> teeml.fl.v1.ModelRequest
+	8,  // 10: teeml.fl.v1.Aggregator.UploadUpdate:input_type -> teeml.fl.v1.Chunk
+	10, // 11: teeml.fl.v1.Aggregator.ReportMetrics:input_type -> teeml.fl.v1.Metrics
+	3,  // 12: teeml.fl.v1.Aggregator.GetTasks:output_type -> teeml.fl.v1.TaskResponse
+	8,  // 13: teeml.fl.v1.Aggregator.DownloadModel:output_type -> teeml.fl.v1.Chunk
+	9,  // 14: teeml.fl.v1.Aggregator.UploadUpdate:output_type -> teeml.fl.v1.UploadAck
+	11, // 15: teeml.fl.v1.Aggregator.ReportMetrics:output_type -> teeml.fl.v1.MetricsAck
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_teeml_fl_v1_fl_proto_init() }
@@ -912,7 +997,7 @@ func file_teeml_fl_v1_fl_proto_init() {
 	if File_teeml_fl_v1_fl_proto != nil {
 		return
 	}
-	file_teeml_fl_v1_fl_proto_msgTypes[5].OneofWrappers = []any{
+	file_teeml_fl_v1_fl_proto_msgTypes[6].OneofWrappers = []any{
 		(*Chunk_Header)(nil),
 		(*Chunk_Data)(nil),
 	}
@@ -922,7 +1007,7 @@ func file_teeml_fl_v1_fl_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_teeml_fl_v1_fl_proto_rawDesc), len(file_teeml_fl_v1_fl_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,83 @@
+package run
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/teeml/teeml/fl/metrics"
+	"github.com/teeml/teeml/ml"
+)
+
+// observability is the aggregator's metrics file (RunDir/metrics.jsonl)
+// and, if an address was given, its Prometheus /metrics endpoint.
+type observability struct {
+	obs   *metrics.Observer
+	jsonl *metrics.JSONL
+	srv   *metrics.Server
+}
+
+// MetricsFile is the path of the metrics file of the run of plan hash in
+// workspace ws.
+func MetricsFile(ws, planHash string) string {
+	return filepath.Join(RunDir(ws, planHash), metrics.FileName)
+}
+
+// openObservability opens the run's metrics file (appending: a restarted
+// run continues it; see metrics.JSONL for the resume rule) and serves
+// /metrics on addr unless it is empty. The server stops when ctx ends or
+// at close.
+func openObservability(ctx context.Context, ws, hash, addr string, out io.Writer, log *slog.Logger) (*observability, error) {
+	path := MetricsFile(ws, hash)
+	j, err := metrics.OpenJSONL(path, log)
+	if err != nil {
+		return nil, err
+	}
+	prom := metrics.NewProm()
+	o := &observability{obs: metrics.NewObserver(j, prom, log), jsonl: j}
+	if addr != "" {
+		if o.srv, err = metrics.Serve(ctx, addr, prom, log); err != nil {
+			j.Close()
+			return nil, err
+		}
+		fmt.Fprintf(out, "Prometheus metrics: http://%s/metrics\n", o.srv.Addr())
+	}
+	log.Info("metrics file", "path", path, "report", "teeml fl report "+RunDir(ws, hash))
+	fmt.Fprintf(out, "metrics file: %s (plot and table: teeml fl report %s)\n", path, RunDir(ws, hash))
+	return o, nil
+}
+
+// resume applies the metrics file's resume rule (metrics.JSONL.Resume)
+// before the first round is opened: lastCompleted is the last round whose
+// aggregate was restored from a checkpoint, 0 for a run that starts at
+// round 1 (records of an earlier, abandoned run's rounds are then dropped,
+// so no round appears twice). A metrics file that cannot be rewritten is
+// reported and does not stop the federation.
+func (o *observability) resume(lastCompleted int, out io.Writer, log *slog.Logger) {
+	dropped, err := o.jsonl.Resume(lastCompleted)
+	switch {
+	case err != nil:
+		log.Warn("metrics file: resume rule not applied; the report may show rounds twice", "err", err)
+		fmt.Fprintf(out, "warning: metrics file: %v\n", err)
+	case dropped > 0:
+		fmt.Fprintf(out, "metrics file: dropped %d records of rounds after round %d (written before the restart)\n", dropped, lastCompleted)
+	}
+}
+
+func (o *observability) close() {
+	if o.srv != nil {
+		o.srv.Close()
+	}
+	o.jsonl.Close()
+}
+
+// testMetrics names the held-out test metrics test_<metric>.
+func testMetrics(m ml.Metrics) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range m.Map() {
+		out["test_"+k] = v
+	}
+	return out
+}
