@@ -39,10 +39,12 @@ type Plan struct {
 	DataLoader   DataLoader
 	TaskRunner   TaskRunner
 	Network      Network
-	Assigner     Assigner
-	Tasks        Tasks
-	Aggregation  Aggregation
-	Attestation  Attestation
+	// StragglerHandling is the optional straggler_handling_policy section.
+	StragglerHandling StragglerPolicy
+	Assigner          Assigner
+	Tasks             Tasks
+	Aggregation       Aggregation
+	Attestation       Attestation
 
 	name  string         // file name for errors
 	lines map[string]int // dotted key → line, when parsed
@@ -502,6 +504,10 @@ func (p *Plan) Validate() error {
 	}
 	if a.MinCollaborators > 0 && ag.Validator.MinAccepted > a.MinCollaborators {
 		return p.errf("aggregation.validator.min_accepted", "%d exceeds aggregator.min_collaborators %d", ag.Validator.MinAccepted, a.MinCollaborators)
+	}
+
+	if err := p.validateStraggler(); err != nil {
+		return err
 	}
 
 	for _, role := range []string{"aggregator", "collaborator"} {
