@@ -20,7 +20,11 @@ func newFLAggregatorCmd() *cobra.Command {
 			"(hash checked), policies/, pki/root.pem (pinned root), pki/federation.bundle, pki/NAME.crt and\n" +
 			"pki/NAME-key.pem (identity), party/NAME.yaml (evidence platform: auto, gramine, tsm or sim).\n" +
 			"Prints one line per round and writes the best and last global models (safetensors, loadable\n" +
-			"with teeml eval).",
+			"with teeml eval).\n\n" +
+			"Every completed round is checkpointed (runs/<plan hash>/state/checkpoint.safetensors, written\n" +
+			"atomically) before the next round opens. Started again after a crash, the aggregator resumes at\n" +
+			"the next round (\"resuming from checkpoint: round 3 of 8 completed\"); collaborators reconnect\n" +
+			"by themselves. Remove runs/<plan hash>/state to start the plan over. See docs/fl-resilience.md.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return flrun.RunAggregator(cmd.Context(), flrun.AggregatorOptions{

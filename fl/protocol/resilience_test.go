@@ -154,7 +154,7 @@ func TestStragglerCutoffClosesRound(t *testing.T) {
 		if n == "col-3" {
 			tr.delay = func(r int) time.Duration {
 				if r == 1 {
-					return cutoff + 500*time.Millisecond
+					return cutoff + 300*time.Millisecond
 				}
 				return 0
 			}

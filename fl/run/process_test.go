@@ -17,6 +17,7 @@ import (
 
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/protocol"
+	"github.com/teeml/teeml/fl/strategy"
 	"github.com/teeml/teeml/fl/workspace"
 	"github.com/teeml/teeml/ml/safetensors"
 )
@@ -366,4 +367,71 @@ func split(t *testing.T, c *protocol.Checkpoint) (m, v [][]float32) {
 // near compares with a relative tolerance (absolute near zero).
 func near(got, want, rel float64) bool {
 	return math.Abs(got-want) <= rel*math.Max(math.Abs(want), 1e-6)
+}
+
+// TestResumeRefusesBadCheckpoint: a checkpoint of another plan, or a
+// corrupt one, stops the aggregator with a one-line error before anything
+// is served or overwritten.
+func TestResumeRefusesBadCheckpoint(t *testing.T) {
+	ws := setup(t, 2, 1)
+	p, err := workspace.LoadPlan(ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := p.Hash()
+	initial, _, err := safetensors.ReadFile(filepath.Join(ws, filepath.FromSlash(p.Aggregator.InitStatePath)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := CheckpointFile(ws, hash)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	other := strings.Repeat("ab", 32)
+	c := &protocol.Checkpoint{PlanHash: other, Round: 1, Rounds: 2, Global: initial,
+		Strategy: strategyState(t, p), History: []protocol.RoundSummary{{Round: 1, EvalLoss: math.NaN()}}}
+	if err := protocol.WriteCheckpoint(path, c); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = RunAggregator(ctx, AggregatorOptions{Workspace: ws, Logger: quietLog()})
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "belongs to plan abababab…, not the frozen plan "+protocol.ShortHash(hash)) {
+		t.Fatalf("foreign checkpoint: %v", err)
+	}
+	t.Logf("foreign checkpoint: %v", err)
+
+	c.PlanHash = hash
+	if err := protocol.WriteCheckpoint(path, c); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-5] ^= 0x40
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = RunAggregator(ctx, AggregatorOptions{Workspace: ws, Logger: quietLog()})
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "SHA-256 mismatch") {
+		t.Fatalf("corrupt checkpoint: %v", err)
+	}
+	t.Logf("corrupt checkpoint: %v", err)
+	if after, _ := os.ReadFile(path); !slices.Equal(after, b) {
+		t.Error("the corrupt checkpoint was overwritten")
+	}
+}
+
+func strategyState(t *testing.T, p *plan.Plan) strategy.State {
+	t.Helper()
+	s, err := p.Strategy(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
