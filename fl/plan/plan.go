@@ -60,7 +60,9 @@ type Aggregator struct {
 	LastStatePath string // last_state_path
 	// MinCollaborators (min_collaborators, optional) is the number of
 	// collaborators a round waits for; 0 means every collaborator in
-	// cols.yaml.
+	// cols.yaml. A round that reaches network.round_timeout closes if it
+	// has this many updates. With a straggler_handling_policy section it
+	// must be 0: minimum_reporting takes its place.
 	MinCollaborators int
 }
 

@@ -191,7 +191,7 @@ func TestStragglerCutoffClosesRound(t *testing.T) {
 			t.Errorf("aggregator log lacks %q:\n%s", want, aggLog.String())
 		}
 	}
-	if !strings.Contains(slowLog.String(), "round interrupted; asking for tasks again") {
+	if !strings.Contains(slowLog.String(), "round closed without this collaborator's update; asking for the current round's tasks") {
 		t.Errorf("col-3 did not move on after its late update:\n%s", slowLog.String())
 	}
 }
