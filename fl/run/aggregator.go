@@ -130,6 +130,23 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 
 	// Resume from the last completed round, if any.
 	ckptPath := CheckpointFile(ws, hash)
+	stateDir := filepath.Dir(ckptPath)
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return err
+	}
+	unlock, err := lockState(filepath.Join(stateDir, "lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// A crash during a checkpoint write leaves its temporary file (the
+	// previous checkpoint is intact): remove it.
+	stale, _ := filepath.Glob(filepath.Join(stateDir, "."+filepath.Base(ckptPath)+".tmp-*"))
+	for _, f := range stale {
+		if err := os.Remove(f); err == nil {
+			log.Info("removed an unfinished checkpoint write", "file", f)
+		}
+	}
 	resume, err := protocol.ReadCheckpoint(ckptPath, hash)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -368,9 +385,6 @@ func (t *tracker) commit(path string, c *protocol.Checkpoint) error {
 	if t.bestRound > 0 {
 		c.Extra[extraBestRound] = strconv.Itoa(t.bestRound)
 		c.Extra[extraBestAccuracy] = strconv.FormatFloat(t.best, 'g', -1, 64)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
 	}
 	if err := protocol.WriteCheckpoint(path, c); err != nil {
 		return err
