@@ -229,6 +229,40 @@ func TestKillCollaboratorMidRound(t *testing.T) {
 	}
 }
 
+// TestRestartCollaboratorMidRound: without a straggler policy every round
+// waits for all collaborators. col-2's process is SIGKILLed while it works
+// on round 2 and started again: it gets its round-2 task again and the
+// federation completes with both collaborators in every round.
+func TestRestartCollaboratorMidRound(t *testing.T) {
+	if raceEnabled {
+		t.Skip("trains GoMLX models, whose kernels trip checkptr under -race")
+	}
+	ws := setup(t, 3, 2)
+	editPlan(t, ws, func(p *plan.Plan) { p.Collaborator.EpochsPerRound = 2 })
+	agg := startParty(t, ws, "aggregator")
+	col1, col2 := startParty(t, ws, "col-1"), startParty(t, ws, "col-2")
+	waitFor(t, 2*time.Minute, "col-2 to start round 2", func() bool {
+		return strings.Contains(agg.stderr.String(), `msg="model sent" component=aggregator collaborator=col-2 round=2`)
+	})
+	col2.kill(t)
+	killed := time.Now()
+	again := startParty(t, ws, "col-2")
+	agg.wait(t, 2*time.Minute)
+	col1.wait(t, 30*time.Second)
+	again.wait(t, 30*time.Second)
+	if !strings.Contains(again.stderr.String(), `msg="round starts" collaborator=col-2 round=2`) {
+		t.Errorf("restarted col-2 did not get its round-2 task again:\n%s", tail(again.stderr.String(), 20))
+	}
+	closed, _ := logLineTime(agg.stderr.String(), `msg="round closed" component=aggregator round=2 participants="[col-1 col-2]"`)
+	if closed.IsZero() {
+		t.Fatalf("round 2 did not close with both collaborators:\n%s", tail(agg.stderr.String(), 30))
+	}
+	t.Logf("round 2 closed %.2f s after col-2 was killed and restarted (process start, RA-TLS, data load and training included)", closed.Sub(killed).Seconds())
+	if got := roundLines(agg.stdout.String()); !slices.Equal(got, []int{1, 2, 3}) {
+		t.Fatalf("round lines %v", got)
+	}
+}
+
 // TestKillAggregatorResumes: the aggregator process is killed (SIGKILL)
 // after its round-2 checkpoint; started again, it resumes at round 3, the
 // collaborator processes (never restarted) rejoin on their own over a
