@@ -86,8 +86,10 @@ type AggregatorConfig struct {
 	// RoundTimeout closes a round with the updates received so far (if at
 	// least MinCollaborators); default 10 minutes.
 	RoundTimeout time.Duration
-	// MinCollaborators is the fewest updates a timed-out round can close
-	// with (default 1); the strategy applies its own minimum on top.
+	// MinCollaborators is the fewest updates a round can close with before
+	// every collaborator uploaded, at the straggler cutoff or at the
+	// timeout (default 1; OpenFL's minimum_reporting); the strategy applies
+	// its own minimum on top.
 	MinCollaborators int
 	// RetryAfter is the WAIT hint given to collaborators that finished the
 	// current round (default 500 ms).
