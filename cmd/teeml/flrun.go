@@ -21,7 +21,11 @@ func newFLAggregatorCmd() *cobra.Command {
 			"pki/NAME-key.pem (identity), party/NAME.yaml (evidence platform: auto, gramine, tsm or sim).\n" +
 			"Prints one line per round and writes the best and last global models (safetensors, loadable\n" +
 			"with teeml eval). Every round's phases, bytes and metrics are appended to\n" +
-			"runs/<plan hash>/metrics.jsonl (see teeml fl report); --metrics-addr also serves Prometheus /metrics.",
+			"runs/<plan hash>/metrics.jsonl (see teeml fl report); --metrics-addr also serves Prometheus /metrics.\n\n" +
+			"Every completed round is checkpointed (runs/<plan hash>/state/checkpoint.safetensors, written\n" +
+			"atomically) before the next round opens. Started again after a crash, the aggregator resumes at\n" +
+			"the next round (\"resuming from checkpoint: round 3 of 8 completed\"); collaborators reconnect\n" +
+			"by themselves. Remove runs/<plan hash>/state to start the plan over. See docs/fl-resilience.md.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return flrun.RunAggregator(cmd.Context(), flrun.AggregatorOptions{

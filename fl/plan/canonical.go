@@ -22,7 +22,10 @@ import (
 //
 //   - no comments; sections and keys in the fixed schema order in which
 //     this package documents them (aggregator, collaborator, data_loader,
-//     task_runner, network, assigner, tasks, aggregation, attestation);
+//     task_runner, network, [straggler_handling_policy], assigner, tasks,
+//     aggregation, attestation); straggler_handling_policy only when the
+//     plan has it (so plans without it keep the hash they had before the
+//     section existed), with only its policy's keys;
 //     map-valued keys (aggregation.settings, attestation.policy) sorted
 //     bytewise;
 //   - every key present, optional ones with their defaults, so a plan that
@@ -111,6 +114,7 @@ func (p *Plan) Canonical() []byte {
 	w(1, "agg_port", i(n.AggPort))
 	w(1, "round_timeout", q(n.RoundTimeout.String()))
 	w(1, "tls", q(n.TLS))
+	p.canonicalStraggler(w, q, f)
 
 	w(0, "assigner", "")
 	w(1, "task_groups", "")

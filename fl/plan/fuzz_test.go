@@ -24,6 +24,12 @@ func FuzzParsePlan(f *testing.F) {
 		}
 		f.Add(p.Canonical())
 	}
+	if b, err := workspace.TemplatePlan("digits_mlp"); err == nil {
+		for _, sec := range []string{"  policy: cutoff_time\n  straggler_cutoff_time: 2.5\n  minimum_reporting: 1\n",
+			"  policy: percentage\n  percent_collaborators_needed: 0.66\n"} {
+			f.Add(bytes.Replace(b, []byte("\nassigner:"), []byte("\nstraggler_handling_policy:\n"+sec+"assigner:"), 1))
+		}
+	}
 	f.Add([]byte("aggregator: {rounds_to_train: 0}\n"))
 	f.Add([]byte("\"0\\n0\": 1\n")) // multi-line key in an error (found by fuzzing)
 	f.Fuzz(func(t *testing.T, data []byte) {

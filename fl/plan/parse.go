@@ -29,7 +29,8 @@ const MaxSize = 1 << 20
 // task_runner.hidden [model default], network.round_timeout [0, no limit],
 // network.tls [ra-tls], data_loader.partitioning.alpha [0, iid only],
 // tasks.train.weight_decay [0], aggregation.settings [strategy defaults],
-// aggregation.validator and its keys [0]).
+// aggregation.validator and its keys [0], the straggler_handling_policy
+// section [absent] and its minimum_reporting [1]).
 func Parse(data []byte, name string) (*Plan, error) {
 	p := &Plan{name: name, lines: map[string]int{}}
 	fail := func(line int, key, format string, args ...any) error {
@@ -65,6 +66,7 @@ func Parse(data []byte, name string) (*Plan, error) {
 		{"data_loader", true, ps.dataLoader},
 		{"task_runner", true, ps.taskRunner},
 		{"network", true, ps.network},
+		{"straggler_handling_policy", false, ps.straggler},
 		{"assigner", true, ps.assigner},
 		{"tasks", true, ps.tasks},
 		{"aggregation", true, ps.aggregation},

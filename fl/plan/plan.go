@@ -39,10 +39,12 @@ type Plan struct {
 	DataLoader   DataLoader
 	TaskRunner   TaskRunner
 	Network      Network
-	Assigner     Assigner
-	Tasks        Tasks
-	Aggregation  Aggregation
-	Attestation  Attestation
+	// StragglerHandling is the optional straggler_handling_policy section.
+	StragglerHandling StragglerPolicy
+	Assigner          Assigner
+	Tasks             Tasks
+	Aggregation       Aggregation
+	Attestation       Attestation
 
 	name  string         // file name for errors
 	lines map[string]int // dotted key → line, when parsed
@@ -58,7 +60,9 @@ type Aggregator struct {
 	LastStatePath string // last_state_path
 	// MinCollaborators (min_collaborators, optional) is the number of
 	// collaborators a round waits for; 0 means every collaborator in
-	// cols.yaml.
+	// cols.yaml. A round that reaches network.round_timeout closes if it
+	// has this many updates. With a straggler_handling_policy section it
+	// must be 0: minimum_reporting takes its place.
 	MinCollaborators int
 }
 
@@ -502,6 +506,10 @@ func (p *Plan) Validate() error {
 	}
 	if a.MinCollaborators > 0 && ag.Validator.MinAccepted > a.MinCollaborators {
 		return p.errf("aggregation.validator.min_accepted", "%d exceeds aggregator.min_collaborators %d", ag.Validator.MinAccepted, a.MinCollaborators)
+	}
+
+	if err := p.validateStraggler(); err != nil {
+		return err
 	}
 
 	for _, role := range []string{"aggregator", "collaborator"} {

@@ -199,7 +199,7 @@ func TestHashChangesWithEveryValue(t *testing.T) {
 }
 
 func semantic(p *plan.Plan) []any {
-	return []any{p.Aggregator, p.Collaborator, p.DataLoader, p.TaskRunner, p.Network, p.Assigner, p.Tasks, p.Aggregation, p.Attestation}
+	return []any{p.Aggregator, p.Collaborator, p.DataLoader, p.TaskRunner, p.Network, p.StragglerHandling, p.Assigner, p.Tasks, p.Aggregation, p.Attestation}
 }
 
 func lineOf(t *testing.T, data, s string) int {

@@ -9,16 +9,33 @@
 // evaluates it and reports the metrics, trains, evaluates the trained model
 // and reports, then uploads the update (streamed, SHA-256 checked, shapes
 // checked against the global model). When all expected collaborators have
-// uploaded, or at the round timeout with at least MinCollaborators, the
-// Aggregator aggregates with its strategy.Strategy and opens the next round;
-// after the last one GetTasks answers DONE.
+// uploaded, when the straggler policy allows (StragglerPolicy), or at the
+// round timeout with at least MinCollaborators, the round closes: updates
+// and metrics still arriving for it are discarded (Aborted, so the sender
+// moves on to the current round). The Aggregator aggregates with its
+// strategy.Strategy, makes the round durable (Commit) and only then opens
+// the next round; after the last one GetTasks answers DONE.
+//
+// # Crash safety
+//
+// Commit receives a Checkpoint (global model, strategy state, round
+// summaries) of every completed round before any collaborator can download
+// the next round's model; an aggregator restarted with that checkpoint as
+// Resume continues at the next round. If the aggregator dies before Commit
+// returns, the round is redone from the previous checkpoint: no
+// collaborator ever saw its result, so no completed round is lost and none
+// is done twice. A restarted round serves the same global model and config
+// as before the crash, so an update a collaborator computed for it against
+// the old process is still valid and accepted.
 //
 // Every RPC names its sender and plan hash. The sender must be the RA-TLS
 // verified identity of the connection (ratls.PeerFromContext), else
 // PermissionDenied; a collaborator not in the expected list is refused with
 // PermissionDenied; a plan hash other than the aggregator's is refused with
 // FailedPrecondition. Refusals are one line, and the collaborator ends its
-// Run with them.
+// Run with them. An aggregator whose federation failed (e.g. a round timed
+// out without enough updates) answers Unavailable: collaborators retry, and
+// continue when it is restarted.
 package protocol
 
 import (
@@ -69,8 +86,10 @@ type AggregatorConfig struct {
 	// RoundTimeout closes a round with the updates received so far (if at
 	// least MinCollaborators); default 10 minutes.
 	RoundTimeout time.Duration
-	// MinCollaborators is the fewest updates a timed-out round can close
-	// with (default 1); the strategy applies its own minimum on top.
+	// MinCollaborators is the fewest updates a round can close with before
+	// every collaborator uploaded, at the straggler cutoff or at the
+	// timeout (default 1; OpenFL's minimum_reporting); the strategy applies
+	// its own minimum on top.
 	MinCollaborators int
 	// RetryAfter is the WAIT hint given to collaborators that finished the
 	// current round (default 500 ms).
@@ -84,17 +103,56 @@ type AggregatorConfig struct {
 	// RequireRole, if set, is the role every peer must have been verified
 	// for (default CollaboratorRole; "-" disables the check).
 	RequireRole string
-	Logger      *slog.Logger
+	// Straggler says when a round may close before every collaborator has
+	// uploaded (default: wait for all until RoundTimeout).
+	Straggler StragglerPolicy
+	// Resume, if set, is the checkpoint of the last completed round: the
+	// strategy state is restored from it and the federation continues at
+	// Resume.Round+1 (Initial then only fixes the model's tensor layout).
+	Resume *Checkpoint
+	// Commit, if set, makes a completed round durable. It is called once
+	// per round, after aggregation and before the next round opens (so
+	// before anyone can see the round's result); an error stops the
+	// federation.
+	Commit func(ctx context.Context, c *Checkpoint) error
+	Logger *slog.Logger
 	// Observer, if set, receives the aggregator's events (fl/metrics:
 	// metrics file and Prometheus); default NopObserver.
 	Observer Observer
 }
+
+// StragglerPolicy lets a round close before every expected collaborator has
+// uploaded (OpenFL's straggler handling). A round always closes when all
+// have uploaded, and at RoundTimeout with at least MinCollaborators
+// updates (else the federation fails).
+type StragglerPolicy struct {
+	// Cutoff: once this long has passed since the round opened, the round
+	// closes as soon as it has MinCollaborators updates (OpenFL's
+	// CutoffTimeBasedStragglerHandling). 0 disables it.
+	Cutoff time.Duration
+	// Needed: the round closes as soon as this many updates (at least
+	// MinCollaborators) have arrived (OpenFL's
+	// PercentageBasedStragglerHandling with ⌈percent·N⌉). 0 means all.
+	Needed int
+}
+
+// Ways a round closes (RoundSummary.ClosedBy).
+const (
+	ClosedAll        = "all"        // every expected collaborator uploaded
+	ClosedPercentage = "percentage" // StragglerPolicy.Needed updates arrived
+	ClosedCutoff     = "cutoff"     // StragglerPolicy.Cutoff passed
+	ClosedTimeout    = "timeout"    // RoundTimeout passed
+)
 
 // RoundSummary describes a closed round.
 type RoundSummary struct {
 	Round int
 	// Participants uploaded an update in time, in the expected order.
 	Participants []string
+	// Stragglers are the expected collaborators without an update when the
+	// round closed; ClosedBy is why it closed (Closed* constants).
+	Stragglers []string
+	ClosedBy   string
 	// Accepted went into the aggregate; Rejected maps the others to the
 	// strategy's one-line reason.
 	Accepted []string
@@ -135,6 +193,9 @@ type Aggregator struct {
 	log      *slog.Logger
 	expected map[string]bool
 	progress chan struct{} // signalled on every upload and DONE handed out
+
+	first   int            // first round this process runs (1, or Resume.Round+1)
+	history []RoundSummary // summaries restored from Resume
 
 	mu       sync.Mutex
 	round    int // current round, 1-based; > Rounds when done
@@ -196,6 +257,9 @@ func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
 	if cfg.Observer == nil {
 		cfg.Observer = NopObserver{}
 	}
+	if cfg.Straggler.Cutoff < 0 || cfg.Straggler.Needed < 0 {
+		return nil, fmt.Errorf("protocol: aggregator: negative straggler policy %+v", cfg.Straggler)
+	}
 	a := &Aggregator{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "aggregator"),
@@ -213,9 +277,51 @@ func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
 		a.expected[n] = true
 		a.collabs[n] = &collabState{}
 	}
-	a.openRound(1)
+	if cfg.MinCollaborators > len(cfg.Collaborators) {
+		return nil, fmt.Errorf("protocol: aggregator: minimum of %d updates per round, but only %d collaborators", cfg.MinCollaborators, len(cfg.Collaborators))
+	}
+	a.first = 1
+	if c := cfg.Resume; c != nil {
+		if err := a.resume(c); err != nil {
+			return nil, err
+		}
+	}
+	if a.first > cfg.Rounds {
+		a.done = true
+		a.round = cfg.Rounds + 1
+	} else {
+		a.openRound(a.first)
+	}
 	return a, nil
 }
+
+// resume installs checkpoint c: its global model, strategy state and
+// history.
+func (a *Aggregator) resume(c *Checkpoint) error {
+	if err := c.check(); err != nil {
+		return fmt.Errorf("protocol: aggregator: resume: checkpoint: %v", err)
+	}
+	switch {
+	case c.PlanHash != a.cfg.PlanHash:
+		return fmt.Errorf("protocol: aggregator: resume: checkpoint of plan %s, not %s", ShortHash(c.PlanHash), ShortHash(a.cfg.PlanHash))
+	case c.Rounds != a.cfg.Rounds:
+		return fmt.Errorf("protocol: aggregator: resume: checkpoint of a %d-round federation, this one has %d", c.Rounds, a.cfg.Rounds)
+	}
+	if err := a.cfg.Initial.Compatible(c.Global); err != nil {
+		return fmt.Errorf("protocol: aggregator: resume: checkpoint model does not fit the initial model: %v", err)
+	}
+	if err := a.cfg.Strategy.Restore(c.Strategy); err != nil {
+		return fmt.Errorf("protocol: aggregator: resume: %v", err)
+	}
+	a.global = c.Global.Clone()
+	a.history = slices.Clone(c.History)
+	a.first = c.Round + 1
+	return nil
+}
+
+// NextRound is the round this aggregator starts with: 1, or the round
+// after the checkpoint it resumed from (Rounds+1 if that was the last).
+func (a *Aggregator) NextRound() int { return a.first }
 
 // Register registers the Aggregator service on s.
 func (a *Aggregator) Register(s grpc.ServiceRegistrar) { flv1.RegisterAggregatorServer(s, a) }
@@ -311,7 +417,7 @@ func (a *Aggregator) GetTasks(ctx context.Context, req *flv1.TaskRequest) (*flv1
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.failed != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "federation stopped: %v", a.failed)
+		return nil, a.stopped()
 	}
 	if a.done {
 		st := a.collabs[name]
@@ -337,15 +443,38 @@ func (a *Aggregator) GetTasks(ctx context.Context, req *flv1.TaskRequest) (*flv1
 	}, nil
 }
 
+// stopped is the answer once Run failed: Unavailable, so that
+// collaborators keep retrying (within their GiveUpAfter) and continue with
+// the aggregator once it is restarted and resumes from its checkpoint;
+// a.mu held.
+func (a *Aggregator) stopped() error {
+	return status.Errorf(codes.Unavailable, "aggregator stopped: %v; it resumes from its last completed round when restarted", a.failed)
+}
+
 // roundCheck refuses a request for another round than the current one; a.mu held.
 func (a *Aggregator) roundCheck(round int64) error {
 	if a.failed != nil {
-		return status.Errorf(codes.FailedPrecondition, "federation stopped: %v", a.failed)
+		return a.stopped()
 	}
 	if a.done || round != int64(a.round) {
-		return status.Errorf(codes.Aborted, "round %d is not open (current round %d of %d)", round, a.round, a.cfg.Rounds)
+		cur := max(a.round, -a.round)
+		if round < int64(cur) || (round == int64(cur) && a.round < 0) || a.done {
+			return status.Errorf(codes.Aborted, "round %d is closed (current round %d of %d)", round, cur, a.cfg.Rounds)
+		}
+		return status.Errorf(codes.Aborted, "round %d is not open (current round %d of %d)", round, cur, a.cfg.Rounds)
 	}
 	return nil
+}
+
+// discardLate logs an update for a round that is no longer open; err is
+// roundCheck's answer, sent back to the collaborator (Aborted: it asks for
+// the current round's tasks).
+func (a *Aggregator) discardLate(name string, round int64, err error) {
+	if status.Code(err) != codes.Aborted {
+		return
+	}
+	a.log.Warn(fmt.Sprintf("late update from %s discarded: %s", name, status.Convert(err).Message()),
+		"collaborator", name, "round", round)
 }
 
 // DownloadModel implements flv1.AggregatorServer.
@@ -395,6 +524,7 @@ func (a *Aggregator) UploadUpdate(stream grpc.ClientStreamingServer[flv1.Chunk, 
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		if err := a.roundCheck(h.Round); err != nil {
+			a.discardLate(name, h.Round, err)
 			return err
 		}
 		if _, dup := a.updates[name]; dup {
@@ -432,8 +562,9 @@ func (a *Aggregator) UploadUpdate(stream grpc.ClientStreamingServer[flv1.Chunk, 
 		case errors.As(err, &de):
 			err = status.Errorf(codes.InvalidArgument, "update from %q: %s", name, de.Msg)
 		}
-		if _, ok := status.FromError(err); !ok || name == "" {
-			// Transport errors and authorization refusals are already logged.
+		if _, ok := status.FromError(err); !ok || name == "" || status.Code(err) == codes.Aborted {
+			// Transport errors, authorization refusals and late updates
+			// are already logged.
 			return err
 		}
 		a.mu.Lock()
@@ -449,7 +580,7 @@ func (a *Aggregator) UploadUpdate(stream grpc.ClientStreamingServer[flv1.Chunk, 
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := a.roundCheck(h.Round); err != nil { // the round closed while the update was uploading
-		a.log.Warn("late update dropped", "collaborator", name, "round", h.Round)
+		a.discardLate(name, h.Round, err)
 		a.cfg.Observer.UpdateRefused(int(h.Round), name, "late", status.Convert(err).Message())
 		return err
 	}
@@ -494,6 +625,9 @@ func (a *Aggregator) ReportMetrics(ctx context.Context, m *flv1.Metrics) (*flv1.
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := a.roundCheck(m.Round); err != nil {
+		if status.Code(err) == codes.Aborted {
+			a.log.Info("late metrics from "+name+" discarded: "+status.Convert(err).Message(), "collaborator", name, "round", m.Round, "task", m.Task)
+		}
 		return nil, err
 	}
 	r := strategy.EvalResult{Client: name, NumExamples: int(m.NumExamples), Loss: m.Loss, Metrics: m.Metrics}
@@ -541,11 +675,12 @@ func (a *Aggregator) lateReport() (late []string, why string) {
 // most DoneGrace) until every collaborator was told DONE. It returns the
 // final global model and one summary per round. Call it once.
 func (a *Aggregator) Run(ctx context.Context) (tensor.Weights, []RoundSummary, error) {
-	var history []RoundSummary
-	a.log.Info("federation starts", "rounds", a.cfg.Rounds, "collaborators", a.cfg.Collaborators,
-		"strategy", a.cfg.Strategy.Name(), "plan_hash", ShortHash(a.cfg.PlanHash), "params", a.global.NumParams())
-	for r := 1; r <= a.cfg.Rounds; r++ {
-		sum, err := a.runRound(ctx, r)
+	history := slices.Clone(a.history)
+	a.log.Info("federation starts", "rounds", a.cfg.Rounds, "first_round", a.first, "collaborators", a.cfg.Collaborators,
+		"strategy", a.cfg.Strategy.Name(), "plan_hash", ShortHash(a.cfg.PlanHash), "params", a.global.NumParams(),
+		"straggler_cutoff", a.cfg.Straggler.Cutoff, "straggler_needed", a.cfg.Straggler.Needed, "min_updates", a.cfg.MinCollaborators)
+	for r := a.first; r <= a.cfg.Rounds; r++ {
+		sum, err := a.runRound(ctx, r, history)
 		if err != nil {
 			a.mu.Lock()
 			a.failed = err
@@ -560,13 +695,23 @@ func (a *Aggregator) Run(ctx context.Context) (tensor.Weights, []RoundSummary, e
 	final := a.global
 	a.mu.Unlock()
 	a.log.Info("federation finished; telling collaborators", "rounds", a.cfg.Rounds)
+	// The last round's stragglers are not waited for: they may be dead,
+	// and a dead collaborator must not hold the aggregator for DoneGrace.
+	// One still alive is told DONE if it asks while others are waited for.
+	var skip []string
+	if len(history) > 0 {
+		skip = history[len(history)-1].Stragglers
+	}
+	if len(skip) > 0 {
+		a.log.Info("not waiting for the last round's stragglers to be told DONE", "collaborators", skip)
+	}
 	grace := time.NewTimer(a.cfg.DoneGrace)
 	defer grace.Stop()
 	for {
 		a.mu.Lock()
 		var waiting []string
 		for _, n := range a.cfg.Collaborators {
-			if !a.collabs[n].toldDone {
+			if !a.collabs[n].toldDone && !slices.Contains(skip, n) {
 				waiting = append(waiting, n)
 			}
 		}
@@ -585,25 +730,55 @@ func (a *Aggregator) Run(ctx context.Context) (tensor.Weights, []RoundSummary, e
 	}
 }
 
-func (a *Aggregator) runRound(ctx context.Context, r int) (RoundSummary, error) {
+// needed is how many updates close a round before the cutoff or timeout.
+func (a *Aggregator) needed() int {
+	n := len(a.expected)
+	if k := a.cfg.Straggler.Needed; k > 0 {
+		n = min(n, max(k, a.cfg.MinCollaborators))
+	}
+	return n
+}
+
+// runRound waits until round r may close, aggregates it and commits it;
+// history holds the summaries of rounds 1..r-1.
+func (a *Aggregator) runRound(ctx context.Context, r int, history []RoundSummary) (RoundSummary, error) {
 	start := time.Now()
 	a.log.Info("round open", "round", r, "of", a.cfg.Rounds, "timeout", a.cfg.RoundTimeout)
 	timeout := time.NewTimer(a.cfg.RoundTimeout)
 	defer timeout.Stop()
 	tick := time.NewTicker(a.cfg.StatusEvery)
 	defer tick.Stop()
+	var cutoff <-chan time.Time
+	if d := a.cfg.Straggler.Cutoff; d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		cutoff = t.C
+	}
+	cutoffPassed := false
+	need := a.needed()
+	closedBy := ClosedAll
 wait:
 	for {
 		a.mu.Lock()
 		n := len(a.updates)
 		a.mu.Unlock()
-		if n == len(a.expected) {
-			break
+		switch {
+		case n == len(a.expected):
+			break wait
+		case n >= need:
+			closedBy = ClosedPercentage
+			break wait
+		case cutoffPassed && n >= a.cfg.MinCollaborators:
+			closedBy = ClosedCutoff
+			break wait
 		}
 		select {
 		case <-ctx.Done():
 			return RoundSummary{}, fmt.Errorf("round %d: %w", r, ctx.Err())
 		case <-a.progress:
+		case <-cutoff:
+			cutoffPassed, cutoff = true, nil
+			a.log.Info("straggler cutoff passed", "round", r, "cutoff", a.cfg.Straggler.Cutoff, "updates", n, "min_updates", a.cfg.MinCollaborators)
 		case <-tick.C:
 			a.mu.Lock()
 			late, why := a.lateReport()
@@ -621,6 +796,7 @@ wait:
 			}
 			a.log.Warn(fmt.Sprintf("round %d timed out; closing with %d of %d updates; late: %s", r, n, len(a.expected), why),
 				"round", r, "late", late)
+			closedBy = ClosedTimeout
 			break wait
 		}
 	}
@@ -628,6 +804,15 @@ wait:
 	// Close the round: uploads and metrics for it are refused from now on.
 	a.mu.Lock()
 	a.round = -r
+	var stragglers []string
+	if closedBy != ClosedAll {
+		var why string
+		stragglers, why = a.lateReport()
+		if closedBy != ClosedTimeout {
+			a.log.Warn(fmt.Sprintf("round %d closes by straggler policy (%s) with %d of %d updates; stragglers: %s", r, closedBy,
+				len(a.updates), len(a.expected), why), "round", r, "stragglers", stragglers, "closed_by", closedBy)
+		}
+	}
 	bytesIn, bytesOut := a.bytesIn.Load()-a.in0, a.bytesOut.Load()-a.out0
 	global := a.global
 	var results []strategy.FitResult
@@ -656,7 +841,8 @@ wait:
 	if err != nil {
 		return RoundSummary{}, fmt.Errorf("round %d: aggregation: %v", r, err)
 	}
-	sum := RoundSummary{Round: r, Participants: participants, Accepted: rep.Accepted, Rejected: rep.Rejected, EvalLoss: nanLoss()}
+	sum := RoundSummary{Round: r, Participants: participants, Stragglers: stragglers, ClosedBy: closedBy,
+		Accepted: rep.Accepted, Rejected: rep.Rejected, EvalLoss: nanLoss()}
 	if len(evals) > 0 {
 		if loss, m, err := a.cfg.Strategy.AggregateEvaluate(r, evals); err == nil {
 			sum.EvalLoss, sum.EvalMetrics = loss, m
@@ -672,20 +858,44 @@ wait:
 			}
 		}
 	}
+	sum.Seconds = time.Since(start).Seconds()
+	sum.BytesIn, sum.BytesOut = bytesIn, bytesOut
+	sum.AggregateSeconds = aggSeconds
+	if err := a.commit(ctx, next, append(slices.Clip(history), sum)); err != nil {
+		return RoundSummary{}, fmt.Errorf("round %d: %v", r, err)
+	}
 	a.mu.Lock()
 	a.global = next
 	if r < a.cfg.Rounds {
 		a.openRound(r + 1)
 	}
 	a.mu.Unlock()
-	sum.Seconds = time.Since(start).Seconds()
-	sum.BytesIn, sum.BytesOut = bytesIn, bytesOut
-	sum.AggregateSeconds = aggSeconds
 	a.log.Info("round closed", "round", r, "participants", participants, "accepted", rep.Accepted,
 		"rejected", len(rep.Rejected), "examples", rep.NumExamples, "eval_loss", sum.EvalLoss, "eval_metrics", sum.EvalMetrics,
 		"local_eval", sum.LocalEvalMetrics, "seconds", sum.Seconds, "bytes_in", sum.BytesIn, "bytes_out", sum.BytesOut)
 	a.cfg.Observer.RoundClosed(sum)
 	return sum, nil
+}
+
+// commit hands the completed round to cfg.Commit. It runs while the round
+// is closed and the next one not yet open: collaborators are told to WAIT,
+// so nobody sees the new model before it is durable.
+func (a *Aggregator) commit(ctx context.Context, next tensor.Weights, history []RoundSummary) error {
+	if a.cfg.Commit == nil {
+		return nil
+	}
+	st, err := a.cfg.Strategy.State()
+	if err != nil {
+		return fmt.Errorf("strategy state: %v", err)
+	}
+	r := history[len(history)-1].Round
+	c := &Checkpoint{PlanHash: a.cfg.PlanHash, Round: r, Rounds: a.cfg.Rounds, Global: next, Strategy: st, History: history}
+	start := time.Now()
+	if err := a.cfg.Commit(ctx, c); err != nil {
+		return fmt.Errorf("checkpoint: %v", err)
+	}
+	a.log.Info("round committed", "round", r, "seconds", time.Since(start).Seconds())
+	return nil
 }
 
 func nanLoss() float64 { return math.NaN() }

@@ -212,7 +212,7 @@ func TestCollaboratorWaitsForAggregator(t *testing.T) {
 
 // TestRoundTimeoutWithoutUpdates: a round in which nobody uploads fails at
 // its timeout naming who was late and why, and collaborators are then told
-// the federation stopped.
+// the aggregator stopped (Unavailable: they retry until it is restarted).
 func TestRoundTimeoutWithoutUpdates(t *testing.T) {
 	env := newFedEnv(t, "col-1", "col-2")
 	agg, err := NewAggregator(AggregatorConfig{PlanHash: planHash, Strategy: &strategy.FedAvg{}, Initial: testWeights([]int{2}),
@@ -235,7 +235,7 @@ func TestRoundTimeoutWithoutUpdates(t *testing.T) {
 	oneLine(t, "timeout error", err.Error(), "round 1 timed out", "0 of 2 updates", "col-1: asked for tasks", "col-2: never connected")
 	t.Logf("timeout: %v", err)
 	_, err = cl.GetTasks(ctx, &flv1.TaskRequest{Sender: "col-1", PlanHash: planHash})
-	wantCode(t, "after failure", err, codes.FailedPrecondition, "federation stopped")
+	wantCode(t, "after failure", err, codes.Unavailable, "aggregator stopped: round 1 timed out", "resumes from its last completed round")
 }
 
 // TestCollaboratorRefusesNonAggregator: a federation member that is not an

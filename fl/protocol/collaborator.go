@@ -199,7 +199,13 @@ func (c *Collaborator) Run(ctx context.Context) error {
 				c.log.Error("round failed: "+ref.Error(), "round", resp.Round)
 				return ref
 			}
-			c.log.Warn("round interrupted; asking for tasks again", "round", resp.Round, "err", status.Convert(err).Message())
+			if st, ok := status.FromError(err); ok && st.Code() == codes.Aborted && strings.Contains(st.Message(), " is closed ") {
+				// The aggregator closed the round without us (straggler
+				// policy or timeout): go on with the current one.
+				c.log.Info("round closed without this collaborator's update; asking for the current round's tasks", "round", resp.Round, "reason", st.Message())
+			} else {
+				c.log.Warn("round interrupted; asking for tasks again", "round", resp.Round, "err", status.Convert(err).Message())
+			}
 			if err := sleep(ctx, jitter(c.cfg.MinBackoff)); err != nil {
 				return err
 			}

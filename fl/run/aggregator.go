@@ -2,6 +2,7 @@ package run
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -58,6 +59,10 @@ const (
 // identity and party configuration, serves the federation over RA-TLS on
 // network.agg_addr:agg_port, prints one line per round, writes the best and
 // last global models, and returns when every round is done.
+//
+// Every completed round is checkpointed (CheckpointFile) before the next
+// round opens; started again after a crash, RunAggregator resumes at the
+// round after the last checkpoint (see docs/fl-resume.md).
 func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	if o.Name == "" {
 		o.Name = "aggregator"
@@ -122,21 +127,63 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		return err
 	}
 	defer ob.close()
-	ob.resume(0, o.Out, log) // a run restored from a checkpoint of round N passes N
 	tr := &tracker{obs: ob.obs, Strategy: strat, model: evalModel, test: test, out: o.Out, log: log, md: md,
 		bestPath: wsPath(ws, p.Aggregator.BestStatePath), rounds: p.Aggregator.RoundsToTrain, start: time.Now(), best: math.Inf(-1)}
-	minCols := p.Aggregator.MinCollaborators
-	if minCols == 0 {
-		minCols = len(names)
+	minCols, straggler, err := roundPolicy(p, len(names))
+	if err != nil {
+		return err
 	}
 	timeout := p.Network.RoundTimeout
 	if timeout == 0 {
 		timeout = 365 * 24 * time.Hour
 	}
+
+	// Resume from the last completed round, if any.
+	ckptPath := CheckpointFile(ws, hash)
+	stateDir := filepath.Dir(ckptPath)
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return err
+	}
+	unlock, err := lockState(filepath.Join(stateDir, "lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// A crash during a checkpoint write leaves its temporary file (the
+	// previous checkpoint is intact): remove it.
+	stale, _ := filepath.Glob(filepath.Join(stateDir, "."+filepath.Base(ckptPath)+".tmp-*"))
+	for _, f := range stale {
+		if err := os.Remove(f); err == nil {
+			log.Info("removed an unfinished checkpoint write", "file", f)
+		}
+	}
+	resume, err := protocol.ReadCheckpoint(ckptPath, hash)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		resume = nil
+	case err != nil:
+		return err
+	default:
+		if err := tr.restore(resume); err != nil {
+			return err
+		}
+		msg := fmt.Sprintf("resuming from checkpoint: round %d of %d completed", resume.Round, resume.Rounds)
+		log.Info(msg, "checkpoint", ckptPath, "round", resume.Round, "rounds", resume.Rounds, "strategy", resume.Strategy.Strategy)
+		fmt.Fprintf(o.Out, "%s (%s; remove %s to start over)\n", msg, ckptPath, filepath.Dir(ckptPath))
+	}
+	// The metrics file keeps exactly the checkpointed rounds: records of a
+	// round redone after the crash are dropped, and a completed round whose
+	// record was lost between the checkpoint and the write is restored.
+	var history []protocol.RoundSummary
+	if resume != nil {
+		history = resume.History
+	}
+	ob.resume(history, o.Out, log)
 	agg, err := protocol.NewAggregator(protocol.AggregatorConfig{
 		PlanHash: hash, Strategy: tr, Initial: initial, Collaborators: names,
-		Rounds: p.Aggregator.RoundsToTrain, RoundTimeout: timeout, MinCollaborators: minCols,
-		RetryAfter: 200 * time.Millisecond, Logger: log, Observer: ob.obs,
+		Rounds: p.Aggregator.RoundsToTrain, RoundTimeout: timeout, MinCollaborators: minCols, Straggler: straggler,
+		RetryAfter: 200 * time.Millisecond, Resume: resume, Logger: log, Observer: ob.obs,
+		Commit: func(_ context.Context, c *protocol.Checkpoint) error { return tr.commit(ckptPath, c) },
 	})
 	if err != nil {
 		return err
@@ -200,6 +247,37 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	fmt.Fprintf(o.Out, "%s%s\n", FinalModelPrefix, lastPath)
 	fmt.Fprintf(o.Out, "%s%.4f test_loss=%.4f\n", FinalAccuracyPrefix, met.Accuracy, met.Loss)
 	return nil
+}
+
+// CheckpointFile is where the aggregator of the plan with the given hash
+// keeps the checkpoint of its last completed round.
+func CheckpointFile(ws, planHash string) string {
+	return filepath.Join(RunDir(ws, planHash), "state", "checkpoint.safetensors")
+}
+
+// roundPolicy turns the plan's aggregator.min_collaborators or
+// straggler_handling_policy into the aggregator's minimum of updates per
+// round and straggler policy, for n collaborators.
+func roundPolicy(p *plan.Plan, n int) (int, protocol.StragglerPolicy, error) {
+	s := &p.StragglerHandling
+	if !s.Enabled() {
+		minCols := p.Aggregator.MinCollaborators
+		if minCols == 0 {
+			minCols = n
+		}
+		if minCols > n {
+			return 0, protocol.StragglerPolicy{}, fmt.Errorf("plan: aggregator.min_collaborators %d exceeds the %d collaborators in %s", minCols, n, workspace.ColsFile)
+		}
+		return minCols, protocol.StragglerPolicy{}, nil
+	}
+	if s.MinimumReporting > n {
+		return 0, protocol.StragglerPolicy{}, fmt.Errorf("plan: straggler_handling_policy.minimum_reporting %d exceeds the %d collaborators in %s", s.MinimumReporting, n, workspace.ColsFile)
+	}
+	sp := protocol.StragglerPolicy{Cutoff: s.CutoffTime}
+	if s.Policy == plan.StragglerPercentage {
+		sp.Needed = s.Needed(n)
+	}
+	return s.MinimumReporting, sp, nil
 }
 
 // loadFrozenPlan loads the workspace's plan, which must be frozen (its hash
@@ -273,6 +351,72 @@ type tracker struct {
 	start     time.Time
 	best      float64
 	bestRound int
+	// pending is the last aggregated round's output, printed and saved by
+	// commit once the round's checkpoint is durable.
+	pending struct {
+		line    string
+		best    tensor.Weights // non-nil if the round is the new best
+		bestMet ml.Metrics
+	}
+}
+
+// Checkpoint Extra keys of the tracker's bookkeeping.
+const (
+	extraBestRound    = "best_round"
+	extraBestAccuracy = "best_test_accuracy"
+)
+
+// restore takes the best-model bookkeeping from a checkpoint. If the
+// checkpoint's round was the best, the best model file may not have been
+// written before the crash: it is written again from the checkpoint.
+func (t *tracker) restore(c *protocol.Checkpoint) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if v, ok := c.Extra[extraBestRound]; ok {
+		r, err := strconv.Atoi(v)
+		if err != nil || r < 0 || r > c.Round {
+			return fmt.Errorf("checkpoint: bad %s %q", extraBestRound, v)
+		}
+		acc, err := strconv.ParseFloat(c.Extra[extraBestAccuracy], 64)
+		if err != nil {
+			return fmt.Errorf("checkpoint: bad %s %q", extraBestAccuracy, c.Extra[extraBestAccuracy])
+		}
+		t.best, t.bestRound = acc, r
+	}
+	if t.bestRound == c.Round && c.Round > 0 {
+		met, err := t.evaluate(c.Global)
+		if err != nil {
+			return err
+		}
+		if err := saveWeights(t.bestPath, c.Global, t.md, met); err != nil {
+			return fmt.Errorf("best model: %v", err)
+		}
+	}
+	return nil
+}
+
+// commit makes the round durable (the checkpoint, written atomically),
+// then prints its line and writes the best model if it improved: output
+// and best model never run ahead of the checkpoint.
+func (t *tracker) commit(path string, c *protocol.Checkpoint) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c.Extra = map[string]string{}
+	if t.bestRound > 0 {
+		c.Extra[extraBestRound] = strconv.Itoa(t.bestRound)
+		c.Extra[extraBestAccuracy] = strconv.FormatFloat(t.best, 'g', -1, 64)
+	}
+	if err := protocol.WriteCheckpoint(path, c); err != nil {
+		return err
+	}
+	fmt.Fprint(t.out, t.pending.line)
+	if t.pending.best != nil {
+		if err := saveWeights(t.bestPath, t.pending.best, t.md, t.pending.bestMet); err != nil {
+			return fmt.Errorf("best model: %v", err)
+		}
+	}
+	t.pending.line, t.pending.best = "", nil
+	return nil
 }
 
 func (t *tracker) evaluate(w tensor.Weights) (ml.Metrics, error) {
@@ -299,15 +443,15 @@ func (t *tracker) AggregateFit(round int, global tensor.Weights, results []strat
 	} else {
 		t.obs.Evaluated(round, time.Since(evalStart).Seconds(), testMetrics(met))
 	}
-	fmt.Fprintf(t.out, "round %d/%d: participants %d, accepted %d, rejected %d, global test_accuracy=%.4f test_loss=%.4f, %.1f s\n",
+	var line strings.Builder
+	fmt.Fprintf(&line, "round %d/%d: participants %d, accepted %d, rejected %d, global test_accuracy=%.4f test_loss=%.4f, %.1f s\n",
 		round, t.rounds, len(results), len(rep.Accepted), len(rep.Rejected), met.Accuracy, met.Loss, secs)
 	for c, why := range rep.Rejected {
-		fmt.Fprintf(t.out, "  rejected %s: %s\n", c, why)
+		fmt.Fprintf(&line, "  rejected %s: %s\n", c, why)
 	}
+	t.pending.line, t.pending.best = line.String(), nil
 	if eerr == nil && met.Accuracy > t.best {
-		if err := saveWeights(t.bestPath, next, t.md, met); err != nil {
-			return nil, rep, fmt.Errorf("best model: %v", err)
-		}
+		t.pending.best, t.pending.bestMet = next, met
 		t.best, t.bestRound = met.Accuracy, round
 	}
 	return next, rep, nil

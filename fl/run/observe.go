@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/teeml/teeml/fl/metrics"
+	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/ml"
 )
 
@@ -55,14 +56,39 @@ func openObservability(ctx context.Context, ws, hash, addr string, out io.Writer
 // round 1 (records of an earlier, abandoned run's rounds are then dropped,
 // so no round appears twice). A metrics file that cannot be rewritten is
 // reported and does not stop the federation.
-func (o *observability) resume(lastCompleted int, out io.Writer, log *slog.Logger) {
+func (o *observability) resume(history []protocol.RoundSummary, out io.Writer, log *slog.Logger) {
+	lastCompleted := 0
+	if len(history) > 0 {
+		lastCompleted = history[len(history)-1].Round
+	}
 	dropped, err := o.jsonl.Resume(lastCompleted)
 	switch {
 	case err != nil:
 		log.Warn("metrics file: resume rule not applied; the report may show rounds twice", "err", err)
 		fmt.Fprintf(out, "warning: metrics file: %v\n", err)
+		return
 	case dropped > 0:
 		fmt.Fprintf(out, "metrics file: dropped %d records of rounds after round %d (written before the restart)\n", dropped, lastCompleted)
+	}
+	if len(history) == 0 {
+		return
+	}
+	recs, _, err := metrics.ReadFile(o.jsonl.Path())
+	if err != nil {
+		log.Warn("metrics file: cannot check for rounds missing after the restart", "err", err)
+		return
+	}
+	have := map[int]bool{}
+	for _, r := range recs {
+		if r.Phase == metrics.PhaseRound {
+			have[r.Round] = true
+		}
+	}
+	for _, s := range history {
+		if !have[s.Round] {
+			o.obs.RoundClosed(s)
+			log.Info("metrics file: restored the record of a checkpointed round", "round", s.Round)
+		}
 	}
 }
 

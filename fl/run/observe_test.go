@@ -24,6 +24,7 @@ import (
 
 	"github.com/teeml/teeml/fl/metrics"
 	"github.com/teeml/teeml/fl/plan"
+	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/fl/workspace"
 )
 
@@ -68,17 +69,14 @@ func get(t *testing.T, url string) (string, error) {
 }
 
 // waitFor polls buf until re matches, for at most 30 s.
-func waitFor(t *testing.T, buf *lockedBuf, re *regexp.Regexp) []string {
+func waitMatch(t *testing.T, buf *lockedBuf, re *regexp.Regexp) []string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if m := re.FindStringSubmatch(buf.String()); m != nil {
-			return m
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("output never matched %s:\n%s", re, buf.String())
-	return nil
+	var m []string
+	waitFor(t, 30*time.Second, "output matching "+re.String(), func() bool {
+		m = re.FindStringSubmatch(buf.String())
+		return m != nil
+	})
+	return m
 }
 
 // TestAggregatorMetrics runs a simulated federation in this process with
@@ -104,8 +102,8 @@ func TestAggregatorMetrics(t *testing.T) {
 	go func() {
 		aggErr <- RunAggregator(ctx, AggregatorOptions{Workspace: ws, Out: &aggOut, Logger: quietLog(), MetricsAddr: "127.0.0.1:0"})
 	}()
-	url := waitFor(t, &aggOut, regexp.MustCompile(`Prometheus metrics: (http://\S+/metrics)`))[1]
-	aggAddr := waitFor(t, &aggOut, regexp.MustCompile(`on (127\.0\.0\.1:\d+) \(RA-TLS\)`))[1]
+	url := waitMatch(t, &aggOut, regexp.MustCompile(`Prometheus metrics: (http://\S+/metrics)`))[1]
+	aggAddr := waitMatch(t, &aggOut, regexp.MustCompile(`on (127\.0\.0\.1:\d+) \(RA-TLS\)`))[1]
 	body, err := get(t, url)
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +215,7 @@ func TestRestartDropsAbandonedRounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ob.resume(0, &out, quietLog())
+	ob.resume(nil, &out, quietLog())
 	ob.obs.Attestation("col-1", "127.0.0.1:9", "collaborator", metrics.AttestAccepted, "")
 	for r := 1; r <= 2; r++ {
 		ob.obs.RoundOpened(r)
@@ -232,7 +230,7 @@ func TestRestartDropsAbandonedRounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ob.resume(0, &out, quietLog())
+	ob.resume(nil, &out, quietLog())
 	ob.close()
 	recs, _, err := metrics.ReadFile(MetricsFile(ws, hash))
 	if err != nil {
@@ -293,5 +291,51 @@ func TestRefusedCollaboratorIsRecorded(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no refused attestation record for col-1 in %+v", recs)
+	}
+}
+
+// TestResumeKeepsCheckpointedRounds: after a crash, the metrics file keeps
+// exactly the checkpointed rounds: a record of round 3 (redone after the
+// restart) is dropped, and round 2, checkpointed but whose record was lost
+// before it was written, is restored from the checkpoint's history.
+func TestResumeKeepsCheckpointedRounds(t *testing.T) {
+	ws, hash := t.TempDir(), strings.Repeat("cd", 32)
+	ctx := context.Background()
+	var out lockedBuf
+	ob, err := openObservability(ctx, ws, hash, "", &out, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob.resume(nil, &out, quietLog())
+	s1 := protocol.RoundSummary{Round: 1, Participants: []string{"col-1"}, Accepted: []string{"col-1"}, Seconds: 1}
+	s2 := protocol.RoundSummary{Round: 2, Participants: []string{"col-1"}, Accepted: []string{"col-1"}, Seconds: 2}
+	ob.obs.RoundOpened(1)
+	ob.obs.RoundClosed(s1)
+	ob.obs.RoundOpened(2) // round 2 is checkpointed, then the process dies before RoundClosed
+	ob.obs.RoundOpened(3)
+	ob.obs.Evaluated(3, 0.1, map[string]float64{"test_accuracy": 0.5}) // never checkpointed
+	ob.close()
+
+	ob, err = openObservability(ctx, ws, hash, "", &out, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob.resume([]protocol.RoundSummary{s1, s2}, &out, quietLog())
+	ob.close()
+	recs, _, err := metrics.ReadFile(MetricsFile(ws, hash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rounds := map[int]int{}
+	for _, r := range recs {
+		if r.Round > 2 {
+			t.Errorf("record of uncheckpointed round kept: %+v", r)
+		}
+		if r.Phase == metrics.PhaseRound {
+			rounds[r.Round]++
+		}
+	}
+	if rounds[1] != 1 || rounds[2] != 1 {
+		t.Fatalf("round records per round = %v, want one each for rounds 1 and 2", rounds)
 	}
 }
