@@ -562,9 +562,9 @@ func (a *Aggregator) UploadUpdate(stream grpc.ClientStreamingServer[flv1.Chunk, 
 		case errors.As(err, &de):
 			err = status.Errorf(codes.InvalidArgument, "update from %q: %s", name, de.Msg)
 		}
-		if _, ok := status.FromError(err); !ok || name == "" || status.Code(err) == codes.Aborted {
-			// Transport errors, authorization refusals and late updates
-			// are already logged.
+		if _, ok := status.FromError(err); !ok || name == "" {
+			// Transport errors and authorization refusals are already
+			// logged.
 			return err
 		}
 		a.mu.Lock()
@@ -573,7 +573,9 @@ func (a *Aggregator) UploadUpdate(stream grpc.ClientStreamingServer[flv1.Chunk, 
 		}
 		a.cfg.Observer.UpdateRefused(max(a.round, -a.round), name, refusalReason(err), status.Convert(err).Message())
 		a.mu.Unlock()
-		a.log.Warn("update failed", "collaborator", name, "err", status.Convert(err).Message())
+		if status.Code(err) != codes.Aborted { // late updates are logged by discardLate
+			a.log.Warn("update failed", "collaborator", name, "err", status.Convert(err).Message())
+		}
 		return err
 	}
 	h := dec.Header

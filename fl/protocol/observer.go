@@ -82,6 +82,9 @@ func refusalReason(err error) string {
 	case codes.AlreadyExists:
 		return "duplicate"
 	case codes.Aborted:
+		if strings.Contains(st.Message(), "is closed") {
+			return "late" // the round closed before or while it was uploaded
+		}
 		return "wrong_round"
 	case codes.FailedPrecondition:
 		return "stopped"
