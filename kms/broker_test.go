@@ -72,7 +72,11 @@ func findRecord(t *testing.T, recs []*audit.Record, op, decision, caller, keyID,
 
 func TestBrokerReleaseDecisionsAreEnforcedAndAudited(t *testing.T) {
 	e := newEnv(t)
-	st := sqliteStore(t)
+	t.Run("sqlite", func(t *testing.T) { brokerDecisions(t, e, sqliteStore(t)) })
+	t.Run("postgres", func(t *testing.T) { brokerDecisions(t, e, postgresStore(t, uniqueSchema())) })
+}
+
+func brokerDecisions(t *testing.T, e *env, st *store.Store) {
 	root := newTestRoot(t)
 	_, addr := e.serve(st, root, "kms-a")
 	ctx := ctxT(t)
