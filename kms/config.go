@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,10 +50,10 @@ import (
 //	root_key: sim-file:root.key        # server: see OpenRootKey
 //	admins: [admin]                    # server: members allowed admin operations
 type Config struct {
-	Name          string `yaml:"name"`
-	Listen        string `yaml:"listen"`
-	MetricsListen string `yaml:"metrics_listen"`
-	Broker        string `yaml:"broker"`
+	Name          string `yaml:"name,omitempty"`
+	Listen        string `yaml:"listen,omitempty"`
+	MetricsListen string `yaml:"metrics_listen,omitempty"`
+	Broker        string `yaml:"broker,omitempty"`
 	Identity      struct {
 		Cert string `yaml:"cert"`
 		Key  string `yaml:"key"`
@@ -61,11 +62,11 @@ type Config struct {
 		Root   string `yaml:"root"`
 		Bundle string `yaml:"bundle"`
 	} `yaml:"federation"`
-	Policy   string          `yaml:"policy"`
+	Policy   string          `yaml:"policy,omitempty"`
 	Platform run.PartyConfig `yaml:"platform"`
 	Store    store.Config    `yaml:"store"`
-	RootKey  string          `yaml:"root_key"`
-	Admins   []string        `yaml:"admins"`
+	RootKey  string          `yaml:"root_key,omitempty"`
+	Admins   []string        `yaml:"admins,omitempty"`
 	dir      string
 }
 
@@ -93,6 +94,9 @@ func LoadConfig(path string) (*Config, error) {
 	c.dir = filepath.Dir(path)
 	if c.Store.Driver == "sqlite" {
 		c.Store.Path = c.path(c.Store.Path)
+	}
+	if p, ok := strings.CutPrefix(c.RootKey, "sim-file:"); ok && p != "" {
+		c.RootKey = "sim-file:" + c.path(p)
 	}
 	return &c, nil
 }
@@ -215,7 +219,8 @@ type ServeOptions struct {
 	// Out receives the banner and the "serving on" line.
 	Out    io.Writer
 	Logger *slog.Logger
-	// RootKeyOpener opens Config.RootKey (default OpenRootKey).
+	// RootKeyOpener opens Config.RootKey (default OpenRootKey, creating a
+	// missing sim-file key).
 	RootKeyOpener func(spec string) (rootkey.Wrapper, error)
 	// Ready, when set, is called with the listening address.
 	Ready func(addr string)
@@ -234,7 +239,7 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 		log = slog.Default()
 	}
 	if o.RootKeyOpener == nil {
-		o.RootKeyOpener = OpenRootKey
+		o.RootKeyOpener = func(spec string) (rootkey.Wrapper, error) { return OpenRootKey(spec, true) }
 	}
 	if c.Listen == "" {
 		return errors.New("kms config: listen is not set")

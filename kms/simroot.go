@@ -22,12 +22,13 @@ type simFileRoot struct {
 
 // OpenRootKey opens the root key named by spec. Supported here:
 //
-//	sim-file:PATH   a 32-byte key in a local file, created (0600) if missing;
-//	                SIMULATION: not sealed to a TEE, announced as such
+//	sim-file:PATH   a 32-byte key in a local file, created (0600) if missing
+//	                and create is set; SIMULATION: not sealed to a TEE,
+//	                announced as such
 //
 // The sealed-file (Gramine /dev/attestation/keys) and PKCS#11 holders live
 // in package kms/rootkey; Config.RootKeyOpener plugs them in.
-func OpenRootKey(spec string) (rootkey.Wrapper, error) {
+func OpenRootKey(spec string, create bool) (rootkey.Wrapper, error) {
 	path, ok := strings.CutPrefix(spec, "sim-file:")
 	if !ok {
 		return nil, fmt.Errorf("root key %q: unsupported (want sim-file:PATH; sealed and pkcs11 root keys come from kms/rootkey)", spec)
@@ -36,7 +37,7 @@ func OpenRootKey(spec string) (rootkey.Wrapper, error) {
 		return nil, errors.New("root key sim-file: no path")
 	}
 	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) && create {
 		b = make([]byte, 32)
 		if _, err := rand.Read(b); err != nil {
 			return nil, err

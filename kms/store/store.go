@@ -52,12 +52,12 @@ type Config struct {
 	// Driver is "sqlite" or "postgres".
 	Driver string `yaml:"driver"`
 	// Path is the SQLite database file.
-	Path string `yaml:"path"`
+	Path string `yaml:"path,omitempty"`
 	// DSN is the PostgreSQL connection string.
-	DSN string `yaml:"dsn"`
+	DSN string `yaml:"dsn,omitempty"`
 	// Schema is the PostgreSQL schema holding the tables (default
 	// "teeml_kms"); created if missing.
-	Schema string `yaml:"schema"`
+	Schema string `yaml:"schema,omitempty"`
 }
 
 // Describe names the backend for logs without secrets.

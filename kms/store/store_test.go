@@ -213,4 +213,3 @@ func TestOpenErrors(t *testing.T) {
 		}
 	}
 }
-
