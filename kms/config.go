@@ -36,6 +36,7 @@ import (
 // kms key …`) configuration file. Relative paths are relative to the file.
 //
 //	name: kms                          # this party's federation member name
+//	replica: a                         # server, optional: names this replica in audit entries
 //	listen: 127.0.0.1:7443             # server: address to serve on
 //	metrics_listen: 127.0.0.1:9464     # server, optional: Prometheus /metrics
 //	broker: 127.0.0.1:7443             # client: the broker's address
@@ -51,6 +52,7 @@ import (
 //	admins: [admin]                    # server: members allowed admin operations
 type Config struct {
 	Name          string `yaml:"name,omitempty"`
+	Replica       string `yaml:"replica,omitempty"`
 	Listen        string `yaml:"listen,omitempty"`
 	MetricsListen string `yaml:"metrics_listen,omitempty"`
 	Broker        string `yaml:"broker,omitempty"`
@@ -268,7 +270,11 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 	defer st.Close()
 	log.Info("kms: store", "store", c.Store.Describe())
 	reg := prometheus.NewRegistry()
-	b, err := NewBroker(ctx, BrokerConfig{Name: c.Name, Store: st, Root: root, Admins: c.Admins, Logger: log, Registerer: reg})
+	brokerName := c.Name
+	if c.Replica != "" {
+		brokerName += "/" + c.Replica
+	}
+	b, err := NewBroker(ctx, BrokerConfig{Name: brokerName, Store: st, Root: root, Admins: c.Admins, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
