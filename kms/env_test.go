@@ -14,6 +14,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,6 +93,8 @@ type env struct {
 	fed     *pki.Federation
 	members map[string]*member
 	dir     string
+	mu      sync.Mutex
+	cliVer  *ratls.Verifier
 }
 
 func sgxRole(extra string, mrs ...[32]byte) string {
@@ -304,3 +308,33 @@ attestation:
 }
 
 func hexString(b []byte) string { return hex.EncodeToString(b) }
+
+// dialLeaf connects with an existing RA-TLS certificate and returns a
+// close function (for per-call connections in benchmarks).
+func (e *env) dialLeaf(addr string, leaf *tls.Certificate) (kmsv1.KeyBrokerClient, func()) {
+	e.t.Helper()
+	creds, err := ratls.NewClientCredentials(ratls.TransportConfig{
+		Certificates: ratls.StaticCertificate{Cert: leaf}, Verifier: e.clientVerifier(), Logger: quiet(),
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return kmsv1.NewKeyBrokerClient(conn), func() { conn.Close() }
+}
+
+// clientVerifier is one shared verifier for the broker (its evidence cache
+// stays warm across connections).
+func (e *env) clientVerifier() *ratls.Verifier {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cliVer == nil {
+		e.cliVer = e.verifier(e.cliPol)
+	}
+	return e.cliVer
+}
+
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
