@@ -145,6 +145,11 @@ func (rp *ReleasePolicy) Judge(p *ratls.Peer, now time.Time, log *slog.Logger) e
 		return errors.New("caller has no verified federation identity")
 	}
 	name, role := p.Identity.Name, p.Identity.Role
+	// The identity and evidence were checked at the handshake; a connection
+	// may outlive them, so their expiry is checked again at every release.
+	if !p.Identity.NotAfter.IsZero() && now.After(p.Identity.NotAfter) {
+		return fmt.Errorf("member %q: identity certificate expired at %s (reconnect with a renewed identity)", name, p.Identity.NotAfter.UTC().Format(time.RFC3339))
+	}
 	if !slices.Contains(rp.Members, name) && !slices.Contains(rp.Roles, role) {
 		var b bytes.Buffer
 		fmt.Fprintf(&b, "member %q (role %s) is not allowed by the key's release policy", name, role)

@@ -19,6 +19,7 @@ import (
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/kms"
 	"github.com/teeml/teeml/kms/audit"
+	"github.com/teeml/teeml/kms/rootkey"
 	"github.com/teeml/teeml/kms/store"
 )
 
@@ -45,7 +46,8 @@ func newKMSServeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return kms.Serve(cmd.Context(), c, kms.ServeOptions{Out: cmd.OutOrStdout(), Logger: slog.Default()})
+			return kms.Serve(cmd.Context(), c, kms.ServeOptions{Out: cmd.OutOrStdout(), Logger: slog.Default(),
+				RootKeyOpener: func(spec string) (rootkey.Wrapper, error) { return openRootKey(spec, true) }})
 		},
 	}
 	cmd.Flags().StringVar(&config, "config", "kms.yaml", "broker configuration file")
@@ -440,6 +442,13 @@ func newKMSAuditCmd() *cobra.Command {
 	return cmd
 }
 
+// openRootKey opens the broker's root key from its configuration's
+// root_key spec. Today only kms.OpenRootKey's sim-file is supported; the
+// sealed-file and PKCS#11 holders of package kms/rootkey plug in here.
+func openRootKey(spec string, create bool) (rootkey.Wrapper, error) {
+	return kms.OpenRootKey(spec, create)
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "-"
@@ -479,7 +488,7 @@ func verifyLocal(cmd *cobra.Command, config string, ws []audit.Head) error {
 	if c.RootKey == "" {
 		return errors.New("kms audit verify --local: the configuration has no root_key (use the broker's configuration)")
 	}
-	root, err := kms.OpenRootKey(c.RootKey, false)
+	root, err := openRootKey(c.RootKey, false)
 	if err != nil {
 		return err
 	}
