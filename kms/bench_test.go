@@ -98,3 +98,62 @@ func benchUnwrap(b *testing.B, e *env, st *store.Store) {
 		report(b, start)
 	})
 }
+
+// BenchmarkUnwrapSQLiteVsPostgres alternates the two backends inside each
+// iteration (64 concurrent callers, established connections), so load
+// drift on a shared machine hits both alike; the ratio is the number to
+// quote.
+//
+//	TEEML_TEST_POSTGRES_DSN=… go test ./kms -run '^$' -bench UnwrapSQLiteVsPostgres -benchtime 3s -count 3
+func BenchmarkUnwrapSQLiteVsPostgres(b *testing.B) {
+	e := newEnv(b)
+	ctx := context.Background()
+	type backend struct {
+		clients []kmsv1.KeyBrokerClient
+		req     *kmsv1.UnwrapRequest
+		ns      atomic.Int64
+	}
+	setup := func(st *store.Store) *backend {
+		_, addr := e.serve(st, newTestRoot(b), "kms-bench")
+		admin := e.dial(addr, "admin", mrGood, false)
+		if _, err := admin.CreateKey(ctx, &kmsv1.CreateKeyRequest{KeyId: "bench", ReleasePolicy: releaseCol1()}); err != nil {
+			b.Fatal(err)
+		}
+		bk := &backend{}
+		for range 8 {
+			bk.clients = append(bk.clients, e.dial(addr, "col-1", mrGood, false))
+		}
+		g, err := bk.clients[0].GenerateDataKey(ctx, &kmsv1.GenerateDataKeyRequest{KeyId: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		bk.req = &kmsv1.UnwrapRequest{Wrapped: g.Wrapped}
+		for _, c := range bk.clients {
+			if _, err := c.Unwrap(ctx, bk.req); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return bk
+	}
+	sq := setup(sqliteStore(b))
+	pg := setup(postgresStore(b, uniqueSchema()))
+	var next atomic.Int64
+	b.SetParallelism(64 / max(1, runtimeProcs()))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := next.Add(1)
+		for pb.Next() {
+			for _, bk := range []*backend{sq, pg} {
+				t0 := time.Now()
+				if _, err := bk.clients[i%8].Unwrap(ctx, bk.req); err != nil {
+					b.Error(err)
+					return
+				}
+				bk.ns.Add(int64(time.Since(t0)))
+			}
+		}
+	})
+	b.ReportMetric(float64(sq.ns.Load())/float64(b.N)/1e6, "sqlite-ms/unwrap")
+	b.ReportMetric(float64(pg.ns.Load())/float64(b.N)/1e6, "postgres-ms/unwrap")
+	b.ReportMetric(float64(pg.ns.Load())/float64(sq.ns.Load()), "postgres/sqlite")
+}

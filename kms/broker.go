@@ -301,8 +301,13 @@ func keyInfo(k *store.Key) *kmsv1.KeyInfo {
 	return info
 }
 
+// errDestroyed refuses changes to a destroyed key.
+var errDestroyed = errors.New("irreversible")
+
 func storeCode(err error) codes.Code {
 	switch {
+	case errors.Is(err, errDestroyed):
+		return codes.FailedPrecondition
 	case errors.Is(err, store.ErrNotFound):
 		return codes.NotFound
 	case errors.Is(err, store.ErrExists):
@@ -386,7 +391,7 @@ func (b *Broker) RotateKey(ctx context.Context, r *kmsv1.KeyRequest) (*kmsv1.Key
 			return err
 		}
 		if k.State == store.Destroyed {
-			return fmt.Errorf("key %q is destroyed", k.ID)
+			return fmt.Errorf("key %q is destroyed: %w", k.ID, errDestroyed)
 		}
 		w, err := b.cfg.Root.Wrap(pk, primaryAAD(k.ID, k.Current+1))
 		if err != nil {
@@ -408,7 +413,7 @@ func (b *Broker) setState(ctx context.Context, op, id, state string) (*kmsv1.Key
 			return err
 		}
 		if k.State == store.Destroyed {
-			return fmt.Errorf("key %q is destroyed", k.ID)
+			return fmt.Errorf("key %q is destroyed: %w", k.ID, errDestroyed)
 		}
 		return tx.SetState(k, state)
 	})

@@ -201,7 +201,7 @@ func brokerDecisions(t *testing.T, e *env, st *store.Store) {
 		t.Fatal("destroyed key's material still stored")
 	}
 	_, err = admin.EnableKey(ctx, &kmsv1.KeyRequest{KeyId: "model-key"})
-	wantRefused(t, "enable destroyed key", err, codes.Internal, "destroyed")
+	wantRefused(t, "enable destroyed key", err, codes.FailedPrecondition, "destroyed")
 
 	// Every decision is in the audit log.
 	recs := records(t, st)
