@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,6 +110,8 @@ func TestKMSCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "SIMULATION") {
 		t.Fatalf("setup-sim exit %d: %s %s", code, out, errOut)
 	}
+	metrics := freeAddr(t)
+	appendFile(t, filepath.Join(dir, "kms.yaml"), "metrics_listen: "+metrics+"\n")
 	b := startBroker(t, bin, filepath.Join(dir, "kms.yaml"))
 	admin, col := filepath.Join(dir, "admin.yaml"), filepath.Join(dir, "col-1.yaml")
 	cli := func(args ...string) (string, string, int) {
@@ -174,7 +177,25 @@ func TestKMSCLI(t *testing.T) {
 		t.Fatalf("no head in %q", out)
 	}
 	witness := m[1]
-	b.kill()
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `teeml_kms_decisions_total{decision="refused",op="unwrap"} 2`) {
+		t.Errorf("metrics lack the 2 refused unwraps (admin, disabled key):\n%s", body)
+	}
+	// Graceful shutdown on SIGTERM: exit 0.
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("broker did not stop on SIGTERM")
+	}
+	if code := b.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("broker exit %d after SIGTERM: %s", code, b.stderr)
+	}
 
 	// Offline verification of the store, then an edited row breaks it.
 	local := func(extra ...string) (string, string, int) {
@@ -193,6 +214,18 @@ func TestKMSCLI(t *testing.T) {
 	db.Close()
 	if _, errOut, code = local(); code != 1 || !strings.Contains(errOut, "audit chain: entry 4: stored hash") || !strings.Contains(errOut, "edited") {
 		t.Fatalf("edited row: exit %d %s", code, errOut)
+	}
+}
+
+func appendFile(t *testing.T, path, s string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(s); err != nil {
+		t.Fatal(err)
 	}
 }
 
