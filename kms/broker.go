@@ -592,7 +592,6 @@ func (b *Broker) Rewrap(ctx context.Context, r *kmsv1.UnwrapRequest) (*kmsv1.Rew
 		return nil, c.refuse(codes.Internal, "%v", err)
 	}
 	c.rec.KeyVersion = k.Current
-	c.rec.Reason = ""
 	a, err := c.grant()
 	if err != nil {
 		return nil, err

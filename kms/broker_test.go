@@ -3,6 +3,7 @@ package kms
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
@@ -276,4 +277,4 @@ func brokerDecisions(t *testing.T, e *env, st *store.Store) {
 	wantRefused(t, "audit read by non-admin", err, codes.PermissionDenied, "not a broker admin")
 }
 
-func hexOf(b [32]byte) string { return strings.ToLower(strings.TrimSpace(hexString(b[:]))) }
+func hexOf(b [32]byte) string { return hex.EncodeToString(b[:]) }

@@ -307,8 +307,6 @@ attestation:
 `, hex.EncodeToString(mrGood[:]), hex.EncodeToString(mrSign[:]))
 }
 
-func hexString(b []byte) string { return hex.EncodeToString(b) }
-
 // dialLeaf connects with an existing RA-TLS certificate and returns a
 // close function (for per-call connections in benchmarks).
 func (e *env) dialLeaf(addr string, leaf *tls.Certificate) (kmsv1.KeyBrokerClient, func()) {
