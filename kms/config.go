@@ -1,0 +1,378 @@
+package kms
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"gopkg.in/yaml.v3"
+
+	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
+	"github.com/teeml/teeml/attest"
+	"github.com/teeml/teeml/attest/policy"
+	"github.com/teeml/teeml/fl/run"
+	"github.com/teeml/teeml/kms/rootkey"
+	"github.com/teeml/teeml/kms/store"
+	"github.com/teeml/teeml/pki"
+	"github.com/teeml/teeml/ratls"
+)
+
+// Config is a broker's (`teeml kms serve --config`) or a client's (`teeml
+// kms key …`) configuration file. Relative paths are relative to the file.
+//
+//	name: kms                          # this party's federation member name
+//	replica: a                         # server, optional: names this replica in audit entries
+//	listen: 127.0.0.1:7443             # server: address to serve on
+//	metrics_listen: 127.0.0.1:9464     # server, optional: Prometheus /metrics
+//	broker: 127.0.0.1:7443             # client: the broker's address
+//	identity: {cert: pki/kms.crt, key: pki/kms-key.pem}
+//	federation: {root: pki/root.pem, bundle: pki/federation.bundle}
+//	policy: policies/clients.yaml      # attest/policy: server — which evidence each
+//	                                   # caller role may connect with; client — role kms:
+//	                                   # what the broker must run
+//	platform: {platform: sim, sim: {key: …, mr_enclave: …}, trusted_sim_keys: …}
+//	                                   # evidence platform (fl/run.PartyConfig)
+//	store: {driver: sqlite, path: kms.db}   # or {driver: postgres, dsn: …, schema: …}
+//	root_key: sim-file:root.key        # server: see OpenRootKey
+//	admins: [admin]                    # server: members allowed admin operations
+type Config struct {
+	Name          string `yaml:"name,omitempty"`
+	Replica       string `yaml:"replica,omitempty"`
+	Listen        string `yaml:"listen,omitempty"`
+	MetricsListen string `yaml:"metrics_listen,omitempty"`
+	Broker        string `yaml:"broker,omitempty"`
+	Identity      struct {
+		Cert string `yaml:"cert"`
+		Key  string `yaml:"key"`
+	} `yaml:"identity"`
+	Federation struct {
+		Root   string `yaml:"root"`
+		Bundle string `yaml:"bundle"`
+	} `yaml:"federation"`
+	Policy   string          `yaml:"policy,omitempty"`
+	Platform run.PartyConfig `yaml:"platform"`
+	Store    store.Config    `yaml:"store"`
+	RootKey  string          `yaml:"root_key,omitempty"`
+	Admins   []string        `yaml:"admins,omitempty"`
+	dir      string
+}
+
+// LoadConfig reads a configuration file strictly (unknown keys refused).
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("kms config: %v", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("kms config %s: %s", path, oneLine(err.Error()))
+	}
+	if err := pki.CheckName(c.Name); err != nil {
+		return nil, fmt.Errorf("kms config %s: name: %v", path, err)
+	}
+	if c.Platform.Platform == "" {
+		c.Platform.Platform = "auto"
+	}
+	if c.Platform.Sim.TEE == "" {
+		c.Platform.Sim.TEE = string(attest.SGX)
+	}
+	c.dir = filepath.Dir(path)
+	if c.Store.Driver == "sqlite" {
+		c.Store.Path = c.path(c.Store.Path)
+	}
+	if p, ok := strings.CutPrefix(c.RootKey, "sim-file:"); ok && p != "" {
+		c.RootKey = "sim-file:" + c.path(p)
+	}
+	return &c, nil
+}
+
+func (c *Config) path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// Dir is the directory relative paths resolve against.
+func (c *Config) Dir() string { return c.dir }
+
+// party is the loaded trust material of the configured member.
+type party struct {
+	cert   *x509.Certificate
+	key    *ecdsa.PrivateKey
+	fed    *pki.Federation
+	pol    *policy.Policy
+	issuer attest.Issuer
+	ev     attest.Verifier
+}
+
+func (c *Config) load(role string, log *slog.Logger) (*party, error) {
+	for what, v := range map[string]string{"identity.cert": c.Identity.Cert, "identity.key": c.Identity.Key,
+		"federation.root": c.Federation.Root, "federation.bundle": c.Federation.Bundle, "policy": c.Policy} {
+		if v == "" {
+			return nil, fmt.Errorf("kms config: %s is not set", what)
+		}
+	}
+	cert, err := pki.LoadCertificate(c.path(c.Identity.Cert))
+	if err != nil {
+		return nil, fmt.Errorf("identity certificate: %v", err)
+	}
+	if cert.Subject.CommonName != c.Name {
+		return nil, fmt.Errorf("identity certificate %s names %q, not %q", c.Identity.Cert, cert.Subject.CommonName, c.Name)
+	}
+	if role != "" && (len(cert.Subject.OrganizationalUnit) != 1 || cert.Subject.OrganizationalUnit[0] != role) {
+		return nil, fmt.Errorf("identity certificate %s: role %v, want %s", c.Identity.Cert, cert.Subject.OrganizationalUnit, role)
+	}
+	key, err := pki.LoadKey(c.path(c.Identity.Key))
+	if err != nil {
+		return nil, fmt.Errorf("identity key: %v", err)
+	}
+	fed, err := pki.LoadFederation(c.path(c.Federation.Bundle), c.path(c.Federation.Root))
+	if err != nil {
+		return nil, err
+	}
+	pol, err := policy.Load(c.path(c.Policy))
+	if err != nil {
+		return nil, err
+	}
+	iss, err := c.Platform.Issuer(c.dir, log)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := c.Platform.Verifier(c.dir)
+	if err != nil {
+		return nil, err
+	}
+	return &party{cert: cert, key: key, fed: fed, pol: pol, issuer: iss, ev: ev}, nil
+}
+
+// credentials returns RA-TLS transport credentials (PKI mode, mutual) and a
+// close function for the certificate source.
+func (p *party) credentials(ctx context.Context, server bool, log *slog.Logger) (credentials.TransportCredentials, func(), error) {
+	src, err := ratls.NewCertSource(ctx, p.issuer, ratls.SourceOptions{
+		Cert: ratls.CertOptions{Parent: p.cert, ParentKey: p.key}, Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("RA-TLS certificate: %v", err)
+	}
+	v, err := ratls.NewVerifier(ratls.Config{Evidence: p.ev, Policy: p.pol, Identity: p.fed, Logger: log})
+	if err != nil {
+		src.Close()
+		return nil, nil, err
+	}
+	tc := ratls.TransportConfig{Certificates: src, Verifier: v, Logger: log}
+	var cr credentials.TransportCredentials
+	if server {
+		cr, err = ratls.NewServerCredentials(tc)
+	} else {
+		cr, err = ratls.NewClientCredentials(tc)
+	}
+	if err != nil {
+		src.Close()
+		return nil, nil, err
+	}
+	return cr, src.Close, nil
+}
+
+// SimulationBanner is printed and logged by a broker or client whose
+// evidence, trusted evidence or root key is simulated.
+const SimulationBanner = "SIMULATION: no TEE hardware or HSM; simulated attestation evidence or a plain-file root key protects nothing; never use this for real keys"
+
+// auditedCreds records refused RA-TLS handshakes in the audit log.
+type auditedCreds struct {
+	credentials.TransportCredentials
+	b *Broker
+}
+
+func (a auditedCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, ai, err := a.TransportCredentials.ServerHandshake(c)
+	if err != nil {
+		// Plain TLS failures (a port scanner, a client hanging up) are
+		// logged by ratls but not audited: there is no decision to record.
+		if chk := ratls.CheckOf(err); chk != "" && chk != ratls.CheckHandshake {
+			a.b.RecordConnectionRefusal(c.RemoteAddr().String(), err)
+		}
+	}
+	return conn, ai, err
+}
+
+func (a auditedCreds) Clone() credentials.TransportCredentials {
+	return auditedCreds{TransportCredentials: a.TransportCredentials.Clone(), b: a.b}
+}
+
+// ServeOptions configures Serve.
+type ServeOptions struct {
+	// Out receives the banner and the "serving on" line.
+	Out    io.Writer
+	Logger *slog.Logger
+	// RootKeyOpener opens Config.RootKey (default OpenRootKey, creating a
+	// missing sim-file key).
+	RootKeyOpener func(spec string) (rootkey.Wrapper, error)
+	// Ready, when set, is called with the listening address.
+	Ready func(addr string)
+}
+
+// ServingPrefix starts the line Serve prints once it accepts connections.
+const ServingPrefix = "kms: serving on "
+
+// Serve runs the broker until ctx ends, then stops gracefully.
+func Serve(ctx context.Context, c *Config, o ServeOptions) error {
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if o.RootKeyOpener == nil {
+		o.RootKeyOpener = func(spec string) (rootkey.Wrapper, error) { return OpenRootKey(spec, true) }
+	}
+	if c.Listen == "" {
+		return errors.New("kms config: listen is not set")
+	}
+	if c.RootKey == "" {
+		return errors.New("kms config: root_key is not set")
+	}
+	p, err := c.load("kms", log)
+	if err != nil {
+		return err
+	}
+	root, err := o.RootKeyOpener(c.RootKey)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if c.Platform.Simulated() || root.Simulated() {
+		log.Warn(SimulationBanner, "platform", c.Platform.Platform, "trusted_sim_keys", c.Platform.TrustedSimKeys, "root_key", root.Describe())
+		fmt.Fprintf(o.Out, "*** %s (platform %s, trusted_sim_keys %q, root key %s) ***\n", SimulationBanner, c.Platform.Platform, c.Platform.TrustedSimKeys, root.Describe())
+	}
+	log.Info("kms: root key", "root_key", root.Describe())
+	st, err := store.Open(ctx, c.Store)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	log.Info("kms: store", "store", c.Store.Describe())
+	reg := prometheus.NewRegistry()
+	brokerName := c.Name
+	if c.Replica != "" {
+		brokerName += "/" + c.Replica
+	}
+	b, err := NewBroker(ctx, BrokerConfig{Name: brokerName, Store: st, Root: root, Admins: c.Admins, Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	creds, closeSrc, err := p.credentials(ctx, true, log)
+	if err != nil {
+		return err
+	}
+	defer closeSrc()
+	lis, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("kms: listen %s: %v", c.Listen, err)
+	}
+	srv := grpc.NewServer(grpc.Creds(auditedCreds{TransportCredentials: creds, b: b}), grpc.MaxConcurrentStreams(1024))
+	b.Register(srv)
+	var metricsSrv *http.Server
+	if c.MetricsListen != "" {
+		ml, err := net.Listen("tcp", c.MetricsListen)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("kms: metrics listen %s: %v", c.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go metricsSrv.Serve(ml)
+		log.Info("kms: metrics", "addr", ml.Addr().String())
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	addr := lis.Addr().String()
+	fmt.Fprintln(o.Out, ServingPrefix+addr)
+	log.Info("kms: serving", "addr", addr, "name", c.Name, "admins", c.Admins)
+	if o.Ready != nil {
+		o.Ready(addr)
+	}
+	select {
+	case err = <-served:
+	case <-ctx.Done():
+		log.Info("kms: shutting down")
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			srv.Stop()
+		}
+		err = nil
+	}
+	if metricsSrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		metricsSrv.Shutdown(sctx)
+		cancel()
+	}
+	return err
+}
+
+// Client is a connection to a broker.
+type Client struct {
+	kmsv1.KeyBrokerClient
+	conn  *grpc.ClientConn
+	close func()
+	// Simulated is true when this client's evidence or trust is simulated.
+	Simulated bool
+}
+
+// Dial connects to c.Broker over mutual RA-TLS; the broker must present a
+// federation identity with role kms whose evidence satisfies the policy's
+// role kms.
+func Dial(ctx context.Context, c *Config, log *slog.Logger) (*Client, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if c.Broker == "" {
+		return nil, errors.New("kms config: broker is not set")
+	}
+	p, err := c.load("", log)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := p.pol.Roles["kms"]; !ok {
+		return nil, fmt.Errorf("kms config: policy %s has no role kms (what the broker must run)", c.Policy)
+	}
+	creds, closeSrc, err := p.credentials(ctx, false, log)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(c.Broker, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		closeSrc()
+		return nil, fmt.Errorf("kms: broker %s: %v", c.Broker, err)
+	}
+	return &Client{KeyBrokerClient: kmsv1.NewKeyBrokerClient(conn), conn: conn, close: closeSrc, Simulated: c.Platform.Simulated()}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error {
+	err := c.conn.Close()
+	c.close()
+	return err
+}

@@ -1,0 +1,77 @@
+package kms
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	if err := SetupSimulated(ctx, dir, SetupOptions{Listen: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetupSimulated(ctx, dir, SetupOptions{}); err == nil || !strings.Contains(err.Error(), "is not empty") {
+		t.Errorf("setup into a used directory: %v", err)
+	}
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	base, err := os.ReadFile(filepath.Join(dir, "kms.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ name, body, want string }{
+		{"unknown.yaml", string(base) + "listne: x\n", "field listne not found"},
+		{"noname.yaml", "listen: x\n", "name: member name is empty"},
+	} {
+		_, err := LoadConfig(write(c.name, c.body))
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), c.name) {
+			t.Errorf("%s: %v, want an error naming the file and %q", c.name, err, c.want)
+		}
+	}
+	if _, err := LoadConfig(filepath.Join(dir, "missing.yaml")); err == nil {
+		t.Error("missing file loaded")
+	}
+	// Serve refuses incomplete or inconsistent configurations before
+	// listening.
+	serve := func(mut func(*Config)) error {
+		c, err := LoadConfig(filepath.Join(dir, "kms.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mut(c)
+		return Serve(ctx, c, ServeOptions{Logger: quiet()})
+	}
+	for _, c := range []struct {
+		mut  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.RootKey = "" }, "root_key is not set"},
+		{func(c *Config) { c.RootKey = "pkcs11:whatever" }, "unsupported"},
+		{func(c *Config) { c.Listen = "" }, "listen is not set"},
+		{func(c *Config) { c.Identity.Cert = "pki/admin.crt"; c.Identity.Key = "pki/admin-key.pem" }, `names "admin", not "kms"`},
+		{func(c *Config) { c.Store.Driver = "oracle" }, `driver "oracle"`},
+	} {
+		if err := serve(c.mut); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("serve: %v, want %q", err, c.want)
+		}
+	}
+	// A client whose policy says nothing about the broker's role refuses to
+	// dial.
+	cc, err := LoadConfig(filepath.Join(dir, "col-1.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.Policy = "policies/broker.yaml"
+	if _, err := Dial(ctx, cc, quiet()); err == nil || !strings.Contains(err.Error(), "has no role kms") {
+		t.Errorf("dial with a policy lacking role kms: %v", err)
+	}
+}

@@ -1,0 +1,166 @@
+package kms
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/teeml/teeml/attest/policy"
+	"github.com/teeml/teeml/pki"
+	"github.com/teeml/teeml/ratls"
+)
+
+// ReleasePolicy is a key's release policy: who (federation members by name,
+// or by role, as verified by the PKI at the RA-TLS handshake) running what
+// (an attest/policy role: measurements, TCB statuses, debug, simulation)
+// may obtain plaintext data keys of the key. YAML:
+//
+//	members: [col-1, col-2]     # any of these federation members …
+//	roles: [collaborator]       # … or any member with one of these roles
+//	attestation:                # the attest/policy role schema (policy.Parse)
+//	  sgx:
+//	    - mr_enclave: <64 hex>
+//	      mr_signer: <64 hex>
+//	  tcb_statuses: [UpToDate]
+//	  allow_debug: false
+//	  allow_simulation: false
+//
+// At least one of members and roles must be given, and attestation is
+// required: everything not allowed is refused. The connection-level policy
+// of the broker (which evidence may connect at all) is checked first by
+// RA-TLS; this policy narrows it per key.
+type ReleasePolicy struct {
+	Members []string
+	Roles   []string
+	// Attestation is a one-role attest/policy policy (role releaseRole).
+	Attestation *policy.Policy
+	// Source is the YAML as given; SHA256 its hash (hex), which audit
+	// entries record.
+	Source string
+	SHA256 string
+}
+
+const releaseRole = "release"
+
+// ParseReleasePolicy parses a release policy strictly.
+func ParseReleasePolicy(src string) (*ReleasePolicy, error) {
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("release policy: "+format, args...)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(src))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fail("empty")
+		}
+		return nil, fail("%s", strings.Join(strings.Fields(err.Error()), " "))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fail("more than one YAML document")
+	}
+	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, fail("want a mapping with members, roles and attestation")
+	}
+	root := doc.Content[0]
+	rp := &ReleasePolicy{Source: src}
+	seen := map[string]bool{}
+	var att *yaml.Node
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if seen[k.Value] {
+			return nil, fail("line %d: duplicate key %q", k.Line, k.Value)
+		}
+		seen[k.Value] = true
+		switch k.Value {
+		case "members", "roles":
+			var list []string
+			if err := v.Decode(&list); err != nil {
+				return nil, fail("line %d: %s: want a list of names", k.Line, k.Value)
+			}
+			for _, n := range list {
+				check := pki.CheckName
+				if k.Value == "roles" {
+					check = pki.CheckRole
+				}
+				if err := check(n); err != nil {
+					return nil, fail("line %d: %s: %v", k.Line, k.Value, err)
+				}
+			}
+			if k.Value == "members" {
+				rp.Members = list
+			} else {
+				rp.Roles = list
+			}
+		case "attestation":
+			att = v
+		default:
+			return nil, fail("line %d: unknown key %q (known: members, roles, attestation)", k.Line, k.Value)
+		}
+	}
+	if len(rp.Members) == 0 && len(rp.Roles) == 0 {
+		return nil, fail("neither members nor roles given: nobody could use the key")
+	}
+	if att == nil {
+		return nil, fail("missing key \"attestation\" (which measurements may receive the key)")
+	}
+	// Re-use attest/policy's parser and judge: wrap the node as a one-role
+	// policy.
+	wrapped := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
+		{Kind: yaml.ScalarNode, Value: "roles"},
+		{Kind: yaml.MappingNode, Content: []*yaml.Node{{Kind: yaml.ScalarNode, Value: releaseRole}, att}},
+	}}
+	b, err := yaml.Marshal(wrapped)
+	if err != nil {
+		return nil, fail("attestation: %v", err)
+	}
+	p, err := policy.Parse(b, "release policy attestation")
+	if err != nil {
+		return nil, err
+	}
+	rp.Attestation = p
+	sum := sha256.Sum256([]byte(src))
+	rp.SHA256 = hex.EncodeToString(sum[:])
+	return rp, nil
+}
+
+// Simulated reports whether the policy accepts simulated evidence.
+func (rp *ReleasePolicy) Simulated() bool {
+	return rp.Attestation.Roles[releaseRole].AllowSimulation
+}
+
+// Judge decides whether the verified peer may receive the key's plaintext.
+// It returns nil when allowed, else a one-line reason.
+func (rp *ReleasePolicy) Judge(p *ratls.Peer, now time.Time, log *slog.Logger) error {
+	if p == nil || p.Identity == nil {
+		return errors.New("caller has no verified federation identity")
+	}
+	name, role := p.Identity.Name, p.Identity.Role
+	// The identity and evidence were checked at the handshake; a connection
+	// may outlive them, so their expiry is checked again at every release.
+	if !p.Identity.NotAfter.IsZero() && now.After(p.Identity.NotAfter) {
+		return fmt.Errorf("member %q: identity certificate expired at %s (reconnect with a renewed identity)", name, p.Identity.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if !slices.Contains(rp.Members, name) && !slices.Contains(rp.Roles, role) {
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "member %q (role %s) is not allowed by the key's release policy", name, role)
+		if len(rp.Members) > 0 {
+			fmt.Fprintf(&b, " (members: %s)", strings.Join(rp.Members, ", "))
+		}
+		if len(rp.Roles) > 0 {
+			fmt.Fprintf(&b, " (roles: %s)", strings.Join(rp.Roles, ", "))
+		}
+		return errors.New(b.String())
+	}
+	d := rp.Attestation.Evaluate(releaseRole, p.Claims, policy.At(now), policy.Peer(name), policy.Logger(log))
+	return d.Err()
+}
