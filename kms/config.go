@@ -48,7 +48,7 @@ import (
 //	platform: {platform: sim, sim: {key: …, mr_enclave: …}, trusted_sim_keys: …}
 //	                                   # evidence platform (fl/run.PartyConfig)
 //	store: {driver: sqlite, path: kms.db}   # or {driver: postgres, dsn: …, schema: …}
-//	root_key: sim-file:root.key        # server: see OpenRootKey
+//	root_key: file:root.key            # server: see OpenRootKey (file: is simulation)
 //	admins: [admin]                    # server: members allowed admin operations
 type Config struct {
 	Name          string `yaml:"name,omitempty"`
@@ -97,8 +97,8 @@ func LoadConfig(path string) (*Config, error) {
 	if c.Store.Driver == "sqlite" {
 		c.Store.Path = c.path(c.Store.Path)
 	}
-	if p, ok := strings.CutPrefix(c.RootKey, "sim-file:"); ok && p != "" {
-		c.RootKey = "sim-file:" + c.path(p)
+	if p, ok := strings.CutPrefix(c.RootKey, "file:"); ok && p != "" {
+		c.RootKey = "file:" + c.path(p)
 	}
 	return &c, nil
 }
@@ -221,8 +221,7 @@ type ServeOptions struct {
 	// Out receives the banner and the "serving on" line.
 	Out    io.Writer
 	Logger *slog.Logger
-	// RootKeyOpener opens Config.RootKey (default OpenRootKey, creating a
-	// missing sim-file key).
+	// RootKeyOpener opens Config.RootKey (default OpenRootKey).
 	RootKeyOpener func(spec string) (rootkey.Wrapper, error)
 	// Ready, when set, is called with the listening address.
 	Ready func(addr string)
@@ -241,7 +240,7 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 		log = slog.Default()
 	}
 	if o.RootKeyOpener == nil {
-		o.RootKeyOpener = func(spec string) (rootkey.Wrapper, error) { return OpenRootKey(spec, true) }
+		o.RootKeyOpener = OpenRootKey
 	}
 	if c.Listen == "" {
 		return errors.New("kms config: listen is not set")

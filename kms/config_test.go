@@ -55,7 +55,9 @@ func TestConfigErrors(t *testing.T) {
 		want string
 	}{
 		{func(c *Config) { c.RootKey = "" }, "root_key is not set"},
-		{func(c *Config) { c.RootKey = "pkcs11:whatever" }, "unsupported"},
+		{func(c *Config) { c.RootKey = "pkcs11:whatever" }, "has no '='"},
+		{func(c *Config) { c.RootKey = "vault:x" }, `unknown root key kind "vault"`},
+		{func(c *Config) { c.RootKey = "file:" + filepath.Join(t.TempDir(), "missing.key") }, "missing.key"},
 		{func(c *Config) { c.Listen = "" }, "listen is not set"},
 		{func(c *Config) { c.Identity.Cert = "pki/admin.crt"; c.Identity.Key = "pki/admin-key.pem" }, `names "admin", not "kms"`},
 		{func(c *Config) { c.Store.Driver = "oracle" }, `driver "oracle"`},

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/fl/run"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/kms/rootkey"
 	"github.com/teeml/teeml/kms/store"
 	"github.com/teeml/teeml/pki"
 )
@@ -47,7 +49,7 @@ var (
 // for the broker "kms" (role kms), "admin" (role aggregator; the broker's
 // admin) and the clients (role collaborator), simulated evidence keys,
 // policies accepting only the simulated measurement, the broker's
-// configuration kms.yaml with a sim-file root key, one client configuration
+// configuration kms.yaml with a simulated (file:) root key, one client configuration
 // <name>.yaml per member, and release.yaml, a release policy for the first
 // client. It is for demonstrations and tests: every file says SIMULATION.
 func SetupSimulated(ctx context.Context, dir string, o SetupOptions) error {
@@ -146,7 +148,7 @@ func SetupSimulated(ctx context.Context, dir string, o SetupOptions) error {
 		c.Federation.Root, c.Federation.Bundle = "pki/root.pem", "pki/federation.bundle"
 		file := mb.name + ".yaml"
 		if mb.name == "kms" {
-			c.Listen, c.Policy, c.Store, c.RootKey, c.Admins = o.Listen, "policies/broker.yaml", o.Store, "sim-file:root.key", []string{"admin"}
+			c.Listen, c.Policy, c.Store, c.RootKey, c.Admins = o.Listen, "policies/broker.yaml", o.Store, "file:root.key", []string{"admin"}
 		} else {
 			c.Broker = o.Listen
 		}
@@ -162,7 +164,18 @@ func SetupSimulated(ctx context.Context, dir string, o SetupOptions) error {
 		return err
 	}
 	root := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Root().Raw})
-	return atomicfile.WriteBytes(filepath.Join(dir, "pki", "root.pem"), root, 0o644)
+	if err := atomicfile.WriteBytes(filepath.Join(dir, "pki", "root.pem"), root, 0o644); err != nil {
+		return err
+	}
+	// The broker's simulated root key; an existing one is kept (it may
+	// already protect stored keys).
+	rk := filepath.Join(dir, "root.key")
+	if _, err := os.Lstat(rk); errors.Is(err, os.ErrNotExist) {
+		return rootkey.CreateFile(rk)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 func simKey(dir, name string) (*ecdsa.PrivateKey, error) {

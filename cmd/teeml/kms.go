@@ -19,13 +19,12 @@ import (
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/kms"
 	"github.com/teeml/teeml/kms/audit"
-	"github.com/teeml/teeml/kms/rootkey"
 	"github.com/teeml/teeml/kms/store"
 )
 
 func newKMSCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "kms", Short: "Key broker: data keys released only to attested TEEs, with a verifiable audit log"}
-	cmd.AddCommand(newKMSServeCmd(), newKMSSetupSimCmd(), newKMSKeyCmd(), newKMSDataKeyCmd(),
+	cmd.AddCommand(newKMSServeCmd(), newKMSSetupSimCmd(), newKMSRootKeyCmd(), newKMSKeyCmd(), newKMSDataKeyCmd(),
 		newKMSUnwrapCmd("unwrap", "Unwrap a wrapped data key (only if this party satisfies the key's release policy)"),
 		newKMSUnwrapCmd("rewrap", "Re-encrypt a wrapped data key under the key's newest version"),
 		newKMSAuditCmd())
@@ -47,7 +46,7 @@ func newKMSServeCmd() *cobra.Command {
 				return err
 			}
 			return kms.Serve(cmd.Context(), c, kms.ServeOptions{Out: cmd.OutOrStdout(), Logger: slog.Default(),
-				RootKeyOpener: func(spec string) (rootkey.Wrapper, error) { return openRootKey(spec, true) }})
+				RootKeyOpener: kms.OpenRootKey})
 		},
 	}
 	cmd.Flags().StringVar(&config, "config", "kms.yaml", "broker configuration file")
@@ -442,13 +441,6 @@ func newKMSAuditCmd() *cobra.Command {
 	return cmd
 }
 
-// openRootKey opens the broker's root key from its configuration's
-// root_key spec. Today only kms.OpenRootKey's sim-file is supported; the
-// sealed-file and PKCS#11 holders of package kms/rootkey plug in here.
-func openRootKey(spec string, create bool) (rootkey.Wrapper, error) {
-	return kms.OpenRootKey(spec, create)
-}
-
 func orDash(s string) string {
 	if s == "" {
 		return "-"
@@ -488,7 +480,7 @@ func verifyLocal(cmd *cobra.Command, config string, ws []audit.Head) error {
 	if c.RootKey == "" {
 		return errors.New("kms audit verify --local: the configuration has no root_key (use the broker's configuration)")
 	}
-	root, err := openRootKey(c.RootKey, false)
+	root, err := kms.OpenRootKey(c.RootKey)
 	if err != nil {
 		return err
 	}
