@@ -441,6 +441,7 @@ func (ps *parser) taskRunner(key string, v *yaml.Node) error {
 		{"optimizer", true, ps.str(&t.Optimizer)},
 		{"lr", true, ps.float(&t.LR)},
 		{"seed", true, ps.seed(&t.Seed)},
+		{"runner", false, ps.runner(&t.Runner)},
 	})
 }
 
