@@ -261,8 +261,19 @@ func (c *Collaborator) checkServer(p *peer.Peer) error {
 	return nil
 }
 
+// roundKey is the context key of the round a Trainer call belongs to.
+type roundKey struct{}
+
+// RoundFromContext returns the federated round of a Trainer call's
+// context (Evaluate has no round argument), for logs.
+func RoundFromContext(ctx context.Context) (int64, bool) {
+	r, ok := ctx.Value(roundKey{}).(int64)
+	return r, ok
+}
+
 func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error {
 	round := t.Round
+	ctx = context.WithValue(ctx, roundKey{}, round)
 	start := time.Now()
 	c.log.Info("round starts", "round", round, "of", t.RoundsTotal, "tasks", t.Tasks)
 	global, err := c.download(ctx, round)

@@ -42,6 +42,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/fl/strategy"
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/ml/datasets"
@@ -265,7 +266,8 @@ func (r *Runner) Train(ctx context.Context, global tensor.Weights, cfg map[strin
 // Evaluate implements protocol.Trainer: the evaluate task on the
 // evaluation data.
 func (r *Runner) Evaluate(ctx context.Context, w tensor.Weights) (int, float64, map[string]float64, error) {
-	return r.EvaluateRound(ctx, 0, w)
+	round, _ := protocol.RoundFromContext(ctx)
+	return r.EvaluateRound(ctx, int(round), w)
 }
 
 // EvaluateRound is Evaluate with the round number for task.json and logs.
