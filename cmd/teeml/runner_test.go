@@ -52,7 +52,7 @@ func TestQuickstartDigitsTorch(t *testing.T) {
 	requireTorch(t)
 	bin := buildTeeml(t)
 	dir := filepath.Join(t.TempDir(), "ws")
-	const rounds = 5
+	const rounds = 4
 	start := time.Now()
 	out, errOut, code := run(t, bin, "quickstart", "--template", "digits_torch", "--dir", dir, "--rounds", strconv.Itoa(rounds),
 		"--epochs", "10", "--timeout", "10m", "--log-level", "warn")
