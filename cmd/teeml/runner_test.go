@@ -37,7 +37,8 @@ func requireTorch(t *testing.T) {
 	t.Skip(msg)
 }
 
-// TestQuickstartDigitsTorch federates the PyTorch template: the real
+// TestQuickstartDigitsTorch federates the PyTorch template (a persistent
+// runner: one python3 process per party): the real
 // binary's quickstart runs the aggregator and three collaborators as
 // separate processes over loopback RA-TLS (simulated attestation), each
 // collaborator launching the template's PyTorch script (python3-torch)
@@ -52,7 +53,7 @@ func TestQuickstartDigitsTorch(t *testing.T) {
 	requireTorch(t)
 	bin := buildTeeml(t)
 	dir := filepath.Join(t.TempDir(), "ws")
-	const rounds = 4
+	const rounds = 5
 	start := time.Now()
 	out, errOut, code := run(t, bin, "quickstart", "--template", "digits_torch", "--dir", dir, "--rounds", strconv.Itoa(rounds),
 		"--epochs", "10", "--timeout", "10m", "--log-level", "warn")

@@ -69,6 +69,11 @@ type Runner struct {
 	// Files maps workspace-relative paths to their lower-case hex SHA-256,
 	// "" until plan init pins them.
 	Files map[string]string
+	// Persistent (persistent, optional, default false) keeps one runner
+	// process per party that serves task after task (task file paths on
+	// its stdin, one result line on fd 3) instead of one process per task,
+	// so an interpreter's start-up (import torch) is paid once.
+	Persistent bool
 }
 
 // Pinned reports whether every runner file has a digest.
@@ -88,6 +93,7 @@ func (ps *parser) runner(dst **Runner) func(string, *yaml.Node) error {
 		return ps.mapping(v, key, []field{
 			{"command", true, ps.strList(&r.Command)},
 			{"timeout", false, ps.duration(&r.Timeout)},
+			{"persistent", false, ps.boolean(&r.Persistent)},
 			{"env", false, func(key string, v *yaml.Node) error {
 				if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null" {
 					return nil
@@ -245,6 +251,7 @@ func (r *Runner) canonical(b *bytes.Buffer) {
 	b.WriteString("  runner:\n")
 	b.WriteString("    command: [" + strings.Join(args, ", ") + "]\n")
 	b.WriteString("    timeout: " + q(r.Timeout.String()) + "\n")
+	b.WriteString("    persistent: " + strconv.FormatBool(r.Persistent) + "\n")
 	if len(r.Env) == 0 {
 		b.WriteString("    env: {}\n")
 	} else {

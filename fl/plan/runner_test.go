@@ -27,7 +27,7 @@ func TestRunnerValidationErrors(t *testing.T) {
 		{"      OMP_NUM_THREADS: \"1\"", "      TEEML_TASK_FILE: /etc/shadow", "task_runner.runner.env.TEEML_TASK_FILE", "reserved", ""},
 		{"      OMP_NUM_THREADS: \"1\"", "      \"BAD NAME\": x", "task_runner.runner.env.\"BAD NAME\"", "not an environment variable name", ""},
 		{"      OMP_NUM_THREADS: \"1\"", "      OMP_NUM_THREADS: 1", "task_runner.runner.env.OMP_NUM_THREADS", "must be a string, got an integer", ""},
-		{"    env:\n", "    bogus: 1\n    env:\n", "task_runner.runner.bogus", "unknown key (known in task_runner.runner: command, timeout, env, files)", "    bogus: 1"},
+		{"    env:\n", "    bogus: 1\n    env:\n", "task_runner.runner.bogus", "unknown key (known in task_runner.runner: command, timeout, persistent, env, files)", "    bogus: 1"},
 		{"  seed: 1                                  # model initialisation (init", "  seed: 1\n  hidden: [64]\n  #", "task_runner.hidden", "the runner defines the architecture", "  hidden: [64]"},
 	} {
 		checkErr(t, base, c.old, c.new, c.key, c.msg, c.line)

@@ -95,6 +95,14 @@ func (l *lineLog) flush() {
 	}
 }
 
+// retarget sends further lines to log (a persistent runner's next task)
+// and forgets the kept lines.
+func (l *lineLog) retarget(log *slog.Logger) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.log, l.last, l.logged = log, nil, 0
+}
+
 // tail is the kept lines joined on one line.
 func (l *lineLog) tail() string {
 	l.mu.Lock()

@@ -39,6 +39,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +65,9 @@ const (
 const (
 	EnvTaskFile = "TEEML_TASK_FILE"
 	EnvTask     = "TEEML_TASK"
+	// EnvServe is "1" for a persistent runner: read task file paths from
+	// stdin, answer each on fd 3.
+	EnvServe = "TEEML_SERVE"
 )
 
 // Round config keys applied to the hyperparameters (as protocol.MLTrainer
@@ -148,6 +152,9 @@ type Config struct {
 	// TempDir is where the private directory is made (default
 	// os.TempDir()).
 	TempDir string
+	// Persistent keeps one process serving every task (see serve.go)
+	// instead of one process per task.
+	Persistent bool
 	// MaxInitBytes bounds the init task's output (default 1 GiB); train
 	// output is bounded by the global model's size plus header slack.
 	MaxInitBytes int64
@@ -163,6 +170,9 @@ type Runner struct {
 	trainData, evalData string
 	seq                 atomic.Int64
 	log                 *slog.Logger
+
+	mu  sync.Mutex // serialises tasks of a persistent runner
+	srv *server    // the persistent process, nil when not running
 }
 
 // InfoFor describes ds for task.json.
@@ -233,8 +243,17 @@ func writeData(path string, ds *datasets.Dataset) error {
 	return safetensors.WriteFile(path, w, map[string]string{"teeml.dataset": ds.Name, "teeml.task": string(ds.Task)})
 }
 
-// Close removes the private directory.
-func (r *Runner) Close() error { return os.RemoveAll(r.dir) }
+// Close stops a persistent runner process and removes the private
+// directory.
+func (r *Runner) Close() error {
+	r.mu.Lock()
+	if r.srv != nil {
+		r.srv.stop(5 * time.Second)
+		r.srv = nil
+	}
+	r.mu.Unlock()
+	return os.RemoveAll(r.dir)
+}
 
 // Train implements protocol.Trainer: the train task.
 func (r *Runner) Train(ctx context.Context, global tensor.Weights, cfg map[string]float64) (tensor.Weights, int, map[string]float64, error) {
@@ -344,7 +363,11 @@ func (r *Runner) run(ctx context.Context, kind string, round int, cfg map[string
 
 	start := time.Now()
 	log := r.log.With("task", kind, "round", round)
-	if err := r.exec(ctx, log, kind, dir, taskFile); err != nil {
+	run := r.exec
+	if r.cfg.Persistent {
+		run = r.serveTask
+	}
+	if err := run(ctx, log, kind, dir, taskFile); err != nil {
 		return fail("%v", err)
 	}
 
@@ -378,8 +401,12 @@ func (r *Runner) env(kind, dir, taskFile string) []string {
 		"TMPDIR": dir,
 	}
 	maps.Copy(m, r.cfg.Env)
-	m[EnvTaskFile] = taskFile
-	m[EnvTask] = kind
+	if taskFile == "" {
+		m[EnvServe] = "1"
+	} else {
+		m[EnvTaskFile] = taskFile
+		m[EnvTask] = kind
+	}
 	out := make([]string, 0, len(m))
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		out = append(out, k+"="+m[k])

@@ -298,17 +298,31 @@ func TestInit(t *testing.T) {
 // global weights): teeml writes the task and input files, forks/execs the
 // runner, reads and validates its output. sh is teeml's own overhead;
 // python3 adds the interpreter's start-up; python3+torch adds `import
-// torch`, what every task of a PyTorch runner pays.
+// torch`, what every task of a per-task PyTorch runner pays; the
+// persistent variant imports torch once and serves every task.
 func BenchmarkNoopTask(b *testing.B) {
 	const pyCopy = `import json, os, shutil
 t = json.load(open(os.environ["TEEML_TASK_FILE"]))
 shutil.copyfile(t["input_weights"], t["output_weights"])
 json.dump({"num_examples": 4, "loss": 0.25}, open(t["metrics"], "w"))
 `
-	for _, rc := range []struct{ name, file, script string }{
-		{"sh", "run.sh", `d=$(dirname "$TEEML_TASK_FILE"); cp "$d/input.safetensors" "$d/output.safetensors"; echo '` + okMetrics + `' > "$d/metrics.json"`},
-		{"python3", "run.py", pyCopy},
-		{"python3+torch", "run.py", "import torch\n" + pyCopy},
+	const pyServe = `import json, os, shutil, sys
+import torch
+answers = os.fdopen(3, "w", buffering=1)
+for line in sys.stdin:
+    t = json.load(open(line.strip()))
+    shutil.copyfile(t["input_weights"], t["output_weights"])
+    json.dump({"num_examples": 4, "loss": 0.25}, open(t["metrics"], "w"))
+    answers.write("done\n")
+`
+	for _, rc := range []struct {
+		name, file, script string
+		persistent         bool
+	}{
+		{"sh", "run.sh", `d=$(dirname "$TEEML_TASK_FILE"); cp "$d/input.safetensors" "$d/output.safetensors"; echo '` + okMetrics + `' > "$d/metrics.json"`, false},
+		{"python3", "run.py", pyCopy, false},
+		{"python3+torch", "run.py", "import torch\n" + pyCopy, false},
+		{"python3+torch-persistent", "run.py", pyServe, true},
 	} {
 		b.Run(rc.name, func(b *testing.B) {
 			interp := "/bin/sh"
@@ -325,7 +339,7 @@ json.dump({"num_examples": 4, "loss": 0.25}, open(t["metrics"], "w"))
 				args = []string{interp, "-I", rc.file}
 			}
 			r, err := New(Config{Command: args, Workspace: ws, Train: tinyData(), Dataset: InfoFor(tinyData()),
-				Env: map[string]string{"OMP_NUM_THREADS": "1"}, TempDir: b.TempDir(), Logger: testlog.Discard()})
+				Env: map[string]string{"OMP_NUM_THREADS": "1"}, Persistent: rc.persistent, TempDir: b.TempDir(), Logger: testlog.Discard()})
 			if err != nil {
 				b.Fatal(err)
 			}

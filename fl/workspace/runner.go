@@ -36,7 +36,7 @@ func NewRunner(ws string, p *plan.Plan, party string, info datasets.Dataset, tra
 	}
 	tc := p.TrainConfig()
 	return runner.New(runner.Config{
-		Command: r.Command, Workspace: abs, Timeout: r.Timeout, Env: r.Env,
+		Command: r.Command, Workspace: abs, Timeout: r.Timeout, Env: r.Env, Persistent: r.Persistent,
 		Verify: func() error { return p.VerifyRunnerFiles(abs) },
 		Party:  party,
 		Hyper: runner.Hyperparameters{Epochs: tc.Epochs, BatchSize: tc.BatchSize, LR: tc.LR, Optimizer: tc.Optimizer,

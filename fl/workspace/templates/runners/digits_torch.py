@@ -5,7 +5,10 @@ teeml launches this script once per task with $TEEML_TASK_FILE naming a JSON
 task file (see docs/runners.md). It reads the global weights and the
 preprocessed data from safetensors files teeml wrote, and writes the new
 weights (safetensors, F32) and metrics.json. Exit status 0 means success;
-anything else fails the task, and teeml quotes the last stderr lines.
+anything else fails the task, and teeml quotes the last stderr lines. With
+task_runner.runner.persistent: true ($TEEML_SERVE=1) one process serves every
+task: task file paths arrive on stdin, and each is answered on fd 3 with
+"done" or "error <reason>".
 
 Only Debian's python3-torch and python3-numpy are used: the safetensors
 format is read and written with json + struct below (no PyPI packages).
@@ -14,6 +17,7 @@ import json
 import os
 import struct
 import sys
+import traceback
 
 import numpy as np
 import torch
@@ -116,14 +120,12 @@ def evaluate(task, model):
     }
 
 
-def main():
-    with open(os.environ["TEEML_TASK_FILE"]) as f:
+def run_task(path):
+    with open(path) as f:
         task = json.load(f)
     if task["teeml_runner"] != 1:
-        sys.exit(f"unsupported task file version {task['teeml_runner']}")
-    torch.set_num_threads(1)
+        raise ValueError(f"unsupported task file version {task['teeml_runner']}")
     torch.manual_seed(task["hyperparameters"]["seed"])
-    torch.use_deterministic_algorithms(True)
     model = build(task)
     if task["input_weights"]:
         model.load_state_dict(read_safetensors(task["input_weights"]), strict=True)
@@ -135,13 +137,32 @@ def main():
     elif kind == "evaluate":
         metrics = evaluate(task, model)
     else:
-        sys.exit(f"unknown task {kind!r}")
+        raise ValueError(f"unknown task {kind!r}")
     if task["output_weights"]:
         write_safetensors(task["output_weights"], model.state_dict())
     if metrics is not None:
         with open(task["metrics"], "w") as f:
             json.dump(metrics, f)
-    print(f"{kind} round {task['round']}: {metrics}", file=sys.stderr)
+    print(f"{kind} round {task['round']}: {metrics}", file=sys.stderr, flush=True)
+
+
+def main():
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    if os.environ.get("TEEML_SERVE") != "1":
+        # One task per process: any exception exits non-zero.
+        run_task(os.environ["TEEML_TASK_FILE"])
+        return
+    # Persistent (task_runner.runner.persistent: true): task file paths on
+    # stdin, one answer line per task on fd 3; torch is imported once.
+    answers = os.fdopen(3, "w", buffering=1)
+    for line in sys.stdin:
+        try:
+            run_task(line.strip())
+            answers.write("done\n")
+        except Exception as e:  # the task fails, the runner stays up
+            traceback.print_exc()
+            answers.write("error " + " ".join(f"{type(e).__name__}: {e}".split()) + "\n")
 
 
 if __name__ == "__main__":
