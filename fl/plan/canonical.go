@@ -107,6 +107,9 @@ func (p *Plan) Canonical() []byte {
 	w(1, "optimizer", q(t.Optimizer))
 	w(1, "lr", f(t.LR))
 	w(1, "seed", i64(t.Seed))
+	if t.Runner != nil {
+		t.Runner.canonical(&b)
+	}
 
 	n := &p.Network
 	w(0, "network", "")

@@ -26,7 +26,8 @@ const MaxSize = 1 << 20
 // prefixes errors. Every key of every section is required except those
 // documented as optional (aggregator.min_collaborators,
 // collaborator.opt_treatment [reset], collaborator.delta_updates [false],
-// task_runner.hidden [model default], network.round_timeout [0, no limit],
+// task_runner.hidden [model default], task_runner.runner [model external
+// only; its timeout 10m and env {} optional], network.round_timeout [0, no limit],
 // network.tls [ra-tls], data_loader.partitioning.alpha [0, iid only],
 // tasks.train.weight_decay [0], aggregation.settings [strategy defaults],
 // aggregation.validator and its keys [0], the straggler_handling_policy
@@ -443,6 +444,7 @@ func (ps *parser) taskRunner(key string, v *yaml.Node) error {
 		{"optimizer", true, ps.str(&t.Optimizer)},
 		{"lr", true, ps.float(&t.LR)},
 		{"seed", true, ps.seed(&t.Seed)},
+		{"runner", false, ps.runner(&t.Runner)},
 	})
 }
 

@@ -98,11 +98,14 @@ type Partitioning struct {
 
 // TaskRunner is the task_runner section: the model and local optimiser.
 type TaskRunner struct {
-	Model     string  // model: an ml.Kinds() entry
+	Model     string  // model: an ml.Kinds() entry, or ModelExternal
 	Hidden    []int   // hidden (optional): hidden widths; empty = model default
 	Optimizer string  // optimizer: "adam" or "sgd"
 	LR        float64 // lr > 0
 	Seed      int64   // seed: model initialisation
+	// Runner (runner, model external only) launches the external
+	// training runner; see runner.go.
+	Runner *Runner
 }
 
 // TLS is the only transport: mutually attested TLS.
@@ -363,8 +366,11 @@ func (p *Plan) Validate() error {
 	}
 
 	t := &p.TaskRunner
-	if !slices.Contains(ml.Kinds(), t.Model) {
-		return p.errf("task_runner.model", "unknown model %q (known: %s)", t.Model, strings.Join(ml.Kinds(), ", "))
+	if err := p.validateRunner(); err != nil {
+		return err
+	}
+	if t.Model != ModelExternal && !slices.Contains(ml.Kinds(), t.Model) {
+		return p.errf("task_runner.model", "unknown model %q (known: %s, %s)", t.Model, strings.Join(ml.Kinds(), ", "), ModelExternal)
 	}
 	switch {
 	case t.Model == ml.KindLogReg && info.Task != datasets.Classification,

@@ -36,8 +36,8 @@ func mustParse(t testing.TB, data []byte) *plan.Plan {
 }
 
 func TestTemplatesParse(t *testing.T) {
-	if len(workspace.Templates()) != 5 {
-		t.Fatalf("templates %v, want 5", workspace.Templates())
+	if len(workspace.Templates()) != 6 {
+		t.Fatalf("templates %v, want 6", workspace.Templates())
 	}
 	for _, name := range workspace.Templates() {
 		p := mustParse(t, template(t, name))

@@ -132,12 +132,30 @@ func refusal(err error) error {
 	return &RefusedError{Code: st.Code(), Msg: msg}
 }
 
+// TaskError is a local task (Trainer.Train or Trainer.Evaluate) that
+// failed: the trainer crashed, timed out or returned unusable results. It
+// is this collaborator's problem, not the federation's: Run logs it, skips
+// the rest of that round (the aggregator closes the round without this
+// collaborator, at its timeout) and carries on with the next round.
+type TaskError struct {
+	Task  string
+	Round int64
+	Err   error
+}
+
+func (e *TaskError) Error() string {
+	return fmt.Sprintf("round %d: %s failed: %v", e.Round, e.Task, e.Err)
+}
+
+func (e *TaskError) Unwrap() error { return e.Err }
+
 // Run works until the aggregator answers DONE (nil), refuses this
 // collaborator (a *RefusedError), stays unavailable for GiveUpAfter, or ctx
 // ends.
 func (c *Collaborator) Run(ctx context.Context) error {
 	c.log.Info("collaborator starts", "plan_hash", ShortHash(c.cfg.PlanHash))
 	lastRound := 0
+	var failedRound int64 // a round whose local task failed: not retried
 	backoff := c.cfg.MinBackoff
 	var unavailableSince time.Time
 	for {
@@ -187,6 +205,13 @@ func (c *Collaborator) Run(ctx context.Context) error {
 				return err
 			}
 		case flv1.TaskAction_TASK_ACTION_RUN:
+			if resp.Round == failedRound {
+				// The aggregator still waits for this round; ours failed.
+				if err := sleep(ctx, c.cfg.MaxBackoff); err != nil {
+					return err
+				}
+				continue
+			}
 			err := c.runRound(ctx, resp)
 			if err == nil {
 				lastRound = int(resp.Round)
@@ -194,6 +219,12 @@ func (c *Collaborator) Run(ctx context.Context) error {
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			var te *TaskError
+			if errors.As(err, &te) {
+				c.log.Error("local task failed; skipping the rest of this round", "round", resp.Round, "task", te.Task, "err", te.Err)
+				failedRound = resp.Round
+				continue
 			}
 			if ref := refusal(err); ref != nil {
 				c.log.Error("round failed: "+ref.Error(), "round", resp.Round)
@@ -236,8 +267,19 @@ func (c *Collaborator) checkServer(p *peer.Peer) error {
 	return nil
 }
 
+// roundKey is the context key of the round a Trainer call belongs to.
+type roundKey struct{}
+
+// RoundFromContext returns the federated round of a Trainer call's
+// context (Evaluate has no round argument), for logs.
+func RoundFromContext(ctx context.Context) (int64, bool) {
+	r, ok := ctx.Value(roundKey{}).(int64)
+	return r, ok
+}
+
 func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error {
 	round := t.Round
+	ctx = context.WithValue(ctx, roundKey{}, round)
 	start := time.Now()
 	c.log.Info("round starts", "round", round, "of", t.RoundsTotal, "tasks", t.Tasks)
 	global, err := c.download(ctx, round)
@@ -264,11 +306,15 @@ func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error
 	trainStart := time.Now()
 	local, n, metrics, err := c.cfg.Trainer.Train(ctx, global, t.Config)
 	timings.TrainSeconds = time.Since(trainStart).Seconds()
-	if err != nil {
-		return &RefusedError{Code: codes.Internal, Msg: fmt.Sprintf("local training failed: %v", err)}
+	if err == nil {
+		if cerr := global.Compatible(local); cerr != nil {
+			err = fmt.Errorf("trainer returned weights that do not fit the global model: %v", cerr)
+		}
 	}
-	if err := global.Compatible(local); err != nil {
-		return &RefusedError{Code: codes.Internal, Msg: fmt.Sprintf("trainer returned weights that do not fit the global model: %v", err)}
+	if err != nil && ctx.Err() == nil {
+		return &TaskError{Task: TaskTrain, Round: round, Err: err}
+	} else if err != nil {
+		return ctx.Err()
 	}
 	c.log.Info("trained", "round", round, "examples", n, "metrics", metrics, "seconds", time.Since(start).Seconds())
 	if has(TaskLocallyTunedModelValidation) {
@@ -310,7 +356,10 @@ func (c *Collaborator) evaluate(ctx context.Context, round int64, task string, w
 	n, loss, metrics, err := c.cfg.Trainer.Evaluate(ctx, w)
 	secs := time.Since(start).Seconds()
 	if err != nil {
-		return &RefusedError{Code: codes.Internal, Msg: fmt.Sprintf("%s failed: %v", task, err)}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &TaskError{Task: task, Round: round, Err: err}
 	}
 	c.log.Info(task, "round", round, "examples", n, "loss", loss, "metrics", metrics)
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)

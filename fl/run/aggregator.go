@@ -106,16 +106,25 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		return fmt.Errorf("initial weights %s were written for plan %s, not the frozen plan %s: re-run teeml fl plan init",
 			p.Aggregator.InitStatePath, protocol.ShortHash(md[workspace.MetaPlanHash]), protocol.ShortHash(hash))
 	}
-	evalModel, err := ml.NewFromMetadata(md)
-	if err != nil {
-		return fmt.Errorf("initial weights: %v", err)
-	}
-	if err := evalModel.SetWeights(initial); err != nil {
-		return fmt.Errorf("initial weights: %v", err)
-	}
 	test, err := heldOutTest(p)
 	if err != nil {
 		return err
+	}
+	var evalModel *ml.Model
+	var extEval evalFunc
+	if p.TaskRunner.Model == plan.ModelExternal {
+		var closeEval func()
+		if extEval, closeEval, err = runnerEvaluator(ctx, ws, p, o.Name, test, log); err != nil {
+			return err
+		}
+		defer closeEval()
+	} else {
+		if evalModel, err = ml.NewFromMetadata(md); err != nil {
+			return fmt.Errorf("initial weights: %v", err)
+		}
+		if err := evalModel.SetWeights(initial); err != nil {
+			return fmt.Errorf("initial weights: %v", err)
+		}
 	}
 
 	strat, err := p.Strategy(0)
@@ -127,7 +136,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		return err
 	}
 	defer ob.close()
-	tr := &tracker{obs: ob.obs, Strategy: strat, model: evalModel, test: test, out: o.Out, log: log, md: md,
+	tr := &tracker{obs: ob.obs, Strategy: strat, model: evalModel, ext: extEval, test: test, out: o.Out, log: log, md: md,
 		bestPath: wsPath(ws, p.Aggregator.BestStatePath), rounds: p.Aggregator.RoundsToTrain, start: time.Now(), best: math.Inf(-1)}
 	minCols, straggler, err := roundPolicy(p, len(names))
 	if err != nil {
@@ -339,6 +348,7 @@ func saveWeights(path string, w tensor.Weights, md map[string]string, met ml.Met
 type tracker struct {
 	strategy.Strategy
 	model    *ml.Model
+	ext      evalFunc // evaluates instead of model (external runner)
 	test     *datasets.Dataset
 	out      io.Writer
 	log      *slog.Logger
@@ -420,6 +430,9 @@ func (t *tracker) commit(path string, c *protocol.Checkpoint) error {
 }
 
 func (t *tracker) evaluate(w tensor.Weights) (ml.Metrics, error) {
+	if t.ext != nil {
+		return t.ext(w)
+	}
 	if err := t.model.SetWeights(w); err != nil {
 		return ml.Metrics{}, err
 	}

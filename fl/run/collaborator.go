@@ -55,10 +55,11 @@ func RunCollaborator(ctx context.Context, o CollaboratorOptions) error {
 	if err != nil {
 		return err
 	}
-	model, _, err := workspace.NewModel(p)
+	trainer, closeTrainer, err := collaboratorTrainer(ws, p, o.Name, shard, log)
 	if err != nil {
 		return err
 	}
+	defer closeTrainer()
 	creds, closeCreds, err := id.credentials(ctx, pols, "aggregator", false, log)
 	if err != nil {
 		return err
@@ -72,7 +73,7 @@ func RunCollaborator(ctx context.Context, o CollaboratorOptions) error {
 	defer conn.Close()
 	c, err := protocol.NewCollaborator(protocol.CollaboratorConfig{
 		Name: o.Name, PlanHash: hash, Conn: conn,
-		Trainer:    &protocol.MLTrainer{Model: model, Data: shard.Train, Validation: shard.Test, Config: p.TrainConfig()},
+		Trainer:    trainer,
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, GiveUpAfter: o.ConnectTimeout,
 		Logger: log,
 	})

@@ -405,7 +405,9 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 	res := &QuickstartResult{Workspace: dir, Model: model, Accuracy: acc, Seconds: time.Since(start).Seconds()}
 	fmt.Fprintf(out, "\nfederation done in %.1f s (%d rounds, %d collaborators as separate processes over RA-TLS)\n", res.Seconds, o.Rounds, len(names))
 	fmt.Fprintf(out, "workspace kept at %s (remove it when done)\n", dir)
-	fmt.Fprintf(out, "evaluate again with: teeml eval --weights %s --dataset digits\n", model)
+	if p, err := workspace.LoadPlan(dir); err == nil && p.TaskRunner.Model != plan.ModelExternal {
+		fmt.Fprintf(out, "evaluate again with: teeml eval --weights %s --dataset digits\n", model)
+	}
 	if hash, err := plan.ReadHashFile(filepath.Join(dir, filepath.FromSlash(workspace.HashFile))); err == nil {
 		rd := RunDir(dir, hash)
 		fmt.Fprintf(out, "metrics of every round and participant: %s\n", MetricsFile(dir, hash))

@@ -117,6 +117,9 @@ func Create(prefix, template string) error {
 	for role, rel := range p.Attestation.Policy {
 		files[rel] = PolicyTemplate(role)
 	}
+	if err := templateRunnerFiles(p, files); err != nil {
+		return err
+	}
 	for rel, data := range files {
 		full := filepath.Join(prefix, filepath.FromSlash(rel))
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
@@ -218,6 +221,9 @@ func InitPlan(ws, aggAddr string) (string, error) {
 	}
 	if _, err := LoadCollaborators(ws); err != nil {
 		return "", err
+	}
+	if p.TaskRunner.Model == plan.ModelExternal {
+		return initExternalPlan(ws, p)
 	}
 	m, pipe, err := NewModel(p)
 	if err != nil {

@@ -35,6 +35,9 @@ func TestTemplatesCreateValidateInit(t *testing.T) {
 				}
 			}
 			ws := newWS(t, tmpl)
+			if tp, _ := LoadPlan(ws); tp != nil && tp.TaskRunner.Model == plan.ModelExternal {
+				requireTorch(t)
+			}
 			for _, d := range []string{"plan", "policies", "data", "save", "logs"} {
 				if st, err := os.Stat(filepath.Join(ws, d)); err != nil || !st.IsDir() {
 					t.Errorf("%s/: %v", d, err)
@@ -81,6 +84,10 @@ func TestTemplatesCreateValidateInit(t *testing.T) {
 			}
 			if md[MetaPlanHash] != hash {
 				t.Errorf("weights carry plan hash %q, want %s", md[MetaPlanHash], hash)
+			}
+			if p.TaskRunner.Model == plan.ModelExternal {
+				checkExternalInit(t, ws, frozen, ws2, md)
+				return
 			}
 			m, err := ml.NewFromMetadata(md)
 			if err != nil {
