@@ -137,6 +137,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if pt.own, err = LoadSide(p, o.Role); err != nil {
 		return nil, err
 	}
+	fmt.Fprintf(o.Out, "vfl %s: plan %s (%s), dataset %s, %d rows × %d columns held here, model %s, state %s\n",
+		o.Role, p.Name, p.ShortHash(), p.Dataset, pt.own.N, pt.own.D, p.Model.Kind, o.StateDir)
 	conn := o.Connector
 	if conn == nil {
 		pt.att, err = loadAttestation(ctx, o.PartyDir, o.Role, log)
@@ -154,10 +156,23 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		defer closeFn()
 		conn = c
 	}
-	fmt.Fprintf(o.Out, "vfl %s: plan %s (%s), dataset %s, %d rows × %d columns held here, model %s, state %s\n",
-		o.Role, p.Name, p.ShortHash(), p.Dataset, pt.own.N, pt.own.D, p.Model.Kind, o.StateDir)
-	return pt.run(ctx, conn)
+	res, err := pt.run(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	if res.Metrics != nil {
+		m := res.Metrics
+		fmt.Fprintf(o.Out, "%s%s accuracy=%s log_loss=%s (n=%d)\n", ResultPrefix, fmtMetric(m.AUC), fmtMetric(m.Accuracy), fmtMetric(m.LogLoss), m.N)
+	}
+	fmt.Fprintf(o.Out, "vfl %s: %d training iterations, %d updates applied, %d resumes; last session %.2f ms/iteration, %.0f bytes/iteration\n",
+		o.Role, res.Iterations, res.Applied, res.Resumes, res.MsPerIter, res.BytesPerIter)
+	fmt.Fprintf(o.Out, "vfl %s: model %s\nvfl %s: model card %s\n", o.Role, res.Model, o.Role, res.Card)
+	log.Info("exported", "model", res.Model, "card", res.Card)
+	return res, nil
 }
+
+// ResultPrefix starts the leader's test-metrics line (parsed by Quickstart).
+const ResultPrefix = "vfl leader: test auc="
 
 // transport sets up the RA-TLS gRPC transport: the follower serves, the
 // leader dials.
@@ -209,6 +224,10 @@ func (a acceptor) Connect(ctx context.Context) (*bridge.Conn, error) { return a.
 type dialer struct{ cc *grpc.ClientConn }
 
 func (d dialer) Connect(ctx context.Context) (*bridge.Conn, error) { return bridge.Dial(ctx, d.cc) }
+
+// evalWindow is how many evaluation iterations the follower may run ahead
+// of the leader (the bridge refuses a peer more than 4 ahead).
+const evalWindow = 2
 
 // handshakeTimeout bounds the Hello exchange.
 const handshakeTimeout = 30 * time.Second
@@ -397,6 +416,13 @@ func (pt *party) iterate(ctx context.Context, sess *bridge.Session, from int64) 
 		}
 		x, y = gather(ds, rows, x, y)
 		n := len(rows)
+		if !training && pt.role == RoleFollower && it > evalWindow {
+			// Evaluation iterations need nothing back from the leader; this
+			// keeps the follower at most evalWindow iterations ahead.
+			if err := sess.WaitPeerCommit(ctx, it-evalWindow); err != nil {
+				return err
+			}
+		}
 		if err := sess.Start(it); err != nil {
 			return err
 		}

@@ -14,8 +14,8 @@ import (
 
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/ml/datasets"
-	"github.com/teeml/teeml/ml/tensor"
 	"github.com/teeml/teeml/ml/safetensors"
+	"github.com/teeml/teeml/ml/tensor"
 	"github.com/teeml/teeml/vfl/split"
 )
 
@@ -238,4 +238,5 @@ func LoadHalf(path string) (map[string]string, []tensorT, split.Spec, datasets.P
 	}
 	return md, w, spec, pipe, nil
 }
+
 type tensorT = tensor.Tensor
