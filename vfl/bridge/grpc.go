@@ -118,3 +118,7 @@ func (p *pipeEnd) Recv() (*vflv1.Frame, error) {
 		return nil, errPipeClosed
 	}
 }
+
+// WrapConn returns c with its stream replaced by s (test proxies that
+// duplicate, delay or break frames).
+func WrapConn(c *Conn, s Stream) *Conn { return &Conn{Stream: s, Peer: c.Peer, close: c.close} }

@@ -64,6 +64,10 @@ type Options struct {
 	// Ready, when set, is called with the follower's listen address once
 	// it listens.
 	Ready func(addr string)
+
+	// wrap, when set, wraps the RA-TLS connector (tests: a duplicating
+	// proxy).
+	wrap func(Connector) Connector
 }
 
 // Result is what a party run produced.
@@ -155,6 +159,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		defer closeFn()
 		conn = c
+		if o.wrap != nil {
+			conn = o.wrap(conn)
+		}
 	}
 	res, err := pt.run(ctx, conn)
 	if err != nil {
@@ -202,7 +209,19 @@ func (pt *party) transport(ctx context.Context) (Connector, func(), error) {
 		if pt.o.Ready != nil {
 			pt.o.Ready(lis.Addr().String())
 		}
-		return acceptor{bs}, func() { srv.Stop(); closeCreds() }, nil
+		stop := func() {
+			// Let the last frames (a final commit, an abort with its
+			// reason) reach the leader before the connection closes.
+			done := make(chan struct{})
+			go func() { srv.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(2 * time.Second):
+				srv.Stop()
+			}
+			closeCreds()
+		}
+		return acceptor{bs}, stop, nil
 	}
 	if pt.o.Peer == "" {
 		closeCreds()

@@ -2,29 +2,47 @@ package run
 
 import (
 	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	vflv1 "github.com/teeml/teeml/api/proto/teeml/vfl/v1"
 	"github.com/teeml/teeml/internal/testlog"
+	"github.com/teeml/teeml/ml/safetensors"
+	"github.com/teeml/teeml/vfl/bridge"
 	"github.com/teeml/teeml/vfl/split"
 )
+
+func setup(t *testing.T, ds string, kind split.Kind, epochs int) string {
+	t.Helper()
+	plan, err := SetupSimulated(SetupOptions{Dir: t.TempDir(), Dataset: ds, Kind: kind, Epochs: epochs, CheckpointEvery: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plan
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
 
 func TestInProcessBreastCancer(t *testing.T) {
 	for _, kind := range []split.Kind{split.KindLR, split.KindWideDeep} {
 		t.Run(string(kind), func(t *testing.T) {
-			dir := t.TempDir()
-			plan, err := SetupSimulated(SetupOptions{Dir: dir, Dataset: "breast_cancer", Kind: kind})
+			plan := setup(t, "breast_cancer", kind, 10)
+			l, f, err := RunInProcess(ctxT(t), plan, t.TempDir(), testlog.Discard())
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			l, f, err := RunInProcess(ctx, plan, dir+"/state", testlog.Discard())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("%s: %+v ms/iter %.3f bytes/iter %.0f", kind, *l.Metrics, l.MsPerIter, l.BytesPerIter)
-			if l.Applied != l.Iterations || f.Applied != f.Iterations || l.Iterations != f.Iterations {
+			t.Logf("%s: %+v", kind, *l.Metrics)
+			if l.Applied != l.Iterations || f.Applied != f.Iterations || l.Iterations != f.Iterations || l.Iterations == 0 {
 				t.Fatalf("applied leader %d follower %d of %d/%d", l.Applied, f.Applied, l.Iterations, f.Iterations)
 			}
 			if l.Metrics.AUC < 0.97 {
@@ -33,3 +51,278 @@ func TestInProcessBreastCancer(t *testing.T) {
 		})
 	}
 }
+
+// twoParties runs follower and leader in this process over real RA-TLS
+// gRPC on loopback; wrap, when set, wraps the leader's streams (the
+// duplicating proxy).
+func twoParties(t *testing.T, plan, followerPlan string, wrap func(Connector) Connector) (*Result, *Result, error, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	state := t.TempDir()
+	addr := make(chan string, 1)
+	var fres *Result
+	var ferr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		fres, ferr = Run(ctx, Options{Plan: followerPlan, Role: RoleFollower, Listen: "127.0.0.1:0", StateDir: filepath.Join(state, "f"),
+			Logger: testlog.Discard(), Ready: func(a string) { addr <- a }})
+		if ferr != nil {
+			addr <- ""
+		}
+	}()
+	a := <-addr
+	if a == "" {
+		wg.Wait()
+		return nil, nil, nil, ferr
+	}
+	o := Options{Plan: plan, Role: RoleLeader, Peer: a, StateDir: filepath.Join(state, "l"), Logger: testlog.Discard()}
+	if wrap != nil {
+		o.wrap = wrap
+	}
+	lres, lerr := Run(ctx, o)
+	if lerr != nil {
+		cancel()
+	}
+	wg.Wait()
+	return lres, fres, lerr, ferr
+}
+
+func TestRATLSMatchesInProcessExactly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains twice")
+	}
+	plan := setup(t, "breast_cancer", split.KindWideDeep, 3)
+	base, _, err := RunInProcess(ctxT(t), plan, t.TempDir(), testlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, f, lerr, ferr := twoParties(t, plan, plan, nil)
+	if lerr != nil || ferr != nil {
+		t.Fatalf("leader: %v; follower: %v", lerr, ferr)
+	}
+	sameModel(t, base.Model, l.Model)
+	if *l.Metrics != *base.Metrics {
+		t.Fatalf("over RA-TLS %+v, in process %+v", *l.Metrics, *base.Metrics)
+	}
+	card, err := os.ReadFile(f.Card)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"plan_hash"`, `"peer_measurement"`, `"mr_enclave": "` + hexOf(SimMeasurement(RoleLeader)), `"simulated": true`, `"applied_updates": ` + itoa(f.Applied)} {
+		if !strings.Contains(string(card), want) {
+			t.Errorf("follower card lacks %s:\n%s", want, card)
+		}
+	}
+}
+
+// dupConnector wraps every stream so each frame is sent twice, the copy
+// after a random delay (0-2 ms), as a resending proxy would.
+type dupConnector struct {
+	Connector
+	sent *int64
+	mu   sync.Mutex
+}
+
+type dupStream struct {
+	bridge.Stream
+	mu  sync.Mutex
+	rng *rand.Rand
+	c   *dupConnector
+}
+
+func (d *dupStream) Send(f *vflv1.Frame) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.Stream.Send(f); err != nil {
+		return err
+	}
+	if f.GetHello() != nil {
+		return nil // a second hello is a protocol error by design
+	}
+	time.Sleep(time.Duration(d.rng.IntN(2000)) * time.Microsecond)
+	d.c.mu.Lock()
+	*d.c.sent++
+	d.c.mu.Unlock()
+	return d.Stream.Send(f)
+}
+
+func (d *dupConnector) Connect(ctx context.Context) (*bridge.Conn, error) {
+	c, err := d.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return bridge.WrapConn(c, &dupStream{Stream: c.Stream, rng: rand.New(rand.NewPCG(1, 2)), c: d}), nil
+}
+
+func TestDuplicatedAndDelayedFramesDoNotChangeTheResult(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains twice")
+	}
+	plan := setup(t, "breast_cancer", split.KindWideDeep, 2)
+	base, _, err := RunInProcess(ctxT(t), plan, t.TempDir(), testlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dups int64
+	l, _, lerr, ferr := twoParties(t, plan, plan, func(c Connector) Connector { return &dupConnector{Connector: c, sent: &dups} })
+	if lerr != nil || ferr != nil {
+		t.Fatalf("leader: %v; follower: %v", lerr, ferr)
+	}
+	if dups < l.Iterations {
+		t.Fatalf("proxy duplicated only %d frames", dups)
+	}
+	sameModel(t, base.Model, l.Model)
+	if *l.Metrics != *base.Metrics {
+		t.Fatalf("with duplicates %+v, without %+v", *l.Metrics, *base.Metrics)
+	}
+}
+
+// breakingConnector breaks the first stream after n frames received.
+type breakingConnector struct {
+	Connector
+	n     int
+	once  sync.Once
+	armed bool
+}
+
+type breakingStream struct {
+	bridge.Stream
+	left  int
+	close func()
+}
+
+func (b *breakingStream) Recv() (*vflv1.Frame, error) {
+	if b.left <= 0 {
+		b.close()
+		return nil, errors.New("test: stream broken")
+	}
+	b.left--
+	return b.Stream.Recv()
+}
+
+func (b *breakingConnector) Connect(ctx context.Context) (*bridge.Conn, error) {
+	c, err := b.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	first := false
+	b.once.Do(func() { first = true })
+	if !first {
+		return c, nil
+	}
+	return bridge.WrapConn(c, &breakingStream{Stream: c.Stream, left: b.n, close: c.Close}), nil
+}
+
+func TestBrokenStreamResumesFromCheckpointExactly(t *testing.T) {
+	plan := setup(t, "breast_cancer", split.KindWideDeep, 3)
+	base, _, err := RunInProcess(ctxT(t), plan, t.TempDir(), testlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc, fc := PipeConnectors()
+	// About 4 frames per iteration each way plus heartbeats: break in
+	// iteration ~25, past the checkpoints at 10 and 20.
+	lc = &breakingConnector{Connector: lc, n: 100}
+	state := t.TempDir()
+	ctx := ctxT(t)
+	var fres *Result
+	var ferr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fres, ferr = Run(ctx, Options{Plan: plan, Role: RoleFollower, StateDir: state + "/f", Connector: fc, Logger: testlog.Discard()})
+	}()
+	lres, lerr := Run(ctx, Options{Plan: plan, Role: RoleLeader, StateDir: state + "/l", Connector: lc, Logger: testlog.Discard()})
+	<-done
+	if lerr != nil || ferr != nil {
+		t.Fatalf("leader: %v; follower: %v", lerr, ferr)
+	}
+	if lres.Resumes != 1 || fres.Resumes != 1 {
+		t.Fatalf("resumes leader %d follower %d, want 1 each", lres.Resumes, fres.Resumes)
+	}
+	if lres.Applied != lres.Iterations || fres.Applied != fres.Iterations {
+		t.Fatalf("applied %d/%d of %d", lres.Applied, fres.Applied, lres.Iterations)
+	}
+	sameModel(t, base.Model, lres.Model)
+	_, f0, _, _ := base.Model, "", 0, 0
+	_ = f0
+}
+
+func TestRefusals(t *testing.T) {
+	plan := setup(t, "breast_cancer", split.KindLR, 1)
+	// A follower whose enclave measurement is not in the leader's list.
+	bad := copyDir(t, filepath.Dir(plan))
+	pf := PartyFile(bad, RoleFollower)
+	b, _ := os.ReadFile(pf)
+	mr := hexOf(SimMeasurement(RoleFollower))
+	os.WriteFile(pf, []byte(strings.Replace(string(b), mr, strings.Repeat("ab", 32), 1)), 0o644)
+	_, _, lerr, _ := twoParties(t, plan, filepath.Join(bad, "plan.yaml"), nil)
+	if lerr == nil || !strings.Contains(lerr.Error(), "mr_enclave") || !strings.Contains(lerr.Error(), "(policy)") || strings.Contains(lerr.Error(), "\n") {
+		t.Fatalf("wrong measurement: %v", lerr)
+	}
+	t.Logf("wrong measurement: %v", lerr)
+	// A follower with another plan (different seed → different hash).
+	other := copyDir(t, filepath.Dir(plan))
+	pb, _ := os.ReadFile(filepath.Join(other, "plan.yaml"))
+	os.WriteFile(filepath.Join(other, "plan.yaml"), []byte(strings.Replace(string(pb), "seed: 7", "seed: 8", 1)), 0o644)
+	_, _, lerr, ferr := twoParties(t, plan, filepath.Join(other, "plan.yaml"), nil)
+	if lerr == nil || !strings.Contains(lerr.Error(), "plan hash mismatch") || strings.Contains(lerr.Error(), "\n") {
+		t.Fatalf("plan mismatch: leader %v", lerr)
+	}
+	// The follower refuses too, unless the leader's exit stopped it first.
+	if ferr == nil || !(errors.Is(ferr, context.Canceled) || strings.Contains(ferr.Error(), "plan hash mismatch")) {
+		t.Fatalf("plan mismatch: follower %v", ferr)
+	}
+}
+
+func copyDir(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o700)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+func sameModel(t *testing.T, a, b string) {
+	t.Helper()
+	wa, _, err := safetensors.ReadFile(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wb, _, err := safetensors.ReadFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wa) != len(wb) {
+		t.Fatalf("%d vs %d tensors", len(wa), len(wb))
+	}
+	for i := range wa {
+		for j := range wa[i].Data {
+			if wa[i].Data[j] != wb[i].Data[j] {
+				t.Fatalf("%s[%d]: %v vs %v", wa[i].Name, j, wa[i].Data[j], wb[i].Data[j])
+			}
+		}
+	}
+}
+
+func hexOf(b [32]byte) string { return hexEncode(b[:]) }
+
+func itoa(n int64) string { return strconvItoa(n) }
