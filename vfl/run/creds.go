@@ -123,3 +123,13 @@ func fatalDialError(err error) bool {
 	}
 	return strings.Contains(msg, "the peer refused our certificate")
 }
+
+// ratlsReason cuts the gRPC wrapping off an RA-TLS handshake error, keeping
+// the one line that names the peer and the failed check.
+func ratlsReason(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, "ratls: "); i >= 0 {
+		msg = strings.TrimSuffix(msg[i:], "\"")
+	}
+	return strings.ReplaceAll(msg, `\"`, `"`)
+}

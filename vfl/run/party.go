@@ -284,7 +284,7 @@ func (pt *party) run(ctx context.Context, conn Connector) (*Result, error) {
 		} else if ctx.Err() != nil {
 			return nil, ctx.Err()
 		} else if fatalDialError(err) {
-			return nil, fmt.Errorf("vfl %s: %v", pt.role, err)
+			return nil, fmt.Errorf("vfl %s: RA-TLS refused: %s", pt.role, ratlsReason(err))
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
