@@ -108,6 +108,40 @@ func newVFLQuickstartCmd() *cobra.Command {
 }
 
 func newVFLPredictCmd() *cobra.Command {
-	return &cobra.Command{Use: "predict", Short: "Joint inference across both parties (see teeml vfl predict --help)",
-		RunE: func(cmd *cobra.Command, args []string) error { return fmt.Errorf("vfl predict: not implemented yet") }}
+	var o vflrun.PredictOptions
+	cmd := &cobra.Command{
+		Use:   "predict",
+		Short: "Joint inference: the leader gets the follower's act1_f for the common IDs and writes probabilities",
+		Long: "Run with --role follower on the follower's machine and --role leader --peer HOST:PORT on the\n" +
+			"leader's. Each side loads its exported half (default <state>/model/<role>.safetensors), the rows\n" +
+			"of the plan's dataset it holds (the leader may restrict them with --ids FILE, one ID per line),\n" +
+			"aligns them with the peer over the bridge, and the leader writes id,probability[,label] to --out.\n\n" +
+			vflTrustHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Out = cmd.OutOrStdout()
+			o.Logger = slog.Default()
+			if o.Role == vflrun.RoleLeader && o.Peer == "" {
+				return fmt.Errorf("vfl predict: --role leader needs --peer HOST:PORT")
+			}
+			if o.Role != vflrun.RoleLeader && o.IDs != "" {
+				return fmt.Errorf("vfl predict: --ids is for the leader (the alignment restricts the follower)")
+			}
+			_, err := vflrun.Predict(cmd.Context(), o)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Plan, "plan", "", "plan file (plan.yaml)")
+	f.StringVar(&o.Role, "role", "", "leader or follower")
+	f.StringVar(&o.PartyDir, "party-dir", "", "directory holding party/<role>.yaml (default: the plan's directory)")
+	f.StringVar(&o.StateDir, "state", "", "state directory of the training run (default <plan dir>/runs/<plan hash>/<role>)")
+	f.StringVar(&o.Model, "model", "", "this side's exported half (default <state>/model/<role>.safetensors)")
+	f.StringVar(&o.Peer, "peer", "", "leader: the follower's address, HOST:PORT")
+	f.StringVar(&o.Listen, "listen", "127.0.0.1:50061", "follower: listen address")
+	f.StringVar(&o.IDs, "ids", "", "leader: file of IDs to predict, one per line (default: every common ID)")
+	f.StringVar(&o.Output, "out", "", "leader: predictions CSV (default <state>/predictions.csv)")
+	_ = cmd.MarkFlagRequired("plan")
+	_ = cmd.MarkFlagRequired("role")
+	return cmd
 }

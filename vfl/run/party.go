@@ -112,11 +112,12 @@ type party struct {
 	lastLossN   int
 }
 
-// Run runs one party to the end of training and evaluation, exports its
-// half and returns the result.
-func Run(ctx context.Context, o Options) (*Result, error) {
+// newParty loads the plan, this side's rows and attestation, and sets up
+// the transport. what names the command in the first output line.
+func newParty(ctx context.Context, op *Options, what string) (*party, Connector, func(), error) {
+	o := *op
 	if o.Role != RoleLeader && o.Role != RoleFollower {
-		return nil, fmt.Errorf("vfl: role %q: want leader or follower", o.Role)
+		return nil, nil, nil, fmt.Errorf("vfl: role %q: want leader or follower", o.Role)
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
@@ -128,7 +129,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	log = log.With("role", o.Role)
 	p, err := LoadPlan(o.Plan)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	if o.StateDir == "" {
 		o.StateDir = filepath.Join(p.Dir(), "runs", p.ShortHash(), o.Role)
@@ -136,34 +137,47 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.PartyDir == "" {
 		o.PartyDir = p.Dir()
 	}
+	*op = o
 	pt := &party{o: o, plan: p, role: o.Role, log: log, out: o.Out,
 		ckptDir: filepath.Join(o.StateDir, "checkpoints"), modelDir: filepath.Join(o.StateDir, "model")}
 	if pt.own, err = LoadSide(p, o.Role); err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	fmt.Fprintf(o.Out, "vfl %s: plan %s (%s), dataset %s, %d rows × %d columns held here, model %s, state %s\n",
-		o.Role, p.Name, p.ShortHash(), p.Dataset, pt.own.N, pt.own.D, p.Model.Kind, o.StateDir)
+	fmt.Fprintf(o.Out, "vfl %s%s: plan %s (%s), dataset %s, %d rows × %d columns held here, model %s, state %s\n",
+		o.Role, what, p.Name, p.ShortHash(), p.Dataset, pt.own.N, pt.own.D, p.Model.Kind, o.StateDir)
 	conn := o.Connector
+	closeFn := func() {}
 	if conn == nil {
 		pt.att, err = loadAttestation(ctx, o.PartyDir, o.Role, log)
 		if err != nil {
-			return nil, err
+			return nil, nil, nil, err
 		}
 		if pt.att.party.Simulated() {
 			log.Warn(flrun.SimulationBanner, "platform", pt.att.party.Platform, "trusted_sim_keys", pt.att.party.TrustedSimKeys)
 			fmt.Fprintf(o.Out, "*** %s (platform %s) ***\n", flrun.SimulationBanner, pt.att.party.Platform)
 		}
-		c, closeFn, err := pt.transport(ctx)
+		c, cf, err := pt.transport(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, nil, err
 		}
-		defer closeFn()
-		conn = c
+		conn, closeFn = c, cf
 		if o.wrap != nil {
 			conn = o.wrap(conn)
 		}
 	}
-	res, err := pt.run(ctx, conn)
+	return pt, conn, closeFn, nil
+}
+
+// Run runs one party to the end of training and evaluation, exports its
+// half and returns the result.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	pt, conn, closeFn, err := newParty(ctx, &o, "")
+	if err != nil {
+		return nil, err
+	}
+	defer closeFn()
+	log := pt.log
+	res, err := pt.run(ctx, conn, pt.session)
 	if err != nil {
 		return nil, err
 	}
@@ -251,7 +265,7 @@ const evalWindow = 2
 // handshakeTimeout bounds the Hello exchange.
 const handshakeTimeout = 30 * time.Second
 
-func (pt *party) run(ctx context.Context, conn Connector) (*Result, error) {
+func (pt *party) run(ctx context.Context, conn Connector, session func(context.Context, *bridge.Conn) (*Result, error)) (*Result, error) {
 	nw := pt.plan.Network
 	reconnect := time.Duration(nw.ReconnectTimeout)
 	giveUp := time.Now().Add(reconnect)
@@ -265,7 +279,7 @@ func (pt *party) run(ctx context.Context, conn Connector) (*Result, error) {
 		c, err := conn.Connect(ctx)
 		if err == nil {
 			var res *Result
-			res, err = pt.session(ctx, c)
+			res, err = session(ctx, c)
 			if err == nil {
 				return res, nil
 			}

@@ -3,9 +3,11 @@ package run
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -326,3 +328,51 @@ func sameModel(t *testing.T, a, b string) {
 func hexOf(b [32]byte) string { return hexEncode(b[:]) }
 
 func itoa(n int64) string { return strconvItoa(n) }
+
+// TestPredictReproducesTheLeadersEvaluation: joint inference over the
+// bridge with the exported halves, on the test IDs, gives exactly the
+// probabilities the leader computed during training's evaluation.
+func TestPredictReproducesTheLeadersEvaluation(t *testing.T) {
+	plan := setup(t, "breast_cancer", split.KindWideDeep, 2)
+	state := t.TempDir()
+	l, _, err := RunInProcess(ctxT(t), plan, state, testlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := filepath.Join(t.TempDir(), "ids.txt")
+	os.WriteFile(ids, []byte(strings.Join(l.TestIDs, "\n")+"\n"), 0o644)
+	lc, fc := PipeConnectors()
+	ctx := ctxT(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := Predict(ctx, PredictOptions{Options: Options{Plan: plan, Role: RoleFollower, StateDir: state + "/follower", Connector: fc, Logger: testlog.Discard()}})
+		done <- err
+	}()
+	out := filepath.Join(t.TempDir(), "p.csv")
+	res, err := Predict(ctx, PredictOptions{Options: Options{Plan: plan, Role: RoleLeader, StateDir: state + "/leader", Connector: lc, Logger: testlog.Discard()}, IDs: ids, Output: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if res.Rows != len(l.TestIDs) || *res.Metrics != *l.Metrics {
+		t.Fatalf("predict: %d rows %+v; training evaluation: %d rows %+v", res.Rows, *res.Metrics, len(l.TestIDs), *l.Metrics)
+	}
+	b, _ := os.ReadFile(out)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if lines[0] != "id,probability,label" || len(lines) != len(l.TestIDs)+1 {
+		t.Fatalf("csv:\n%s", b)
+	}
+	want := map[string]float64{}
+	for i, id := range l.TestIDs {
+		want[id] = l.Predictions[i]
+	}
+	for _, line := range lines[1:] {
+		f := strings.Split(line, ",")
+		p, _ := strconv.ParseFloat(f[1], 64)
+		if math.Abs(p-want[f[0]]) > 1e-6 {
+			t.Fatalf("%s: predicted %v, evaluation %v", f[0], p, want[f[0]])
+		}
+	}
+}
