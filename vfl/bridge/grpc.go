@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 
 	vflv1 "github.com/teeml/teeml/api/proto/teeml/vfl/v1"
 	"github.com/teeml/teeml/ratls"
@@ -77,7 +78,15 @@ func Dial(ctx context.Context, cc grpc.ClientConnInterface) (*Conn, error) {
 		cancel()
 		return nil, fmt.Errorf("%w: open stream: %v", ErrPeerLost, err)
 	}
-	return &Conn{Stream: st, close: cancel}, nil
+	c := &Conn{Stream: st, close: cancel}
+	// The stream's context carries the transport's peer, whose AuthInfo is
+	// the RA-TLS verification of the server.
+	if p, ok := peer.FromContext(st.Context()); ok && p != nil {
+		if ai, ok := p.AuthInfo.(*ratls.AuthInfo); ok {
+			c.Peer = ai.Peer
+		}
+	}
+	return c, nil
 }
 
 // Pipe returns two connected in-process streams (the centralised baseline

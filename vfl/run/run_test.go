@@ -109,13 +109,19 @@ func TestRATLSMatchesInProcessExactly(t *testing.T) {
 	if *l.Metrics != *base.Metrics {
 		t.Fatalf("over RA-TLS %+v, in process %+v", *l.Metrics, *base.Metrics)
 	}
-	card, err := os.ReadFile(f.Card)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{`"plan_hash"`, `"peer_measurement"`, `"mr_enclave": "` + hexOf(SimMeasurement(RoleLeader)), `"simulated": true`, `"applied_updates": ` + itoa(f.Applied)} {
-		if !strings.Contains(string(card), want) {
-			t.Errorf("follower card lacks %s:\n%s", want, card)
+	for _, c := range []struct {
+		res        *Result
+		own, other string
+	}{{f, RoleFollower, RoleLeader}, {l, RoleLeader, RoleFollower}} {
+		card, err := os.ReadFile(c.res.Card)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{`"plan_hash"`, `"peer_measurement": {`, `"mr_enclave": "` + hexOf(SimMeasurement(c.other)),
+			`"mr_enclave": "` + hexOf(SimMeasurement(c.own)), `"simulated": true`, `"applied_updates": ` + itoa(c.res.Applied)} {
+			if !strings.Contains(string(card), want) {
+				t.Errorf("%s card lacks %s:\n%s", c.own, want, card)
+			}
 		}
 	}
 }
