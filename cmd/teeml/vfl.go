@@ -66,6 +66,7 @@ func newVFLPartyCmd(role string) *cobra.Command {
 	} else {
 		f.StringVar(&o.Listen, "listen", "127.0.0.1:50061", "listen address")
 	}
+	f.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics (default: off)")
 	_ = cmd.MarkFlagRequired("plan")
 	return cmd
 }

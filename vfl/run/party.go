@@ -65,6 +65,9 @@ type Options struct {
 	// it listens.
 	Ready func(addr string)
 
+	// MetricsAddr, when set, serves Prometheus metrics on /metrics there.
+	MetricsAddr string
+
 	// wrap, when set, wraps the RA-TLS connector (tests: a duplicating
 	// proxy).
 	wrap func(Connector) Connector
@@ -110,6 +113,7 @@ type party struct {
 
 	lastLossSum float64
 	lastLossN   int
+	metrics     *partyMetrics
 }
 
 // newParty loads the plan, this side's rows and attestation, and sets up
@@ -147,6 +151,15 @@ func newParty(ctx context.Context, op *Options, what string) (*party, Connector,
 		o.Role, what, p.Name, p.ShortHash(), p.Dataset, pt.own.N, pt.own.D, p.Model.Kind, o.StateDir)
 	conn := o.Connector
 	closeFn := func() {}
+	pt.metrics = newPartyMetrics(o.Role)
+	if o.MetricsAddr != "" {
+		a, stop, err := pt.metrics.serve(ctx, o.MetricsAddr)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		closeFn = stop
+		log.Info("metrics", "addr", "http://"+a+"/metrics")
+	}
 	if conn == nil {
 		pt.att, err = loadAttestation(ctx, o.PartyDir, o.Role, log)
 		if err != nil {
@@ -158,9 +171,11 @@ func newParty(ctx context.Context, op *Options, what string) (*party, Connector,
 		}
 		c, cf, err := pt.transport(ctx)
 		if err != nil {
+			closeFn()
 			return nil, nil, nil, err
 		}
-		conn, closeFn = c, cf
+		stopMetrics := closeFn
+		conn, closeFn = c, func() { cf(); stopMetrics() }
 		if o.wrap != nil {
 			conn = o.wrap(conn)
 		}
@@ -281,8 +296,10 @@ func (pt *party) run(ctx context.Context, conn Connector, session func(context.C
 			var res *Result
 			res, err = session(ctx, c)
 			if err == nil {
+				pt.metrics.sessions.WithLabelValues("done").Inc()
 				return res, nil
 			}
+			pt.metrics.sessions.WithLabelValues(outcome(err)).Inc()
 			var refused *bridge.RefusedError
 			var perr *bridge.ProtocolError
 			var abort *bridge.AbortError
@@ -350,6 +367,7 @@ func (pt *party) session(ctx context.Context, c *bridge.Conn) (*Result, error) {
 		fmt.Fprintf(pt.out, "vfl %s: resuming from checkpoint at iteration %d (applied updates %d)\n", pt.role, resume, pt.applied)
 	}
 	pt.log.Info("bridge channel", "state", "ready", "resume_from", resume, "iterations", pt.sched.Total())
+	pt.metrics.resumedAt.Set(float64(resume))
 	nw := pt.plan.Network
 	peerName := RoleFollower
 	if pt.role == RoleFollower {
@@ -438,6 +456,7 @@ func (pt *party) iterate(ctx context.Context, sess *bridge.Session, from int64) 
 	}
 	width := pt.plan.Model.ActWidth
 	var x, y []float32
+	var prevStats bridge.Stats
 	for it := from; it <= total; it++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -447,6 +466,7 @@ func (pt *party) iterate(ctx context.Context, sess *bridge.Session, from int64) 
 		if !training {
 			ds = pt.prep.Test
 		}
+		iterStart := time.Now()
 		x, y = gather(ds, rows, x, y)
 		n := len(rows)
 		if !training && pt.role == RoleFollower && it > evalWindow {
@@ -512,6 +532,9 @@ func (pt *party) iterate(ctx context.Context, sess *bridge.Session, from int64) 
 		if err := sess.Commit(); err != nil {
 			return err
 		}
+		st := sess.Stats()
+		pt.metrics.observe(time.Since(iterStart), st, prevStats)
+		prevStats = st
 		if training && (it%int64(pt.plan.Training.CheckpointEvery) == 0 || it == pt.sched.TrainIters) {
 			if err := pt.checkpoint(it); err != nil {
 				return err
@@ -564,4 +587,16 @@ func fmtMetric(v float64) string {
 		return "NaN"
 	}
 	return fmt.Sprintf("%.4f", v)
+}
+
+// outcome classifies a session's error for the sessions metric.
+func outcome(err error) string {
+	var refused *bridge.RefusedError
+	switch {
+	case errors.As(err, &refused):
+		return "refused"
+	case errors.Is(err, bridge.ErrPeerLost):
+		return "lost"
+	}
+	return "failed"
 }
