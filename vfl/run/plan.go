@@ -160,7 +160,10 @@ func (p *Plan) errf(key, format string, args ...any) error {
 	return &PlanError{File: p.path, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
-var yamlLine = regexp.MustCompile(`line (\d+): (.*)`)
+var (
+	yamlLine     = regexp.MustCompile(`line (\d+): (.*)`)
+	unknownField = regexp.MustCompile(`^field \S+ not found in type`)
+)
 
 // ParsePlan parses plan bytes strictly (unknown keys, duplicate keys and
 // wrong types refused with file:line) and validates them; policy files are
@@ -181,7 +184,14 @@ func ParsePlan(data []byte, path string) (*Plan, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(p); err != nil {
-		return nil, yamlErr(path, err)
+		pe := yamlErr(path, err)
+		// Name the key on that line when there is one.
+		for k, l := range p.lines {
+			if l == pe.Line && len(k) > len(pe.Key) {
+				pe.Key = k
+			}
+		}
+		return nil, pe
 	}
 	if err := p.validate(); err != nil {
 		return nil, err
@@ -189,7 +199,7 @@ func ParsePlan(data []byte, path string) (*Plan, error) {
 	return p, nil
 }
 
-func yamlErr(path string, err error) error {
+func yamlErr(path string, err error) *PlanError {
 	var te *yaml.TypeError
 	msg := err.Error()
 	if errors.As(err, &te) && len(te.Errors) > 0 {
@@ -198,7 +208,11 @@ func yamlErr(path string, err error) error {
 	msg = strings.TrimPrefix(msg, "yaml: ")
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		l, _ := strconv.Atoi(m[1])
-		return &PlanError{File: path, Line: l, Msg: strings.ReplaceAll(m[2], " in type run.Plan", "")}
+		msg := m[2]
+		if unknownField.MatchString(msg) {
+			msg = "unknown key (not part of the plan format)"
+		}
+		return &PlanError{File: path, Line: l, Msg: msg}
 	}
 	return &PlanError{File: path, Msg: msg}
 }
