@@ -244,6 +244,15 @@ func TestVFLQuickstartBreastCancer(t *testing.T) {
 	if fed < 0.97 || fed < cen-0.01 {
 		t.Fatalf("federated AUC %.4f, centralised %.4f: want ≥ 0.97 and within 1 point", fed, cen)
 	}
+	// The independent non-split implementation on the joined table agrees
+	// within a point too.
+	r := regexp.MustCompile(`breast_cancer: reference: .* AUC ([0-9.]+)`).FindStringSubmatch(out)
+	if r == nil {
+		t.Fatalf("no reference line:\n%s", out)
+	}
+	if ref, _ := strconv.ParseFloat(r[1], 64); fed < ref-0.01 {
+		t.Fatalf("federated AUC %.4f more than 1 point below the joined-table reference %.4f", fed, ref)
+	}
 	if !strings.Contains(out, "SIMULATION") {
 		t.Fatal("quickstart output does not announce simulation")
 	}

@@ -291,7 +291,14 @@ func (pt *party) run(ctx context.Context, conn Connector, session func(context.C
 		} else {
 			pt.log.Info("bridge channel", "state", "connecting", "peer", pt.o.Peer)
 		}
-		c, err := conn.Connect(ctx)
+		// The first wait for the leader is open-ended (the follower is a
+		// service); after a lost session the peer has reconnect_timeout.
+		cctx, ccancel := ctx, context.CancelFunc(func() {})
+		if attempt > 0 {
+			cctx, ccancel = context.WithDeadline(ctx, giveUp)
+		}
+		c, err := conn.Connect(cctx)
+		ccancel()
 		if err == nil {
 			var res *Result
 			res, err = session(ctx, c)
