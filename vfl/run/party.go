@@ -291,10 +291,12 @@ func (pt *party) run(ctx context.Context, conn Connector, session func(context.C
 		} else {
 			pt.log.Info("bridge channel", "state", "connecting", "peer", pt.o.Peer)
 		}
-		// The first wait for the leader is open-ended (the follower is a
-		// service); after a lost session the peer has reconnect_timeout.
+		// The follower's first wait for the leader is open-ended (it is a
+		// service); after a lost session the leader has reconnect_timeout
+		// to come back. (The leader's dial fails fast; its ctx is also the
+		// stream's lifetime, so it must not get a deadline here.)
 		cctx, ccancel := ctx, context.CancelFunc(func() {})
-		if attempt > 0 {
+		if attempt > 0 && pt.role == RoleFollower {
 			cctx, ccancel = context.WithDeadline(ctx, giveUp)
 		}
 		c, err := conn.Connect(cctx)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -380,5 +381,32 @@ func TestPredictReproducesTheLeadersEvaluation(t *testing.T) {
 		if math.Abs(p-want[f[0]]) > 1e-6 {
 			t.Fatalf("%s: predicted %v, evaluation %v", f[0], p, want[f[0]])
 		}
+	}
+}
+
+// TestLeaderStartedFirstKeepsDialling: the leader may start before the
+// follower listens; it retries until the follower is up and then trains
+// to the end over the streams of later dial attempts.
+func TestLeaderStartedFirstKeepsDialling(t *testing.T) {
+	plan := setup(t, "breast_cancer", split.KindLR, 1)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx := ctxT(t)
+	state := t.TempDir()
+	lerr := make(chan error, 1)
+	go func() {
+		_, err := Run(ctx, Options{Plan: plan, Role: RoleLeader, Peer: addr, StateDir: state + "/l", Logger: testlog.Discard()})
+		lerr <- err
+	}()
+	time.Sleep(700 * time.Millisecond)
+	if _, err := Run(ctx, Options{Plan: plan, Role: RoleFollower, Listen: addr, StateDir: state + "/f", Logger: testlog.Discard()}); err != nil {
+		t.Fatalf("follower: %v", err)
+	}
+	if err := <-lerr; err != nil {
+		t.Fatalf("leader: %v", err)
 	}
 }
