@@ -272,3 +272,43 @@ func TestVFLBadPlanIsOneLine(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
 }
+
+// TestVFLWrongMeasurementRefusedWithOneLine: a follower whose enclave
+// measurement is not in the plan's follower policy is refused by the
+// leader, which exits non-zero with one line naming the check.
+func TestVFLWrongMeasurementRefusedWithOneLine(t *testing.T) {
+	bin := buildTeeml(t)
+	dir := t.TempDir()
+	plan, err := vflrun.SetupSimulated(vflrun.SetupOptions{Dir: dir, Dataset: "breast_cancer", Epochs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The follower's party directory: same plan and policies, but its
+	// evidence claims another MRENCLAVE.
+	fdir := t.TempDir()
+	for _, rel := range []string{"party/follower.yaml", "party/follower-sim-key.pem", "party/sim-trusted.pem"} {
+		b, err := os.ReadFile(filepath.Join(dir, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rel == "party/follower.yaml" {
+			mr := vflrun.SimMeasurement("follower")
+			b = []byte(strings.Replace(string(b), fmt.Sprintf("%x", mr[:]), strings.Repeat("cd", 32), 1))
+		}
+		os.MkdirAll(filepath.Join(fdir, "party"), 0o700)
+		if err := os.WriteFile(filepath.Join(fdir, rel), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr := freeAddr(t)
+	follower := startTeeml(t, bin, nil, "vfl", "follower", "--plan", plan, "--party-dir", fdir, "--listen", addr)
+	defer follower.cmd.Process.Kill()
+	time.Sleep(300 * time.Millisecond)
+	_, errOut, code := run(t, bin, "--log-level", "error", "vfl", "leader", "--plan", plan, "--peer", addr)
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	last := lines[len(lines)-1]
+	if code == 0 || !strings.HasPrefix(last, "teeml: vfl leader: RA-TLS refused: ") ||
+		!strings.Contains(last, "mr_enclave "+strings.Repeat("cd", 32)+" not in accepted list") || !strings.HasSuffix(last, "(policy)") {
+		t.Fatalf("exit %d, stderr:\n%s", code, errOut)
+	}
+}

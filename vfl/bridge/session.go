@@ -482,6 +482,10 @@ func (s *Session) WaitPeerCommit(ctx context.Context, it int64) error {
 // Abort tells the peer why this side gives up (best effort) and ends the
 // session.
 func (s *Session) Abort(reason string) {
-	_ = s.send(&vflv1.Frame{Kind: &vflv1.Frame_Abort{Abort: &vflv1.Abort{Reason: reason}}})
+	// Sent even when the session has already failed (a protocol error found
+	// by the reader): the peer should learn why.
+	s.sendMu.Lock()
+	_ = s.stream.Send(&vflv1.Frame{Kind: &vflv1.Frame_Abort{Abort: &vflv1.Abort{Reason: reason}}})
+	s.sendMu.Unlock()
 	s.fail(errors.New("bridge: aborted: " + reason))
 }

@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -391,9 +392,11 @@ func (pt *party) session(ctx context.Context, c *bridge.Conn) (*Result, error) {
 	}()
 	start := time.Now()
 	if err := pt.iterate(ctx, sess, resume+1); err != nil {
-		var perr *bridge.ProtocolError
-		if errors.As(err, &perr) {
-			sess.Abort(perr.Msg)
+		// Anything but a lost peer ends the run: tell the peer why, so it
+		// stops now instead of waiting reconnect_timeout for us.
+		var abort *bridge.AbortError
+		if !errors.Is(err, bridge.ErrPeerLost) && !errors.As(err, &abort) && ctx.Err() == nil {
+			sess.Abort(strings.Join(strings.Fields(err.Error()), " "))
 		}
 		return nil, err
 	}

@@ -410,3 +410,60 @@ func TestLeaderStartedFirstKeepsDialling(t *testing.T) {
 		t.Fatalf("leader: %v", err)
 	}
 }
+
+// nanConnector corrupts the follower's act1_f of iteration 5 into NaNs.
+type nanConnector struct{ Connector }
+
+type nanStream struct{ bridge.Stream }
+
+func (n nanStream) Send(f *vflv1.Frame) error {
+	if d := f.GetData(); d != nil && d.GetIterId() == 5 {
+		ten, _ := bridge.EncodeTensor([]int{32, 1}, nanSlice(32))
+		f = &vflv1.Frame{Kind: &vflv1.Frame_Data{Data: &vflv1.Data{IterId: 5, Name: d.GetName(), Tensor: ten}}}
+	}
+	return n.Stream.Send(f)
+}
+
+func nanSlice(n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(math.NaN())
+	}
+	return v
+}
+
+func (n nanConnector) Connect(ctx context.Context) (*bridge.Conn, error) {
+	c, err := n.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return bridge.WrapConn(c, nanStream{c.Stream}), nil
+}
+
+// TestFailureAbortsThePeerWithTheReason: when one side cannot go on (here
+// the leader receives NaN activations), the other stops at once with the
+// same reason instead of waiting to reconnect.
+func TestFailureAbortsThePeerWithTheReason(t *testing.T) {
+	plan := setup(t, "breast_cancer", split.KindLR, 1)
+	lc, fc := PipeConnectors()
+	state := t.TempDir()
+	ctx := ctxT(t)
+	start := time.Now()
+	ferr := make(chan error, 1)
+	go func() {
+		_, err := Run(ctx, Options{Plan: plan, Role: RoleFollower, StateDir: state + "/f", Connector: nanConnector{fc}, Logger: testlog.Discard()})
+		ferr <- err
+	}()
+	_, lerr := Run(ctx, Options{Plan: plan, Role: RoleLeader, StateDir: state + "/l", Connector: lc, Logger: testlog.Discard()})
+	if lerr == nil || !strings.Contains(lerr.Error(), "act1_f[0] is NaN") {
+		t.Fatalf("leader: %v", lerr)
+	}
+	err := <-ferr
+	var abort *bridge.AbortError
+	if !errors.As(err, &abort) || !strings.Contains(abort.Reason, "act1_f[0] is NaN") {
+		t.Fatalf("follower: %v", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("follower took %s to stop", d)
+	}
+}
