@@ -416,8 +416,7 @@ func (pt *party) session(ctx context.Context, c *bridge.Conn) (*Result, error) {
 // align computes the common rows from the peer's ID digests and prepares
 // the data the first time; later sessions must find the same rows.
 func (pt *party) align(ctx context.Context, peerDigests [][]byte) error {
-	// PLACEHOLDER alignment (see digestAligner); the lead wires vfl/psi here.
-	common, err := (&digestAligner{salt: pt.plan.Hash(), peer: peerDigests}).Align(ctx, pt.own.IDs)
+	common, err := pt.aligner(peerDigests).Align(ctx, pt.own.IDs)
 	if err != nil {
 		return err
 	}
@@ -611,4 +610,11 @@ func outcome(err error) string {
 		return "lost"
 	}
 	return "failed"
+}
+
+// aligner returns how this side finds the rows in common with the peer.
+// It is the one place to wire vfl/psi: today it is the PLACEHOLDER
+// digestAligner fed by the digests of the peer's Hello.
+func (pt *party) aligner(peerDigests [][]byte) Aligner {
+	return &digestAligner{salt: pt.plan.Hash(), peer: peerDigests}
 }

@@ -146,8 +146,7 @@ func (pt *party) predictSession(ctx context.Context, c *bridge.Conn, o PredictOp
 	if err != nil {
 		return nil, err
 	}
-	// PLACEHOLDER alignment (see digestAligner); the lead wires vfl/psi here.
-	common, err := (&digestAligner{salt: pt.plan.Hash(), peer: peerHello.GetIdDigests()}).Align(ctx, pt.own.IDs)
+	common, err := pt.aligner(peerHello.GetIdDigests()).Align(ctx, pt.own.IDs)
 	if err != nil {
 		return nil, err
 	}
