@@ -231,7 +231,8 @@ func sameWeights(a, b string) error {
 
 func TestVFLQuickstartBreastCancer(t *testing.T) {
 	bin := buildTeeml(t)
-	out, errOut, code := run(t, bin, "--log-level", "warn", "vfl", "quickstart", "--dataset", "breast_cancer", "--dir", t.TempDir())
+	dir := t.TempDir()
+	out, errOut, code := run(t, bin, "--log-level", "warn", "vfl", "quickstart", "--dataset", "breast_cancer", "--dir", dir)
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s\n%s", code, out, errOut)
 	}
@@ -255,6 +256,34 @@ func TestVFLQuickstartBreastCancer(t *testing.T) {
 	}
 	if !strings.Contains(out, "SIMULATION") {
 		t.Fatal("quickstart output does not announce simulation")
+	}
+
+	// Joint prediction with the exported halves, as two processes.
+	plan := filepath.Join(dir, "breast_cancer", "plan.yaml")
+	addr := freeAddr(t)
+	follower := startTeeml(t, bin, nil, "--log-level", "warn", "vfl", "predict", "--plan", plan, "--role", "follower", "--listen", addr)
+	csvPath := filepath.Join(t.TempDir(), "preds.csv")
+	var pout, perr string
+	for range 50 { // until the follower listens
+		pout, perr, code = run(t, bin, "--log-level", "warn", "vfl", "predict", "--plan", plan, "--role", "leader", "--peer", addr, "--out", csvPath)
+		if code == 0 || !strings.Contains(perr, "connection refused") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code != 0 {
+		t.Fatalf("leader predict exit %d:\n%s\n%s", code, pout, perr)
+	}
+	if err := follower.wait(t, time.Minute); err != nil {
+		t.Fatalf("follower predict: %v\n%s", err, follower.output())
+	}
+	b, err := os.ReadFile(csvPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if rows[0] != "id,probability,label" || len(rows) != 1+514 || !strings.Contains(pout, "vfl leader predict: 514 rows") {
+		t.Fatalf("predictions: %d lines, header %q; output:\n%s", len(rows), rows[0], pout)
 	}
 }
 
