@@ -1,0 +1,423 @@
+package run
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/teeml/teeml/attest/policy"
+	"github.com/teeml/teeml/ml/datasets"
+	"github.com/teeml/teeml/vfl/split"
+)
+
+// MaxPlanSize bounds a plan file.
+const MaxPlanSize = 1 << 20
+
+// Plan is a vertical-FL plan (plan.yaml), identical at both parties: what
+// data each side contributes, the model, the training schedule, and the
+// attestation policy each side must satisfy. Its Hash (over the canonical
+// plan and the contents of both policy files) is compared in the bridge
+// handshake, so two parties only train together on exactly the same plan
+// and the same idea of who may run each side.
+//
+//	name: bc-widedeep
+//	dataset: breast_cancer      # a bundled dataset (teeml datasets list)
+//	test_fraction: 0.2
+//	seed: 7
+//	model:
+//	  kind: widedeep            # lr | widedeep
+//	  act_width: 16             # widedeep only (lr: 1)
+//	  hidden: [32]              # widedeep only
+//	  embedding: 4              # widedeep only
+//	leader:                     # holds the labels
+//	  columns: [mean radius, ...]
+//	  policy: policies/leader.yaml      # attestation policy the follower checks the leader against
+//	  drop_ids: 0.05            # optional, simulation only: fraction of IDs this side lacks
+//	follower:
+//	  columns: [worst radius, ...]
+//	  policy: policies/follower.yaml
+//	training:
+//	  batch_size: 32
+//	  epochs: 10
+//	  learning_rate: 0.005
+//	  checkpoint_every: 20      # iterations
+//	network:                    # all optional
+//	  recv_timeout: 60s
+//	  heartbeat: 2s
+//	  peer_timeout: 15s
+//	  reconnect_timeout: 2m
+type Plan struct {
+	Name         string  `yaml:"name" json:"name"`
+	Dataset      string  `yaml:"dataset" json:"dataset"`
+	TestFraction float64 `yaml:"test_fraction" json:"test_fraction"`
+	Seed         int64   `yaml:"seed" json:"seed"`
+	Model        Model   `yaml:"model" json:"model"`
+	Leader       Side    `yaml:"leader" json:"leader"`
+	Follower     Side    `yaml:"follower" json:"follower"`
+	Training     Train   `yaml:"training" json:"training"`
+	Network      Network `yaml:"network" json:"network"`
+
+	// Filled by LoadPlan.
+	path     string
+	policies map[string]*policy.Policy
+	hash     string
+	lines    map[string]int
+}
+
+// Model is the plan's model section.
+type Model struct {
+	Kind      split.Kind `yaml:"kind" json:"kind"`
+	ActWidth  int        `yaml:"act_width" json:"act_width"`
+	Hidden    []int      `yaml:"hidden" json:"hidden"`
+	Embedding int        `yaml:"embedding" json:"embedding"`
+}
+
+// Side is one party's section.
+type Side struct {
+	Columns []string `yaml:"columns" json:"columns"`
+	Policy  string   `yaml:"policy" json:"policy"`
+	// DropIDs simulates IDs held by only one party: this side drops a
+	// seeded fraction of the rows (quickstart uses it to exercise the
+	// alignment). Real deployments leave it 0.
+	DropIDs float64 `yaml:"drop_ids" json:"drop_ids"`
+	// PolicyDigest is SHA-256 of the policy file (filled at load, hashed).
+	PolicyDigest string `yaml:"-" json:"policy_sha256"`
+}
+
+// Train is the plan's training section.
+type Train struct {
+	BatchSize       int     `yaml:"batch_size" json:"batch_size"`
+	Epochs          int     `yaml:"epochs" json:"epochs"`
+	LearningRate    float64 `yaml:"learning_rate" json:"learning_rate"`
+	CheckpointEvery int     `yaml:"checkpoint_every" json:"checkpoint_every"`
+}
+
+// Network is the plan's network section (timeouts).
+type Network struct {
+	RecvTimeout      Duration `yaml:"recv_timeout" json:"recv_timeout"`
+	Heartbeat        Duration `yaml:"heartbeat" json:"heartbeat"`
+	PeerTimeout      Duration `yaml:"peer_timeout" json:"peer_timeout"`
+	ReconnectTimeout Duration `yaml:"reconnect_timeout" json:"reconnect_timeout"`
+}
+
+// Duration is a time.Duration written as "60s" in YAML.
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("line %d: %q is not a non-negative duration such as 30s", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// PlanError is a plan problem: file:line: key: reason.
+type PlanError struct {
+	File string
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (e *PlanError) Error() string {
+	where := e.File
+	if e.Line > 0 {
+		where += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Key == "" {
+		return where + ": " + e.Msg
+	}
+	return where + ": " + e.Key + ": " + e.Msg
+}
+
+func (p *Plan) errf(key, format string, args ...any) error {
+	line := 0
+	for k := key; k != ""; {
+		if l, ok := p.lines[k]; ok {
+			line = l
+			break
+		}
+		i := strings.LastIndexByte(k, '.')
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+	}
+	return &PlanError{File: p.path, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+var (
+	yamlLine     = regexp.MustCompile(`line (\d+): (.*)`)
+	unknownField = regexp.MustCompile(`^field \S+ not found in type`)
+)
+
+// ParsePlan parses plan bytes strictly (unknown keys, duplicate keys and
+// wrong types refused with file:line) and validates them; policy files are
+// not read (see LoadPlan).
+func ParsePlan(data []byte, path string) (*Plan, error) {
+	p := &Plan{path: path, lines: map[string]int{}}
+	if len(data) > MaxPlanSize {
+		return nil, &PlanError{File: path, Msg: fmt.Sprintf("plan is %d bytes, at most %d", len(data), MaxPlanSize)}
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlErr(path, err)
+	}
+	if len(root.Content) == 0 {
+		return nil, &PlanError{File: path, Msg: "empty plan"}
+	}
+	recordLines(root.Content[0], "", p.lines)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(p); err != nil {
+		pe := yamlErr(path, err)
+		// Name the key on that line when there is one.
+		for k, l := range p.lines {
+			if l == pe.Line && len(k) > len(pe.Key) {
+				pe.Key = k
+			}
+		}
+		return nil, pe
+	}
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func yamlErr(path string, err error) *PlanError {
+	var te *yaml.TypeError
+	msg := err.Error()
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		l, _ := strconv.Atoi(m[1])
+		msg := m[2]
+		if unknownField.MatchString(msg) {
+			msg = "unknown key (not part of the plan format)"
+		}
+		return &PlanError{File: path, Line: l, Msg: msg}
+	}
+	return &PlanError{File: path, Msg: msg}
+}
+
+func recordLines(n *yaml.Node, prefix string, lines map[string]int) {
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i].Value
+		if prefix != "" {
+			k = prefix + "." + k
+		}
+		lines[k] = n.Content[i].Line
+		recordLines(n.Content[i+1], k, lines)
+	}
+}
+
+func (p *Plan) validate() error {
+	if p.Name == "" {
+		return p.errf("name", "missing")
+	}
+	if p.Dataset == "" {
+		return p.errf("dataset", "missing")
+	}
+	if !(p.TestFraction > 0 && p.TestFraction < 1) {
+		return p.errf("test_fraction", "%v outside (0, 1)", p.TestFraction)
+	}
+	m := &p.Model
+	switch m.Kind {
+	case split.KindLR:
+		if m.ActWidth == 0 {
+			m.ActWidth = 1
+		}
+		if m.ActWidth != 1 || len(m.Hidden) > 0 || m.Embedding != 0 {
+			return p.errf("model", "kind lr takes no act_width (other than 1), hidden or embedding")
+		}
+	case split.KindWideDeep:
+		if m.ActWidth == 0 {
+			m.ActWidth = split.DefaultActWidth
+		}
+		if m.Embedding == 0 {
+			m.Embedding = split.DefaultEmbedding
+		}
+		if m.Hidden == nil {
+			m.Hidden = append([]int(nil), split.DefaultHidden...)
+		}
+	case "":
+		return p.errf("model.kind", "missing (lr or widedeep)")
+	default:
+		return p.errf("model.kind", "%q: want lr or widedeep", m.Kind)
+	}
+	if err := p.spec(RoleLeader).Validate(); err != nil {
+		return p.errf("model", "%v", err)
+	}
+	seen := map[string]string{}
+	for _, s := range []struct {
+		role string
+		side *Side
+	}{{RoleLeader, &p.Leader}, {RoleFollower, &p.Follower}} {
+		if len(s.side.Columns) == 0 && s.role == RoleFollower {
+			return p.errf(s.role+".columns", "the follower needs at least one column")
+		}
+		for _, c := range s.side.Columns {
+			if prev, ok := seen[c]; ok {
+				return p.errf(s.role+".columns", "column %q also given to the %s", c, prev)
+			}
+			seen[c] = s.role
+		}
+		if s.side.Policy == "" {
+			return p.errf(s.role+".policy", "missing: the attestation policy the other party checks the %s against", s.role)
+		}
+		if !(s.side.DropIDs >= 0 && s.side.DropIDs < 0.5) {
+			return p.errf(s.role+".drop_ids", "%v outside [0, 0.5)", s.side.DropIDs)
+		}
+	}
+	t := &p.Training
+	if t.BatchSize < 1 || t.BatchSize > 65536 {
+		return p.errf("training.batch_size", "%d outside 1..65536", t.BatchSize)
+	}
+	if t.Epochs < 1 || t.Epochs > 100000 {
+		return p.errf("training.epochs", "%d outside 1..100000", t.Epochs)
+	}
+	if !(t.LearningRate > 0 && t.LearningRate < 10) {
+		return p.errf("training.learning_rate", "%v outside (0, 10)", t.LearningRate)
+	}
+	if t.CheckpointEvery < 1 {
+		return p.errf("training.checkpoint_every", "%d: want at least 1 (iterations)", t.CheckpointEvery)
+	}
+	n := &p.Network
+	if n.RecvTimeout == 0 {
+		n.RecvTimeout = Duration(time.Minute)
+	}
+	if n.Heartbeat == 0 {
+		n.Heartbeat = Duration(2 * time.Second)
+	}
+	if n.PeerTimeout == 0 {
+		n.PeerTimeout = Duration(15 * time.Second)
+	}
+	if n.ReconnectTimeout == 0 {
+		n.ReconnectTimeout = Duration(2 * time.Minute)
+	}
+	if n.PeerTimeout <= n.Heartbeat {
+		return p.errf("network.peer_timeout", "%s must exceed network.heartbeat %s", time.Duration(n.PeerTimeout), time.Duration(n.Heartbeat))
+	}
+	return nil
+}
+
+// LoadPlan reads and validates a plan file and the two policy files it
+// names (relative to the plan's directory), and computes the plan hash.
+func LoadPlan(path string) (*Plan, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("plan: %v", err)
+	}
+	p, err := ParsePlan(data, path)
+	if err != nil {
+		return nil, err
+	}
+	p.policies = map[string]*policy.Policy{}
+	for _, s := range []struct {
+		role string
+		side *Side
+	}{{RoleLeader, &p.Leader}, {RoleFollower, &p.Follower}} {
+		pp := p.resolve(s.side.Policy)
+		b, err := os.ReadFile(pp)
+		if err != nil {
+			return nil, p.errf(s.role+".policy", "%v", err)
+		}
+		pol, err := policy.Parse(b, pp)
+		if err != nil {
+			return nil, p.errf(s.role+".policy", "%v", err)
+		}
+		if _, ok := pol.Roles[s.role]; !ok {
+			return nil, p.errf(s.role+".policy", "%s has no role %q", pp, s.role)
+		}
+		sum := sha256.Sum256(b)
+		s.side.PolicyDigest = hex.EncodeToString(sum[:])
+		p.policies[s.role] = pol
+	}
+	p.hash = p.computeHash()
+	return p, nil
+}
+
+// Dir is the directory of the plan file (relative paths resolve there).
+func (p *Plan) Dir() string { return filepath.Dir(p.path) }
+
+// Path is the plan file.
+func (p *Plan) Path() string { return p.path }
+
+func (p *Plan) resolve(rel string) string {
+	if filepath.IsAbs(rel) {
+		return rel
+	}
+	return filepath.Join(p.Dir(), filepath.FromSlash(rel))
+}
+
+// Canonical is the plan as canonical JSON (struct order, defaults filled,
+// policy file digests included): what Hash covers.
+func (p *Plan) Canonical() []byte {
+	b, err := json.Marshal(p)
+	if err != nil {
+		panic(err) // plain data
+	}
+	return b
+}
+
+func (p *Plan) computeHash() string {
+	sum := sha256.Sum256(append([]byte("teeml vfl plan v1\n"), p.Canonical()...))
+	return hex.EncodeToString(sum[:])
+}
+
+// Hash is the plan hash (hex SHA-256), set by LoadPlan.
+func (p *Plan) Hash() string { return p.hash }
+
+// ShortHash is the first 16 hex digits of the hash.
+func (p *Plan) ShortHash() string { return p.hash[:16] }
+
+// Policy returns the policy the given role is checked against.
+func (p *Plan) Policy(role string) *policy.Policy { return p.policies[role] }
+
+// side returns the plan section of role.
+func (p *Plan) side(role string) *Side {
+	if role == RoleLeader {
+		return &p.Leader
+	}
+	return &p.Follower
+}
+
+// spec is the split model spec of role (columns filled in by the data
+// preparation, which knows the categorical cardinalities).
+func (p *Plan) spec(role string) split.Spec {
+	return split.Spec{Kind: p.Model.Kind, ActWidth: p.Model.ActWidth, Hidden: p.Model.Hidden,
+		Embedding: p.Model.Embedding, LearningRate: p.Training.LearningRate, Seed: p.Seed}
+}
+
+// checkColumns verifies that the plan's columns exist in the dataset and
+// cover it (the label is not a column).
+func (p *Plan) checkColumns(ds *datasets.Dataset) error {
+	for _, role := range []string{RoleLeader, RoleFollower} {
+		for _, c := range p.side(role).Columns {
+			if ds.ColumnIndex(c) < 0 {
+				return p.errf(role+".columns", "dataset %s has no column %q", ds.Name, c)
+			}
+		}
+	}
+	return nil
+}
