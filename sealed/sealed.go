@@ -1,0 +1,343 @@
+// Package sealed encrypts files at rest with authenticated, streaming
+// encryption: Tink's streaming AEAD AES256-GCM-HKDF with 1 MiB segments, keyed
+// by a fresh data key per file that a KeySource (the attested key broker, or a
+// local key file in simulation) generates and wraps.
+//
+// A sealed file is a small clear header (magic, version, algorithm, segment
+// size, key ID, wrapped data key; see Header) followed by Tink's stream: a
+// 40-byte stream header (length byte, 32-byte HKDF salt, 7-byte nonce prefix)
+// and the ciphertext segments. The header bytes are Tink's associated data:
+// they feed the HKDF that derives the file's AES-GCM key, so changing any of
+// them fails the first segment. Each segment's nonce carries its index and a
+// final-segment flag, so reordering, duplicating, dropping or truncating
+// segments fails authentication. docs/sealed.md has the full specification.
+//
+// Memory is constant in the file size: one segment of plaintext and one of
+// ciphertext are buffered at a time.
+package sealed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/tink-crypto/tink-go/v2/streamingaead/subtle"
+
+	"github.com/teeml/teeml/internal/atomicfile"
+)
+
+// Sizes fixed by Tink's AES-GCM-HKDF stream format.
+const (
+	tinkHeaderLen = 1 + DataKeySize + subtle.AESGCMHKDFNoncePrefixSizeInBytes // 40
+	tagLen        = subtle.AESGCMHKDFTagSizeInBytes                          // 16
+	hkdfHash      = "SHA256"
+)
+
+// Options tune a Writer. The zero value writes DefaultSegmentSize segments.
+type Options struct {
+	// SegmentSize is the ciphertext segment size in bytes (MinSegmentSize to
+	// MaxSegmentSize); 0 means DefaultSegmentSize.
+	SegmentSize int
+}
+
+// primitive builds Tink's streaming AEAD for a header. firstSegmentOffset is
+// the header length, so ciphertext segment i occupies the file bytes
+// [i*SegmentSize, (i+1)*SegmentSize): segment boundaries are file offsets.
+func primitive(dataKey []byte, h *Header, headerLen int) (*subtle.AESGCMHKDF, error) {
+	if len(dataKey) != DataKeySize {
+		return nil, fmt.Errorf("data key for %q is %d bytes, want %d", h.KeyID, len(dataKey), DataKeySize)
+	}
+	return subtle.NewAESGCMHKDF(dataKey, hkdfHash, DataKeySize, h.SegmentSize, headerLen)
+}
+
+// Writer encrypts into a sealed stream. Close must be called: it seals the
+// final segment, without which the stream does not decrypt.
+type Writer struct {
+	enc    io.WriteCloser
+	header *Header
+	n      int64
+	err    error
+}
+
+// NewWriter writes a header for a fresh data key of keyID to w and returns a
+// Writer for the body.
+func NewWriter(ctx context.Context, w io.Writer, ks KeySource, keyID string, opt *Options) (*Writer, error) {
+	seg := DefaultSegmentSize
+	if opt != nil && opt.SegmentSize != 0 {
+		seg = opt.SegmentSize
+	}
+	if err := ValidKeyID(keyID); err != nil {
+		return nil, fmt.Errorf("sealed: key ID %q: %v", keyID, err)
+	}
+	plain, wrapped, err := ks.NewDataKey(ctx, keyID)
+	if err != nil {
+		return nil, fmt.Errorf("sealed: new data key: %w", err)
+	}
+	defer clear(plain)
+	h := &Header{Algorithm: AlgAES256GCMHKDF, SegmentSize: seg, KeyID: keyID, Wrapped: wrapped}
+	raw, err := h.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	p, err := primitive(plain, h, len(raw))
+	if err != nil {
+		return nil, fmt.Errorf("sealed: %v", err)
+	}
+	if _, err := w.Write(raw); err != nil {
+		return nil, fmt.Errorf("sealed: write header: %w", err)
+	}
+	enc, err := p.NewEncryptingWriter(w, raw)
+	if err != nil {
+		return nil, fmt.Errorf("sealed: write stream header: %w", err)
+	}
+	return &Writer{enc: enc, header: h}, nil
+}
+
+// Header returns the header written for this stream.
+func (w *Writer) Header() *Header { return w.header }
+
+// Write encrypts p. After an error every later call fails: Tink's writer may
+// have consumed part of p, so the stream cannot be continued.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.enc.Write(p)
+	w.n += int64(n)
+	if err != nil {
+		w.err = fmt.Errorf("sealed: encrypt: %w", err)
+		return n, w.err
+	}
+	return n, nil
+}
+
+// Close seals the final segment. It does not close the underlying writer.
+func (w *Writer) Close() error {
+	if w.err != nil {
+		return w.err
+	}
+	if err := w.enc.Close(); err != nil {
+		w.err = fmt.Errorf("sealed: encrypt final segment: %w", err)
+		return w.err
+	}
+	w.err = errors.New("sealed: write after close")
+	return nil
+}
+
+// IntegrityError reports ciphertext that failed authentication. Segment is
+// the index of the first segment that failed (-1 for Tink's stream header).
+type IntegrityError struct {
+	Segment int
+	Offset  int64 // file offset of that segment
+	Err     error
+}
+
+func (e *IntegrityError) Error() string {
+	if e.Segment < 0 {
+		return fmt.Sprintf("sealed: stream header at byte %d: %v", e.Offset, e.Err)
+	}
+	return fmt.Sprintf("sealed: segment %d (file offset %d) failed authentication: the file was truncated, reordered or modified, or the data key is wrong (%v)", e.Segment, e.Offset, e.Err)
+}
+
+func (e *IntegrityError) Unwrap() error { return e.Err }
+
+// Reader decrypts a sealed stream.
+//
+// Read returns plaintext of authenticated segments only: a segment is
+// decrypted and verified in full before any of its bytes are returned. But a
+// streaming reader cannot know that a segment is followed by the rest of the
+// file until it gets there: truncation at a segment boundary is detected only
+// when the last present segment fails the final-segment check, i.e. Read
+// returns an error instead of io.EOF at the end. Consumers must treat any
+// error, including one at the very end, as fatal for the whole file and
+// discard what they read (DecryptFile does this with a temporary file).
+type Reader struct {
+	ctx        context.Context
+	header     *Header
+	dec        io.Reader
+	firstPlain int64 // plaintext bytes in segment 0
+	plainSeg   int64 // plaintext bytes in every later segment
+	out        int64 // plaintext bytes returned so far
+	err        error
+}
+
+// Open reads the header from r, asks ks for the data key and returns a Reader
+// of the plaintext. ctx bounds the key request and is checked on every Read.
+func Open(ctx context.Context, r io.Reader, ks KeySource) (*Reader, error) {
+	h, raw, err := ReadHeader(r)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ks.Unwrap(ctx, h.KeyID, h.Wrapped)
+	if err != nil {
+		return nil, fmt.Errorf("sealed: unwrap data key: %w", err)
+	}
+	defer clear(key)
+	p, err := primitive(key, h, len(raw))
+	if err != nil {
+		return nil, fmt.Errorf("sealed: %v", err)
+	}
+	dec, err := p.NewDecryptingReader(r, raw)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, &IntegrityError{Segment: -1, Offset: int64(len(raw)), Err: errors.New("truncated: file ends inside the 40-byte stream header")}
+		}
+		return nil, &IntegrityError{Segment: -1, Offset: int64(len(raw)), Err: err}
+	}
+	return &Reader{
+		ctx:        ctx,
+		header:     h,
+		dec:        dec,
+		firstPlain: int64(h.SegmentSize - len(raw) - tinkHeaderLen - tagLen),
+		plainSeg:   int64(h.SegmentSize - tagLen),
+	}, nil
+}
+
+// Header returns the stream's header.
+func (r *Reader) Header() *Header { return r.header }
+
+// segmentAt is the index of the segment whose first plaintext byte is at
+// plaintext offset off.
+func (r *Reader) segmentAt(off int64) int {
+	if off < r.firstPlain {
+		return 0
+	}
+	return 1 + int((off-r.firstPlain)/r.plainSeg)
+}
+
+// Read implements io.Reader; see the type's comment for the EOF contract.
+func (r *Reader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if err := r.ctx.Err(); err != nil {
+		r.err = err
+		return 0, err
+	}
+	n, err := r.dec.Read(p)
+	r.out += int64(n)
+	if err != nil && err != io.EOF {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			r.err = fmt.Errorf("sealed: read: %w", err)
+		} else {
+			seg := r.segmentAt(r.out)
+			r.err = &IntegrityError{Segment: seg, Offset: int64(seg) * int64(r.header.SegmentSize), Err: err}
+		}
+		return n, r.err
+	}
+	return n, err
+}
+
+// EncryptFile seals the file src (or standard input if src is "-") into dst
+// atomically: dst appears only complete, and not at all on error.
+func EncryptFile(ctx context.Context, src, dst string, ks KeySource, keyID string, opt *Options) (*Header, int64, error) {
+	in := os.Stdin
+	if src != "-" {
+		f, err := os.Open(src)
+		if err != nil {
+			return nil, 0, err
+		}
+		defer f.Close()
+		in = f
+	}
+	var h *Header
+	var n int64
+	err := atomicfile.WriteFile(dst, 0o600, func(w io.Writer) error {
+		sw, err := NewWriter(ctx, w, ks, keyID, opt)
+		if err != nil {
+			return err
+		}
+		h = sw.Header()
+		if n, err = io.Copy(sw, ctxReader{ctx, in}); err != nil {
+			return err
+		}
+		return sw.Close()
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return h, n, nil
+}
+
+// DecryptFile decrypts the sealed file src into dst. The plaintext goes to a
+// temporary file next to dst that is renamed to dst only after the final
+// segment authenticated; on any error it is removed, so no plaintext of a
+// bad file is left behind.
+func DecryptFile(ctx context.Context, src, dst string, ks KeySource) (*Header, int64, error) {
+	f, err := os.Open(src)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	var h *Header
+	var n int64
+	err = atomicfile.WriteFile(dst, 0o600, func(w io.Writer) error {
+		r, err := Open(ctx, f, ks)
+		if err != nil {
+			return err
+		}
+		h = r.Header()
+		n, err = io.Copy(w, r)
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return h, n, nil
+}
+
+// ctxReader stops a long copy when ctx is cancelled.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// Info describes a sealed file without decrypting it.
+type Info struct {
+	Header         *Header
+	HeaderLen      int   // bytes of the teeml header
+	FileSize       int64 // bytes on disk
+	Segments       int64 // ciphertext segments
+	PlaintextSize  int64 // bytes of plaintext, if the file is intact
+	StreamHeaderOK bool  // Tink's stream header has the expected length byte
+}
+
+// Inspect parses the header of the sealed file at path and derives the
+// segment count and plaintext size from the file size. It needs no key and
+// authenticates nothing.
+func Inspect(path string) (*Info, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	h, raw, err := ReadHeader(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	info := &Info{Header: h, HeaderLen: len(raw), FileSize: st.Size()}
+	var b [1]byte
+	if _, err := io.ReadFull(f, b[:]); err == nil {
+		info.StreamHeaderOK = int(b[0]) == tinkHeaderLen
+	}
+	if min := int64(len(raw) + tinkHeaderLen + tagLen); st.Size() >= min {
+		seg := int64(h.SegmentSize)
+		info.Segments = (st.Size() + seg - 1) / seg
+		info.PlaintextSize = st.Size() - int64(len(raw)+tinkHeaderLen) - info.Segments*tagLen
+	}
+	return info, nil
+}
