@@ -34,10 +34,10 @@ func (a Algorithm) String() string {
 // Limits of the v1 header. They keep a hostile header from making the reader
 // allocate much memory: the whole header is at most 11+1+1+4+2+256+2+4096 bytes.
 const (
-	MaxKeyIDLen       = 256
-	MaxWrappedLen     = 4096
-	MinSegmentSize    = 64 << 10
-	MaxSegmentSize    = 8 << 20
+	MaxKeyIDLen    = 256
+	MaxWrappedLen  = 4096
+	MinSegmentSize = 64 << 10
+	MaxSegmentSize = 8 << 20
 )
 
 // DefaultSegmentSize is the ciphertext segment size teeml writes: 1 MiB.

@@ -31,7 +31,7 @@ import (
 // Sizes fixed by Tink's AES-GCM-HKDF stream format.
 const (
 	tinkHeaderLen = 1 + DataKeySize + subtle.AESGCMHKDFNoncePrefixSizeInBytes // 40
-	tagLen        = subtle.AESGCMHKDFTagSizeInBytes                          // 16
+	tagLen        = subtle.AESGCMHKDFTagSizeInBytes                           // 16
 	hkdfHash      = "SHA256"
 )
 

@@ -277,7 +277,6 @@ func TestTamperDetected(t *testing.T) {
 	}
 }
 
-
 func TestIntegrityErrorType(t *testing.T) {
 	ks := testKeys(t, "k1")
 	ct := seal(t, ks, "k1", randBytes(100), 0, 0)
