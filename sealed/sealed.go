@@ -40,6 +40,9 @@ type Options struct {
 	// SegmentSize is the ciphertext segment size in bytes (MinSegmentSize to
 	// MaxSegmentSize); 0 means DefaultSegmentSize.
 	SegmentSize int
+	// Progress, if set, is called by EncryptFile and DecryptFile with the
+	// number of plaintext bytes processed so far.
+	Progress func(done int64)
 }
 
 // primitive builds Tink's streaming AEAD for a header. firstSegmentOffset is
@@ -251,7 +254,7 @@ func EncryptFile(ctx context.Context, src, dst string, ks KeySource, keyID strin
 			return err
 		}
 		h = sw.Header()
-		if n, err = io.Copy(sw, ctxReader{ctx, in}); err != nil {
+		if n, err = io.Copy(sw, &ctxReader{ctx: ctx, r: in, progress: progressOf(opt)}); err != nil {
 			return err
 		}
 		return sw.Close()
@@ -266,7 +269,8 @@ func EncryptFile(ctx context.Context, src, dst string, ks KeySource, keyID strin
 // temporary file next to dst that is renamed to dst only after the final
 // segment authenticated; on any error it is removed, so no plaintext of a
 // bad file is left behind.
-func DecryptFile(ctx context.Context, src, dst string, ks KeySource) (*Header, int64, error) {
+// opt may carry a Progress callback; its SegmentSize is ignored.
+func DecryptFile(ctx context.Context, src, dst string, ks KeySource, opt *Options) (*Header, int64, error) {
 	f, err := os.Open(src)
 	if err != nil {
 		return nil, 0, err
@@ -280,7 +284,7 @@ func DecryptFile(ctx context.Context, src, dst string, ks KeySource) (*Header, i
 			return err
 		}
 		h = r.Header()
-		n, err = io.Copy(w, r)
+		n, err = io.Copy(w, &ctxReader{ctx: ctx, r: r, progress: progressOf(opt)})
 		return err
 	})
 	if err != nil {
@@ -289,17 +293,31 @@ func DecryptFile(ctx context.Context, src, dst string, ks KeySource) (*Header, i
 	return h, n, nil
 }
 
-// ctxReader stops a long copy when ctx is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
+func progressOf(opt *Options) func(int64) {
+	if opt == nil {
+		return nil
+	}
+	return opt.Progress
 }
 
-func (c ctxReader) Read(p []byte) (int, error) {
+// ctxReader stops a long copy when ctx is cancelled and reports progress.
+type ctxReader struct {
+	ctx      context.Context
+	r        io.Reader
+	progress func(int64)
+	n        int64
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
 	if err := c.ctx.Err(); err != nil {
 		return 0, err
 	}
-	return c.r.Read(p)
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if c.progress != nil && n > 0 {
+		c.progress(c.n)
+	}
+	return n, err
 }
 
 // Info describes a sealed file without decrypting it.

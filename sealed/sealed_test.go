@@ -261,7 +261,7 @@ func TestTamperDetected(t *testing.T) {
 				t.Fatal(err)
 			}
 			dst := filepath.Join(dir, "out.bin")
-			if _, _, err := DecryptFile(context.Background(), src, dst, keys); err == nil {
+			if _, _, err := DecryptFile(context.Background(), src, dst, keys, nil); err == nil {
 				t.Fatal("DecryptFile succeeded on a tampered file")
 			}
 			ents, _ := os.ReadDir(dir)
@@ -306,7 +306,7 @@ func TestFileRoundTripAndInspect(t *testing.T) {
 	if info.PlaintextSize != int64(len(data)) || info.Segments != 3 || info.Header.KeyID != "dataset-1" || !info.StreamHeaderOK {
 		t.Fatalf("inspect: %+v", info)
 	}
-	if _, n, err := DecryptFile(context.Background(), enc, dec, ks); err != nil || n != int64(len(data)) {
+	if _, n, err := DecryptFile(context.Background(), enc, dec, ks, nil); err != nil || n != int64(len(data)) {
 		t.Fatalf("decrypt: %d, %v", n, err)
 	}
 	got, _ := os.ReadFile(dec)
@@ -317,7 +317,7 @@ func TestFileRoundTripAndInspect(t *testing.T) {
 	bad, _ := os.ReadFile(enc)
 	bad[len(bad)/2] ^= 1
 	os.WriteFile(enc, bad, 0o600)
-	if _, _, err := DecryptFile(context.Background(), enc, dec, ks); err == nil {
+	if _, _, err := DecryptFile(context.Background(), enc, dec, ks, nil); err == nil {
 		t.Fatal("tampered file decrypted")
 	}
 	if got, _ := os.ReadFile(dec); !bytes.Equal(got, data) {
