@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -272,6 +273,9 @@ func (r *Reader) WriteCSV(ctx context.Context, w io.Writer) (rows int64, err err
 	if err := rr.Err(); err != nil && !errors.Is(err, io.EOF) {
 		if kerr := r.ret.lastErrOrNil(); kerr != nil {
 			return 0, fmt.Errorf("parquet: %v", kerr)
+		}
+		if strings.Contains(err.Error(), "message authentication failed") {
+			return 0, fmt.Errorf("parquet: column data failed authentication (file modified, or wrong column key): %v", err)
 		}
 		return 0, fmt.Errorf("parquet: %w", err)
 	}

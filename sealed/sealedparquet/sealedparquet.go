@@ -293,7 +293,11 @@ func (r *Reader) ReadTable(ctx context.Context) (tbl arrow.Table, err error) {
 
 func (r *Reader) readColumn(ctx context.Context, i int, name string) (t arrow.Table, err error) {
 	defer r.ret.guard(fmt.Sprintf("column %q", name), &err)
-	t, err = r.fr.ReadRowGroups(ctx, []int{i}, nil)
+	rgs := make([]int, r.pf.NumRowGroups())
+	for j := range rgs {
+		rgs[j] = j
+	}
+	t, err = r.fr.ReadRowGroups(ctx, []int{i}, rgs)
 	if err != nil {
 		if kerr := r.ret.lastErrOrNil(); kerr != nil {
 			return nil, fmt.Errorf("parquet: column %q: %v", name, kerr)
