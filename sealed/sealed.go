@@ -17,13 +17,19 @@
 package sealed
 
 import (
+	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 
 	"github.com/tink-crypto/tink-go/v2/streamingaead/subtle"
+	tinksubtle "github.com/tink-crypto/tink-go/v2/subtle"
 
 	"github.com/teeml/teeml/internal/atomicfile"
 )
@@ -156,13 +162,27 @@ func (e *IntegrityError) Unwrap() error { return e.Err }
 // returns an error instead of io.EOF at the end. Consumers must treat any
 // error, including one at the very end, as fatal for the whole file and
 // discard what they read (DecryptFile does this with a temporary file).
+//
+// Reader also implements io.WriterTo (used by io.Copy): when nothing has been
+// Read yet, WriteTo decrypts each segment in place and hands it to the writer,
+// saving the copy Tink's Reader makes into its own plaintext buffer. It
+// implements the same Tink stream format (the nonce and key derivation below)
+// and is tested against Tink's writer and Tink's reader on every tamper case.
 type Reader struct {
 	ctx        context.Context
 	header     *Header
-	dec        io.Reader
-	firstPlain int64 // plaintext bytes in segment 0
-	plainSeg   int64 // plaintext bytes in every later segment
-	out        int64 // plaintext bytes returned so far
+	headerLen  int
+	rawHeader  []byte             // associated data
+	src        io.Reader          // ciphertext after Tink's stream header
+	streamHdr  []byte             // Tink's stream header, replayed to Tink's reader
+	tink       *subtle.AESGCMHKDF // makes dec on the first Read
+	dec        io.Reader          // Tink's decrypting reader (used by Read)
+	aead       cipher.AEAD
+	prefix     []byte // Tink's nonce prefix
+	started    bool   // Read was called: WriteTo must continue through dec
+	firstPlain int64  // plaintext bytes in segment 0
+	plainSeg   int64  // plaintext bytes in every later segment
+	out        int64  // plaintext bytes returned so far
 	err        error
 }
 
@@ -182,20 +202,125 @@ func Open(ctx context.Context, r io.Reader, ks KeySource) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sealed: %v", err)
 	}
-	dec, err := p.NewDecryptingReader(r, raw)
+	// Read Tink's stream header here so WriteTo has the salt and nonce
+	// prefix; Tink's reader gets the same bytes back and validates them.
+	sh := make([]byte, tinkHeaderLen)
+	if _, err := io.ReadFull(r, sh); err != nil {
+		return nil, &IntegrityError{Segment: -1, Offset: int64(len(raw)), Err: errors.New("truncated: file ends inside the 40-byte stream header")}
+	}
+	if int(sh[0]) != tinkHeaderLen {
+		return nil, &IntegrityError{Segment: -1, Offset: int64(len(raw)), Err: fmt.Errorf("invalid header length %d, want %d", sh[0], tinkHeaderLen)}
+	}
+	// The per-file key, exactly as Tink derives it: HKDF-SHA256(data key,
+	// salt, info = associated data = the header).
+	fileKey, err := tinksubtle.ComputeHKDF(hkdfHash, key, sh[1:1+DataKeySize], raw, DataKeySize)
 	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, &IntegrityError{Segment: -1, Offset: int64(len(raw)), Err: errors.New("truncated: file ends inside the 40-byte stream header")}
-		}
-		return nil, &IntegrityError{Segment: -1, Offset: int64(len(raw)), Err: err}
+		return nil, err
+	}
+	defer clear(fileKey)
+	blk, err := aes.NewCipher(fileKey)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(blk)
+	if err != nil {
+		return nil, err
 	}
 	return &Reader{
 		ctx:        ctx,
 		header:     h,
-		dec:        dec,
+		headerLen:  len(raw),
+		rawHeader:  raw,
+		src:        r,
+		streamHdr:  sh,
+		tink:       p,
+		aead:       aead,
+		prefix:     bytes.Clone(sh[1+DataKeySize:]),
 		firstPlain: int64(h.SegmentSize - len(raw) - tinkHeaderLen - tagLen),
 		plainSeg:   int64(h.SegmentSize - tagLen),
 	}, nil
+}
+
+// WriteTo implements io.WriterTo; see the type's comment. Only plaintext of
+// authenticated segments reaches w, and an error at the end (truncation) is
+// as fatal as anywhere else.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	if r.started || r.err != nil {
+		return io.CopyBuffer(w, struct{ io.Reader }{r}, make([]byte, r.header.SegmentSize))
+	}
+	r.started = true
+	S := r.header.SegmentSize
+	// Tink's rule: the last segment is the one after which the stream ends.
+	// Reading the next segment before decrypting the current one tells us;
+	// two segment-aligned buffers keep reads and in-place decryption on
+	// aligned memory (a one-byte look-ahead would misalign every copy).
+	var bufs [2][]byte // the second one only if there is a second segment
+	bufs[0] = make([]byte, S)
+	nonce := make([]byte, subtle.AESGCMHKDFNonceSizeInBytes)
+	copy(nonce, r.prefix)
+	readSeg := func(b []byte) (int, bool, error) {
+		n, err := io.ReadFull(r.src, b)
+		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+			return n, false, fmt.Errorf("sealed: read: %w", err)
+		}
+		return n, err != nil, nil
+	}
+	cur := 0
+	curLen, curShort, err := readSeg(bufs[0][:S-r.headerLen-tinkHeaderLen])
+	if err != nil {
+		r.err = err
+		return 0, err
+	}
+	var written int64
+	for seg := 0; ; seg++ {
+		if err := r.ctx.Err(); err != nil {
+			r.err = err
+			return written, err
+		}
+		if seg >= math.MaxUint32 {
+			r.err = &IntegrityError{Segment: seg, Offset: int64(seg) * int64(S), Err: errors.New("too many segments")}
+			return written, r.err
+		}
+		last := curShort
+		nextLen, nextShort := 0, false
+		if !last {
+			if bufs[1-cur] == nil {
+				bufs[1-cur] = make([]byte, S)
+			}
+			if nextLen, nextShort, err = readSeg(bufs[1-cur]); err != nil {
+				r.err = err
+				return written, err
+			}
+			last = nextLen == 0
+		}
+		binary.BigEndian.PutUint32(nonce[len(r.prefix):], uint32(seg))
+		nonce[len(nonce)-1] = 0
+		if last {
+			nonce[len(nonce)-1] = 1
+		}
+		var pt []byte
+		if curLen < tagLen {
+			err = errors.New("segment too short")
+		} else {
+			pt, err = r.aead.Open(bufs[cur][:0], nonce, bufs[cur][:curLen], nil)
+		}
+		if err != nil {
+			r.err = &IntegrityError{Segment: seg, Offset: int64(seg) * int64(S), Err: err}
+			return written, r.err
+		}
+		k, err := w.Write(pt)
+		written += int64(k)
+		r.out += int64(k)
+		if err != nil {
+			r.err = err
+			return written, err
+		}
+		if last {
+			r.err = io.EOF
+			return written, nil
+		}
+		cur, curLen, curShort = 1-cur, nextLen, nextShort
+	}
 }
 
 // Header returns the stream's header.
@@ -215,9 +340,20 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if r.err != nil {
 		return 0, r.err
 	}
+	r.started = true
 	if err := r.ctx.Err(); err != nil {
 		r.err = err
 		return 0, err
+	}
+	if r.dec == nil {
+		// Created lazily: Tink's reader allocates a segment buffer that the
+		// WriteTo path does not need.
+		dec, err := r.tink.NewDecryptingReader(io.MultiReader(bytes.NewReader(r.streamHdr), r.src), r.rawHeader)
+		if err != nil {
+			r.err = &IntegrityError{Segment: -1, Offset: int64(r.headerLen), Err: err}
+			return 0, r.err
+		}
+		r.dec = dec
 	}
 	n, err := r.dec.Read(p)
 	r.out += int64(n)
@@ -284,7 +420,8 @@ func DecryptFile(ctx context.Context, src, dst string, ks KeySource, opt *Option
 			return err
 		}
 		h = r.Header()
-		n, err = io.Copy(w, &ctxReader{ctx: ctx, r: r, progress: progressOf(opt)})
+		// WriteTo checks ctx once per segment.
+		n, err = r.WriteTo(&progressWriter{w: w, progress: progressOf(opt)})
 		return err
 	})
 	if err != nil {
@@ -298,6 +435,22 @@ func progressOf(opt *Options) func(int64) {
 		return nil
 	}
 	return opt.Progress
+}
+
+// progressWriter reports the bytes written so far.
+type progressWriter struct {
+	w        io.Writer
+	progress func(int64)
+	n        int64
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.n += int64(n)
+	if p.progress != nil {
+		p.progress(p.n)
+	}
+	return n, err
 }
 
 // ctxReader stops a long copy when ctx is cancelled and reports progress.

@@ -75,6 +75,18 @@ func open(ks KeySource, ct []byte, oneByte bool) ([]byte, error) {
 	return io.ReadAll(r)
 }
 
+// openWT decrypts through Reader.WriteTo (teeml's in-place segment loop)
+// instead of Read (Tink's reader).
+func openWT(ks KeySource, ct []byte) ([]byte, error) {
+	r, err := Open(context.Background(), bytes.NewReader(ct), ks)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	_, err = r.WriteTo(&buf)
+	return buf.Bytes(), err
+}
+
 func TestRoundTripSizes(t *testing.T) {
 	ks := testKeys(t, "k1")
 	const S = DefaultSegmentSize
@@ -110,6 +122,13 @@ func TestRoundTripSizes(t *testing.T) {
 		}
 		if !bytes.Equal(got, data) {
 			t.Fatalf("%d bytes: round trip differs", n)
+		}
+		got, err = openWT(ks, ct)
+		if err != nil {
+			t.Fatalf("%d bytes, WriteTo: %v", n, err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes: WriteTo round trip differs", n)
 		}
 	}
 }
@@ -241,18 +260,26 @@ func TestTamperDetected(t *testing.T) {
 				keys = c.keys
 			}
 			bad := c.mod(ct)
-			got, err := open(keys, bad, false)
-			if err == nil {
-				t.Fatalf("tampered file decrypted (%d bytes)", len(got))
-			}
-			if !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("error %q, want it to contain %q", err, c.want)
-			}
-			if c.goodTo >= 0 {
-				// Only plaintext of segments before the bad one came out,
-				// and it is the original plaintext.
-				if len(got) != c.goodTo || !bytes.Equal(got, data[:len(got)]) {
-					t.Fatalf("reader released %d bytes before failing, want exactly the %d bytes of earlier verified segments", len(got), c.goodTo)
+			for _, path := range []struct {
+				name string
+				open func() ([]byte, error)
+			}{
+				{"Read (Tink)", func() ([]byte, error) { return open(keys, bad, false) }},
+				{"WriteTo", func() ([]byte, error) { return openWT(keys, bad) }},
+			} {
+				got, err := path.open()
+				if err == nil {
+					t.Fatalf("%s: tampered file decrypted (%d bytes)", path.name, len(got))
+				}
+				if !strings.Contains(err.Error(), c.want) {
+					t.Fatalf("%s: error %q, want it to contain %q", path.name, err, c.want)
+				}
+				if c.goodTo >= 0 {
+					// Only plaintext of segments before the bad one came out,
+					// and it is the original plaintext.
+					if len(got) != c.goodTo || !bytes.Equal(got, data[:len(got)]) {
+						t.Fatalf("%s: reader released %d bytes before failing, want exactly the %d bytes of earlier verified segments", path.name, len(got), c.goodTo)
+					}
 				}
 			}
 			// The file API leaves nothing behind.
@@ -367,5 +394,26 @@ func TestKeyFile(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "x.json"), []byte(`{"type":"other"}`), 0o600)
 	if _, err := LoadKeyFile(filepath.Join(dir, "x.json")); err == nil || !strings.Contains(err.Error(), `type "other"`) {
 		t.Fatalf("foreign JSON accepted: %v", err)
+	}
+}
+
+func TestWriteToAfterReadContinues(t *testing.T) {
+	ks := testKeys(t, "k1")
+	data := randBytes(3*MinSegmentSize + 99)
+	ct := seal(t, ks, "k1", data, MinSegmentSize, 0)
+	r, err := Open(context.Background(), bytes.NewReader(ct), ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 1000)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatal(err)
+	}
+	var rest bytes.Buffer
+	if _, err := r.WriteTo(&rest); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(append(head, rest.Bytes()...), data) {
+		t.Fatal("Read then WriteTo differs")
 	}
 }
