@@ -153,7 +153,9 @@ func BenchmarkSealedVsRawPaired(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			w.Write(plain)
+			if _, err := w.ReadFrom(bytes.NewReader(plain)); err != nil {
+				b.Fatal(err)
+			}
 			if err := w.Close(); err != nil {
 				b.Fatal(err)
 			}

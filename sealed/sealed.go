@@ -21,6 +21,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -64,14 +65,25 @@ func primitive(dataKey []byte, h *Header, headerLen int) (*subtle.AESGCMHKDF, er
 // Writer encrypts into a sealed stream. Close must be called: it seals the
 // final segment, without which the stream does not decrypt.
 type Writer struct {
-	enc    io.WriteCloser
-	header *Header
-	n      int64
-	err    error
+	ctx     context.Context
+	dst     io.Writer
+	header  *Header
+	raw     []byte             // header bytes: the associated data
+	tink    *subtle.AESGCMHKDF // Tink's primitive, for the Write path
+	enc     io.WriteCloser     // Tink's encrypting writer, made on the first Write
+	dataKey []byte             // kept until the path is chosen, then cleared
+	fast    *segmentSealer     // the ReadFrom path
+	n       int64
+	err     error
 }
 
 // NewWriter writes a header for a fresh data key of keyID to w and returns a
 // Writer for the body.
+//
+// Writer has two equivalent paths producing Tink's stream format: Write goes
+// through Tink's encrypting writer; ReadFrom (used by io.Copy) reads
+// plaintext straight into segment-aligned buffers and seals them in place,
+// saving Tink's copy. A Writer uses the path of its first call.
 func NewWriter(ctx context.Context, w io.Writer, ks KeySource, keyID string, opt *Options) (*Writer, error) {
 	seg := DefaultSegmentSize
 	if opt != nil && opt.SegmentSize != 0 {
@@ -84,24 +96,22 @@ func NewWriter(ctx context.Context, w io.Writer, ks KeySource, keyID string, opt
 	if err != nil {
 		return nil, fmt.Errorf("sealed: new data key: %w", err)
 	}
-	defer clear(plain)
 	h := &Header{Algorithm: AlgAES256GCMHKDF, SegmentSize: seg, KeyID: keyID, Wrapped: wrapped}
 	raw, err := h.MarshalBinary()
 	if err != nil {
+		clear(plain)
 		return nil, err
 	}
 	p, err := primitive(plain, h, len(raw))
 	if err != nil {
+		clear(plain)
 		return nil, fmt.Errorf("sealed: %v", err)
 	}
 	if _, err := w.Write(raw); err != nil {
+		clear(plain)
 		return nil, fmt.Errorf("sealed: write header: %w", err)
 	}
-	enc, err := p.NewEncryptingWriter(w, raw)
-	if err != nil {
-		return nil, fmt.Errorf("sealed: write stream header: %w", err)
-	}
-	return &Writer{enc: enc, header: h}, nil
+	return &Writer{ctx: ctx, dst: w, header: h, raw: raw, tink: p, dataKey: plain}, nil
 }
 
 // Header returns the header written for this stream.
@@ -113,6 +123,19 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
+	if w.fast != nil {
+		w.err = errors.New("sealed: Write after ReadFrom is not supported")
+		return 0, w.err
+	}
+	if w.enc == nil {
+		enc, err := w.tink.NewEncryptingWriter(w.dst, w.raw)
+		if err != nil {
+			w.err = fmt.Errorf("sealed: write stream header: %w", err)
+			return 0, w.err
+		}
+		w.enc = enc
+		clear(w.dataKey)
+	}
 	n, err := w.enc.Write(p)
 	w.n += int64(n)
 	if err != nil {
@@ -122,15 +145,170 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// segmentSealer is the ReadFrom path: Tink's AES-GCM-HKDF stream format
+// written directly (stream header, then segments sealed in place).
+type segmentSealer struct {
+	aead   cipher.AEAD
+	nonce  []byte
+	bufs   [2][]byte
+	seg    int // index of the next segment to seal
+	held   int // plaintext bytes in bufs[0] not yet sealed (the possible final segment)
+	filled bool
+}
+
+func (w *Writer) startFast() error {
+	var sh [tinkHeaderLen]byte
+	sh[0] = tinkHeaderLen
+	if _, err := rand.Read(sh[1:]); err != nil {
+		return err
+	}
+	fileKey, err := tinksubtle.ComputeHKDF(hkdfHash, w.dataKey, sh[1:1+DataKeySize], w.raw, DataKeySize)
+	clear(w.dataKey)
+	if err != nil {
+		return err
+	}
+	defer clear(fileKey)
+	blk, err := aes.NewCipher(fileKey)
+	if err != nil {
+		return err
+	}
+	aead, err := cipher.NewGCM(blk)
+	if err != nil {
+		return err
+	}
+	if _, err := w.dst.Write(sh[:]); err != nil {
+		return fmt.Errorf("sealed: write stream header: %w", err)
+	}
+	f := &segmentSealer{aead: aead, nonce: make([]byte, subtle.AESGCMHKDFNonceSizeInBytes)}
+	copy(f.nonce, sh[1+DataKeySize:])
+	w.fast = f
+	return nil
+}
+
+// plainCap is the plaintext capacity of segment i.
+func (w *Writer) plainCap(i int) int {
+	if i == 0 {
+		return w.header.SegmentSize - len(w.raw) - tinkHeaderLen - tagLen
+	}
+	return w.header.SegmentSize - tagLen
+}
+
+// sealSegment seals bufs[0][:n] as segment f.seg in place and writes it.
+func (w *Writer) sealSegment(n int, last bool) error {
+	f := w.fast
+	if f.seg >= math.MaxUint32 {
+		return errors.New("sealed: too many segments")
+	}
+	binary.BigEndian.PutUint32(f.nonce[subtle.AESGCMHKDFNoncePrefixSizeInBytes:], uint32(f.seg))
+	f.nonce[len(f.nonce)-1] = 0
+	if last {
+		f.nonce[len(f.nonce)-1] = 1
+	}
+	ct := f.aead.Seal(f.bufs[0][:0], f.nonce, f.bufs[0][:n], nil)
+	f.seg++
+	if _, err := w.dst.Write(ct); err != nil {
+		return fmt.Errorf("sealed: write: %w", err)
+	}
+	return nil
+}
+
+// ReadFrom encrypts everything r yields (io.ReaderFrom). The final segment is
+// held back until Close, which seals it as the last one.
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.enc != nil {
+		// Already on Tink's path: copy through Write.
+		return io.Copy(struct{ io.Writer }{w}, r)
+	}
+	if w.fast == nil {
+		if err := w.startFast(); err != nil {
+			w.err = err
+			return 0, err
+		}
+		S := w.header.SegmentSize
+		w.fast.bufs = [2][]byte{make([]byte, S), nil}
+	}
+	f := w.fast
+	if f.filled {
+		w.err = errors.New("sealed: a second ReadFrom is not supported")
+		return 0, w.err
+	}
+	f.filled = true
+	var total int64
+	for {
+		if err := w.ctx.Err(); err != nil {
+			w.err = err
+			return total, err
+		}
+		// bufs[0] holds f.held bytes of segment f.seg; fill it up.
+		c := w.plainCap(f.seg)
+		n, err := io.ReadFull(r, f.bufs[0][f.held:c])
+		total += int64(n)
+		w.n += int64(n)
+		f.held += n
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return total, nil // short: this may be the final segment; Close seals it
+		}
+		if err != nil {
+			w.err = err
+			return total, err
+		}
+		// Full. Seal it as non-final only once we know more data follows:
+		// read the next segment's bytes into the other buffer first.
+		if f.bufs[1] == nil {
+			f.bufs[1] = make([]byte, w.header.SegmentSize)
+		}
+		m, err := io.ReadFull(r, f.bufs[1][:w.plainCap(f.seg+1)])
+		total += int64(m)
+		w.n += int64(m)
+		if m == 0 {
+			if err == io.EOF {
+				return total, nil // the full segment may be final: held for Close
+			}
+			w.err = err
+			return total, err
+		}
+		if err := w.sealSegment(f.held, false); err != nil {
+			w.err = err
+			return total, err
+		}
+		f.bufs[0], f.bufs[1] = f.bufs[1], f.bufs[0]
+		f.held = m
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return total, nil
+		}
+		if err != nil {
+			w.err = err
+			return total, err
+		}
+	}
+}
+
 // Close seals the final segment. It does not close the underlying writer.
 func (w *Writer) Close() error {
 	if w.err != nil {
 		return w.err
 	}
-	if err := w.enc.Close(); err != nil {
-		w.err = fmt.Errorf("sealed: encrypt final segment: %w", err)
-		return w.err
+	switch {
+	case w.fast != nil:
+		if err := w.sealSegment(w.fast.held, true); err != nil {
+			w.err = err
+			return err
+		}
+	default:
+		if w.enc == nil { // nothing written: an empty stream, through Tink
+			if _, err := w.Write(nil); err != nil {
+				return err
+			}
+		}
+		if err := w.enc.Close(); err != nil {
+			w.err = fmt.Errorf("sealed: encrypt final segment: %w", err)
+			return w.err
+		}
 	}
+	clear(w.dataKey)
 	w.err = errors.New("sealed: write after close")
 	return nil
 }

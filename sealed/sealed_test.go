@@ -61,6 +61,24 @@ func seal(t testing.TB, ks KeySource, keyID string, data []byte, seg, chunk int)
 	return buf.Bytes()
 }
 
+// sealFast encrypts through Writer.ReadFrom (teeml's in-place segment
+// loop) instead of Write (Tink's writer).
+func sealFast(t testing.TB, ks KeySource, keyID string, src io.Reader, seg int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := NewWriter(context.Background(), &buf, ks, keyID, &Options{SegmentSize: seg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(w, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 // open decrypts everything and returns what the reader released before any
 // error, and the error.
 func open(ks KeySource, ct []byte, oneByte bool) ([]byte, error) {
@@ -129,6 +147,20 @@ func TestRoundTripSizes(t *testing.T) {
 		}
 		if !bytes.Equal(got, data) {
 			t.Fatalf("%d bytes: WriteTo round trip differs", n)
+		}
+		// The ReadFrom writer produces the same format: same length, and
+		// Tink's reader (Read) decrypts it.
+		for _, src := range []io.Reader{bytes.NewReader(data), iotest.HalfReader(bytes.NewReader(data))} {
+			fast := sealFast(t, ks, "k1", src, S)
+			if len(fast) != len(ct) {
+				t.Fatalf("%d bytes: ReadFrom wrote %d bytes, Tink's writer %d", n, len(fast), len(ct))
+			}
+			if got, err := open(ks, fast, false); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%d bytes: Tink's reader on ReadFrom output: %v", n, err)
+			}
+			if got, err := openWT(ks, fast); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%d bytes: WriteTo on ReadFrom output: %v", n, err)
+			}
 		}
 	}
 }
@@ -415,5 +447,37 @@ func TestWriteToAfterReadContinues(t *testing.T) {
 	}
 	if !bytes.Equal(append(head, rest.Bytes()...), data) {
 		t.Fatal("Read then WriteTo differs")
+	}
+}
+
+func TestWriterPathsAreExclusive(t *testing.T) {
+	ks := testKeys(t, "k1")
+	w, err := NewWriter(context.Background(), io.Discard, ks, "k1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.ReadFrom(bytes.NewReader([]byte("abc"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("x")); err == nil {
+		t.Fatal("Write after ReadFrom accepted")
+	}
+	// Write then ReadFrom continues on Tink's path.
+	var buf bytes.Buffer
+	w, _ = NewWriter(context.Background(), &buf, ks, "k1", nil)
+	w.Write([]byte("head-"))
+	w.ReadFrom(bytes.NewReader([]byte("tail")))
+	w.Close()
+	if got, err := open(ks, buf.Bytes(), false); err != nil || string(got) != "head-tail" {
+		t.Fatalf("%q %v", got, err)
+	}
+	// Close without any write is an empty stream.
+	buf.Reset()
+	w, _ = NewWriter(context.Background(), &buf, ks, "k1", nil)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := open(ks, buf.Bytes(), false); err != nil || len(got) != 0 {
+		t.Fatalf("%q %v", got, err)
 	}
 }
