@@ -110,16 +110,9 @@ func CSVToParquet(ctx context.Context, src, dst string, ks sealed.KeySource, opt
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return 0, err
 	}
-	wprops := []parquet.WriterProperty{parquet.WithCompression(compress.Codecs.Snappy), parquet.WithCreatedBy("teeml")}
-	if opt.RowGroupRows > 0 {
-		wprops = append(wprops, parquet.WithMaxRowGroupLength(int64(opt.RowGroupRows)))
-	}
-	if !opt.Plaintext {
-		ep, err := EncryptionProperties(ctx, ks, sc, opt.Keys)
-		if err != nil {
-			return 0, err
-		}
-		wprops = append(wprops, parquet.WithEncryptionProperties(ep))
+	wprops, err := writerProps(ctx, sc, ks, opt)
+	if err != nil {
+		return 0, err
 	}
 	batch := opt.BatchRows
 	if batch <= 0 {
@@ -131,7 +124,7 @@ func CSVToParquet(ctx context.Context, src, dst string, ks sealed.KeySource, opt
 				err = fmt.Errorf("parquet write: %v", p)
 			}
 		}()
-		fw, err := pqarrow.NewFileWriter(sc, w, parquet.NewWriterProperties(wprops...), pqarrow.DefaultWriterProps())
+		fw, err := pqarrow.NewFileWriter(sc, w, wprops, pqarrow.DefaultWriterProps())
 		if err != nil {
 			return err
 		}
@@ -146,6 +139,35 @@ func CSVToParquet(ctx context.Context, src, dst string, ks sealed.KeySource, opt
 		return 0, fmt.Errorf("%s -> %s: %w", src, dst, err)
 	}
 	return rows, nil
+}
+
+// writerProps are teeml's Parquet writer properties: Snappy, and modular
+// encryption with fresh data keys unless opt.Plaintext.
+func writerProps(ctx context.Context, sc *arrow.Schema, ks sealed.KeySource, opt WriteOptions) (*parquet.WriterProperties, error) {
+	wprops := []parquet.WriterProperty{parquet.WithCompression(compress.Codecs.Snappy), parquet.WithCreatedBy("teeml")}
+	if opt.RowGroupRows > 0 {
+		wprops = append(wprops, parquet.WithMaxRowGroupLength(int64(opt.RowGroupRows)))
+	}
+	if !opt.Plaintext {
+		ep, err := EncryptionProperties(ctx, ks, sc, opt.Keys)
+		if err != nil {
+			return nil, err
+		}
+		wprops = append(wprops, parquet.WithEncryptionProperties(ep))
+	}
+	return parquet.NewWriterProperties(wprops...), nil
+}
+
+// NewFileWriter returns an Arrow-to-Parquet writer onto w for schema sc,
+// encrypted as opt says (fresh data keys from ks for the footer and every
+// column). The caller writes record batches and must Close it; arrow-go may
+// panic on internal errors, which callers of long writes should recover.
+func NewFileWriter(ctx context.Context, w io.Writer, sc *arrow.Schema, ks sealed.KeySource, opt WriteOptions) (*pqarrow.FileWriter, error) {
+	props, err := writerProps(ctx, sc, ks, opt)
+	if err != nil {
+		return nil, err
+	}
+	return pqarrow.NewFileWriter(sc, w, props, pqarrow.DefaultWriterProps())
 }
 
 func convert(ctx context.Context, r io.Reader, sc *arrow.Schema, fw *pqarrow.FileWriter, batch int) (int64, error) {

@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -158,7 +159,7 @@ func (r *retriever) lastErr() error {
 
 // Reader is an open Parquet file, encrypted or not.
 type Reader struct {
-	f         *os.File
+	closer    io.Closer
 	pf        *file.Reader
 	fr        *pqarrow.FileReader
 	ret       *retriever
@@ -186,76 +187,85 @@ func (r *retriever) guard(what string, err *error) {
 	}
 }
 
-// footerMagic returns the last four bytes of the file: PAR1 (plaintext
-// footer) or PARE (encrypted footer).
-func footerMagic(f *os.File) (string, int64, error) {
-	st, err := f.Stat()
+// footerMagic returns the last four bytes of the file, PAR1 (plaintext
+// footer) or PARE (encrypted footer), the footer length and the file size.
+func footerMagic(r parquet.ReaderAtSeeker, name string) (string, int64, int64, error) {
+	size, err := r.Seek(0, io.SeekEnd)
 	if err != nil {
-		return "", 0, err
+		return "", 0, 0, err
 	}
-	if st.Size() < 12 {
-		return "", 0, fmt.Errorf("parquet: %s: %d bytes, too short for Parquet", f.Name(), st.Size())
+	if size < 12 {
+		return "", 0, 0, fmt.Errorf("parquet: %s: %d bytes, too short for Parquet", name, size)
 	}
 	b := make([]byte, 8)
-	if _, err := f.ReadAt(b, st.Size()-8); err != nil {
-		return "", 0, err
+	if _, err := r.ReadAt(b, size-8); err != nil {
+		return "", 0, 0, err
 	}
-	return string(b[4:]), int64(binary.LittleEndian.Uint32(b[:4])), nil
+	return string(b[4:]), int64(binary.LittleEndian.Uint32(b[:4])), size, nil
 }
 
 // Open opens a Parquet file. Files with an encrypted footer need ks; plaintext
 // Parquet opens without one (check Encrypted if encryption is required).
-func Open(ctx context.Context, path string, ks sealed.KeySource) (rd *Reader, err error) {
+func Open(ctx context.Context, path string, ks sealed.KeySource) (*Reader, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-		}
-	}()
-	magic, _, err := footerMagic(f)
+	rd, err := OpenReader(ctx, f, path, ks)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	rd.closer = f
+	return rd, nil
+}
+
+// OpenReader is Open for any ReaderAt+Seeker (name is used in errors).
+func OpenReader(ctx context.Context, f parquet.ReaderAtSeeker, name string, ks sealed.KeySource) (rd *Reader, err error) {
+	magic, _, _, err := footerMagic(f, name)
 	if err != nil {
 		return nil, err
 	}
-	rd = &Reader{f: f}
+	rd = &Reader{}
 	props := parquet.NewReaderProperties(memory.DefaultAllocator)
 	switch magic {
 	case "PARE":
 		if ks == nil {
-			return nil, fmt.Errorf("parquet: %s has an encrypted footer: a key source is needed", path)
+			return nil, fmt.Errorf("parquet: %s has an encrypted footer: a key source is needed", name)
 		}
 		rd.Encrypted = true
 		rd.ret = &retriever{ctx: ctx, ks: ks}
 		props.FileDecryptProps = parquet.NewFileDecryptionProperties(parquet.WithKeyRetriever(rd.ret))
 	case "PAR1":
 	default:
-		return nil, fmt.Errorf("parquet: %s: footer magic %q, want PAR1 or PARE", path, magic)
+		return nil, fmt.Errorf("parquet: %s: footer magic %q, want PAR1 or PARE", name, magic)
 	}
 	defer rd.ret.guard("footer", &err)
 	rd.pf, err = file.NewParquetReader(f, file.WithReadProps(props))
 	if err != nil {
-		if rd.ret != nil {
-			if kerr := rd.ret.lastErr(); kerr != nil {
-				return nil, fmt.Errorf("parquet: footer: %v", kerr)
-			}
+		if kerr := rd.ret.lastErrOrNil(); kerr != nil {
+			return nil, fmt.Errorf("parquet: footer: %v", kerr)
 		}
 		if strings.Contains(err.Error(), "message authentication failed") {
-			return nil, fmt.Errorf("parquet: %s: footer failed authentication (file modified, or wrong footer key)", path)
+			return nil, fmt.Errorf("parquet: %s: footer failed authentication (file modified, or wrong footer key)", name)
 		}
-		return nil, fmt.Errorf("parquet: %s: %w", path, err)
+		return nil, fmt.Errorf("parquet: %s: %w", name, err)
 	}
 	// Serial reads: the parallel reader races on shared decryptors.
 	rd.fr, err = pqarrow.NewFileReader(rd.pf, pqarrow.ArrowReadProperties{Parallel: false, BatchSize: 64 << 10}, memory.DefaultAllocator)
 	if err != nil {
-		return nil, fmt.Errorf("parquet: %s: %w", path, err)
+		return nil, fmt.Errorf("parquet: %s: %w", name, err)
 	}
 	return rd, nil
 }
 
-// Close closes the file.
-func (r *Reader) Close() error { return r.f.Close() }
+// Close closes the file opened by Open.
+func (r *Reader) Close() error {
+	if r.closer == nil {
+		return nil
+	}
+	return r.closer.Close()
+}
 
 // NumRows is the number of rows in the file.
 func (r *Reader) NumRows() int64 { return r.pf.NumRows() }
@@ -359,19 +369,18 @@ func Inspect(ctx context.Context, path string, ks sealed.KeySource) (info *Info,
 		return nil, err
 	}
 	defer f.Close()
-	magic, flen, err := footerMagic(f)
+	magic, flen, size, err := footerMagic(f, path)
 	if err != nil {
 		return nil, err
 	}
-	st, _ := f.Stat()
-	if flen <= 0 || flen > st.Size()-12 {
+	if flen <= 0 || flen > size-12 {
 		return nil, fmt.Errorf("parquet: %s: footer length %d does not fit the file", path, flen)
 	}
 	info = &Info{FooterLenBytes: flen}
 	if magic == "PARE" {
 		info.Encrypted = true
 		buf := make([]byte, flen)
-		if _, err := f.ReadAt(buf, st.Size()-8-flen); err != nil {
+		if _, err := f.ReadAt(buf, size-8-flen); err != nil {
 			return nil, err
 		}
 		cm, err := parseCryptoMeta(buf)
