@@ -46,3 +46,36 @@ func FuzzHeader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOpen feeds arbitrary files to both decryption paths: neither may panic,
+// and nothing but the sealed plaintext may ever come out.
+func FuzzOpen(f *testing.F) {
+	ks := testKeys(f, "k1")
+	plain := []byte("the only plaintext under this key")
+	var buf bytes.Buffer
+	w, err := NewWriter(context.Background(), &buf, ks, "k1", &Options{SegmentSize: MinSegmentSize})
+	if err != nil {
+		f.Fatal(err)
+	}
+	w.Write(plain)
+	w.Close()
+	f.Add(buf.Bytes())
+	f.Add(buf.Bytes()[:buf.Len()-1])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, wt := range []bool{false, true} {
+			var got []byte
+			var err error
+			if wt {
+				got, err = openWT(ks, b)
+			} else {
+				got, err = open(ks, b, false)
+			}
+			if err == nil && !bytes.Equal(got, plain) {
+				t.Fatalf("decrypted something else: %q", got)
+			}
+			if err != nil && !bytes.HasPrefix(plain, got) {
+				t.Fatalf("released unauthenticated bytes before failing: %q", got)
+			}
+		}
+	})
+}
