@@ -426,7 +426,9 @@ func printParquetReport(w io.Writer, r *parquetReport) {
 	if r.FooterDecoded {
 		fmt.Fprintf(w, "rows:        %d in %d row groups\n", r.Rows, r.RowGroups)
 		for _, c := range r.Columns {
-			if c.Encrypted {
+			if c.KeyError != "" {
+				fmt.Fprintf(w, "column:      %s (encrypted, key %s: %s)\n", c.Column, c.KeyID, c.KeyError)
+			} else if c.Encrypted {
 				fmt.Fprintf(w, "column:      %s (encrypted, key %s)\n", c.Column, c.KeyID)
 			} else {
 				fmt.Fprintf(w, "column:      %s (PLAINTEXT)\n", c.Column)

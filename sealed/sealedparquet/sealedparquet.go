@@ -302,6 +302,7 @@ func (r *Reader) ReadTable(ctx context.Context) (tbl arrow.Table, err error) {
 }
 
 func (r *Reader) readColumn(ctx context.Context, i int, name string) (t arrow.Table, err error) {
+	r.ret.reset()
 	defer r.ret.guard(fmt.Sprintf("column %q", name), &err)
 	rgs := make([]int, r.pf.NumRowGroups())
 	for j := range rgs {
@@ -315,6 +316,16 @@ func (r *Reader) readColumn(ctx context.Context, i int, name string) (t arrow.Ta
 		return nil, fmt.Errorf("parquet: column %q: %w", name, err)
 	}
 	return t, nil
+}
+
+// reset forgets the last failure so it is not blamed on the next column.
+func (r *retriever) reset() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.err = nil
+	r.mu.Unlock()
 }
 
 func (r *retriever) lastErrOrNil() error {
@@ -335,6 +346,7 @@ type ColumnKey struct {
 	Column    string `json:"column"`
 	Encrypted bool   `json:"encrypted"`
 	KeyID     string `json:"key_id,omitempty"`
+	KeyError  string `json:"key_error,omitempty"` // the key source refused this column's key
 }
 
 // Info describes a Parquet file's protection.
@@ -406,24 +418,46 @@ func Inspect(ctx context.Context, path string, ks sealed.KeySource) (info *Info,
 	info.FooterDecoded = true
 	info.Rows, info.RowGroups = md.NumRows, md.NumRowGroups()
 	for i := 0; i < md.Schema.NumColumns(); i++ {
-		ck := ColumnKey{Column: md.Schema.Column(i).Path()}
-		if md.NumRowGroups() > 0 {
-			if cc, err := md.RowGroup(0).ColumnChunk(i); err == nil {
-				if cmd := cc.CryptoMetadata(); cmd != nil {
-					ck.Encrypted = true
-					if ek := cmd.GetENCRYPTION_WITH_COLUMN_KEY(); ek != nil {
-						if m, _, err := decodeKeyMeta(ek.GetKeyMetadata()); err == nil {
-							ck.KeyID = m.KeyID
-						}
-					} else {
-						ck.KeyID = info.FooterKeyID + " (footer key)"
-					}
-				}
-			}
-		}
-		info.Columns = append(info.Columns, ck)
+		info.Columns = append(info.Columns, rd.columnKey(md, i, info.FooterKeyID))
 	}
 	return info, nil
+}
+
+// columnKey reports column i's protection. arrow-go decrypts a column's
+// metadata with the column's key when it is first touched and panics if the
+// key source refuses the key; that is reported in KeyError, not as a crash.
+func (rd *Reader) columnKey(md *metadata.FileMetaData, i int, footerKeyID string) (ck ColumnKey) {
+	ck.Column = md.Schema.Column(i).Path()
+	if md.NumRowGroups() == 0 {
+		return ck
+	}
+	rd.ret.reset()
+	defer func() {
+		if p := recover(); p != nil {
+			ck.Encrypted = true
+			ck.KeyError = fmt.Sprint(p)
+			var ke *sealed.KeyError
+			if kerr := rd.ret.lastErrOrNil(); errors.As(kerr, &ke) {
+				ck.KeyID, ck.KeyError = ke.KeyID, ke.Reason
+			}
+		}
+	}()
+	cc, err := md.RowGroup(0).ColumnChunk(i)
+	if err != nil {
+		ck.KeyError = err.Error()
+		return ck
+	}
+	if cmd := cc.CryptoMetadata(); cmd != nil {
+		ck.Encrypted = true
+		if ek := cmd.GetENCRYPTION_WITH_COLUMN_KEY(); ek != nil {
+			if m, _, err := decodeKeyMeta(ek.GetKeyMetadata()); err == nil {
+				ck.KeyID = m.KeyID
+			}
+		} else {
+			ck.KeyID = footerKeyID + " (footer key)"
+		}
+	}
+	return ck
 }
 
 // parseCryptoMeta parses the plaintext FileCryptoMetaData that starts an

@@ -154,6 +154,19 @@ func TestWrongColumnKeyNamesTheColumn(t *testing.T) {
 			}
 		})
 	}
+	// Inspect without the pii key names the column's key and the refusal.
+	info, err := Inspect(ctx, pq, keysFor(t, map[string][]byte{"ds": ds}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range info.Columns {
+		if c.Column == "city" && (c.KeyID != "pii" || !strings.Contains(c.KeyError, "not in")) {
+			t.Errorf("city: %+v", c)
+		}
+		if c.Column != "city" && (c.KeyID != "ds" || c.KeyError != "") {
+			t.Errorf("%s: %+v", c.Column, c)
+		}
+	}
 	// Other columns stay readable without the pii key, one column at a time.
 	rd, err := Open(ctx, pq, keysFor(t, map[string][]byte{"ds": ds}))
 	if err != nil {
