@@ -47,9 +47,11 @@ type keyFlags struct {
 }
 
 func (k *keyFlags) register(cmd *cobra.Command, keyHelp string) {
-	cmd.Flags().StringVar(&k.kms, "kms", "", "address of the attested key broker (RA-TLS); not yet available in this build")
-	cmd.Flags().StringVar(&k.keyFile, "key-file", "", "local key file from `teeml data keygen` (SIMULATION: not attested key release)")
-	cmd.Flags().StringVar(&k.keyID, "key", "", keyHelp)
+	cmd.Flags().StringVar(&k.kms, "kms", "", "`ADDR` of the attested key broker (RA-TLS); not yet available in this build")
+	cmd.Flags().StringVar(&k.keyFile, "key-file", "", "local key `FILE` made by 'teeml data keygen' (SIMULATION: not attested key release)")
+	if keyHelp != "" {
+		cmd.Flags().StringVar(&k.keyID, "key", "", keyHelp)
+	}
 }
 
 // source returns the key source the flags name and announces simulation.
@@ -326,7 +328,7 @@ func newDataInspectCmd() *cobra.Command {
 			return nil
 		},
 	}
-	k.register(cmd, "unused")
+	k.register(cmd, "") // keys only to decrypt an encrypted Parquet footer
 	cmd.Flags().StringVar(&format, "format", "", "sealed, parquet or bigdl-cbc (default: detected from the file's magic bytes)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
