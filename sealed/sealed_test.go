@@ -481,3 +481,30 @@ func TestWriterPathsAreExclusive(t *testing.T) {
 		t.Fatalf("%q %v", got, err)
 	}
 }
+
+func TestFileAPIsLeaveNothingOnError(t *testing.T) {
+	ks := testKeys(t, "k1")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "p.bin")
+	os.WriteFile(src, randBytes(3*MinSegmentSize), 0o600)
+	enc := filepath.Join(dir, "p.sealed")
+	if _, _, err := EncryptFile(context.Background(), src, enc, ks, "unknown", nil); err == nil || !strings.Contains(err.Error(), `key "unknown"`) {
+		t.Fatalf("got %v", err)
+	}
+	if _, _, err := EncryptFile(context.Background(), src, enc, ks, "k1", &Options{SegmentSize: MinSegmentSize}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	out := filepath.Join(dir, "p.out")
+	if _, _, err := DecryptFile(ctx, enc, out, ks, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	if _, _, err := EncryptFile(ctx, src, filepath.Join(dir, "again.sealed"), ks, "k1", nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 2 {
+		t.Fatalf("want only p.bin and p.sealed, got %v", ents)
+	}
+}
