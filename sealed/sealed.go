@@ -40,6 +40,9 @@ const (
 	tinkHeaderLen = 1 + DataKeySize + subtle.AESGCMHKDFNoncePrefixSizeInBytes // 40
 	tagLen        = subtle.AESGCMHKDFTagSizeInBytes                           // 16
 	hkdfHash      = "SHA256"
+	// peekLen bytes of the next segment are read ahead to learn whether the
+	// current one is the last; one cache line keeps later reads aligned.
+	peekLen = 64
 )
 
 // Options tune a Writer. The zero value writes DefaultSegmentSize segments.
@@ -150,9 +153,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 type segmentSealer struct {
 	aead   cipher.AEAD
 	nonce  []byte
-	bufs   [2][]byte
-	seg    int // index of the next segment to seal
-	held   int // plaintext bytes in bufs[0] not yet sealed (the possible final segment)
+	buf    []byte // one segment, sealed in place
+	seg    int    // index of the next segment to seal
+	held   int    // plaintext bytes in buf not yet sealed (the possible final segment)
 	filled bool
 }
 
@@ -193,7 +196,7 @@ func (w *Writer) plainCap(i int) int {
 	return w.header.SegmentSize - tagLen
 }
 
-// sealSegment seals bufs[0][:n] as segment f.seg in place and writes it.
+// sealSegment seals buf[:n] as segment f.seg in place and writes it.
 func (w *Writer) sealSegment(n int, last bool) error {
 	f := w.fast
 	if f.seg >= math.MaxUint32 {
@@ -204,7 +207,7 @@ func (w *Writer) sealSegment(n int, last bool) error {
 	if last {
 		f.nonce[len(f.nonce)-1] = 1
 	}
-	ct := f.aead.Seal(f.bufs[0][:0], f.nonce, f.bufs[0][:n], nil)
+	ct := f.aead.Seal(f.buf[:0], f.nonce, f.buf[:n], nil)
 	f.seg++
 	if _, err := w.dst.Write(ct); err != nil {
 		return fmt.Errorf("sealed: write: %w", err)
@@ -228,7 +231,7 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 			return 0, err
 		}
 		S := w.header.SegmentSize
-		w.fast.bufs = [2][]byte{make([]byte, S), nil}
+		w.fast.buf = make([]byte, S)
 	}
 	f := w.fast
 	if f.filled {
@@ -242,9 +245,9 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 			w.err = err
 			return total, err
 		}
-		// bufs[0] holds f.held bytes of segment f.seg; fill it up.
+		// buf holds f.held bytes of segment f.seg; fill it up.
 		c := w.plainCap(f.seg)
-		n, err := io.ReadFull(r, f.bufs[0][f.held:c])
+		n, err := io.ReadFull(r, f.buf[f.held:c])
 		total += int64(n)
 		w.n += int64(n)
 		f.held += n
@@ -256,11 +259,10 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 			return total, err
 		}
 		// Full. Seal it as non-final only once we know more data follows:
-		// read the next segment's bytes into the other buffer first.
-		if f.bufs[1] == nil {
-			f.bufs[1] = make([]byte, w.header.SegmentSize)
-		}
-		m, err := io.ReadFull(r, f.bufs[1][:w.plainCap(f.seg+1)])
+		// peek at the next bytes (a cache line, so the rest of the next
+		// segment is still read into aligned memory).
+		var peek [peekLen]byte
+		m, err := io.ReadFull(r, peek[:])
 		total += int64(m)
 		w.n += int64(m)
 		if m == 0 {
@@ -274,8 +276,7 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 			w.err = err
 			return total, err
 		}
-		f.bufs[0], f.bufs[1] = f.bufs[1], f.bufs[0]
-		f.held = m
+		f.held = copy(f.buf, peek[:m])
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return total, nil
 		}
@@ -432,19 +433,22 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	// Reading the next segment before decrypting the current one tells us;
 	// two segment-aligned buffers keep reads and in-place decryption on
 	// aligned memory (a one-byte look-ahead would misalign every copy).
-	var bufs [2][]byte // the second one only if there is a second segment
-	bufs[0] = make([]byte, S)
+	// One segment buffer, opened in place. Tink's rule: the last segment is
+	// the one after which the stream ends, so before opening a segment we
+	// peek at the next bytes (a cache line: the rest of the next segment is
+	// then read into aligned memory).
+	buf := make([]byte, S)
+	var peek [peekLen]byte
 	nonce := make([]byte, subtle.AESGCMHKDFNonceSizeInBytes)
 	copy(nonce, r.prefix)
-	readSeg := func(b []byte) (int, bool, error) {
+	readFull := func(b []byte) (int, bool, error) {
 		n, err := io.ReadFull(r.src, b)
 		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
 			return n, false, fmt.Errorf("sealed: read: %w", err)
 		}
 		return n, err != nil, nil
 	}
-	cur := 0
-	curLen, curShort, err := readSeg(bufs[0][:S-r.headerLen-tinkHeaderLen])
+	curLen, curShort, err := readFull(buf[:S-r.headerLen-tinkHeaderLen])
 	if err != nil {
 		r.err = err
 		return 0, err
@@ -460,16 +464,13 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 			return written, r.err
 		}
 		last := curShort
-		nextLen, nextShort := 0, false
+		pn, pshort := 0, false
 		if !last {
-			if bufs[1-cur] == nil {
-				bufs[1-cur] = make([]byte, S)
-			}
-			if nextLen, nextShort, err = readSeg(bufs[1-cur]); err != nil {
+			if pn, pshort, err = readFull(peek[:]); err != nil {
 				r.err = err
 				return written, err
 			}
-			last = nextLen == 0
+			last = pn == 0
 		}
 		binary.BigEndian.PutUint32(nonce[len(r.prefix):], uint32(seg))
 		nonce[len(nonce)-1] = 0
@@ -480,7 +481,7 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 		if curLen < tagLen {
 			err = errors.New("segment too short")
 		} else {
-			pt, err = r.aead.Open(bufs[cur][:0], nonce, bufs[cur][:curLen], nil)
+			pt, err = r.aead.Open(buf[:0], nonce, buf[:curLen], nil)
 		}
 		if err != nil {
 			r.err = &IntegrityError{Segment: seg, Offset: int64(seg) * int64(S), Err: err}
@@ -497,7 +498,16 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 			r.err = io.EOF
 			return written, nil
 		}
-		cur, curLen, curShort = 1-cur, nextLen, nextShort
+		curLen = copy(buf, peek[:pn])
+		curShort = pshort
+		if !pshort {
+			n, short, err := readFull(buf[peekLen:S])
+			if err != nil {
+				r.err = err
+				return written, err
+			}
+			curLen, curShort = peekLen+n, short
+		}
 	}
 }
 
