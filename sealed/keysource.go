@@ -90,6 +90,34 @@ func GenerateKeyFile(path, keyID string) error {
 	return atomicfile.WriteBytes(path, append(b, '\n'), 0o600)
 }
 
+// AddKeyToFile adds a new random key named keyID to the existing key file
+// at path (rewritten atomically). It refuses an ID the file already holds.
+func AddKeyToFile(path, keyID string) error {
+	if err := ValidKeyID(keyID); err != nil {
+		return fmt.Errorf("key ID %q: %v", keyID, err)
+	}
+	l, err := LoadKeyFile(path)
+	if err != nil {
+		return err
+	}
+	if _, ok := l.keks[keyID]; ok {
+		return fmt.Errorf("key file %s: already holds key %q; refusing to replace a key", path, keyID)
+	}
+	k := make([]byte, DataKeySize)
+	if _, err := rand.Read(k); err != nil {
+		return err
+	}
+	doc := keyFile{Type: keyFileType, Warning: SimulationBanner, Keys: map[string]string{keyID: base64.StdEncoding.EncodeToString(k)}}
+	for id, kek := range l.keks {
+		doc.Keys[id] = base64.StdEncoding.EncodeToString(kek)
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteBytes(path, append(b, '\n'), 0o600)
+}
+
 // LoadKeyFile reads a key file written by GenerateKeyFile.
 func LoadKeyFile(path string) (*LocalKeys, error) {
 	b, err := os.ReadFile(path)

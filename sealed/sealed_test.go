@@ -423,6 +423,19 @@ func TestKeyFile(t *testing.T) {
 	if got, err := open(l2, ct, false); err != nil || string(got) != "hello" {
 		t.Fatalf("reloaded key file: %q %v", got, err)
 	}
+	if err := AddKeyToFile(p, "pii"); err != nil {
+		t.Fatal(err)
+	}
+	if err := AddKeyToFile(p, "ds"); err == nil || !strings.Contains(err.Error(), "already holds") {
+		t.Fatalf("replaced a key: %v", err)
+	}
+	l3, err := LoadKeyFile(p)
+	if err != nil || strings.Join(l3.KeyIDs(), ",") != "ds,pii" {
+		t.Fatalf("after add: %v %v", l3, err)
+	}
+	if got, err := open(l3, ct, false); err != nil || string(got) != "hello" {
+		t.Fatalf("existing key changed by add: %q %v", got, err)
+	}
 	os.WriteFile(filepath.Join(dir, "x.json"), []byte(`{"type":"other"}`), 0o600)
 	if _, err := LoadKeyFile(filepath.Join(dir, "x.json")); err == nil || !strings.Contains(err.Error(), `type "other"`) {
 		t.Fatalf("foreign JSON accepted: %v", err)

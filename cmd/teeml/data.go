@@ -90,11 +90,19 @@ func (k *keyFlags) defaultKeyID(ks sealed.KeySource) (string, error) {
 
 func newDataKeygenCmd() *cobra.Command {
 	var out, id string
+	var add bool
 	cmd := &cobra.Command{
 		Use:   "keygen",
 		Short: "Create a local key file for SIMULATION (no attested key release; anyone with the file can decrypt)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if add {
+				if err := sealed.AddKeyToFile(out, id); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "added key %q to %s (%s)\n", id, out, sealed.SimulationBanner)
+				return nil
+			}
 			if err := sealed.GenerateKeyFile(out, id); err != nil {
 				return err
 			}
@@ -104,6 +112,7 @@ func newDataKeygenCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&out, "key-file", "", "key file to create (mode 0600; never overwritten)")
 	cmd.Flags().StringVar(&id, "key", "", "key ID")
+	cmd.Flags().BoolVar(&add, "add", false, "add the key to an existing key file (existing keys are kept)")
 	cmd.MarkFlagRequired("key-file")
 	cmd.MarkFlagRequired("key")
 	return cmd

@@ -122,6 +122,24 @@ func TestDataParquetAndBigDL(t *testing.T) {
 		t.Fatalf("parquet round trip: %q", got)
 	}
 
+	// A column under its own key: readable with it, refused (naming the
+	// column) with a key file that lacks it.
+	if _, e, code := run(t, bin, "data", "keygen", "--add", "--key-file", keys, "--key", "pii"); code != 0 {
+		t.Fatalf("keygen --add: %s", e)
+	}
+	pq2 := filepath.Join(dir, "x2.parquet")
+	if out, e, code := run(t, bin, "data", "encrypt", "--format", "parquet", "--key-file", keys, "--key", "ds", "--column-key", "name=pii", "--in", csvIn, "--out", pq2); code != 0 || !strings.Contains(out, `column "name" under key "pii"`) {
+		t.Fatalf("encrypt with --column-key: %s %s", out, e)
+	}
+	dsOnly := filepath.Join(dir, "ds-only.json")
+	run(t, bin, "data", "keygen", "--key-file", dsOnly, "--key", "ds")
+	if _, e, code := run(t, bin, "data", "decrypt", "--format", "parquet", "--key-file", dsOnly, "--in", pq2, "--out", filepath.Join(dir, "x2.csv")); code == 0 || !strings.Contains(e, `footer: key "ds": wrapped data key does not authenticate`) {
+		t.Fatalf("other key file: %d %s", code, e)
+	}
+	if out, e, code := run(t, bin, "data", "inspect", "--format", "parquet", "--key-file", keys, pq2); code != 0 || !strings.Contains(out, "column:      name (encrypted, key pii)") || !strings.Contains(out, "column:      id (encrypted, key ds)") {
+		t.Fatalf("inspect: %s %s", out, e)
+	}
+
 	// BigDL PPML migration with the committed vectors.
 	td := filepath.Join("..", "..", "sealed", "bigdl", "testdata")
 	o := filepath.Join(dir, "people.csv")
