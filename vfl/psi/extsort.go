@@ -175,4 +175,3 @@ func (h *runHeap) Pop() any {
 	*h = old[:len(old)-1]
 	return x
 }
-

@@ -366,4 +366,3 @@ func (s *session) writeAligned(ranks []uint32) error {
 		return bw.Flush()
 	})
 }
-
