@@ -261,6 +261,9 @@ func run(ctx context.Context, abort context.CancelCauseFunc, st Stream, dialer b
 		return nil, err
 	}
 	s.res.Seconds = time.Since(start).Seconds()
+	if s.res.Learned {
+		s.res.Out = out
+	}
 	return s.res, nil
 }
 
