@@ -163,7 +163,7 @@ func (e *vflEnv) runPair(mode Mode, a, b *party) pairResult {
 	dir := e.t.TempDir()
 	var sets [2]*Set
 	for i, p := range []*party{a, b} {
-		s, err := Prepare(strings.NewReader(joinLines(p.ids)), p.name, PrepareOptions{TempDir: dir})
+		s, err := Prepare(strings.NewReader(joinLines(p.ids)), p.name, PrepareOptions{TempDir: dir, MemoryBudget: p.cfg.MemoryBudget})
 		if err != nil {
 			e.t.Fatal(err)
 		}

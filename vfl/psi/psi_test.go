@@ -129,6 +129,8 @@ func TestRandomSets(t *testing.T) {
 	f.ids = append(f.ids, f.ids[:50]...)
 	l.cfg.BatchSize, f.cfg.BatchSize = 256, 100
 	l.cfg.Window = 2
+	// A tiny sort budget: reading and writing both spill dozens of runs.
+	l.cfg.MemoryBudget, f.cfg.MemoryBudget = 8<<10, 4<<10
 	r := e.runPair(Both, l, f)
 	check(t, Both, r, l, f)
 	if r.res[0].Intersection != common {
