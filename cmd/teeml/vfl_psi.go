@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -105,10 +104,7 @@ func newVFLPSICmd() *cobra.Command {
 					return fmt.Errorf("vfl psi: listen %s: %v", listen, err)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "vfl psi: listening on %s for the %s\n", lis.Addr(), peerRole)
-				lctx, cancel := context.WithTimeout(ctx, connect+timeout)
-				res, err = psi.Serve(lctx, lis, creds, cfg, set, out)
-				cancel()
-				if err != nil {
+				if res, err = psi.Serve(ctx, lis, creds, cfg, set, out); err != nil {
 					return err
 				}
 			} else if res, err = psi.Dial(ctx, peer, creds, cfg, set, out); err != nil {
@@ -146,7 +142,7 @@ func newVFLPSICmd() *cobra.Command {
 	f.IntVar(&batch, "batch", psi.DefaultBatchSize, "IDs per message")
 	f.IntVar(&memMiB, "memory-mib", 64, "MiB of IDs sorted in memory before spilling to --tmp")
 	f.DurationVar(&timeout, "timeout", psi.DefaultMessageTimeout, "longest wait for any one message from the peer")
-	f.DurationVar(&connect, "connect-timeout", psi.DefaultConnectTimeout, "how long to wait for the peer to come up")
+	f.DurationVar(&connect, "connect-timeout", psi.DefaultConnectTimeout, "how long to wait for the peer to connect (dial retries, or a listener's wait)")
 	for _, r := range []string{"name", "role", "ids", "out"} {
 		_ = cmd.MarkFlagRequired(r)
 	}

@@ -158,7 +158,8 @@ type pairResult struct {
 // loopback and reads their outputs.
 func (e *vflEnv) runPair(mode Mode, a, b *party) pairResult {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// Generous: the 1M test takes minutes of CPU, and CI machines are shared.
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	dir := e.t.TempDir()
 	var sets [2]*Set

@@ -34,6 +34,7 @@ func (s *session) ownSet(step int, answered bool) ([]record, error) {
 	go func() {
 		sendErr <- func() error {
 			var ids []string
+			var err error
 			for seq := 0; ; seq++ {
 				if ids, err = sr.next(ids, b); err != nil {
 					return err

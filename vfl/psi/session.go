@@ -222,7 +222,8 @@ type session struct {
 	secret  *ristretto255.Scalar
 	dst     []byte
 	res     *Result
-	sentMu  sync.Mutex
+	sentMu  sync.Mutex // guards res's byte counters
+	sendMu  sync.Mutex // gRPC streams allow one Send at a time
 	set     *Set
 	outPath string
 }
@@ -325,7 +326,9 @@ func (s *session) send(m *vflv1.PSIMessage) error {
 	t := time.AfterFunc(s.cfg.MessageTimeout, func() {
 		s.abort(fmt.Errorf("psi: peer %q took no message for %v", s.peer, s.cfg.MessageTimeout))
 	})
+	s.sendMu.Lock()
 	err := s.st.Send(m)
+	s.sendMu.Unlock()
 	t.Stop()
 	if err != nil {
 		if c := context.Cause(s.ctx); c != nil {

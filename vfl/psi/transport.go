@@ -46,8 +46,9 @@ type outcome struct {
 
 // Serve accepts exactly one PSI session on lis, over creds (RA-TLS server
 // credentials that verify the client), and returns its result. Connections
-// whose RA-TLS handshake fails are logged by ratls and do not end Serve;
-// ctx bounds the whole wait.
+// whose RA-TLS handshake fails are logged by ratls and do not end Serve; a
+// peer that does not start a session within cfg.ConnectTimeout does. ctx
+// cancels everything.
 func Serve(ctx context.Context, lis net.Listener, creds credentials.TransportCredentials, cfg Config, set *Set, out string) (*Result, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
@@ -69,13 +70,32 @@ func Serve(ctx context.Context, lis net.Listener, creds credentials.TransportCre
 			srv.Stop()
 		}
 	}()
-	select {
-	case o := <-h.done:
-		return o.res, o.err
-	case err := <-serveErr:
-		return nil, fmt.Errorf("psi: serve: %v", err)
-	case <-ctx.Done():
-		return nil, fmt.Errorf("psi: no session: %w", context.Cause(ctx))
+	// ConnectTimeout bounds the wait for the peer, not the session.
+	wait := time.NewTimer(cfg.ConnectTimeout)
+	defer wait.Stop()
+	for {
+		select {
+		case o := <-h.done:
+			return o.res, o.err
+		case err := <-serveErr:
+			return nil, fmt.Errorf("psi: serve: %v", err)
+		case <-wait.C:
+			if len(h.busy) == 0 {
+				return nil, fmt.Errorf("psi: no peer started a session within %v", cfg.ConnectTimeout)
+			}
+		case <-ctx.Done():
+			if len(h.busy) == 0 {
+				return nil, fmt.Errorf("psi: no peer started a session: %w", context.Cause(ctx))
+			}
+			// Stop ends the running session's stream; its handler reports.
+			srv.Stop()
+			select {
+			case o := <-h.done:
+				return nil, fmt.Errorf("psi: session aborted (%v): %w", context.Cause(ctx), o.err)
+			case <-time.After(5 * time.Second):
+				return nil, fmt.Errorf("psi: session aborted: %w", context.Cause(ctx))
+			}
+		}
 	}
 }
 
