@@ -54,7 +54,8 @@ func (s *session) ownSet(step int, answered bool) ([]record, error) {
 					return err
 				}
 				if (seq+1)%logEvery == 0 {
-					s.log.Info("psi: blinded and sent", "step", step, "ids", min((seq+1)*b, s.set.N), "of", s.set.N, "bytes_sent", s.res.BytesSent)
+					sent, _ := s.byteCounts()
+					s.log.Info("psi: blinded and sent", "step", step, "ids", min((seq+1)*b, s.set.N), "of", s.set.N, "bytes_sent", sent)
 				}
 			}
 			return s.send(&vflv1.PSIMessage{Body: &vflv1.PSIMessage_EndOfSet{EndOfSet: &vflv1.EndOfSet{Count: uint64(s.set.N)}}})
@@ -93,7 +94,8 @@ func (s *session) ownSet(step int, answered bool) ([]record, error) {
 	if err := <-sendErr; err != nil {
 		return nil, err
 	}
-	s.log.Info("psi: own set doubly blinded", "step", step, "ids", s.set.N, "bytes_sent", s.res.BytesSent, "bytes_received", s.res.BytesReceived)
+	sent, recvd := s.byteCounts()
+	s.log.Info("psi: own set doubly blinded", "step", step, "ids", s.set.N, "bytes_sent", sent, "bytes_received", recvd)
 	return recs, nil
 }
 
@@ -142,7 +144,8 @@ func (s *session) helpPeer(step int, answered bool) ([][DigestLen]byte, error) {
 			}
 		}
 		if (seq+1)%logEvery == 0 {
-			s.log.Info("psi: peer IDs blinded", "step", step, "peer_ids", total, "bytes_received", s.res.BytesReceived)
+			_, recvd := s.byteCounts()
+			s.log.Info("psi: peer IDs blinded", "step", step, "peer_ids", total, "bytes_received", recvd)
 		}
 	}
 }

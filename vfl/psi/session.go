@@ -342,6 +342,12 @@ func (s *session) send(m *vflv1.PSIMessage) error {
 	return nil
 }
 
+func (s *session) byteCounts() (sent, received int64) {
+	s.sentMu.Lock()
+	defer s.sentMu.Unlock()
+	return s.res.BytesSent, s.res.BytesReceived
+}
+
 func (s *session) protocol() error {
 	if err := s.handshake(); err != nil {
 		return err
