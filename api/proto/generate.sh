@@ -13,4 +13,4 @@ PATH="$(go env GOPATH)/bin:$PATH"
 protoc -I . \
   --go_out=. --go_opt=paths=source_relative \
   --go-grpc_out=. --go-grpc_opt=paths=source_relative \
-  teeml/fl/v1/fl.proto teeml/kms/v1/kms.proto teeml/vfl/v1/bridge.proto
+  teeml/fl/v1/fl.proto teeml/kms/v1/kms.proto teeml/vfl/v1/bridge.proto teeml/psi/v1/psi.proto

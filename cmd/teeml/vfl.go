@@ -20,7 +20,7 @@ func newVFLCmd() *cobra.Command {
 		Use:   "vfl",
 		Short: "Vertical federated learning: split models trained by a leader and a follower over RA-TLS",
 	}
-	cmd.AddCommand(newVFLPartyCmd(vflrun.RoleFollower), newVFLPartyCmd(vflrun.RoleLeader), newVFLPredictCmd(), newVFLQuickstartCmd())
+	cmd.AddCommand(newVFLPSICmd(), newVFLPartyCmd(vflrun.RoleFollower), newVFLPartyCmd(vflrun.RoleLeader), newVFLPredictCmd(), newVFLQuickstartCmd())
 	return cmd
 }
 

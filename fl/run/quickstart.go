@@ -10,16 +10,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/teeml/teeml/attest"
+	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/workspace"
@@ -143,95 +146,122 @@ roles:
 		return nil, err
 	}
 
-	// Simulation keys: one per party; everyone trusts all of them.
-	parties := append([]string{"aggregator"}, names...)
-	if err := os.MkdirAll(filepath.Join(dir, PartyDir), 0o700); err != nil {
+	roles := map[string]string{"aggregator": "aggregator"}
+	for _, n := range names {
+		roles[n] = "collaborator"
+	}
+	if err := SetupSimulatedParties(ctx, dir, "quickstart", roles, pols); err != nil {
 		return nil, err
 	}
+	return names, nil
+}
+
+// SetupSimulatedParties gives every party (name -> pki role) of a
+// simulated workspace in dir what it needs for RA-TLS: a simulation key
+// (everyone trusts all of them), party/<name>.yaml claiming the quickstart
+// measurement, an identity certified by a new CA (dir/ca) under
+// pols[role], and the federation bundle and pinned root. Policies must
+// accept the measurement of SimPolicy.
+func SetupSimulatedParties(ctx context.Context, dir, federation string, roles map[string]string, pols map[string]*policy.Policy) error {
+	// Simulation keys: one per party; everyone trusts all of them.
+	parties := slices.Sorted(maps.Keys(roles))
+	if err := os.MkdirAll(filepath.Join(dir, PartyDir), 0o700); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Join(dir, PKIDir), 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	simKeys := map[string]string{}
 	var trusted []byte
 	for _, name := range parties {
 		k, err := sim.GenerateKey()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		rel := PartyDir + "/" + name + "-sim-key.pem"
 		if err := sim.SaveKey(wsPath(dir, rel), k); err != nil {
-			return nil, err
+			return err
 		}
 		pub, err := sim.MarshalPublicKey(&k.PublicKey)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		trusted = append(trusted, pub...)
 		simKeys[name] = rel
 	}
 	trustedRel := PartyDir + "/sim-trusted.pem"
 	if err := atomicfile.WriteBytes(wsPath(dir, trustedRel), trusted, 0o644); err != nil {
-		return nil, err
+		return err
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	// PKI: a CA, one identity per party, certified under the policies.
 	now := time.Now()
-	ca, err := pki.InitCA(filepath.Join(dir, "ca"), pki.InitOptions{Federation: "quickstart", Now: now.Add(-time.Minute)})
+	ca, err := pki.InitCA(filepath.Join(dir, "ca"), pki.InitOptions{Federation: federation, Now: now.Add(-time.Minute)})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, name := range parties {
-		role := "collaborator"
-		if name == "aggregator" {
-			role = "aggregator"
-		}
+		role := roles[name]
 		pc := &PartyConfig{Platform: "sim", Sim: SimConfig{Key: simKeys[name], TEE: string(attest.SGX),
 			MREnclave: hex.EncodeToString(simMREnclave[:]), MRSigner: hex.EncodeToString(simMRSigner[:])},
 			TrustedSimKeys: trustedRel}
 		hdr := "# " + QuickstartBanner + "\n# Evidence platform of party " + name + " (see fl/run.PartyConfig).\n"
 		if err := atomicfile.WriteBytes(PartyFile(dir, name), append([]byte(hdr), MarshalPartyConfig(pc)...), 0o644); err != nil {
-			return nil, err
+			return err
 		}
 		if pc, err = LoadPartyConfig(dir, name); err != nil {
-			return nil, err
+			return err
 		}
 		iss, err := pc.Issuer(dir, quiet)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		ev, err := pc.Verifier(dir)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		key, err := pki.GenerateKey(pki.P256)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		csr, err := pki.NewCSR(ctx, key, name, role, iss)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		is, err := ca.Certify(ctx, csr, pols[role], ev, now)
 		if err != nil {
-			return nil, fmt.Errorf("certify %s: %v", name, err)
+			return fmt.Errorf("certify %s: %v", name, err)
 		}
 		certPath, keyPath := IdentityFiles(dir, name)
 		if err := pki.SaveKey(keyPath, key); err != nil {
-			return nil, err
+			return err
 		}
 		if err := atomicfile.WriteBytes(certPath, is.CertPEM, 0o644); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if _, err := ca.WriteBundle(filepath.Join(dir, filepath.FromSlash(BundleFile)), now); err != nil {
-		return nil, err
+		return err
 	}
 	root := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Root().Raw})
 	if err := atomicfile.WriteBytes(filepath.Join(dir, filepath.FromSlash(RootFile)), root, 0o644); err != nil {
-		return nil, err
+		return err
 	}
-	return names, nil
+	return nil
+}
+
+// SimPolicy is a policy file accepting, for each role, the simulated
+// measurement SetupSimulatedParties claims, and simulation. Never use it
+// for real data.
+func SimPolicy(roles ...string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# %s\n# Accepts SIMULATED evidence for one fake measurement. Never use this policy for real data.\nroles:\n", QuickstartBanner)
+	for _, role := range roles {
+		fmt.Fprintf(&b, "  %s:\n    sgx:\n      - mr_enclave: \"%s\"\n        mr_signer: \"%s\"\n    allow_debug: false\n    allow_simulation: true\n",
+			role, hex.EncodeToString(simMREnclave[:]), hex.EncodeToString(simMRSigner[:]))
+	}
+	return []byte(b.String())
 }
 
 // freePort returns a TCP port free on 127.0.0.1 at the time of the call.

@@ -70,6 +70,10 @@ func (d *Dataset) ColumnIndex(name string) int {
 	return -1
 }
 
+// Subset returns a new dataset holding copies of the given rows, in the
+// given order (a row may repeat); nothing aliases d. Rows must be in range.
+func (d *Dataset) Subset(rows []int) *Dataset { return d.subset(rows) }
+
 // subset returns a new dataset holding copies of the given rows, in the given
 // order; metadata is copied so the result never aliases ds.
 func (d *Dataset) subset(rows []int) *Dataset {
