@@ -3,6 +3,7 @@ package psi
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -141,8 +142,8 @@ func TestRandomSets(t *testing.T) {
 // TestMillion is the acceptance run: 1M vs 1M IDs with 50% overlap over
 // RA-TLS on loopback, compared with the plain intersection.
 func TestMillion(t *testing.T) {
-	if testing.Short() || raceEnabled {
-		t.Skip("1M vs 1M PSI needs ~350 CPU-seconds (4M scalar multiplications); run without -short and -race")
+	if testing.Short() || raceEnabled || os.Getenv("TEEML_LONG_TESTS") == "" {
+		t.Skip("1M vs 1M PSI needs minutes of CPU (4M scalar multiplications); run with TEEML_LONG_TESTS=1, without -short and -race")
 	}
 	e := newVFLEnv(t)
 	rng := rand.New(rand.NewPCG(3, 4))
