@@ -44,7 +44,9 @@ func New(c kmsv1.KeyBrokerClient, broker string) *Source {
 }
 
 // Describe names the source for logs.
-func (s *Source) Describe() string { return "key broker " + s.broker + " (attested key release over RA-TLS)" }
+func (s *Source) Describe() string {
+	return "key broker " + s.broker + " (attested key release over RA-TLS)"
+}
 
 func (s *Source) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
