@@ -52,7 +52,7 @@ const (
 	// `teeml data decrypt --kms` / `teeml eval --kms` of the sealed models
 	// (the administrator is not in the key's release policy).
 	AggregatorConfigFile = "kms-aggregator.yaml"
-	ReleasePolicy    = "kms/release-fl-data.yaml"
+	ReleasePolicy        = "kms/release-fl-data.yaml"
 )
 
 // Quickstart is `teeml quickstart --encrypted`.
