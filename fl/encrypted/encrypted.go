@@ -201,8 +201,8 @@ func startBroker(ctx context.Context, exe, dir string, out io.Writer) (func(), e
 	}
 }
 
-// admin dials the broker as its administrator.
-func admin(ctx context.Context, dir string) (*kms.Client, error) {
+// Admin dials the broker as its administrator.
+func Admin(ctx context.Context, dir string) (*kms.Client, error) {
 	cfg, err := kms.LoadConfig(filepath.Join(dir, AdminConfigFile))
 	if err != nil {
 		return nil, err
@@ -212,20 +212,20 @@ func admin(ctx context.Context, dir string) (*kms.Client, error) {
 
 // ReleasePolicyFor is the release policy of the quickstart's key: the named
 // members, running the quickstart's (simulated) measurement.
-func ReleasePolicyFor(members []string) string {
+func ReleasePolicyFor(keyID string, members []string) string {
 	mr, ms := flrun.SimMeasurement()
 	return fmt.Sprintf("# %s\n# Release policy of key %s: who may receive its plaintext data keys.\nmembers: [%s]\nattestation:\n  sgx:\n    - mr_enclave: %s\n      mr_signer: %s\n  allow_debug: false\n  allow_simulation: true\n",
-		flrun.QuickstartBanner, KeyID, strings.Join(members, ", "), mr, ms)
+		flrun.QuickstartBanner, keyID, strings.Join(members, ", "), mr, ms)
 }
 
 func createKey(ctx context.Context, dir string, members []string) error {
-	src := ReleasePolicyFor(members)
+	src := ReleasePolicyFor(KeyID, members)
 	if err := atomicfile.WriteBytes(filepath.Join(dir, ReleasePolicy), []byte(src), 0o644); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c, err := admin(ctx, dir)
+	c, err := Admin(ctx, dir)
 	if err != nil {
 		return err
 	}
@@ -253,7 +253,7 @@ func sealShards(ctx context.Context, dir string, names []string, out io.Writer) 
 		return err
 	}
 	for i, name := range names {
-		if err := SealShard(ctx, dir, name, "collaborator", parts[i]); err != nil {
+		if err := SealShard(ctx, dir, name, "collaborator", KeyID, name, parts[i]); err != nil {
 			return fmt.Errorf("seal %s's shard: %w", name, err)
 		}
 		fmt.Fprintf(out, "sealed %s's shard (%d rows) as %s under key %q\n", name, parts[i].N, flrun.EncryptedDataPath(name), KeyID)
@@ -261,12 +261,13 @@ func sealShards(ctx context.Context, dir string, names []string, out io.Writer) 
 	return nil
 }
 
-// SealShard writes ds as member name's sealed data file, with data keys
-// released to name (role role) by its key broker.
-func SealShard(ctx context.Context, dir, name, role string, ds *datasets.Dataset) error {
+// SealShard writes ds as member name's sealed data file (EncryptedDataPath)
+// under key keyID, with data keys released to sealer (role role) by its key
+// broker.
+func SealShard(ctx context.Context, dir, sealer, role, keyID, name string, ds *datasets.Dataset) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	ks, closeKS, err := flrun.PartyKeySource(ctx, dir, name, role, quietLog())
+	ks, closeKS, err := flrun.PartyKeySource(ctx, dir, sealer, role, quietLog())
 	if err != nil {
 		return err
 	}
@@ -275,12 +276,12 @@ func SealShard(ctx context.Context, dir, name, role string, ds *datasets.Dataset
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return sealTo(ctx, path, ks, func(w io.Writer) error { return workspace.WriteShardCSV(w, ds) })
+	return sealTo(ctx, path, ks, keyID, func(w io.Writer) error { return workspace.WriteShardCSV(w, ds) })
 }
 
-func sealTo(ctx context.Context, path string, ks sealed.KeySource, enc func(io.Writer) error) error {
+func sealTo(ctx context.Context, path string, ks sealed.KeySource, keyID string, enc func(io.Writer) error) error {
 	return atomicfile.WriteFile(path, 0o600, func(w io.Writer) error {
-		sw, err := sealed.NewWriter(ctx, w, ks, KeyID, nil)
+		sw, err := sealed.NewWriter(ctx, w, ks, keyID, nil)
 		if err != nil {
 			return err
 		}
@@ -315,7 +316,7 @@ func sealInitialWeights(ctx context.Context, dir string) error {
 		return err
 	}
 	defer closeKS()
-	return sealTo(ctx, path, ks, func(w io.Writer) error { _, err := w.Write(b); return err })
+	return sealTo(ctx, path, ks, KeyID, func(w io.Writer) error { _, err := w.Write(b); return err })
 }
 
 // Decision is one audit log entry, as reported.
@@ -331,7 +332,7 @@ type Decision struct {
 func ReadAudit(ctx context.Context, dir string) ([]Decision, *audit.Verifier, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	c, err := admin(ctx, dir)
+	c, err := Admin(ctx, dir)
 	if err != nil {
 		return nil, nil, err
 	}
