@@ -148,6 +148,7 @@ func startBroker(ctx context.Context, exe, dir string, out io.Writer) (func(), e
 	}
 	cmd := exec.Command(exe, "kms", "serve", "--config", filepath.Join(dir, BrokerConfigFile))
 	cmd.Stderr = logf
+	setPdeathsig(cmd)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		logf.Close()
