@@ -139,7 +139,9 @@ func TestQuickstartEncrypted(t *testing.T) {
 	if len(ckpt) != 1 {
 		t.Errorf("checkpoint files %v, want one", ckpt)
 	}
-	t.Logf("scanned %d files: no plaintext shard rows, no plaintext safetensors", files)
+	if !t.Failed() {
+		t.Logf("scanned %d files: no plaintext shard rows, no plaintext safetensors", files)
+	}
 
 	// The broker's store verifies offline too.
 	if out, errOut, code := run(t, bin, "kms", "audit", "verify", "--local", "--config", filepath.Join(dir, flencrypted.BrokerConfigFile)); code != 0 || !strings.Contains(out, "audit chain OK") {
