@@ -160,6 +160,16 @@ func TestQuickstartEncrypted(t *testing.T) {
 	if out, errOut, code := run(t, bin, "eval", "--kms", filepath.Join(dir, flencrypted.AggregatorConfigFile), "--weights", model, "--dataset", "digits"); code != 0 || !strings.Contains(out, "accuracy") {
 		t.Errorf("eval --kms of the sealed model: exit %d %s %s", code, out, errOut)
 	}
+	// Resume: a restarted aggregator reads its sealed checkpoint back
+	// through the broker (all rounds done: it rewrites the final models,
+	// sealed, with the same accuracy).
+	out, errOut, code = run(t, bin, "fl", "aggregator", "start", "-w", dir, "--log-level", "error")
+	if code != 0 || !strings.Contains(out, "resuming from checkpoint: round 2 of 2 completed") || !strings.Contains(out, flrun.FinalAccuracyPrefix+m[1]) {
+		t.Fatalf("aggregator restart on the sealed checkpoint: exit %d\n%s%s", code, out, errOut)
+	}
+	if b, _ := os.ReadFile(model); !bytes.HasPrefix(b, []byte(sealed.Magic)) {
+		t.Error("the restarted aggregator wrote a plaintext model")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	admin, err := flencrypted.Admin(ctx, dir)
