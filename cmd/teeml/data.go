@@ -48,6 +48,9 @@ type keyFlags struct {
 	keyFile string
 	keyID   string
 	client  *kms.Client // dialled by source when --kms is given; closed by close
+	// bannerToStderr sends the simulation banner to stderr (for commands
+	// whose stdout is data, such as predict).
+	bannerToStderr bool
 }
 
 func (k *keyFlags) register(cmd *cobra.Command, keyHelp string) {
@@ -85,7 +88,11 @@ func (k *keyFlags) source(cmd *cobra.Command) (sealed.KeySource, error) {
 		return nil, err
 	}
 	slog.Warn(sealed.SimulationBanner, "key_file", k.keyFile)
-	fmt.Fprintln(cmd.OutOrStdout(), sealed.SimulationBanner)
+	w := cmd.OutOrStdout()
+	if k.bannerToStderr {
+		w = cmd.ErrOrStderr()
+	}
+	fmt.Fprintln(w, sealed.SimulationBanner)
 	return l, nil
 }
 

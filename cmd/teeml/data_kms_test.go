@@ -68,3 +68,31 @@ func TestDataKMS(t *testing.T) {
 		t.Fatalf("audit verify: exit %d %s %s", code, out, errOut)
 	}
 }
+
+// TestSealedModelEvalPredict: eval and predict open a sealed model with a
+// key source, refuse it without one (naming the key and the way out), and
+// predict's CSV on stdout carries no banner.
+func TestSealedModelEvalPredict(t *testing.T) {
+	bin := buildTeeml(t)
+	dir := t.TempDir()
+	w, sw, keys := filepath.Join(dir, "m.safetensors"), filepath.Join(dir, "m.sealed"), filepath.Join(dir, "keys.json")
+	if _, e, code := run(t, bin, "train", "--dataset", "breast_cancer", "--model", "logreg", "--epochs", "1", "--out", w); code != 0 {
+		t.Fatalf("train: %s", e)
+	}
+	if _, e, code := run(t, bin, "data", "keygen", "--key-file", keys, "--key", "models"); code != 0 {
+		t.Fatal(e)
+	}
+	if _, e, code := run(t, bin, "data", "encrypt", "--key-file", keys, "--in", w, "--out", sw); code != 0 {
+		t.Fatal(e)
+	}
+	if _, e, code := run(t, bin, "eval", "--weights", sw, "--dataset", "breast_cancer"); code != 1 || !strings.Contains(e, `m.sealed: sealed (key "models"): give --kms CONFIG`) {
+		t.Errorf("eval of a sealed model without keys: exit %d %s", code, e)
+	}
+	if out, e, code := run(t, bin, "eval", "--key-file", keys, "--weights", sw, "--dataset", "breast_cancer"); code != 0 || !strings.Contains(out, "accuracy") {
+		t.Errorf("eval --key-file: exit %d %s %s", code, out, e)
+	}
+	out, e, code := run(t, bin, "predict", "--key-file", keys, "--weights", sw, "--dataset", "breast_cancer", "-o", "-")
+	if code != 0 || strings.Contains(out, "SIMULATION") || !strings.Contains(e, "SIMULATION") || strings.Count(out, "\n") < 10 {
+		t.Errorf("predict --key-file: exit %d, stdout starts %.80q, stderr %.200q", code, out, e)
+	}
+}

@@ -171,7 +171,7 @@ func newEvalCmd() *cobra.Command {
 
 func newPredictCmd() *cobra.Command {
 	var weights, dataset, split, input, out string
-	var k keyFlags
+	k := keyFlags{bannerToStderr: true}
 	cmd := &cobra.Command{
 		Use:   "predict",
 		Short: "Predict with saved weights on a dataset split or a CSV file; writes CSV",
