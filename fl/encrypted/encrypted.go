@@ -414,8 +414,10 @@ func report(ctx context.Context, dir string, res *flrun.QuickstartResult, out io
 	})
 	fmt.Fprintf(out, "data keys of %q were released to: %s\n", KeyID, strings.Join(who, ", "))
 	fmt.Fprintf(out, "sealed final model: %s (key %q)\n", res.Model, KeyID)
-	fmt.Fprintf(out, "evaluate it (the broker must run: teeml kms serve --config %s): teeml eval --kms %s --weights %s --dataset digits\n",
-		filepath.Join(dir, BrokerConfigFile), filepath.Join(dir, AggregatorConfigFile), res.Model)
+	if p, err := workspace.LoadPlan(dir); err == nil {
+		fmt.Fprintf(out, "evaluate it (the broker must run: teeml kms serve --config %s): teeml eval --kms %s --weights %s --dataset %s\n",
+			filepath.Join(dir, BrokerConfigFile), filepath.Join(dir, AggregatorConfigFile), res.Model, p.DataLoader.Dataset)
+	}
 	return nil
 }
 
