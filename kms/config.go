@@ -87,6 +87,9 @@ func LoadConfig(path string) (*Config, error) {
 	if err := pki.CheckName(c.Name); err != nil {
 		return nil, fmt.Errorf("kms config %s: name: %v", path, err)
 	}
+	if c.Platform.KMS != nil {
+		return nil, fmt.Errorf("kms config %s: platform.kms: a key broker section belongs in a federation party configuration, not here", path)
+	}
 	if c.Platform.Platform == "" {
 		c.Platform.Platform = "auto"
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/teeml/teeml/internal/progress"
+	"github.com/teeml/teeml/kms"
 	"github.com/teeml/teeml/sealed"
 	"github.com/teeml/teeml/sealed/bigdl"
 	"github.com/teeml/teeml/sealed/sealedparquet"
@@ -32,7 +33,9 @@ func newDataCmd() *cobra.Command {
 		Use:   "data",
 		Short: "Encrypt, decrypt and inspect data at rest (sealed files, encrypted Parquet, BigDL PPML .cbc migration)",
 		Long: "Data at rest is encrypted with authenticated encryption under data keys from a key source:\n" +
-			"the attested key broker (--kms, not yet available in this build) or, for tests and simulation,\n" +
+			"the attested key broker (--kms CONFIG, a client configuration as written by `teeml kms setup-sim`:\n" +
+			"keys are released over RA-TLS only if this client satisfies the key's release policy) or, for tests\n" +
+			"and simulation,\n" +
 			"a local key file (--key-file, created by `teeml data keygen`), which is announced as SIMULATION.",
 	}
 	cmd.AddCommand(newDataKeygenCmd(), newDataEncryptCmd(), newDataDecryptCmd(), newDataInspectCmd())
@@ -44,10 +47,14 @@ type keyFlags struct {
 	kms     string
 	keyFile string
 	keyID   string
+	client  *kms.Client // dialled by source when --kms is given; closed by close
+	// bannerToStderr sends the simulation banner to stderr (for commands
+	// whose stdout is data, such as predict).
+	bannerToStderr bool
 }
 
 func (k *keyFlags) register(cmd *cobra.Command, keyHelp string) {
-	cmd.Flags().StringVar(&k.kms, "kms", "", "`ADDR` of the attested key broker (RA-TLS); not yet available in this build")
+	cmd.Flags().StringVar(&k.kms, "kms", "", "client configuration `FILE` of the attested key broker (as written by 'teeml kms setup-sim'; RA-TLS, audited)")
 	cmd.Flags().StringVar(&k.keyFile, "key-file", "", "local key `FILE` made by 'teeml data keygen' (SIMULATION: not attested key release)")
 	if keyHelp != "" {
 		cmd.Flags().StringVar(&k.keyID, "key", "", keyHelp)
@@ -60,17 +67,41 @@ func (k *keyFlags) source(cmd *cobra.Command) (sealed.KeySource, error) {
 	case k.kms != "" && k.keyFile != "":
 		return nil, errors.New("give --kms or --key-file, not both")
 	case k.kms != "":
-		return nil, fmt.Errorf("--kms %s: the key broker client is not part of this build yet; use --key-file for simulation", k.kms)
+		cfg, err := kms.LoadConfig(k.kms)
+		if err != nil {
+			return nil, err
+		}
+		c, err := kms.Dial(cmd.Context(), cfg, slog.Default())
+		if err != nil {
+			return nil, err
+		}
+		if c.Simulated {
+			fmt.Fprintf(cmd.ErrOrStderr(), "*** %s ***\n", kms.SimulationBanner)
+		}
+		k.client = c
+		return c.KeySource(), nil
 	case k.keyFile == "":
-		return nil, errors.New("no key source: give --key-file FILE (simulation) or --kms ADDR")
+		return nil, errors.New("no key source: give --key-file FILE (simulation) or --kms CONFIG")
 	}
 	l, err := sealed.LoadKeyFile(k.keyFile)
 	if err != nil {
 		return nil, err
 	}
 	slog.Warn(sealed.SimulationBanner, "key_file", k.keyFile)
-	fmt.Fprintln(cmd.OutOrStdout(), sealed.SimulationBanner)
+	w := cmd.OutOrStdout()
+	if k.bannerToStderr {
+		w = cmd.ErrOrStderr()
+	}
+	fmt.Fprintln(w, sealed.SimulationBanner)
 	return l, nil
+}
+
+// close closes the broker connection source opened, if any.
+func (k *keyFlags) close() {
+	if k.client != nil {
+		k.client.Close()
+		k.client = nil
+	}
 }
 
 // defaultKeyID picks the key ID to encrypt under: --key, or the only key in
@@ -152,6 +183,7 @@ func newDataEncryptCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer k.close()
 			keyID, err := k.defaultKeyID(ks)
 			if err != nil {
 				return err
@@ -221,6 +253,7 @@ func newDataDecryptCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer k.close()
 			if format == formatParquet {
 				return decryptParquet(cmd, ks, in, out)
 			}
@@ -318,6 +351,7 @@ func newDataInspectCmd() *cobra.Command {
 					if ks, err = k.source(cmd); err != nil {
 						return err
 					}
+					defer k.close()
 				}
 				pr, err := inspectParquet(cmd, path, ks)
 				if err != nil {

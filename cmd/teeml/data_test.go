@@ -79,7 +79,8 @@ func TestDataSealedRoundTripAndTamper(t *testing.T) {
 		want string
 	}{
 		{[]string{"data", "encrypt", "--in", in, "--out", enc + "2"}, "no key source"},
-		{[]string{"data", "encrypt", "--kms", "127.0.0.1:1", "--key", "x", "--in", in, "--out", enc + "2"}, "key broker client is not part of this build"},
+		{[]string{"data", "encrypt", "--kms", filepath.Join(dir, "nope.yaml"), "--key", "x", "--in", in, "--out", enc + "2"}, "kms config: open"},
+		{[]string{"data", "encrypt", "--kms", filepath.Join(dir, "nope.yaml"), "--key-file", keys, "--in", in, "--out", enc + "2"}, "not both"},
 		{[]string{"data", "encrypt", "--key-file", keys, "--key", "nope", "--in", in, "--out", enc + "2"}, `key "nope": not in key file`},
 		{[]string{"data", "inspect", in}, "neither a sealed file nor Parquet"},
 		{[]string{"data", "keygen", "--key-file", keys, "--key", "x"}, "already exists"},

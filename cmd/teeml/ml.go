@@ -15,6 +15,7 @@ import (
 	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/job"
+	"github.com/teeml/teeml/sealed"
 )
 
 func newDatasetsCmd() *cobra.Command {
@@ -137,11 +138,20 @@ func newTrainCmd() *cobra.Command {
 
 func newEvalCmd() *cobra.Command {
 	var o job.EvalOptions
+	var k keyFlags
 	cmd := &cobra.Command{
 		Use:   "eval",
 		Short: "Evaluate saved weights on the held-out split they were trained against",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if k.kms != "" || k.keyFile != "" {
+				ks, err := k.source(cmd)
+				if err != nil {
+					return err
+				}
+				defer k.close()
+				o.Keys, o.Context = ks, cmd.Context()
+			}
 			_, m, err := job.Eval(o)
 			if err != nil {
 				return err
@@ -153,6 +163,7 @@ func newEvalCmd() *cobra.Command {
 	cmd.Flags().StringVar(&o.Weights, "weights", "", "weights file written by teeml train --out")
 	cmd.Flags().StringVar(&o.Dataset, "dataset", "", "dataset name")
 	cmd.Flags().StringVar(&o.Model, "model", "", "expected model kind (checked against the file)")
+	k.register(cmd, "")
 	_ = cmd.MarkFlagRequired("weights")
 	_ = cmd.MarkFlagRequired("dataset")
 	return cmd
@@ -160,12 +171,21 @@ func newEvalCmd() *cobra.Command {
 
 func newPredictCmd() *cobra.Command {
 	var weights, dataset, split, input, out string
+	k := keyFlags{bannerToStderr: true}
 	cmd := &cobra.Command{
 		Use:   "predict",
 		Short: "Predict with saved weights on a dataset split or a CSV file; writes CSV",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := job.Load(weights)
+			var ks sealed.KeySource
+			if k.kms != "" || k.keyFile != "" {
+				var err error
+				if ks, err = k.source(cmd); err != nil {
+					return err
+				}
+				defer k.close()
+			}
+			l, err := job.LoadSealed(cmd.Context(), weights, ks)
 			if err != nil {
 				return err
 			}
@@ -203,6 +223,7 @@ func newPredictCmd() *cobra.Command {
 	f.StringVar(&split, "split", "test", "with --dataset: test, train or all")
 	f.StringVar(&input, "input", "", "CSV file with a header naming the feature columns (optional id column)")
 	f.StringVarP(&out, "out", "o", "", "output CSV (default stdout)")
+	k.register(cmd, "")
 	_ = cmd.MarkFlagRequired("weights")
 	return cmd
 }

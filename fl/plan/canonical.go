@@ -23,7 +23,8 @@ import (
 //   - no comments; sections and keys in the fixed schema order in which
 //     this package documents them (aggregator, collaborator, data_loader,
 //     task_runner, network, [straggler_handling_policy], assigner, tasks,
-//     aggregation, attestation); straggler_handling_policy only when the
+//     aggregation, attestation, [encryption]); encryption only when the plan
+//     has it; straggler_handling_policy only when the
 //     plan has it (so plans without it keep the hash they had before the
 //     section existed), with only its policy's keys;
 //     map-valued keys (aggregation.settings, attestation.policy) sorted
@@ -157,6 +158,7 @@ func (p *Plan) Canonical() []byte {
 	for _, role := range slices.Sorted(maps.Keys(p.Attestation.Policy)) {
 		w(2, role, q(p.Attestation.Policy[role]))
 	}
+	p.canonicalEncryption(w, q)
 	return b.Bytes()
 }
 

@@ -29,6 +29,8 @@ func FuzzParsePlan(f *testing.F) {
 			"  policy: percentage\n  percent_collaborators_needed: 0.66\n"} {
 			f.Add(bytes.Replace(b, []byte("\nassigner:"), []byte("\nstraggler_handling_policy:\n"+sec+"assigner:"), 1))
 		}
+		f.Add(append(bytes.Clone(b), "\nencryption:\n  key: fl-data\n"...))
+		f.Add(append(bytes.Clone(b), "\nencryption: {key: \"a\\nb\"}\n"...))
 	}
 	f.Add([]byte("aggregator: {rounds_to_train: 0}\n"))
 	f.Add([]byte("\"0\\n0\": 1\n")) // multi-line key in an error (found by fuzzing)

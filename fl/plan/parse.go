@@ -72,6 +72,7 @@ func Parse(data []byte, name string) (*Plan, error) {
 		{"tasks", true, ps.tasks},
 		{"aggregation", true, ps.aggregation},
 		{"attestation", true, ps.attestation},
+		{"encryption", false, ps.encryption},
 	}); err != nil {
 		return nil, err
 	}

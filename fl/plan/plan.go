@@ -45,6 +45,8 @@ type Plan struct {
 	Tasks             Tasks
 	Aggregation       Aggregation
 	Attestation       Attestation
+	// Encryption is the optional encryption section (data at rest).
+	Encryption Encryption
 
 	name  string         // file name for errors
 	lines map[string]int // dotted key → line, when parsed
@@ -515,6 +517,9 @@ func (p *Plan) Validate() error {
 	}
 
 	if err := p.validateStraggler(); err != nil {
+		return err
+	}
+	if err := p.validateEncryption(); err != nil {
 		return err
 	}
 

@@ -26,7 +26,6 @@ import (
 	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/job"
-	"github.com/teeml/teeml/ml/safetensors"
 	"github.com/teeml/teeml/ml/tensor"
 	"github.com/teeml/teeml/ratls"
 )
@@ -95,10 +94,16 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		return err
 	}
 	announceSimulation(o.Out, log, id.party)
+	ks, closeKS, err := id.partyKeys(ctx, ws, p, o.Name, log)
+	if err != nil {
+		return err
+	}
+	defer closeKS()
+	rest := newAtRest(ctx, p, ks)
 
 	// Initial weights: must belong to this plan.
 	initPath := wsPath(ws, p.Aggregator.InitStatePath)
-	initial, md, err := safetensors.ReadFile(initPath)
+	initial, md, err := rest.readWeights(initPath)
 	if err != nil {
 		return fmt.Errorf("initial weights: %v", err)
 	}
@@ -136,7 +141,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		return err
 	}
 	defer ob.close()
-	tr := &tracker{obs: ob.obs, Strategy: strat, model: evalModel, ext: extEval, test: test, out: o.Out, log: log, md: md,
+	tr := &tracker{rest: rest, obs: ob.obs, Strategy: strat, model: evalModel, ext: extEval, test: test, out: o.Out, log: log, md: md,
 		bestPath: wsPath(ws, p.Aggregator.BestStatePath), rounds: p.Aggregator.RoundsToTrain, start: time.Now(), best: math.Inf(-1)}
 	minCols, straggler, err := roundPolicy(p, len(names))
 	if err != nil {
@@ -166,7 +171,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 			log.Info("removed an unfinished checkpoint write", "file", f)
 		}
 	}
-	resume, err := protocol.ReadCheckpoint(ckptPath, hash)
+	resume, err := rest.readCheckpoint(ckptPath, hash)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		resume = nil
@@ -248,7 +253,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		return err
 	}
 	lastPath := wsPath(ws, p.Aggregator.LastStatePath)
-	if err := saveWeights(lastPath, res.final, md, met); err != nil {
+	if err := rest.saveWeights(lastPath, res.final, md, met); err != nil {
 		return err
 	}
 	fmt.Fprintf(o.Out, "wrote last model %s and best model %s (round %d, test_accuracy=%.4f)\n",
@@ -312,6 +317,9 @@ func loadFrozenPlan(ws string) (*plan.Plan, string, map[string]*policy.Policy, e
 // supported refuses plan settings that parse but that the runtime does not
 // implement yet, rather than silently ignoring them.
 func supported(p *plan.Plan) error {
+	if err := checkEncryptionSupported(p); err != nil {
+		return err
+	}
 	if p.Collaborator.OptTreatment != "reset" {
 		return fmt.Errorf("plan: collaborator.opt_treatment %q is not implemented (only reset: optimiser state restarts every round)", p.Collaborator.OptTreatment)
 	}
@@ -347,6 +355,7 @@ func saveWeights(path string, w tensor.Weights, md map[string]string, met ml.Met
 // the held-out test split, print the round's line and keep the best model.
 type tracker struct {
 	strategy.Strategy
+	rest     *atRest // model and checkpoint files: sealed when the plan says so
 	model    *ml.Model
 	ext      evalFunc // evaluates instead of model (external runner)
 	test     *datasets.Dataset
@@ -398,7 +407,7 @@ func (t *tracker) restore(c *protocol.Checkpoint) error {
 		if err != nil {
 			return err
 		}
-		if err := saveWeights(t.bestPath, c.Global, t.md, met); err != nil {
+		if err := t.rest.saveWeights(t.bestPath, c.Global, t.md, met); err != nil {
 			return fmt.Errorf("best model: %v", err)
 		}
 	}
@@ -416,12 +425,12 @@ func (t *tracker) commit(path string, c *protocol.Checkpoint) error {
 		c.Extra[extraBestRound] = strconv.Itoa(t.bestRound)
 		c.Extra[extraBestAccuracy] = strconv.FormatFloat(t.best, 'g', -1, 64)
 	}
-	if err := protocol.WriteCheckpoint(path, c); err != nil {
+	if err := t.rest.writeCheckpoint(path, c); err != nil {
 		return err
 	}
 	fmt.Fprint(t.out, t.pending.line)
 	if t.pending.best != nil {
-		if err := saveWeights(t.bestPath, t.pending.best, t.md, t.pending.bestMet); err != nil {
+		if err := t.rest.saveWeights(t.bestPath, t.pending.best, t.md, t.pending.bestMet); err != nil {
 			return fmt.Errorf("best model: %v", err)
 		}
 	}

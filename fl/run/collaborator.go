@@ -51,7 +51,12 @@ func RunCollaborator(ctx context.Context, o CollaboratorOptions) error {
 		return err
 	}
 	announceSimulation(o.Out, log, id.party)
-	shard, err := workspace.LoadShard(ws, o.Name)
+	ks, closeKS, err := id.partyKeys(ctx, ws, p, o.Name, log)
+	if err != nil {
+		return err
+	}
+	defer closeKS()
+	shard, err := workspace.LoadShardWith(ws, o.Name, workspace.ShardOptions{Context: ctx, Keys: ks})
 	if err != nil {
 		return err
 	}

@@ -71,6 +71,9 @@ func PartyFile(ws, name string) string { return filepath.Join(ws, PartyDir, name
 //	  mr_signer: <64 hex>
 //	trusted_sim_keys: party/sim-trusted.pem   # optional: PEM public keys whose simulated
 //	                                          # evidence this party's verifier accepts
+//	kms:                      # optional: the key broker for sealed data, models and
+//	  broker: 127.0.0.1:7443  # checkpoints (see KMSConfig)
+//	  policy: policies/kms.yaml
 //
 // Simulated evidence still has to pass the role's policy, which refuses it
 // unless it says allow_simulation: true.
@@ -80,6 +83,8 @@ type PartyConfig struct {
 	TSMRoot        string    `yaml:"tsm_root"`
 	Sim            SimConfig `yaml:"sim"`
 	TrustedSimKeys string    `yaml:"trusted_sim_keys"`
+	// KMS is the optional key broker section (see KMSConfig).
+	KMS *KMSConfig `yaml:"kms,omitempty"`
 }
 
 // SimConfig is the sim section of a PartyConfig.

@@ -60,6 +60,9 @@ type QuickstartOptions struct {
 	Timeout time.Duration
 	Out     io.Writer
 	Logger  *slog.Logger
+	// Encrypted, if set, encrypts data, models and checkpoints at rest
+	// under keys of a key broker (teeml quickstart --encrypted).
+	Encrypted *QuickstartEncryption
 }
 
 // QuickstartResult is what a quickstart federation produced.
@@ -84,6 +87,10 @@ var (
 // key and certificate, the bundle and pinned root, and party/*.yaml. It
 // returns the collaborator names.
 func SetupSimulated(ctx context.Context, dir, template string, rounds, epochs, n, port int) ([]string, error) {
+	return setupSimulated(ctx, dir, template, rounds, epochs, n, port, nil, "")
+}
+
+func setupSimulated(ctx context.Context, dir, template string, rounds, epochs, n, port int, enc *QuickstartEncryption, brokerAddr string) ([]string, error) {
 	if err := workspace.Create(dir, template); err != nil {
 		return nil, err
 	}
@@ -102,6 +109,7 @@ func SetupSimulated(ctx context.Context, dir, template string, rounds, epochs, n
 		p.DataLoader.Partitioning.Alpha = DefaultQuickstartAlpha
 	}
 	p.Network.RoundTimeout = 2 * time.Minute
+	enc.encryptPlan(p)
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
@@ -130,7 +138,7 @@ roles:
 	names := make([]string, n)
 	for i := range names {
 		names[i] = fmt.Sprintf("col-%d", i+1)
-		if err := workspace.AddCollaborator(dir, names[i], fmt.Sprintf("%s%d", workspace.ShardPrefix, i)); err != nil {
+		if err := workspace.AddCollaborator(dir, names[i], enc.dataPath(names[i], i)); err != nil {
 			return nil, err
 		}
 	}
@@ -150,7 +158,13 @@ roles:
 	for _, n := range names {
 		roles[n] = "collaborator"
 	}
+	if pols, err = enc.addBroker(dir, roles, pols); err != nil {
+		return nil, err
+	}
 	if err := SetupSimulatedParties(ctx, dir, "quickstart", roles, pols); err != nil {
+		return nil, err
+	}
+	if err := enc.addKMSSections(dir, brokerAddr, roles); err != nil {
 		return nil, err
 	}
 	return names, nil
@@ -327,7 +341,15 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 	if err != nil {
 		return nil, err
 	}
-	names, err := SetupSimulated(ctx, dir, o.Template, o.Rounds, o.EpochsPerRound, o.Collaborators, port)
+	brokerAddr := ""
+	if o.Encrypted != nil {
+		bp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		brokerAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(bp))
+	}
+	names, err := setupSimulated(ctx, dir, o.Template, o.Rounds, o.EpochsPerRound, o.Collaborators, port, o.Encrypted, brokerAddr)
 	if err != nil {
 		return nil, fmt.Errorf("quickstart: %w", err)
 	}
@@ -335,6 +357,18 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 		dir, o.Template, len(names), o.Rounds, o.EpochsPerRound, port)
 	fmt.Fprintf(out, "PKI: CA %s; identities certified on SIMULATED evidence under the workspace policies\n", filepath.Join(dir, "ca"))
 	fmt.Fprintf(out, "parties' logs: %s\n", filepath.Join(dir, "logs"))
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		return nil, err
+	}
+	var finish func(context.Context, *QuickstartResult, io.Writer) error
+	if o.Encrypted != nil {
+		f, stop, err := o.Encrypted.Prepare(ctx, &EncryptedWorkspace{Dir: dir, Collaborators: names, BrokerAddr: brokerAddr, Executable: o.Executable, Out: out})
+		if err != nil {
+			return nil, fmt.Errorf("quickstart: %w (workspace %s)", err, dir)
+		}
+		defer stop()
+		finish = f
+	}
 
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
@@ -435,7 +469,11 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 	res := &QuickstartResult{Workspace: dir, Model: model, Accuracy: acc, Seconds: time.Since(start).Seconds()}
 	fmt.Fprintf(out, "\nfederation done in %.1f s (%d rounds, %d collaborators as separate processes over RA-TLS)\n", res.Seconds, o.Rounds, len(names))
 	fmt.Fprintf(out, "workspace kept at %s (remove it when done)\n", dir)
-	if p, err := workspace.LoadPlan(dir); err == nil && p.TaskRunner.Model != plan.ModelExternal {
+	if finish != nil {
+		if err := finish(parent, res, out); err != nil {
+			return nil, fmt.Errorf("quickstart: %w (workspace %s)", err, dir)
+		}
+	} else if p, err := workspace.LoadPlan(dir); err == nil && p.TaskRunner.Model != plan.ModelExternal {
 		fmt.Fprintf(out, "evaluate again with: teeml eval --weights %s --dataset digits\n", model)
 	}
 	if hash, err := plan.ReadHashFile(filepath.Join(dir, filepath.FromSlash(workspace.HashFile))); err == nil {

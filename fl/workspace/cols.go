@@ -24,7 +24,9 @@ type Collaborator struct {
 	Name string
 	// Data is "shard:N" — partition N of the plan's dataset (simulation) —
 	// or the path of a CSV file (relative to the workspace, or absolute)
-	// with the plan dataset's feature columns and a "label" column.
+	// with the plan dataset's feature columns and a "label" column; the
+	// file may be sealed (.csv.sealed) or Parquet (.parquet, encrypted or
+	// not), see LoadShardWith.
 	Data string
 }
 
@@ -54,8 +56,8 @@ func checkData(data string) error {
 		}
 	case strings.ContainsFunc(data, func(r rune) bool { return r < 0x20 || r == 0x7f }):
 		return fmt.Errorf("data path %q contains control characters", data)
-	case !strings.HasSuffix(strings.ToLower(data), ".csv"):
-		return fmt.Errorf("data path %q: want shard:N or a .csv file", data)
+	case !hasDataSuffix(data):
+		return fmt.Errorf("data path %q: want shard:N or a .csv, .csv.sealed or .parquet file", data)
 	}
 	return nil
 }

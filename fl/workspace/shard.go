@@ -2,7 +2,6 @@ package workspace
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 
@@ -39,6 +38,14 @@ type Shard struct {
 // real federation no party sees the others' data, and each would fit its
 // preprocessing locally (or the federation would agree statistics).
 func LoadShard(ws, name string) (*Shard, error) {
+	return LoadShardWith(ws, name, ShardOptions{})
+}
+
+// LoadShardWith is LoadShard reading sealed data files (sealed CSV,
+// encrypted Parquet) with the data keys o.Keys releases. When the plan has
+// an encryption section, every collaborator's data must be a sealed file:
+// plaintext files and shard:N partitions are refused.
+func LoadShardWith(ws, name string, o ShardOptions) (*Shard, error) {
 	p, err := LoadPlan(ws)
 	if err != nil {
 		return nil, err
@@ -58,6 +65,9 @@ func LoadShard(ws, name string) (*Shard, error) {
 	}
 	pipe := datasets.FitPipeline(p.DataLoader.Dataset, rawTrain)
 	var part *datasets.Dataset
+	if c.Shard() >= 0 && p.Encryption.Enabled() {
+		return nil, fmt.Errorf("workspace: collaborator %s: data %s is a partition of the plan's dataset, but the plan requires sealed data (encryption.key %s): give a sealed CSV or encrypted Parquet file", name, c.Data, p.Encryption.Key)
+	}
 	if s := c.Shard(); s >= 0 {
 		parts, err := Partition(p, rawTrain)
 		if err != nil {
@@ -68,7 +78,7 @@ func LoadShard(ws, name string) (*Shard, error) {
 		}
 		part = parts[s]
 	} else {
-		part, err = loadCSV(ws, c, rawTrain)
+		part, err = loadCSV(ws, c, rawTrain, o, p.Encryption.Key)
 		if err != nil {
 			return nil, err
 		}
@@ -96,16 +106,16 @@ func Partition(p *plan.Plan, train *datasets.Dataset) ([]*datasets.Dataset, erro
 // loadCSV reads a collaborator's CSV with the dataset's columns: the same
 // feature names in the same order, categorical columns with the same
 // categories (so category indices agree), and a "label" column.
-func loadCSV(ws string, c Collaborator, ref *datasets.Dataset) (*datasets.Dataset, error) {
+func loadCSV(ws string, c Collaborator, ref *datasets.Dataset, o ShardOptions, keyID string) (*datasets.Dataset, error) {
 	path := c.Data
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(ws, filepath.FromSlash(path))
 	}
-	f, err := os.Open(path)
+	f, closeData, err := openData(o, path, c, keyID)
 	if err != nil {
-		return nil, fmt.Errorf("workspace: collaborator %s: %v", c.Name, err)
+		return nil, err
 	}
-	defer f.Close()
+	defer closeData()
 	opts := datasets.CSVOptions{Name: c.Name, Label: "label", Task: ref.Task, ClassNames: ref.ClassNames}
 	for _, col := range ref.Columns {
 		if col.IsCategorical() {

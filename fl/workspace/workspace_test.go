@@ -178,7 +178,7 @@ func TestAddCollaborator(t *testing.T) {
 		{"bank-c", "shard:2", "outside the plan's 2 shards"},
 		{"bank-c", "shard:-1", "want shard:N"},
 		{"bank-c", "shard:01", "want shard:N"},
-		{"bank-c", "data/c.txt", "want shard:N or a .csv file"},
+		{"bank-c", "data/c.txt", "want shard:N or a .csv, .csv.sealed or .parquet file"},
 		{"bank-c", "", "data path is empty"},
 		{"", "shard:1", "member name is empty"},
 		{"-bank", "shard:1", "not allowed"},

@@ -4,12 +4,14 @@
 package job
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
+	"os"
 	"strconv"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/safetensors"
 	"github.com/teeml/teeml/ml/tensor"
+	"github.com/teeml/teeml/sealed"
 )
 
 // Metadata keys that teeml adds to a weights file next to ml.Model's own.
@@ -226,12 +229,22 @@ func Save(path string, r *TrainResult, splitSeed int64, testFraction float64) er
 // WriteWeights writes weights atomically as safetensors with md plus
 // teeml's version and the test metrics (md is not modified).
 func WriteWeights(path string, w tensor.Weights, md map[string]string, test ml.Metrics) error {
+	return safetensors.WriteFile(path, w, weightsMeta(md, test))
+}
+
+// EncodeWeights is WriteWeights to a writer (e.g. a sealed.Writer, so the
+// model never reaches the disk in plaintext).
+func EncodeWeights(out io.Writer, w tensor.Weights, md map[string]string, test ml.Metrics) error {
+	return safetensors.Write(out, w, weightsMeta(md, test))
+}
+
+func weightsMeta(md map[string]string, test ml.Metrics) map[string]string {
 	md = maps.Clone(md)
 	md[MetaVersion] = buildinfo.Version
 	if b, err := json.Marshal(test.Map()); err == nil {
 		md[MetaTestMetrics] = string(b)
 	}
-	return safetensors.WriteFile(path, w, md)
+	return md
 }
 
 // Loaded is a model rebuilt from a weights file.
@@ -247,7 +260,35 @@ type Loaded struct {
 // without teeml metadata (e.g. written from PyTorch) needs kind and spec
 // given by the caller through LoadInto.
 func Load(path string) (*Loaded, error) {
-	ws, md, err := safetensors.ReadFile(path)
+	return LoadSealed(context.Background(), path, nil)
+}
+
+// LoadSealed is Load for a weights file that may be sealed (teeml's sealed
+// format, e.g. a federation's model under a plan's encryption section): it
+// is decrypted in memory with a data key from ks. Without ks a sealed file
+// is refused with an error naming its key and how to open it.
+func LoadSealed(ctx context.Context, path string, ks sealed.KeySource) (*Loaded, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("weights %s: %w", path, err)
+	}
+	if bytes.HasPrefix(b, []byte(sealed.Magic)) {
+		if ks == nil {
+			key := "?"
+			if h, _, err := sealed.ReadHeader(bytes.NewReader(b)); err == nil {
+				key = h.KeyID
+			}
+			return nil, fmt.Errorf("weights %s: sealed (key %q): give --kms CONFIG to decrypt it in memory with a data key from the key broker, or decrypt it with teeml data decrypt", path, key)
+		}
+		r, err := sealed.Open(ctx, bytes.NewReader(b), ks)
+		if err != nil {
+			return nil, fmt.Errorf("weights %s: %w", path, err)
+		}
+		if b, err = io.ReadAll(r); err != nil {
+			return nil, fmt.Errorf("weights %s: %w", path, err)
+		}
+	}
+	ws, md, err := safetensors.Read(bytes.NewReader(b))
 	if err != nil {
 		return nil, fmt.Errorf("weights %s: %w", path, err)
 	}
@@ -286,13 +327,19 @@ type EvalOptions struct {
 	Weights string
 	Dataset string
 	Model   string // expected kind; must match the file
+	// Keys opens sealed weights (see LoadSealed); Context bounds its calls.
+	Keys    sealed.KeySource
+	Context context.Context
 }
 
 // Eval evaluates a saved model on the held-out part of a dataset, split
 // with the seed and fraction recorded at training time and preprocessed with
 // the recorded pipeline (never refitted).
 func Eval(o EvalOptions) (*Loaded, ml.Metrics, error) {
-	l, err := Load(o.Weights)
+	if o.Context == nil {
+		o.Context = context.Background()
+	}
+	l, err := LoadSealed(o.Context, o.Weights, o.Keys)
 	if err != nil {
 		return nil, ml.Metrics{}, err
 	}

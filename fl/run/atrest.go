@@ -1,0 +1,258 @@
+package run
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"google.golang.org/grpc"
+
+	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
+	"github.com/teeml/teeml/attest/policy"
+	"github.com/teeml/teeml/fl/plan"
+	"github.com/teeml/teeml/fl/protocol"
+	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/ml"
+	"github.com/teeml/teeml/ml/job"
+	"github.com/teeml/teeml/ml/safetensors"
+	"github.com/teeml/teeml/ml/tensor"
+	"github.com/teeml/teeml/sealed"
+	"github.com/teeml/teeml/sealed/kmskeys"
+)
+
+// KMSConfig is the optional kms section of a party configuration: the key
+// broker this party gets data keys from (sealed data files, sealed models
+// and checkpoints when the plan has an encryption section).
+//
+//	kms:
+//	  broker: 127.0.0.1:7443        # the broker's address
+//	  policy: policies/kms.yaml     # attest/policy file with role kms: what the
+//	                                # broker must run (relative to the workspace)
+//
+// The party connects with its own federation identity over mutual RA-TLS
+// (the same certificate and evidence as on its federation channels); the
+// broker must present a federation identity with role kms whose evidence
+// satisfies the policy. Which keys the broker releases to the party is the
+// broker's decision (each key's release policy), recorded in its audit log.
+type KMSConfig struct {
+	Broker string `yaml:"broker"`
+	Policy string `yaml:"policy"`
+}
+
+// keySource dials the party's key broker. It returns nil without a kms
+// section.
+func (id *identity) keySource(ctx context.Context, ws string, log *slog.Logger) (*kmskeys.Source, func(), error) {
+	k := id.party.KMS
+	if k == nil {
+		return nil, func() {}, nil
+	}
+	if k.Broker == "" || k.Policy == "" {
+		return nil, nil, fmt.Errorf("party config: kms: broker and policy are required")
+	}
+	pol, err := policy.Load(wsPath(ws, k.Policy))
+	if err != nil {
+		return nil, nil, fmt.Errorf("party config: kms.policy: %v", err)
+	}
+	if _, ok := pol.Roles["kms"]; !ok {
+		return nil, nil, fmt.Errorf("party config: kms.policy %s has no role kms (what the broker must run)", k.Policy)
+	}
+	creds, closeCreds, err := id.credentials(ctx, map[string]*policyT{"kms": pol}, "kms", false, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := grpc.NewClient(k.Broker, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		closeCreds()
+		return nil, nil, fmt.Errorf("key broker %s: %v", k.Broker, err)
+	}
+	log.Info("data keys from the key broker", "broker", k.Broker, "policy", k.Policy)
+	return kmskeys.New(kmsv1.NewKeyBrokerClient(conn), k.Broker), func() { conn.Close(); closeCreds() }, nil
+}
+
+// PartyKeySource returns member name's key broker (the kms section of its
+// party configuration), connected with its federation identity of the given
+// role, and a close function. It fails if the party has no kms section.
+func PartyKeySource(ctx context.Context, ws, name, role string, log *slog.Logger) (sealed.KeySource, func(), error) {
+	id, err := loadIdentity(ws, name, role, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if id.party.KMS == nil {
+		return nil, nil, fmt.Errorf("party config %s: no kms section", PartyFile(ws, name))
+	}
+	ks, closeKS, err := id.keySource(ctx, ws, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ks, closeKS, nil
+}
+
+// partyKeys returns the key source a party of plan p uses: its broker if
+// its configuration has a kms section (nil otherwise). A plan with an
+// encryption section requires one.
+func (id *identity) partyKeys(ctx context.Context, ws string, p *plan.Plan, name string, log *slog.Logger) (sealed.KeySource, func(), error) {
+	ks, closeKS, err := id.keySource(ctx, ws, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ks == nil {
+		if p.Encryption.Enabled() {
+			return nil, nil, fmt.Errorf("plan requires encryption (encryption.key %s) but %s has no kms section naming the key broker", p.Encryption.Key, PartyFile(ws, name))
+		}
+		return nil, closeKS, nil
+	}
+	return ks, closeKS, nil
+}
+
+// atRest writes and reads the aggregator's model and checkpoint files:
+// sealed under data keys of key when the plan has an encryption section
+// (ks is then the aggregator's key broker), plaintext otherwise (nil
+// atRest). Sealed files keep their names; their content starts with
+// sealed.Magic.
+type atRest struct {
+	ctx context.Context
+	ks  sealed.KeySource
+	key string
+}
+
+func newAtRest(ctx context.Context, p *plan.Plan, ks sealed.KeySource) *atRest {
+	if !p.Encryption.Enabled() {
+		return nil
+	}
+	return &atRest{ctx: ctx, ks: ks, key: p.Encryption.Key}
+}
+
+// seal writes path atomically (mode 0600), sealing what enc writes when a
+// is not nil. The plaintext never reaches the disk.
+func (a *atRest) write(path string, enc func(io.Writer) error) error {
+	if a == nil {
+		return atomicfile.WriteFile(path, 0o600, enc)
+	}
+	return atomicfile.WriteFile(path, 0o600, func(w io.Writer) error {
+		sw, err := sealed.NewWriter(a.ctx, w, a.ks, a.key, nil)
+		if err != nil {
+			return err
+		}
+		bw := bufio.NewWriterSize(sw, 1<<20)
+		if err := enc(bw); err != nil {
+			return err
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		return sw.Close()
+	})
+}
+
+// open returns the contents of path: decrypted if it is sealed. A plaintext
+// file is refused when the plan requires encryption, and a sealed one when
+// it does not (it cannot be opened without the key broker).
+func (a *atRest) open(path, what string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	isSealed := bytes.HasPrefix(b, []byte(sealed.Magic))
+	switch {
+	case a == nil && isSealed:
+		return nil, fmt.Errorf("%s %s is sealed, but the plan has no encryption section", what, path)
+	case a == nil:
+		return b, nil
+	case !isSealed:
+		return nil, fmt.Errorf("%s %s is plaintext, but the plan requires encryption (encryption.key %s)", what, path, a.key)
+	}
+	r, err := sealed.Open(a.ctx, bytes.NewReader(b), a.ks)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %v", what, path, err)
+	}
+	plain, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %v", what, path, err)
+	}
+	return plain, nil
+}
+
+// saveWeights writes a model file (see job.WriteWeights).
+func (a *atRest) saveWeights(path string, w tensor.Weights, md map[string]string, met ml.Metrics) error {
+	if a == nil {
+		return saveWeights(path, w, md, met)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return a.write(path, func(out io.Writer) error { return job.EncodeWeights(out, w, md, met) })
+}
+
+// writeCheckpoint is protocol.WriteCheckpoint, sealed when a is not nil.
+func (a *atRest) writeCheckpoint(path string, c *protocol.Checkpoint) error {
+	if a == nil {
+		return protocol.WriteCheckpoint(path, c)
+	}
+	if err := a.write(path, func(w io.Writer) error { return protocol.EncodeCheckpoint(w, c) }); err != nil {
+		return fmt.Errorf("checkpoint: %v", err)
+	}
+	return nil
+}
+
+// readCheckpoint is protocol.ReadCheckpoint, unsealing through the key
+// broker when a is not nil.
+func (a *atRest) readCheckpoint(path, planHash string) (*protocol.Checkpoint, error) {
+	if a == nil {
+		b, err := os.ReadFile(path)
+		if err == nil && bytes.HasPrefix(b, []byte(sealed.Magic)) {
+			return nil, fmt.Errorf("checkpoint %s is sealed, but the plan has no encryption section", path)
+		}
+		return protocol.ReadCheckpoint(path, planHash)
+	}
+	b, err := a.open(path, "checkpoint")
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		return nil, err
+	}
+	c, err := protocol.DecodeCheckpoint(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %v", path, strings.TrimPrefix(err.Error(), "checkpoint: "))
+	}
+	if c.PlanHash != planHash {
+		return nil, fmt.Errorf("checkpoint %s belongs to plan %s, not the frozen plan %s: move it away to start this plan from round 1",
+			path, protocol.ShortHash(c.PlanHash), protocol.ShortHash(planHash))
+	}
+	return c, nil
+}
+
+// readWeights reads the initial weights: sealed or not (initial weights
+// are derived from the plan's seed and hold no data, so a plaintext file is
+// accepted even under encryption).
+func (a *atRest) readWeights(path string) (tensor.Weights, map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if bytes.HasPrefix(b, []byte(sealed.Magic)) {
+		if a == nil {
+			return nil, nil, fmt.Errorf("%s is sealed, but the plan has no encryption section", path)
+		}
+		if b, err = a.open(path, "weights"); err != nil {
+			return nil, nil, err
+		}
+	}
+	return safetensors.Read(bytes.NewReader(b))
+}
+
+// checkEncryptionSupported refuses encryption with an external task runner:
+// runners exchange data and weights with teeml through plaintext files.
+func checkEncryptionSupported(p *plan.Plan) error {
+	if p.Encryption.Enabled() && p.TaskRunner.Model == plan.ModelExternal {
+		return fmt.Errorf("plan: encryption with task_runner.model %s is not implemented (the runner exchanges data and weights through plaintext files)", plan.ModelExternal)
+	}
+	return nil
+}
