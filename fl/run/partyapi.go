@@ -2,7 +2,6 @@ package run
 
 import (
 	"context"
-	"encoding/hex"
 	"io"
 	"log/slog"
 
@@ -53,10 +52,3 @@ func (p *Party) AnnounceSimulation(out io.Writer, log *slog.Logger) {
 	announceSimulation(out, log, p.id.party)
 }
 
-// SimMeasurement is the simulated enclave measurement (MRENCLAVE and
-// MRSIGNER, hex) that SetupSimulatedParties' parties claim and SimPolicy
-// accepts; for writing other simulated policies (e.g. a key's release
-// policy) that must accept the same parties.
-func SimMeasurement() (mrEnclave, mrSigner string) {
-	return hex.EncodeToString(simMREnclave[:]), hex.EncodeToString(simMRSigner[:])
-}
