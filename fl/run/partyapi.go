@@ -51,4 +51,3 @@ func (p *Party) Simulated() bool { return p.id.party.Simulated() }
 func (p *Party) AnnounceSimulation(out io.Writer, log *slog.Logger) {
 	announceSimulation(out, log, p.id.party)
 }
-
