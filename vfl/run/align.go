@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -176,6 +177,13 @@ func (pt *party) runPSI(ctx context.Context, persist bool) (*aligned, error) {
 		TempDir: pt.psiDir(), Logger: pt.log}
 	if pt.role == RoleFollower {
 		cfg.Role = psi.Follower
+	}
+	if !persist && pt.role == RoleFollower {
+		// A predicting follower is a service that waits for the leader as
+		// long as it runs (ctx), as the bridge's first accept does; in
+		// training the PSI starts right after both Hellos, so the default
+		// bound applies.
+		cfg.ConnectTimeout = 100 * 365 * 24 * time.Hour
 	}
 	if pt.o.psiRand != nil {
 		cfg.Rand = pt.o.psiRand(pt.role)

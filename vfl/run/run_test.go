@@ -492,3 +492,27 @@ func dbgLog(who string) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("who", who)
 }
+
+// TestDifferentAlignmentWithCheckpointsIsRefused: checkpoints belong to the
+// rows of one PSI session; if one side lost its stored alignment, a fresh
+// PSI would reorder the rows, so both sides refuse with one line instead.
+func TestDifferentAlignmentWithCheckpointsIsRefused(t *testing.T) {
+	plan := setup(t, "breast_cancer", split.KindLR, 1)
+	state := t.TempDir()
+	if _, _, err := RunInProcess(ctxT(t), plan, state, testlog.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(state, "follower", "psi", "session.json")); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := RunInProcess(ctxT(t), plan, state, testlog.Discard())
+	if err == nil || !strings.Contains(err.Error(), "the stored alignments differ (PSI session here ") ||
+		!strings.Contains(err.Error(), "checkpoints exist") {
+		t.Fatalf("want a refusal naming the differing PSI sessions, got %v", err)
+	}
+	for _, line := range strings.Split(err.Error(), "\n") { // errors.Join of both sides
+		if !strings.Contains(line, "stored alignments differ") && !strings.Contains(line, "context canceled") {
+			t.Fatalf("unexpected line %q in %v", line, err)
+		}
+	}
+}
