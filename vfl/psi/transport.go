@@ -92,7 +92,7 @@ type Service struct {
 }
 
 // armWait bounds how long an unexpected session waits for Accept.
-const armWait = 30 * time.Second
+const armWait = 5 * time.Second
 
 type job struct {
 	ctx  context.Context
