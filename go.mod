@@ -17,7 +17,8 @@ require (
 )
 
 require (
-	github.com/gtank/ristretto255 v0.1.2 // indirect
+	filippo.io/edwards25519 v1.1.0 // indirect
+	github.com/gtank/ristretto255 v0.2.0 // indirect
 	github.com/kr/text v0.2.0 // indirect
 )
 

@@ -170,10 +170,29 @@ func TestVFLFollowerKilledMidTrainingResumes(t *testing.T) {
 	if cards[0].Iterations != cards[1].Iterations {
 		t.Fatalf("leader %d iterations, follower %d", cards[0].Iterations, cards[1].Iterations)
 	}
-	// The same plan without the kill, in one process: identical halves.
+	// The PSI ran once, before the kill; the restarted follower reused the
+	// stored alignment (same session at both sides, named in the Hello).
+	if strings.Count(lout, "vfl leader: PSI ecdh-psi ristretto255") != 1 || strings.Contains(fout, ": PSI ecdh-psi") {
+		t.Fatalf("want exactly one PSI (before the kill):\nleader:\n%s\nrestarted follower:\n%s", lout, fout)
+	}
+	// The same plan and the same PSI alignment (the stored session files,
+	// copied) without the kill, in one process: identical halves.
+	inproc := t.TempDir()
+	for _, role := range []string{"leader", "follower"} {
+		for _, name := range []string{"aligned-ids.txt", "session.json"} {
+			b, err := os.ReadFile(firstGlob(t, filepath.Join(state, "*", role, "psi", name)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.MkdirAll(filepath.Join(inproc, role, "psi"), 0o700)
+			if err := os.WriteFile(filepath.Join(inproc, role, "psi", name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l, f, err := vflrun.RunInProcess(ctx, plan, t.TempDir(), testlog.Discard())
+	l, f, err := vflrun.RunInProcess(ctx, plan, inproc, testlog.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,6 +264,18 @@ func TestVFLQuickstartBreastCancer(t *testing.T) {
 	}
 	if !strings.Contains(out, "SIMULATION") {
 		t.Fatal("quickstart output does not announce simulation")
+	}
+	// The rows were aligned by the PSI: about 5% of the IDs are missing at
+	// each side, so the intersection is smaller than both sets.
+	p := regexp.MustCompile(`breast_cancer: PSI ecdh-psi ristretto255 \(mode both, session [0-9a-f]+\): (\d+) IDs here, (\d+) at the peer, (\d+) in common; \d+ IDs/s .* (\d+) bytes sent, (\d+) received`).FindStringSubmatch(out)
+	if p == nil {
+		t.Fatalf("no PSI summary:\n%s", out)
+	}
+	own, _ := strconv.Atoi(p[1])
+	peer, _ := strconv.Atoi(p[2])
+	common, _ := strconv.Atoi(p[3])
+	if !(common < own && common < peer && common > 450 && own < 569 && peer < 569) {
+		t.Fatalf("PSI sizes leader %d follower %d common %d (breast_cancer has 569 rows)", own, peer, common)
 	}
 
 	// Joint prediction with the exported halves, as two processes.

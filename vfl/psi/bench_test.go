@@ -88,3 +88,23 @@ func reportRates(b *testing.B, ids int, cpu time.Duration) {
 	b.ReportMetric(float64(ids)/b.Elapsed().Seconds(), "ids/s")
 	b.ReportMetric(float64(ids)/cpu.Seconds(), "ids/cpu-s")
 }
+
+// BenchmarkBlindWorkers is one batch's blinding on the session's bounded
+// worker pool (Config.Workers goroutines): ids/s is the total rate of the
+// pool, ids/cpu-s the per-core rate.
+func BenchmarkBlindWorkers(b *testing.B) {
+	k, _ := newSecret(rand.Reader)
+	ids := benchIDs(DefaultBatchSize)
+	for _, w := range []int{1, 2} {
+		b.Run(fmt.Sprintf("workers=%d", w), func(b *testing.B) {
+			s := &session{cfg: Config{Workers: w}, dst: hashDST([32]byte{1}), secret: k}
+			c0 := cpuTime()
+			for b.Loop() {
+				if out := s.blind(ids); len(out) != len(ids)*pointLen {
+					b.Fatal(len(out))
+				}
+			}
+			reportRates(b, b.N*len(ids), cpuTime()-c0)
+		})
+	}
+}

@@ -68,7 +68,7 @@ func FuzzPeerMessage(f *testing.F) {
 			if err := reblind(out, k, data); err == nil {
 				for i := 0; i < len(data); i += pointLen {
 					var e ristretto255.Element
-					if e.Decode(data[i:i+pointLen]) != nil || e.Equal(ristretto255.NewElement()) == 1 {
+					if _, err := e.SetCanonicalBytes(data[i : i+pointLen]); err != nil || e.Equal(ristretto255.NewElement()) == 1 {
 						t.Fatalf("accepted invalid point %x", data[i:i+pointLen])
 					}
 				}

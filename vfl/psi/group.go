@@ -33,13 +33,18 @@ func hashDST(session [32]byte) []byte {
 
 // hashToGroup maps id to a ristretto255 element as the RFC 9380 suite
 // ristretto255_XMD:SHA-512_R255MAP_RO_ does: expand_message_xmd with SHA-512
-// to 64 uniform bytes, then the ristretto255 one-way map (FromUniformBytes).
+// to 64 uniform bytes, then the ristretto255 one-way map (SetUniformBytes).
 // The result is a random oracle into the prime-order group, so nobody knows
 // a discrete-log relation between the images of two IDs.
 func hashToGroup(dst []byte, id string) *ristretto255.Element {
 	var u [64]byte
 	expandXMD(u[:], dst, id)
-	return ristretto255.NewElement().FromUniformBytes(u[:])
+	e, err := ristretto255.NewElement().SetUniformBytes(u[:])
+	if err != nil {
+		// Unreachable: u is always 64 bytes.
+		panic("psi: hash to group: " + err.Error())
+	}
+	return e
 }
 
 // expandXMD is RFC 9380 section 5.3.1 expand_message_xmd with SHA-512 for
@@ -68,7 +73,10 @@ func newSecret(rnd io.Reader) (*ristretto255.Scalar, error) {
 		if _, err := io.ReadFull(rnd, b[:]); err != nil {
 			return nil, fmt.Errorf("psi: secret scalar: %v", err)
 		}
-		s := ristretto255.NewScalar().FromUniformBytes(b[:])
+		s, err := ristretto255.NewScalar().SetUniformBytes(b[:])
+		if err != nil {
+			return nil, fmt.Errorf("psi: secret scalar: %v", err)
+		}
 		if s.Equal(ristretto255.NewScalar()) == 0 {
 			return s, nil
 		}
@@ -80,7 +88,7 @@ func blindIDs(out []byte, dst []byte, k *ristretto255.Scalar, ids []string) {
 	p := ristretto255.NewElement()
 	for i, id := range ids {
 		p.ScalarMult(k, hashToGroup(dst, id))
-		p.Encode(out[i*pointLen : i*pointLen])
+		copy(out[i*pointLen:(i+1)*pointLen], p.Bytes())
 	}
 }
 
@@ -93,17 +101,15 @@ var errIdentity = errors.New("the identity element")
 func reblind(out []byte, k *ristretto255.Scalar, in []byte) error {
 	p := ristretto255.NewElement()
 	zero := ristretto255.NewElement()
-	var enc [pointLen]byte
 	for i := 0; i*pointLen < len(in); i++ {
-		if err := p.Decode(in[i*pointLen : (i+1)*pointLen]); err != nil {
+		if _, err := p.SetCanonicalBytes(in[i*pointLen : (i+1)*pointLen]); err != nil {
 			return fmt.Errorf("point %d: not a canonical ristretto255 encoding", i)
 		}
 		if p.Equal(zero) == 1 {
 			return fmt.Errorf("point %d: %w", i, errIdentity)
 		}
 		p.ScalarMult(k, p)
-		p.Encode(enc[:0])
-		digest(out[i*DigestLen:(i+1)*DigestLen], enc[:])
+		digest(out[i*DigestLen:(i+1)*DigestLen], p.Bytes())
 	}
 	return nil
 }

@@ -126,3 +126,30 @@ func TestReblindRefusesBadPoints(t *testing.T) {
 	}
 	_ = ristretto255.NewElement()
 }
+
+// TestOneWayMapVectors pins the ristretto255 one-way map that hashToGroup
+// ends with to RFC 9496 appendix A.3 (inputs are the SHA-512 images of the
+// RFC's strings), so a library upgrade that changed the map, and with it
+// every blinded value, fails here rather than silently breaking PSI
+// between parties on different builds.
+func TestOneWayMapVectors(t *testing.T) {
+	vectors := []struct{ in, want string }{
+		{"Ristretto is traditionally a short shot of espresso coffee", "3066f82a1a747d45120d1740f14358531a8f04bbffe6a819f86dfe50f44a0a46"},
+		{"made with the normal amount of ground coffee but extracted with", "f26e5b6f7d362d2d2a94c5d0e7602cb4773c95a2e5c31a64f133189fa76ed61b"},
+		{"about half the amount of water in the same amount of time", "006ccd2a9e6867e6a2c5cea83d3302cc9de128dd2a9a57dd8ee7b9d7ffe02826"},
+		{"by using a finer grind.", "f8f0c87cf237953c5890aec3998169005dae3eca1fbb04548c635953c817f92a"},
+		{"This produces a concentrated shot of coffee per volume.", "ae81e7dedf20a497e10c304a765c1767a42d6e06029758d2d7e8ef7cc4c41179"},
+		{"Just pulling a normal shot short will produce a weaker shot", "e2705652ff9f5e44d3e841bf1c251cf7dddb77d140870d1ab2ed64f1a9ce8628"},
+		{"and is not a Ristretto as some believe.", "80bd07262511cdde4863f8a7434cef696750681cb9510eea557088f76d9e5065"},
+	}
+	for i, v := range vectors {
+		h := sha512.Sum512([]byte(v.in))
+		e, err := ristretto255.NewElement().SetUniformBytes(h[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := hex.EncodeToString(e.Bytes()); got != v.want {
+			t.Errorf("RFC 9496 A.3 #%d: %s, want %s", i, got, v.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -53,12 +54,17 @@ func Serve(ctx context.Context, lis net.Listener, creds credentials.TransportCre
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	h := &handler{cfg: cfg, set: set, out: out, done: make(chan outcome, 1), busy: make(chan struct{}, 1)}
+	svc := NewService(cfg.Logger)
 	srv := grpc.NewServer(grpc.Creds(creds),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 20 * time.Second}))
-	psiv1.RegisterPSIServer(srv, h)
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(lis) }()
+	svc.Register(srv)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		if err := srv.Serve(lis); err != nil {
+			cancel(fmt.Errorf("psi: serve: %v", err))
+		}
+	}()
 	// Graceful, so that the handler's final status reaches the dialer; a
 	// bounded wait, so that a stuck peer cannot hold Serve open.
 	defer func() {
@@ -70,27 +76,77 @@ func Serve(ctx context.Context, lis net.Listener, creds credentials.TransportCre
 			srv.Stop()
 		}
 	}()
+	return svc.Accept(ctx, cfg, set, out)
+}
+
+// Service is the listening side of PSI as a gRPC service on a server the
+// caller owns: vfl/run registers it next to the VFL bridge on the same
+// RA-TLS listener, so the PSI peer passes exactly the attestation and
+// policy checks the bridge peer does. It runs at most one session at a
+// time, and only while Accept has armed it: a peer that opens a session
+// otherwise waits up to armWait and is then told to retry.
+type Service struct {
+	psiv1.UnimplementedPSIServer
+	log   *slog.Logger
+	armed chan *job
+}
+
+// armWait bounds how long an unexpected session waits for Accept.
+const armWait = 5 * time.Second
+
+type job struct {
+	ctx  context.Context
+	cfg  Config
+	set  *Set
+	out  string
+	done chan outcome
+}
+
+// NewService returns an unarmed service.
+func NewService(log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{log: log, armed: make(chan *job, 1)}
+}
+
+// Register adds the service to srv.
+func (s *Service) Register(srv *grpc.Server) { psiv1.RegisterPSIServer(srv, s) }
+
+// Accept arms the service for one session with cfg, set and out, waits for
+// a peer to run it and returns its result. A peer that does not start
+// within cfg.ConnectTimeout ends Accept; ctx cancels the session.
+func (s *Service) Accept(ctx context.Context, cfg Config, set *Set, out string) (*Result, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	j := &job{ctx: ctx, cfg: cfg, set: set, out: out, done: make(chan outcome, 1)}
+	select {
+	case s.armed <- j:
+	default:
+		return nil, errors.New("psi: another session is already waiting for a peer")
+	}
 	// ConnectTimeout bounds the wait for the peer, not the session.
 	wait := time.NewTimer(cfg.ConnectTimeout)
 	defer wait.Stop()
 	for {
 		select {
-		case o := <-h.done:
+		case o := <-j.done:
 			return o.res, o.err
-		case err := <-serveErr:
-			return nil, fmt.Errorf("psi: serve: %v", err)
 		case <-wait.C:
-			if len(h.busy) == 0 {
+			if s.disarm(j) {
 				return nil, fmt.Errorf("psi: no peer started a session within %v", cfg.ConnectTimeout)
 			}
 		case <-ctx.Done():
-			if len(h.busy) == 0 {
+			if s.disarm(j) {
 				return nil, fmt.Errorf("psi: no peer started a session: %w", context.Cause(ctx))
 			}
-			// Stop ends the running session's stream; its handler reports.
-			srv.Stop()
+			// The running handler watches ctx and reports.
 			select {
-			case o := <-h.done:
+			case o := <-j.done:
+				if o.err == nil {
+					return o.res, nil
+				}
 				return nil, fmt.Errorf("psi: session aborted (%v): %w", context.Cause(ctx), o.err)
 			case <-time.After(5 * time.Second):
 				return nil, fmt.Errorf("psi: session aborted: %w", context.Cause(ctx))
@@ -99,38 +155,51 @@ func Serve(ctx context.Context, lis net.Listener, creds credentials.TransportCre
 	}
 }
 
-type handler struct {
-	psiv1.UnimplementedPSIServer
-	cfg  Config
-	set  *Set
-	out  string
-	done chan outcome
-	busy chan struct{}
+// disarm takes j back unless a peer's session has already taken it.
+func (s *Service) disarm(j *job) bool {
+	select {
+	case got := <-s.armed:
+		if got != j {
+			s.armed <- got
+			return false
+		}
+		return true
+	default:
+		return false
+	}
 }
 
-func (h *handler) Session(st grpc.BidiStreamingServer[psiv1.PSIMessage, psiv1.PSIMessage]) error {
+// Session is the gRPC handler: it takes the armed job and runs it.
+func (s *Service) Session(st grpc.BidiStreamingServer[psiv1.PSIMessage, psiv1.PSIMessage]) error {
+	var j *job
+	t := time.NewTimer(armWait)
+	defer t.Stop()
 	select {
-	case h.busy <- struct{}{}:
-	default:
-		return status.Error(codes.ResourceExhausted, "psi: a session is already running")
+	case j = <-s.armed:
+	case <-t.C:
+		return status.Error(codes.Unavailable, "psi: no session expected here now")
+	case <-st.Context().Done():
+		return status.FromContextError(st.Context().Err()).Err()
 	}
 	p, ok := ratls.PeerFromContext(st.Context())
-	name, err := checkPeer(p, ok, h.cfg.Role)
+	name, err := checkPeer(p, ok, j.cfg.Role)
 	if err != nil {
-		h.cfg.Logger.Warn("psi: refused peer", "err", err)
-		h.done <- outcome{nil, err}
+		s.log.Warn("psi: refused peer", "err", err)
+		j.done <- outcome{nil, err}
 		return status.Error(codes.PermissionDenied, err.Error())
 	}
 	// The dialer waits for the header before it sends Hello.
 	if err := st.SendHeader(nil); err != nil {
-		h.done <- outcome{nil, fmt.Errorf("psi: peer %q: %v", name, err)}
+		j.done <- outcome{nil, fmt.Errorf("psi: peer %q: %v", name, err)}
 		return err
 	}
 	ctx, cancel := context.WithCancelCause(st.Context())
 	defer cancel(nil)
+	stop := context.AfterFunc(j.ctx, func() { cancel(context.Cause(j.ctx)) })
+	defer stop()
 	fin := make(chan outcome, 1)
 	go func() {
-		res, err := run(ctx, cancel, st, false, name, h.cfg, h.set, h.out)
+		res, err := run(ctx, cancel, st, false, name, j.cfg, j.set, j.out)
 		fin <- outcome{res, err}
 	}()
 	var o outcome
@@ -145,7 +214,7 @@ func (h *handler) Session(st grpc.BidiStreamingServer[psiv1.PSIMessage, psiv1.PS
 		case <-time.After(2 * time.Second):
 		}
 	}
-	h.done <- o
+	j.done <- o
 	if o.err != nil {
 		return status.Error(codes.Aborted, o.err.Error())
 	}
@@ -174,6 +243,16 @@ func Dial(ctx context.Context, addr string, creds credentials.TransportCredentia
 		return nil, fmt.Errorf("psi: peer %s: %v", addr, err)
 	}
 	defer conn.Close()
+	return DialConn(ctx, conn, addr, cfg, set, out)
+}
+
+// DialConn runs the session over an existing client connection (vfl/run
+// uses the RA-TLS connection of the bridge); addr only names the peer in
+// errors. Retries and refusals are as for Dial.
+func DialConn(ctx context.Context, conn grpc.ClientConnInterface, addr string, cfg Config, set *Set, out string) (*Result, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	cl := psiv1.NewPSIClient(conn)

@@ -1,15 +1,14 @@
 package run
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/vfl/bridge"
+	"github.com/teeml/teeml/vfl/join"
 	"github.com/teeml/teeml/vfl/split"
 )
 
@@ -107,70 +106,6 @@ func selectIDs(ds *datasets.Dataset, ids []string) (*datasets.Dataset, error) {
 	return out, nil
 }
 
-// Aligner finds the IDs both parties hold and returns them in an order both
-// agree on.
-type Aligner interface {
-	Align(ctx context.Context, ids []string) ([]string, error)
-}
-
-// digestAligner is a PLACEHOLDER for private set intersection: each side
-// sends salted SHA-256 digests of its IDs in the Hello and keeps the IDs
-// whose digest the peer also sent, ordered by digest. The salt (the plan
-// hash) stops precomputed tables, not a peer guessing IDs: unlike ECDH-PSI
-// it reveals to the peer whether any guessed ID is in this side's set. The
-// lead replaces it with vfl/psi's ECDH-PSI; it is not selectable by users.
-type digestAligner struct {
-	salt string
-	peer [][]byte // the peer's digests from its Hello
-}
-
-func idDigest(salt, id string) []byte {
-	sum := sha256.Sum256([]byte("teeml vfl id\x00" + salt + "\x00" + id))
-	return sum[:]
-}
-
-func digests(salt string, ids []string) [][]byte {
-	out := make([][]byte, len(ids))
-	for i, id := range ids {
-		out[i] = idDigest(salt, id)
-	}
-	return out
-}
-
-func (a *digestAligner) Align(_ context.Context, ids []string) ([]string, error) {
-	peer := make(map[string]bool, len(a.peer))
-	for _, d := range a.peer {
-		if len(d) != sha256.Size {
-			return nil, fmt.Errorf("vfl: alignment: peer sent a %d-byte ID digest, want %d", len(d), sha256.Size)
-		}
-		peer[string(d)] = true
-	}
-	type pair struct {
-		d  string
-		id string
-	}
-	var common []pair
-	for _, id := range ids {
-		if d := string(idDigest(a.salt, id)); peer[d] {
-			common = append(common, pair{d, id})
-		}
-	}
-	slices.SortFunc(common, func(x, y pair) int {
-		if x.d < y.d {
-			return -1
-		}
-		if x.d > y.d {
-			return 1
-		}
-		return 0
-	})
-	out := make([]string, len(common))
-	for i, c := range common {
-		out[i] = c.id
-	}
-	return out, nil
-}
-
 // Prepared is one party's aligned, split and preprocessed data.
 type Prepared struct {
 	Train, Test *datasets.Dataset
@@ -187,7 +122,7 @@ func Prepare(p *Plan, ds *datasets.Dataset, common []string) (*Prepared, error) 
 	if len(common) == 0 {
 		return nil, fmt.Errorf("vfl: the parties have no ID in common")
 	}
-	aligned, err := selectIDs(ds, common)
+	aligned, err := join.Align(ds, common)
 	if err != nil {
 		return nil, err
 	}
@@ -223,22 +158,23 @@ func Prepare(p *Plan, ds *datasets.Dataset, common []string) (*Prepared, error) 
 }
 
 // schedule maps iterations to rows: iterations 1..TrainIters walk the
-// training rows in a fresh seeded permutation per epoch, batch by batch
-// (the last batch of an epoch may be short); the following EvalIters
+// training rows batch by batch in the order join.BatchOrder draws for each
+// epoch from the PSI session's shuffle seed, which both parties derived
+// from both nonces (the last batch of an epoch may be short); the following EvalIters
 // iterations walk the test rows in order. A position depends only on the
 // iteration number, so a resumed run continues exactly where the
 // checkpoint left off.
 type schedule struct {
-	seed                  int64
+	seed                  [32]byte
 	nTrain, nTest, batch  int
 	perEpoch, epochs      int
 	TrainIters, EvalIters int64
-	permEpoch             int
-	perm                  []int
+	batchEpoch            int
+	batches               [][]int
 }
 
-func newSchedule(seed int64, nTrain, nTest, batch, epochs int) *schedule {
-	s := &schedule{seed: seed, nTrain: nTrain, nTest: nTest, batch: batch, epochs: epochs, permEpoch: -1}
+func newSchedule(seed [32]byte, nTrain, nTest, batch, epochs int) *schedule {
+	s := &schedule{seed: seed, nTrain: nTrain, nTest: nTest, batch: batch, epochs: epochs, batchEpoch: -1}
 	s.perEpoch = (nTrain + batch - 1) / batch
 	s.TrainIters = int64(s.perEpoch * epochs)
 	s.EvalIters = int64((nTest + batch - 1) / batch)
@@ -254,13 +190,11 @@ func (s *schedule) rows(it int64) ([]int, bool) {
 	if it <= s.TrainIters {
 		k := int(it - 1)
 		epoch, b := k/s.perEpoch, k%s.perEpoch
-		if epoch != s.permEpoch {
-			rng := rand.New(rand.NewPCG(uint64(s.seed), 0x7666_6c2d_6261_7463+uint64(epoch))) // "vfl-batc"+epoch
-			s.perm = rng.Perm(s.nTrain)
-			s.permEpoch = epoch
+		if epoch != s.batchEpoch {
+			s.batches = join.BatchOrder(s.seed, epoch, s.nTrain, s.batch)
+			s.batchEpoch = epoch
 		}
-		lo, hi := b*s.batch, min((b+1)*s.batch, s.nTrain)
-		return s.perm[lo:hi], true
+		return s.batches[b], true
 	}
 	k := int(it - s.TrainIters - 1)
 	lo, hi := k*s.batch, min((k+1)*s.batch, s.nTest)

@@ -10,8 +10,6 @@ package run
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +29,7 @@ import (
 	"github.com/teeml/teeml/internal/progress"
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/vfl/bridge"
+	"github.com/teeml/teeml/vfl/psi"
 	"github.com/teeml/teeml/vfl/split"
 )
 
@@ -72,6 +71,9 @@ type Options struct {
 	// wrap, when set, wraps the RA-TLS connector (tests: a duplicating
 	// proxy).
 	wrap func(Connector) Connector
+	// psiRand, when set, is the PSI's source of nonces and secret (tests
+	// that compare two runs exactly make both sessions identical).
+	psiRand func(role string) io.Reader
 }
 
 // Result is what a party run produced.
@@ -102,6 +104,8 @@ type party struct {
 	ckptDir  string
 	modelDir string
 
+	psiT     psiTransport
+	al       *aligned // the PSI alignment the rows follow
 	prep     *Prepared
 	alignSum string
 	sched    *schedule
@@ -152,6 +156,9 @@ func newParty(ctx context.Context, op *Options, what string) (*party, Connector,
 		o.Role, what, p.Name, p.ShortHash(), p.Dataset, pt.own.N, pt.own.D, p.Model.Kind, o.StateDir)
 	conn := o.Connector
 	closeFn := func() {}
+	if conn != nil {
+		pt.psiT = psiOf(conn)
+	}
 	pt.metrics = newPartyMetrics(o.Role)
 	if o.MetricsAddr != "" {
 		a, stop, err := pt.metrics.serve(ctx, o.MetricsAddr)
@@ -193,6 +200,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer closeFn()
 	log := pt.log
+	// A stored alignment is reused if the peer names the same PSI session
+	// (see agreeAlignment): resuming needs the rows in the same order.
+	pt.al = pt.loadAlignment()
 	res, err := pt.run(ctx, conn, pt.session)
 	if err != nil {
 		return nil, err
@@ -233,6 +243,11 @@ func (pt *party) transport(ctx context.Context) (Connector, func(), error) {
 		srv := grpc.NewServer(grpc.Creds(creds))
 		bs := bridge.NewServer()
 		bs.Register(srv)
+		// PSI runs on the same RA-TLS listener: the same attestation and
+		// plan policy checks as the bridge.
+		svc := psi.NewService(pt.log)
+		svc.Register(srv)
+		pt.psiT = psiListener{svc}
 		go func() { _ = srv.Serve(lis) }()
 		pt.log.Info("follower listening (RA-TLS)", "addr", lis.Addr().String(), "plan_hash", pt.plan.ShortHash())
 		fmt.Fprintf(pt.out, "vfl follower: listening on %s (RA-TLS), waiting for leader\n", lis.Addr())
@@ -263,6 +278,7 @@ func (pt *party) transport(ctx context.Context) (Connector, func(), error) {
 		closeCreds()
 		return nil, nil, fmt.Errorf("peer %s: %v", pt.o.Peer, err)
 	}
+	pt.psiT = psiDialer{cc: cc, addr: pt.o.Peer}
 	return dialer{cc}, func() { cc.Close(); closeCreds() }, nil
 }
 
@@ -305,6 +321,10 @@ func (pt *party) run(ctx context.Context, conn Connector, session func(context.C
 		if err == nil {
 			var res *Result
 			res, err = session(ctx, c)
+			if errors.Is(err, errRealigned) {
+				giveUp = time.Now().Add(reconnect)
+				continue
+			}
 			if err == nil {
 				pt.metrics.sessions.WithLabelValues("done").Inc()
 				return res, nil
@@ -352,7 +372,10 @@ func (pt *party) session(ctx context.Context, c *bridge.Conn) (*Result, error) {
 	}
 	pt.log.Info("bridge channel", "state", "connected", "peer_simulated", pt.peer != nil && pt.peer.Simulated)
 	mine := &vflv1.Hello{PlanHash: pt.plan.Hash(), Role: pt.role, Session: bridge.SessionTrain,
-		Checkpoints: pt.checkpoints(), IdDigests: digests(pt.plan.Hash(), pt.own.IDs)}
+		Checkpoints: pt.checkpoints()}
+	if pt.al != nil {
+		mine.PsiSession = pt.al.id
+	}
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	peerHello, err := bridge.Handshake(hctx, c, mine)
 	cancel()
@@ -363,7 +386,7 @@ func (pt *party) session(ctx context.Context, c *bridge.Conn) (*Result, error) {
 		}
 		return nil, err
 	}
-	if err := pt.align(ctx, peerHello.GetIdDigests()); err != nil {
+	if err := pt.agreeAlignment(ctx, mine.Checkpoints, peerHello.GetCheckpoints(), peerHello.GetPsiSession()); err != nil {
 		return nil, err
 	}
 	resume := bridge.ResumePoint(mine.Checkpoints, peerHello.GetCheckpoints())
@@ -411,38 +434,6 @@ func (pt *party) session(ctx context.Context, c *bridge.Conn) (*Result, error) {
 		return nil, err
 	}
 	return res, nil
-}
-
-// align computes the common rows from the peer's ID digests and prepares
-// the data the first time; later sessions must find the same rows.
-func (pt *party) align(ctx context.Context, peerDigests [][]byte) error {
-	common, err := pt.aligner(peerDigests).Align(ctx, pt.own.IDs)
-	if err != nil {
-		return err
-	}
-	h := sha256.New()
-	for _, id := range common {
-		h.Write([]byte(id))
-		h.Write([]byte{0})
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	if pt.prep != nil {
-		if sum != pt.alignSum {
-			return &bridge.ProtocolError{Msg: "the common rows changed between sessions"}
-		}
-		return nil
-	}
-	prep, err := Prepare(pt.plan, pt.own, common)
-	if err != nil {
-		return err
-	}
-	pt.prep, pt.alignSum = prep, sum
-	pt.sched = newSchedule(pt.plan.Seed, prep.Train.N, prep.Test.N, pt.plan.Training.BatchSize, pt.plan.Training.Epochs)
-	pt.log.Info("rows aligned", "common", len(common), "only_here", prep.Dropped, "train", prep.Train.N, "test", prep.Test.N,
-		"iterations", pt.sched.TrainIters, "aligner", "placeholder-digest")
-	fmt.Fprintf(pt.out, "vfl %s: %d rows in common with the peer (%d held only here), %d train / %d test, %d training iterations of batch %d\n",
-		pt.role, len(common), prep.Dropped, prep.Train.N, prep.Test.N, pt.sched.TrainIters, pt.plan.Training.BatchSize)
-	return nil
 }
 
 // newModel builds this side's half from the plan (fresh initialisation).
@@ -610,11 +601,4 @@ func outcome(err error) string {
 		return "lost"
 	}
 	return "failed"
-}
-
-// aligner returns how this side finds the rows in common with the peer.
-// It is the one place to wire vfl/psi: today it is the PLACEHOLDER
-// digestAligner fed by the digests of the peer's Hello.
-func (pt *party) aligner(peerDigests [][]byte) Aligner {
-	return &digestAligner{salt: pt.plan.Hash(), peer: peerDigests}
 }

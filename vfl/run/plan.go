@@ -52,6 +52,7 @@ const MaxPlanSize = 1 << 20
 //	  epochs: 10
 //	  learning_rate: 0.005
 //	  checkpoint_every: 20      # iterations
+//	psi_mode: both              # optional; leader-learns is refused
 //	network:                    # all optional
 //	  recv_timeout: 60s
 //	  heartbeat: 2s
@@ -67,6 +68,9 @@ type Plan struct {
 	Follower     Side    `yaml:"follower" json:"follower"`
 	Training     Train   `yaml:"training" json:"training"`
 	Network      Network `yaml:"network" json:"network"`
+	// PSIMode is who learns the intersection in the PSI that aligns the
+	// rows: "both" (the default and the only mode split training can use).
+	PSIMode string `yaml:"psi_mode,omitempty" json:"psi_mode,omitempty"`
 
 	// Filled by LoadPlan.
 	path     string
@@ -240,6 +244,13 @@ func (p *Plan) validate() error {
 	}
 	if !(p.TestFraction > 0 && p.TestFraction < 1) {
 		return p.errf("test_fraction", "%v outside (0, 1)", p.TestFraction)
+	}
+	switch p.PSIMode {
+	case "", "both":
+	case "leader-learns":
+		return p.errf("psi_mode", "leader-learns leaves the follower without the aligned order, so it cannot build its half of each batch; split training needs both (use teeml vfl psi --mode leader-learns for a leader-only intersection)")
+	default:
+		return p.errf("psi_mode", "%q: want both", p.PSIMode)
 	}
 	m := &p.Model
 	switch m.Kind {

@@ -40,6 +40,8 @@ func TestParsePlanErrorsNameFileLineAndKey(t *testing.T) {
 		{"test_fraction: 0.2", "test_fraction: 1.5", "plan.yaml:3: test_fraction: 1.5 outside (0, 1)"},
 		{"kind: lr", "kind: lr\n  hidden: [8]", "plan.yaml:5: model: kind lr takes no act_width"},
 		{"seed: 1", "seed: 1\nseed: 2", `mapping key "seed" already defined`},
+		{"seed: 1", "seed: 1\npsi_mode: leader-learns", "plan.yaml:5: psi_mode: leader-learns leaves the follower without the aligned order"},
+		{"seed: 1", "seed: 1\npsi_mode: plain", `plan.yaml:5: psi_mode: "plain": want both`},
 	} {
 		src := strings.Replace(goodPlan, c.from, c.to, 1)
 		_, err := ParsePlan([]byte(src), "plan.yaml")

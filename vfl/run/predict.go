@@ -2,8 +2,10 @@ package run
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/csv"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +17,7 @@ import (
 	vflv1 "github.com/teeml/teeml/api/proto/teeml/vfl/v1"
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/vfl/bridge"
+	"github.com/teeml/teeml/vfl/join"
 	"github.com/teeml/teeml/vfl/split"
 )
 
@@ -95,6 +98,11 @@ func Predict(ctx context.Context, o PredictOptions) (*PredictResult, error) {
 	if pt.own, err = pipe.Apply(pt.own); err != nil {
 		return nil, fmt.Errorf("vfl predict: %s: %v", o.Model, err)
 	}
+	// A fresh PSI session on the rows of this prediction (the leader's may
+	// be restricted to IDs); both sides then name it in the bridge Hello.
+	if pt.al, err = pt.runPSI(ctx, false); err != nil {
+		return nil, err
+	}
 	var res *PredictResult
 	_, err = pt.run(ctx, conn, func(ctx context.Context, c *bridge.Conn) (*Result, error) {
 		r, err := pt.predictSession(ctx, c, o)
@@ -138,22 +146,22 @@ func readIDs(path string) ([]string, error) {
 func (pt *party) predictSession(ctx context.Context, c *bridge.Conn, o PredictOptions) (*PredictResult, error) {
 	defer c.Close()
 	pt.log.Info("bridge channel", "state", "connected")
-	mine := &vflv1.Hello{PlanHash: pt.plan.Hash(), Role: pt.role, Session: bridge.SessionPredict,
-		IdDigests: digests(pt.plan.Hash(), pt.own.IDs)}
+	mine := &vflv1.Hello{PlanHash: pt.plan.Hash(), Role: pt.role, Session: bridge.SessionPredict, PsiSession: pt.al.id}
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	peerHello, err := bridge.Handshake(hctx, c, mine)
 	cancel()
 	if err != nil {
 		return nil, err
 	}
-	common, err := pt.aligner(peerHello.GetIdDigests()).Align(ctx, pt.own.IDs)
-	if err != nil {
-		return nil, err
+	if !bytes.Equal(peerHello.GetPsiSession(), pt.al.id) {
+		return nil, &bridge.ProtocolError{Msg: fmt.Sprintf("the peer predicts on PSI session %s, this side on %s",
+			short(hex.EncodeToString(peerHello.GetPsiSession())), short(pt.al.rec.SessionID))}
 	}
+	common := pt.al.ids
 	if len(common) == 0 {
 		return nil, fmt.Errorf("vfl predict: the parties have no ID in common")
 	}
-	rows, err := selectIDs(pt.own, common)
+	rows, err := join.Align(pt.own, common)
 	if err != nil {
 		return nil, err
 	}

@@ -45,6 +45,9 @@ type QuickstartRun struct {
 	Centralised split.Metrics // same model and rows, both halves in one process
 	Reference   split.Metrics // teeml's non-split model of the family on the joined table
 	LeaderModel string
+	// PSI is the leader's PSI summary line (set sizes, intersection, IDs/s,
+	// bytes) of the federated run.
+	PSI string
 }
 
 // Quickstart is `teeml vfl quickstart`: for each dataset it writes a
@@ -99,7 +102,10 @@ func Quickstart(ctx context.Context, o QuickstartOptions) ([]QuickstartRun, erro
 		fmt.Fprintf(out, "%-14s %-9s %-10.4f %-10.4f %-+10.2f %-10.4f\n", r.Dataset, kindOr(o.Kind), r.Federated.AUC, r.Centralised.AUC,
 			points(r.Federated.AUC, r.Centralised.AUC), r.Reference.AUC)
 	}
-	fmt.Fprintln(out, "AUC fed.: leader and follower as processes over RA-TLS; cent.: the same split model, both halves in one process;\nref.: teeml's non-split model of the same family (GoMLX) trained on the joined table")
+	fmt.Fprintln(out, "AUC fed.: leader and follower as processes over RA-TLS, rows aligned by ECDH-PSI; cent.: the same split model, both halves in one process\n(its own PSI over an in-process pipe); ref.: teeml's non-split model of the same family (GoMLX) trained on the joined table")
+	for _, r := range runs {
+		fmt.Fprintf(out, "PSI %-14s %s\n", r.Dataset, r.PSI)
+	}
 	fmt.Fprintf(out, "directory kept at %s (remove it when done)\n(%s)\n", root, SimBanner)
 	return runs, nil
 }
@@ -138,6 +144,7 @@ func quickstartOne(ctx context.Context, o QuickstartOptions, out io.Writer, root
 		wg       sync.WaitGroup
 		fed      *split.Metrics
 		model    string
+		psiLine  string
 	)
 	addrCh := make(chan string, 1)
 	start := func(role string, args []string) error {
@@ -176,6 +183,11 @@ func quickstartOne(ctx context.Context, o QuickstartOptions, out io.Writer, root
 				if m, ok := parseResult(line); ok {
 					mu.Lock()
 					fed = &m
+					mu.Unlock()
+				}
+				if s, ok := strings.CutPrefix(line, psiSummaryPrefix(RoleLeader)); ok && role == RoleLeader {
+					mu.Lock()
+					psiLine = s
 					mu.Unlock()
 				}
 				if s, ok := strings.CutPrefix(line, "vfl leader: model "); ok {
@@ -220,7 +232,11 @@ func quickstartOne(ctx context.Context, o QuickstartOptions, out io.Writer, root
 	if fed == nil {
 		return nil, fmt.Errorf("quickstart %s: the leader reported no test metrics (see %s)", ds, filepath.Join(dir, "logs", "leader.log"))
 	}
-	fmt.Fprintf(out, "== %s: centralised baseline: the same model on the same aligned rows, both halves in one process\n", ds)
+	if psiLine == "" {
+		return nil, fmt.Errorf("quickstart %s: the leader reported no PSI summary (see %s)", ds, filepath.Join(dir, "logs", "leader.log"))
+	}
+	fmt.Fprintf(out, "== %s: PSI %s\n", ds, psiLine)
+	fmt.Fprintf(out, "== %s: centralised baseline: the same model on the same common rows, both halves in one process\n", ds)
 	l, _, err := RunInProcess(ctx, plan, filepath.Join(dir, "centralised"), o.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("quickstart %s: centralised baseline: %w", ds, err)
@@ -238,7 +254,7 @@ func quickstartOne(ctx context.Context, o QuickstartOptions, out io.Writer, root
 	}
 	fmt.Fprintf(out, "== %s: reference: teeml's non-split %s model (GoMLX) on the joined table (same rows, split, epochs, batch, learning rate): AUC %.4f (accuracy %.4f, log-loss %.4f)\n",
 		ds, refKind(pl.Model.Kind), ref.AUC, ref.Accuracy, ref.LogLoss)
-	return &QuickstartRun{Dataset: ds, Plan: plan, Federated: *fed, Centralised: c, Reference: ref, LeaderModel: model}, nil
+	return &QuickstartRun{Dataset: ds, Plan: plan, Federated: *fed, Centralised: c, Reference: ref, LeaderModel: model, PSI: psiLine}, nil
 }
 
 func firstErrOr(mu *sync.Mutex, e *error, def error) error {

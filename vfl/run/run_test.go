@@ -2,7 +2,10 @@ package run
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -71,7 +74,7 @@ func twoParties(t *testing.T, plan, followerPlan string, wrap func(Connector) Co
 	go func() {
 		defer wg.Done()
 		fres, ferr = Run(ctx, Options{Plan: followerPlan, Role: RoleFollower, Listen: "127.0.0.1:0", StateDir: filepath.Join(state, "f"),
-			Logger: testlog.Discard(), Ready: func(a string) { addr <- a }})
+			Logger: dbgLog("F"), Ready: func(a string) { addr <- a }, psiRand: detPSIRand})
 		if ferr != nil {
 			addr <- ""
 		}
@@ -81,7 +84,7 @@ func twoParties(t *testing.T, plan, followerPlan string, wrap func(Connector) Co
 		wg.Wait()
 		return nil, nil, nil, ferr
 	}
-	o := Options{Plan: plan, Role: RoleLeader, Peer: a, StateDir: filepath.Join(state, "l"), Logger: testlog.Discard()}
+	o := Options{Plan: plan, Role: RoleLeader, Peer: a, StateDir: filepath.Join(state, "l"), Logger: dbgLog("L"), psiRand: detPSIRand}
 	if wrap != nil {
 		o.wrap = wrap
 	}
@@ -98,7 +101,7 @@ func TestRATLSMatchesInProcessExactly(t *testing.T) {
 		t.Skip("trains twice")
 	}
 	plan := setup(t, "breast_cancer", split.KindWideDeep, 3)
-	base, _, err := RunInProcess(ctxT(t), plan, t.TempDir(), testlog.Discard())
+	base, _, err := runInProcess(ctxT(t), plan, t.TempDir(), testlog.Discard(), detPSIRand)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +122,8 @@ func TestRATLSMatchesInProcessExactly(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, want := range []string{`"plan_hash"`, `"peer_measurement": {`, `"mr_enclave": "` + hexOf(SimMeasurement(c.other)),
-			`"mr_enclave": "` + hexOf(SimMeasurement(c.own)), `"simulated": true`, `"applied_updates": ` + itoa(c.res.Applied)} {
+			`"mr_enclave": "` + hexOf(SimMeasurement(c.own)), `"simulated": true`, `"applied_updates": ` + itoa(c.res.Applied),
+			`"method": "ecdh-psi ristretto255"`, `"psi_session_id": "`, `"intersection": `} {
 			if !strings.Contains(string(card), want) {
 				t.Errorf("%s card lacks %s:\n%s", c.own, want, card)
 			}
@@ -171,7 +175,7 @@ func TestDuplicatedAndDelayedFramesDoNotChangeTheResult(t *testing.T) {
 		t.Skip("trains twice")
 	}
 	plan := setup(t, "breast_cancer", split.KindWideDeep, 2)
-	base, _, err := RunInProcess(ctxT(t), plan, t.TempDir(), testlog.Discard())
+	base, _, err := runInProcess(ctxT(t), plan, t.TempDir(), testlog.Discard(), detPSIRand)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,13 +193,15 @@ func TestDuplicatedAndDelayedFramesDoNotChangeTheResult(t *testing.T) {
 	}
 }
 
-// breakingConnector breaks the first stream after n frames received.
+// breakingConnector breaks stream number at (1-based) after n frames
+// received.
 type breakingConnector struct {
 	Connector
-	n     int
-	once  sync.Once
-	armed bool
+	n, at int
+	calls int
 }
+
+func (b *breakingConnector) unwrap() Connector { return b.Connector }
 
 type breakingStream struct {
 	bridge.Stream
@@ -217,9 +223,7 @@ func (b *breakingConnector) Connect(ctx context.Context) (*bridge.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	first := false
-	b.once.Do(func() { first = true })
-	if !first {
+	if b.calls++; b.calls != b.at {
 		return c, nil
 	}
 	return bridge.WrapConn(c, &breakingStream{Stream: c.Stream, left: b.n, close: c.Close}), nil
@@ -227,14 +231,16 @@ func (b *breakingConnector) Connect(ctx context.Context) (*bridge.Conn, error) {
 
 func TestBrokenStreamResumesFromCheckpointExactly(t *testing.T) {
 	plan := setup(t, "breast_cancer", split.KindWideDeep, 3)
-	base, _, err := RunInProcess(ctxT(t), plan, t.TempDir(), testlog.Discard())
+	base, _, err := runInProcess(ctxT(t), plan, t.TempDir(), testlog.Discard(), detPSIRand)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lc, fc := PipeConnectors()
-	// About 4 frames per iteration each way plus heartbeats: break in
-	// iteration ~25, past the checkpoints at 10 and 20.
-	lc = &breakingConnector{Connector: lc, n: 100}
+	// The first stream only finds that neither side is aligned and closes
+	// for the PSI; the second trains. About 4 frames per iteration each
+	// way plus heartbeats: break it in iteration ~25, past the checkpoints
+	// at 10 and 20.
+	lc = &breakingConnector{Connector: lc, n: 100, at: 2}
 	state := t.TempDir()
 	ctx := ctxT(t)
 	var fres *Result
@@ -242,9 +248,9 @@ func TestBrokenStreamResumesFromCheckpointExactly(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		fres, ferr = Run(ctx, Options{Plan: plan, Role: RoleFollower, StateDir: state + "/f", Connector: fc, Logger: testlog.Discard()})
+		fres, ferr = Run(ctx, Options{Plan: plan, Role: RoleFollower, StateDir: state + "/f", Connector: fc, Logger: testlog.Discard(), psiRand: detPSIRand})
 	}()
-	lres, lerr := Run(ctx, Options{Plan: plan, Role: RoleLeader, StateDir: state + "/l", Connector: lc, Logger: testlog.Discard()})
+	lres, lerr := Run(ctx, Options{Plan: plan, Role: RoleLeader, StateDir: state + "/l", Connector: lc, Logger: testlog.Discard(), psiRand: detPSIRand})
 	<-done
 	if lerr != nil || ferr != nil {
 		t.Fatalf("leader: %v; follower: %v", lerr, ferr)
@@ -363,7 +369,10 @@ func TestPredictReproducesTheLeadersEvaluation(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if res.Rows != len(l.TestIDs) || *res.Metrics != *l.Metrics {
+	// The prediction's fresh PSI orders the rows differently, so the sums
+	// behind the metrics may differ in the last bits.
+	near := func(a, b float64) bool { return math.Abs(a-b) <= 1e-12*max(1, math.Abs(b)) }
+	if m, w := res.Metrics, l.Metrics; res.Rows != len(l.TestIDs) || m.N != w.N || !near(m.AUC, w.AUC) || !near(m.Accuracy, w.Accuracy) || !near(m.LogLoss, w.LogLoss) {
 		t.Fatalf("predict: %d rows %+v; training evaluation: %d rows %+v", res.Rows, *res.Metrics, len(l.TestIDs), *l.Metrics)
 	}
 	b, _ := os.ReadFile(out)
@@ -413,6 +422,8 @@ func TestLeaderStartedFirstKeepsDialling(t *testing.T) {
 
 // nanConnector corrupts the follower's act1_f of iteration 5 into NaNs.
 type nanConnector struct{ Connector }
+
+func (n nanConnector) unwrap() Connector { return n.Connector }
 
 type nanStream struct{ bridge.Stream }
 
@@ -465,5 +476,43 @@ func TestFailureAbortsThePeerWithTheReason(t *testing.T) {
 	}
 	if d := time.Since(start); d > 20*time.Second {
 		t.Fatalf("follower took %s to stop", d)
+	}
+}
+
+// detPSIRand makes the PSI sessions of two runs identical (same nonces and
+// secrets, so the same session id, aligned order and batch order): runs
+// over different transports can then be compared bit for bit.
+func detPSIRand(role string) io.Reader {
+	return rand.NewChaCha8(sha256.Sum256([]byte("teeml vfl test psi " + role)))
+}
+
+func dbgLog(who string) *slog.Logger {
+	if os.Getenv("VFL_DEBUG") == "" {
+		return testlog.Discard()
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("who", who)
+}
+
+// TestDifferentAlignmentWithCheckpointsIsRefused: checkpoints belong to the
+// rows of one PSI session; if one side lost its stored alignment, a fresh
+// PSI would reorder the rows, so both sides refuse with one line instead.
+func TestDifferentAlignmentWithCheckpointsIsRefused(t *testing.T) {
+	plan := setup(t, "breast_cancer", split.KindLR, 1)
+	state := t.TempDir()
+	if _, _, err := RunInProcess(ctxT(t), plan, state, testlog.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(state, "follower", "psi", "session.json")); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := RunInProcess(ctxT(t), plan, state, testlog.Discard())
+	if err == nil || !strings.Contains(err.Error(), "the stored alignments differ (PSI session here ") ||
+		!strings.Contains(err.Error(), "checkpoints exist") {
+		t.Fatalf("want a refusal naming the differing PSI sessions, got %v", err)
+	}
+	for _, line := range strings.Split(err.Error(), "\n") { // errors.Join of both sides
+		if !strings.Contains(line, "stored alignments differ") && !strings.Contains(line, "context canceled") {
+			t.Fatalf("unexpected line %q in %v", line, err)
+		}
 	}
 }

@@ -169,7 +169,7 @@ type Card struct {
 	Resumes        int            `json:"resumes"`
 	TrainRows      int            `json:"train_rows"`
 	TestRows       int            `json:"test_rows"`
-	Aligner        string         `json:"aligner"`
+	Alignment      *Alignment     `json:"alignment"`
 	Own            *Measurement   `json:"own_measurement,omitempty"`
 	Peer           *Measurement   `json:"peer_measurement,omitempty"`
 	Metrics        *split.Metrics `json:"test_metrics,omitempty"`
@@ -205,7 +205,7 @@ func (pt *party) export(res *Result) error {
 	card := Card{Role: pt.role, Plan: pt.plan.Name, PlanHash: pt.plan.Hash(), Dataset: pt.plan.Dataset, Model: spec,
 		Weights: filepath.Base(res.Model), WeightsSHA256: hex.EncodeToString(sum[:]), Iterations: pt.sched.TrainIters,
 		AppliedUpdates: pt.applied, Resumes: pt.resumes, TrainRows: pt.prep.Train.N, TestRows: pt.prep.Test.N,
-		Aligner: "placeholder-digest (salted SHA-256, not PSI)", Peer: pt.peer, Metrics: res.Metrics,
+		Alignment: pt.al.card(), Peer: pt.peer, Metrics: res.Metrics,
 		Created: time.Now().UTC().Format(time.RFC3339)}
 	if pt.att != nil {
 		card.Own = measurementOf(pt.att.own)

@@ -188,9 +188,11 @@ type Hello struct {
 	Checkpoints     []int64                `protobuf:"varint,3,rep,packed,name=checkpoints,proto3" json:"checkpoints,omitempty"` // iterations this side holds a checkpoint of (0 = fresh start)
 	ProtocolVersion uint32                 `protobuf:"varint,4,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	Session         string                 `protobuf:"bytes,5,opt,name=session,proto3" json:"session,omitempty"` // what this stream is for: "train" or "predict"
-	// id_digests is the placeholder alignment (see vfl/run.Aligner): salted
-	// SHA-256 digests of this side's row IDs. Empty once PSI aligns the rows.
-	IdDigests     [][]byte `protobuf:"bytes,6,rep,name=id_digests,json=idDigests,proto3" json:"id_digests,omitempty"`
+	// psi_session is the id of the ECDH-PSI session (vfl/psi) whose aligned
+	// rows this side trains or predicts on; empty before the first PSI. Both
+	// sides must name the same session, or no row of a batch is the same
+	// user on both sides.
+	PsiSession    []byte `protobuf:"bytes,7,opt,name=psi_session,json=psiSession,proto3" json:"psi_session,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -260,9 +262,9 @@ func (x *Hello) GetSession() string {
 	return ""
 }
 
-func (x *Hello) GetIdDigests() [][]byte {
+func (x *Hello) GetPsiSession() []byte {
 	if x != nil {
-		return x.IdDigests
+		return x.PsiSession
 	}
 	return nil
 }
@@ -578,15 +580,16 @@ const file_teeml_vfl_v1_bridge_proto_rawDesc = "" +
 	"\x06commit\x18\x04 \x01(\v2\x14.teeml.vfl.v1.CommitH\x00R\x06commit\x127\n" +
 	"\theartbeat\x18\x05 \x01(\v2\x17.teeml.vfl.v1.HeartbeatH\x00R\theartbeat\x12+\n" +
 	"\x05abort\x18\x06 \x01(\v2\x13.teeml.vfl.v1.AbortH\x00R\x05abortB\x06\n" +
-	"\x04kind\"\xbe\x01\n" +
+	"\x04kind\"\xd2\x01\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tplan_hash\x18\x01 \x01(\tR\bplanHash\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12 \n" +
 	"\vcheckpoints\x18\x03 \x03(\x03R\vcheckpoints\x12)\n" +
 	"\x10protocol_version\x18\x04 \x01(\rR\x0fprotocolVersion\x12\x18\n" +
-	"\asession\x18\x05 \x01(\tR\asession\x12\x1d\n" +
-	"\n" +
-	"id_digests\x18\x06 \x03(\fR\tidDigests\" \n" +
+	"\asession\x18\x05 \x01(\tR\asession\x12\x1f\n" +
+	"\vpsi_session\x18\a \x01(\fR\n" +
+	"psiSessionJ\x04\b\x06\x10\aR\n" +
+	"id_digests\" \n" +
 	"\x05Start\x12\x17\n" +
 	"\aiter_id\x18\x01 \x01(\x03R\x06iterId\"a\n" +
 	"\x04Data\x12\x17\n" +
