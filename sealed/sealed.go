@@ -17,6 +17,7 @@
 package sealed
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/aes"
@@ -587,6 +588,27 @@ func EncryptFile(ctx context.Context, src, dst string, ks KeySource, keyID strin
 		return nil, 0, err
 	}
 	return h, n, nil
+}
+
+// WriteFile writes path sealed under keyID: enc writes the plaintext (through
+// a 1 MiB buffer) into the sealing writer, and the file appears atomically
+// (temp file, fsync, rename, mode perm) only when every segment is sealed —
+// so plaintext produced in memory (a shard, a model) never touches the disk.
+func WriteFile(ctx context.Context, path string, perm os.FileMode, ks KeySource, keyID string, enc func(io.Writer) error) error {
+	return atomicfile.WriteFile(path, perm, func(w io.Writer) error {
+		sw, err := NewWriter(ctx, w, ks, keyID, nil)
+		if err != nil {
+			return err
+		}
+		bw := bufio.NewWriterSize(sw, 1<<20)
+		if err := enc(bw); err != nil {
+			return err
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		return sw.Close()
+	})
 }
 
 // DecryptFile decrypts the sealed file src into dst. The plaintext goes to a

@@ -281,20 +281,7 @@ func SealShard(ctx context.Context, dir, sealer, role, keyID, name string, ds *d
 }
 
 func sealTo(ctx context.Context, path string, ks sealed.KeySource, keyID string, enc func(io.Writer) error) error {
-	return atomicfile.WriteFile(path, 0o600, func(w io.Writer) error {
-		sw, err := sealed.NewWriter(ctx, w, ks, keyID, nil)
-		if err != nil {
-			return err
-		}
-		bw := bufio.NewWriterSize(sw, 1<<20)
-		if err := enc(bw); err != nil {
-			return err
-		}
-		if err := bw.Flush(); err != nil {
-			return err
-		}
-		return sw.Close()
-	})
+	return sealed.WriteFile(ctx, path, 0o600, ks, keyID, enc)
 }
 
 // sealInitialWeights seals the plan's initial weights as the aggregator

@@ -1,7 +1,6 @@
 package run
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -135,20 +134,7 @@ func (a *atRest) write(path string, enc func(io.Writer) error) error {
 	if a == nil {
 		return atomicfile.WriteFile(path, 0o600, enc)
 	}
-	return atomicfile.WriteFile(path, 0o600, func(w io.Writer) error {
-		sw, err := sealed.NewWriter(a.ctx, w, a.ks, a.key, nil)
-		if err != nil {
-			return err
-		}
-		bw := bufio.NewWriterSize(sw, 1<<20)
-		if err := enc(bw); err != nil {
-			return err
-		}
-		if err := bw.Flush(); err != nil {
-			return err
-		}
-		return sw.Close()
-	})
+	return sealed.WriteFile(a.ctx, path, 0o600, a.ks, a.key, enc)
 }
 
 // open returns the contents of path: decrypted if it is sealed. A plaintext

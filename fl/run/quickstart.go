@@ -27,6 +27,7 @@ import (
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/workspace"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/childlog"
 	"github.com/teeml/teeml/pki"
 )
 
@@ -323,7 +324,7 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 		}
 		o.Executable = exe
 	}
-	out := &syncWriter{w: o.Out}
+	out := &childlog.SyncWriter{W: o.Out}
 	fmt.Fprintf(out, "\n!!! %s !!!\n\n", QuickstartBanner)
 	dir := o.Dir
 	if dir == "" {
@@ -449,7 +450,7 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 					if ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
 						err = fmt.Errorf("timed out after %s", o.Timeout)
 					}
-					firstErr = fmt.Errorf("%s failed: %v%s", pt.name, err, lastLine(logPath))
+					firstErr = fmt.Errorf("%s failed: %v%s", pt.name, err, childlog.LastLine(logPath))
 				}
 				mu.Unlock()
 				cancel() // stop every other party
@@ -485,30 +486,4 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 	fmt.Fprintf(out, "final accuracy: %.4f\n", acc)
 	fmt.Fprintf(out, "(%s)\n", QuickstartBanner)
 	return res, nil
-}
-
-// lastLine returns ": <last non-empty line of the file>" or "".
-func lastLine(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		if l := strings.TrimSpace(lines[i]); l != "" {
-			return ": " + l
-		}
-	}
-	return ""
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }

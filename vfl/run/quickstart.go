@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/teeml/teeml/internal/childlog"
 	"github.com/teeml/teeml/vfl/split"
 )
 
@@ -75,7 +76,7 @@ func Quickstart(ctx context.Context, o QuickstartOptions) ([]QuickstartRun, erro
 		}
 		o.Executable = exe
 	}
-	out := &syncWriter{w: o.Out}
+	out := &childlog.SyncWriter{W: o.Out}
 	fmt.Fprintf(out, "\n!!! %s !!!\n\n", SimBanner)
 	root := o.Dir
 	if root == "" {
@@ -200,7 +201,7 @@ func quickstartOne(ctx context.Context, o QuickstartOptions, out io.Writer, root
 			if err := cmd.Wait(); err != nil {
 				mu.Lock()
 				if firstErr == nil {
-					firstErr = fmt.Errorf("%s failed: %v%s", role, err, lastLine(logPath))
+					firstErr = fmt.Errorf("%s failed: %v%s", role, err, childlog.LastLine(logPath))
 				}
 				mu.Unlock()
 				cancel()
@@ -296,32 +297,6 @@ func parseResult(line string) (split.Metrics, bool) {
 		return m, false
 	}
 	return m, true
-}
-
-// lastLine returns ": <last non-empty line of the file>" or "".
-func lastLine(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		if l := strings.TrimSpace(lines[i]); l != "" {
-			return ": " + l
-		}
-	}
-	return ""
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 // points is a-b in percentage points, without a negative zero.
