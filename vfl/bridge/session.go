@@ -479,6 +479,34 @@ func (s *Session) WaitPeerCommit(ctx context.Context, it int64) error {
 	}
 }
 
+// WaitPeerEnd blocks until the peer ends the stream (the session fails,
+// normally with ErrPeerLost: end of stream), ctx ends or d passes, and
+// reports whether the peer ended it. It is the last step of the side that
+// closes second: a stream's close is not ordered after the frames sent
+// before it (cancelling a gRPC client stream discards the data still queued
+// in the transport, and an in-process pipe may report the close first), so
+// the side whose final Commit the peer may not have read yet must not close
+// under it. The peer has all this side's frames once it closes its end.
+func (s *Session) WaitPeerEnd(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		ended, wake := s.err != nil, s.wake
+		s.mu.Unlock()
+		if ended {
+			return true
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return false
+		}
+	}
+}
+
 // Abort tells the peer why this side gives up (best effort) and ends the
 // session.
 func (s *Session) Abort(reason string) {

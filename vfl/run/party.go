@@ -551,7 +551,35 @@ func (pt *party) iterate(ctx context.Context, sess *bridge.Session, from int64) 
 	}
 	// Neither side closes the stream before the other has committed the
 	// last iteration.
-	return sess.WaitPeerCommit(ctx, total)
+	if err := sess.WaitPeerCommit(ctx, total); err != nil {
+		return err
+	}
+	pt.endSession(ctx, sess)
+	return nil
+}
+
+// endSession orders the close of a session both sides have completed: the
+// follower closes as soon as it has seen the leader's last Commit, and the
+// leader waits for that close before closing its end. Closing is not
+// ordered after the frames sent before it (a cancelled gRPC client stream
+// drops what the transport still queues; an in-process pipe may report the
+// close before buffered frames), and the leader usually finishes first (the
+// follower's evaluation runs ahead), so a leader that closed at once could
+// take its last Commit with it: the follower would then see a lost peer,
+// wait reconnect_timeout for a leader that has exited, and fail a run that
+// succeeded. Waiting is bounded by peer_timeout: a follower silent that
+// long is gone, and the leader has everything it needs.
+func (pt *party) endSession(ctx context.Context, sess *bridge.Session) {
+	if pt.role != RoleLeader {
+		return
+	}
+	wait := time.Duration(pt.plan.Network.PeerTimeout)
+	if wait <= 0 {
+		wait = bridge.DefaultPeerTimeout
+	}
+	if !sess.WaitPeerEnd(ctx, wait) && ctx.Err() == nil {
+		pt.log.Warn("the follower did not close the finished session; closing it", "waited", wait)
+	}
 }
 
 func progressOut(f *os.File) io.Writer {

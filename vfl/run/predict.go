@@ -220,6 +220,7 @@ func (pt *party) predictSession(ctx context.Context, c *bridge.Conn, o PredictOp
 	if err := sess.WaitPeerCommit(ctx, total); err != nil {
 		return nil, err
 	}
+	pt.endSession(ctx, sess)
 	res := &PredictResult{Rows: len(common)}
 	if pt.role != RoleLeader {
 		return res, nil
