@@ -284,3 +284,20 @@ func TestTensorRoundTripAndLimits(t *testing.T) {
 		t.Error("oversized tensor encoded")
 	}
 }
+
+// TestWaitPeerEnd: it returns true once the peer ends the stream, and false
+// when the wait runs out while the peer keeps the stream open.
+func TestWaitPeerEnd(t *testing.T) {
+	s, raw, _ := newRaw(t, Config{Heartbeat: 20 * time.Millisecond, PeerTimeout: time.Minute})
+	ctx := context.Background()
+	if s.WaitPeerEnd(ctx, 100*time.Millisecond) {
+		t.Fatal("WaitPeerEnd reported an end while the peer's stream is open")
+	}
+	go func() { time.Sleep(50 * time.Millisecond); raw.Close() }()
+	if !s.WaitPeerEnd(ctx, time.Minute) {
+		t.Fatal("WaitPeerEnd missed the peer's close")
+	}
+	if err := s.Err(); !errors.Is(err, ErrPeerLost) {
+		t.Fatalf("session error %v, want ErrPeerLost", err)
+	}
+}
