@@ -84,8 +84,7 @@ teeml_services_start() {
 		# fsync off: the cluster is thrown away after the run. The key
 		# broker's kill tests SIGKILL the broker, not PostgreSQL, so what
 		# they check (acknowledged = committed in the server) does not
-		# depend on the server's own fsync; the unwraps/s figures in
-		# docs/benchmarks.md were taken on a cluster with default fsync.
+		# depend on the server's own fsync. Do not benchmark against it.
 		if _teeml_as_pg "$_teeml_pg_bin/pg_ctl" start -w -t 60 -D "$_teeml_pg_dir/data" \
 			-l "$_teeml_pg_dir/server.log" \
 			-o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$_teeml_pg_dir -c fsync=off -c max_connections=50" \
