@@ -126,11 +126,14 @@ func TestCommitWithoutExpectedNameIsAnError(t *testing.T) {
 func TestPeerStartBeforeCommitEndsSession(t *testing.T) {
 	s, raw, _ := newRaw(t, Config{})
 	send(t, raw, start(1), start(2))
-	if err := s.Start(1); err != nil {
-		t.Fatal(err)
+	// The session's reader may see the peer's second Start before or after
+	// the local Start(1): the protocol error surfaces at the next call
+	// either way, and nothing of iteration 1 may be delivered.
+	err := s.Start(1)
+	if err == nil {
+		_, _, err = s.Recv(context.Background(), "act")
 	}
-	_, _, err := s.Recv(context.Background(), "act")
-	if !strings.Contains(err.Error(), "started iteration 2 before committing iteration 1") {
+	if err == nil || !strings.Contains(err.Error(), "started iteration 2 before committing iteration 1") {
 		t.Fatalf("err %v", err)
 	}
 }
