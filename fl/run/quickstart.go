@@ -120,17 +120,7 @@ func setupSimulated(ctx context.Context, dir, template string, rounds, epochs, n
 
 	// Policies: accept exactly the simulated measurement, and simulation.
 	for _, role := range []string{"aggregator", "collaborator"} {
-		y := fmt.Sprintf(`# %s
-# Written by teeml quickstart: accepts SIMULATED evidence for one fake
-# measurement. Never use this policy for real data.
-roles:
-  %s:
-    sgx:
-      - mr_enclave: "%s"
-        mr_signer: "%s"
-    allow_debug: false
-    allow_simulation: true
-`, QuickstartBanner, role, hex.EncodeToString(simMREnclave[:]), hex.EncodeToString(simMRSigner[:]))
+		y := string(SimPolicy(role))
 		path := filepath.Join(dir, filepath.FromSlash(p.Attestation.Policy[role]))
 		if err := atomicfile.WriteBytes(path, []byte(y), 0o644); err != nil {
 			return nil, err

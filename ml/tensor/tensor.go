@@ -7,6 +7,7 @@ package tensor
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Tensor is a named, dense, row-major float32 tensor.
@@ -52,18 +53,6 @@ func (t Tensor) Clone() Tensor {
 	return Tensor{Name: t.Name, Shape: append([]int(nil), t.Shape...), Data: append([]float32(nil), t.Data...)}
 }
 
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // Weights is an ordered list of named tensors. The order is part of the
 // model's identity: two Weights are compatible only when names and shapes
 // match position by position.
@@ -94,7 +83,7 @@ func (w Weights) Compatible(o Weights) error {
 		if w[i].Name != o[i].Name {
 			return fmt.Errorf("weights: tensor %d is %q, other has %q", i, w[i].Name, o[i].Name)
 		}
-		if !sameShape(w[i].Shape, o[i].Shape) {
+		if !slices.Equal(w[i].Shape, o[i].Shape) {
 			return fmt.Errorf("weights: tensor %q has shape %v, other has %v", w[i].Name, w[i].Shape, o[i].Shape)
 		}
 		if len(w[i].Data) != len(o[i].Data) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 
 	"github.com/teeml/teeml/ml/tensor"
@@ -548,7 +549,7 @@ func setWeights(ps []*param, w tensor.Weights) error {
 		if !ok {
 			return fmt.Errorf("split: weights lack tensor %q", p.name)
 		}
-		if len(t.Data) != len(p.w) || !sameShape(t.Shape, p.shape) {
+		if len(t.Data) != len(p.w) || !slices.Equal(t.Shape, p.shape) {
 			return fmt.Errorf("split: tensor %q has shape %v, model needs %v", p.name, t.Shape, p.shape)
 		}
 		copy(p.w, t.Data)
@@ -578,16 +579,4 @@ func setState(ps []*param, opt *Adam, w tensor.Weights) error {
 	}
 	opt.T = int64(t.Data[0])<<24 | int64(t.Data[1])
 	return nil
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
