@@ -3,8 +3,6 @@ package kms
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -23,11 +21,10 @@ import (
 	"gopkg.in/yaml.v3"
 
 	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
-	"github.com/teeml/teeml/attest"
 	"github.com/teeml/teeml/attest/policy"
-	"github.com/teeml/teeml/fl/run"
 	"github.com/teeml/teeml/kms/rootkey"
 	"github.com/teeml/teeml/kms/store"
+	"github.com/teeml/teeml/party"
 	"github.com/teeml/teeml/pki"
 	"github.com/teeml/teeml/ratls"
 )
@@ -46,7 +43,7 @@ import (
 //	                                   # caller role may connect with; client — role kms:
 //	                                   # what the broker must run
 //	platform: {platform: sim, sim: {key: …, mr_enclave: …}, trusted_sim_keys: …}
-//	                                   # evidence platform (fl/run.PartyConfig)
+//	                                   # evidence platform (party.Config)
 //	store: {driver: sqlite, path: kms.db}   # or {driver: postgres, dsn: …, schema: …}
 //	root_key: file:root.key            # server: see OpenRootKey (file: is simulation)
 //	admins: [admin]                    # server: members allowed admin operations
@@ -64,11 +61,11 @@ type Config struct {
 		Root   string `yaml:"root"`
 		Bundle string `yaml:"bundle"`
 	} `yaml:"federation"`
-	Policy   string          `yaml:"policy,omitempty"`
-	Platform run.PartyConfig `yaml:"platform"`
-	Store    store.Config    `yaml:"store"`
-	RootKey  string          `yaml:"root_key,omitempty"`
-	Admins   []string        `yaml:"admins,omitempty"`
+	Policy   string       `yaml:"policy,omitempty"`
+	Platform party.Config `yaml:"platform"`
+	Store    store.Config `yaml:"store"`
+	RootKey  string       `yaml:"root_key,omitempty"`
+	Admins   []string     `yaml:"admins,omitempty"`
 	dir      string
 }
 
@@ -90,11 +87,8 @@ func LoadConfig(path string) (*Config, error) {
 	if c.Platform.KMS != nil {
 		return nil, fmt.Errorf("kms config %s: platform.kms: a key broker section belongs in a federation party configuration, not here", path)
 	}
-	if c.Platform.Platform == "" {
-		c.Platform.Platform = "auto"
-	}
-	if c.Platform.Sim.TEE == "" {
-		c.Platform.Sim.TEE = string(attest.SGX)
+	if err := c.Platform.Normalize(); err != nil {
+		return nil, fmt.Errorf("kms config %s: platform: %w", path, err)
 	}
 	c.dir = filepath.Dir(path)
 	if c.Store.Driver == "sqlite" {
@@ -116,38 +110,21 @@ func (c *Config) path(p string) string {
 // Dir is the directory relative paths resolve against.
 func (c *Config) Dir() string { return c.dir }
 
-// party is the loaded trust material of the configured member.
-type party struct {
-	cert   *x509.Certificate
-	key    *ecdsa.PrivateKey
-	fed    *pki.Federation
-	pol    *policy.Policy
-	issuer attest.Issuer
-	ev     attest.Verifier
+// loaded is the configured member, loaded through package party, and the
+// policy its peers are held to.
+type loaded struct {
+	*party.Party
+	pol *policy.Policy
 }
 
-func (c *Config) load(role string, log *slog.Logger) (*party, error) {
+func (c *Config) load(role string, log *slog.Logger) (*loaded, error) {
 	for what, v := range map[string]string{"identity.cert": c.Identity.Cert, "identity.key": c.Identity.Key,
 		"federation.root": c.Federation.Root, "federation.bundle": c.Federation.Bundle, "policy": c.Policy} {
 		if v == "" {
 			return nil, fmt.Errorf("kms config: %s is not set", what)
 		}
 	}
-	cert, err := pki.LoadCertificate(c.path(c.Identity.Cert))
-	if err != nil {
-		return nil, fmt.Errorf("identity certificate: %v", err)
-	}
-	if cert.Subject.CommonName != c.Name {
-		return nil, fmt.Errorf("identity certificate %s names %q, not %q", c.Identity.Cert, cert.Subject.CommonName, c.Name)
-	}
-	if role != "" && (len(cert.Subject.OrganizationalUnit) != 1 || cert.Subject.OrganizationalUnit[0] != role) {
-		return nil, fmt.Errorf("identity certificate %s: role %v, want %s", c.Identity.Cert, cert.Subject.OrganizationalUnit, role)
-	}
-	key, err := pki.LoadKey(c.path(c.Identity.Key))
-	if err != nil {
-		return nil, fmt.Errorf("identity key: %v", err)
-	}
-	fed, err := pki.LoadFederation(c.path(c.Federation.Bundle), c.path(c.Federation.Root))
+	p, err := party.Load(c.Files(), c.Name, role, log)
 	if err != nil {
 		return nil, err
 	}
@@ -155,47 +132,14 @@ func (c *Config) load(role string, log *slog.Logger) (*party, error) {
 	if err != nil {
 		return nil, err
 	}
-	iss, err := c.Platform.Issuer(c.dir, log)
-	if err != nil {
-		return nil, err
-	}
-	ev, err := c.Platform.Verifier(c.dir)
-	if err != nil {
-		return nil, err
-	}
-	return &party{cert: cert, key: key, fed: fed, pol: pol, issuer: iss, ev: ev}, nil
+	return &loaded{Party: p, pol: pol}, nil
 }
 
-// credentials returns RA-TLS transport credentials (PKI mode, mutual) and a
-// close function for the certificate source.
-func (p *party) credentials(ctx context.Context, server bool, log *slog.Logger) (credentials.TransportCredentials, func(), error) {
-	src, err := ratls.NewCertSource(ctx, p.issuer, ratls.SourceOptions{
-		Cert: ratls.CertOptions{Parent: p.cert, ParentKey: p.key}, Logger: log})
-	if err != nil {
-		return nil, nil, fmt.Errorf("RA-TLS certificate: %v", err)
-	}
-	v, err := ratls.NewVerifier(ratls.Config{Evidence: p.ev, Policy: p.pol, Identity: p.fed, Logger: log})
-	if err != nil {
-		src.Close()
-		return nil, nil, err
-	}
-	tc := ratls.TransportConfig{Certificates: src, Verifier: v, Logger: log}
-	var cr credentials.TransportCredentials
-	if server {
-		cr, err = ratls.NewServerCredentials(tc)
-	} else {
-		cr, err = ratls.NewClientCredentials(tc)
-	}
-	if err != nil {
-		src.Close()
-		return nil, nil, err
-	}
-	return cr, src.Close, nil
+// Files are the party files the configuration names.
+func (c *Config) Files() party.Files {
+	return party.Files{Dir: c.dir, Cert: c.path(c.Identity.Cert), Key: c.path(c.Identity.Key),
+		Root: c.path(c.Federation.Root), Bundle: c.path(c.Federation.Bundle), Inline: &c.Platform}
 }
-
-// SimulationBanner is printed and logged by a broker or client whose
-// evidence, trusted evidence or root key is simulated.
-const SimulationBanner = "SIMULATION: no TEE hardware or HSM; simulated attestation evidence or a plain-file root key protects nothing; never use this for real keys"
 
 // auditedCreds records refused RA-TLS handshakes in the audit log.
 type auditedCreds struct {
@@ -260,10 +204,11 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 		return err
 	}
 	defer root.Close()
-	if c.Platform.Simulated() || root.Simulated() {
-		log.Warn(SimulationBanner, "platform", c.Platform.Platform, "trusted_sim_keys", c.Platform.TrustedSimKeys, "root_key", root.Describe())
-		fmt.Fprintf(o.Out, "*** %s (platform %s, trusted_sim_keys %q, root key %s) ***\n", SimulationBanner, c.Platform.Platform, c.Platform.TrustedSimKeys, root.Describe())
+	var also []string
+	if root.Simulated() {
+		also = append(also, "root key "+root.Describe())
 	}
+	p.Announce(o.Out, log, also...)
 	log.Info("kms: root key", "root_key", root.Describe())
 	st, err := store.Open(ctx, c.Store)
 	if err != nil {
@@ -281,7 +226,7 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 		return err
 	}
 	defer b.Close()
-	creds, closeSrc, err := p.credentials(ctx, true, log)
+	creds, closeSrc, err := p.Credentials(ctx, party.Peer{Role: "caller", Policy: p.pol}, true, log)
 	if err != nil {
 		return err
 	}
@@ -360,16 +305,11 @@ func Dial(ctx context.Context, c *Config, log *slog.Logger) (*Client, error) {
 	if _, ok := p.pol.Roles["kms"]; !ok {
 		return nil, fmt.Errorf("kms config: policy %s has no role kms (what the broker must run)", c.Policy)
 	}
-	creds, closeSrc, err := p.credentials(ctx, false, log)
+	conn, closeConn, err := p.DialBroker(ctx, c.Broker, p.pol, log)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(c.Broker, grpc.WithTransportCredentials(creds))
-	if err != nil {
-		closeSrc()
-		return nil, fmt.Errorf("kms: broker %s: %v", c.Broker, err)
-	}
-	return &Client{KeyBrokerClient: kmsv1.NewKeyBrokerClient(conn), conn: conn, close: closeSrc, Simulated: c.Platform.Simulated()}, nil
+	return &Client{KeyBrokerClient: kmsv1.NewKeyBrokerClient(conn), conn: conn, close: closeConn, Simulated: c.Platform.Simulated()}, nil
 }
 
 // Close closes the connection.

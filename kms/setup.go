@@ -10,10 +10,12 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/teeml/teeml/attest/policy"
-	"github.com/teeml/teeml/fl/run"
+	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/kms/rootkey"
 	"github.com/teeml/teeml/kms/store"
+	"github.com/teeml/teeml/party"
+	"github.com/teeml/teeml/party/partysim"
 	"github.com/teeml/teeml/pki"
 )
 
@@ -28,6 +30,12 @@ type SetupOptions struct {
 	Clients []string
 }
 
+// SetupSimulated writes a simulated key broker directory in dir (which must
+// be empty or missing): the broker "kms", its administrator "admin" and the
+// clients, each with a party configuration and an identity of a new CA
+// (the scheme of party/partysim), a configuration file <name>.yaml each,
+// the broker's and clients' policies, a release policy for the first client
+// and a plain-file (simulated) root key.
 func SetupSimulated(ctx context.Context, dir string, o SetupOptions) error {
 	if o.Listen == "" {
 		o.Listen = "127.0.0.1:7443"
@@ -46,17 +54,16 @@ func SetupSimulated(ctx context.Context, dir string, o SetupOptions) error {
 			return err
 		}
 	}
-	mr, ms := run.SimMeasurement()
-	hdr := "# " + SimulationBanner + "\n"
-	brokerPol := hdr + "# Which evidence each caller role may connect to the broker with.\n" + string(run.SimPolicy("aggregator", "collaborator"))
-	clientPol := hdr + "# What the broker (role kms) must run.\n" + string(run.SimPolicy("kms"))
-	release := fmt.Sprintf("%s# Release policy: who may receive plaintext data keys of a key.\nmembers: [%s]\nattestation:\n  sgx:\n    - mr_enclave: %s\n      mr_signer: %s\n  allow_debug: false\n  allow_simulation: true\n", hdr, o.Clients[0], mr, ms)
+	hdr := "# " + sim.Banner + "\n"
+	brokerPol := string(partysim.Policy("aggregator", "collaborator"))
+	clientPol := string(partysim.Policy("kms"))
+	release := fmt.Sprintf("%s# Release policy: who may receive plaintext data keys of a key.\nmembers: [%s]\n%s", hdr, o.Clients[0], partysim.Attestation("", "collaborator"))
 	for name, body := range map[string]string{"policies/broker.yaml": brokerPol, "policies/client.yaml": clientPol, "release.yaml": release} {
 		if err := atomicfile.WriteBytes(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			return err
 		}
 	}
-	cp, err := policy.Parse(run.SimPolicy("kms", "aggregator", "collaborator"), "certification policy")
+	cp, err := policy.Parse(partysim.Policy("kms", "aggregator", "collaborator"), "certification policy")
 	if err != nil {
 		return err
 	}
@@ -70,17 +77,17 @@ func SetupSimulated(ctx context.Context, dir string, o SetupOptions) error {
 		roles[c] = "collaborator"
 	}
 	pols := map[string]*policy.Policy{"kms": cp, "aggregator": cp, "collaborator": cp}
-	if err := run.SetupSimulatedParties(ctx, dir, "kms-sim", roles, pols); err != nil {
+	if err := partysim.Federation(ctx, dir, "kms-sim", roles, pols); err != nil {
 		return err
 	}
 	for name := range roles {
-		pc, err := run.LoadPartyConfig(dir, name)
+		pc, err := party.LoadConfig(party.ConfigFile(dir, name))
 		if err != nil {
 			return err
 		}
 		c := Config{Name: name, Policy: "policies/client.yaml", Platform: *pc}
-		c.Identity.Cert, c.Identity.Key = run.PKIDir+"/"+name+".crt", run.PKIDir+"/"+name+"-key.pem"
-		c.Federation.Root, c.Federation.Bundle = run.RootFile, run.BundleFile
+		c.Identity.Cert, c.Identity.Key = party.PKIDir+"/"+name+".crt", party.PKIDir+"/"+name+"-key.pem"
+		c.Federation.Root, c.Federation.Bundle = party.RootFile, party.BundleFile
 		if name == "kms" {
 			c.Listen, c.Policy, c.Store, c.RootKey, c.Admins = o.Listen, "policies/broker.yaml", o.Store, "file:root.key", []string{"admin"}
 		} else {

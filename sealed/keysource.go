@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/internal/atomicfile"
 )
 
@@ -32,7 +33,7 @@ type KeySource interface {
 
 // SimulationBanner is printed wherever a local key file stands in for the
 // key broker.
-const SimulationBanner = "SIMULATION: data keys come from a local key file, not from the attested key broker; anyone who can read the key file can decrypt"
+var SimulationBanner = sim.Notice("data keys come from a local key file, not from the attested key broker; anyone who can read the key file can decrypt")
 
 // keyFileType marks the JSON document LocalKeys reads, so that some other
 // JSON file given by mistake is refused instead of half-parsed.

@@ -16,7 +16,7 @@ import (
 	"slices"
 
 	"github.com/teeml/teeml/attest/policy"
-	flrun "github.com/teeml/teeml/fl/run"
+	"github.com/teeml/teeml/party/partysim"
 )
 
 func main() {
@@ -27,13 +27,13 @@ func main() {
 	if *dir == "" {
 		log.Fatal("vflpsiws: -dir is required")
 	}
-	pol := flrun.SimPolicy("leader", "follower")
+	pol := partysim.Policy("leader", "follower")
 	polPath := filepath.Join(*dir, "policies", "vfl.yaml")
 	must(os.MkdirAll(filepath.Dir(polPath), 0o755))
 	must(os.WriteFile(polPath, pol, 0o644))
 	p, err := policy.Parse(pol, polPath)
 	must(err)
-	must(flrun.SetupSimulatedParties(context.Background(), *dir, "vfl-bench",
+	must(partysim.Federation(context.Background(), *dir, "vfl-bench",
 		map[string]string{"bank": "leader", "shop": "follower"},
 		map[string]*policy.Policy{"leader": p, "follower": p}))
 	common := int(float64(*n) * *overlap)

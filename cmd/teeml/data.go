@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/internal/progress"
 	"github.com/teeml/teeml/kms"
 	"github.com/teeml/teeml/sealed"
@@ -76,7 +77,7 @@ func (k *keyFlags) source(cmd *cobra.Command) (sealed.KeySource, error) {
 			return nil, err
 		}
 		if c.Simulated {
-			fmt.Fprintf(cmd.ErrOrStderr(), "*** %s ***\n", kms.SimulationBanner)
+			fmt.Fprintf(cmd.ErrOrStderr(), "*** %s ***\n", sim.Banner)
 		}
 		k.client = c
 		return c.KeySource(), nil

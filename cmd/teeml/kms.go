@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
+	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/kms"
 	"github.com/teeml/teeml/kms/audit"
@@ -69,7 +70,7 @@ func newKMSSetupSimCmd() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "*** %s ***\n", kms.SimulationBanner)
+			fmt.Fprintf(out, "*** %s ***\n", sim.Banner)
 			fmt.Fprintf(out, "wrote %s: broker kms.yaml, clients admin.yaml %s, release policy release.yaml\n", dir, joinYAML(clients))
 			fmt.Fprintf(out, "next: teeml kms serve --config %s/kms.yaml\n", dir)
 			return nil
@@ -121,7 +122,7 @@ func (f *clientFlags) with(cmd *cobra.Command, fn func(ctx context.Context, c *k
 	}
 	defer c.Close()
 	if c.Simulated {
-		fmt.Fprintf(cmd.ErrOrStderr(), "*** %s ***\n", kms.SimulationBanner)
+		fmt.Fprintf(cmd.ErrOrStderr(), "*** %s ***\n", sim.Banner)
 	}
 	if err := fn(ctx, c); err != nil {
 		if st, ok := status.FromError(err); ok {

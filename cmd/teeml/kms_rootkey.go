@@ -8,11 +8,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/kms/rootkey"
 )
 
 // rootKeySpecHelp explains --root-key for every command that takes it.
-const rootKeySpecHelp = "root key holder: file:PATH (SIMULATION: local key file), gramine:[mrenclave|mrsigner] " +
+const rootKeySpecHelp = "root key holder: file:PATH (" + sim.Prefix + ": local key file), gramine:[mrenclave|mrsigner] " +
 	"(Gramine SGX sealing key), or pkcs11:module=LIB;token=LABEL;label=KEY;pin-env=VAR " +
 	"(or RFC 7512 pkcs11:token=..;object=..?module-path=..&pin-source=file:..). " +
 	"The PIN is read from pin-env or pin-file, never from the command line"
@@ -48,7 +49,7 @@ func newKMSRootKeyInitCmd() *cobra.Command {
 			}
 			defer w.Close()
 			if w.Simulated() {
-				slog.Warn("root key is SIMULATION only: a local file, not sealed to a TEE or held by an HSM", "holder", w.Describe())
+				slog.Warn(sim.Notice("the root key is a local file, not sealed to a TEE or held by an HSM"), "holder", w.Describe())
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "created root key: %s\n", w.Describe())
 			return nil
@@ -72,7 +73,7 @@ func newKMSRootKeyCheckCmd() *cobra.Command {
 			}
 			defer w.Close()
 			if w.Simulated() {
-				slog.Warn("root key is SIMULATION only: a local file, not sealed to a TEE or held by an HSM", "holder", w.Describe())
+				slog.Warn(sim.Notice("the root key is a local file, not sealed to a TEE or held by an HSM"), "holder", w.Describe())
 			}
 			if err := selfTest(w); err != nil {
 				return err

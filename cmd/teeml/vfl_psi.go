@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/teeml/teeml/attest/policy"
-	flrun "github.com/teeml/teeml/fl/run"
+	"github.com/teeml/teeml/party"
 	"github.com/teeml/teeml/vfl/psi"
 )
 
@@ -76,11 +76,11 @@ func newVFLPSICmd() *cobra.Command {
 				h := sha256.Sum256(polBytes)
 				configHash = hex.EncodeToString(h[:])
 			}
-			party, err := flrun.LoadParty(ws, name, role.String(), log)
+			pt, err := party.Load(party.WorkspaceFiles(ws, name), name, role.String(), log)
 			if err != nil {
 				return err
 			}
-			party.AnnounceSimulation(cmd.OutOrStdout(), log)
+			pt.Announce(cmd.OutOrStdout(), log)
 			// The ID file is read (and refused, if bad) before any connection.
 			set, err := psi.PrepareFile(idsPath, psi.PrepareOptions{TempDir: tmp, MemoryBudget: memMiB << 20, Logger: log})
 			if err != nil {
@@ -90,7 +90,7 @@ func newVFLPSICmd() *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "vfl psi: %s %s, mode %s: %d IDs read, %d distinct, %d duplicates dropped\n",
 				role, name, mode, set.Read, set.N, set.Duplicates)
 			ctx := cmd.Context()
-			creds, stop, err := party.Credentials(ctx, pol, peerRole, listen != "", log)
+			creds, stop, err := pt.Credentials(ctx, party.Peer{Role: peerRole, Policy: pol}, listen != "", log)
 			if err != nil {
 				return err
 			}
@@ -110,7 +110,7 @@ func newVFLPSICmd() *cobra.Command {
 			} else if res, err = psi.Dial(ctx, peer, creds, cfg, set, out); err != nil {
 				return err
 			}
-			if err := psi.NewSessionFile(res, cfg, set, party.Simulated()).Write(sessionOut); err != nil {
+			if err := psi.NewSessionFile(res, cfg, set, pt.Simulated()).Write(sessionOut); err != nil {
 				return fmt.Errorf("vfl psi: session record: %v", err)
 			}
 			w := cmd.OutOrStdout()

@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/teeml/teeml/attest/policy"
-	flrun "github.com/teeml/teeml/fl/run"
+	"github.com/teeml/teeml/party/partysim"
 	"github.com/teeml/teeml/vfl/join"
 	"github.com/teeml/teeml/vfl/psi"
 )
@@ -22,7 +22,7 @@ import (
 func vflWorkspace(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	polBytes := flrun.SimPolicy("leader", "follower")
+	polBytes := partysim.Policy("leader", "follower")
 	polPath := filepath.Join(dir, filepath.FromSlash(DefaultVFLPolicy))
 	os.MkdirAll(filepath.Dir(polPath), 0o755)
 	if err := os.WriteFile(polPath, polBytes, 0o644); err != nil {
@@ -32,7 +32,7 @@ func vflWorkspace(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := flrun.SetupSimulatedParties(context.Background(), dir, "vfl-test",
+	if err := partysim.Federation(context.Background(), dir, "vfl-test",
 		map[string]string{"bank": "leader", "shop": "follower"},
 		map[string]*policy.Policy{"leader": pol, "follower": pol}); err != nil {
 		t.Fatal(err)

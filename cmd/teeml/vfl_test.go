@@ -18,6 +18,7 @@ import (
 
 	"github.com/teeml/teeml/internal/testlog"
 	"github.com/teeml/teeml/ml/safetensors"
+	"github.com/teeml/teeml/party/partysim"
 	vflrun "github.com/teeml/teeml/vfl/run"
 	"github.com/teeml/teeml/vfl/split"
 )
@@ -341,8 +342,11 @@ func TestVFLWrongMeasurementRefusedWithOneLine(t *testing.T) {
 			t.Fatal(err)
 		}
 		if rel == "party/follower.yaml" {
-			mr := vflrun.SimMeasurement("follower")
-			b = []byte(strings.Replace(string(b), fmt.Sprintf("%x", mr[:]), strings.Repeat("cd", 32), 1))
+			mr, _ := partysim.MeasurementHex("follower")
+			if !strings.Contains(string(b), mr) {
+				t.Fatalf("party/follower.yaml does not claim the simulated follower measurement %s", mr)
+			}
+			b = []byte(strings.Replace(string(b), mr, strings.Repeat("cd", 32), 1))
 		}
 		os.MkdirAll(filepath.Join(fdir, "party"), 0o700)
 		if err := os.WriteFile(filepath.Join(fdir, rel), b, 0o600); err != nil {

@@ -8,7 +8,9 @@
 // checkpoints sealed; and at the end the broker's audit log shows which data
 // keys were released to whom, and its hash chain is verified.
 //
-// It lives outside fl/run because package kms imports fl/run.
+// It composes two services — horizontal FL (fl/run) and the key broker
+// (kms) — which by teeml's import rules (see docs/architecture.md) never
+// import each other; this demo package is where they meet.
 package encrypted
 
 import (
@@ -38,6 +40,8 @@ import (
 	"github.com/teeml/teeml/kms/rootkey"
 	"github.com/teeml/teeml/kms/store"
 	"github.com/teeml/teeml/ml/datasets"
+	"github.com/teeml/teeml/party"
+	"github.com/teeml/teeml/party/partysim"
 	"github.com/teeml/teeml/sealed"
 )
 
@@ -105,23 +109,23 @@ func prepare(ctx context.Context, q *flrun.EncryptedWorkspace) (func(context.Con
 // federation, which roles may connect, its evidence platform, a SQLite
 // store and a simulated root key) and its administrator's.
 func writeConfigs(dir, addr string) error {
-	hdr := []byte("# " + kms.SimulationBanner + "\n")
+	hdr := []byte(partysim.Header("Key broker configuration of the encrypted quickstart (see kms.Config)."))
 	if err := os.MkdirAll(filepath.Join(dir, "kms"), 0o700); err != nil {
 		return err
 	}
 	clients := filepath.Join(dir, "policies", "kms-clients.yaml")
-	if err := atomicfile.WriteBytes(clients, flrun.SimPolicy("aggregator", "collaborator"), 0o644); err != nil {
+	if err := atomicfile.WriteBytes(clients, partysim.Policy("aggregator", "collaborator"), 0o644); err != nil {
 		return err
 	}
 	for _, m := range []struct{ name, file string }{{flrun.BrokerMember, BrokerConfigFile}, {flrun.BrokerAdminMember, AdminConfigFile}, {"aggregator", AggregatorConfigFile}} {
-		pc, err := flrun.LoadPartyConfig(dir, m.name)
+		pc, err := party.LoadConfig(party.ConfigFile(dir, m.name))
 		if err != nil {
 			return err
 		}
 		pc.KMS = nil
 		c := kms.Config{Name: m.name, Platform: *pc}
 		c.Identity.Cert, c.Identity.Key = "pki/"+m.name+".crt", "pki/"+m.name+"-key.pem"
-		c.Federation.Root, c.Federation.Bundle = flrun.RootFile, flrun.BundleFile
+		c.Federation.Root, c.Federation.Bundle = party.RootFile, party.BundleFile
 		if m.name == flrun.BrokerMember {
 			c.Listen, c.Policy, c.RootKey, c.Admins = addr, "policies/kms-clients.yaml", "file:kms/root.key", []string{flrun.BrokerAdminMember}
 			c.Store = store.Config{Driver: "sqlite", Path: "kms/kms.db"}
@@ -212,11 +216,11 @@ func Admin(ctx context.Context, dir string) (*kms.Client, error) {
 }
 
 // ReleasePolicyFor is the release policy of the quickstart's key: the named
-// members, running the quickstart's (simulated) measurement.
+// members, running the simulated measurement of the aggregator or of a
+// collaborator (party/partysim).
 func ReleasePolicyFor(keyID string, members []string) string {
-	mr, ms := flrun.SimMeasurement()
-	return fmt.Sprintf("# %s\n# Release policy of key %s: who may receive its plaintext data keys.\nmembers: [%s]\nattestation:\n  sgx:\n    - mr_enclave: %s\n      mr_signer: %s\n  allow_debug: false\n  allow_simulation: true\n",
-		flrun.QuickstartBanner, keyID, strings.Join(members, ", "), mr, ms)
+	return partysim.Header("Release policy of key "+keyID+": who may receive its plaintext data keys.") +
+		fmt.Sprintf("members: [%s]\n", strings.Join(members, ", ")) + partysim.Attestation("", "aggregator", "collaborator")
 }
 
 func createKey(ctx context.Context, dir string, members []string) error {

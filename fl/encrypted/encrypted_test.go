@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	flrun "github.com/teeml/teeml/fl/run"
 	"github.com/teeml/teeml/kms"
+	"github.com/teeml/teeml/party/partysim"
 )
 
 // The quickstart key's release policy names exactly the given members (no
@@ -25,8 +25,12 @@ func TestReleasePolicyFor(t *testing.T) {
 	if !rp.Simulated() || !strings.Contains(src, "SIMULATION") {
 		t.Error("release policy does not say it accepts simulation")
 	}
-	mr, _ := flrun.SimMeasurement()
-	if !strings.Contains(src, mr) {
-		t.Error("release policy lacks the quickstart measurement")
+	for _, role := range []string{"aggregator", "collaborator"} {
+		if mr, _ := partysim.MeasurementHex(role); !strings.Contains(src, mr) {
+			t.Errorf("release policy lacks the simulated %s measurement", role)
+		}
+	}
+	if mr, _ := partysim.MeasurementHex("kms"); strings.Contains(src, mr) {
+		t.Error("release policy admits the broker's measurement")
 	}
 }

@@ -122,7 +122,7 @@ func refusal(err error) error {
 	msg := strings.Join(strings.Fields(st.Message()), " ")
 	switch st.Code() {
 	case codes.Unavailable:
-		if strings.Contains(msg, "remote error: tls:") || strings.Contains(msg, "ratls:") {
+		if _, ok := ratls.RefusalOf(err); ok {
 			return &RefusedError{Code: codes.PermissionDenied, Msg: "RA-TLS handshake refused: " + msg}
 		}
 		return nil

@@ -27,7 +27,6 @@ import (
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/job"
 	"github.com/teeml/teeml/ml/tensor"
-	"github.com/teeml/teeml/ratls"
 )
 
 // AggregatorOptions configures RunAggregator. Nothing here decides trust.
@@ -89,12 +88,12 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	for i, c := range cols {
 		names[i] = c.Name
 	}
-	id, err := loadIdentity(ws, o.Name, "aggregator", log)
+	id, err := loadParty(ws, o.Name, "aggregator", log)
 	if err != nil {
 		return err
 	}
-	announceSimulation(o.Out, log, id.party)
-	ks, closeKS, err := id.partyKeys(ctx, ws, p, o.Name, log)
+	id.Announce(o.Out, log)
+	ks, closeKS, err := partyKeys(ctx, id, p, log)
 	if err != nil {
 		return err
 	}
@@ -203,7 +202,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		return err
 	}
 
-	creds, closeCreds, err := id.credentials(ctx, pols, "collaborator", true, log)
+	creds, closeCreds, err := partyCredentials(ctx, id, pols, "collaborator", true, log)
 	if err != nil {
 		return err
 	}
@@ -477,44 +476,4 @@ func (t *tracker) AggregateFit(round int, global tensor.Weights, results []strat
 		t.best, t.bestRound = met.Accuracy, round
 	}
 	return next, rep, nil
-}
-
-// credentials builds this party's RA-TLS credentials: leaf certificates
-// from its evidence issuer, signed by its identity key; peers verified with
-// the federation bundle, its evidence verifier and the policy of peerRole.
-func (id *identity) credentials(ctx context.Context, pols map[string]*policyT, peerRole string, server bool, log *slog.Logger) (credsT, func(), error) {
-	pol := pols[peerRole]
-	if pol == nil {
-		return nil, nil, fmt.Errorf("no attestation policy for role %s in the plan", peerRole)
-	}
-	src, err := ratls.NewCertSource(ctx, id.issuer, ratls.SourceOptions{
-		Cert: ratls.CertOptions{Parent: id.cert, ParentKey: id.key}, Logger: log})
-	if err != nil {
-		return nil, nil, fmt.Errorf("RA-TLS certificate: %v", err)
-	}
-	v, err := ratls.NewVerifier(ratls.Config{Evidence: id.ev, Policy: pol, Identity: id.fed, Logger: log})
-	if err != nil {
-		src.Close()
-		return nil, nil, err
-	}
-	tc := ratls.TransportConfig{Certificates: src, Verifier: v, Logger: log}
-	var c credsT
-	if server {
-		c, err = ratls.NewServerCredentials(tc)
-	} else {
-		c, err = ratls.NewClientCredentials(tc)
-	}
-	if err != nil {
-		src.Close()
-		return nil, nil, err
-	}
-	return c, src.Close, nil
-}
-
-func announceSimulation(out io.Writer, log *slog.Logger, pc *PartyConfig) {
-	if !pc.Simulated() {
-		return
-	}
-	log.Warn(SimulationBanner, "platform", pc.Platform, "trusted_sim_keys", pc.TrustedSimKeys)
-	fmt.Fprintf(out, "*** %s (platform %s, trusted_sim_keys %q) ***\n", SimulationBanner, pc.Platform, pc.TrustedSimKeys)
 }

@@ -11,10 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"google.golang.org/grpc"
-
-	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
-	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/internal/atomicfile"
@@ -22,73 +18,24 @@ import (
 	"github.com/teeml/teeml/ml/job"
 	"github.com/teeml/teeml/ml/safetensors"
 	"github.com/teeml/teeml/ml/tensor"
+	"github.com/teeml/teeml/party"
 	"github.com/teeml/teeml/sealed"
-	"github.com/teeml/teeml/sealed/kmskeys"
 )
-
-// KMSConfig is the optional kms section of a party configuration: the key
-// broker this party gets data keys from (sealed data files, sealed models
-// and checkpoints when the plan has an encryption section).
-//
-//	kms:
-//	  broker: 127.0.0.1:7443        # the broker's address
-//	  policy: policies/kms.yaml     # attest/policy file with role kms: what the
-//	                                # broker must run (relative to the workspace)
-//
-// The party connects with its own federation identity over mutual RA-TLS
-// (the same certificate and evidence as on its federation channels); the
-// broker must present a federation identity with role kms whose evidence
-// satisfies the policy. Which keys the broker releases to the party is the
-// broker's decision (each key's release policy), recorded in its audit log.
-type KMSConfig struct {
-	Broker string `yaml:"broker"`
-	Policy string `yaml:"policy"`
-}
-
-// keySource dials the party's key broker. It returns nil without a kms
-// section.
-func (id *identity) keySource(ctx context.Context, ws string, log *slog.Logger) (*kmskeys.Source, func(), error) {
-	k := id.party.KMS
-	if k == nil {
-		return nil, func() {}, nil
-	}
-	if k.Broker == "" || k.Policy == "" {
-		return nil, nil, fmt.Errorf("party config: kms: broker and policy are required")
-	}
-	pol, err := policy.Load(wsPath(ws, k.Policy))
-	if err != nil {
-		return nil, nil, fmt.Errorf("party config: kms.policy: %v", err)
-	}
-	if _, ok := pol.Roles["kms"]; !ok {
-		return nil, nil, fmt.Errorf("party config: kms.policy %s has no role kms (what the broker must run)", k.Policy)
-	}
-	creds, closeCreds, err := id.credentials(ctx, map[string]*policyT{"kms": pol}, "kms", false, log)
-	if err != nil {
-		return nil, nil, err
-	}
-	conn, err := grpc.NewClient(k.Broker, grpc.WithTransportCredentials(creds))
-	if err != nil {
-		closeCreds()
-		return nil, nil, fmt.Errorf("key broker %s: %v", k.Broker, err)
-	}
-	log.Info("data keys from the key broker", "broker", k.Broker, "policy", k.Policy)
-	return kmskeys.New(kmsv1.NewKeyBrokerClient(conn), k.Broker), func() { conn.Close(); closeCreds() }, nil
-}
 
 // PartyKeySource returns member name's key broker (the kms section of its
 // party configuration), connected with its federation identity of the given
 // role, and a close function. It fails if the party has no kms section.
 func PartyKeySource(ctx context.Context, ws, name, role string, log *slog.Logger) (sealed.KeySource, func(), error) {
-	id, err := loadIdentity(ws, name, role, log)
+	id, err := loadParty(ws, name, role, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	if id.party.KMS == nil {
-		return nil, nil, fmt.Errorf("party config %s: no kms section", PartyFile(ws, name))
-	}
-	ks, closeKS, err := id.keySource(ctx, ws, log)
+	ks, closeKS, ok, err := id.KeySource(ctx, log)
 	if err != nil {
 		return nil, nil, err
+	}
+	if !ok {
+		return nil, nil, fmt.Errorf("party config %s: no kms section", party.ConfigFile(ws, name))
 	}
 	return ks, closeKS, nil
 }
@@ -96,14 +43,14 @@ func PartyKeySource(ctx context.Context, ws, name, role string, log *slog.Logger
 // partyKeys returns the key source a party of plan p uses: its broker if
 // its configuration has a kms section (nil otherwise). A plan with an
 // encryption section requires one.
-func (id *identity) partyKeys(ctx context.Context, ws string, p *plan.Plan, name string, log *slog.Logger) (sealed.KeySource, func(), error) {
-	ks, closeKS, err := id.keySource(ctx, ws, log)
+func partyKeys(ctx context.Context, id *party.Party, p *plan.Plan, log *slog.Logger) (sealed.KeySource, func(), error) {
+	ks, closeKS, ok, err := id.KeySource(ctx, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	if ks == nil {
+	if !ok {
 		if p.Encryption.Enabled() {
-			return nil, nil, fmt.Errorf("plan requires encryption (encryption.key %s) but %s has no kms section naming the key broker", p.Encryption.Key, PartyFile(ws, name))
+			return nil, nil, fmt.Errorf("plan requires encryption (encryption.key %s) but %s has no kms section naming the key broker", p.Encryption.Key, party.ConfigFile(id.Dir, id.Name))
 		}
 		return nil, closeKS, nil
 	}

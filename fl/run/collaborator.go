@@ -46,12 +46,12 @@ func RunCollaborator(ctx context.Context, o CollaboratorOptions) error {
 	if err != nil {
 		return err
 	}
-	id, err := loadIdentity(ws, o.Name, protocol.CollaboratorRole, log)
+	id, err := loadParty(ws, o.Name, protocol.CollaboratorRole, log)
 	if err != nil {
 		return err
 	}
-	announceSimulation(o.Out, log, id.party)
-	ks, closeKS, err := id.partyKeys(ctx, ws, p, o.Name, log)
+	id.Announce(o.Out, log)
+	ks, closeKS, err := partyKeys(ctx, id, p, log)
 	if err != nil {
 		return err
 	}
@@ -65,7 +65,7 @@ func RunCollaborator(ctx context.Context, o CollaboratorOptions) error {
 		return err
 	}
 	defer closeTrainer()
-	creds, closeCreds, err := id.credentials(ctx, pols, "aggregator", false, log)
+	creds, closeCreds, err := partyCredentials(ctx, id, pols, "aggregator", false, log)
 	if err != nil {
 		return err
 	}

@@ -3,36 +3,26 @@ package run
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/teeml/teeml/attest"
-	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/workspace"
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/internal/childlog"
-	"github.com/teeml/teeml/pki"
+	"github.com/teeml/teeml/party/partysim"
 )
-
-// QuickstartBanner is printed first by Quickstart.
-const QuickstartBanner = "SIMULATION: no TEE hardware; the policy was written to accept simulated evidence; never use this for real data"
 
 // Quickstart defaults.
 const (
@@ -74,18 +64,12 @@ type QuickstartResult struct {
 	Seconds   float64
 }
 
-// simMeasurement is the (fake) enclave measurement every quickstart party
-// claims in its simulated evidence and the policies accept.
-var (
-	simMREnclave = sha256.Sum256([]byte("teeml quickstart SIMULATED enclave"))
-	simMRSigner  = sha256.Sum256([]byte("teeml quickstart SIMULATED signer"))
-)
-
 // SetupSimulated creates a complete simulated federation workspace in dir:
 // the template's plan with one Dirichlet shard per collaborator and the given
 // rounds, the aggregator at 127.0.0.1:port, policies accepting the
-// simulated measurement, a CA (dir/ca), every party's sim key, identity
-// key and certificate, the bundle and pinned root, and party/*.yaml. It
+// simulated measurements (party/partysim), a CA (dir/ca), every party's
+// sim key, identity key and certificate, the bundle and pinned root, and
+// party/*.yaml. It
 // returns the collaborator names.
 func SetupSimulated(ctx context.Context, dir, template string, rounds, epochs, n, port int) ([]string, error) {
 	return setupSimulated(ctx, dir, template, rounds, epochs, n, port, nil, "")
@@ -120,7 +104,7 @@ func setupSimulated(ctx context.Context, dir, template string, rounds, epochs, n
 
 	// Policies: accept exactly the simulated measurement, and simulation.
 	for _, role := range []string{"aggregator", "collaborator"} {
-		y := string(SimPolicy(role))
+		y := string(partysim.Policy(role))
 		path := filepath.Join(dir, filepath.FromSlash(p.Attestation.Policy[role]))
 		if err := atomicfile.WriteBytes(path, []byte(y), 0o644); err != nil {
 			return nil, err
@@ -152,121 +136,13 @@ func setupSimulated(ctx context.Context, dir, template string, rounds, epochs, n
 	if pols, err = enc.addBroker(dir, roles, pols); err != nil {
 		return nil, err
 	}
-	if err := SetupSimulatedParties(ctx, dir, "quickstart", roles, pols); err != nil {
+	if err := partysim.Federation(ctx, dir, "quickstart", roles, pols); err != nil {
 		return nil, err
 	}
 	if err := enc.addKMSSections(dir, brokerAddr, roles); err != nil {
 		return nil, err
 	}
 	return names, nil
-}
-
-// SetupSimulatedParties gives every party (name -> pki role) of a
-// simulated workspace in dir what it needs for RA-TLS: a simulation key
-// (everyone trusts all of them), party/<name>.yaml claiming the quickstart
-// measurement, an identity certified by a new CA (dir/ca) under
-// pols[role], and the federation bundle and pinned root. Policies must
-// accept the measurement of SimPolicy.
-func SetupSimulatedParties(ctx context.Context, dir, federation string, roles map[string]string, pols map[string]*policy.Policy) error {
-	// Simulation keys: one per party; everyone trusts all of them.
-	parties := slices.Sorted(maps.Keys(roles))
-	if err := os.MkdirAll(filepath.Join(dir, PartyDir), 0o700); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Join(dir, PKIDir), 0o755); err != nil {
-		return err
-	}
-	simKeys := map[string]string{}
-	var trusted []byte
-	for _, name := range parties {
-		k, err := sim.GenerateKey()
-		if err != nil {
-			return err
-		}
-		rel := PartyDir + "/" + name + "-sim-key.pem"
-		if err := sim.SaveKey(wsPath(dir, rel), k); err != nil {
-			return err
-		}
-		pub, err := sim.MarshalPublicKey(&k.PublicKey)
-		if err != nil {
-			return err
-		}
-		trusted = append(trusted, pub...)
-		simKeys[name] = rel
-	}
-	trustedRel := PartyDir + "/sim-trusted.pem"
-	if err := atomicfile.WriteBytes(wsPath(dir, trustedRel), trusted, 0o644); err != nil {
-		return err
-	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-
-	// PKI: a CA, one identity per party, certified under the policies.
-	now := time.Now()
-	ca, err := pki.InitCA(filepath.Join(dir, "ca"), pki.InitOptions{Federation: federation, Now: now.Add(-time.Minute)})
-	if err != nil {
-		return err
-	}
-	for _, name := range parties {
-		role := roles[name]
-		pc := &PartyConfig{Platform: "sim", Sim: SimConfig{Key: simKeys[name], TEE: string(attest.SGX),
-			MREnclave: hex.EncodeToString(simMREnclave[:]), MRSigner: hex.EncodeToString(simMRSigner[:])},
-			TrustedSimKeys: trustedRel}
-		hdr := "# " + QuickstartBanner + "\n# Evidence platform of party " + name + " (see fl/run.PartyConfig).\n"
-		if err := atomicfile.WriteBytes(PartyFile(dir, name), append([]byte(hdr), MarshalPartyConfig(pc)...), 0o644); err != nil {
-			return err
-		}
-		if pc, err = LoadPartyConfig(dir, name); err != nil {
-			return err
-		}
-		iss, err := pc.Issuer(dir, quiet)
-		if err != nil {
-			return err
-		}
-		ev, err := pc.Verifier(dir)
-		if err != nil {
-			return err
-		}
-		key, err := pki.GenerateKey(pki.P256)
-		if err != nil {
-			return err
-		}
-		csr, err := pki.NewCSR(ctx, key, name, role, iss)
-		if err != nil {
-			return err
-		}
-		is, err := ca.Certify(ctx, csr, pols[role], ev, now)
-		if err != nil {
-			return fmt.Errorf("certify %s: %v", name, err)
-		}
-		certPath, keyPath := IdentityFiles(dir, name)
-		if err := pki.SaveKey(keyPath, key); err != nil {
-			return err
-		}
-		if err := atomicfile.WriteBytes(certPath, is.CertPEM, 0o644); err != nil {
-			return err
-		}
-	}
-	if _, err := ca.WriteBundle(filepath.Join(dir, filepath.FromSlash(BundleFile)), now); err != nil {
-		return err
-	}
-	root := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Root().Raw})
-	if err := atomicfile.WriteBytes(filepath.Join(dir, filepath.FromSlash(RootFile)), root, 0o644); err != nil {
-		return err
-	}
-	return nil
-}
-
-// SimPolicy is a policy file accepting, for each role, the simulated
-// measurement SetupSimulatedParties claims, and simulation. Never use it
-// for real data.
-func SimPolicy(roles ...string) []byte {
-	var b strings.Builder
-	fmt.Fprintf(&b, "# %s\n# Accepts SIMULATED evidence for one fake measurement. Never use this policy for real data.\nroles:\n", QuickstartBanner)
-	for _, role := range roles {
-		fmt.Fprintf(&b, "  %s:\n    sgx:\n      - mr_enclave: \"%s\"\n        mr_signer: \"%s\"\n    allow_debug: false\n    allow_simulation: true\n",
-			role, hex.EncodeToString(simMREnclave[:]), hex.EncodeToString(simMRSigner[:]))
-	}
-	return []byte(b.String())
 }
 
 // freePort returns a TCP port free on 127.0.0.1 at the time of the call.
@@ -315,7 +191,7 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 		o.Executable = exe
 	}
 	out := &childlog.SyncWriter{W: o.Out}
-	fmt.Fprintf(out, "\n!!! %s !!!\n\n", QuickstartBanner)
+	fmt.Fprintf(out, "\n!!! %s !!!\n\n", sim.Banner)
 	dir := o.Dir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "teeml-quickstart-")
@@ -474,6 +350,6 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 	}
 	fmt.Fprintf(out, "%s%s\n", FinalModelPrefix, model)
 	fmt.Fprintf(out, "final accuracy: %.4f\n", acc)
-	fmt.Fprintf(out, "(%s)\n", QuickstartBanner)
+	fmt.Fprintf(out, "(%s)\n", sim.Banner)
 	return res, nil
 }

@@ -2,7 +2,6 @@ package run
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"maps"
@@ -12,6 +11,8 @@ import (
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/workspace"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/party"
+	"github.com/teeml/teeml/party/partysim"
 )
 
 // QuickstartEncryption turns a quickstart into one with data at rest
@@ -50,12 +51,6 @@ const (
 	BrokerPolicyFile = "policies/kms.yaml"
 )
 
-// SimMeasurement returns the simulated MRENCLAVE and MRSIGNER (hex) every
-// quickstart party claims.
-func SimMeasurement() (mrEnclave, mrSigner string) {
-	return hex.EncodeToString(simMREnclave[:]), hex.EncodeToString(simMRSigner[:])
-}
-
 // EncryptedDataPath is collaborator name's sealed data file in an encrypted
 // quickstart (relative to the workspace).
 func EncryptedDataPath(name string) string { return "data/" + name + ".csv.sealed" }
@@ -82,7 +77,7 @@ func (e *QuickstartEncryption) addBroker(dir string, roles map[string]string, po
 		return pols, nil
 	}
 	roles[BrokerMember], roles[BrokerAdminMember] = "kms", "aggregator"
-	src := SimPolicy("kms")
+	src := partysim.Policy("kms")
 	if err := atomicfile.WriteBytes(filepath.Join(dir, filepath.FromSlash(BrokerPolicyFile)), src, 0o644); err != nil {
 		return nil, err
 	}
@@ -105,13 +100,12 @@ func (e *QuickstartEncryption) addKMSSections(dir, brokerAddr string, roles map[
 		if name == BrokerMember {
 			continue
 		}
-		pc, err := LoadPartyConfig(dir, name)
+		pc, err := party.LoadConfig(party.ConfigFile(dir, name))
 		if err != nil {
 			return err
 		}
-		pc.KMS = &KMSConfig{Broker: brokerAddr, Policy: BrokerPolicyFile}
-		hdr := "# " + QuickstartBanner + "\n# Evidence platform and key broker of party " + name + " (see fl/run.PartyConfig).\n"
-		if err := atomicfile.WriteBytes(PartyFile(dir, name), append([]byte(hdr), MarshalPartyConfig(pc)...), 0o644); err != nil {
+		pc.KMS = &party.KMSConfig{Broker: brokerAddr, Policy: BrokerPolicyFile}
+		if err := partysim.WriteConfig(dir, name, pc, "Evidence platform and key broker of party "+name+" (see party.Config)."); err != nil {
 			return err
 		}
 	}

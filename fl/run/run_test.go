@@ -115,34 +115,6 @@ func TestCollaboratorRefusedByPolicy(t *testing.T) {
 	t.Logf("refusal: %v", err)
 }
 
-func TestPartyConfigStrict(t *testing.T) {
-	ws := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(ws, PartyDir), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct{ yaml, want string }{
-		{"platform: sim\nsim_key: x\n", "sim_key"},
-		{"platform: sgx\n", "platform"},
-	} {
-		if err := os.WriteFile(PartyFile(ws, "p"), []byte(tc.yaml), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := LoadPartyConfig(ws, "p"); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%q: err %v, want one naming %s", tc.yaml, err, tc.want)
-		}
-	}
-	if err := os.WriteFile(PartyFile(ws, "p"), []byte("platform: sim\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pc, err := LoadPartyConfig(ws, "p")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.Issuer(ws, quietLog()); err == nil {
-		t.Error("platform sim without sim.key accepted")
-	}
-}
-
 func TestUnimplementedPlanSettingsAreRefused(t *testing.T) {
 	cases := map[string]func(p *plan.Plan){
 		"opt_treatment": func(p *plan.Plan) { p.Collaborator.OptTreatment = "continue_local" },

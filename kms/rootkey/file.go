@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/teeml/teeml/attest/sim"
 )
 
 // fileKeySize is the size of a simulation root key file: one raw AES-256 key.
@@ -110,5 +112,5 @@ func openFile(path string) (*softKey, error) {
 	if err != nil {
 		abs = path
 	}
-	return newSoftKey(KindFile, key, fmt.Sprintf("file %s (SIMULATION: not sealed to a TEE or held by an HSM)", abs), true)
+	return newSoftKey(KindFile, key, fmt.Sprintf("file %s (%s)", abs, sim.Notice("not sealed to a TEE or held by an HSM")), true)
 }

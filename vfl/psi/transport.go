@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -224,9 +223,11 @@ func (s *Service) Session(st grpc.BidiStreamingServer[psiv1.PSIMessage, psiv1.PS
 // refused reports whether a stream-open error is the RA-TLS layer refusing
 // one side (final) rather than a peer that is not up yet (retried).
 func refused(err error) bool {
-	msg := status.Convert(err).Message()
-	return status.Code(err) != codes.Unavailable ||
-		strings.Contains(msg, "remote error: tls:") || strings.Contains(msg, "ratls:")
+	if status.Code(err) != codes.Unavailable {
+		return true
+	}
+	_, ok := ratls.RefusalOf(err)
+	return ok
 }
 
 // Dial connects to the listening party at addr over creds (RA-TLS client

@@ -25,9 +25,9 @@ import (
 	"google.golang.org/grpc/backoff"
 
 	vflv1 "github.com/teeml/teeml/api/proto/teeml/vfl/v1"
-	flrun "github.com/teeml/teeml/fl/run"
 	"github.com/teeml/teeml/internal/progress"
 	"github.com/teeml/teeml/ml/datasets"
+	"github.com/teeml/teeml/ratls"
 	"github.com/teeml/teeml/vfl/bridge"
 	"github.com/teeml/teeml/vfl/psi"
 	"github.com/teeml/teeml/vfl/split"
@@ -173,10 +173,7 @@ func newParty(ctx context.Context, op *Options, what string) (*party, Connector,
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		if pt.att.party.Simulated() {
-			log.Warn(flrun.SimulationBanner, "platform", pt.att.party.Platform, "trusted_sim_keys", pt.att.party.TrustedSimKeys)
-			fmt.Fprintf(o.Out, "*** %s (platform %s) ***\n", flrun.SimulationBanner, pt.att.party.Platform)
-		}
+		pt.att.party.Announce(o.Out, log)
 		c, cf, err := pt.transport(ctx)
 		if err != nil {
 			closeFn()
@@ -344,8 +341,8 @@ func (pt *party) run(ctx context.Context, conn Connector, session func(context.C
 			wait = 100 * time.Millisecond
 		} else if ctx.Err() != nil {
 			return nil, ctx.Err()
-		} else if fatalDialError(err) {
-			return nil, fmt.Errorf("vfl %s: RA-TLS refused: %s", pt.role, ratlsReason(err))
+		} else if r, ok := ratls.RefusalOf(err); ok {
+			return nil, fmt.Errorf("vfl %s: RA-TLS refused: %s", pt.role, r.Reason)
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/internal/childlog"
 	"github.com/teeml/teeml/vfl/split"
 )
@@ -77,7 +78,7 @@ func Quickstart(ctx context.Context, o QuickstartOptions) ([]QuickstartRun, erro
 		o.Executable = exe
 	}
 	out := &childlog.SyncWriter{W: o.Out}
-	fmt.Fprintf(out, "\n!!! %s !!!\n\n", SimBanner)
+	fmt.Fprintf(out, "\n!!! %s !!!\n\n", sim.Banner)
 	root := o.Dir
 	if root == "" {
 		d, err := os.MkdirTemp("", "teeml-vfl-quickstart-")
@@ -107,7 +108,7 @@ func Quickstart(ctx context.Context, o QuickstartOptions) ([]QuickstartRun, erro
 	for _, r := range runs {
 		fmt.Fprintf(out, "PSI %-14s %s\n", r.Dataset, r.PSI)
 	}
-	fmt.Fprintf(out, "directory kept at %s (remove it when done)\n(%s)\n", root, SimBanner)
+	fmt.Fprintf(out, "directory kept at %s (remove it when done)\n(%s)\n", root, sim.Banner)
 	return runs, nil
 }
 

@@ -20,6 +20,8 @@ import (
 	vflv1 "github.com/teeml/teeml/api/proto/teeml/vfl/v1"
 	"github.com/teeml/teeml/internal/testlog"
 	"github.com/teeml/teeml/ml/safetensors"
+	partypkg "github.com/teeml/teeml/party"
+	"github.com/teeml/teeml/party/partysim"
 	"github.com/teeml/teeml/vfl/bridge"
 	"github.com/teeml/teeml/vfl/split"
 )
@@ -121,8 +123,8 @@ func TestRATLSMatchesInProcessExactly(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{`"plan_hash"`, `"peer_measurement": {`, `"mr_enclave": "` + hexOf(SimMeasurement(c.other)),
-			`"mr_enclave": "` + hexOf(SimMeasurement(c.own)), `"simulated": true`, `"applied_updates": ` + itoa(c.res.Applied),
+		for _, want := range []string{`"plan_hash"`, `"peer_measurement": {`, `"mr_enclave": "` + simMR(c.other),
+			`"mr_enclave": "` + simMR(c.own), `"simulated": true`, `"applied_updates": ` + itoa(c.res.Applied),
 			`"method": "ecdh-psi ristretto255"`, `"psi_session_id": "`, `"intersection": `} {
 			if !strings.Contains(string(card), want) {
 				t.Errorf("%s card lacks %s:\n%s", c.own, want, card)
@@ -270,9 +272,9 @@ func TestRefusals(t *testing.T) {
 	plan := setup(t, "breast_cancer", split.KindLR, 1)
 	// A follower whose enclave measurement is not in the leader's list.
 	bad := copyDir(t, filepath.Dir(plan))
-	pf := PartyFile(bad, RoleFollower)
+	pf := partypkg.ConfigFile(bad, RoleFollower)
 	b, _ := os.ReadFile(pf)
-	mr := hexOf(SimMeasurement(RoleFollower))
+	mr := simMR(RoleFollower)
 	os.WriteFile(pf, []byte(strings.Replace(string(b), mr, strings.Repeat("ab", 32), 1)), 0o644)
 	_, _, lerr, _ := twoParties(t, plan, filepath.Join(bad, "plan.yaml"), nil)
 	if lerr == nil || !strings.Contains(lerr.Error(), "mr_enclave") || !strings.Contains(lerr.Error(), "(policy)") || strings.Contains(lerr.Error(), "\n") {
@@ -515,4 +517,10 @@ func TestDifferentAlignmentWithCheckpointsIsRefused(t *testing.T) {
 			t.Fatalf("unexpected line %q in %v", line, err)
 		}
 	}
+}
+
+// simMR is the simulated MRENCLAVE (hex) of role.
+func simMR(role string) string {
+	mr, _ := partysim.MeasurementHex(role)
+	return mr
 }

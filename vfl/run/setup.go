@@ -1,30 +1,16 @@
 package run
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
-	"github.com/teeml/teeml/attest"
 	"github.com/teeml/teeml/attest/sim"
-	flrun "github.com/teeml/teeml/fl/run"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/party/partysim"
 	"github.com/teeml/teeml/vfl/split"
 )
-
-// SimBanner heads every file the simulated setup writes.
-const SimBanner = "SIMULATION: no TEE hardware; these policies accept simulated evidence; never use this for real data"
-
-// SimMeasurement is the fake MRENCLAVE a simulated party of role claims;
-// the setup's policies accept exactly it for that role.
-func SimMeasurement(role string) [32]byte {
-	return sha256.Sum256([]byte("teeml vfl quickstart SIMULATED " + role + " enclave"))
-}
-
-var simSigner = sha256.Sum256([]byte("teeml vfl quickstart SIMULATED signer"))
 
 // SetupOptions configures SetupSimulated.
 type SetupOptions struct {
@@ -70,9 +56,9 @@ func quote(cols []string) string {
 
 // SetupSimulated writes a simulated two-party VFL directory: plan.yaml,
 // policies/{leader,follower}.yaml accepting each role's simulated
-// measurement, party/{leader,follower}.yaml with simulation keys, and
-// party/sim-trusted.pem (both sides trust both simulation keys). It returns
-// the plan path.
+// measurement, and the parties' simulation keys and configurations
+// (party/partysim: party/{leader,follower}.yaml, both sides trusting both
+// simulation keys). It returns the plan path.
 func SetupSimulated(o SetupOptions) (string, error) {
 	cols, ok := quickstartColumns[o.Dataset]
 	if !ok {
@@ -137,49 +123,19 @@ network:
   heartbeat: 1s
   peer_timeout: 10s
   reconnect_timeout: 60s
-`, SimBanner, o.Dataset, o.Kind, o.Dataset, o.Seed, model, quote(cols[0]), o.DropIDs, quote(cols[1]), o.DropIDs,
+`, sim.Banner, o.Dataset, o.Kind, o.Dataset, o.Seed, model, quote(cols[0]), o.DropIDs, quote(cols[1]), o.DropIDs,
 		o.BatchSize, o.Epochs, o.LearningRate, o.CheckpointEvery)
 	planPath := filepath.Join(dir, "plan.yaml")
 	if err := atomicfile.WriteBytes(planPath, []byte(plan), 0o644); err != nil {
 		return "", err
 	}
-	var trusted []byte
 	for _, role := range []string{RoleLeader, RoleFollower} {
-		mr := SimMeasurement(role)
-		pol := fmt.Sprintf(`# %s
-# The measurement the other party accepts for the %s.
-roles:
-  %s:
-    sgx:
-      - mr_enclave: "%s"
-        mr_signer: "%s"
-    allow_debug: false
-    allow_simulation: true
-`, SimBanner, role, role, hex.EncodeToString(mr[:]), hex.EncodeToString(simSigner[:]))
-		if err := atomicfile.WriteBytes(filepath.Join(dir, "policies", role+".yaml"), []byte(pol), 0o644); err != nil {
-			return "", err
-		}
-		k, err := sim.GenerateKey()
-		if err != nil {
-			return "", err
-		}
-		rel := "party/" + role + "-sim-key.pem"
-		if err := sim.SaveKey(filepath.Join(dir, rel), k); err != nil {
-			return "", err
-		}
-		pub, err := sim.MarshalPublicKey(&k.PublicKey)
-		if err != nil {
-			return "", err
-		}
-		trusted = append(trusted, pub...)
-		pc := &flrun.PartyConfig{Platform: "sim", Sim: flrun.SimConfig{Key: rel, TEE: string(attest.SGX),
-			MREnclave: hex.EncodeToString(mr[:]), MRSigner: hex.EncodeToString(simSigner[:])}, TrustedSimKeys: "party/sim-trusted.pem"}
-		hdr := "# " + SimBanner + "\n# Evidence platform of the " + role + " (see fl/run.PartyConfig).\n"
-		if err := atomicfile.WriteBytes(PartyFile(dir, role), append([]byte(hdr), flrun.MarshalPartyConfig(pc)...), 0o644); err != nil {
+		pol := partysim.Policy(role)
+		if err := atomicfile.WriteBytes(filepath.Join(dir, "policies", role+".yaml"), pol, 0o644); err != nil {
 			return "", err
 		}
 	}
-	if err := atomicfile.WriteBytes(filepath.Join(dir, "party", "sim-trusted.pem"), trusted, 0o644); err != nil {
+	if err := partysim.Parties(dir, map[string]string{RoleLeader: RoleLeader, RoleFollower: RoleFollower}); err != nil {
 		return "", err
 	}
 	return planPath, nil
