@@ -26,7 +26,7 @@ func (r *Refusal) Error() string { return r.Reason }
 // connection.
 var refusalChecks = map[Check]bool{
 	CheckChain: true, CheckParse: true, CheckBinding: true, CheckSignature: true, CheckValidity: true,
-	CheckIdentity: true, CheckEvidence: true, CheckPolicy: true, CheckProofOfPossession: true,
+	CheckIdentity: true, CheckEvidence: true, CheckPolicy: true, CheckProofOfPossession: true, CheckRefusedByPeer: true,
 }
 
 // remoteAlert is crypto/tls's text for a TLS alert the peer sent: it

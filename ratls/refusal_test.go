@@ -20,6 +20,7 @@ func flatten(err error) error {
 func TestRefusalOf(t *testing.T) {
 	policy := fmt.Errorf("ratls: client handshake with 127.0.0.1:7443: %w", &Error{Peer: "agg", Check: CheckPolicy, Msg: `mr_enclave 3fa2… not allowed for role "aggregator"`})
 	alert := fmt.Errorf("ratls: client handshake with 127.0.0.1:7443: %w", &Error{Check: CheckHandshake, Msg: "remote error: tls: bad certificate (the peer refused our certificate)"})
+	verdict := fmt.Errorf("ratls: client handshake with 127.0.0.1:7443: %w", &Error{Peer: "aggregator", Check: CheckRefusedByPeer, Msg: `the server refused this connection: peer "col-4" (unverified): not a member (identity)`})
 	eof := fmt.Errorf("ratls: server handshake with 127.0.0.1:5555: %w", &Error{Check: CheckHandshake, Msg: "EOF", Err: io.EOF})
 	for _, tc := range []struct {
 		name  string
@@ -32,6 +33,7 @@ func TestRefusalOf(t *testing.T) {
 		{"policy through gRPC", flatten(policy), true, CheckPolicy, `ratls: client handshake with 127.0.0.1:7443: peer "agg": mr_enclave 3fa2… not allowed for role "aggregator" (policy)`},
 		{"peer refused our certificate", alert, true, CheckHandshake, "ratls: client handshake with 127.0.0.1:7443: peer: remote error: tls: bad certificate (the peer refused our certificate) (handshake)"},
 		{"peer refused, through gRPC", flatten(alert), true, CheckHandshake, "ratls: client handshake with 127.0.0.1:7443: peer: remote error: tls: bad certificate (the peer refused our certificate) (handshake)"},
+		{"server's verdict through gRPC", flatten(verdict), true, CheckRefusedByPeer, `ratls: client handshake with 127.0.0.1:7443: peer "aggregator": the server refused this connection: peer "col-4" (unverified): not a member (identity) (refused-by-peer)`},
 		{"EOF is no refusal", eof, false, "", ""},
 		{"EOF through gRPC", flatten(eof), false, "", ""},
 		{"connection refused", status.Error(codes.Unavailable, "connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused\""), false, "", ""},
