@@ -1,0 +1,213 @@
+// Package archrules states teeml's import rules — which room may import
+// which (see docs/architecture.md) — and checks a source tree against
+// them. Its test runs the check on this repository in CI, so a forbidden
+// import fails the build instead of waiting for a reviewer.
+package archrules
+
+import (
+	"fmt"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Module is the module path the rules are written against.
+const Module = "github.com/teeml/teeml"
+
+// Rule forbids packages matching From to depend, directly or through other
+// packages of the module, on packages matching any of To. Patterns are
+// module-relative: "kms" is the package, "kms/..." the package and
+// everything below it; a pattern without a dot in its first element that
+// is not in the module (e.g. "net") names a standard or external package,
+// which is checked as a direct import only.
+type Rule struct {
+	From   []string
+	To     []string
+	Except []string // packages (patterns) exempt from the rule as importers
+	Why    string
+}
+
+// Rules are teeml's import rules.
+var Rules = []Rule{
+	{From: []string{"kms/..."}, To: []string{"fl/...", "vfl/..."},
+		Why: "the key broker links no learning code (it runs in its own small enclave)"},
+	{From: []string{"vfl/..."}, To: []string{"fl/run/...", "fl/protocol/...", "kms"},
+		Why: "vertical FL starts its parties through package party, not another service's runtime"},
+	{From: []string{"fl/..."}, To: []string{"vfl/...", "kms", "kms/store/...", "kms/rootkey/..."}, Except: []string{"fl/encrypted"},
+		Why: "no service imports another service's runtime (fl/encrypted is the demo that composes FL and the broker)"},
+	{From: []string{"attest/...", "ratls/...", "pki/...", "sealed/...", "enclave/..."},
+		To:  []string{"party/...", "fl/...", "vfl/...", "kms", "kms/store/...", "kms/rootkey/...", "ml/...", "cmd/..."},
+		Why: "evidence, channels, identity and data formats sit below every service"},
+	{From: []string{"party/..."}, To: []string{"fl/...", "vfl/...", "kms", "kms/store/...", "kms/rootkey/...", "ml/...", "cmd/..."},
+		Why: "every service starts its parties through party; party knows no service"},
+	{From: []string{"cmd/teeml"}, To: []string{"party/...", "ratls/...", "net", "google.golang.org/grpc"},
+		Why: "the CLI parses flags and calls a service; it opens no channel and starts no party itself"},
+}
+
+// Violation is one forbidden dependency.
+type Violation struct {
+	Rule  *Rule
+	Chain []string // importer first, forbidden package last
+}
+
+func (v Violation) String() string {
+	return fmt.Sprintf("%s (%s)", strings.Join(v.Chain, " → "), v.Rule.Why)
+}
+
+// Graph maps each package of the module (module-relative path) to its
+// direct imports (full import paths) in non-test files.
+type Graph map[string][]string
+
+// Load reads the imports of every non-test Go file below root, the
+// directory of module Module. Directories named testdata, and those
+// starting with "." or "_", are skipped, as the go tool does.
+func Load(root string) (Graph, error) {
+	g := Graph{}
+	fset := token.NewFileSet()
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if p != root && (name == "testdata" || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_")) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, p, nil, parser.ImportsOnly)
+		if err != nil {
+			return fmt.Errorf("archrules: %w", err)
+		}
+		rel, err := filepath.Rel(root, filepath.Dir(p))
+		if err != nil {
+			return err
+		}
+		pkg := filepath.ToSlash(rel)
+		if _, ok := g[pkg]; !ok {
+			g[pkg] = nil
+		}
+		for _, im := range f.Imports {
+			ip := strings.Trim(im.Path.Value, `"`)
+			if !slices.Contains(g[pkg], ip) {
+				g[pkg] = append(g[pkg], ip)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(g) == 0 {
+		return nil, fmt.Errorf("archrules: no Go packages under %s", root)
+	}
+	return g, nil
+}
+
+// LoadModule is Load of the module root that contains dir.
+func LoadModule(dir string) (Graph, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("archrules: %w", err)
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return Load(d)
+		}
+		if filepath.Dir(d) == d {
+			return nil, fmt.Errorf("archrules: no go.mod above %s", dir)
+		}
+	}
+}
+
+func match(pattern, pkg string) bool {
+	if base, ok := strings.CutSuffix(pattern, "/..."); ok {
+		return pkg == base || strings.HasPrefix(pkg, base+"/")
+	}
+	return pkg == pattern
+}
+
+func matchAny(patterns []string, pkg string) bool {
+	for _, p := range patterns {
+		if match(p, pkg) {
+			return true
+		}
+	}
+	return false
+}
+
+// local returns the module-relative path of import path ip, if it is in
+// the module.
+func local(ip string) (string, bool) {
+	if ip == Module {
+		return ".", true
+	}
+	rel, ok := strings.CutPrefix(ip, Module+"/")
+	return rel, ok
+}
+
+// Check returns every violation of rules in g, sorted.
+func Check(g Graph, rules []Rule) []Violation {
+	var out []Violation
+	pkgs := make([]string, 0, len(g))
+	for p := range g {
+		pkgs = append(pkgs, p)
+	}
+	sort.Strings(pkgs)
+	for i := range rules {
+		r := &rules[i]
+		for _, pkg := range pkgs {
+			if !matchAny(r.From, pkg) || matchAny(r.Except, pkg) {
+				continue
+			}
+			if chain := forbidden(g, r, pkg); chain != nil {
+				out = append(out, Violation{Rule: r, Chain: chain})
+			}
+		}
+	}
+	return out
+}
+
+// forbidden returns the shortest import chain from pkg to a package the
+// rule forbids, or nil.
+func forbidden(g Graph, r *Rule, pkg string) []string {
+	prev := map[string]string{pkg: ""}
+	queue := []string{pkg}
+	for len(queue) > 0 {
+		cur := queue[0]
+		queue = queue[1:]
+		for _, ip := range g[cur] {
+			rel, ok := local(ip)
+			if !ok {
+				// Outside the module: direct imports only.
+				if cur == pkg && matchAny(r.To, ip) {
+					return []string{pkg, ip}
+				}
+				continue
+			}
+			if _, seen := prev[rel]; seen {
+				continue
+			}
+			prev[rel] = cur
+			if matchAny(r.To, rel) {
+				chain := []string{rel}
+				for p := cur; p != ""; p = prev[p] {
+					chain = append(chain, p)
+				}
+				slices.Reverse(chain)
+				return chain
+			}
+			queue = append(queue, rel)
+		}
+	}
+	return nil
+}
