@@ -8,20 +8,19 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"gopkg.in/yaml.v3"
 
 	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
 	"github.com/teeml/teeml/attest/policy"
+	"github.com/teeml/teeml/internal/promserve"
 	"github.com/teeml/teeml/kms/rootkey"
 	"github.com/teeml/teeml/kms/store"
 	"github.com/teeml/teeml/party"
@@ -237,18 +236,14 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 	}
 	srv := grpc.NewServer(grpc.Creds(auditedCreds{TransportCredentials: creds, b: b}), grpc.MaxConcurrentStreams(1024))
 	b.Register(srv)
-	var metricsSrv *http.Server
+	var metricsSrv *promserve.Server
 	if c.MetricsListen != "" {
-		ml, err := net.Listen("tcp", c.MetricsListen)
+		metricsSrv, err = promserve.Serve(ctx, c.MetricsListen, promserve.Options{Gatherer: reg, Logger: log, Service: "kms"})
 		if err != nil {
 			lis.Close()
-			return fmt.Errorf("kms: metrics listen %s: %v", c.MetricsListen, err)
+			return fmt.Errorf("kms: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go metricsSrv.Serve(ml)
-		log.Info("kms: metrics", "addr", ml.Addr().String())
+		log.Info("kms: metrics", "addr", metricsSrv.Addr())
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
@@ -272,9 +267,9 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 		err = nil
 	}
 	if metricsSrv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		metricsSrv.Shutdown(sctx)
-		cancel()
+		if merr := metricsSrv.Close(); merr != nil && err == nil {
+			err = merr
+		}
 	}
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/teeml/teeml/attest/sim"
 	flrun "github.com/teeml/teeml/fl/run"
 	"github.com/teeml/teeml/fl/workspace"
 	"github.com/teeml/teeml/ml/job"
@@ -28,7 +29,7 @@ func TestQuickstartFederationReachesAccuracy(t *testing.T) {
 		t.Fatalf("quickstart exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 	t.Logf("quickstart output:\n%s", out)
-	if !strings.Contains(out, "SIMULATION: no TEE hardware; the policy was written to accept simulated evidence") {
+	if !strings.Contains(out, "!!! "+sim.Banner+" !!!") {
 		t.Error("quickstart does not announce simulation")
 	}
 	for r := 1; r <= flrun.DefaultQuickstartRounds; r++ {

@@ -2,17 +2,15 @@ package metrics
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/teeml/teeml/internal/promserve"
 )
 
 // Prom holds the aggregator's Prometheus collectors, registered on a
@@ -82,69 +80,11 @@ func (p *Prom) Handler() http.Handler {
 	return promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{Registry: p.reg, Timeout: 10 * time.Second})
 }
 
-// Server is a running /metrics endpoint.
-type Server struct {
-	srv     *http.Server
-	addr    string
-	served  chan struct{} // closed when Serve returned
-	err     error         // Serve's error, set before served is closed
-	closing sync.Once
-}
+// Server is a running /metrics and health endpoint (internal/promserve).
+type Server = promserve.Server
 
-// Serve listens on addr and serves p at /metrics until Close or ctx ends.
+// Serve listens on addr and serves p at /metrics (and /healthz, /readyz)
+// until Close or ctx ends.
 func Serve(ctx context.Context, addr string, p *Prom, log *slog.Logger) (*Server, error) {
-	if log == nil {
-		log = slog.Default()
-	}
-	var lc net.ListenConfig
-	lis, err := lc.Listen(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics: listen %s: %v", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", p.Handler())
-	s := &Server{
-		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-			WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10,
-			BaseContext: func(net.Listener) context.Context { return ctx }},
-		addr:   lis.Addr().String(),
-		served: make(chan struct{}),
-	}
-	go func() {
-		defer close(s.served)
-		if err := s.srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
-			s.err = err
-		}
-	}()
-	go func() {
-		select {
-		case <-ctx.Done():
-			s.shutdown()
-		case <-s.served:
-		}
-	}()
-	log.Info("Prometheus metrics listening", "url", "http://"+s.addr+"/metrics")
-	return s, nil
-}
-
-// Addr is the address the server listens on.
-func (s *Server) Addr() string { return s.addr }
-
-func (s *Server) shutdown() {
-	s.closing.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.srv.Shutdown(ctx); err != nil {
-			s.srv.Close()
-		}
-	})
-}
-
-// Close stops the server (waiting at most 5 s for scrapes in flight) and
-// returns the error that stopped it early, if any. It may be called more
-// than once.
-func (s *Server) Close() error {
-	s.shutdown()
-	<-s.served
-	return s.err
+	return promserve.Serve(ctx, addr, promserve.Options{Gatherer: p.reg, Logger: log, Service: "fl aggregator"})
 }

@@ -162,182 +162,34 @@ func freePort() (int, error) {
 // accuracy. If any party fails, or ctx ends, every other party is stopped.
 func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, error) {
 	start := time.Now()
-	if o.Template == "" {
-		o.Template = DefaultQuickstartTemplate
-	}
-	if o.Rounds == 0 {
-		o.Rounds = DefaultQuickstartRounds
-	}
-	if o.EpochsPerRound == 0 {
-		o.EpochsPerRound = DefaultQuickstartEpochs
-	}
-	if o.Collaborators == 0 {
-		o.Collaborators = DefaultQuickstartCollaborators
-	}
-	if o.Collaborators < 1 || o.Collaborators > 64 {
-		return nil, fmt.Errorf("quickstart: collaborators must be in 1..64, got %d", o.Collaborators)
-	}
-	if o.Timeout == 0 {
-		o.Timeout = 5 * time.Minute
-	}
-	if o.Out == nil {
-		o.Out = io.Discard
-	}
-	if o.Executable == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, err
-		}
-		o.Executable = exe
+	if err := o.defaults(); err != nil {
+		return nil, err
 	}
 	out := &childlog.SyncWriter{W: o.Out}
 	fmt.Fprintf(out, "\n!!! %s !!!\n\n", sim.Banner)
-	dir := o.Dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "teeml-quickstart-")
-		if err != nil {
-			return nil, err
-		}
-		dir = d
-	}
-	dir, err := filepath.Abs(dir)
+	q, err := newQuickstartWorkspace(ctx, &o, out)
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	brokerAddr := ""
-	if o.Encrypted != nil {
-		bp, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		brokerAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(bp))
-	}
-	names, err := setupSimulated(ctx, dir, o.Template, o.Rounds, o.EpochsPerRound, o.Collaborators, port, o.Encrypted, brokerAddr)
-	if err != nil {
-		return nil, fmt.Errorf("quickstart: %w", err)
-	}
-	fmt.Fprintf(out, "workspace %s: template %s, %d collaborators (Dirichlet non-IID shards), %d rounds of %d local epochs, aggregator 127.0.0.1:%d\n",
-		dir, o.Template, len(names), o.Rounds, o.EpochsPerRound, port)
-	fmt.Fprintf(out, "PKI: CA %s; identities certified on SIMULATED evidence under the workspace policies\n", filepath.Join(dir, "ca"))
-	fmt.Fprintf(out, "parties' logs: %s\n", filepath.Join(dir, "logs"))
-	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
-		return nil, err
-	}
+	dir := q.dir
 	var finish func(context.Context, *QuickstartResult, io.Writer) error
 	if o.Encrypted != nil {
-		f, stop, err := o.Encrypted.Prepare(ctx, &EncryptedWorkspace{Dir: dir, Collaborators: names, BrokerAddr: brokerAddr, Executable: o.Executable, Out: out})
+		f, stop, err := o.Encrypted.Prepare(ctx, &EncryptedWorkspace{Dir: dir, Collaborators: q.names, BrokerAddr: q.brokerAddr, Executable: o.Executable, Out: out})
 		if err != nil {
 			return nil, fmt.Errorf("quickstart: %w (workspace %s)", err, dir)
 		}
 		defer stop()
 		finish = f
 	}
-
-	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	type party struct {
-		name string
-		args []string
-	}
-	parties := []party{{"aggregator", []string{"fl", "aggregator", "start", "-w", dir}}}
-	for _, n := range names {
-		parties = append(parties, party{n, []string{"fl", "collaborator", "start", "-w", dir, "-n", n}})
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+	model, acc, err := runQuickstartParties(ctx, &o, dir, q.names, out)
+	if err != nil {
 		return nil, err
 	}
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-		model    string
-		acc      = -1.0
-	)
-	for _, pt := range parties {
-		logPath := filepath.Join(dir, "logs", pt.name+".log")
-		logf, err := os.Create(logPath)
-		if err != nil {
-			cancel()
-			wg.Wait()
-			return nil, err
-		}
-		cmd := exec.CommandContext(ctx, o.Executable, pt.args...)
-		cmd.Stderr = logf
-		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-		cmd.WaitDelay = 5 * time.Second
-		setPdeathsig(cmd)
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			logf.Close()
-			cancel()
-			wg.Wait()
-			return nil, err
-		}
-		if err := cmd.Start(); err != nil {
-			logf.Close()
-			cancel()
-			wg.Wait()
-			return nil, fmt.Errorf("quickstart: start %s: %v", pt.name, err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer logf.Close()
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				line := sc.Text()
-				if pt.name == "aggregator" {
-					if s, ok := strings.CutPrefix(line, FinalModelPrefix); ok {
-						mu.Lock()
-						model = strings.TrimSpace(s)
-						mu.Unlock()
-					}
-					if s, ok := strings.CutPrefix(line, FinalAccuracyPrefix); ok {
-						if f, err := strconv.ParseFloat(strings.Fields(s)[0], 64); err == nil {
-							mu.Lock()
-							acc = f
-							mu.Unlock()
-						}
-					}
-				}
-				if pt.name == "aggregator" || !strings.HasPrefix(line, "***") {
-					fmt.Fprintf(out, "[%s] %s\n", pt.name, line)
-				}
-			}
-			err := cmd.Wait()
-			if err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					if ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
-						err = fmt.Errorf("timed out after %s", o.Timeout)
-					}
-					firstErr = fmt.Errorf("%s failed: %v%s", pt.name, err, childlog.LastLine(logPath))
-				}
-				mu.Unlock()
-				cancel() // stop every other party
-			}
-		}()
-	}
-	wg.Wait()
-	if parent.Err() != nil {
-		return nil, fmt.Errorf("quickstart: interrupted (%v); every party was stopped (workspace %s)", context.Cause(parent), dir)
-	}
-	if firstErr != nil {
-		return nil, fmt.Errorf("quickstart: %w (workspace %s)", firstErr, dir)
-	}
-	if model == "" || acc < 0 {
-		return nil, fmt.Errorf("quickstart: the aggregator reported no final model (see %s)", filepath.Join(dir, "logs", "aggregator.log"))
-	}
 	res := &QuickstartResult{Workspace: dir, Model: model, Accuracy: acc, Seconds: time.Since(start).Seconds()}
-	fmt.Fprintf(out, "\nfederation done in %.1f s (%d rounds, %d collaborators as separate processes over RA-TLS)\n", res.Seconds, o.Rounds, len(names))
+	fmt.Fprintf(out, "\nfederation done in %.1f s (%d rounds, %d collaborators as separate processes over RA-TLS)\n", res.Seconds, o.Rounds, len(q.names))
 	fmt.Fprintf(out, "workspace kept at %s (remove it when done)\n", dir)
 	if finish != nil {
-		if err := finish(parent, res, out); err != nil {
+		if err := finish(ctx, res, out); err != nil {
 			return nil, fmt.Errorf("quickstart: %w (workspace %s)", err, dir)
 		}
 	} else if p, err := workspace.LoadPlan(dir); err == nil && p.TaskRunner.Model != plan.ModelExternal {
@@ -352,4 +204,196 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 	fmt.Fprintf(out, "final accuracy: %.4f\n", acc)
 	fmt.Fprintf(out, "(%s)\n", sim.Banner)
 	return res, nil
+}
+
+// defaults fills o's defaults and checks it.
+func (o *QuickstartOptions) defaults() error {
+	if o.Template == "" {
+		o.Template = DefaultQuickstartTemplate
+	}
+	if o.Rounds == 0 {
+		o.Rounds = DefaultQuickstartRounds
+	}
+	if o.EpochsPerRound == 0 {
+		o.EpochsPerRound = DefaultQuickstartEpochs
+	}
+	if o.Collaborators == 0 {
+		o.Collaborators = DefaultQuickstartCollaborators
+	}
+	if o.Collaborators < 1 || o.Collaborators > 64 {
+		return fmt.Errorf("quickstart: collaborators must be in 1..64, got %d", o.Collaborators)
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Minute
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if o.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("quickstart: %w", err)
+		}
+		o.Executable = exe
+	}
+	return nil
+}
+
+// quickstartWorkspace is a set-up quickstart workspace.
+type quickstartWorkspace struct {
+	dir        string
+	names      []string // collaborators
+	brokerAddr string   // encrypted only
+}
+
+// newQuickstartWorkspace creates the workspace (SetupSimulated) with free
+// loopback ports for the aggregator and the key broker.
+func newQuickstartWorkspace(ctx context.Context, o *QuickstartOptions, out io.Writer) (*quickstartWorkspace, error) {
+	dir := o.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "teeml-quickstart-")
+		if err != nil {
+			return nil, fmt.Errorf("quickstart: %w", err)
+		}
+		dir = d
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("quickstart: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("quickstart: %w", err)
+	}
+	q := &quickstartWorkspace{dir: dir}
+	if o.Encrypted != nil {
+		bp, err := freePort()
+		if err != nil {
+			return nil, fmt.Errorf("quickstart: %w", err)
+		}
+		q.brokerAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(bp))
+	}
+	q.names, err = setupSimulated(ctx, dir, o.Template, o.Rounds, o.EpochsPerRound, o.Collaborators, port, o.Encrypted, q.brokerAddr)
+	if err != nil {
+		return nil, fmt.Errorf("quickstart: %w", err)
+	}
+	fmt.Fprintf(out, "workspace %s: template %s, %d collaborators (Dirichlet non-IID shards), %d rounds of %d local epochs, aggregator 127.0.0.1:%d\n",
+		dir, o.Template, len(q.names), o.Rounds, o.EpochsPerRound, port)
+	fmt.Fprintf(out, "PKI: CA %s; identities certified on SIMULATED evidence under the workspace policies\n", filepath.Join(dir, "ca"))
+	fmt.Fprintf(out, "parties' logs: %s\n", filepath.Join(dir, "logs"))
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		return nil, fmt.Errorf("quickstart: %w", err)
+	}
+	return q, nil
+}
+
+// quickstartRun collects what the parties' processes report.
+type quickstartRun struct {
+	mu       sync.Mutex
+	firstErr error
+	model    string
+	acc      float64
+}
+
+// runQuickstartParties runs the aggregator and every collaborator as
+// processes of o.Executable, relays their output and returns the final
+// model and accuracy the aggregator reports. The first party to fail stops
+// every other.
+func runQuickstartParties(parent context.Context, o *QuickstartOptions, dir string, names []string, out io.Writer) (string, float64, error) {
+	ctx, cancel := context.WithTimeout(parent, o.Timeout)
+	defer cancel()
+	parties := [][]string{{"aggregator", "fl", "aggregator", "start", "-w", dir}}
+	for _, n := range names {
+		parties = append(parties, []string{n, "fl", "collaborator", "start", "-w", dir, "-n", n})
+	}
+	r := &quickstartRun{acc: -1}
+	var wg sync.WaitGroup
+	for _, pt := range parties {
+		wait, err := r.start(ctx, o, dir, pt[0], pt[1:], out, cancel)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return "", 0, err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); wait() }()
+	}
+	wg.Wait()
+	if parent.Err() != nil {
+		return "", 0, fmt.Errorf("quickstart: interrupted (%v); every party was stopped (workspace %s)", context.Cause(parent), dir)
+	}
+	if r.firstErr != nil {
+		return "", 0, fmt.Errorf("quickstart: %w (workspace %s)", r.firstErr, dir)
+	}
+	if r.model == "" || r.acc < 0 {
+		return "", 0, fmt.Errorf("quickstart: the aggregator reported no final model (see %s)", filepath.Join(dir, "logs", "aggregator.log"))
+	}
+	return r.model, r.acc, nil
+}
+
+// start starts party name's process (stderr to logs/<name>.log) and
+// returns the function that relays its stdout and waits for it; a failure
+// is recorded and cancels the others.
+func (r *quickstartRun) start(ctx context.Context, o *QuickstartOptions, dir, name string, args []string, out io.Writer, cancel func()) (func(), error) {
+	logPath := filepath.Join(dir, "logs", name+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("quickstart: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, o.Executable, args...)
+	cmd.Stderr = logf
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 5 * time.Second
+	setPdeathsig(cmd)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("quickstart: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("quickstart: start %s: %w", name, err)
+	}
+	return func() {
+		defer logf.Close()
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			r.relay(name, sc.Text(), out)
+		}
+		if err := cmd.Wait(); err != nil {
+			r.mu.Lock()
+			if r.firstErr == nil {
+				if ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
+					err = fmt.Errorf("timed out after %s", o.Timeout)
+				}
+				r.firstErr = fmt.Errorf("%s failed: %w%s", name, err, childlog.LastLine(logPath))
+			}
+			r.mu.Unlock()
+			cancel() // stop every other party
+		}
+	}, nil
+}
+
+// relay prints a party's output line (collaborators' banners are left
+// out: the aggregator's is enough) and picks up the aggregator's result.
+func (r *quickstartRun) relay(name, line string, out io.Writer) {
+	if name == "aggregator" {
+		if s, ok := strings.CutPrefix(line, FinalModelPrefix); ok {
+			r.mu.Lock()
+			r.model = strings.TrimSpace(s)
+			r.mu.Unlock()
+		}
+		if s, ok := strings.CutPrefix(line, FinalAccuracyPrefix); ok {
+			if fs := strings.Fields(s); len(fs) > 0 {
+				if f, err := strconv.ParseFloat(fs[0], 64); err == nil {
+					r.mu.Lock()
+					r.acc = f
+					r.mu.Unlock()
+				}
+			}
+		}
+	}
+	if name == "aggregator" || !strings.HasPrefix(line, "***") {
+		fmt.Fprintf(out, "[%s] %s\n", name, line)
+	}
 }

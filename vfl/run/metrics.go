@@ -2,15 +2,12 @@ package run
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net"
-	"net/http"
+	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/teeml/teeml/internal/promserve"
 	"github.com/teeml/teeml/vfl/bridge"
 )
 
@@ -59,24 +56,14 @@ func (m *partyMetrics) observe(took time.Duration, st, prev bridge.Stats) {
 
 // serve exposes /metrics on addr until ctx ends; it returns the bound
 // address.
-func (m *partyMetrics) serve(ctx context.Context, addr string) (string, func(), error) {
-	var lc net.ListenConfig
-	lis, err := lc.Listen(ctx, "tcp", addr)
+func (m *partyMetrics) serve(ctx context.Context, addr string, log *slog.Logger) (string, func(), error) {
+	s, err := promserve.Serve(ctx, addr, promserve.Options{Gatherer: m.reg, Logger: log, Service: "vfl"})
 	if err != nil {
-		return "", nil, fmt.Errorf("metrics: listen %s: %v", addr, err)
+		return "", nil, err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
-	go func() {
-		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			_ = err // the listener was closed under it; nothing to report
+	return s.Addr(), func() {
+		if err := s.Close(); err != nil {
+			log.Warn("metrics server", "err", err)
 		}
-	}()
-	stop := func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}
-	return lis.Addr().String(), stop, nil
+	}, nil
 }

@@ -3,6 +3,7 @@ package run
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,7 +14,7 @@ import (
 
 func TestMetricsEndpoint(t *testing.T) {
 	m := newPartyMetrics(RoleLeader)
-	addr, stop, err := m.serve(context.Background(), "127.0.0.1:0")
+	addr, stop, err := m.serve(context.Background(), "127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -161,7 +161,7 @@ func newParty(ctx context.Context, op *Options, what string) (*party, Connector,
 	}
 	pt.metrics = newPartyMetrics(o.Role)
 	if o.MetricsAddr != "" {
-		a, stop, err := pt.metrics.serve(ctx, o.MetricsAddr)
+		a, stop, err := pt.metrics.serve(ctx, o.MetricsAddr, log)
 		if err != nil {
 			return nil, nil, nil, err
 		}
