@@ -121,9 +121,9 @@ type AggregatorConfig struct {
 	// Resume.Round+1 (Initial then only fixes the model's tensor layout).
 	Resume *Checkpoint
 	// Commit, if set, makes a completed round durable. It is called once
-	// per round, after aggregation and before the next round opens (so
-	// before anyone can see the round's result); an error stops the
-	// federation.
+	// per round, after aggregation and evaluation and before the next
+	// round opens (so before anyone can see the round's result); an error
+	// stops the federation.
 	Commit func(ctx context.Context, c *Checkpoint) error
 	Logger *slog.Logger
 	// Observer, if set, receives the aggregator's events (fl/metrics:
