@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -40,10 +41,10 @@ func refuse(k ErrorKind, format string, args ...any) error {
 	return &Error{Kind: k, Msg: fmt.Sprintf(format, args...)}
 }
 
-// IsKind reports whether err is an *Error of kind k.
+// IsKind reports whether err is (or wraps) an *Error of kind k.
 func IsKind(err error, k ErrorKind) bool {
-	e, ok := err.(*Error)
-	return ok && e.Kind == k
+	var e *Error
+	return errors.As(err, &e) && e.Kind == k
 }
 
 // Action is what Tasks tells a collaborator to do.
