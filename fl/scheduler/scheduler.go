@@ -291,13 +291,6 @@ func (s *Scheduler) resume(c *Checkpoint) error {
 // the checkpoint it resumed from (Rounds+1 if that was the last).
 func (s *Scheduler) NextRound() int { return s.first }
 
-// Global is the current global model (never modified in place).
-func (s *Scheduler) Global() tensor.Weights {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.global
-}
-
 // openRound resets the per-round state; s.mu held or not yet shared.
 func (s *Scheduler) openRound(r int) {
 	s.round = r
