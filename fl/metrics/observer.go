@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/teeml/teeml/fl/protocol"
+	"github.com/teeml/teeml/fl/scheduler"
 	"github.com/teeml/teeml/ratls"
 )
 
@@ -40,7 +41,10 @@ type sentModel struct {
 	seconds float64
 }
 
-var _ protocol.Observer = (*Observer)(nil)
+var (
+	_ protocol.Observer            = (*Observer)(nil)
+	_ scheduler.EvaluationObserver = (*Observer)(nil)
+)
 
 // NewObserver returns an Observer writing to rec (Nop if nil) and updating
 // prom (if not nil).
@@ -236,9 +240,10 @@ func (o *Observer) RoundClosed(s protocol.RoundSummary) {
 	}
 }
 
-// Evaluated records the aggregator's evaluation of round r's new global
-// model on its held-out test split (metrics such as test_loss,
-// test_accuracy).
+// Evaluated implements scheduler.EvaluationObserver: it records the
+// aggregator's evaluation of round r's new global model on its held-out
+// test split (metrics such as test_loss, test_accuracy), the evaluate
+// phase.
 func (o *Observer) Evaluated(r int, seconds float64, m map[string]float64) {
 	o.write(Record{Round: r, Participant: Aggregator, Phase: PhaseEvaluate, Seconds: seconds, Metrics: m,
 		Source: "aggregator"})

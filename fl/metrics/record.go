@@ -3,9 +3,10 @@
 // `teeml fl report` turns into a plot and a table, and Prometheus
 // collectors on a private registry served at /metrics by the aggregator.
 //
-// The aggregator feeds both through an Observer (a protocol.Observer),
-// plus Evaluated for its held-out test evaluation and ObserveHandshakes for
-// RA-TLS attestation results.
+// The aggregator feeds both through an Observer (a protocol.Observer that
+// is also a scheduler.EvaluationObserver: Evaluated gets the server-side
+// evaluation of every round, timed apart from the aggregation), and
+// ObserveHandshakes for RA-TLS attestation results.
 package metrics
 
 import (
@@ -41,7 +42,7 @@ const (
 	// one-line reason).
 	PhaseRejected = "rejected"
 	// PhaseAggregate: the strategy's aggregation of a round (participant
-	// "aggregator").
+	// "aggregator"): AggregateFit alone, without the evaluation.
 	PhaseAggregate = "aggregate"
 	// PhaseEvaluate: the aggregator's evaluation of the round's new global
 	// model on its held-out test split (Metrics test_loss, test_accuracy…).

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/fl/metrics"
@@ -60,7 +61,7 @@ const (
 //
 // Every completed round is checkpointed (CheckpointFile) before the next
 // round opens; started again after a crash, RunAggregator resumes at the
-// round after the last checkpoint (see docs/fl-resume.md).
+// round after the last checkpoint (see docs/fl-resilience.md).
 func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	if o.Name == "" {
 		o.Name = "aggregator"
@@ -77,16 +78,9 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	if err != nil {
 		return err
 	}
-	cols, err := workspace.LoadCollaborators(ws)
+	names, err := collaboratorNames(ws)
 	if err != nil {
 		return err
-	}
-	if len(cols) == 0 {
-		return fmt.Errorf("%s lists no collaborators", workspace.ColsFile)
-	}
-	names := make([]string, len(cols))
-	for i, c := range cols {
-		names[i] = c.Name
 	}
 	id, err := loadParty(ws, o.Name, "aggregator", log)
 	if err != nil {
@@ -99,38 +93,15 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	}
 	defer closeKS()
 	rest := newAtRest(ctx, p, ks)
-
-	// Initial weights: must belong to this plan.
-	initPath := wsPath(ws, p.Aggregator.InitStatePath)
-	initial, md, err := rest.readWeights(initPath)
-	if err != nil {
-		return fmt.Errorf("initial weights: %v", err)
-	}
-	if md[workspace.MetaPlanHash] != hash {
-		return fmt.Errorf("initial weights %s were written for plan %s, not the frozen plan %s: re-run teeml fl plan init",
-			p.Aggregator.InitStatePath, protocol.ShortHash(md[workspace.MetaPlanHash]), protocol.ShortHash(hash))
-	}
-	test, err := heldOutTest(p)
+	initial, md, err := loadInitial(rest, ws, p, hash)
 	if err != nil {
 		return err
 	}
-	var evalModel *ml.Model
-	var extEval evalFunc
-	if p.TaskRunner.Model == plan.ModelExternal {
-		var closeEval func()
-		if extEval, closeEval, err = runnerEvaluator(ctx, ws, p, o.Name, test, log); err != nil {
-			return err
-		}
-		defer closeEval()
-	} else {
-		if evalModel, err = ml.NewFromMetadata(md); err != nil {
-			return fmt.Errorf("initial weights: %v", err)
-		}
-		if err := evalModel.SetWeights(initial); err != nil {
-			return fmt.Errorf("initial weights: %v", err)
-		}
+	tr, closeEval, err := newTracker(ctx, ws, p, o.Name, rest, initial, md, o.Out, log)
+	if err != nil {
+		return err
 	}
-
+	defer closeEval()
 	strat, err := p.Strategy(0)
 	if err != nil {
 		return err
@@ -140,28 +111,102 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		return err
 	}
 	defer ob.close()
-	tr := &tracker{rest: rest, obs: ob.obs, Strategy: strat, model: evalModel, ext: extEval, test: test, out: o.Out, log: log, md: md,
-		bestPath: wsPath(ws, p.Aggregator.BestStatePath), rounds: p.Aggregator.RoundsToTrain, start: time.Now(), best: math.Inf(-1)}
-	minCols, straggler, err := roundPolicy(p, len(names))
+	ckptPath := CheckpointFile(ws, hash)
+	cfg, err := aggregatorConfig(p, hash, strat, tr, initial, names, ckptPath, ob.obs, log)
 	if err != nil {
 		return err
 	}
-	timeout := p.Network.RoundTimeout
-	if timeout == 0 {
-		timeout = 365 * 24 * time.Hour
-	}
-
-	// Resume from the last completed round, if any.
-	ckptPath := CheckpointFile(ws, hash)
-	stateDir := filepath.Dir(ckptPath)
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return err
-	}
-	unlock, err := lockState(filepath.Join(stateDir, "lock"))
+	resume, unlock, err := openState(rest, tr, ckptPath, hash, o.Out, log)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	agg, err := newAggregator(cfg, resume, ob, o.Out, log)
+	if err != nil {
+		return err
+	}
+	creds, closeCreds, err := partyCredentials(ctx, id, pols, "collaborator", true, log)
+	if err != nil {
+		return err
+	}
+	defer closeCreds()
+	creds = metrics.ObserveHandshakes(creds, "collaborator", ob.obs)
+	final, err := serveAggregator(ctx, o, p, hash, strat.Name(), names, creds, agg, log)
+	if err != nil {
+		return err
+	}
+	return writeFinal(rest, tr, ws, p, md, final, o.Out)
+}
+
+// collaboratorNames are the names of the workspace's collaborators.
+func collaboratorNames(ws string) ([]string, error) {
+	cols, err := workspace.LoadCollaborators(ws)
+	if err != nil {
+		return nil, err
+	}
+	if len(cols) == 0 {
+		return nil, fmt.Errorf("%s lists no collaborators", workspace.ColsFile)
+	}
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = c.Name
+	}
+	return names, nil
+}
+
+// loadInitial reads the initial weights, which must belong to this plan.
+func loadInitial(rest *atRest, ws string, p *plan.Plan, hash string) (tensor.Weights, map[string]string, error) {
+	initial, md, err := rest.readWeights(wsPath(ws, p.Aggregator.InitStatePath))
+	if err != nil {
+		return nil, nil, fmt.Errorf("initial weights: %v", err)
+	}
+	if md[workspace.MetaPlanHash] != hash {
+		return nil, nil, fmt.Errorf("initial weights %s were written for plan %s, not the frozen plan %s: re-run teeml fl plan init",
+			p.Aggregator.InitStatePath, protocol.ShortHash(md[workspace.MetaPlanHash]), protocol.ShortHash(hash))
+	}
+	return initial, md, nil
+}
+
+// newTracker builds the tracker and its evaluation of global models on the
+// plan's held-out test split: the built-in model, or the external runner
+// (stopped by the returned function).
+func newTracker(ctx context.Context, ws string, p *plan.Plan, name string, rest *atRest, initial tensor.Weights,
+	md map[string]string, out io.Writer, log *slog.Logger) (*tracker, func(), error) {
+	test, err := heldOutTest(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	tr := &tracker{rest: rest, test: test, out: out, md: md,
+		bestPath: wsPath(ws, p.Aggregator.BestStatePath), rounds: p.Aggregator.RoundsToTrain, start: time.Now(), best: math.Inf(-1)}
+	if p.TaskRunner.Model == plan.ModelExternal {
+		ext, closeEval, err := runnerEvaluator(ctx, ws, p, name, test, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		tr.ext = ext
+		return tr, closeEval, nil
+	}
+	if tr.model, err = ml.NewFromMetadata(md); err != nil {
+		return nil, nil, fmt.Errorf("initial weights: %v", err)
+	}
+	if err := tr.model.SetWeights(initial); err != nil {
+		return nil, nil, fmt.Errorf("initial weights: %v", err)
+	}
+	return tr, func() {}, nil
+}
+
+// openState locks the plan's state directory (unlock releases it) and
+// reads the checkpoint of the last completed round, if any, restoring the
+// tracker's bookkeeping from it.
+func openState(rest *atRest, tr *tracker, ckptPath, hash string, out io.Writer, log *slog.Logger) (*protocol.Checkpoint, func(), error) {
+	stateDir := filepath.Dir(ckptPath)
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	unlock, err := lockState(filepath.Join(stateDir, "lock"))
+	if err != nil {
+		return nil, nil, err
+	}
 	// A crash during a checkpoint write leaves its temporary file (the
 	// previous checkpoint is intact): remove it.
 	stale, _ := filepath.Glob(filepath.Join(stateDir, "."+filepath.Base(ckptPath)+".tmp-*"))
@@ -173,17 +218,45 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	resume, err := rest.readCheckpoint(ckptPath, hash)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		resume = nil
+		return nil, unlock, nil
 	case err != nil:
-		return err
-	default:
-		if err := tr.restore(resume); err != nil {
-			return err
-		}
-		msg := fmt.Sprintf("resuming from checkpoint: round %d of %d completed", resume.Round, resume.Rounds)
-		log.Info(msg, "checkpoint", ckptPath, "round", resume.Round, "rounds", resume.Rounds, "strategy", resume.Strategy.Strategy)
-		fmt.Fprintf(o.Out, "%s (%s; remove %s to start over)\n", msg, ckptPath, filepath.Dir(ckptPath))
+		unlock()
+		return nil, nil, err
 	}
+	if err := tr.restore(resume); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	msg := fmt.Sprintf("resuming from checkpoint: round %d of %d completed", resume.Round, resume.Rounds)
+	log.Info(msg, "checkpoint", ckptPath, "round", resume.Round, "rounds", resume.Rounds, "strategy", resume.Strategy.Strategy)
+	fmt.Fprintf(out, "%s (%s; remove %s to start over)\n", msg, ckptPath, filepath.Dir(ckptPath))
+	return resume, unlock, nil
+}
+
+// aggregatorConfig is the protocol configuration of the plan's federation:
+// its strategy, the tracker as server-side evaluator (the evaluate phase,
+// timed apart from aggregation), every round checkpointed to ckptPath.
+func aggregatorConfig(p *plan.Plan, hash string, strat strategy.Strategy, tr *tracker, initial tensor.Weights, names []string,
+	ckptPath string, obs *metrics.Observer, log *slog.Logger) (protocol.AggregatorConfig, error) {
+	minCols, straggler, err := roundPolicy(p, len(names))
+	if err != nil {
+		return protocol.AggregatorConfig{}, err
+	}
+	timeout := p.Network.RoundTimeout
+	if timeout == 0 {
+		timeout = 365 * 24 * time.Hour
+	}
+	return protocol.AggregatorConfig{
+		PlanHash: hash, Strategy: strat, Evaluator: tr, Initial: initial, Collaborators: names,
+		Rounds: p.Aggregator.RoundsToTrain, RoundTimeout: timeout, MinCollaborators: minCols, Straggler: straggler,
+		RetryAfter: 200 * time.Millisecond, Logger: log, Observer: obs,
+		Commit: func(_ context.Context, c *protocol.Checkpoint) error { return tr.commit(ckptPath, c) },
+	}, nil
+}
+
+// newAggregator aligns the metrics file with the checkpoint resume (nil:
+// none) and builds the Aggregator resuming from it.
+func newAggregator(cfg protocol.AggregatorConfig, resume *protocol.Checkpoint, ob *observability, out io.Writer, log *slog.Logger) (*protocol.Aggregator, error) {
 	// The metrics file keeps exactly the checkpointed rounds: records of a
 	// round redone after the crash are dropped, and a completed round whose
 	// record was lost between the checkpoint and the write is restored.
@@ -191,23 +264,15 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	if resume != nil {
 		history = resume.History
 	}
-	ob.resume(history, o.Out, log)
-	agg, err := protocol.NewAggregator(protocol.AggregatorConfig{
-		PlanHash: hash, Strategy: tr, Initial: initial, Collaborators: names,
-		Rounds: p.Aggregator.RoundsToTrain, RoundTimeout: timeout, MinCollaborators: minCols, Straggler: straggler,
-		RetryAfter: 200 * time.Millisecond, Resume: resume, Logger: log, Observer: ob.obs,
-		Commit: func(_ context.Context, c *protocol.Checkpoint) error { return tr.commit(ckptPath, c) },
-	})
-	if err != nil {
-		return err
-	}
+	ob.resume(history, out, log)
+	cfg.Resume = resume
+	return protocol.NewAggregator(cfg)
+}
 
-	creds, closeCreds, err := partyCredentials(ctx, id, pols, "collaborator", true, log)
-	if err != nil {
-		return err
-	}
-	defer closeCreds()
-	creds = metrics.ObserveHandshakes(creds, "collaborator", ob.obs)
+// serveAggregator serves agg over RA-TLS (creds) until its rounds are
+// done, and returns the final global model.
+func serveAggregator(ctx context.Context, o AggregatorOptions, p *plan.Plan, hash, strategyName string, names []string,
+	creds credentials.TransportCredentials, agg *protocol.Aggregator, log *slog.Logger) (tensor.Weights, error) {
 	addr := o.Listen
 	if addr == "" {
 		addr = net.JoinHostPort(p.Network.AggAddr, strconv.Itoa(p.Network.AggPort))
@@ -215,7 +280,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	var lc net.ListenConfig
 	lis, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen %s: %v", addr, err)
+		return nil, fmt.Errorf("listen %s: %v", addr, err)
 	}
 	srv := grpc.NewServer(grpc.Creds(creds))
 	agg.Register(srv)
@@ -224,7 +289,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	defer srv.Stop()
 	log.Info("aggregator listening", "addr", lis.Addr().String(), "plan_hash", protocol.ShortHash(hash), "collaborators", names, "rounds", p.Aggregator.RoundsToTrain)
 	fmt.Fprintf(o.Out, "aggregator %s: plan %s, %d rounds, strategy %s, waiting for %s on %s (RA-TLS)\n",
-		o.Name, protocol.ShortHash(hash), p.Aggregator.RoundsToTrain, strat.Name(), strings.Join(names, ", "), lis.Addr())
+		o.Name, protocol.ShortHash(hash), p.Aggregator.RoundsToTrain, strategyName, strings.Join(names, ", "), lis.Addr())
 
 	type result struct {
 		final tensor.Weights
@@ -239,26 +304,30 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	select {
 	case res = <-done:
 	case err := <-serveErr:
-		return fmt.Errorf("serve %s: %v", addr, err)
+		return nil, fmt.Errorf("serve %s: %v", addr, err)
 	}
 	if res.err != nil {
-		return res.err
+		return nil, res.err
 	}
 	srv.GracefulStop()
+	return res.final, nil
+}
 
-	// Last model.
-	met, err := tr.evaluate(res.final)
+// writeFinal evaluates and writes the last model and prints the result
+// lines.
+func writeFinal(rest *atRest, tr *tracker, ws string, p *plan.Plan, md map[string]string, final tensor.Weights, out io.Writer) error {
+	met, err := tr.evaluate(final)
 	if err != nil {
 		return err
 	}
 	lastPath := wsPath(ws, p.Aggregator.LastStatePath)
-	if err := rest.saveWeights(lastPath, res.final, md, met); err != nil {
+	if err := rest.saveWeights(lastPath, final, md, met); err != nil {
 		return err
 	}
-	fmt.Fprintf(o.Out, "wrote last model %s and best model %s (round %d, test_accuracy=%.4f)\n",
+	fmt.Fprintf(out, "wrote last model %s and best model %s (round %d, test_accuracy=%.4f)\n",
 		lastPath, tr.bestPath, tr.bestRound, tr.best)
-	fmt.Fprintf(o.Out, "%s%s\n", FinalModelPrefix, lastPath)
-	fmt.Fprintf(o.Out, "%s%.4f test_loss=%.4f\n", FinalAccuracyPrefix, met.Accuracy, met.Loss)
+	fmt.Fprintf(out, "%s%s\n", FinalModelPrefix, lastPath)
+	fmt.Fprintf(out, "%s%.4f test_loss=%.4f\n", FinalAccuracyPrefix, met.Accuracy, met.Loss)
 	return nil
 }
 
@@ -350,29 +419,30 @@ func saveWeights(path string, w tensor.Weights, md map[string]string, met ml.Met
 	return job.WriteWeights(path, w, md, met)
 }
 
-// tracker wraps the plan's strategy to evaluate every new global model on
-// the held-out test split, print the round's line and keep the best model.
+// tracker is the aggregator's server-side evaluation (strategy.Evaluator):
+// it evaluates every new global model on the held-out test split, and,
+// once the round is committed, prints the round's line and keeps the best
+// model.
 type tracker struct {
-	strategy.Strategy
 	rest     *atRest // model and checkpoint files: sealed when the plan says so
 	model    *ml.Model
 	ext      evalFunc // evaluates instead of model (external runner)
 	test     *datasets.Dataset
 	out      io.Writer
-	log      *slog.Logger
 	md       map[string]string
 	bestPath string
 	rounds   int
-	obs      *metrics.Observer
 
 	mu        sync.Mutex
 	start     time.Time
 	best      float64
 	bestRound int
-	// pending is the last aggregated round's output, printed and saved by
+	// pending is the last evaluated round's output, printed and saved by
 	// commit once the round's checkpoint is durable.
 	pending struct {
-		line    string
+		round   int
+		met     ml.Metrics
+		secs    float64        // since the previous round's evaluation
 		best    tensor.Weights // non-nil if the round is the new best
 		bestMet ml.Metrics
 	}
@@ -427,14 +497,29 @@ func (t *tracker) commit(path string, c *protocol.Checkpoint) error {
 	if err := t.rest.writeCheckpoint(path, c); err != nil {
 		return err
 	}
-	fmt.Fprint(t.out, t.pending.line)
+	fmt.Fprint(t.out, t.roundLine(c.History[len(c.History)-1]))
 	if t.pending.best != nil {
 		if err := t.rest.saveWeights(t.bestPath, t.pending.best, t.md, t.pending.bestMet); err != nil {
 			return fmt.Errorf("best model: %v", err)
 		}
 	}
-	t.pending.line, t.pending.best = "", nil
+	t.pending.round, t.pending.best = 0, nil
 	return nil
+}
+
+// roundLine is the printed line of the closed round s; t.mu held.
+func (t *tracker) roundLine(s protocol.RoundSummary) string {
+	met, secs := t.pending.met, t.pending.secs
+	if t.pending.round != s.Round { // not evaluated
+		met.Accuracy, met.Loss = math.NaN(), math.NaN()
+	}
+	var line strings.Builder
+	fmt.Fprintf(&line, "round %d/%d: participants %d, accepted %d, rejected %d, global test_accuracy=%.4f test_loss=%.4f, %.1f s\n",
+		s.Round, t.rounds, len(s.Participants), len(s.Accepted), len(s.Rejected), met.Accuracy, met.Loss, secs)
+	for c, why := range s.Rejected {
+		fmt.Fprintf(&line, "  rejected %s: %s\n", c, why)
+	}
+	return line.String()
 }
 
 func (t *tracker) evaluate(w tensor.Weights) (ml.Metrics, error) {
@@ -447,33 +532,25 @@ func (t *tracker) evaluate(w tensor.Weights) (ml.Metrics, error) {
 	return t.model.Evaluate(t.test)
 }
 
-func (t *tracker) AggregateFit(round int, global tensor.Weights, results []strategy.FitResult) (tensor.Weights, strategy.AggregateReport, error) {
-	next, rep, err := t.Strategy.AggregateFit(round, global, results)
-	if err != nil {
-		return next, rep, err
-	}
+// Evaluate implements strategy.Evaluator: the held-out test of round's new
+// global model (metrics test_<m>), kept for the round's line and the best
+// model until commit. A failed evaluation counts as NaN.
+func (t *tracker) Evaluate(_ context.Context, round int, global tensor.Weights) (map[string]float64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	secs := time.Since(t.start).Seconds()
 	t.start = time.Now()
-	evalStart := time.Now()
-	met, eerr := t.evaluate(next)
-	if eerr != nil {
-		t.log.Warn("global model evaluation failed", "round", round, "err", eerr)
+	met, err := t.evaluate(global)
+	if err != nil {
 		met.Accuracy, met.Loss = math.NaN(), math.NaN()
-	} else {
-		t.obs.Evaluated(round, time.Since(evalStart).Seconds(), testMetrics(met))
 	}
-	var line strings.Builder
-	fmt.Fprintf(&line, "round %d/%d: participants %d, accepted %d, rejected %d, global test_accuracy=%.4f test_loss=%.4f, %.1f s\n",
-		round, t.rounds, len(results), len(rep.Accepted), len(rep.Rejected), met.Accuracy, met.Loss, secs)
-	for c, why := range rep.Rejected {
-		fmt.Fprintf(&line, "  rejected %s: %s\n", c, why)
+	t.pending.round, t.pending.met, t.pending.secs, t.pending.best = round, met, secs, nil
+	if err != nil {
+		return nil, err
 	}
-	t.pending.line, t.pending.best = line.String(), nil
-	if eerr == nil && met.Accuracy > t.best {
-		t.pending.best, t.pending.bestMet = next, met
+	if met.Accuracy > t.best {
+		t.pending.best, t.pending.bestMet = global, met
 		t.best, t.bestRound = met.Accuracy, round
 	}
-	return next, rep, nil
+	return testMetrics(met), nil
 }

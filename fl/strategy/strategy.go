@@ -61,6 +61,7 @@
 package strategy
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"runtime"
@@ -163,6 +164,19 @@ type Strategy interface {
 	// Restore replaces the mutable state with a copy of s, which must come
 	// from a strategy of the same Name.
 	Restore(s State) error
+}
+
+// Evaluator is the optional server-side evaluation of a strategy (Flower's
+// Strategy.evaluate): after AggregateFit, the round's new global model is
+// evaluated on data the server holds (a held-out test split), and the
+// result reported as its own phase, apart from the aggregation. A strategy
+// may implement it, or the server loop may be given one next to the
+// strategy (fl/scheduler.Config.Evaluator). An error is reported and does
+// not fail the round.
+type Evaluator interface {
+	// Evaluate evaluates global, the model aggregated in round, and
+	// returns its metrics (e.g. test_loss, test_accuracy).
+	Evaluate(ctx context.Context, round int, global tensor.Weights) (map[string]float64, error)
 }
 
 // Options are shared by all strategies.
