@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/teeml/teeml/fl/strategy"
+	"github.com/teeml/teeml/internal/yamlx"
 	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/pki"
@@ -213,46 +214,21 @@ func SettingKeys(strategyName string) []string {
 // Name is the file name used in errors.
 func (p *Plan) Name() string { return p.name }
 
-// Error is a plan error: file, line (0 if unknown), dotted key, reason.
-type Error struct {
-	File string
-	Line int
-	Key  string
-	Msg  string
-}
+// Error is a plan error: file, line (0 if unknown), dotted key, reason
+// (yamlx.Error, the style of every teeml configuration file).
+type Error = yamlx.Error
 
-func (e *Error) Error() string {
-	where := e.File
-	if where == "" {
-		where = "plan"
+// fileName is the file named in errors: name, or "plan" without one.
+func fileName(name string) string {
+	if name == "" {
+		return "plan"
 	}
-	if e.Line > 0 {
-		where = fmt.Sprintf("%s:%d", where, e.Line)
-	}
-	if e.Key == "" {
-		return where + ": " + e.Msg
-	}
-	return where + ": " + e.Key + ": " + e.Msg
+	return name
 }
 
 func (p *Plan) errf(key, format string, args ...any) error {
-	line := 0
-	for k := key; k != ""; {
-		if l, ok := p.lines[k]; ok {
-			line = l
-			break
-		}
-		i := strings.LastIndexAny(k, ".[")
-		if i < 0 {
-			break
-		}
-		k = k[:i]
-	}
-	return &Error{File: p.name, Line: line, Key: key, Msg: oneLine(fmt.Sprintf(format, args...))}
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+	w := yamlx.Walker{File: fileName(p.name), Lines: p.lines}
+	return yamlx.Errorf(w.File, w.Line(key), key, format, args...)
 }
 
 func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/teeml/teeml/internal/yamlx"
 )
 
 // ModelExternal is task_runner.model for a model that an external training
@@ -117,7 +119,7 @@ func (ps *parser) runner(dst **Runner) func(string, *yaml.Node) error {
 					return nil
 				}
 				if v.Kind != yaml.MappingNode {
-					return ps.errf(v, key, "must be a list of workspace-relative paths (or the frozen mapping path: sha256), got %s", kindName(v))
+					return ps.errf(v, key, "must be a list of workspace-relative paths (or the frozen mapping path: sha256), got %s", yamlx.KindName(v))
 				}
 				return ps.stringMap(key, v, maxRunnerFiles, r.Files)
 			}},
@@ -128,7 +130,7 @@ func (ps *parser) runner(dst **Runner) func(string, *yaml.Node) error {
 // stringMap reads a mapping of strings to strings into dst.
 func (ps *parser) stringMap(key string, v *yaml.Node, max int, dst map[string]string) error {
 	if v.Kind != yaml.MappingNode {
-		return ps.errf(v, key, "must be a mapping, got %s", kindName(v))
+		return ps.errf(v, key, "must be a mapping, got %s", yamlx.KindName(v))
 	}
 	if len(v.Content)/2 > max {
 		return ps.errf(v, key, "at most %d entries, got %d", max, len(v.Content)/2)
@@ -136,9 +138,9 @@ func (ps *parser) stringMap(key string, v *yaml.Node, max int, dst map[string]st
 	for i := 0; i+1 < len(v.Content); i += 2 {
 		k, val := v.Content[i], v.Content[i+1]
 		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
-			return ps.errf(k, key, "keys must be strings, got %s", kindName(k))
+			return ps.errf(k, key, "keys must be strings, got %s", yamlx.KindName(k))
 		}
-		kk := key + "." + keyName(k.Value)
+		kk := key + "." + yamlx.KeyName(k.Value)
 		if _, dup := dst[k.Value]; dup {
 			return ps.errf(k, kk, "duplicate key")
 		}
@@ -176,7 +178,7 @@ func (p *Plan) validateRunner() error {
 		return p.errf("task_runner.runner.files", "at most %d files, got %d", maxRunnerFiles, len(r.Files))
 	}
 	for _, f := range slices.Sorted(maps.Keys(r.Files)) {
-		key := "task_runner.runner.files." + keyName(f)
+		key := "task_runner.runner.files." + yamlx.KeyName(f)
 		if err := checkRelPath(f); err != nil {
 			return p.errf(key, "%v", err)
 		}
@@ -213,7 +215,7 @@ func (p *Plan) validateRunner() error {
 		return p.errf("task_runner.runner.timeout", "must be in 1s..168h, got %v", r.Timeout)
 	}
 	for _, k := range slices.Sorted(maps.Keys(r.Env)) {
-		key := "task_runner.runner.env." + keyName(k)
+		key := "task_runner.runner.env." + yamlx.KeyName(k)
 		if !envName(k) {
 			return p.errf(key, "%q is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)", k)
 		}
