@@ -13,6 +13,7 @@ import (
 	"github.com/teeml/teeml/attest"
 	flrun "github.com/teeml/teeml/fl/run"
 	"github.com/teeml/teeml/ratls"
+	"github.com/teeml/teeml/vfl/plan"
 )
 
 // PartyFile is where a party's evidence platform is configured by default:
@@ -64,7 +65,7 @@ func loadAttestation(ctx context.Context, planDir, role string, log *slog.Logger
 // credentials returns RA-TLS transport credentials in attestation-only mode:
 // a self-signed RA-TLS certificate carrying this side's evidence, and the
 // peer verified against the plan's policy for the peer's role.
-func (a *attestation) credentials(ctx context.Context, p *Plan, role string, server bool, log *slog.Logger) (credentials.TransportCredentials, func(), error) {
+func (a *attestation) credentials(ctx context.Context, p *plan.Plan, role string, server bool, log *slog.Logger) (credentials.TransportCredentials, func(), error) {
 	peerRole := RoleFollower
 	if role == RoleFollower {
 		peerRole = RoleLeader

@@ -28,6 +28,7 @@ import (
 	flrun "github.com/teeml/teeml/fl/run"
 	"github.com/teeml/teeml/internal/progress"
 	"github.com/teeml/teeml/ml/datasets"
+	"github.com/teeml/teeml/vfl/plan"
 	"github.com/teeml/teeml/vfl/bridge"
 	"github.com/teeml/teeml/vfl/psi"
 	"github.com/teeml/teeml/vfl/split"
@@ -95,7 +96,7 @@ type Result struct {
 // party is one side's running state.
 type party struct {
 	o        Options
-	plan     *Plan
+	plan     *plan.Plan
 	role     string
 	log      *slog.Logger
 	out      io.Writer
@@ -136,7 +137,7 @@ func newParty(ctx context.Context, op *Options, what string) (*party, Connector,
 		log = slog.Default()
 	}
 	log = log.With("role", o.Role)
-	p, err := LoadPlan(o.Plan)
+	p, err := plan.Load(o.Plan)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -438,7 +439,7 @@ func (pt *party) session(ctx context.Context, c *bridge.Conn) (*Result, error) {
 
 // newModel builds this side's half from the plan (fresh initialisation).
 func (pt *party) newModel() error {
-	spec := pt.plan.spec(pt.role)
+	spec := pt.plan.Spec(pt.role)
 	spec.Columns = pt.prep.Columns
 	var err error
 	if pt.role == RoleLeader {

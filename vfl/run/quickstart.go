@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/teeml/teeml/internal/childlog"
+	"github.com/teeml/teeml/vfl/plan"
 	"github.com/teeml/teeml/vfl/split"
 )
 
@@ -127,12 +128,12 @@ func quickstartOne(ctx context.Context, o QuickstartOptions, out io.Writer, root
 			epochs = 5
 		}
 	}
-	plan, err := SetupSimulated(SetupOptions{Dir: dir, Dataset: ds, Kind: o.Kind, Epochs: epochs})
+	planFile, err := SetupSimulated(SetupOptions{Dir: dir, Dataset: ds, Kind: o.Kind, Epochs: epochs})
 	if err != nil {
 		return nil, fmt.Errorf("quickstart %s: %w", ds, err)
 	}
 	fmt.Fprintf(out, "== %s: plan %s; follower and leader as separate processes over loopback RA-TLS (logs in %s)\n",
-		ds, plan, filepath.Join(dir, "logs"))
+		ds, planFile, filepath.Join(dir, "logs"))
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return nil, err
 	}
@@ -154,7 +155,7 @@ func quickstartOne(ctx context.Context, o QuickstartOptions, out io.Writer, root
 		if err != nil {
 			return err
 		}
-		cmd := exec.CommandContext(ctx, o.Executable, append([]string{"--log-level", o.LogLevel, "vfl", role, "--plan", plan}, args...)...)
+		cmd := exec.CommandContext(ctx, o.Executable, append([]string{"--log-level", o.LogLevel, "vfl", role, "--plan", planFile}, args...)...)
 		cmd.Stderr = logf
 		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 		cmd.WaitDelay = 5 * time.Second
@@ -238,14 +239,14 @@ func quickstartOne(ctx context.Context, o QuickstartOptions, out io.Writer, root
 	}
 	fmt.Fprintf(out, "== %s: PSI %s\n", ds, psiLine)
 	fmt.Fprintf(out, "== %s: centralised baseline: the same model on the same common rows, both halves in one process\n", ds)
-	l, _, err := RunInProcess(ctx, plan, filepath.Join(dir, "centralised"), o.Logger)
+	l, _, err := RunInProcess(ctx, planFile, filepath.Join(dir, "centralised"), o.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("quickstart %s: centralised baseline: %w", ds, err)
 	}
 	c := *l.Metrics
 	fmt.Fprintf(out, "== %s: federated test AUC %.4f (accuracy %.4f, log-loss %.4f); centralised AUC %.4f (accuracy %.4f, log-loss %.4f); difference %+.2f points\n",
 		ds, fed.AUC, fed.Accuracy, fed.LogLoss, c.AUC, c.Accuracy, c.LogLoss, points(fed.AUC, c.AUC))
-	pl, err := LoadPlan(plan)
+	pl, err := plan.Load(planFile)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +256,7 @@ func quickstartOne(ctx context.Context, o QuickstartOptions, out io.Writer, root
 	}
 	fmt.Fprintf(out, "== %s: reference: teeml's non-split %s model (GoMLX) on the joined table (same rows, split, epochs, batch, learning rate): AUC %.4f (accuracy %.4f, log-loss %.4f)\n",
 		ds, refKind(pl.Model.Kind), ref.AUC, ref.Accuracy, ref.LogLoss)
-	return &QuickstartRun{Dataset: ds, Plan: plan, Federated: *fed, Centralised: c, Reference: ref, LeaderModel: model, PSI: psiLine}, nil
+	return &QuickstartRun{Dataset: ds, Plan: planFile, Federated: *fed, Centralised: c, Reference: ref, LeaderModel: model, PSI: psiLine}, nil
 }
 
 func firstErrOr(mu *sync.Mutex, e *error, def error) error {

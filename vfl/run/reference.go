@@ -7,6 +7,7 @@ import (
 
 	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
+	"github.com/teeml/teeml/vfl/plan"
 	"github.com/teeml/teeml/vfl/split"
 )
 
@@ -17,7 +18,7 @@ import (
 // epochs, learning rate and seed. It is an independent implementation, a
 // cross-check of the split model's numbers (the in-process centralised
 // baseline runs the split model's own code).
-func ReferenceJoined(ctx context.Context, p *Plan) (split.Metrics, error) {
+func ReferenceJoined(ctx context.Context, p *plan.Plan) (split.Metrics, error) {
 	full, err := datasets.Load(p.Dataset)
 	if err != nil {
 		return split.Metrics{}, err
