@@ -7,9 +7,9 @@ import (
 	"slices"
 
 	"github.com/teeml/teeml/ml/datasets"
-	"github.com/teeml/teeml/vfl/plan"
 	"github.com/teeml/teeml/vfl/bridge"
 	"github.com/teeml/teeml/vfl/join"
+	"github.com/teeml/teeml/vfl/plan"
 	"github.com/teeml/teeml/vfl/split"
 )
 

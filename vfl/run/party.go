@@ -28,8 +28,8 @@ import (
 	flrun "github.com/teeml/teeml/fl/run"
 	"github.com/teeml/teeml/internal/progress"
 	"github.com/teeml/teeml/ml/datasets"
-	"github.com/teeml/teeml/vfl/plan"
 	"github.com/teeml/teeml/vfl/bridge"
+	"github.com/teeml/teeml/vfl/plan"
 	"github.com/teeml/teeml/vfl/psi"
 	"github.com/teeml/teeml/vfl/split"
 )

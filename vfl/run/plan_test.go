@@ -45,4 +45,3 @@ func TestPlanHashCoversPolicies(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
-
