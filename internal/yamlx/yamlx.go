@@ -232,17 +232,17 @@ func (w *Walker) Keys(n *yaml.Node, prefix string, f func(key string, k, v *yaml
 	if prefix != "" && w.Lines != nil {
 		w.Lines[prefix] = n.Line
 	}
-	seen := map[string]bool{}
+	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
 			return w.Errorf(k, prefix, "keys must be strings, got %s", KindName(k))
 		}
 		key := Join(prefix, KeyName(k.Value))
-		if seen[k.Value] {
-			return w.Errorf(k, key, "duplicate key")
+		if first, dup := seen[k.Value]; dup {
+			return w.Errorf(k, key, "duplicate key (first at line %d)", first)
 		}
-		seen[k.Value] = true
+		seen[k.Value] = k.Line
 		if w.Lines != nil {
 			w.Lines[key] = v.Line
 		}
