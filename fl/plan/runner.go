@@ -180,7 +180,7 @@ func (p *Plan) validateRunner() error {
 	for _, f := range slices.Sorted(maps.Keys(r.Files)) {
 		key := "task_runner.runner.files." + yamlx.KeyName(f)
 		if err := checkRelPath(f); err != nil {
-			return p.errf(key, "%v", err)
+			return p.errf(key, "%w", err)
 		}
 		if d := r.Files[f]; d != "" {
 			if _, err := hex.DecodeString(d); err != nil || len(d) != 64 || strings.ToLower(d) != d {
@@ -316,30 +316,30 @@ func (p *Plan) VerifyRunnerFiles(ws string) error {
 // symbolic link out of the workspace is refused).
 func HashRunnerFile(ws, rel string) (string, error) {
 	fail := func(format string, args ...any) (string, error) {
-		return "", fmt.Errorf("plan: task_runner.runner.files: %s: %s", rel, fmt.Sprintf(format, args...))
+		return "", fmt.Errorf("plan: task_runner.runner.files: %s: "+format, append([]any{rel}, args...)...)
 	}
 	if err := checkRelPath(rel); err != nil {
-		return fail("%v", err)
+		return fail("%w", err)
 	}
 	root, err := filepath.EvalSymlinks(ws)
 	if err != nil {
-		return fail("workspace: %v", err)
+		return fail("workspace: %w", err)
 	}
 	real, err := filepath.EvalSymlinks(filepath.Join(ws, filepath.FromSlash(rel)))
 	if err != nil {
-		return fail("%v", err)
+		return fail("%w", err)
 	}
 	if r, err := filepath.Rel(root, real); err != nil || r == ".." || strings.HasPrefix(r, ".."+string(filepath.Separator)) {
 		return fail("resolves to %s, outside the workspace", real)
 	}
 	f, err := os.Open(real)
 	if err != nil {
-		return fail("%v", err)
+		return fail("%w", err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return fail("%v", err)
+		return fail("%w", err)
 	}
 	if !st.Mode().IsRegular() {
 		return fail("not a regular file")
@@ -349,7 +349,7 @@ func HashRunnerFile(ws, rel string) (string, error) {
 	}
 	h := sha256.New()
 	if _, err := io.Copy(h, io.LimitReader(f, MaxRunnerFileSize+1)); err != nil {
-		return fail("%v", err)
+		return fail("%w", err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -168,7 +168,19 @@ func Parse(data []byte, path string) (*Plan, error) {
 	return p, nil
 }
 
+// validate checks the plan section by section (first problem returned)
+// and fills the defaults.
 func (p *Plan) validate() error {
+	for _, check := range []func() error{p.validateTop, p.validateModel, p.validateSides, p.validateTraining, p.validateNetwork} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateTop checks the top-level keys.
+func (p *Plan) validateTop() error {
 	if p.Name == "" {
 		return p.Errorf("name", "missing")
 	}
@@ -185,6 +197,11 @@ func (p *Plan) validate() error {
 	default:
 		return p.Errorf("psi_mode", "%q: want both", p.PSIMode)
 	}
+	return nil
+}
+
+// validateModel checks the model section and fills its kind's defaults.
+func (p *Plan) validateModel() error {
 	m := &p.Model
 	switch m.Kind {
 	case split.KindLR:
@@ -210,8 +227,14 @@ func (p *Plan) validate() error {
 		return p.Errorf("model.kind", "%q: want lr or widedeep", m.Kind)
 	}
 	if err := p.Spec(RoleLeader).Validate(); err != nil {
-		return p.Errorf("model", "%v", err)
+		return p.Errorf("model", "%w", err)
 	}
+	return nil
+}
+
+// validateSides checks the leader and follower sections: disjoint
+// columns (the follower has at least one), a policy each, drop_ids.
+func (p *Plan) validateSides() error {
 	seen := map[string]string{}
 	for _, s := range []struct {
 		role string
@@ -233,6 +256,10 @@ func (p *Plan) validate() error {
 			return p.Errorf(s.role+".drop_ids", "%v outside [0, 0.5)", s.side.DropIDs)
 		}
 	}
+	return nil
+}
+
+func (p *Plan) validateTraining() error {
 	t := &p.Training
 	if t.BatchSize < 1 || t.BatchSize > 65536 {
 		return p.Errorf("training.batch_size", "%d outside 1..65536", t.BatchSize)
@@ -246,6 +273,11 @@ func (p *Plan) validate() error {
 	if t.CheckpointEvery < 1 {
 		return p.Errorf("training.checkpoint_every", "%d: want at least 1 (iterations)", t.CheckpointEvery)
 	}
+	return nil
+}
+
+// validateNetwork fills the default timeouts and checks them.
+func (p *Plan) validateNetwork() error {
 	n := &p.Network
 	if n.RecvTimeout == 0 {
 		n.RecvTimeout = Duration(time.Minute)
