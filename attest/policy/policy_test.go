@@ -504,6 +504,9 @@ func TestCCZooErrors(t *testing.T) {
 		{"duplicate", strings.Replace(ccZooJSON, `"verify_isv_svn": "on",`, `"verify_isv_svn": "on", "verify_isv_svn": "off",`, 1), `duplicate key "verify_isv_svn"`},
 		{"trailing comma", strings.Replace(ccZooJSON, "    ]\n}", "    ],\n}", 1), "invalid character"},
 		{"trailing data", ccZooJSON + "{}", "data after the JSON object"},
+		{"in-enclave switch", strings.Replace(ccZooJSON, `"verify_isv_svn": "on",`, `"verify_isv_svn": "on", "verify_in_enclave": "yes",`, 1), `verify_in_enclave is "yes", want "on" or "off"`},
+		{"mr missing", strings.Replace(ccZooJSON, `"mr_signer": "`+"5151515151515151515151515151515151515151515151515151515151515151"+`",`, ``, 1), "sgx_mrs[0].mr_signer missing while verify_mr_signer is on"},
+		{"prod id missing", strings.Replace(ccZooJSON, `"isv_prod_id": "1",`, ``, 1), "sgx_mrs[0].isv_prod_id missing while verify_isv_prod_id is on"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
