@@ -30,7 +30,11 @@ func TestRunPSIRefusesBeforeConnecting(t *testing.T) {
 		{"both", func(o *PSIOptions) { o.Peer = "x:1" }, "give exactly one", nil},
 		{"no policy file", func(o *PSIOptions) { o.Policy = "policies/missing.yaml" }, "vfl psi: policy: open " + filepath.Join(dir, "policies", "missing.yaml"), fs.ErrNotExist},
 		{"no peer role", func(o *PSIOptions) { o.Policy = "policies/vfl.yaml" }, "vfl psi: policy " + pol + " has no roles.follower entry for the peer", nil},
-		{"bad policy", func(o *PSIOptions) { o.Policy = pol; o.Role = psi.Follower; os.WriteFile(pol, []byte("roles: {}\n"), 0o644) }, pol + ":1: roles: no roles", nil},
+		{"bad policy", func(o *PSIOptions) {
+			o.Policy = pol
+			o.Role = psi.Follower
+			os.WriteFile(pol, []byte("roles: {}\n"), 0o644)
+		}, pol + ":1: roles: no roles", nil},
 	} {
 		o := base
 		c.edit(&o)
