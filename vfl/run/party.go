@@ -239,7 +239,7 @@ func (pt *party) transport(ctx context.Context) (Connector, func(), error) {
 		lis, err := lc.Listen(ctx, "tcp", addr)
 		if err != nil {
 			closeCreds()
-			return nil, nil, fmt.Errorf("listen %s: %v", addr, err)
+			return nil, nil, fmt.Errorf("listen %s: %w", addr, err)
 		}
 		srv := grpc.NewServer(grpc.Creds(creds))
 		bs := bridge.NewServer()
@@ -277,7 +277,7 @@ func (pt *party) transport(ctx context.Context) (Connector, func(), error) {
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}, MinConnectTimeout: 10 * time.Second}))
 	if err != nil {
 		closeCreds()
-		return nil, nil, fmt.Errorf("peer %s: %v", pt.o.Peer, err)
+		return nil, nil, fmt.Errorf("peer %s: %w", pt.o.Peer, err)
 	}
 	pt.psiT = psiDialer{cc: cc, addr: pt.o.Peer}
 	return dialer{cc}, func() { cc.Close(); closeCreds() }, nil
@@ -352,6 +352,8 @@ func (pt *party) run(ctx context.Context, conn Connector, session func(context.C
 			return nil, ctx.Err()
 		}
 		if time.Now().After(giveUp) {
+			// %v, not %w: the last dial error may be ErrPeerLost or a
+			// refusal, and giving up is neither (see outcome).
 			return nil, fmt.Errorf("vfl %s: no working channel to the peer for %s: %v", pt.role, reconnect, err)
 		}
 		pt.log.Debug("bridge channel: retrying", "err", err, "in", wait)

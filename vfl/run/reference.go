@@ -75,12 +75,12 @@ func ReferenceJoined(ctx context.Context, p *plan.Plan) (split.Metrics, error) {
 	}
 	m, err := ml.New(kind, spec, p.Seed)
 	if err != nil {
-		return split.Metrics{}, fmt.Errorf("reference model: %v", err)
+		return split.Metrics{}, fmt.Errorf("reference model: %w", err)
 	}
 	cfg := ml.DefaultTrainConfig(kind)
 	cfg.Epochs, cfg.BatchSize, cfg.LR, cfg.Seed = p.Training.Epochs, p.Training.BatchSize, p.Training.LearningRate, p.Seed
 	if err := m.Train(ctx, train, cfg, nil); err != nil {
-		return split.Metrics{}, fmt.Errorf("reference model: %v", err)
+		return split.Metrics{}, fmt.Errorf("reference model: %w", err)
 	}
 	probs, err := m.Predict(test)
 	if err != nil {
