@@ -352,8 +352,8 @@ func (pt *party) run(ctx context.Context, conn Connector, session func(context.C
 			return nil, ctx.Err()
 		}
 		if time.Now().After(giveUp) {
-			// %v, not %w: the last dial error may be ErrPeerLost or a
-			// refusal, and giving up is neither (see outcome).
+			// %v, not %w: wrapping the last dial error would let outcome
+			// count giving up as "lost" or "refused" instead of "failed".
 			return nil, fmt.Errorf("vfl %s: no working channel to the peer for %s: %v", pt.role, reconnect, err)
 		}
 		pt.log.Debug("bridge channel: retrying", "err", err, "in", wait)
