@@ -171,6 +171,17 @@ func (p *Plan) validateRunner() error {
 	if len(t.Hidden) > 0 {
 		return p.errf("task_runner.hidden", "model %s: the runner defines the architecture", ModelExternal)
 	}
+	for _, check := range []func(*Runner) error{p.validateRunnerFiles, p.validateRunnerCommand, p.validateRunnerEnv} {
+		if err := check(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateRunnerFiles checks task_runner.runner.files: workspace paths,
+// digests (once pinned) in lower-case hex.
+func (p *Plan) validateRunnerFiles(r *Runner) error {
 	if len(r.Files) == 0 {
 		return p.errf("task_runner.runner.files", "must list the runner's code (plan init pins its SHA-256 into the plan)")
 	}
@@ -188,6 +199,12 @@ func (p *Plan) validateRunner() error {
 			}
 		}
 	}
+	return nil
+}
+
+// validateRunnerCommand checks task_runner.runner.command (its executable
+// absolute or one of the files, never looked up in PATH) and timeout.
+func (p *Plan) validateRunnerCommand(r *Runner) error {
 	if len(r.Command) == 0 {
 		return p.errf("task_runner.runner.command", "must not be empty")
 	}
@@ -214,6 +231,11 @@ func (p *Plan) validateRunner() error {
 	if r.Timeout < time.Second || r.Timeout > 7*24*time.Hour {
 		return p.errf("task_runner.runner.timeout", "must be in 1s..168h, got %v", r.Timeout)
 	}
+	return nil
+}
+
+// validateRunnerEnv checks task_runner.runner.env.
+func (p *Plan) validateRunnerEnv(r *Runner) error {
 	for _, k := range slices.Sorted(maps.Keys(r.Env)) {
 		key := "task_runner.runner.env." + yamlx.KeyName(k)
 		if !envName(k) {
