@@ -61,7 +61,7 @@ func TestParsePlanErrorsNameFileLineAndKey(t *testing.T) {
 	}
 }
 
-func FuzzParse(f *testing.F) {
+func FuzzParsePlan(f *testing.F) {
 	f.Add([]byte(goodPlan))
 	f.Add([]byte("name: [\n"))
 	f.Add([]byte("model: {kind: widedeep, hidden: [-1]}\n"))
