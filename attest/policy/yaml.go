@@ -13,8 +13,10 @@ import (
 	"github.com/teeml/teeml/internal/yamlx"
 )
 
-// Parse reads a YAML policy. name (a file name, may be empty) prefixes error
-// messages, which name the offending key and its line.
+// Parse reads a YAML policy. Errors are *yamlx.Error, one line naming the
+// file (name, or "policy" when empty), line and dotted key, e.g.
+//
+//	policies/vfl.yaml:5: roles.leader.sgx[0].mr_enclave: 31 bytes, want 32
 //
 // Schema (every key but roles is optional; unknown keys are errors):
 //
