@@ -216,44 +216,79 @@ func (p *Policy) Evaluate(role string, c *attest.Claims, opts ...Option) Decisio
 	for _, f := range opts {
 		f(&o)
 	}
-	d := Decision{Peer: o.peer, Role: role, MatchedEntry: -1}
-	refuse := func(format string, args ...any) { d.Reasons = append(d.Reasons, fmt.Sprintf(format, args...)) }
-	warn := func(format string, args ...any) { d.Warnings = append(d.Warnings, fmt.Sprintf(format, args...)) }
-
+	ev := &evaluation{d: Decision{Peer: o.peer, Role: role, MatchedEntry: -1}, o: &o, c: c}
 	if c == nil {
-		refuse("no claims")
-		return d
+		ev.refuse("no claims")
+		return ev.d
 	}
-	d.TEE, d.Simulated = c.TEE, c.Simulated
-	var r *Role
+	ev.d.TEE, ev.d.Simulated = c.TEE, c.Simulated
 	if p != nil {
-		r = p.Roles[role]
+		ev.r = p.Roles[role]
 	}
-	if r == nil {
-		refuse("role %q not in policy", role)
-		return d
+	if ev.r == nil {
+		ev.refuse("role %q not in policy", role)
+		return ev.d
 	}
+	ev.simulationAndDebug()
+	ev.tcb()
+	ev.advisories()
+	ev.reportData()
+	// Freshness of the collateral behind the claims.
+	if !o.now.IsZero() && !c.ValidUntil.IsZero() && o.now.After(c.ValidUntil) {
+		ev.refuse("claims expired at %s", c.ValidUntil.UTC().Format(time.RFC3339))
+	}
+	ev.identity()
 
-	// Simulation.
+	d := ev.d
+	d.Accepted = len(d.Reasons) == 0
+	if d.Accepted && len(d.Warnings) > 0 {
+		l := o.logger
+		if l == nil {
+			l = slog.Default()
+		}
+		l.Warn(d.String(), "peer", d.Peer, "role", d.Role, "simulated", d.Simulated)
+	}
+	return d
+}
+
+// evaluation is one Evaluate in progress: the checks add to d's reasons
+// (refusals) and warnings (accepted only because the role allows it).
+type evaluation struct {
+	d Decision
+	o *evalOptions
+	c *attest.Claims
+	r *Role
+}
+
+func (ev *evaluation) refuse(format string, args ...any) {
+	ev.d.Reasons = append(ev.d.Reasons, fmt.Sprintf(format, args...))
+}
+
+func (ev *evaluation) warn(format string, args ...any) {
+	ev.d.Warnings = append(ev.d.Warnings, fmt.Sprintf(format, args...))
+}
+
+func (ev *evaluation) simulationAndDebug() {
+	c, r := ev.c, ev.r
 	if c.Simulated {
 		if r.AllowSimulation {
-			warn("SIMULATED evidence accepted (allow_simulation: true): no hardware protection")
+			ev.warn("SIMULATED evidence accepted (allow_simulation: true): no hardware protection")
 		} else {
-			refuse("simulated evidence refused (allow_simulation: false)")
+			ev.refuse("simulated evidence refused (allow_simulation: false)")
 		}
 	}
-
-	// Debug.
 	if c.Debug {
 		if r.AllowDebug {
-			warn("%s accepted (allow_debug: true)", debugWhat(c.TEE))
+			ev.warn("%s accepted (allow_debug: true)", debugWhat(c.TEE))
 		} else {
-			refuse("%s refused (allow_debug: false)", debugWhat(c.TEE))
+			ev.refuse("%s refused (allow_debug: false)", debugWhat(c.TEE))
 		}
 	}
+}
 
-	// TCB status.
-	accepted := r.TCBStatuses
+func (ev *evaluation) tcb() {
+	c := ev.c
+	accepted := ev.r.TCBStatuses
 	if accepted == nil {
 		accepted = DefaultTCBStatuses
 	}
@@ -261,50 +296,52 @@ func (p *Policy) Evaluate(role string, c *attest.Claims, opts ...Option) Decisio
 	case c.Simulated && c.TCBStatus == attest.TCBUnknown:
 		// No TCB applies; simulation itself was judged above.
 	case c.TCBStatus == "":
-		refuse("TCB status missing")
+		ev.refuse("TCB status missing")
 	case !slices.Contains(accepted, c.TCBStatus) || !slices.Contains(acceptableStatuses, c.TCBStatus):
-		refuse("TCB status %s not accepted (accepted: %s)", c.TCBStatus, joinStatuses(accepted))
+		ev.refuse("TCB status %s not accepted (accepted: %s)", c.TCBStatus, joinStatuses(accepted))
 	case c.TCBStatus != attest.UpToDate:
-		warn("TCB status %s accepted", c.TCBStatus)
+		ev.warn("TCB status %s accepted", c.TCBStatus)
 	}
+}
 
-	// Advisories.
-	for _, a := range c.AdvisoryIDs {
-		if slices.Contains(r.AdvisoryIDs, a) {
-			warn("advisory %s accepted", a)
+func (ev *evaluation) advisories() {
+	for _, a := range ev.c.AdvisoryIDs {
+		if slices.Contains(ev.r.AdvisoryIDs, a) {
+			ev.warn("advisory %s accepted", a)
 		} else {
-			refuse("advisory %s not accepted", a)
+			ev.refuse("advisory %s not accepted", a)
 		}
 	}
+}
 
-	// Report data binding.
+// reportData checks the report data binding (ReportData, ReportDataPrefix).
+func (ev *evaluation) reportData() {
+	o, c := ev.o, ev.c
 	if o.reportDataSet {
 		if len(o.reportData) == 0 {
-			refuse("expected report data is empty")
+			ev.refuse("expected report data is empty")
 		} else if len(o.reportData) > 64 {
-			refuse("expected report data is %d bytes, at most 64", len(o.reportData))
+			ev.refuse("expected report data is %d bytes, at most 64", len(o.reportData))
 		} else {
 			want := make([]byte, 64)
 			copy(want, o.reportData)
 			if !bytes.Equal(c.ReportData, want) {
-				refuse("report data %s does not match expected %s", hexOrNone(c.ReportData), attest.Hex(want))
+				ev.refuse("report data %s does not match expected %s", hexOrNone(c.ReportData), attest.Hex(want))
 			}
 		}
 	}
 	if o.prefixSet {
 		if len(o.reportDataPrefix) == 0 {
-			refuse("expected report data prefix is empty")
+			ev.refuse("expected report data prefix is empty")
 		} else if !bytes.HasPrefix(c.ReportData, o.reportDataPrefix) {
-			refuse("report data %s does not start with expected %s", hexOrNone(c.ReportData), attest.Hex(o.reportDataPrefix))
+			ev.refuse("report data %s does not start with expected %s", hexOrNone(c.ReportData), attest.Hex(o.reportDataPrefix))
 		}
 	}
+}
 
-	// Freshness of the collateral behind the claims.
-	if !o.now.IsZero() && !c.ValidUntil.IsZero() && o.now.After(c.ValidUntil) {
-		refuse("claims expired at %s", c.ValidUntil.UTC().Format(time.RFC3339))
-	}
-
-	// Identity.
+// identity matches the claims against the role's entries for their TEE.
+func (ev *evaluation) identity() {
+	c, r := ev.c, ev.r
 	var entries [][]check
 	switch c.TEE {
 	case attest.SGX:
@@ -320,27 +357,16 @@ func (p *Policy) Evaluate(role string, c *attest.Claims, opts ...Option) Decisio
 			entries = append(entries, r.SNP[i].checks(c))
 		}
 	default:
-		refuse("unknown TEE %q", c.TEE)
+		ev.refuse("unknown TEE %q", c.TEE)
+		return
 	}
-	if c.TEE == attest.SGX || c.TEE == attest.TDX || c.TEE == attest.SNP {
-		if len(entries) == 0 {
-			refuse("no %s identities accepted for this role", teeKey(c.TEE))
-		} else if m, why := matchEntries(teeKey(c.TEE), entries); m >= 0 {
-			d.MatchedEntry = m
-		} else {
-			d.Reasons = append(d.Reasons, why...)
-		}
+	if len(entries) == 0 {
+		ev.refuse("no %s identities accepted for this role", teeKey(c.TEE))
+	} else if m, why := matchEntries(teeKey(c.TEE), entries); m >= 0 {
+		ev.d.MatchedEntry = m
+	} else {
+		ev.d.Reasons = append(ev.d.Reasons, why...)
 	}
-
-	d.Accepted = len(d.Reasons) == 0
-	if d.Accepted && len(d.Warnings) > 0 {
-		l := o.logger
-		if l == nil {
-			l = slog.Default()
-		}
-		l.Warn(d.String(), "peer", d.Peer, "role", d.Role, "simulated", d.Simulated)
-	}
-	return d
 }
 
 func joinStatuses(s []attest.TCBStatus) string {
@@ -527,7 +553,7 @@ func (p *Policy) Validate() error {
 	for _, name := range slices.Sorted(maps.Keys(p.Roles)) {
 		r := p.Roles[name]
 		if err := r.validate(); err != nil {
-			return fmt.Errorf("policy: role %q: %v", name, err)
+			return fmt.Errorf("policy: role %q: %w", name, err)
 		}
 	}
 	return nil
@@ -542,17 +568,17 @@ func (r *Role) validate() error {
 	}
 	for i := range r.SGX {
 		if err := r.SGX[i].validate(); err != nil {
-			return fmt.Errorf("sgx entry %d: %v", i, err)
+			return fmt.Errorf("sgx entry %d: %w", i, err)
 		}
 	}
 	for i := range r.TDX {
 		if err := r.TDX[i].validate(); err != nil {
-			return fmt.Errorf("tdx entry %d: %v", i, err)
+			return fmt.Errorf("tdx entry %d: %w", i, err)
 		}
 	}
 	for i := range r.SNP {
 		if err := r.SNP[i].validate(); err != nil {
-			return fmt.Errorf("snp entry %d: %v", i, err)
+			return fmt.Errorf("snp entry %d: %w", i, err)
 		}
 	}
 	if err := validateStatuses(r.TCBStatuses); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/teeml/teeml/attest"
 	"github.com/teeml/teeml/attest/sim"
+	"github.com/teeml/teeml/internal/yamlx"
 )
 
 func rep(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
@@ -371,40 +373,45 @@ func TestDebugRefused(t *testing.T) {
 
 func TestYAMLErrors(t *testing.T) {
 	mre := `"` + hx(1, 32) + `"`
+	// Every error is one line, file:line: dotted.key: reason (internal/yamlx).
 	cases := []struct{ name, yaml, want string }{
 		{"empty", "", "test.yaml: policy is empty"},
-		{"comment only", "# nothing\n", "policy is empty"},
-		{"not a mapping", "- a\n", "test.yaml:1: policy must be a mapping, got a list"},
-		{"unknown top key", "roles:\n  r:\n    sgx:\n      - mr_enclave: " + mre + "\nrolez: {}\n", `test.yaml:5: unknown key "rolez" in policy (known: roles)`},
-		{"missing roles", "{}\n", `missing key "roles"`},
+		{"comment only", "# nothing\n", "test.yaml: policy is empty"},
+		{"not a mapping", "- a\n", "test.yaml:1: must be a mapping, got a list"},
+		{"unknown top key", "roles:\n  r:\n    sgx:\n      - mr_enclave: " + mre + "\nrolez: {}\n", `test.yaml:5: rolez: unknown key (known in policy: roles)`},
+		{"missing roles", "{}\n", `test.yaml:1: roles: missing`},
 		{"no roles", "roles: {}\n", "test.yaml:1: roles: no roles"},
+		{"empty role name", "roles:\n  \"\": {}\n", `test.yaml:2: roles."": empty role name`},
 		{"unknown role key", "roles:\n  aggregator:\n    sgx:\n      - mr_enclave: " + mre + "\n    allow_debugs: true\n",
-			`test.yaml:5: unknown key "allow_debugs" in role "aggregator" (known: sgx, tdx, snp, allow_debug, tcb_statuses, advisory_ids, allow_simulation)`},
-		{"unknown entry key", "roles:\n  r:\n    sgx:\n      - mr_enclave: " + mre + "\n        mrenclave: x\n", `test.yaml:5: unknown key "mrenclave" in sgx entry 0`},
-		{"entry without identity", "roles:\n  r:\n    sgx:\n      - isv_prod_id: 0\n", "test.yaml:4: sgx entry 0: needs mr_enclave or mr_signer"},
-		{"tdx without identity", "roles:\n  r:\n    tdx:\n      - xfam: \"" + hx(0, 8) + "\"\n", "test.yaml:4: tdx entry 0: needs mrtd or an rtmr"},
-		{"snp host_data only", "roles:\n  r:\n    snp:\n      - host_data: \"" + hx(0, 32) + "\"\n", "snp entry 0: needs measurement"},
-		{"short mr_enclave", "roles:\n  r:\n    sgx:\n      - mr_enclave: \"" + hx(1, 31) + "\"\n", "test.yaml:4: mr_enclave is 31 bytes, want 32"},
-		{"mrtd length", "roles:\n  r:\n    tdx:\n      - mrtd: \"" + hx(1, 32) + "\"\n", "test.yaml:4: mrtd is 32 bytes, want 48"},
-		{"rtmr length", "roles:\n  r:\n    tdx:\n      - rtmr2: \"" + hx(1, 47) + "\"\n", "rtmr2 is 47 bytes, want 48"},
-		{"measurement length", "roles:\n  r:\n    snp:\n      - measurement: \"" + hx(1, 32) + "\"\n", "measurement is 32 bytes, want 48"},
-		{"not hex", "roles:\n  r:\n    sgx:\n      - mr_signer: \"zz\"\n", `test.yaml:4: mr_signer is not hex: "zz"`},
-		{"empty hex", "roles:\n  r:\n    sgx:\n      - mr_signer:\n", "test.yaml:4: mr_signer must be 32 bytes of hex, got nothing"},
-		{"svn range", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n        min_isv_svn: 70000\n", "test.yaml:5: min_isv_svn must be an integer 0..65535"},
-		{"svn string", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n        isv_prod_id: \"1\"\n", `isv_prod_id must be an integer 0..65535, got "1"`},
-		{"svn both", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n        isv_svn: 1\n        min_isv_svn: 1\n", "test.yaml:4: sgx entry 0: set isv_svn (exact) or min_isv_svn, not both"},
-		{"bool", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n    allow_debug: yes\n", `test.yaml:5: allow_debug must be true or false, got "yes"`},
-		{"tcb unknown status", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n    tcb_statuses: [UpToDate, Uptodate]\n", `test.yaml:5: tcb_statuses: unknown TCB status "Uptodate"`},
-		{"tcb revoked", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n    tcb_statuses:\n      - Revoked\n", "test.yaml:6: tcb_statuses: Revoked can never be accepted"},
-		{"tcb empty", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n    tcb_statuses: []\n", "test.yaml:5: tcb_statuses is empty"},
-		{"advisory", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n    advisory_ids: [\"INTEL SA\"]\n", `advisory_ids: "INTEL SA" is not an advisory ID`},
-		{"role without entries", "roles:\n  r:\n    allow_debug: false\n", `test.yaml:2: role "r": no sgx, tdx or snp entries`},
-		{"duplicate key", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n        mr_signer: " + mre + "\n", `test.yaml:5: duplicate key "mr_signer" in sgx entry 0 (first at line 4)`},
-		{"duplicate role", "roles:\n  r:\n    sgx: [{mr_signer: " + mre + "}]\n  r:\n    sgx: [{mr_signer: " + mre + "}]\n", `test.yaml:4: duplicate key "r" in roles`},
-		{"alias", "a: &x 1\nroles: *x\n", "anchors and aliases are not supported"},
-		{"sgx not list", "roles:\n  r:\n    sgx: {mr_signer: " + mre + "}\n", "test.yaml:3: sgx must be a list, got a mapping"},
-		{"syntax", "roles:\n  r: [\n", "test.yaml: yaml: line"},
-		{"two docs", "roles: {}\n---\nroles: {}\n", "more than one YAML document"},
+			`test.yaml:5: roles.aggregator.allow_debugs: unknown key (known in roles.aggregator: sgx, tdx, snp, allow_debug, tcb_statuses, advisory_ids, allow_simulation)`},
+		{"quoted role", "roles:\n  a b:\n    allow_debugs: true\n", `test.yaml:3: roles."a b".allow_debugs: unknown key`},
+		{"unknown entry key", "roles:\n  r:\n    sgx:\n      - mr_enclave: " + mre + "\n        mrenclave: x\n", `test.yaml:5: roles.r.sgx[0].mrenclave: unknown key (known in roles.r.sgx[0]: mr_enclave,`},
+		{"entry without identity", "roles:\n  r:\n    sgx:\n      - isv_prod_id: 0\n", "test.yaml:4: roles.r.sgx[0]: needs mr_enclave or mr_signer"},
+		{"tdx without identity", "roles:\n  r:\n    tdx:\n      - xfam: \"" + hx(0, 8) + "\"\n", "test.yaml:4: roles.r.tdx[0]: needs mrtd or an rtmr"},
+		{"snp host_data only", "roles:\n  r:\n    snp:\n      - host_data: \"" + hx(0, 32) + "\"\n", "test.yaml:4: roles.r.snp[0]: needs measurement"},
+		{"short mr_enclave", "roles:\n  r:\n    sgx:\n      - mr_enclave: \"" + hx(1, 31) + "\"\n", "test.yaml:4: roles.r.sgx[0].mr_enclave: 31 bytes, want 32"},
+		{"mrtd length", "roles:\n  r:\n    tdx:\n      - mrtd: \"" + hx(1, 32) + "\"\n", "test.yaml:4: roles.r.tdx[0].mrtd: 32 bytes, want 48"},
+		{"rtmr length", "roles:\n  r:\n    tdx:\n      - rtmr2: \"" + hx(1, 47) + "\"\n", "roles.r.tdx[0].rtmr2: 47 bytes, want 48"},
+		{"measurement length", "roles:\n  r:\n    snp:\n      - measurement: \"" + hx(1, 32) + "\"\n", "roles.r.snp[0].measurement: 32 bytes, want 48"},
+		{"not hex", "roles:\n  r:\n    sgx:\n      - mr_signer: \"zz\"\n", `test.yaml:4: roles.r.sgx[0].mr_signer: not hex: "zz"`},
+		{"empty hex", "roles:\n  r:\n    sgx:\n      - mr_signer:\n", "test.yaml:4: roles.r.sgx[0].mr_signer: must be 32 bytes of hex, got nothing"},
+		{"svn range", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n        min_isv_svn: 70000\n", `test.yaml:5: roles.r.sgx[0].min_isv_svn: must be an integer 0..65535, got "70000"`},
+		{"svn string", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n        isv_prod_id: \"1\"\n", `roles.r.sgx[0].isv_prod_id: must be an integer 0..65535, got "1"`},
+		{"svn both", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n        isv_svn: 1\n        min_isv_svn: 1\n", "test.yaml:4: roles.r.sgx[0]: set isv_svn (exact) or min_isv_svn, not both"},
+		{"bool", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n    allow_debug: yes\n", `test.yaml:5: roles.r.allow_debug: must be true or false, got "yes"`},
+		{"tcb unknown status", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n    tcb_statuses: [UpToDate, Uptodate]\n", `test.yaml:5: roles.r.tcb_statuses[1]: unknown TCB status "Uptodate" (known: UpToDate,`},
+		{"tcb twice", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n    tcb_statuses: [UpToDate, UpToDate]\n", `test.yaml:5: roles.r.tcb_statuses[1]: UpToDate listed twice`},
+		{"tcb revoked", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n    tcb_statuses:\n      - Revoked\n", "test.yaml:6: roles.r.tcb_statuses[0]: Revoked can never be accepted"},
+		{"tcb empty", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n    tcb_statuses: []\n", "test.yaml:5: roles.r.tcb_statuses: empty: the role would refuse everything"},
+		{"advisory", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n    advisory_ids: [\"INTEL SA\"]\n", `test.yaml:5: roles.r.advisory_ids[0]: "INTEL SA" is not an advisory ID`},
+		{"role without entries", "roles:\n  r:\n    allow_debug: false\n", `test.yaml:2: roles.r: no sgx, tdx or snp entries`},
+		{"duplicate key", "roles:\n  r:\n    sgx:\n      - mr_signer: " + mre + "\n        mr_signer: " + mre + "\n", `test.yaml:5: roles.r.sgx[0].mr_signer: duplicate key (first at line 4)`},
+		{"duplicate role", "roles:\n  r:\n    sgx: [{mr_signer: " + mre + "}]\n  r:\n    sgx: [{mr_signer: " + mre + "}]\n", `test.yaml:4: roles.r: duplicate key (first at line 2)`},
+		{"alias", "a: &x 1\nroles: *x\n", "test.yaml:1: YAML anchors and aliases are not supported"},
+		{"merge key", "roles:\n  r:\n    <<: {allow_debug: true}\n", "test.yaml:3: YAML merge keys are not supported"},
+		{"sgx not list", "roles:\n  r:\n    sgx: {mr_signer: " + mre + "}\n", "test.yaml:3: roles.r.sgx: must be a list, got a mapping"},
+		{"syntax", "roles:\n  r: [\n", "test.yaml:2: did not find expected node content"},
+		{"two docs", "roles: {}\n---\nroles: {}\n", "test.yaml:2: more than one YAML document"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -415,8 +422,9 @@ func TestYAMLErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q\nwant it to contain %q", err, tc.want)
 			}
-			if !strings.HasPrefix(err.Error(), "policy: ") || strings.Contains(err.Error(), "\n") {
-				t.Fatalf("error %q is not one line starting with policy:", err)
+			var ye *yamlx.Error
+			if !errors.As(err, &ye) || ye.File != "test.yaml" || !strings.HasPrefix(err.Error(), "test.yaml") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error %q is not one line starting with test.yaml", err)
 			}
 		})
 	}
@@ -496,6 +504,9 @@ func TestCCZooErrors(t *testing.T) {
 		{"duplicate", strings.Replace(ccZooJSON, `"verify_isv_svn": "on",`, `"verify_isv_svn": "on", "verify_isv_svn": "off",`, 1), `duplicate key "verify_isv_svn"`},
 		{"trailing comma", strings.Replace(ccZooJSON, "    ]\n}", "    ],\n}", 1), "invalid character"},
 		{"trailing data", ccZooJSON + "{}", "data after the JSON object"},
+		{"in-enclave switch", strings.Replace(ccZooJSON, `"verify_isv_svn": "on",`, `"verify_isv_svn": "on", "verify_in_enclave": "yes",`, 1), `verify_in_enclave is "yes", want "on" or "off"`},
+		{"mr missing", strings.Replace(ccZooJSON, `"mr_signer": "`+"5151515151515151515151515151515151515151515151515151515151515151"+`",`, ``, 1), "sgx_mrs[0].mr_signer missing while verify_mr_signer is on"},
+		{"prod id missing", strings.Replace(ccZooJSON, `"isv_prod_id": "1",`, ``, 1), "sgx_mrs[0].isv_prod_id missing while verify_isv_prod_id is on"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -519,7 +530,8 @@ func FuzzLoadPolicy(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse(data, "fuzz.yaml")
 		if err != nil {
-			if p != nil || strings.Contains(err.Error(), "\n") || !strings.HasPrefix(err.Error(), "policy: ") {
+			var ye *yamlx.Error
+			if p != nil || strings.Contains(err.Error(), "\n") || !errors.As(err, &ye) || !strings.HasPrefix(err.Error(), "fuzz.yaml") {
 				t.Fatalf("bad error form: %q", err)
 			}
 			return
@@ -561,4 +573,14 @@ func FuzzLoadCCZoo(f *testing.F) {
 			t.Fatal("identity-less claims accepted")
 		}
 	})
+}
+
+func TestYAMLErrorWithoutFileName(t *testing.T) {
+	_, err := Parse([]byte("roles:\n  r:\n    allow_debug: 1\n"), "")
+	if err == nil || err.Error() != `policy:3: roles.r.allow_debug: must be true or false, got "1"` {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := Load("/nonexistent/policy.yaml"); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Load: %v", err)
+	}
 }

@@ -1,11 +1,8 @@
 package policy
 
 import (
-	"bytes"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strings"
@@ -13,10 +10,13 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/teeml/teeml/attest"
+	"github.com/teeml/teeml/internal/yamlx"
 )
 
-// Parse reads a YAML policy. name (a file name, may be empty) prefixes error
-// messages, which name the offending key and its line.
+// Parse reads a YAML policy. Errors are *yamlx.Error, one line naming the
+// file (name, or "policy" when empty), line and dotted key, e.g.
+//
+//	policies/vfl.yaml:5: roles.leader.sgx[0].mr_enclave: 31 bytes, want 32
 //
 // Schema (every key but roles is optional; unknown keys are errors):
 //
@@ -45,50 +45,35 @@ import (
 // Hex is plain (no 0x), either case. Anchors, aliases, merge keys, duplicate
 // keys and multiple documents are refused.
 func Parse(data []byte, name string) (*Policy, error) {
-	ps := &parser{name: name}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, ps.errf(nil, "policy is empty")
-		}
-		return nil, ps.errf(nil, "%s", oneLine(err.Error()))
+	file := name
+	if file == "" {
+		file = "policy"
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, ps.errf(&extra, "more than one YAML document")
-	}
-	if len(doc.Content) == 0 {
-		return nil, ps.errf(nil, "policy is empty")
-	}
-	if err := ps.noAliases(&doc); err != nil {
-		return nil, err
-	}
-	root := doc.Content[0]
-	p := &Policy{Roles: map[string]*Role{}}
-	var rolesNode *yaml.Node
-	err := ps.mapping(root, "policy", []string{"roles"}, func(key string, k, v *yaml.Node) error {
-		rolesNode = v
-		return ps.mapping(v, "roles", nil, func(role string, k, v *yaml.Node) error {
-			if role == "" {
-				return ps.errf(k, "empty role name")
-			}
-			r, err := ps.role(role, k, v)
-			if err != nil {
-				return err
-			}
-			p.Roles[role] = r
-			return nil
-		})
-	})
+	root, err := yamlx.Document(data, file, "policy", 0)
 	if err != nil {
 		return nil, err
 	}
-	if rolesNode == nil {
-		return nil, ps.errf(root, "missing key \"roles\"")
-	}
-	if len(p.Roles) == 0 {
-		return nil, ps.errf(rolesNode, "roles: no roles")
+	ps := &parser{w: &yamlx.Walker{File: file, Root: "policy"}}
+	p := &Policy{Roles: map[string]*Role{}}
+	err = ps.w.Mapping(root, "", []yamlx.Field{{Key: "roles", Required: true, Parse: func(key string, v *yaml.Node) error {
+		err := ps.w.Keys(v, key, func(rkey string, k, v *yaml.Node) error {
+			if k.Value == "" {
+				return ps.w.Errorf(k, rkey, "empty role name")
+			}
+			r, err := ps.role(rkey, k, v)
+			if err != nil {
+				return err
+			}
+			p.Roles[k.Value] = r
+			return nil
+		})
+		if err == nil && len(p.Roles) == 0 {
+			err = ps.w.Errorf(v, key, "no roles")
+		}
+		return err
+	}}})
+	if err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -97,119 +82,52 @@ func Parse(data []byte, name string) (*Policy, error) {
 func Load(path string) (*Policy, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("policy: %v", err)
+		return nil, fmt.Errorf("policy: %w", err)
 	}
 	return Parse(b, path)
 }
 
-type parser struct{ name string }
+type parser struct{ w *yamlx.Walker }
 
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
-}
-
-func (ps *parser) errf(n *yaml.Node, format string, args ...any) error {
-	msg := fmt.Sprintf(format, args...)
-	where := ps.name
-	if n != nil && n.Line > 0 {
-		if where != "" {
-			where = fmt.Sprintf("%s:%d", where, n.Line)
-		} else {
-			where = fmt.Sprintf("line %d", n.Line)
-		}
-	}
-	if where == "" {
-		return fmt.Errorf("policy: %s", msg)
-	}
-	return fmt.Errorf("policy: %s: %s", where, msg)
-}
-
-func (ps *parser) noAliases(n *yaml.Node) error {
-	if n.Kind == yaml.AliasNode || n.Anchor != "" {
-		return ps.errf(n, "YAML anchors and aliases are not supported")
-	}
-	for _, c := range n.Content {
-		if err := ps.noAliases(c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if n.Tag == "!!null" {
-			return "nothing"
-		}
+// got describes a value for errors: a scalar's value quoted, null
+// "nothing", else its kind.
+func got(n *yaml.Node) string {
+	switch {
+	case n.Kind == yaml.ScalarNode && n.Tag == "!!null":
+		return "nothing"
+	case n.Kind == yaml.ScalarNode:
 		return fmt.Sprintf("%q", n.Value)
 	}
-	return "something else"
+	return yamlx.KindName(n)
 }
 
-// mapping walks a mapping node; known == nil allows any key.
-func (ps *parser) mapping(n *yaml.Node, what string, known []string, f func(key string, k, v *yaml.Node) error) error {
-	if n.Kind != yaml.MappingNode {
-		return ps.errf(n, "%s must be a mapping, got %s", what, kindName(n))
+// fields is a mapping's known keys, all optional, each parsed by parse.
+func fields(keys []string, parse func(key string, v *yaml.Node) error) []yamlx.Field {
+	fs := make([]yamlx.Field, len(keys))
+	for i, k := range keys {
+		fs[i] = yamlx.Field{Key: k, Parse: parse}
 	}
-	seen := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if k.Kind != yaml.ScalarNode {
-			return ps.errf(k, "%s: keys must be plain strings", what)
-		}
-		if k.Tag == "!!merge" {
-			return ps.errf(k, "%s: merge keys (<<) are not supported", what)
-		}
-		key := k.Value
-		if line, dup := seen[key]; dup {
-			return ps.errf(k, "duplicate key %q in %s (first at line %d)", key, what, line)
-		}
-		seen[key] = k.Line
-		if known != nil && !slices.Contains(known, key) {
-			return ps.errf(k, "unknown key %q in %s (known: %s)", key, what, strings.Join(known, ", "))
-		}
-		if err := f(key, k, v); err != nil {
-			return err
-		}
-	}
-	return nil
+	return fs
 }
 
-func (ps *parser) sequence(n *yaml.Node, what string, f func(i int, item *yaml.Node) error) error {
-	if n.Kind != yaml.SequenceNode {
-		return ps.errf(n, "%s must be a list, got %s", what, kindName(n))
-	}
-	for i, item := range n.Content {
-		if err := f(i, item); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+// last is the last element of a dotted key.
+func last(key string) string { return key[strings.LastIndexByte(key, '.')+1:] }
 
 func (ps *parser) boolean(key string, v *yaml.Node) (bool, error) {
 	if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" {
-		return false, ps.errf(v, "%s must be true or false, got %s", key, kindName(v))
+		return false, ps.w.Errorf(v, key, "must be true or false, got %s", got(v))
 	}
 	var b bool
 	if err := v.Decode(&b); err != nil {
-		return false, ps.errf(v, "%s: %s", key, oneLine(err.Error()))
+		return false, ps.w.Errorf(v, key, "%w", err)
 	}
 	return b, nil
 }
 
 func (ps *parser) u16(key string, v *yaml.Node) (*uint16, error) {
-	if v.Kind != yaml.ScalarNode || v.Tag != "!!int" {
-		return nil, ps.errf(v, "%s must be an integer 0..65535, got %s", key, kindName(v))
-	}
 	var i int64
-	if err := v.Decode(&i); err != nil || i < 0 || i > 0xffff {
-		return nil, ps.errf(v, "%s must be an integer 0..65535, got %s", key, kindName(v))
+	if v.Kind != yaml.ScalarNode || v.Tag != "!!int" || v.Decode(&i) != nil || i < 0 || i > 0xffff {
+		return nil, ps.w.Errorf(v, key, "must be an integer 0..65535, got %s", got(v))
 	}
 	u := uint16(i)
 	return &u, nil
@@ -217,48 +135,48 @@ func (ps *parser) u16(key string, v *yaml.Node) (*uint16, error) {
 
 func (ps *parser) hexField(key string, v *yaml.Node, size int) ([]byte, error) {
 	if v.Kind != yaml.ScalarNode || v.Tag == "!!null" || v.Value == "" {
-		return nil, ps.errf(v, "%s must be %d bytes of hex, got %s", key, size, kindName(v))
+		return nil, ps.w.Errorf(v, key, "must be %d bytes of hex, got %s", size, got(v))
 	}
 	b, err := hex.DecodeString(v.Value)
 	if err != nil {
-		return nil, ps.errf(v, "%s is not hex: %q", key, v.Value)
+		return nil, ps.w.Errorf(v, key, "not hex: %q", v.Value)
 	}
 	if len(b) != size {
-		return nil, ps.errf(v, "%s is %d bytes, want %d", key, len(b), size)
+		return nil, ps.w.Errorf(v, key, "%d bytes, want %d", len(b), size)
 	}
 	return b, nil
 }
 
 func (ps *parser) str(key string, v *yaml.Node) (string, error) {
 	if v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
-		return "", ps.errf(v, "%s must be a string, got %s", key, kindName(v))
+		return "", ps.w.Errorf(v, key, "must be a string, got %s", got(v))
 	}
 	return v.Value, nil
 }
 
 var roleKeys = []string{"sgx", "tdx", "snp", "allow_debug", "tcb_statuses", "advisory_ids", "allow_simulation"}
 
-func (ps *parser) role(name string, k, n *yaml.Node) (*Role, error) {
+// role parses roles.<name> (key).
+func (ps *parser) role(key string, k, n *yaml.Node) (*Role, error) {
 	r := &Role{}
-	what := fmt.Sprintf("role %q", name)
-	err := ps.mapping(n, what, roleKeys, func(key string, k, v *yaml.Node) error {
+	err := ps.w.Mapping(n, key, fields(roleKeys, func(key string, v *yaml.Node) error {
 		var err error
-		switch key {
+		switch last(key) {
 		case "sgx":
-			err = ps.sequence(v, "sgx", func(i int, item *yaml.Node) error {
-				e, err := ps.sgxEntry(i, item)
+			err = ps.w.Sequence(v, key, 0, func(key string, item *yaml.Node) error {
+				e, err := ps.sgxEntry(key, item)
 				r.SGX = append(r.SGX, e)
 				return err
 			})
 		case "tdx":
-			err = ps.sequence(v, "tdx", func(i int, item *yaml.Node) error {
-				e, err := ps.tdxEntry(i, item)
+			err = ps.w.Sequence(v, key, 0, func(key string, item *yaml.Node) error {
+				e, err := ps.tdxEntry(key, item)
 				r.TDX = append(r.TDX, e)
 				return err
 			})
 		case "snp":
-			err = ps.sequence(v, "snp", func(i int, item *yaml.Node) error {
-				e, err := ps.snpEntry(i, item)
+			err = ps.w.Sequence(v, key, 0, func(key string, item *yaml.Node) error {
+				e, err := ps.snpEntry(key, item)
 				r.SNP = append(r.SNP, e)
 				return err
 			})
@@ -267,58 +185,69 @@ func (ps *parser) role(name string, k, n *yaml.Node) (*Role, error) {
 		case "allow_simulation":
 			r.AllowSimulation, err = ps.boolean(key, v)
 		case "tcb_statuses":
-			r.TCBStatuses = []attest.TCBStatus{}
-			err = ps.sequence(v, key, func(i int, item *yaml.Node) error {
-				s, err := ps.str(key, item)
-				if err != nil {
-					return err
-				}
-				st := attest.TCBStatus(s)
-				if err := validateStatus(st); err != nil {
-					return ps.errf(item, "%v", err)
-				}
-				if slices.Contains(r.TCBStatuses, st) {
-					return ps.errf(item, "tcb_statuses: %s listed twice", st)
-				}
-				r.TCBStatuses = append(r.TCBStatuses, st)
-				return nil
-			})
-			if err == nil && len(r.TCBStatuses) == 0 {
-				err = ps.errf(v, "%v", validateStatuses(r.TCBStatuses))
-			}
+			r.TCBStatuses, err = ps.statuses(key, v)
 		case "advisory_ids":
-			r.AdvisoryIDs = []string{}
-			err = ps.sequence(v, key, func(i int, item *yaml.Node) error {
-				s, err := ps.str(key, item)
-				if err != nil {
-					return err
-				}
-				if err := validateAdvisory(s); err != nil {
-					return ps.errf(item, "%v", err)
-				}
-				r.AdvisoryIDs = append(r.AdvisoryIDs, s)
-				return nil
-			})
+			r.AdvisoryIDs, err = ps.advisories(key, v)
 		}
 		return err
-	})
+	}))
 	if err != nil {
 		return nil, err
 	}
 	if err := r.validate(); err != nil {
-		return nil, ps.errf(k, "%s: %v", what, err)
+		return nil, ps.w.Errorf(k, key, "%w", err)
 	}
 	return r, nil
 }
 
+// statuses parses tcb_statuses: known statuses, each once, at least one.
+func (ps *parser) statuses(key string, v *yaml.Node) ([]attest.TCBStatus, error) {
+	list := []attest.TCBStatus{}
+	err := ps.w.Sequence(v, key, 0, func(ikey string, item *yaml.Node) error {
+		s, err := ps.str(ikey, item)
+		if err != nil {
+			return err
+		}
+		st := attest.TCBStatus(s)
+		if err := validateStatus(st); err != nil {
+			return ps.w.Errorf(item, ikey, "%s", strings.TrimPrefix(err.Error(), "tcb_statuses: "))
+		}
+		if slices.Contains(list, st) {
+			return ps.w.Errorf(item, ikey, "%s listed twice", st)
+		}
+		list = append(list, st)
+		return nil
+	})
+	if err == nil && len(list) == 0 {
+		err = ps.w.Errorf(v, key, "%s", strings.TrimPrefix(validateStatuses(list).Error(), "tcb_statuses is "))
+	}
+	return list, err
+}
+
+// advisories parses advisory_ids.
+func (ps *parser) advisories(key string, v *yaml.Node) ([]string, error) {
+	list := []string{}
+	err := ps.w.Sequence(v, key, 0, func(ikey string, item *yaml.Node) error {
+		s, err := ps.str(ikey, item)
+		if err != nil {
+			return err
+		}
+		if err := validateAdvisory(s); err != nil {
+			return ps.w.Errorf(item, ikey, "%s", strings.TrimPrefix(err.Error(), "advisory_ids: "))
+		}
+		list = append(list, s)
+		return nil
+	})
+	return list, err
+}
+
 var sgxKeys = []string{"mr_enclave", "mr_signer", "isv_prod_id", "isv_svn", "min_isv_svn"}
 
-func (ps *parser) sgxEntry(i int, n *yaml.Node) (SGXEntry, error) {
+func (ps *parser) sgxEntry(key string, n *yaml.Node) (SGXEntry, error) {
 	var e SGXEntry
-	what := fmt.Sprintf("sgx entry %d", i)
-	err := ps.mapping(n, what, sgxKeys, func(key string, k, v *yaml.Node) error {
+	err := ps.w.Mapping(n, key, fields(sgxKeys, func(key string, v *yaml.Node) error {
 		var err error
-		switch key {
+		switch last(key) {
 		case "mr_enclave":
 			e.MREnclave, err = ps.hexField(key, v, 32)
 		case "mr_signer":
@@ -331,10 +260,10 @@ func (ps *parser) sgxEntry(i int, n *yaml.Node) (SGXEntry, error) {
 			e.MinISVSVN, err = ps.u16(key, v)
 		}
 		return err
-	})
+	}))
 	if err == nil {
 		if verr := e.validate(); verr != nil {
-			err = ps.errf(n, "%s: %v", what, verr)
+			err = ps.w.Errorf(n, key, "%w", verr)
 		}
 	}
 	return e, err
@@ -342,16 +271,15 @@ func (ps *parser) sgxEntry(i int, n *yaml.Node) (SGXEntry, error) {
 
 var tdxKeys = []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mr_config_id", "mr_owner", "td_attributes", "xfam"}
 
-func (ps *parser) tdxEntry(i int, n *yaml.Node) (TDXEntry, error) {
+func (ps *parser) tdxEntry(key string, n *yaml.Node) (TDXEntry, error) {
 	var e TDXEntry
-	what := fmt.Sprintf("tdx entry %d", i)
-	err := ps.mapping(n, what, tdxKeys, func(key string, k, v *yaml.Node) error {
+	err := ps.w.Mapping(n, key, fields(tdxKeys, func(key string, v *yaml.Node) error {
 		var err error
-		switch key {
+		switch k := last(key); k {
 		case "mrtd":
 			e.MRTD, err = ps.hexField(key, v, 48)
 		case "rtmr0", "rtmr1", "rtmr2", "rtmr3":
-			e.RTMR[key[4]-'0'], err = ps.hexField(key, v, 48)
+			e.RTMR[k[4]-'0'], err = ps.hexField(key, v, 48)
 		case "mr_config_id":
 			e.MRConfigID, err = ps.hexField(key, v, 48)
 		case "mr_owner":
@@ -362,10 +290,10 @@ func (ps *parser) tdxEntry(i int, n *yaml.Node) (TDXEntry, error) {
 			e.XFAM, err = ps.hexField(key, v, 8)
 		}
 		return err
-	})
+	}))
 	if err == nil {
 		if verr := e.validate(); verr != nil {
-			err = ps.errf(n, "%s: %v", what, verr)
+			err = ps.w.Errorf(n, key, "%w", verr)
 		}
 	}
 	return e, err
@@ -373,22 +301,21 @@ func (ps *parser) tdxEntry(i int, n *yaml.Node) (TDXEntry, error) {
 
 var snpKeys = []string{"measurement", "host_data"}
 
-func (ps *parser) snpEntry(i int, n *yaml.Node) (SNPEntry, error) {
+func (ps *parser) snpEntry(key string, n *yaml.Node) (SNPEntry, error) {
 	var e SNPEntry
-	what := fmt.Sprintf("snp entry %d", i)
-	err := ps.mapping(n, what, snpKeys, func(key string, k, v *yaml.Node) error {
+	err := ps.w.Mapping(n, key, fields(snpKeys, func(key string, v *yaml.Node) error {
 		var err error
-		switch key {
+		switch last(key) {
 		case "measurement":
 			e.Measurement, err = ps.hexField(key, v, 48)
 		case "host_data":
 			e.HostData, err = ps.hexField(key, v, 32)
 		}
 		return err
-	})
+	}))
 	if err == nil {
 		if verr := e.validate(); verr != nil {
-			err = ps.errf(n, "%s: %v", what, verr)
+			err = ps.w.Errorf(n, key, "%w", verr)
 		}
 	}
 	return e, err

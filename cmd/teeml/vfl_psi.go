@@ -1,21 +1,15 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/teeml/teeml/attest/policy"
-	"github.com/teeml/teeml/party"
 	"github.com/teeml/teeml/vfl/psi"
+	vflrun "github.com/teeml/teeml/vfl/run"
 )
 
 // DefaultVFLPolicy is the attestation policy of a vertical-FL workspace,
@@ -50,79 +44,23 @@ func newVFLPSICmd() *cobra.Command {
 			if (peer == "") == (listen == "") {
 				return errors.New("vfl psi: give exactly one of --peer HOST:PORT (dial) and --listen ADDR")
 			}
-			if sessionOut == "" {
-				sessionOut = out + ".session.json"
-			}
-			log := slog.Default().With("party", name)
-			if !filepath.IsAbs(polPath) {
-				polPath = filepath.Join(ws, filepath.FromSlash(polPath))
-			}
-			polBytes, err := os.ReadFile(polPath)
-			if err != nil {
-				return fmt.Errorf("vfl psi: policy: %v", err)
-			}
-			pol, err := policy.Parse(polBytes, polPath)
-			if err != nil {
-				return err
-			}
-			peerRole := "follower"
-			if role == psi.Follower {
-				peerRole = "leader"
-			}
-			if _, ok := pol.Roles[peerRole]; !ok {
-				return fmt.Errorf("vfl psi: policy %s has no roles.%s entry for the peer", polPath, peerRole)
-			}
-			if configHash == "" {
-				h := sha256.Sum256(polBytes)
-				configHash = hex.EncodeToString(h[:])
-			}
-			pt, err := party.Load(party.WorkspaceFiles(ws, name), name, role.String(), log)
-			if err != nil {
-				return err
-			}
-			pt.Announce(cmd.OutOrStdout(), log)
-			// The ID file is read (and refused, if bad) before any connection.
-			set, err := psi.PrepareFile(idsPath, psi.PrepareOptions{TempDir: tmp, MemoryBudget: memMiB << 20, Logger: log})
-			if err != nil {
-				return err
-			}
-			defer set.Close()
-			fmt.Fprintf(cmd.OutOrStdout(), "vfl psi: %s %s, mode %s: %d IDs read, %d distinct, %d duplicates dropped\n",
-				role, name, mode, set.Read, set.N, set.Duplicates)
-			ctx := cmd.Context()
-			creds, stop, err := pt.Credentials(ctx, party.Peer{Role: peerRole, Policy: pol}, listen != "", log)
-			if err != nil {
-				return err
-			}
-			defer stop()
-			cfg := psi.Config{Role: role, Mode: mode, ConfigHash: configHash, Self: name, BatchSize: batch,
-				MessageTimeout: timeout, ConnectTimeout: connect, TempDir: tmp, MemoryBudget: memMiB << 20, Logger: log}
-			var res *psi.Result
-			if listen != "" {
-				lis, err := net.Listen("tcp", listen)
-				if err != nil {
-					return fmt.Errorf("vfl psi: listen %s: %v", listen, err)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "vfl psi: listening on %s for the %s\n", lis.Addr(), peerRole)
-				if res, err = psi.Serve(ctx, lis, creds, cfg, set, out); err != nil {
-					return err
-				}
-			} else if res, err = psi.Dial(ctx, peer, creds, cfg, set, out); err != nil {
-				return err
-			}
-			if err := psi.NewSessionFile(res, cfg, set, pt.Simulated()).Write(sessionOut); err != nil {
-				return fmt.Errorf("vfl psi: session record: %v", err)
-			}
 			w := cmd.OutOrStdout()
+			res, err := vflrun.RunPSI(cmd.Context(), vflrun.PSIOptions{Workspace: ws, Name: name, Role: role, Mode: mode,
+				IDs: idsPath, Out: out, Session: sessionOut, Peer: peer, Listen: listen, Policy: polPath, ConfigHash: configHash,
+				TempDir: tmp, BatchSize: batch, MemoryBudget: memMiB << 20, MessageTimeout: timeout, ConnectTimeout: connect,
+				Stdout: w, Logger: slog.Default()})
+			if err != nil {
+				return err
+			}
 			fmt.Fprintf(w, "vfl psi: session %x with %s %q (attested): %d distinct IDs here, %d at the peer\n",
-				res.SessionID[:8], peerRole, res.Peer, res.Distinct, res.PeerDistinct)
+				res.SessionID[:8], res.PeerRole, res.Peer, res.Distinct, res.PeerDistinct)
 			if res.Learned {
 				fmt.Fprintf(w, "vfl psi: intersection %d IDs written to %s\n", res.Intersection, out)
 			} else {
 				fmt.Fprintf(w, "vfl psi: mode leader-learns: this follower learns no intersection (nothing written to %s)\n", out)
 			}
 			fmt.Fprintf(w, "vfl psi: shuffle seed %x; session record %s; %.1f s, %d bytes sent, %d received\n",
-				res.ShuffleSeed, sessionOut, res.Seconds, res.BytesSent, res.BytesReceived)
+				res.ShuffleSeed, res.Session, res.Seconds, res.BytesSent, res.BytesReceived)
 			return nil
 		},
 	}

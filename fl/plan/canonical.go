@@ -179,16 +179,16 @@ func (p *Plan) Freeze(dir string) (string, error) {
 	}
 	pd := filepath.Join(dir, "plan")
 	if err := os.MkdirAll(pd, 0o755); err != nil {
-		return "", fmt.Errorf("plan: freeze: %v", err)
+		return "", fmt.Errorf("plan: freeze: %w", err)
 	}
 	h := p.Hash()
 	// The hash file goes first: a crash between the two writes leaves a
 	// mismatch that Load reports, never an unverified plan.
 	if err := atomicfile.WriteBytes(filepath.Join(pd, HashFile), []byte(h+"  plan.yaml\n"), 0o644); err != nil {
-		return "", fmt.Errorf("plan: freeze: %v", err)
+		return "", fmt.Errorf("plan: freeze: %w", err)
 	}
 	if err := atomicfile.WriteBytes(filepath.Join(pd, "plan.yaml"), p.Canonical(), 0o644); err != nil {
-		return "", fmt.Errorf("plan: freeze: %v", err)
+		return "", fmt.Errorf("plan: freeze: %w", err)
 	}
 	return h, nil
 }
@@ -203,7 +203,7 @@ func ReadHashFile(path string) (string, error) {
 	defer f.Close()
 	line, err := bufio.NewReader(io.LimitReader(f, 1024)).ReadString('\n')
 	if err != nil && err != io.EOF {
-		return "", fmt.Errorf("plan: %s: %v", path, err)
+		return "", fmt.Errorf("plan: %s: %w", path, err)
 	}
 	fields := strings.Fields(line)
 	if len(fields) == 0 {

@@ -36,7 +36,7 @@ func (ps *parser) encryption(key string, v *yaml.Node) error {
 		return err
 	}
 	if err := checkKeyID(e.Key); err != nil {
-		return ps.errf(v, key+".key", "%v", err)
+		return ps.errf(v, key+".key", "%w", err)
 	}
 	return nil
 }
@@ -48,7 +48,7 @@ func (p *Plan) validateEncryption() error {
 		return nil
 	}
 	if err := checkKeyID(p.Encryption.Key); err != nil {
-		return p.errf("encryption.key", "%v", err)
+		return p.errf("encryption.key", "%w", err)
 	}
 	return nil
 }

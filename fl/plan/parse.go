@@ -1,7 +1,6 @@
 package plan
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -9,11 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/teeml/teeml/internal/yamlx"
 
 	"github.com/teeml/teeml/fl/strategy"
 	"github.com/teeml/teeml/pki"
@@ -34,34 +34,14 @@ const MaxSize = 1 << 20
 // section [absent] and its minimum_reporting [1]).
 func Parse(data []byte, name string) (*Plan, error) {
 	p := &Plan{name: name, lines: map[string]int{}}
-	fail := func(line int, key, format string, args ...any) error {
-		return &Error{File: name, Line: line, Key: key, Msg: oneLine(fmt.Sprintf(format, args...))}
-	}
-	if len(data) > MaxSize {
-		return nil, fail(0, "", "plan is %d bytes, at most %d", len(data), MaxSize)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fail(0, "", "plan is empty")
-		}
-		return nil, fail(0, "", "%s", strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, fail(extra.Line, "", "more than one YAML document")
-	}
-	if len(doc.Content) == 0 {
-		return nil, fail(0, "", "plan is empty")
-	}
-	ps := &parser{p: p}
-	if err := ps.noAliases(&doc); err != nil {
+	root, err := yamlx.Document(data, fileName(name), "plan", MaxSize)
+	if err != nil {
 		return nil, err
 	}
+	ps := &parser{p: p, w: &yamlx.Walker{File: fileName(name), Lines: p.lines, Root: "plan"}}
 	p.Collaborator.OptTreatment = "reset"
 	p.Network.TLS = TLS
-	if err := ps.mapping(doc.Content[0], "", []field{
+	if err := ps.mapping(root, "", []field{
 		{"aggregator", true, ps.aggregator},
 		{"collaborator", true, ps.collaborator},
 		{"data_loader", true, ps.dataLoader},
@@ -111,12 +91,12 @@ func Load(path string) (*Plan, error) {
 func LoadUnfrozen(path string) (*Plan, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("plan: %v", err)
+		return nil, fmt.Errorf("plan: %w", err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("plan: %s: %v", path, err)
+		return nil, fmt.Errorf("plan: %s: %w", path, err)
 	}
 	return Parse(data, path)
 }
@@ -129,125 +109,22 @@ type field struct {
 
 type parser struct {
 	p            *Plan
+	w            *yamlx.Walker
 	strategyNode *yaml.Node
 }
 
 func (ps *parser) errf(n *yaml.Node, key, format string, args ...any) error {
-	line := 0
-	if n != nil {
-		line = n.Line
-	}
-	return &Error{File: ps.p.name, Line: line, Key: key, Msg: oneLine(fmt.Sprintf(format, args...))}
-}
-
-func (ps *parser) noAliases(n *yaml.Node) error {
-	if n.Kind == yaml.AliasNode || n.Anchor != "" {
-		return ps.errf(n, "", "YAML anchors and aliases are not supported")
-	}
-	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!merge" {
-		return ps.errf(n, "", "YAML merge keys are not supported")
-	}
-	for _, c := range n.Content {
-		if err := ps.noAliases(c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func join(prefix, key string) string {
-	if prefix == "" {
-		return key
-	}
-	return prefix + "." + key
-}
-
-// keyName is a key as shown in errors: quoted unless a plain identifier.
-func keyName(k string) string {
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return strconv.Quote(k)
-		}
-	}
-	if k == "" {
-		return `""`
-	}
-	return k
-}
-
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		switch n.ShortTag() {
-		case "!!null":
-			return "null"
-		case "!!bool":
-			return "a boolean"
-		case "!!int":
-			return "an integer"
-		case "!!float":
-			return "a number"
-		case "!!str":
-			return "a string"
-		}
-		return "a scalar " + n.ShortTag()
-	}
-	return "an alias"
+	return ps.w.Errorf(n, key, format, args...)
 }
 
 // mapping walks a mapping node: every key must be known, appear once, and
 // required ones must be present.
 func (ps *parser) mapping(n *yaml.Node, prefix string, fields []field) error {
-	what := prefix
-	if what == "" {
-		what = "plan"
+	fs := make([]yamlx.Field, len(fields))
+	for i, f := range fields {
+		fs[i] = yamlx.Field{Key: f.key, Required: f.required, Parse: f.parse}
 	}
-	if n.Kind != yaml.MappingNode {
-		return ps.errf(n, prefix, "must be a mapping, got %s", kindName(n))
-	}
-	if prefix != "" {
-		ps.p.lines[prefix] = n.Line
-	}
-	seen := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
-			return ps.errf(k, prefix, "keys must be strings, got %s", kindName(k))
-		}
-		key := join(prefix, keyName(k.Value))
-		if seen[k.Value] {
-			return ps.errf(k, key, "duplicate key")
-		}
-		seen[k.Value] = true
-		var f *field
-		for j := range fields {
-			if fields[j].key == k.Value {
-				f = &fields[j]
-			}
-		}
-		if f == nil {
-			known := make([]string, len(fields))
-			for j := range fields {
-				known[j] = fields[j].key
-			}
-			return ps.errf(k, key, "unknown key (known in %s: %s)", what, strings.Join(known, ", "))
-		}
-		ps.p.lines[key] = v.Line
-		if err := f.parse(key, v); err != nil {
-			return err
-		}
-	}
-	for _, f := range fields {
-		if f.required && !seen[f.key] {
-			return ps.errf(n, join(prefix, f.key), "missing")
-		}
-	}
-	return nil
+	return ps.w.Mapping(n, prefix, fs)
 }
 
 func (ps *parser) scalar(key string, v *yaml.Node, tags ...string) error {
@@ -259,7 +136,7 @@ func (ps *parser) scalar(key string, v *yaml.Node, tags ...string) error {
 		}
 	}
 	want := map[string]string{"!!str": "a string", "!!int": "an integer", "!!float": "a number", "!!bool": "a boolean"}[tags[0]]
-	return ps.errf(v, key, "must be %s, got %s", want, kindName(v))
+	return ps.errf(v, key, "must be %s, got %s", want, yamlx.KindName(v))
 }
 
 func (ps *parser) str(dst *string) func(string, *yaml.Node) error {
@@ -346,7 +223,7 @@ func (ps *parser) duration(dst *time.Duration) func(string, *yaml.Node) error {
 			return nil
 		}
 		if err := ps.scalar(key, v, "!!str"); err != nil {
-			return ps.errf(v, key, "must be a duration such as \"10m\" or \"90s\", got %s", kindName(v))
+			return ps.errf(v, key, "must be a duration such as \"10m\" or \"90s\", got %s", yamlx.KindName(v))
 		}
 		d, err := time.ParseDuration(v.Value)
 		if err != nil {
@@ -358,20 +235,7 @@ func (ps *parser) duration(dst *time.Duration) func(string, *yaml.Node) error {
 }
 
 func (ps *parser) sequence(key string, v *yaml.Node, max int, f func(key string, item *yaml.Node) error) error {
-	if v.Kind != yaml.SequenceNode {
-		return ps.errf(v, key, "must be a list, got %s", kindName(v))
-	}
-	if len(v.Content) > max {
-		return ps.errf(v, key, "at most %d entries, got %d", max, len(v.Content))
-	}
-	for i, item := range v.Content {
-		k := fmt.Sprintf("%s[%d]", key, i)
-		ps.p.lines[k] = item.Line
-		if err := f(k, item); err != nil {
-			return err
-		}
-	}
-	return nil
+	return ps.w.Sequence(v, key, max, f)
 }
 
 func (ps *parser) strList(dst *[]string) func(string, *yaml.Node) error {
@@ -543,7 +407,7 @@ func (ps *parser) aggregation(key string, v *yaml.Node) error {
 	}
 	if fields == nil && settings.Kind == yaml.MappingNode && len(settings.Content) > 0 {
 		k := settings.Content[0]
-		return ps.errf(k, skey+"."+keyName(k.Value), "strategy %q takes no settings", ag.Strategy)
+		return ps.errf(k, skey+"."+yamlx.KeyName(k.Value), "strategy %q takes no settings", ag.Strategy)
 	}
 	return ps.mapping(settings, skey, fields)
 }

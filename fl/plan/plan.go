@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/teeml/teeml/fl/strategy"
+	"github.com/teeml/teeml/internal/yamlx"
 	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/pki"
@@ -213,46 +214,21 @@ func SettingKeys(strategyName string) []string {
 // Name is the file name used in errors.
 func (p *Plan) Name() string { return p.name }
 
-// Error is a plan error: file, line (0 if unknown), dotted key, reason.
-type Error struct {
-	File string
-	Line int
-	Key  string
-	Msg  string
-}
+// Error is a plan error: file, line (0 if unknown), dotted key, reason
+// (yamlx.Error, the style of every teeml configuration file).
+type Error = yamlx.Error
 
-func (e *Error) Error() string {
-	where := e.File
-	if where == "" {
-		where = "plan"
+// fileName is the file named in errors: name, or "plan" without one.
+func fileName(name string) string {
+	if name == "" {
+		return "plan"
 	}
-	if e.Line > 0 {
-		where = fmt.Sprintf("%s:%d", where, e.Line)
-	}
-	if e.Key == "" {
-		return where + ": " + e.Msg
-	}
-	return where + ": " + e.Key + ": " + e.Msg
+	return name
 }
 
 func (p *Plan) errf(key, format string, args ...any) error {
-	line := 0
-	for k := key; k != ""; {
-		if l, ok := p.lines[k]; ok {
-			line = l
-			break
-		}
-		i := strings.LastIndexAny(k, ".[")
-		if i < 0 {
-			break
-		}
-		k = k[:i]
-	}
-	return &Error{File: p.name, Line: line, Key: key, Msg: oneLine(fmt.Sprintf(format, args...))}
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+	w := yamlx.Walker{File: fileName(p.name), Lines: p.lines}
+	return yamlx.Errorf(w.File, w.Line(key), key, format, args...)
 }
 
 func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
@@ -302,8 +278,37 @@ func datasetInfo(name string) (datasets.Info, bool) {
 }
 
 // Validate checks every value and the consistency between sections. Parse
-// calls it; call it again after changing a Plan in code.
+// calls it; call it again after changing a Plan in code. Sections are
+// checked in file order and the first problem is returned.
 func (p *Plan) Validate() error {
+	if err := p.validateAggregator(); err != nil {
+		return err
+	}
+	if err := p.validateCollaborator(); err != nil {
+		return err
+	}
+	info, err := p.validateDataLoader()
+	if err != nil {
+		return err
+	}
+	for _, check := range []func() error{
+		func() error { return p.validateTaskRunner(info) },
+		p.validateNetwork,
+		p.validateAssigner,
+		func() error { return p.validateTasks(info) },
+		p.validateAggregation,
+		p.validateStraggler,
+		p.validateEncryption,
+		p.validateAttestation,
+	} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Plan) validateAggregator() error {
 	a := &p.Aggregator
 	if a.RoundsToTrain < 1 {
 		return p.errf("aggregator.rounds_to_train", "must be ≥ 1, got %d", a.RoundsToTrain)
@@ -314,7 +319,7 @@ func (p *Plan) Validate() error {
 	states := map[string]string{}
 	for _, kv := range [][2]string{{"init_state_path", a.InitStatePath}, {"best_state_path", a.BestStatePath}, {"last_state_path", a.LastStatePath}} {
 		if err := checkRelPath(kv[1]); err != nil {
-			return p.errf("aggregator."+kv[0], "%v", err)
+			return p.errf("aggregator."+kv[0], "%w", err)
 		}
 		if !strings.HasPrefix(kv[1], "save/") {
 			return p.errf("aggregator."+kv[0], "%q must be under save/", kv[1])
@@ -327,7 +332,10 @@ func (p *Plan) Validate() error {
 	if a.MinCollaborators < 0 {
 		return p.errf("aggregator.min_collaborators", "must be ≥ 0 (0 = all), got %d", a.MinCollaborators)
 	}
+	return nil
+}
 
+func (p *Plan) validateCollaborator() error {
 	c := &p.Collaborator
 	if c.EpochsPerRound < 1 || c.EpochsPerRound > 10000 {
 		return p.errf("collaborator.epochs_per_round", "must be in 1..10000, got %d", c.EpochsPerRound)
@@ -335,38 +343,46 @@ func (p *Plan) Validate() error {
 	if c.OptTreatment != "reset" && c.OptTreatment != "continue_local" {
 		return p.errf("collaborator.opt_treatment", "must be reset or continue_local, got %q", c.OptTreatment)
 	}
+	return nil
+}
 
+// validateDataLoader also returns the dataset's description, which the
+// model and metrics are checked against.
+func (p *Plan) validateDataLoader() (datasets.Info, error) {
 	d := &p.DataLoader
 	info, ok := datasetInfo(d.Dataset)
 	if !ok {
-		return p.errf("data_loader.dataset", "unknown dataset %q (known: %s)", d.Dataset, strings.Join(datasets.Names(), ", "))
+		return info, p.errf("data_loader.dataset", "unknown dataset %q (known: %s)", d.Dataset, strings.Join(datasets.Names(), ", "))
 	}
 	if d.BatchSize < 1 || d.BatchSize > 1<<20 {
-		return p.errf("data_loader.batch_size", "must be in 1..1048576, got %d", d.BatchSize)
+		return info, p.errf("data_loader.batch_size", "must be in 1..1048576, got %d", d.BatchSize)
 	}
 	if !(d.TestFraction > 0 && d.TestFraction < 1) {
-		return p.errf("data_loader.test_fraction", "must be in (0, 1), got %v", d.TestFraction)
+		return info, p.errf("data_loader.test_fraction", "must be in (0, 1), got %v", d.TestFraction)
 	}
 	pt := &d.Partitioning
 	switch pt.Kind {
 	case "iid":
 		if pt.Alpha != 0 {
-			return p.errf("data_loader.partitioning.alpha", "only for kind dirichlet, got %v with kind iid", pt.Alpha)
+			return info, p.errf("data_loader.partitioning.alpha", "only for kind dirichlet, got %v with kind iid", pt.Alpha)
 		}
 	case "dirichlet":
 		if !(pt.Alpha > 0) || !finite(pt.Alpha) {
-			return p.errf("data_loader.partitioning.alpha", "must be positive and finite, got %v", pt.Alpha)
+			return info, p.errf("data_loader.partitioning.alpha", "must be positive and finite, got %v", pt.Alpha)
 		}
 		if info.Task != datasets.Classification {
-			return p.errf("data_loader.partitioning.kind", "dirichlet needs a classification dataset, %s is %s", d.Dataset, info.Task)
+			return info, p.errf("data_loader.partitioning.kind", "dirichlet needs a classification dataset, %s is %s", d.Dataset, info.Task)
 		}
 	default:
-		return p.errf("data_loader.partitioning.kind", "must be iid or dirichlet, got %q", pt.Kind)
+		return info, p.errf("data_loader.partitioning.kind", "must be iid or dirichlet, got %q", pt.Kind)
 	}
 	if pt.Shards < 1 || pt.Shards > info.Rows {
-		return p.errf("data_loader.partitioning.shards", "must be in 1..%d (rows of %s), got %d", info.Rows, d.Dataset, pt.Shards)
+		return info, p.errf("data_loader.partitioning.shards", "must be in 1..%d (rows of %s), got %d", info.Rows, d.Dataset, pt.Shards)
 	}
+	return info, nil
+}
 
+func (p *Plan) validateTaskRunner(info datasets.Info) error {
 	t := &p.TaskRunner
 	if err := p.validateRunner(); err != nil {
 		return err
@@ -377,7 +393,7 @@ func (p *Plan) Validate() error {
 	switch {
 	case t.Model == ml.KindLogReg && info.Task != datasets.Classification,
 		t.Model == ml.KindLinReg && info.Task != datasets.Regression:
-		return p.errf("task_runner.model", "%s does not fit %s dataset %s", t.Model, info.Task, d.Dataset)
+		return p.errf("task_runner.model", "%s does not fit %s dataset %s", t.Model, info.Task, p.DataLoader.Dataset)
 	}
 	if len(t.Hidden) > 0 && (t.Model == ml.KindLogReg || t.Model == ml.KindLinReg) {
 		return p.errf("task_runner.hidden", "%s has no hidden layers", t.Model)
@@ -396,10 +412,13 @@ func (p *Plan) Validate() error {
 	if !(t.LR > 0) || !finite(t.LR) || t.LR > 10 {
 		return p.errf("task_runner.lr", "must be in (0, 10], got %v", t.LR)
 	}
+	return nil
+}
 
+func (p *Plan) validateNetwork() error {
 	n := &p.Network
 	if err := checkHost(n.AggAddr); err != nil {
-		return p.errf("network.agg_addr", "%v", err)
+		return p.errf("network.agg_addr", "%w", err)
 	}
 	if n.AggPort < 1 || n.AggPort > 65535 {
 		return p.errf("network.agg_port", "must be in 1..65535, got %d", n.AggPort)
@@ -410,7 +429,10 @@ func (p *Plan) Validate() error {
 	if n.TLS != TLS {
 		return p.errf("network.tls", "must be %q: connections are always attested TLS, there is no insecure mode; got %q", TLS, n.TLS)
 	}
+	return nil
+}
 
+func (p *Plan) validateAssigner() error {
 	if len(p.Assigner.TaskGroups) == 0 {
 		return p.errf("assigner.task_groups", "must list at least one task group")
 	}
@@ -444,7 +466,10 @@ func (p *Plan) Validate() error {
 	if math.Abs(sum-1) > 1e-9 {
 		return p.errf("assigner.task_groups", "percentages must sum to 1, got %v", sum)
 	}
+	return nil
+}
 
+func (p *Plan) validateTasks(info datasets.Info) error {
 	for _, vt := range []struct {
 		key     string
 		metrics []string
@@ -453,38 +478,50 @@ func (p *Plan) Validate() error {
 		{"tasks." + TaskTrain + ".metrics", p.Tasks.Train.Metrics},
 		{"tasks." + TaskLocallyTunedModelValidation + ".metrics", p.Tasks.LocallyTunedModelValidation.Metrics},
 	} {
-		if len(vt.metrics) == 0 {
-			return p.errf(vt.key, "must list at least one metric")
-		}
-		for j, m := range vt.metrics {
-			key := fmt.Sprintf("%s[%d]", vt.key, j)
-			if !slices.Contains(Metrics(), m) {
-				return p.errf(key, "unknown metric %q (known: %s)", m, strings.Join(Metrics(), ", "))
-			}
-			if slices.Index(vt.metrics, m) != j {
-				return p.errf(key, "metric %q listed twice", m)
-			}
-			ok := true
-			switch m {
-			case "accuracy":
-				ok = info.Task == datasets.Classification
-			case "auc":
-				ok = info.Task == datasets.Classification && info.NumClasses == 2
-			case "rmse", "mae", "r2":
-				ok = info.Task == datasets.Regression
-			}
-			if vt.key == "tasks.train.metrics" && m != "loss" {
-				ok = false
-			}
-			if !ok {
-				return p.errf(key, "metric %q not available for this task on %s (%s)", m, d.Dataset, info.Task)
-			}
+		if err := p.validateMetrics(vt.key, vt.metrics, info); err != nil {
+			return err
 		}
 	}
 	if wd := p.Tasks.Train.WeightDecay; !(wd >= 0) || !finite(wd) || wd > 1 {
 		return p.errf("tasks.train.weight_decay", "must be in [0, 1], got %v", wd)
 	}
+	return nil
+}
 
+// validateMetrics checks one task's metrics list (at key): known, once
+// each, and available for the dataset's task (train reports loss only).
+func (p *Plan) validateMetrics(listKey string, metrics []string, info datasets.Info) error {
+	if len(metrics) == 0 {
+		return p.errf(listKey, "must list at least one metric")
+	}
+	for j, m := range metrics {
+		key := fmt.Sprintf("%s[%d]", listKey, j)
+		if !slices.Contains(Metrics(), m) {
+			return p.errf(key, "unknown metric %q (known: %s)", m, strings.Join(Metrics(), ", "))
+		}
+		if slices.Index(metrics, m) != j {
+			return p.errf(key, "metric %q listed twice", m)
+		}
+		ok := true
+		switch m {
+		case "accuracy":
+			ok = info.Task == datasets.Classification
+		case "auc":
+			ok = info.Task == datasets.Classification && info.NumClasses == 2
+		case "rmse", "mae", "r2":
+			ok = info.Task == datasets.Regression
+		}
+		if listKey == "tasks.train.metrics" && m != "loss" {
+			ok = false
+		}
+		if !ok {
+			return p.errf(key, "metric %q not available for this task on %s (%s)", m, p.DataLoader.Dataset, info.Task)
+		}
+	}
+	return nil
+}
+
+func (p *Plan) validateAggregation() error {
 	ag := &p.Aggregation
 	if !slices.Contains(strategy.Names(), ag.Strategy) {
 		return p.errf("aggregation.strategy", "unknown strategy %q (known: %s)", ag.Strategy, strings.Join(strategy.Names(), ", "))
@@ -500,7 +537,7 @@ func (p *Plan) Validate() error {
 			return p.errf(key, "not a setting of strategy %s (known: %s)", ag.Strategy, strings.Join(allowed, ", "))
 		}
 		if err := checkSetting(k, v); err != nil {
-			return p.errf(key, "%v", err)
+			return p.errf(key, "%w", err)
 		}
 	}
 	if v := ag.Validator.MaxUpdateNorm; !(v >= 0) || !finite(v) {
@@ -512,17 +549,13 @@ func (p *Plan) Validate() error {
 	if ag.Validator.MinAccepted < 0 {
 		return p.errf("aggregation.validator.min_accepted", "must be ≥ 0, got %d", ag.Validator.MinAccepted)
 	}
-	if a.MinCollaborators > 0 && ag.Validator.MinAccepted > a.MinCollaborators {
-		return p.errf("aggregation.validator.min_accepted", "%d exceeds aggregator.min_collaborators %d", ag.Validator.MinAccepted, a.MinCollaborators)
+	if mc := p.Aggregator.MinCollaborators; mc > 0 && ag.Validator.MinAccepted > mc {
+		return p.errf("aggregation.validator.min_accepted", "%d exceeds aggregator.min_collaborators %d", ag.Validator.MinAccepted, mc)
 	}
+	return nil
+}
 
-	if err := p.validateStraggler(); err != nil {
-		return err
-	}
-	if err := p.validateEncryption(); err != nil {
-		return err
-	}
-
+func (p *Plan) validateAttestation() error {
 	for _, role := range []string{"aggregator", "collaborator"} {
 		if _, ok := p.Attestation.Policy[role]; !ok {
 			return p.errf("attestation.policy", "missing policy for role %s", role)
@@ -531,10 +564,10 @@ func (p *Plan) Validate() error {
 	for _, role := range slices.Sorted(maps.Keys(p.Attestation.Policy)) {
 		key := "attestation.policy." + role
 		if err := pki.CheckRole(role); err != nil {
-			return p.errf(key, "%v", err)
+			return p.errf(key, "%w", err)
 		}
 		if err := checkRelPath(p.Attestation.Policy[role]); err != nil {
-			return p.errf(key, "%v", err)
+			return p.errf(key, "%w", err)
 		}
 		if !strings.HasPrefix(p.Attestation.Policy[role], "policies/") {
 			return p.errf(key, "%q must be under policies/", p.Attestation.Policy[role])

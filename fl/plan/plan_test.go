@@ -329,7 +329,7 @@ func TestStructuralErrors(t *testing.T) {
 		{strings.Replace(base, "tasks:\n  aggregated", "extra: 1\ntasks:\n  aggregated", 1), "plan.yaml:49: extra: unknown key (known in plan: aggregator,"},
 		{strings.Replace(base, "data_loader:", "data_loader: 3\nx_data_loader:", 1), "data_loader: must be a mapping, got an integer"},
 		{base[:strings.Index(base, "attestation:")], "plan.yaml:5: attestation: missing"},
-		{"aggregator: {rounds_to_train: 1\n", "plan.yaml: "},
+		{"aggregator: {rounds_to_train: 1\n", "plan.yaml:1: did not find expected"}, // the line of a syntax error is the line of the error
 		{"1: 2\n", "plan.yaml:1: keys must be strings, got an integer"},
 		{"\"a\\nb\": 1\n", `plan.yaml:1: "a\nb": unknown key`},
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/teeml/teeml/internal/yamlx"
 )
 
 // ModelExternal is task_runner.model for a model that an external training
@@ -117,7 +119,7 @@ func (ps *parser) runner(dst **Runner) func(string, *yaml.Node) error {
 					return nil
 				}
 				if v.Kind != yaml.MappingNode {
-					return ps.errf(v, key, "must be a list of workspace-relative paths (or the frozen mapping path: sha256), got %s", kindName(v))
+					return ps.errf(v, key, "must be a list of workspace-relative paths (or the frozen mapping path: sha256), got %s", yamlx.KindName(v))
 				}
 				return ps.stringMap(key, v, maxRunnerFiles, r.Files)
 			}},
@@ -128,7 +130,7 @@ func (ps *parser) runner(dst **Runner) func(string, *yaml.Node) error {
 // stringMap reads a mapping of strings to strings into dst.
 func (ps *parser) stringMap(key string, v *yaml.Node, max int, dst map[string]string) error {
 	if v.Kind != yaml.MappingNode {
-		return ps.errf(v, key, "must be a mapping, got %s", kindName(v))
+		return ps.errf(v, key, "must be a mapping, got %s", yamlx.KindName(v))
 	}
 	if len(v.Content)/2 > max {
 		return ps.errf(v, key, "at most %d entries, got %d", max, len(v.Content)/2)
@@ -136,9 +138,9 @@ func (ps *parser) stringMap(key string, v *yaml.Node, max int, dst map[string]st
 	for i := 0; i+1 < len(v.Content); i += 2 {
 		k, val := v.Content[i], v.Content[i+1]
 		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
-			return ps.errf(k, key, "keys must be strings, got %s", kindName(k))
+			return ps.errf(k, key, "keys must be strings, got %s", yamlx.KindName(k))
 		}
-		kk := key + "." + keyName(k.Value)
+		kk := key + "." + yamlx.KeyName(k.Value)
 		if _, dup := dst[k.Value]; dup {
 			return ps.errf(k, kk, "duplicate key")
 		}
@@ -169,6 +171,17 @@ func (p *Plan) validateRunner() error {
 	if len(t.Hidden) > 0 {
 		return p.errf("task_runner.hidden", "model %s: the runner defines the architecture", ModelExternal)
 	}
+	for _, check := range []func(*Runner) error{p.validateRunnerFiles, p.validateRunnerCommand, p.validateRunnerEnv} {
+		if err := check(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateRunnerFiles checks task_runner.runner.files: workspace paths,
+// digests (once pinned) in lower-case hex.
+func (p *Plan) validateRunnerFiles(r *Runner) error {
 	if len(r.Files) == 0 {
 		return p.errf("task_runner.runner.files", "must list the runner's code (plan init pins its SHA-256 into the plan)")
 	}
@@ -176,9 +189,9 @@ func (p *Plan) validateRunner() error {
 		return p.errf("task_runner.runner.files", "at most %d files, got %d", maxRunnerFiles, len(r.Files))
 	}
 	for _, f := range slices.Sorted(maps.Keys(r.Files)) {
-		key := "task_runner.runner.files." + keyName(f)
+		key := "task_runner.runner.files." + yamlx.KeyName(f)
 		if err := checkRelPath(f); err != nil {
-			return p.errf(key, "%v", err)
+			return p.errf(key, "%w", err)
 		}
 		if d := r.Files[f]; d != "" {
 			if _, err := hex.DecodeString(d); err != nil || len(d) != 64 || strings.ToLower(d) != d {
@@ -186,6 +199,12 @@ func (p *Plan) validateRunner() error {
 			}
 		}
 	}
+	return nil
+}
+
+// validateRunnerCommand checks task_runner.runner.command (its executable
+// absolute or one of the files, never looked up in PATH) and timeout.
+func (p *Plan) validateRunnerCommand(r *Runner) error {
 	if len(r.Command) == 0 {
 		return p.errf("task_runner.runner.command", "must not be empty")
 	}
@@ -212,8 +231,13 @@ func (p *Plan) validateRunner() error {
 	if r.Timeout < time.Second || r.Timeout > 7*24*time.Hour {
 		return p.errf("task_runner.runner.timeout", "must be in 1s..168h, got %v", r.Timeout)
 	}
+	return nil
+}
+
+// validateRunnerEnv checks task_runner.runner.env.
+func (p *Plan) validateRunnerEnv(r *Runner) error {
 	for _, k := range slices.Sorted(maps.Keys(r.Env)) {
-		key := "task_runner.runner.env." + keyName(k)
+		key := "task_runner.runner.env." + yamlx.KeyName(k)
 		if !envName(k) {
 			return p.errf(key, "%q is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)", k)
 		}
@@ -314,30 +338,30 @@ func (p *Plan) VerifyRunnerFiles(ws string) error {
 // symbolic link out of the workspace is refused).
 func HashRunnerFile(ws, rel string) (string, error) {
 	fail := func(format string, args ...any) (string, error) {
-		return "", fmt.Errorf("plan: task_runner.runner.files: %s: %s", rel, fmt.Sprintf(format, args...))
+		return "", fmt.Errorf("plan: task_runner.runner.files: %s: "+format, append([]any{rel}, args...)...)
 	}
 	if err := checkRelPath(rel); err != nil {
-		return fail("%v", err)
+		return fail("%w", err)
 	}
 	root, err := filepath.EvalSymlinks(ws)
 	if err != nil {
-		return fail("workspace: %v", err)
+		return fail("workspace: %w", err)
 	}
 	real, err := filepath.EvalSymlinks(filepath.Join(ws, filepath.FromSlash(rel)))
 	if err != nil {
-		return fail("%v", err)
+		return fail("%w", err)
 	}
 	if r, err := filepath.Rel(root, real); err != nil || r == ".." || strings.HasPrefix(r, ".."+string(filepath.Separator)) {
 		return fail("resolves to %s, outside the workspace", real)
 	}
 	f, err := os.Open(real)
 	if err != nil {
-		return fail("%v", err)
+		return fail("%w", err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return fail("%v", err)
+		return fail("%w", err)
 	}
 	if !st.Mode().IsRegular() {
 		return fail("not a regular file")
@@ -347,7 +371,7 @@ func HashRunnerFile(ws, rel string) (string, error) {
 	}
 	h := sha256.New()
 	if _, err := io.Copy(h, io.LimitReader(f, MaxRunnerFileSize+1)); err != nil {
-		return fail("%v", err)
+		return fail("%w", err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

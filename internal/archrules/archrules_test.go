@@ -47,7 +47,10 @@ func TestRulesTrip(t *testing.T) {
 	write(t, root, "kms/testdata/x.go", "package x\nimport _ \""+Module+"/vfl/run\"\n")
 	write(t, root, "fl/run/run.go", "package run\n")
 	write(t, root, "vfl/run/run.go", "package run\n")
-	write(t, root, "cmd/teeml/main.go", "package main\nimport _ \"net\"\n")
+	write(t, root, "cmd/teeml/main.go", "package main\nimport _ \"net\"\nimport _ \""+Module+"/fl/run\"\n")
+	write(t, root, "cmd/teeml/psi.go", "package main\nimport _ \""+Module+"/party\"\n")
+	write(t, root, "party/party.go", "package party\nimport _ \""+Module+"/ratls\"\n")
+	write(t, root, "ratls/ratls.go", "package ratls\n")
 	write(t, root, "fl/encrypted/e.go", "package encrypted\nimport _ \""+Module+"/kms\"\n")
 	g, err := Load(root)
 	if err != nil {
@@ -70,10 +73,13 @@ func TestRulesTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	write(t, root, "kms/store/store.go", "package store\n")
-	if err := os.Remove(filepath.Join(root, "cmd/teeml/main.go")); err != nil {
+	// The CLI may reach ratls through a service (fl/run → ratls), just
+	// not import it, party or net itself.
+	write(t, root, "fl/run/run.go", "package run\nimport _ \""+Module+"/ratls\"\n")
+	write(t, root, "cmd/teeml/main.go", "package main\nimport _ \""+Module+"/fl/run\"\n")
+	if err := os.Remove(filepath.Join(root, "cmd/teeml/psi.go")); err != nil {
 		t.Fatal(err)
 	}
-	write(t, root, "cmd/teeml/main.go", "package main\nimport _ \""+Module+"/fl/run\"\n")
 	g, err = Load(root)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/teeml/teeml/attest"
 	partypkg "github.com/teeml/teeml/party"
+	"github.com/teeml/teeml/vfl/plan"
 )
 
 // attestation is this side's party (attestation only: no PKI identity)
@@ -37,7 +38,7 @@ func loadAttestation(ctx context.Context, planDir, role string, log *slog.Logger
 // credentials returns RA-TLS transport credentials in attestation-only mode:
 // a self-signed RA-TLS certificate carrying this side's evidence, and the
 // peer verified against the plan's policy for the peer's role.
-func (a *attestation) credentials(ctx context.Context, p *Plan, role string, server bool, log *slog.Logger) (credentials.TransportCredentials, func(), error) {
+func (a *attestation) credentials(ctx context.Context, p *plan.Plan, role string, server bool, log *slog.Logger) (credentials.TransportCredentials, func(), error) {
 	peerRole := RoleFollower
 	if role == RoleFollower {
 		peerRole = RoleLeader

@@ -9,6 +9,7 @@ import (
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/vfl/bridge"
 	"github.com/teeml/teeml/vfl/join"
+	"github.com/teeml/teeml/vfl/plan"
 	"github.com/teeml/teeml/vfl/split"
 )
 
@@ -21,21 +22,21 @@ const (
 // LoadSide loads what one party holds: the plan's dataset restricted to
 // the party's columns (plus the labels for the leader), minus the seeded
 // DropIDs fraction of rows that simulates IDs only the other side has.
-func LoadSide(p *Plan, role string) (*datasets.Dataset, error) {
+func LoadSide(p *plan.Plan, role string) (*datasets.Dataset, error) {
 	full, err := datasets.Load(p.Dataset)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.checkColumns(full); err != nil {
+	if err := p.CheckColumns(full); err != nil {
 		return nil, err
 	}
 	if full.Task != datasets.Classification || full.NumClasses != 2 {
-		return nil, p.errf("dataset", "%s is not a binary classification dataset (split models are binary classifiers)", p.Dataset)
+		return nil, p.Errorf("dataset", "%s is not a binary classification dataset (split models are binary classifiers)", p.Dataset)
 	}
 	// The rest of the columns go to the "other" party of SplitColumns; only
 	// this side's part is kept.
 	var other []string
-	own := p.side(role).Columns
+	own := p.Side(role).Columns
 	for _, c := range full.Columns {
 		if !slices.Contains(own, c.Name) {
 			other = append(other, c.Name)
@@ -53,7 +54,7 @@ func LoadSide(p *Plan, role string) (*datasets.Dataset, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f := p.side(role).DropIDs; f > 0 {
+	if f := p.Side(role).DropIDs; f > 0 {
 		var keep []string
 		for _, id := range ds.IDs {
 			if unitHash(p.Seed, "drop-"+role, id) >= f {
@@ -118,7 +119,7 @@ type Prepared struct {
 // Prepare aligns ds's rows to the common IDs (in the agreed order), splits
 // them into train and test by a seeded hash of the ID (so both sides agree
 // without talking), and fits this side's preprocessing on its train rows.
-func Prepare(p *Plan, ds *datasets.Dataset, common []string) (*Prepared, error) {
+func Prepare(p *plan.Plan, ds *datasets.Dataset, common []string) (*Prepared, error) {
 	if len(common) == 0 {
 		return nil, fmt.Errorf("vfl: the parties have no ID in common")
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ratls"
 	"github.com/teeml/teeml/vfl/bridge"
+	"github.com/teeml/teeml/vfl/plan"
 	"github.com/teeml/teeml/vfl/psi"
 	"github.com/teeml/teeml/vfl/split"
 )
@@ -95,7 +96,7 @@ type Result struct {
 // party is one side's running state.
 type party struct {
 	o        Options
-	plan     *Plan
+	plan     *plan.Plan
 	role     string
 	log      *slog.Logger
 	out      io.Writer
@@ -136,7 +137,7 @@ func newParty(ctx context.Context, op *Options, what string) (*party, Connector,
 		log = slog.Default()
 	}
 	log = log.With("role", o.Role)
-	p, err := LoadPlan(o.Plan)
+	p, err := plan.Load(o.Plan)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -235,7 +236,7 @@ func (pt *party) transport(ctx context.Context) (Connector, func(), error) {
 		lis, err := lc.Listen(ctx, "tcp", addr)
 		if err != nil {
 			closeCreds()
-			return nil, nil, fmt.Errorf("listen %s: %v", addr, err)
+			return nil, nil, fmt.Errorf("listen %s: %w", addr, err)
 		}
 		srv := grpc.NewServer(grpc.Creds(creds))
 		bs := bridge.NewServer()
@@ -273,7 +274,7 @@ func (pt *party) transport(ctx context.Context) (Connector, func(), error) {
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}, MinConnectTimeout: 10 * time.Second}))
 	if err != nil {
 		closeCreds()
-		return nil, nil, fmt.Errorf("peer %s: %v", pt.o.Peer, err)
+		return nil, nil, fmt.Errorf("peer %s: %w", pt.o.Peer, err)
 	}
 	pt.psiT = psiDialer{cc: cc, addr: pt.o.Peer}
 	return dialer{cc}, func() { cc.Close(); closeCreds() }, nil
@@ -348,6 +349,8 @@ func (pt *party) run(ctx context.Context, conn Connector, session func(context.C
 			return nil, ctx.Err()
 		}
 		if time.Now().After(giveUp) {
+			// %v, not %w: wrapping the last dial error would let outcome
+			// count giving up as "lost" or "refused" instead of "failed".
 			return nil, fmt.Errorf("vfl %s: no working channel to the peer for %s: %v", pt.role, reconnect, err)
 		}
 		pt.log.Debug("bridge channel: retrying", "err", err, "in", wait)
@@ -435,7 +438,7 @@ func (pt *party) session(ctx context.Context, c *bridge.Conn) (*Result, error) {
 
 // newModel builds this side's half from the plan (fresh initialisation).
 func (pt *party) newModel() error {
-	spec := pt.plan.spec(pt.role)
+	spec := pt.plan.Spec(pt.role)
 	spec.Columns = pt.prep.Columns
 	var err error
 	if pt.role == RoleLeader {

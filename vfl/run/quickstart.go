@@ -17,6 +17,7 @@ import (
 
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/internal/childlog"
+	"github.com/teeml/teeml/vfl/plan"
 	"github.com/teeml/teeml/vfl/split"
 )
 
@@ -128,135 +129,176 @@ func quickstartOne(ctx context.Context, o QuickstartOptions, out io.Writer, root
 			epochs = 5
 		}
 	}
-	plan, err := SetupSimulated(SetupOptions{Dir: dir, Dataset: ds, Kind: o.Kind, Epochs: epochs})
+	planFile, err := SetupSimulated(SetupOptions{Dir: dir, Dataset: ds, Kind: o.Kind, Epochs: epochs})
 	if err != nil {
 		return nil, fmt.Errorf("quickstart %s: %w", ds, err)
 	}
 	fmt.Fprintf(out, "== %s: plan %s; follower and leader as separate processes over loopback RA-TLS (logs in %s)\n",
-		ds, plan, filepath.Join(dir, "logs"))
+		ds, planFile, filepath.Join(dir, "logs"))
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
+	qp := &quickstartParties{ctx: ctx, cancel: cancel, o: o, out: out, dir: dir, planFile: planFile, addrCh: make(chan string, 1)}
+	if err := qp.run(ds); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "== %s: PSI %s\n", ds, qp.psiLine)
+	r := &QuickstartRun{Dataset: ds, Plan: planFile, Federated: *qp.fed, LeaderModel: qp.model, PSI: qp.psiLine}
+	if err := quickstartBaselines(ctx, o, out, dir, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
 
-	var (
-		mu       sync.Mutex
-		firstErr error
-		wg       sync.WaitGroup
-		fed      *split.Metrics
-		model    string
-		psiLine  string
-	)
-	addrCh := make(chan string, 1)
-	start := func(role string, args []string) error {
-		logPath := filepath.Join(dir, "logs", role+".log")
-		logf, err := os.Create(logPath)
-		if err != nil {
-			return err
-		}
-		cmd := exec.CommandContext(ctx, o.Executable, append([]string{"--log-level", o.LogLevel, "vfl", role, "--plan", plan}, args...)...)
-		cmd.Stderr = logf
-		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-		cmd.WaitDelay = 5 * time.Second
-		setPdeathsig(cmd)
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			logf.Close()
-			return err
-		}
-		if err := cmd.Start(); err != nil {
-			logf.Close()
-			return fmt.Errorf("start %s: %v", role, err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer logf.Close()
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				line := sc.Text()
-				if a, ok := strings.CutPrefix(line, "vfl follower: listening on "); ok {
-					select {
-					case addrCh <- strings.Fields(a)[0]:
-					default:
-					}
-				}
-				if m, ok := parseResult(line); ok {
-					mu.Lock()
-					fed = &m
-					mu.Unlock()
-				}
-				if s, ok := strings.CutPrefix(line, psiSummaryPrefix(RoleLeader)); ok && role == RoleLeader {
-					mu.Lock()
-					psiLine = s
-					mu.Unlock()
-				}
-				if s, ok := strings.CutPrefix(line, "vfl leader: model "); ok {
-					mu.Lock()
-					model = s
-					mu.Unlock()
-				}
-				fmt.Fprintf(out, "[%s] %s\n", role, line)
-			}
-			if err := cmd.Wait(); err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = fmt.Errorf("%s failed: %v%s", role, err, childlog.LastLine(logPath))
-				}
-				mu.Unlock()
-				cancel()
-			}
-		}()
-		return nil
-	}
-	if err := start(RoleFollower, []string{"--listen", "127.0.0.1:0"}); err != nil {
-		cancel()
-		wg.Wait()
-		return nil, err
-	}
-	var addr string
-	select {
-	case addr = <-addrCh:
-	case <-ctx.Done():
-		wg.Wait()
-		return nil, fmt.Errorf("quickstart %s: the follower never listened: %v", ds, firstErrOr(&mu, &firstErr, ctx.Err()))
-	}
-	if err := start(RoleLeader, []string{"--peer", addr}); err != nil {
-		cancel()
-		wg.Wait()
-		return nil, err
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, fmt.Errorf("quickstart %s: %w (directory %s)", ds, firstErr, dir)
-	}
-	if fed == nil {
-		return nil, fmt.Errorf("quickstart %s: the leader reported no test metrics (see %s)", ds, filepath.Join(dir, "logs", "leader.log"))
-	}
-	if psiLine == "" {
-		return nil, fmt.Errorf("quickstart %s: the leader reported no PSI summary (see %s)", ds, filepath.Join(dir, "logs", "leader.log"))
-	}
-	fmt.Fprintf(out, "== %s: PSI %s\n", ds, psiLine)
+// quickstartBaselines trains r's plan centralised (both halves in one
+// process) and as teeml's non-split reference model on the joined table,
+// filling r.Centralised and r.Reference.
+func quickstartBaselines(ctx context.Context, o QuickstartOptions, out io.Writer, dir string, r *QuickstartRun) error {
+	ds, fed := r.Dataset, &r.Federated
 	fmt.Fprintf(out, "== %s: centralised baseline: the same model on the same common rows, both halves in one process\n", ds)
-	l, _, err := RunInProcess(ctx, plan, filepath.Join(dir, "centralised"), o.Logger)
+	l, _, err := RunInProcess(ctx, r.Plan, filepath.Join(dir, "centralised"), o.Logger)
 	if err != nil {
-		return nil, fmt.Errorf("quickstart %s: centralised baseline: %w", ds, err)
+		return fmt.Errorf("quickstart %s: centralised baseline: %w", ds, err)
 	}
 	c := *l.Metrics
 	fmt.Fprintf(out, "== %s: federated test AUC %.4f (accuracy %.4f, log-loss %.4f); centralised AUC %.4f (accuracy %.4f, log-loss %.4f); difference %+.2f points\n",
 		ds, fed.AUC, fed.Accuracy, fed.LogLoss, c.AUC, c.Accuracy, c.LogLoss, points(fed.AUC, c.AUC))
-	pl, err := LoadPlan(plan)
+	pl, err := plan.Load(r.Plan)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ref, err := ReferenceJoined(ctx, pl)
 	if err != nil {
-		return nil, fmt.Errorf("quickstart %s: joined-table reference: %w", ds, err)
+		return fmt.Errorf("quickstart %s: joined-table reference: %w", ds, err)
 	}
 	fmt.Fprintf(out, "== %s: reference: teeml's non-split %s model (GoMLX) on the joined table (same rows, split, epochs, batch, learning rate): AUC %.4f (accuracy %.4f, log-loss %.4f)\n",
 		ds, refKind(pl.Model.Kind), ref.AUC, ref.Accuracy, ref.LogLoss)
-	return &QuickstartRun{Dataset: ds, Plan: plan, Federated: *fed, Centralised: c, Reference: ref, LeaderModel: model, PSI: psiLine}, nil
+	r.Centralised, r.Reference = c, ref
+	return nil
+}
+
+// quickstartParties runs the follower and the leader of one quickstart
+// dataset as child processes (`teeml vfl follower|leader`), echoes their
+// output and collects what they report. The first failure cancels ctx,
+// stopping the other.
+type quickstartParties struct {
+	ctx           context.Context
+	cancel        context.CancelFunc
+	o             QuickstartOptions
+	out           io.Writer
+	dir, planFile string
+	addrCh        chan string // the follower's listening address
+
+	wg       sync.WaitGroup
+	mu       sync.Mutex // guards the fields below
+	firstErr error
+	fed      *split.Metrics // the leader's test metrics
+	model    string         // the leader's exported model line
+	psiLine  string         // the leader's PSI summary
+}
+
+// run starts the follower, then the leader dialling it, waits for both and
+// checks the leader reported its metrics and PSI summary.
+func (qp *quickstartParties) run(ds string) error {
+	if err := qp.start(RoleFollower, []string{"--listen", "127.0.0.1:0"}); err != nil {
+		qp.cancel()
+		qp.wg.Wait()
+		return err
+	}
+	var addr string
+	select {
+	case addr = <-qp.addrCh:
+	case <-qp.ctx.Done():
+		qp.wg.Wait()
+		return fmt.Errorf("quickstart %s: the follower never listened: %v", ds, firstErrOr(&qp.mu, &qp.firstErr, qp.ctx.Err()))
+	}
+	if err := qp.start(RoleLeader, []string{"--peer", addr}); err != nil {
+		qp.cancel()
+		qp.wg.Wait()
+		return err
+	}
+	qp.wg.Wait()
+	leaderLog := filepath.Join(qp.dir, "logs", "leader.log")
+	switch {
+	case qp.firstErr != nil:
+		return fmt.Errorf("quickstart %s: %w (directory %s)", ds, qp.firstErr, qp.dir)
+	case qp.fed == nil:
+		return fmt.Errorf("quickstart %s: the leader reported no test metrics (see %s)", ds, leaderLog)
+	case qp.psiLine == "":
+		return fmt.Errorf("quickstart %s: the leader reported no PSI summary (see %s)", ds, leaderLog)
+	}
+	return nil
+}
+
+// start launches role's process, its stderr to logs/ROLE.log, its stdout
+// watched by a goroutine.
+func (qp *quickstartParties) start(role string, args []string) error {
+	logPath := filepath.Join(qp.dir, "logs", role+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(qp.ctx, qp.o.Executable, append([]string{"--log-level", qp.o.LogLevel, "vfl", role, "--plan", qp.planFile}, args...)...)
+	cmd.Stderr = logf
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 5 * time.Second
+	setPdeathsig(cmd)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		logf.Close()
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s: %w", role, err)
+	}
+	qp.wg.Add(1)
+	go qp.watch(role, cmd, stdout, logf, logPath)
+	return nil
+}
+
+// watch echoes and parses role's stdout until it exits; a failed exit is
+// recorded (the first one) and cancels the run.
+func (qp *quickstartParties) watch(role string, cmd *exec.Cmd, stdout io.Reader, logf *os.File, logPath string) {
+	defer qp.wg.Done()
+	defer logf.Close()
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		qp.line(role, sc.Text())
+	}
+	if err := cmd.Wait(); err != nil {
+		qp.mu.Lock()
+		if qp.firstErr == nil {
+			qp.firstErr = fmt.Errorf("%s failed: %w%s", role, err, childlog.LastLine(logPath))
+		}
+		qp.mu.Unlock()
+		qp.cancel()
+	}
+}
+
+// line handles one stdout line of role: the follower's address, the
+// leader's results, and the echo "[role] line".
+func (qp *quickstartParties) line(role, line string) {
+	if a, ok := strings.CutPrefix(line, "vfl follower: listening on "); ok {
+		select {
+		case qp.addrCh <- strings.Fields(a)[0]:
+		default:
+		}
+	}
+	qp.mu.Lock()
+	if m, ok := parseResult(line); ok {
+		qp.fed = &m
+	}
+	if s, ok := strings.CutPrefix(line, psiSummaryPrefix(RoleLeader)); ok && role == RoleLeader {
+		qp.psiLine = s
+	}
+	if s, ok := strings.CutPrefix(line, "vfl leader: model "); ok {
+		qp.model = s
+	}
+	qp.mu.Unlock()
+	fmt.Fprintf(qp.out, "[%s] %s\n", role, line)
 }
 
 func firstErrOr(mu *sync.Mutex, e *error, def error) error {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
+	"github.com/teeml/teeml/vfl/plan"
 	"github.com/teeml/teeml/vfl/split"
 )
 
@@ -17,7 +18,7 @@ import (
 // epochs, learning rate and seed. It is an independent implementation, a
 // cross-check of the split model's numbers (the in-process centralised
 // baseline runs the split model's own code).
-func ReferenceJoined(ctx context.Context, p *Plan) (split.Metrics, error) {
+func ReferenceJoined(ctx context.Context, p *plan.Plan) (split.Metrics, error) {
 	full, err := datasets.Load(p.Dataset)
 	if err != nil {
 		return split.Metrics{}, err
@@ -74,12 +75,12 @@ func ReferenceJoined(ctx context.Context, p *Plan) (split.Metrics, error) {
 	}
 	m, err := ml.New(kind, spec, p.Seed)
 	if err != nil {
-		return split.Metrics{}, fmt.Errorf("reference model: %v", err)
+		return split.Metrics{}, fmt.Errorf("reference model: %w", err)
 	}
 	cfg := ml.DefaultTrainConfig(kind)
 	cfg.Epochs, cfg.BatchSize, cfg.LR, cfg.Seed = p.Training.Epochs, p.Training.BatchSize, p.Training.LearningRate, p.Seed
 	if err := m.Train(ctx, train, cfg, nil); err != nil {
-		return split.Metrics{}, fmt.Errorf("reference model: %v", err)
+		return split.Metrics{}, fmt.Errorf("reference model: %w", err)
 	}
 	probs, err := m.Predict(test)
 	if err != nil {

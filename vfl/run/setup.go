@@ -99,7 +99,7 @@ func SetupSimulated(o SetupOptions) (string, error) {
 		model = fmt.Sprintf("  kind: widedeep\n  act_width: %d\n  hidden: [32]\n  embedding: %d\n", split.DefaultActWidth, split.DefaultEmbedding)
 	}
 	plan := fmt.Sprintf(`# %s
-# teeml vertical FL plan written by teeml vfl quickstart (see vfl/run.Plan).
+# teeml vertical FL plan written by teeml vfl quickstart (see vfl/plan.Plan).
 name: quickstart-%s-%s
 dataset: %s
 test_fraction: 0.2

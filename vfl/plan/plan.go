@@ -1,28 +1,41 @@
-package run
+// Package plan is the vertical-FL plan (plan.yaml) both parties of a VFL
+// session load: the dataset, each side's columns and attestation policy,
+// the split model, the training schedule and the network timeouts. Parsing
+// is strict (internal/yamlx): unknown and duplicate keys, anchors and wrong
+// types are refused, and every error names file:line: key: reason, e.g.
+//
+//	plan.yaml:15: training.epochs: 0 outside 1..100000
+//
+// Load also reads the two policy files the plan names and computes the plan
+// hash the parties compare in the bridge handshake.
+package plan
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
-	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/teeml/teeml/attest/policy"
+	"github.com/teeml/teeml/internal/yamlx"
 	"github.com/teeml/teeml/ml/datasets"
+	"github.com/teeml/teeml/vfl/bridge"
 	"github.com/teeml/teeml/vfl/split"
 )
 
-// MaxPlanSize bounds a plan file.
-const MaxPlanSize = 1 << 20
+// Roles of the two parties.
+const (
+	RoleLeader   = bridge.RoleLeader
+	RoleFollower = bridge.RoleFollower
+)
+
+// MaxSize bounds a plan file.
+const MaxSize = 1 << 20
 
 // Plan is a vertical-FL plan (plan.yaml), identical at both parties: what
 // data each side contributes, the model, the training schedule, and the
@@ -72,7 +85,7 @@ type Plan struct {
 	// rows: "both" (the default and the only mode split training can use).
 	PSIMode string `yaml:"psi_mode,omitempty" json:"psi_mode,omitempty"`
 
-	// Filled by LoadPlan.
+	// Filled by Load.
 	path     string
 	policies map[string]*policy.Policy
 	hash     string
@@ -129,129 +142,66 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
-// PlanError is a plan problem: file:line: key: reason.
-type PlanError struct {
-	File string
-	Line int
-	Key  string
-	Msg  string
+// Error is a plan problem: file:line: key: reason.
+type Error = yamlx.Error
+
+// Errorf is an Error at key (dotted, e.g. "training.epochs"), on the line
+// of key or of its nearest enclosing key.
+func (p *Plan) Errorf(key, format string, args ...any) error {
+	w := yamlx.Walker{File: p.path, Lines: p.lines}
+	return yamlx.Errorf(p.path, w.Line(key), key, format, args...)
 }
 
-func (e *PlanError) Error() string {
-	where := e.File
-	if e.Line > 0 {
-		where += ":" + strconv.Itoa(e.Line)
-	}
-	if e.Key == "" {
-		return where + ": " + e.Msg
-	}
-	return where + ": " + e.Key + ": " + e.Msg
-}
-
-func (p *Plan) errf(key, format string, args ...any) error {
-	line := 0
-	for k := key; k != ""; {
-		if l, ok := p.lines[k]; ok {
-			line = l
-			break
-		}
-		i := strings.LastIndexByte(k, '.')
-		if i < 0 {
-			break
-		}
-		k = k[:i]
-	}
-	return &PlanError{File: p.path, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
-}
-
-var (
-	yamlLine     = regexp.MustCompile(`line (\d+): (.*)`)
-	unknownField = regexp.MustCompile(`^field \S+ not found in type`)
-)
-
-// ParsePlan parses plan bytes strictly (unknown keys, duplicate keys and
+// Parse parses plan bytes strictly (unknown keys, duplicate keys and
 // wrong types refused with file:line) and validates them; policy files are
-// not read (see LoadPlan).
-func ParsePlan(data []byte, path string) (*Plan, error) {
-	p := &Plan{path: path, lines: map[string]int{}}
-	if len(data) > MaxPlanSize {
-		return nil, &PlanError{File: path, Msg: fmt.Sprintf("plan is %d bytes, at most %d", len(data), MaxPlanSize)}
+// not read (see Load).
+func Parse(data []byte, path string) (*Plan, error) {
+	p := &Plan{path: path}
+	lines, err := yamlx.Decode(data, path, "plan", MaxSize, p)
+	if err != nil {
+		return nil, err
 	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlErr(path, err)
-	}
-	if len(root.Content) == 0 {
-		return nil, &PlanError{File: path, Msg: "empty plan"}
-	}
-	recordLines(root.Content[0], "", p.lines)
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(p); err != nil {
-		pe := yamlErr(path, err)
-		// Name the key on that line when there is one.
-		for k, l := range p.lines {
-			if l == pe.Line && len(k) > len(pe.Key) {
-				pe.Key = k
-			}
-		}
-		return nil, pe
-	}
+	p.lines = lines
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-func yamlErr(path string, err error) *PlanError {
-	var te *yaml.TypeError
-	msg := err.Error()
-	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msg = te.Errors[0]
-	}
-	msg = strings.TrimPrefix(msg, "yaml: ")
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		l, _ := strconv.Atoi(m[1])
-		msg := m[2]
-		if unknownField.MatchString(msg) {
-			msg = "unknown key (not part of the plan format)"
-		}
-		return &PlanError{File: path, Line: l, Msg: msg}
-	}
-	return &PlanError{File: path, Msg: msg}
-}
-
-func recordLines(n *yaml.Node, prefix string, lines map[string]int) {
-	if n.Kind != yaml.MappingNode {
-		return
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := n.Content[i].Value
-		if prefix != "" {
-			k = prefix + "." + k
-		}
-		lines[k] = n.Content[i].Line
-		recordLines(n.Content[i+1], k, lines)
-	}
-}
-
+// validate checks the plan section by section (first problem returned)
+// and fills the defaults.
 func (p *Plan) validate() error {
+	for _, check := range []func() error{p.validateTop, p.validateModel, p.validateSides, p.validateTraining, p.validateNetwork} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateTop checks the top-level keys.
+func (p *Plan) validateTop() error {
 	if p.Name == "" {
-		return p.errf("name", "missing")
+		return p.Errorf("name", "missing")
 	}
 	if p.Dataset == "" {
-		return p.errf("dataset", "missing")
+		return p.Errorf("dataset", "missing")
 	}
 	if !(p.TestFraction > 0 && p.TestFraction < 1) {
-		return p.errf("test_fraction", "%v outside (0, 1)", p.TestFraction)
+		return p.Errorf("test_fraction", "%v outside (0, 1)", p.TestFraction)
 	}
 	switch p.PSIMode {
 	case "", "both":
 	case "leader-learns":
-		return p.errf("psi_mode", "leader-learns leaves the follower without the aligned order, so it cannot build its half of each batch; split training needs both (use teeml vfl psi --mode leader-learns for a leader-only intersection)")
+		return p.Errorf("psi_mode", "leader-learns leaves the follower without the aligned order, so it cannot build its half of each batch; split training needs both (use teeml vfl psi --mode leader-learns for a leader-only intersection)")
 	default:
-		return p.errf("psi_mode", "%q: want both", p.PSIMode)
+		return p.Errorf("psi_mode", "%q: want both", p.PSIMode)
 	}
+	return nil
+}
+
+// validateModel checks the model section and fills its kind's defaults.
+func (p *Plan) validateModel() error {
 	m := &p.Model
 	switch m.Kind {
 	case split.KindLR:
@@ -259,7 +209,7 @@ func (p *Plan) validate() error {
 			m.ActWidth = 1
 		}
 		if m.ActWidth != 1 || len(m.Hidden) > 0 || m.Embedding != 0 {
-			return p.errf("model", "kind lr takes no act_width (other than 1), hidden or embedding")
+			return p.Errorf("model", "kind lr takes no act_width (other than 1), hidden or embedding")
 		}
 	case split.KindWideDeep:
 		if m.ActWidth == 0 {
@@ -272,47 +222,62 @@ func (p *Plan) validate() error {
 			m.Hidden = append([]int(nil), split.DefaultHidden...)
 		}
 	case "":
-		return p.errf("model.kind", "missing (lr or widedeep)")
+		return p.Errorf("model.kind", "missing (lr or widedeep)")
 	default:
-		return p.errf("model.kind", "%q: want lr or widedeep", m.Kind)
+		return p.Errorf("model.kind", "%q: want lr or widedeep", m.Kind)
 	}
-	if err := p.spec(RoleLeader).Validate(); err != nil {
-		return p.errf("model", "%v", err)
+	if err := p.Spec(RoleLeader).Validate(); err != nil {
+		return p.Errorf("model", "%w", err)
 	}
+	return nil
+}
+
+// validateSides checks the leader and follower sections: disjoint
+// columns (the follower has at least one), a policy each, drop_ids.
+func (p *Plan) validateSides() error {
 	seen := map[string]string{}
 	for _, s := range []struct {
 		role string
 		side *Side
 	}{{RoleLeader, &p.Leader}, {RoleFollower, &p.Follower}} {
 		if len(s.side.Columns) == 0 && s.role == RoleFollower {
-			return p.errf(s.role+".columns", "the follower needs at least one column")
+			return p.Errorf(s.role+".columns", "the follower needs at least one column")
 		}
 		for _, c := range s.side.Columns {
 			if prev, ok := seen[c]; ok {
-				return p.errf(s.role+".columns", "column %q also given to the %s", c, prev)
+				return p.Errorf(s.role+".columns", "column %q also given to the %s", c, prev)
 			}
 			seen[c] = s.role
 		}
 		if s.side.Policy == "" {
-			return p.errf(s.role+".policy", "missing: the attestation policy the other party checks the %s against", s.role)
+			return p.Errorf(s.role+".policy", "missing: the attestation policy the other party checks the %s against", s.role)
 		}
 		if !(s.side.DropIDs >= 0 && s.side.DropIDs < 0.5) {
-			return p.errf(s.role+".drop_ids", "%v outside [0, 0.5)", s.side.DropIDs)
+			return p.Errorf(s.role+".drop_ids", "%v outside [0, 0.5)", s.side.DropIDs)
 		}
 	}
+	return nil
+}
+
+func (p *Plan) validateTraining() error {
 	t := &p.Training
 	if t.BatchSize < 1 || t.BatchSize > 65536 {
-		return p.errf("training.batch_size", "%d outside 1..65536", t.BatchSize)
+		return p.Errorf("training.batch_size", "%d outside 1..65536", t.BatchSize)
 	}
 	if t.Epochs < 1 || t.Epochs > 100000 {
-		return p.errf("training.epochs", "%d outside 1..100000", t.Epochs)
+		return p.Errorf("training.epochs", "%d outside 1..100000", t.Epochs)
 	}
 	if !(t.LearningRate > 0 && t.LearningRate < 10) {
-		return p.errf("training.learning_rate", "%v outside (0, 10)", t.LearningRate)
+		return p.Errorf("training.learning_rate", "%v outside (0, 10)", t.LearningRate)
 	}
 	if t.CheckpointEvery < 1 {
-		return p.errf("training.checkpoint_every", "%d: want at least 1 (iterations)", t.CheckpointEvery)
+		return p.Errorf("training.checkpoint_every", "%d: want at least 1 (iterations)", t.CheckpointEvery)
 	}
+	return nil
+}
+
+// validateNetwork fills the default timeouts and checks them.
+func (p *Plan) validateNetwork() error {
 	n := &p.Network
 	if n.RecvTimeout == 0 {
 		n.RecvTimeout = Duration(time.Minute)
@@ -327,19 +292,19 @@ func (p *Plan) validate() error {
 		n.ReconnectTimeout = Duration(2 * time.Minute)
 	}
 	if n.PeerTimeout <= n.Heartbeat {
-		return p.errf("network.peer_timeout", "%s must exceed network.heartbeat %s", time.Duration(n.PeerTimeout), time.Duration(n.Heartbeat))
+		return p.Errorf("network.peer_timeout", "%s must exceed network.heartbeat %s", time.Duration(n.PeerTimeout), time.Duration(n.Heartbeat))
 	}
 	return nil
 }
 
-// LoadPlan reads and validates a plan file and the two policy files it
+// Load reads and validates a plan file and the two policy files it
 // names (relative to the plan's directory), and computes the plan hash.
-func LoadPlan(path string) (*Plan, error) {
+func Load(path string) (*Plan, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("plan: %v", err)
+		return nil, fmt.Errorf("plan: %w", err)
 	}
-	p, err := ParsePlan(data, path)
+	p, err := Parse(data, path)
 	if err != nil {
 		return nil, err
 	}
@@ -351,14 +316,14 @@ func LoadPlan(path string) (*Plan, error) {
 		pp := p.resolve(s.side.Policy)
 		b, err := os.ReadFile(pp)
 		if err != nil {
-			return nil, p.errf(s.role+".policy", "%v", err)
+			return nil, p.Errorf(s.role+".policy", "%w", err)
 		}
 		pol, err := policy.Parse(b, pp)
 		if err != nil {
-			return nil, p.errf(s.role+".policy", "%v", err)
+			return nil, p.Errorf(s.role+".policy", "%w", err)
 		}
 		if _, ok := pol.Roles[s.role]; !ok {
-			return nil, p.errf(s.role+".policy", "%s has no role %q", pp, s.role)
+			return nil, p.Errorf(s.role+".policy", "%s has no role %q", pp, s.role)
 		}
 		sum := sha256.Sum256(b)
 		s.side.PolicyDigest = hex.EncodeToString(sum[:])
@@ -396,7 +361,7 @@ func (p *Plan) computeHash() string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Hash is the plan hash (hex SHA-256), set by LoadPlan.
+// Hash is the plan hash (hex SHA-256), set by Load.
 func (p *Plan) Hash() string { return p.hash }
 
 // ShortHash is the first 16 hex digits of the hash.
@@ -405,28 +370,28 @@ func (p *Plan) ShortHash() string { return p.hash[:16] }
 // Policy returns the policy the given role is checked against.
 func (p *Plan) Policy(role string) *policy.Policy { return p.policies[role] }
 
-// side returns the plan section of role.
-func (p *Plan) side(role string) *Side {
+// Side returns the plan section of role.
+func (p *Plan) Side(role string) *Side {
 	if role == RoleLeader {
 		return &p.Leader
 	}
 	return &p.Follower
 }
 
-// spec is the split model spec of role (columns filled in by the data
+// Spec is the split model spec of role (columns filled in by the data
 // preparation, which knows the categorical cardinalities).
-func (p *Plan) spec(role string) split.Spec {
+func (p *Plan) Spec(role string) split.Spec {
 	return split.Spec{Kind: p.Model.Kind, ActWidth: p.Model.ActWidth, Hidden: p.Model.Hidden,
 		Embedding: p.Model.Embedding, LearningRate: p.Training.LearningRate, Seed: p.Seed}
 }
 
-// checkColumns verifies that the plan's columns exist in the dataset and
+// CheckColumns verifies that the plan's columns exist in the dataset and
 // cover it (the label is not a column).
-func (p *Plan) checkColumns(ds *datasets.Dataset) error {
+func (p *Plan) CheckColumns(ds *datasets.Dataset) error {
 	for _, role := range []string{RoleLeader, RoleFollower} {
-		for _, c := range p.side(role).Columns {
+		for _, c := range p.Side(role).Columns {
 			if ds.ColumnIndex(c) < 0 {
-				return p.errf(role+".columns", "dataset %s has no column %q", ds.Name, c)
+				return p.Errorf(role+".columns", "dataset %s has no column %q", ds.Name, c)
 			}
 		}
 	}
