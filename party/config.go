@@ -1,14 +1,12 @@
 package party
 
 import (
-	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/teeml/teeml/attest/platform"
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/attest/verifier"
+	"github.com/teeml/teeml/internal/yamlx"
 )
 
 // Config is a party's configuration: where its attestation evidence comes
@@ -101,17 +100,20 @@ func LoadConfig(path string) (*Config, error) {
 	return ParseConfig(b, path)
 }
 
-// ParseConfig decodes a party configuration strictly; name labels errors.
+// MaxConfigSize bounds a party configuration file.
+const MaxConfigSize = 1 << 20
+
+// ParseConfig decodes a party configuration strictly (internal/yamlx: one
+// document, unknown and duplicate keys refused); name labels errors, which
+// read "party config name:line: key: reason" and wrap a *yamlx.Error.
 func ParseConfig(b []byte, name string) (*Config, error) {
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		// yaml.v3 puts each of several field errors on its own line.
-		return nil, fmt.Errorf("%w %s: %s", ErrConfig, name, strings.Join(strings.Fields(err.Error()), " "))
+	lines, err := yamlx.Decode(b, name, "party configuration", MaxConfigSize, &c)
+	if err != nil {
+		return nil, fmt.Errorf("%w %w", ErrConfig, err)
 	}
 	if err := c.Normalize(); err != nil {
-		return nil, fmt.Errorf("%w %s: %w", ErrConfig, name, err)
+		return nil, fmt.Errorf("%w %w", ErrConfig, yamlx.Errorf(name, lines["platform"], "platform", "%s", err))
 	}
 	return &c, nil
 }
@@ -125,7 +127,7 @@ func (c *Config) Normalize() error {
 	switch c.Platform {
 	case PlatformAuto, PlatformGramine, PlatformTSM, PlatformSim:
 	default:
-		return fmt.Errorf("platform %q: want auto, gramine, tsm or sim", c.Platform)
+		return fmt.Errorf("%q: want auto, gramine, tsm or sim", c.Platform)
 	}
 	if c.Sim.TEE == "" {
 		c.Sim.TEE = string(attest.SGX)

@@ -176,7 +176,7 @@ func loadEvidence(f Files, log *slog.Logger) (*Party, error) {
 			return nil, err
 		}
 	} else if err := c.Normalize(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		return nil, fmt.Errorf("%w: platform %w", ErrConfig, err)
 	}
 	iss, err := c.Issuer(f.Dir, log)
 	if err != nil {

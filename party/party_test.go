@@ -53,7 +53,8 @@ func TestConfigStrict(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"platform: sim\nsim_key: x\n", "sim_key"},
 		{"platform: sgx\n", "platform"},
-		{"platform: [x]\nsim: 3\n", "line 2"},
+		{"platform: sim\nsim: 3\n", "p.yaml:2: sim"},
+		{"platform: sim\nplatform: tsm\n", "duplicate"},
 	} {
 		_, err := party.ParseConfig([]byte(tc.yaml), "p.yaml")
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "p.yaml") || !errors.Is(err, party.ErrConfig) {
