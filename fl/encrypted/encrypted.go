@@ -35,6 +35,7 @@ import (
 	flrun "github.com/teeml/teeml/fl/run"
 	"github.com/teeml/teeml/fl/workspace"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/childlog"
 	"github.com/teeml/teeml/kms"
 	"github.com/teeml/teeml/kms/audit"
 	"github.com/teeml/teeml/kms/rootkey"
@@ -152,7 +153,7 @@ func startBroker(ctx context.Context, exe, dir string, out io.Writer) (func(), e
 	}
 	cmd := exec.Command(exe, "kms", "serve", "--config", filepath.Join(dir, BrokerConfigFile))
 	cmd.Stderr = logf
-	setPdeathsig(cmd)
+	childlog.OrphanProof(cmd)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		logf.Close()

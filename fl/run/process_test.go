@@ -19,6 +19,7 @@ import (
 	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/fl/strategy"
 	"github.com/teeml/teeml/fl/workspace"
+	"github.com/teeml/teeml/internal/childlog"
 	"github.com/teeml/teeml/ml/safetensors"
 )
 
@@ -70,7 +71,7 @@ func startParty(t *testing.T, ws, party string) *proc {
 	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
 	p.cmd.Env = append(os.Environ(), partyEnv+"="+party, wsEnv+"="+ws)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-	setPdeathsig(p.cmd)
+	childlog.OrphanProof(p.cmd)
 	p.started = time.Now()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -340,11 +339,8 @@ func (r *quickstartRun) start(ctx context.Context, o *QuickstartOptions, dir, na
 	if err != nil {
 		return nil, fmt.Errorf("quickstart: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, o.Executable, args...)
+	cmd := childlog.Command(ctx, o.Executable, args...)
 	cmd.Stderr = logf
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 5 * time.Second
-	setPdeathsig(cmd)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		logf.Close()

@@ -240,11 +240,8 @@ func (qp *quickstartParties) start(role string, args []string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(qp.ctx, qp.o.Executable, append([]string{"--log-level", qp.o.LogLevel, "vfl", role, "--plan", qp.planFile}, args...)...)
+	cmd := childlog.Command(qp.ctx, qp.o.Executable, append([]string{"--log-level", qp.o.LogLevel, "vfl", role, "--plan", qp.planFile}, args...)...)
 	cmd.Stderr = logf
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 5 * time.Second
-	setPdeathsig(cmd)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		logf.Close()

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package encrypted
+package childlog
 
 import "os/exec"
 

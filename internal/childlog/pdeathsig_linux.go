@@ -1,11 +1,11 @@
-package encrypted
+package childlog
 
 import (
 	"os/exec"
 	"syscall"
 )
 
-// setPdeathsig kills the key broker if the quickstart dies without stopping it.
+// setPdeathsig kills the child if this process dies without stopping it.
 func setPdeathsig(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
