@@ -25,6 +25,7 @@ import (
 	"github.com/teeml/teeml/attest"
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/attest/sim"
+	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/internal/testlog"
 	"github.com/teeml/teeml/kms/store"
 	"github.com/teeml/teeml/pki"
@@ -219,10 +220,7 @@ func postgresDSN(t testing.TB) string {
 	t.Helper()
 	dsn := os.Getenv("TEEML_TEST_POSTGRES_DSN")
 	if dsn == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("TEEML_TEST_POSTGRES_DSN is not set under CI=true (.ci/run starts PostgreSQL 15)")
-		}
-		t.Skip("TEEML_TEST_POSTGRES_DSN not set: no PostgreSQL to test against")
+		testenv.MustRun(t, "TEEML_TEST_POSTGRES_DSN not set: no PostgreSQL to test against (.ci/run starts PostgreSQL 15)")
 	}
 	return dsn
 }

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
+	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/internal/testlog"
 	"github.com/teeml/teeml/kms"
 	"github.com/teeml/teeml/kms/store"
@@ -385,10 +386,7 @@ func TestKMSKillDuringBurstSQLite(t *testing.T) {
 func TestKMSKillDuringBurstPostgresReplicas(t *testing.T) {
 	dsn := os.Getenv("TEEML_TEST_POSTGRES_DSN")
 	if dsn == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("TEEML_TEST_POSTGRES_DSN is not set under CI=true")
-		}
-		t.Skip("TEEML_TEST_POSTGRES_DSN not set: no PostgreSQL to test against")
+		testenv.MustRun(t, "TEEML_TEST_POSTGRES_DSN not set: no PostgreSQL to test against")
 	}
 	bin := buildTeeml(t)
 	dir := filepath.Join(t.TempDir(), "kms")

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/teeml/teeml/internal/testenv"
 )
 
 // idxBytes builds an IDX file: magic, dims, payload.
@@ -123,10 +125,7 @@ func requireMNIST(t *testing.T) string {
 	t.Helper()
 	dir, err := MNISTDir()
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but MNIST is unavailable: %v", err)
-		}
-		t.Skipf("MNIST unavailable: %v", err)
+		testenv.MustRun(t, "MNIST unavailable: %v", err)
 	}
 	return dir
 }
