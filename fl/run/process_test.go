@@ -19,6 +19,7 @@ import (
 	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/fl/strategy"
 	"github.com/teeml/teeml/fl/workspace"
+	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/ml/safetensors"
 )
 
@@ -116,13 +117,7 @@ func tail(s string, n int) string {
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, d, what, cond)
 }
 
 // editPlan changes the workspace's plan and freezes it again (new hash,
