@@ -179,8 +179,8 @@ func TestLoadMNIST(t *testing.T) {
 
 func TestLoadFashionMNIST(t *testing.T) {
 	if _, err := os.Stat(FashionMNISTDebianDir); err != nil {
-		// Not installed by default; `apt-get install dataset-fashion-mnist`.
-		t.Skipf("Fashion-MNIST not installed: %v", err)
+		// Not installed by default; .ci/run installs it.
+		testenv.MustRun(t, "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): %v", err)
 	}
 	if raceEnabled {
 		t.Skip("full IDX loads are left to the run without -race (see raceEnabled)")
