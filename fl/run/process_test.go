@@ -177,9 +177,6 @@ func roundLines(out string) []int {
 // round closes at the cutoff with the other two, the remaining rounds do
 // too, and the federation completes.
 func TestKillCollaboratorMidRound(t *testing.T) {
-	if raceEnabled {
-		t.Skip("trains GoMLX models, whose kernels trip checkptr under -race")
-	}
 	ws := setup(t, 3, 3)
 	const cutoff = 3 * time.Second
 	editPlan(t, ws, func(p *plan.Plan) {
@@ -229,9 +226,6 @@ func TestKillCollaboratorMidRound(t *testing.T) {
 // on round 2 and started again: it gets its round-2 task again and the
 // federation completes with both collaborators in every round.
 func TestRestartCollaboratorMidRound(t *testing.T) {
-	if raceEnabled {
-		t.Skip("trains GoMLX models, whose kernels trip checkptr under -race")
-	}
 	ws := setup(t, 3, 2)
 	editPlan(t, ws, func(p *plan.Plan) { p.Collaborator.EpochsPerRound = 2 })
 	agg := startParty(t, ws, "aggregator")
@@ -266,9 +260,6 @@ func TestRestartCollaboratorMidRound(t *testing.T) {
 // is the final checkpoint's, and FedAdam's server moments went on from
 // the round-2 checkpoint instead of restarting from zero.
 func TestKillAggregatorResumes(t *testing.T) {
-	if raceEnabled {
-		t.Skip("trains GoMLX models, whose kernels trip checkptr under -race")
-	}
 	ws := setup(t, 3, 2)
 	const eta, beta1, beta2, tau = 0.01, 0.9, 0.99, 1e-9
 	editPlan(t, ws, func(p *plan.Plan) {
