@@ -2,10 +2,11 @@ package enclave
 
 import (
 	"crypto/rsa"
-	"os"
 	"os/exec"
 	"sync"
 	"testing"
+
+	"github.com/teeml/teeml/internal/testenv"
 )
 
 // The committed test keys under testdata were made with OpenSSL 3
@@ -51,10 +52,7 @@ func needTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is required for this cross-check in CI: %v", tool, err)
-			}
-			t.Skipf("%s not available: %v", tool, err)
+			testenv.MustRun(t, "%s (needed for this cross-check) not available: %v", tool, err)
 		}
 	}
 }

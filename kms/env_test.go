@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
@@ -22,20 +21,19 @@ import (
 	"google.golang.org/grpc"
 
 	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
-	"github.com/teeml/teeml/attest"
 	"github.com/teeml/teeml/attest/policy"
-	"github.com/teeml/teeml/attest/sim"
+	"github.com/teeml/teeml/internal/fedtest"
+	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/internal/testlog"
 	"github.com/teeml/teeml/kms/store"
-	"github.com/teeml/teeml/pki"
 	"github.com/teeml/teeml/ratls"
 )
 
-// Measurements of the simulated enclaves.
+// Measurements of the simulated enclaves (internal/fedtest).
 var (
-	mrGood  = [32]byte{0x11, 0x22, 0x33, 0x44, 1}
-	mrOther = [32]byte{0x81, 0x5f, 0x00, 0x01, 2}
-	mrSign  = [32]byte{0xaa, 0xbb, 0xcc, 0xdd, 3}
+	mrGood  = fedtest.MRGood
+	mrOther = fedtest.MROther
+	mrSign  = fedtest.MRSign
 )
 
 func quiet() *slog.Logger { return testlog.Discard() }
@@ -74,132 +72,59 @@ func (r *testRoot) Describe() string { return "test root key (memory)" }
 func (r *testRoot) Simulated() bool  { return true }
 func (r *testRoot) Close() error     { return nil }
 
-type member struct {
-	name, role string
-	key        *ecdsa.PrivateKey
-	issued     *pki.Issued
-}
+type member = fedtest.Member
 
-// env is a federation (real pki CA in a temp dir, simulated attestation)
-// with a broker "kms", an admin "admin" (role aggregator), collaborators
-// col-1 and col-2, and col-3 whose identity is revoked.
+// env is a federation (internal/fedtest: a real pki CA in a temp dir,
+// simulated attestation) with a broker "kms", an admin "admin" (role
+// aggregator), collaborators col-1 and col-2, and col-3 whose identity is
+// revoked.
 type env struct {
 	t       testing.TB
-	simKey  *ecdsa.PrivateKey
-	ev      attest.Verifier
+	fe      *fedtest.Env
 	certPol *policy.Policy // what the CA certifies
 	connPol *policy.Policy // what the broker lets connect (wider than key policies)
 	cliPol  *policy.Policy // what clients require of the broker
-	fed     *pki.Federation
 	members map[string]*member
 	dir     string
 	mu      sync.Mutex
 	cliVer  *ratls.Verifier
 }
 
-func sgxRole(extra string, mrs ...[32]byte) string {
-	s := "    sgx:\n"
-	for _, m := range mrs {
-		s += fmt.Sprintf("      - mr_enclave: %s\n        mr_signer: %s\n", hex.EncodeToString(m[:]), hex.EncodeToString(mrSign[:]))
-	}
-	return s + "    allow_simulation: true\n" + extra
-}
+func sgxRole(extra string, mrs ...[32]byte) string { return fedtest.SimRole(extra, mrs...) }
 
 func mustPolicy(t testing.TB, y string) *policy.Policy {
 	t.Helper()
-	p, err := policy.Parse([]byte(y), "test policy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return fedtest.MustPolicy(t, y)
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	ctx := context.Background()
-	now := time.Now()
-	k, err := sim.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := sim.NewVerifier(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv.Logger = quiet()
-	e := &env{t: t, simKey: k, ev: sv, members: map[string]*member{}, dir: t.TempDir()}
+	fe := fedtest.New(t, fedtest.Options{
+		Members: []fedtest.Party{{Name: "kms", Role: "kms"}, {Name: "admin", Role: "aggregator"},
+			{Name: "col-1", Role: "collaborator"}, {Name: "col-2", Role: "collaborator"}, {Name: "col-3", Role: "collaborator"}},
+		CertifyAt: time.Now().Add(-time.Minute),
+		Revoke:    []string{"col-3"},
+	})
+	e := &env{t: t, fe: fe, certPol: fe.CertPolicy, members: fe.Members, dir: fe.Dir}
 	good := sgxRole("", mrGood)
-	e.certPol = mustPolicy(t, "roles:\n  kms:\n"+good+"  aggregator:\n"+good+"  collaborator:\n"+good)
 	// The broker admits both measurements and debug enclaves at the
 	// connection: the key's release policy is what refuses them, so the
 	// refusal is a key-level decision with a key id in the audit log.
 	wide := sgxRole("    allow_debug: true\n", mrGood, mrOther)
 	e.connPol = mustPolicy(t, "roles:\n  aggregator:\n"+wide+"  collaborator:\n"+wide)
 	e.cliPol = mustPolicy(t, "roles:\n  kms:\n"+good)
-	ca, err := pki.InitCA(filepath.Join(e.dir, "ca"), pki.InitOptions{Federation: "test", Now: now.Add(-time.Minute)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range []struct{ name, role string }{{"kms", "kms"}, {"admin", "aggregator"}, {"col-1", "collaborator"}, {"col-2", "collaborator"}, {"col-3", "collaborator"}} {
-		e.members[m.name] = e.certify(ctx, ca, m.name, m.role, now)
-	}
-	if _, err := ca.Revoke("col-3", "keyCompromise", now.Add(-30*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	bundle := filepath.Join(e.dir, "federation.bundle")
-	if _, err := ca.WriteBundle(bundle, now); err != nil {
-		t.Fatal(err)
-	}
-	if e.fed, err = pki.LoadFederation(bundle, filepath.Join(ca.Dir(), pki.RootCertFile)); err != nil {
-		t.Fatal(err)
-	}
 	return e
-}
-
-func (e *env) certify(ctx context.Context, ca *pki.CA, name, role string, now time.Time) *member {
-	e.t.Helper()
-	key, err := pki.GenerateKey(pki.P256)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(ctx, key, name, role, e.issuer(mrGood, false))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	issued, err := ca.Certify(ctx, csr, e.certPol, e.ev, now.Add(-time.Minute))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return &member{name: name, role: role, key: key, issued: issued}
-}
-
-func (e *env) issuer(mr [32]byte, debug bool) attest.Issuer {
-	iss, err := sim.NewIssuer(e.simKey, sim.Identity{TEE: attest.SGX, MREnclave: mr, MRSigner: mrSign, Debug: debug})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	iss.Logger = quiet()
-	return iss
 }
 
 // leaf is name's RA-TLS certificate for an enclave measuring mr.
 func (e *env) leaf(name string, mr [32]byte, debug bool) *tls.Certificate {
 	e.t.Helper()
-	m := e.members[name]
-	c, err := ratls.NewCertificate(context.Background(), e.issuer(mr, debug), ratls.CertOptions{Parent: m.issued.Cert, ParentKey: m.key})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return &c
+	return e.fe.Leaf(name, mr, debug)
 }
 
 func (e *env) verifier(pol *policy.Policy) *ratls.Verifier {
 	e.t.Helper()
-	v, err := ratls.NewVerifier(ratls.Config{Evidence: e.ev, Policy: pol, Identity: e.fed, Logger: quiet()})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return v
+	return e.fe.Verifier(pol, quiet())
 }
 
 // sqliteStore opens a fresh SQLite store.
@@ -219,10 +144,7 @@ func postgresDSN(t testing.TB) string {
 	t.Helper()
 	dsn := os.Getenv("TEEML_TEST_POSTGRES_DSN")
 	if dsn == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("TEEML_TEST_POSTGRES_DSN is not set under CI=true (.ci/run starts PostgreSQL 15)")
-		}
-		t.Skip("TEEML_TEST_POSTGRES_DSN not set: no PostgreSQL to test against")
+		testenv.MustRun(t, "TEEML_TEST_POSTGRES_DSN not set: no PostgreSQL to test against (.ci/run starts PostgreSQL 15)")
 	}
 	return dsn
 }

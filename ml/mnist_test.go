@@ -15,6 +15,11 @@ import (
 // (TEEML_MNIST_EPOCHS to change) on the 60k MNIST training images and checks
 // ≥ 0.95 top-1 on the 10k test images (anchor: BigDL PPML 0.9488 after one
 // epoch), logging the time per epoch.
+//
+// TEEML_MNIST_TRAIN=N trains on the first N training images only and
+// evaluates on the first N/6 test images (CI runs it so, at a size of
+// seconds); the accuracy bar is then mnistReducedMinAccuracy, since one
+// epoch on fewer images does not reach 0.95.
 func TestMNISTCNNEpoch(t *testing.T) {
 	if os.Getenv("TEEML_MNIST") == "" {
 		t.Skip("set TEEML_MNIST=1 to run the MNIST CNN benchmark")
@@ -22,6 +27,15 @@ func TestMNISTCNNEpoch(t *testing.T) {
 	tr, te, err := datasets.LoadMNIST("")
 	if err != nil {
 		t.Fatal(err)
+	}
+	minAcc := 0.95
+	if s := os.Getenv("TEEML_MNIST_TRAIN"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 600 || n > tr.N {
+			t.Fatalf("TEEML_MNIST_TRAIN=%q: want a number of training images in 600..%d", s, tr.N)
+		}
+		tr, te = tr.Subset(firstRows(n)), te.Subset(firstRows(max(100, n/6)))
+		minAcc = mnistReducedMinAccuracy
 	}
 	epochs := 1
 	if s := os.Getenv("TEEML_MNIST_EPOCHS"); s != "" {
@@ -49,11 +63,23 @@ func TestMNISTCNNEpoch(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("epoch %d: train loss %.4f, %.1fs (%.0f examples/s); test %s", e.Epoch, e.Loss, e.Seconds, e.ExamplesPerSecond(), met)
-		if e.Epoch == 1 && met.Accuracy < 0.95 {
-			t.Errorf("test accuracy after one epoch %.4f < 0.95", met.Accuracy)
+		if e.Epoch == 1 && met.Accuracy < minAcc {
+			t.Errorf("test accuracy after one epoch %.4f < %.2f", met.Accuracy, minAcc)
 		}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// mnistReducedMinAccuracy is the one-epoch bar on a TEEML_MNIST_TRAIN
+// subset: far above chance (0.1), below the full run's 0.95.
+const mnistReducedMinAccuracy = 0.80
+
+func firstRows(n int) []int {
+	rows := make([]int, n)
+	for i := range rows {
+		rows[i] = i
+	}
+	return rows
 }

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/teeml/teeml/internal/testenv"
 )
 
 // A minimal gRPC service with a raw-bytes codec (no protoc): Who returns
@@ -317,10 +319,7 @@ func TestGRPCRefusals(t *testing.T) {
 // its own goroutine).
 func waitLog(t testing.TB, l *logBuf, s string) string {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(l.String(), s) && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.WaitFor(5*time.Second, func() bool { return strings.Contains(l.String(), s) })
 	return l.String()
 }
 

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/teeml/teeml/internal/testenv"
 )
 
 // clock is a settable clock.
@@ -169,10 +171,7 @@ func TestCertSourceContextAndClose(t *testing.T) {
 	if _, err := s.Certificate(context.Background()); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Fatalf("after Close: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.WaitFor(5*time.Second, func() bool { return runtime.NumGoroutine() <= before })
 	if n := runtime.NumGoroutine(); n > before {
 		t.Errorf("%d goroutines after Close, %d before", n, before)
 	}

@@ -61,6 +61,28 @@ func startTeeml(t *testing.T, bin string, onLine func(string), args ...string) *
 	return p
 }
 
+// startFollower starts a vfl follower process (args after the binary) and
+// returns once it prints "vfl follower: listening on", so the leader can
+// dial it at once.
+func startFollower(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	listening := make(chan struct{})
+	var once sync.Once
+	p := startTeeml(t, bin, func(line string) {
+		if strings.HasPrefix(line, "vfl follower: listening on ") {
+			once.Do(func() { close(listening) })
+		}
+	}, args...)
+	select {
+	case <-listening:
+	case err := <-p.done:
+		t.Fatalf("follower exited before listening: %v\n%s", err, p.output())
+	case <-time.After(time.Minute):
+		t.Fatalf("follower not listening after 1m:\n%s", p.output())
+	}
+	return p
+}
+
 func (p *proc) output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -282,16 +304,9 @@ func TestVFLQuickstartBreastCancer(t *testing.T) {
 	// Joint prediction with the exported halves, as two processes.
 	plan := filepath.Join(dir, "breast_cancer", "plan.yaml")
 	addr := freeAddr(t)
-	follower := startTeeml(t, bin, nil, "--log-level", "warn", "vfl", "predict", "--plan", plan, "--role", "follower", "--listen", addr)
+	follower := startFollower(t, bin, "--log-level", "warn", "vfl", "predict", "--plan", plan, "--role", "follower", "--listen", addr)
 	csvPath := filepath.Join(t.TempDir(), "preds.csv")
-	var pout, perr string
-	for range 50 { // until the follower listens
-		pout, perr, code = run(t, bin, "--log-level", "warn", "vfl", "predict", "--plan", plan, "--role", "leader", "--peer", addr, "--out", csvPath)
-		if code == 0 || !strings.Contains(perr, "connection refused") {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	pout, perr, code := run(t, bin, "--log-level", "warn", "vfl", "predict", "--plan", plan, "--role", "leader", "--peer", addr, "--out", csvPath)
 	if code != 0 {
 		t.Fatalf("leader predict exit %d:\n%s\n%s", code, pout, perr)
 	}
@@ -354,9 +369,8 @@ func TestVFLWrongMeasurementRefusedWithOneLine(t *testing.T) {
 		}
 	}
 	addr := freeAddr(t)
-	follower := startTeeml(t, bin, nil, "vfl", "follower", "--plan", plan, "--party-dir", fdir, "--listen", addr)
+	follower := startFollower(t, bin, "vfl", "follower", "--plan", plan, "--party-dir", fdir, "--listen", addr)
 	defer follower.cmd.Process.Kill()
-	time.Sleep(300 * time.Millisecond)
 	_, errOut, code := run(t, bin, "--log-level", "error", "vfl", "leader", "--plan", plan, "--peer", addr)
 	lines := strings.Split(strings.TrimSpace(errOut), "\n")
 	last := lines[len(lines)-1]

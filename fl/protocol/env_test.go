@@ -2,33 +2,27 @@ package protocol
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/tls"
-	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 
-	"github.com/teeml/teeml/attest"
 	"github.com/teeml/teeml/attest/policy"
-	"github.com/teeml/teeml/attest/sim"
+	"github.com/teeml/teeml/internal/fedtest"
 	"github.com/teeml/teeml/pki"
 	"github.com/teeml/teeml/ratls"
 
 	"github.com/teeml/teeml/internal/testlog"
 )
 
-// Measurements of the simulated enclaves.
+// Measurements of the simulated enclaves (internal/fedtest).
 var (
-	mrGood  = [32]byte{0x11, 0x22, 0x33, 0x44, 1}
-	mrOther = [32]byte{0x81, 0x5f, 0x00, 0x01, 2}
-	mrSign  = [32]byte{0xaa, 0xbb, 0xcc, 0xdd, 3}
+	mrGood  = fedtest.MRGood
+	mrOther = fedtest.MROther
 )
 
 const (
@@ -41,118 +35,46 @@ func quiet() *slog.Logger { return testlog.Discard() }
 type logBuf = testlog.Buffer
 
 // member is a certified party: its identity key and certificate.
-type member struct {
-	name, role string
-	key        *ecdsa.PrivateKey
-	issued     *pki.Issued
-}
+type member = fedtest.Member
 
-// fedEnv is a federation with a real pki CA in a temp dir, simulated
-// attestation and a policy allowing simulation for mrGood.
+// fedEnv is a federation (internal/fedtest: a real pki CA in a temp dir,
+// simulated attestation) whose policy allows simulation for mrGood in the
+// roles aggregator and collaborator.
 type fedEnv struct {
 	t       testing.TB
-	simKey  *ecdsa.PrivateKey
-	ev      attest.Verifier
+	fe      *fedtest.Env
 	pol     *policy.Policy
-	fed     *pki.Federation
 	members map[string]*member
 }
 
 func newFedEnv(t testing.TB, names ...string) *fedEnv {
 	t.Helper()
-	ctx := context.Background()
-	now := time.Now()
-	k, err := sim.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := sim.NewVerifier(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv.Logger = quiet()
-	e := &fedEnv{t: t, simKey: k, ev: sv, members: map[string]*member{}}
-	y := fmt.Sprintf(`roles:
-  aggregator:
-    sgx:
-      - mr_enclave: %[1]s
-        mr_signer: %[2]s
-    allow_simulation: true
-  collaborator:
-    sgx:
-      - mr_enclave: %[1]s
-        mr_signer: %[2]s
-    allow_simulation: true
-`, hex.EncodeToString(mrGood[:]), hex.EncodeToString(mrSign[:]))
-	if e.pol, err = policy.Parse([]byte(y), "policy.yaml"); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	ca, err := pki.InitCA(filepath.Join(dir, "ca"), pki.InitOptions{Federation: "test", Now: now.Add(-time.Minute)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range append([]string{"aggregator"}, names...) {
-		role := "collaborator"
-		if n == "aggregator" {
-			role = "aggregator"
+	parties := []fedtest.Party{{Name: "aggregator", Role: "aggregator"}}
+	for _, n := range names {
+		if n != "aggregator" {
+			parties = append(parties, fedtest.Party{Name: n, Role: "collaborator"})
 		}
-		e.members[n] = certify(t, ctx, ca, e, n, role, now)
 	}
-	bundle := filepath.Join(dir, "federation.bundle")
-	if _, err := ca.WriteBundle(bundle, now); err != nil {
-		t.Fatal(err)
-	}
-	if e.fed, err = pki.LoadFederation(bundle, filepath.Join(ca.Dir(), pki.RootCertFile)); err != nil {
-		t.Fatal(err)
-	}
-	return e
+	fe := fedtest.New(t, fedtest.Options{Members: parties})
+	return &fedEnv{t: t, fe: fe, pol: fe.CertPolicy, members: fe.Members}
 }
 
+// certify has ca (another CA than e's: a non-member) certify name.
 func certify(t testing.TB, ctx context.Context, ca *pki.CA, e *fedEnv, name, role string, now time.Time) *member {
 	t.Helper()
-	key, err := pki.GenerateKey(pki.P256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(ctx, key, name, role, e.issuer(mrGood))
-	if err != nil {
-		t.Fatal(err)
-	}
-	issued, err := ca.Certify(ctx, csr, e.pol, e.ev, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &member{name: name, role: role, key: key, issued: issued}
-}
-
-func (e *fedEnv) issuer(mr [32]byte) attest.Issuer {
-	iss, err := sim.NewIssuer(e.simKey, sim.Identity{TEE: attest.SGX, MREnclave: mr, MRSigner: mrSign})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	iss.Logger = quiet()
-	return iss
+	return e.fe.Certify(ctx, ca, name, role, now)
 }
 
 // leaf makes m's RA-TLS certificate, signed by its identity key, with
 // evidence from an enclave measuring mr.
 func (e *fedEnv) leaf(m *member, mr [32]byte) *tls.Certificate {
 	e.t.Helper()
-	c, err := ratls.NewCertificate(context.Background(), e.issuer(mr), ratls.CertOptions{Parent: m.issued.Cert, ParentKey: m.key})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return &c
+	return e.fe.LeafOf(m, mr, false)
 }
 
 func (e *fedEnv) verifier(log *slog.Logger) *ratls.Verifier {
 	e.t.Helper()
-	v, err := ratls.NewVerifier(ratls.Config{Evidence: e.ev, Policy: e.pol, Identity: e.fed, Logger: log})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return v
+	return e.fe.Verifier(e.pol, log)
 }
 
 // serve starts a gRPC server with the aggregator's RA-TLS credentials on

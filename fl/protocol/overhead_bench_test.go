@@ -54,19 +54,34 @@ const (
 	overheadRounds  = 3
 )
 
+// overheadSize is the size of one iteration: 10M parameters and
+// overheadRounds rounds, or under -short (CI runs every benchmark once with
+// -short) a tenth of the model and one round: the same code in seconds,
+// with metrics that are not comparable to the full run's.
+func overheadSize() (perTensor, rounds int) {
+	if testing.Short() {
+		return overheadTensor / 10, 1
+	}
+	return overheadTensor, overheadRounds
+}
+
 func BenchmarkRoundOverhead8x10M(b *testing.B) {
 	names := make([]string, overheadCollabs)
 	for i := range names {
 		names[i] = fmt.Sprintf("col-%d", i+1)
 	}
 	env := newFedEnv(b, names...)
+	perTensor, nRounds := overheadSize()
+	if perTensor != overheadTensor {
+		b.Logf("-short: %d parameters per tensor, %d round(s) per iteration", perTensor, nRounds)
+	}
 	initial := make(tensor.Weights, overheadTensors)
 	for i := range initial {
-		d := make([]float32, overheadTensor)
+		d := make([]float32, perTensor)
 		for j := range d {
 			d[j] = float32((j+i)%1000) * 1e-3
 		}
-		initial[i] = tensor.Tensor{Name: fmt.Sprintf("layer%d/w", i), Shape: []int{overheadTensor / 1000, 1000}, Data: d}
+		initial[i] = tensor.Tensor{Name: fmt.Sprintf("layer%d/w", i), Shape: []int{perTensor / 1000, 1000}, Data: d}
 	}
 	modelBytes := float64(4 * initial.NumParams())
 	payload := 2 * overheadCollabs * modelBytes
@@ -78,7 +93,7 @@ func BenchmarkRoundOverhead8x10M(b *testing.B) {
 	var rounds, raws int
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		hist, w := env.federation(initial, names)
+		hist, w := env.federation(initial, names, nRounds)
 		for _, s := range hist {
 			b.Logf("iteration %d round %d: %.3f s, chunk bytes in %d out %d", i+1, s.Round, s.Seconds, s.BytesIn, s.BytesOut)
 			roundSec += s.Seconds
@@ -190,14 +205,14 @@ func (e *fedEnv) transport(name string) ratls.TransportConfig {
 	return ratls.TransportConfig{Certificates: ratls.StaticCertificate{Cert: c}, Verifier: e.verifier(quiet()), Logger: quiet()}
 }
 
-// federation runs one federation of overheadRounds rounds from initial and
+// federation runs one federation of rounds rounds from initial and
 // returns its round summaries and the bytes on the aggregator's TCP
 // connections.
-func (e *fedEnv) federation(initial tensor.Weights, names []string) ([]RoundSummary, int64) {
+func (e *fedEnv) federation(initial tensor.Weights, names []string, rounds int) ([]RoundSummary, int64) {
 	e.t.Helper()
 	agg, err := NewAggregator(AggregatorConfig{
 		PlanHash: planHash, Strategy: &strategy.FedAvg{}, Initial: initial,
-		Collaborators: names, Rounds: overheadRounds, RoundTimeout: 5 * time.Minute,
+		Collaborators: names, Rounds: rounds, RoundTimeout: 5 * time.Minute,
 		RetryAfter: 10 * time.Millisecond, StatusEvery: time.Minute, Logger: quiet(),
 	})
 	if err != nil {
@@ -263,8 +278,8 @@ func (e *fedEnv) federation(initial tensor.Weights, names []string) ([]RoundSumm
 	if res.err != nil {
 		e.t.Fatalf("aggregator: %v", res.err)
 	}
-	if len(res.history) != overheadRounds {
-		e.t.Fatalf("%d rounds, want %d", len(res.history), overheadRounds)
+	if len(res.history) != rounds {
+		e.t.Fatalf("%d rounds, want %d", len(res.history), rounds)
 	}
 	for _, s := range res.history {
 		if len(s.Accepted) != len(names) {

@@ -19,6 +19,7 @@ import (
 	flv1 "github.com/teeml/teeml/api/proto/teeml/fl/v1"
 
 	"github.com/teeml/teeml/fl/strategy"
+	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/ml/tensor"
 	"github.com/teeml/teeml/ratls"
 )
@@ -83,13 +84,8 @@ func (e *fedEnv) serveAt(addr string, a *Aggregator) *server {
 	e.t.Helper()
 	var lis net.Listener
 	var err error
-	for i := 0; i < 50; i++ { // the old listener's port may take a moment to free
-		if lis, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
+	// The old listener's port may take a moment to free.
+	if !testenv.WaitFor(5*time.Second, func() bool { lis, err = net.Listen("tcp", addr); return err == nil }) {
 		e.t.Fatal(err)
 	}
 	creds, err := ratls.NewServerCredentials(ratls.TransportConfig{
@@ -223,16 +219,13 @@ func TestLateUpdateDiscarded(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Round 1 closes with col-1's update (1 needed); wait for round 2.
-	for {
+	testenv.Eventually(t, time.Minute, "round 2 offered to col-1", func() bool {
 		resp, err := cl1.GetTasks(ctx, &flv1.TaskRequest{Sender: "col-1", PlanHash: planHash})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if resp.Action == flv1.TaskAction_TASK_ACTION_RUN && resp.Round == 2 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return resp.Action == flv1.TaskAction_TASK_ACTION_RUN && resp.Round == 2
+	})
 	err = upload(ctx, cl2, w, hdr("col-2", 1), false)
 	wantCode(t, "late update", err, codes.Aborted, "round 1 is closed (current round 2 of 2)")
 	if want := "late update from col-2 discarded: round 1 is closed (current round 2 of 2)"; !strings.Contains(aggLog.String(), want) {

@@ -20,6 +20,7 @@ import (
 	"github.com/teeml/teeml/fl/strategy"
 	"github.com/teeml/teeml/fl/workspace"
 	"github.com/teeml/teeml/internal/childlog"
+	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/ml/safetensors"
 )
 
@@ -117,13 +118,7 @@ func tail(s string, n int) string {
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, d, what, cond)
 }
 
 // editPlan changes the workspace's plan and freezes it again (new hash,
@@ -183,9 +178,6 @@ func roundLines(out string) []int {
 // round closes at the cutoff with the other two, the remaining rounds do
 // too, and the federation completes.
 func TestKillCollaboratorMidRound(t *testing.T) {
-	if raceEnabled {
-		t.Skip("trains GoMLX models, whose kernels trip checkptr under -race")
-	}
 	ws := setup(t, 3, 3)
 	const cutoff = 3 * time.Second
 	editPlan(t, ws, func(p *plan.Plan) {
@@ -235,9 +227,6 @@ func TestKillCollaboratorMidRound(t *testing.T) {
 // on round 2 and started again: it gets its round-2 task again and the
 // federation completes with both collaborators in every round.
 func TestRestartCollaboratorMidRound(t *testing.T) {
-	if raceEnabled {
-		t.Skip("trains GoMLX models, whose kernels trip checkptr under -race")
-	}
 	ws := setup(t, 3, 2)
 	editPlan(t, ws, func(p *plan.Plan) { p.Collaborator.EpochsPerRound = 2 })
 	agg := startParty(t, ws, "aggregator")
@@ -272,9 +261,6 @@ func TestRestartCollaboratorMidRound(t *testing.T) {
 // is the final checkpoint's, and FedAdam's server moments went on from
 // the round-2 checkpoint instead of restarting from zero.
 func TestKillAggregatorResumes(t *testing.T) {
-	if raceEnabled {
-		t.Skip("trains GoMLX models, whose kernels trip checkptr under -race")
-	}
 	ws := setup(t, 3, 2)
 	const eta, beta1, beta2, tau = 0.01, 0.9, 0.99, 1e-9
 	editPlan(t, ws, func(p *plan.Plan) {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/internal/testlog"
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/safetensors"
@@ -213,13 +214,9 @@ func waitDead(t *testing.T, pidFile string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("runner child %d survived the task", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testenv.WaitFor(5*time.Second, func() bool { return !alive(pid) }) {
+		syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatalf("runner child %d survived the task", pid)
 	}
 }
 
@@ -254,13 +251,13 @@ func TestCancelKillsTheRunner(t *testing.T) {
 	r, ws, _ := newRunner(t, `echo $$ > main.pid; sleep 600`, time.Minute, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		for {
-			if _, err := os.Stat(filepath.Join(ws, "main.pid")); err == nil {
-				cancel()
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		// Once the runner has started (or after a minute: then Train's
+		// error below will not say "cancelled" if it finished otherwise).
+		testenv.WaitFor(time.Minute, func() bool {
+			_, err := os.Stat(filepath.Join(ws, "main.pid"))
+			return err == nil
+		})
+		cancel()
 	}()
 	_, _, _, err := r.Train(ctx, global(), nil)
 	if err == nil || !strings.Contains(err.Error(), "cancelled") {
@@ -329,7 +326,7 @@ for line in sys.stdin:
 			if rc.file == "run.py" {
 				interp = "/usr/bin/python3"
 				if _, err := os.Stat(interp); err != nil {
-					b.Skip(err)
+					testenv.MustRun(b, "%v", err)
 				}
 			}
 			ws := b.TempDir()
@@ -349,7 +346,8 @@ for line in sys.stdin:
 				{Name: "fc2.weight", Shape: []int{128, 128}, Data: make([]float32, 128*128)},
 				{Name: "out.weight", Shape: []int{10, 128}, Data: make([]float32, 10*128)}}
 			if _, _, _, err := r.Train(context.Background(), g, nil); err != nil {
-				b.Skipf("runner unavailable: %v", err)
+				// python3-torch missing, for the torch cases (.ci/run installs it).
+				testenv.MustRun(b, "runner unavailable: %v", err)
 			}
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {

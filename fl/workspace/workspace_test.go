@@ -12,6 +12,7 @@ import (
 
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/fl/plan"
+	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/safetensors"
@@ -31,7 +32,7 @@ func TestTemplatesCreateValidateInit(t *testing.T) {
 		t.Run(tmpl, func(t *testing.T) {
 			if tmpl == "mnist_cnn" {
 				if _, err := datasets.MNISTDir(); err != nil {
-					t.Skipf("MNIST unavailable: %v", err)
+					testenv.MustRun(t, "MNIST unavailable: %v", err)
 				}
 			}
 			ws := newWS(t, tmpl)

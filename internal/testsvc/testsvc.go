@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/teeml/teeml/internal/testenv"
 )
 
 // Environment variables .ci/services.sh exports.
@@ -28,15 +30,12 @@ const DefaultSoftHSMModule = "/usr/lib/softhsm/libsofthsm2.so"
 
 // InCI reports whether tests run under CI (CI=true), where every optional
 // service must be present.
-func InCI() bool { return os.Getenv("CI") == "true" }
+func InCI() bool { return testenv.InCI() }
 
 // missing skips the test, or fails it under CI.
 func missing(t testing.TB, format string, args ...any) {
 	t.Helper()
-	if InCI() {
-		t.Fatalf("CI=true but "+format, args...)
-	}
-	t.Skipf(format, args...)
+	testenv.MustRun(t, format, args...)
 }
 
 // PostgresDSN returns the DSN of a PostgreSQL server that tests may use

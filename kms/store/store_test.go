@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/kms/audit"
 )
 
@@ -38,7 +39,7 @@ func backends(t *testing.T) map[string][2]*Store {
 	out["sqlite"] = sq
 	dsn := os.Getenv("TEEML_TEST_POSTGRES_DSN")
 	if dsn == "" {
-		if os.Getenv("CI") == "true" {
+		if testenv.InCI() {
 			t.Fatal("TEEML_TEST_POSTGRES_DSN is not set under CI=true")
 		}
 		t.Log("TEEML_TEST_POSTGRES_DSN not set: PostgreSQL backend skipped")

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/teeml/teeml/internal/testenv"
 )
 
 // idxBytes builds an IDX file: magic, dims, payload.
@@ -123,10 +125,7 @@ func requireMNIST(t *testing.T) string {
 	t.Helper()
 	dir, err := MNISTDir()
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but MNIST is unavailable: %v", err)
-		}
-		t.Skipf("MNIST unavailable: %v", err)
+		testenv.MustRun(t, "MNIST unavailable: %v", err)
 	}
 	return dir
 }
@@ -180,8 +179,8 @@ func TestLoadMNIST(t *testing.T) {
 
 func TestLoadFashionMNIST(t *testing.T) {
 	if _, err := os.Stat(FashionMNISTDebianDir); err != nil {
-		// Not installed by default; `apt-get install dataset-fashion-mnist`.
-		t.Skipf("Fashion-MNIST not installed: %v", err)
+		// Not installed by default; .ci/run installs it.
+		testenv.MustRun(t, "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): %v", err)
 	}
 	if raceEnabled {
 		t.Skip("full IDX loads are left to the run without -race (see raceEnabled)")

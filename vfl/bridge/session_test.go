@@ -11,6 +11,7 @@ import (
 	"time"
 
 	vflv1 "github.com/teeml/teeml/api/proto/teeml/vfl/v1"
+	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/internal/testlog"
 )
 
@@ -181,7 +182,13 @@ func TestHeartbeatsKeepAQuietPeerAlive(t *testing.T) {
 	cfg := Config{Heartbeat: 20 * time.Millisecond, PeerTimeout: 120 * time.Millisecond, Logger: testlog.Discard()}
 	sa, sb := NewSession(a, 0, cfg), NewSession(b, 0, cfg)
 	defer func() { sa.Close(); sb.Close(); a.Close(); sa.Wait(); sb.Wait() }()
-	time.Sleep(400 * time.Millisecond)
+	// Quiet for well over PeerTimeout: until each side has received 15
+	// heartbeats (≥ 280 ms of 20 ms ticks; nothing else is sent), or a
+	// session ended.
+	testenv.Eventually(t, time.Minute, "15 heartbeats each way", func() bool {
+		return sa.Err() != nil || sb.Err() != nil ||
+			(sa.stats.framesRecv.Load() >= 15 && sb.stats.framesRecv.Load() >= 15)
+	})
 	if sa.Err() != nil || sb.Err() != nil {
 		t.Fatalf("sessions ended: %v / %v", sa.Err(), sb.Err())
 	}
@@ -288,6 +295,19 @@ func TestTensorRoundTripAndLimits(t *testing.T) {
 	}
 }
 
+// doneCalled is a context that closes called the first time Done is asked
+// for, which tells a test that a select on it is about to block.
+type doneCalled struct {
+	context.Context
+	once   sync.Once
+	called chan struct{}
+}
+
+func (c *doneCalled) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.called) })
+	return c.Context.Done()
+}
+
 // TestWaitPeerEnd: it returns true once the peer ends the stream, and false
 // when the wait runs out while the peer keeps the stream open.
 func TestWaitPeerEnd(t *testing.T) {
@@ -296,8 +316,11 @@ func TestWaitPeerEnd(t *testing.T) {
 	if s.WaitPeerEnd(ctx, 100*time.Millisecond) {
 		t.Fatal("WaitPeerEnd reported an end while the peer's stream is open")
 	}
-	go func() { time.Sleep(50 * time.Millisecond); raw.Close() }()
-	if !s.WaitPeerEnd(ctx, time.Minute) {
+	// Close the peer's stream only once WaitPeerEnd is waiting: it asks
+	// the context for Done() after finding the session still open.
+	waiting := &doneCalled{Context: ctx, called: make(chan struct{})}
+	go func() { <-waiting.called; raw.Close() }()
+	if !s.WaitPeerEnd(waiting, time.Minute) {
 		t.Fatal("WaitPeerEnd missed the peer's close")
 	}
 	if err := s.Err(); !errors.Is(err, ErrPeerLost) {

@@ -59,8 +59,15 @@ func BenchmarkReblind(b *testing.B) {
 // on loopback, mode both, 50% overlap) and reports IDs per second of wall
 // time and per CPU-second (both parties' IDs over both parties' CPU: the
 // per-core rate, independent of how many cores the machine lends).
+//
+// Under -short (CI runs every benchmark once so) it uses 2000 IDs a side,
+// a second instead of fifteen.
 func BenchmarkProtocol(b *testing.B) {
-	for _, n := range []int{20_000} {
+	sizes := []int{20_000}
+	if testing.Short() {
+		sizes = []int{2_000}
+	}
+	for _, n := range sizes {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			e := newVFLEnv(b)
 			rng := mrand.New(mrand.NewPCG(5, 6))

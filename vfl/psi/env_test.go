@@ -2,9 +2,6 @@ package psi
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -16,126 +13,35 @@ import (
 
 	"google.golang.org/grpc/credentials"
 
-	"github.com/teeml/teeml/attest"
-	"github.com/teeml/teeml/attest/policy"
-	"github.com/teeml/teeml/attest/sim"
+	"github.com/teeml/teeml/internal/fedtest"
 	"github.com/teeml/teeml/internal/testlog"
-	"github.com/teeml/teeml/pki"
-	"github.com/teeml/teeml/ratls"
 )
 
-// The RA-TLS test setup of ratls and fl/protocol, for the vertical-FL roles:
-// a real pki CA, simulated SGX evidence and a policy accepting mrGood.
+// The RA-TLS federation of internal/fedtest, for the vertical-FL roles: a
+// real pki CA, simulated SGX evidence and a policy accepting mrGood.
 var (
-	mrGood  = [32]byte{0x11, 0x22, 0x33, 0x44, 1}
-	mrOther = [32]byte{0x81, 0x5f, 0x00, 0x01, 2}
-	mrSign  = [32]byte{0xaa, 0xbb, 0xcc, 0xdd, 3}
+	mrGood  = fedtest.MRGood
+	mrOther = fedtest.MROther
 )
 
 const testConfigHash = "91bc0e77c4d1a5f0e3b2a1c09d8e7f6a5b4c3d2e1f00112233445566778899aa"
 
-type member struct {
-	name, role string
-	key        *ecdsa.PrivateKey
-	issued     *pki.Issued
-}
-
 type vflEnv struct {
-	t       testing.TB
-	simKey  *ecdsa.PrivateKey
-	ev      attest.Verifier
-	pol     *policy.Policy
-	fed     *pki.Federation
-	members map[string]*member
+	t  testing.TB
+	fe *fedtest.Env
 }
 
 func newVFLEnv(t testing.TB) *vflEnv {
 	t.Helper()
-	ctx := context.Background()
-	now := time.Now()
-	k, err := sim.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := sim.NewVerifier(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv.Logger = testlog.Discard()
-	e := &vflEnv{t: t, simKey: k, ev: sv, members: map[string]*member{}}
-	var y strings.Builder
-	y.WriteString("roles:\n")
-	for _, role := range []string{"leader", "follower"} {
-		fmt.Fprintf(&y, "  %s:\n    sgx:\n      - mr_enclave: %s\n        mr_signer: %s\n    allow_simulation: true\n",
-			role, hex.EncodeToString(mrGood[:]), hex.EncodeToString(mrSign[:]))
-	}
-	if e.pol, err = policy.Parse([]byte(y.String()), "policy.yaml"); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	ca, err := pki.InitCA(filepath.Join(dir, "ca"), pki.InitOptions{Federation: "test", Now: now.Add(-time.Minute)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, role := range map[string]string{"bank": "leader", "shop": "follower", "shop2": "leader"} {
-		key, err := pki.GenerateKey(pki.P256)
-		if err != nil {
-			t.Fatal(err)
-		}
-		csr, err := pki.NewCSR(ctx, key, name, role, e.issuer(mrGood))
-		if err != nil {
-			t.Fatal(err)
-		}
-		issued, err := ca.Certify(ctx, csr, e.pol, e.ev, now)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.members[name] = &member{name: name, role: role, key: key, issued: issued}
-	}
-	bundle := filepath.Join(dir, "federation.bundle")
-	if _, err := ca.WriteBundle(bundle, now); err != nil {
-		t.Fatal(err)
-	}
-	if e.fed, err = pki.LoadFederation(bundle, filepath.Join(ca.Dir(), pki.RootCertFile)); err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
-
-func (e *vflEnv) issuer(mr [32]byte) attest.Issuer {
-	iss, err := sim.NewIssuer(e.simKey, sim.Identity{TEE: attest.SGX, MREnclave: mr, MRSigner: mrSign})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	iss.Logger = testlog.Discard()
-	return iss
+	fe := fedtest.New(t, fedtest.Options{Members: []fedtest.Party{
+		{Name: "bank", Role: "leader"}, {Name: "shop", Role: "follower"}, {Name: "shop2", Role: "leader"}}})
+	return &vflEnv{t: t, fe: fe}
 }
 
 // creds are member name's RA-TLS credentials, its evidence measuring mr.
 func (e *vflEnv) creds(name string, mr [32]byte, server bool) credentials.TransportCredentials {
 	e.t.Helper()
-	m := e.members[name]
-	c, err := ratls.NewCertificate(context.Background(), e.issuer(mr), ratls.CertOptions{Parent: m.issued.Cert, ParentKey: m.key})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	v, err := ratls.NewVerifier(ratls.Config{Evidence: e.ev, Policy: e.pol, Identity: e.fed, Logger: testlog.Discard()})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	tc := ratls.TransportConfig{Certificates: ratls.StaticCertificate{Cert: &c}, Verifier: v, Logger: testlog.Discard()}
-	if server {
-		cr, err := ratls.NewServerCredentials(tc)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		return cr
-	}
-	cr, err := ratls.NewClientCredentials(tc)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return cr
+	return e.fe.Credentials(name, mr, e.fe.CertPolicy, server, testlog.Discard())
 }
 
 // party is one side of a test session.

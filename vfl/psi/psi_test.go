@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -160,7 +161,9 @@ func TestFiftyThousand(t *testing.T) {
 // TestMillion is the acceptance run: 1M vs 1M IDs with 50% overlap over
 // RA-TLS on loopback, compared with the plain intersection. It needs
 // minutes of CPU, more than CI's default package timeout on a loaded
-// machine, so it runs only with TEEML_LONG_TESTS=1.
+// machine, so it runs only with TEEML_LONG_TESTS=1. TEEML_PSI_IDS=N runs it
+// with N IDs per side instead (CI: a size of seconds, so the long test's
+// code is exercised on every run).
 func TestMillion(t *testing.T) {
 	if os.Getenv("TEEML_LONG_TESTS") != "1" {
 		t.Skip("1M vs 1M PSI (4M scalar multiplications, minutes of CPU): set TEEML_LONG_TESTS=1 to run it (with -timeout 60m)")
@@ -168,14 +171,23 @@ func TestMillion(t *testing.T) {
 	if raceEnabled {
 		t.Skip("1M vs 1M PSI: run without -race")
 	}
+	n := 1_000_000
+	if s := os.Getenv("TEEML_PSI_IDS"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 2 || n > 1_000_000 {
+			t.Fatalf("TEEML_PSI_IDS=%q: want a number of IDs per side in 2..1000000", s)
+		}
+	}
 	e := newVFLEnv(t)
 	rng := rand.New(rand.NewPCG(3, 4))
-	const n = 1_000_000
 	l, f := leaderFollower(genIDs(rng, "l", n, n/2), genIDs(rng, "f", n, n/2))
 	r := e.runPair(Both, l, f)
 	check(t, Both, r, l, f)
-	t.Logf("1M vs 1M: intersection %d; leader %.1f s, sent %d B, received %d B",
-		r.res[0].Intersection, r.res[0].Seconds, r.res[0].BytesSent, r.res[0].BytesReceived)
+	if r.res[0].Intersection != n/2 {
+		t.Fatalf("intersection %d, want %d", r.res[0].Intersection, n/2)
+	}
+	t.Logf("%d vs %d: intersection %d; leader %.1f s, sent %d B, received %d B",
+		n, n, r.res[0].Intersection, r.res[0].Seconds, r.res[0].BytesSent, r.res[0].BytesReceived)
 }
 
 func TestRefusedMeasurement(t *testing.T) {

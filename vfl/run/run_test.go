@@ -18,6 +18,7 @@ import (
 	"time"
 
 	vflv1 "github.com/teeml/teeml/api/proto/teeml/vfl/v1"
+	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/internal/testlog"
 	"github.com/teeml/teeml/ml/safetensors"
 	partypkg "github.com/teeml/teeml/party"
@@ -409,11 +410,15 @@ func TestLeaderStartedFirstKeepsDialling(t *testing.T) {
 	ctx := ctxT(t)
 	state := t.TempDir()
 	lerr := make(chan error, 1)
+	var llog testlog.Buffer
 	go func() {
-		_, err := Run(ctx, Options{Plan: plan, Role: RoleLeader, Peer: addr, StateDir: state + "/l", Logger: testlog.Discard()})
+		_, err := Run(ctx, Options{Plan: plan, Role: RoleLeader, Peer: addr, StateDir: state + "/l", Logger: llog.Logger()})
 		lerr <- err
 	}()
-	time.Sleep(700 * time.Millisecond)
+	// The follower starts only after the leader's dial failed twice.
+	testenv.Eventually(t, time.Minute, "two refused leader dials", func() bool {
+		return strings.Count(llog.String(), "bridge channel: retrying") >= 2
+	})
 	if _, err := Run(ctx, Options{Plan: plan, Role: RoleFollower, Listen: addr, StateDir: state + "/f", Logger: testlog.Discard()}); err != nil {
 		t.Fatalf("follower: %v", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/teeml/teeml/internal/testenv"
 )
 
 // Rel is the location of the data relative to the directory containing
@@ -47,11 +49,7 @@ func Find() (string, error) {
 
 func missing(tb testing.TB, err error) {
 	tb.Helper()
-	if os.Getenv("CI") == "true" {
-		tb.Fatalf("shared attestation test data missing (CI=true): %v", err)
-		return
-	}
-	tb.Skipf("shared attestation test data missing: %v", err)
+	testenv.MustRun(tb, "shared attestation test data missing: %v", err)
 }
 
 // Dir returns the data directory, or skips (fails when CI=true).
