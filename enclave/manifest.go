@@ -117,7 +117,7 @@ func WriteManifest(w io.Writer, cfg ManifestConfig) error {
 	bw := bufio.NewWriter(w)
 	m.write(bw)
 	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("manifest: writing: %v", err)
+		return fmt.Errorf("manifest: writing: %w", err)
 	}
 	return nil
 }
@@ -188,7 +188,7 @@ func buildManifest(cfg ManifestConfig) (*manifest, error) {
 	sort.Strings(m.envKeys)
 	for i, mt := range cfg.Mounts {
 		if err := checkMount(mt); err != nil {
-			return nil, fmt.Errorf("manifest: mount %d (%s): %v", i, mt.Path, err)
+			return nil, fmt.Errorf("manifest: mount %d (%s): %w", i, mt.Path, err)
 		}
 	}
 
@@ -237,7 +237,7 @@ func buildManifest(cfg ManifestConfig) (*manifest, error) {
 			}
 			forms, err := canonical(a)
 			if err != nil {
-				return nil, fmt.Errorf("manifest: allowed file %s: %v", a, err)
+				return nil, fmt.Errorf("manifest: allowed file %s: %w", a, err)
 			}
 			for _, tc := range trustConfig {
 				for _, f := range forms {
@@ -347,7 +347,7 @@ func expandTrusted(p string) ([]trustedFile, error) {
 	p = filepath.Clean(p)
 	fi, err := os.Stat(p)
 	if err != nil {
-		return nil, fmt.Errorf("manifest: trusted file %s: %v", p, unwrapPath(err))
+		return nil, fmt.Errorf("manifest: trusted file %s: %w", p, unwrapPath(err))
 	}
 	if fi.Mode().IsRegular() {
 		sum, err := hashFile(p)
@@ -362,7 +362,7 @@ func expandTrusted(p string) ([]trustedFile, error) {
 	var out []trustedFile
 	err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
-			return fmt.Errorf("manifest: trusted directory %s: %v", path, unwrapPath(err))
+			return fmt.Errorf("manifest: trusted directory %s: %w", path, unwrapPath(err))
 		}
 		if d.IsDir() {
 			return nil
@@ -370,7 +370,7 @@ func expandTrusted(p string) ([]trustedFile, error) {
 		if d.Type()&fs.ModeSymlink != 0 {
 			target, err := os.Stat(path)
 			if err != nil {
-				return fmt.Errorf("manifest: trusted file %s: %v", path, unwrapPath(err))
+				return fmt.Errorf("manifest: trusted file %s: %w", path, unwrapPath(err))
 			}
 			if !target.Mode().IsRegular() {
 				return nil // symlinked directory or special file: skipped, as gramine-sgx-sign does
@@ -397,12 +397,12 @@ func expandTrusted(p string) ([]trustedFile, error) {
 func hashFile(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("manifest: trusted file %s: %v", path, unwrapPath(err))
+		return "", fmt.Errorf("manifest: trusted file %s: %w", path, unwrapPath(err))
 	}
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("manifest: trusted file %s: reading: %v", path, unwrapPath(err))
+		return "", fmt.Errorf("manifest: trusted file %s: reading: %w", path, unwrapPath(err))
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
@@ -417,7 +417,7 @@ func canonicalAll(paths []string) ([]canonPath, error) {
 	for _, p := range paths {
 		forms, err := canonical(p)
 		if err != nil {
-			return nil, fmt.Errorf("manifest: %s: %v", p, err)
+			return nil, fmt.Errorf("manifest: %s: %w", p, err)
 		}
 		out = append(out, canonPath{path: p, forms: forms})
 	}

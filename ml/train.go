@@ -205,7 +205,7 @@ func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig
 	var centre []*tensors.Tensor
 	if cfg.ProximalMu > 0 {
 		if err := m.template().Compatible(cfg.ProximalCenter); err != nil {
-			return fmt.Errorf("ml: train: proximal centre: %v", err)
+			return fmt.Errorf("ml: train: proximal centre: %w", err)
 		}
 		for _, t := range cfg.ProximalCenter {
 			centre = append(centre, tensors.FromFlatDataAndDimensions(t.Data, t.Shape...))
@@ -298,7 +298,7 @@ func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig
 				t.FinalizeAll()
 			}
 			if err != nil {
-				return fmt.Errorf("ml: train step: %v", err)
+				return fmt.Errorf("ml: train step: %w", err)
 			}
 			for i := range m.params {
 				m.params[i].FinalizeAll()
@@ -394,7 +394,7 @@ func (m *Model) trainExec(key string) (*Exec, error) {
 		return append(out, lossSum)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ml: building train step: %v", err)
+		return nil, fmt.Errorf("ml: building train step: %w", err)
 	}
 	e = e.WithName(m.kind + "_train_" + key).SetMaxCache(-1)
 	m.trainExecs[key] = e
@@ -439,7 +439,7 @@ func (m *Model) checkDataset(ds *datasets.Dataset, withLabels bool) error {
 		return fmt.Errorf("ml: dataset %q has %d feature values, want N·D = %d", ds.Name, len(ds.X), ds.N*ds.D)
 	}
 	if err := m.checkFeatures(ds.X, ds.D); err != nil {
-		return fmt.Errorf("ml: dataset %q: %v", ds.Name, err)
+		return fmt.Errorf("ml: dataset %q: %w", ds.Name, err)
 	}
 	if !withLabels {
 		return nil

@@ -99,16 +99,16 @@ func parseConfig(data []byte, name string) (Config, error) {
 	c := Config{Federation: y.Federation, Curve: y.Curve}
 	var err error
 	if err = checkFederationName(c.Federation); err != nil {
-		return c, fmt.Errorf("pki: %s: %v", name, err)
+		return c, fmt.Errorf("pki: %s: %w", name, err)
 	}
 	if _, err = curveByName(c.Curve); err != nil || c.Curve == "" {
 		return c, fmt.Errorf("pki: %s: curve %q: want P-256 or P-384", name, c.Curve)
 	}
 	if c.IdentityValidity, err = positiveDuration(y.IdentityValidity); err != nil {
-		return c, fmt.Errorf("pki: %s: identity_validity: %v", name, err)
+		return c, fmt.Errorf("pki: %s: identity_validity: %w", name, err)
 	}
 	if c.CRLValidity, err = positiveDuration(y.CRLValidity); err != nil {
-		return c, fmt.Errorf("pki: %s: crl_validity: %v", name, err)
+		return c, fmt.Errorf("pki: %s: crl_validity: %w", name, err)
 	}
 	return c, nil
 }
@@ -144,13 +144,13 @@ func InitCA(dir string, opts InitOptions) (*CA, error) {
 		opts.Federation = DefaultFederation
 	}
 	if err := checkFederationName(opts.Federation); err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return nil, fmt.Errorf("pki: init: %w", err)
 	}
 	if opts.Curve == "" {
 		opts.Curve = P256
 	}
 	if _, err := curveByName(opts.Curve); err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return nil, fmt.Errorf("pki: init: %w", err)
 	}
 	def := func(d *time.Duration, v time.Duration, what string) error {
 		if *d == 0 {
@@ -179,19 +179,19 @@ func InitCA(dir string, opts InitOptions) (*CA, error) {
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		return nil, fmt.Errorf("pki: init: %s exists and is not empty; refusing to overwrite a CA workspace", dir)
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return nil, fmt.Errorf("pki: init: %w", err)
 	}
 	parent := filepath.Dir(filepath.Clean(dir))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return nil, fmt.Errorf("pki: init: %w", err)
 	}
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".init-*")
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return nil, fmt.Errorf("pki: init: %w", err)
 	}
 	defer os.RemoveAll(tmp) // a no-op after the rename
 	if err := os.Chmod(tmp, 0o700); err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return nil, fmt.Errorf("pki: init: %w", err)
 	}
 
 	rootKey, err := GenerateKey(opts.Curve)
@@ -218,11 +218,11 @@ func InitCA(dir string, opts InitOptions) (*CA, error) {
 	}
 	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: root certificate: %v", err)
+		return nil, fmt.Errorf("pki: init: root certificate: %w", err)
 	}
 	root, err := x509.ParseCertificate(rootDER)
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: root certificate: %v", err)
+		return nil, fmt.Errorf("pki: init: root certificate: %w", err)
 	}
 	sigSerial, err := newSerial()
 	if err != nil {
@@ -244,11 +244,11 @@ func InitCA(dir string, opts InitOptions) (*CA, error) {
 	}
 	sigDER, err := x509.CreateCertificate(rand.Reader, sigTmpl, root, &signingKey.PublicKey, rootKey)
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: signing CA certificate: %v", err)
+		return nil, fmt.Errorf("pki: init: signing CA certificate: %w", err)
 	}
 	signing, err := x509.ParseCertificate(sigDER)
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: signing CA certificate: %v", err)
+		return nil, fmt.Errorf("pki: init: signing CA certificate: %w", err)
 	}
 
 	cfg := Config{Federation: opts.Federation, Curve: opts.Curve, IdentityValidity: opts.IdentityValidity, CRLValidity: opts.CRLValidity}
@@ -260,7 +260,7 @@ func InitCA(dir string, opts InitOptions) (*CA, error) {
 		return nil, err
 	}
 	if err := os.Mkdir(filepath.Join(tmp, IssuedDir), 0o700); err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return nil, fmt.Errorf("pki: init: %w", err)
 	}
 	members := &Members{Federation: opts.Federation, Members: []Member{}}
 	if err := members.save(filepath.Join(tmp, MembersFile)); err != nil {
@@ -271,24 +271,24 @@ func InitCA(dir string, opts InitOptions) (*CA, error) {
 	}
 	cfgBytes, err := cfg.marshal()
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return nil, fmt.Errorf("pki: init: %w", err)
 	}
 	for _, f := range []struct {
 		name string
 		data []byte
 	}{{RootCertFile, encodeCert(root)}, {SigningCAFile, encodeCert(signing)}, {ConfigFile, cfgBytes}} {
 		if err := atomicfile.WriteBytes(filepath.Join(tmp, f.name), f.data, 0o644); err != nil {
-			return nil, fmt.Errorf("pki: init: %v", err)
+			return nil, fmt.Errorf("pki: init: %w", err)
 		}
 	}
 	// An existing empty directory is removed first (os.Remove refuses a
 	// non-empty one, e.g. a concurrent init); os.Rename then refuses to
 	// replace anything that appeared meanwhile.
 	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return nil, fmt.Errorf("pki: init: %w", err)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return nil, fmt.Errorf("pki: init: %w", err)
 	}
 	ca.dir = dir
 	return ca, nil
@@ -303,7 +303,7 @@ func OpenCA(dir string) (*CA, error) {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("pki: %s is not a CA workspace (no %s; create one with teeml pki init)", dir, ConfigFile)
 		}
-		return nil, fmt.Errorf("pki: %v", err)
+		return nil, fmt.Errorf("pki: %w", err)
 	}
 	cfg, err := parseConfig(cfgBytes, filepath.Join(dir, ConfigFile))
 	if err != nil {
@@ -328,7 +328,7 @@ func OpenCA(dir string) (*CA, error) {
 		return nil, fmt.Errorf("pki: %s does not match %s", filepath.Join(dir, SigningKeyFile), filepath.Join(dir, SigningCAFile))
 	}
 	if err := signing.CheckSignatureFrom(root); err != nil {
-		return nil, fmt.Errorf("pki: %s is not signed by %s: %v", SigningCAFile, RootCertFile, err)
+		return nil, fmt.Errorf("pki: %s is not signed by %s: %w", SigningCAFile, RootCertFile, err)
 	}
 	return &CA{dir: dir, cfg: cfg, root: root, signing: signing, signingKey: key}, nil
 }
@@ -379,7 +379,7 @@ func (ca *CA) List() ([]Member, error) {
 func newSerial() (*big.Int, error) {
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
-		return nil, fmt.Errorf("pki: serial: %v", err)
+		return nil, fmt.Errorf("pki: serial: %w", err)
 	}
 	b[0] &= 0x7f
 	b[0] |= 0x40 // positive, always 16 bytes, never zero
@@ -585,7 +585,7 @@ var reasonCodes = map[string]int{
 // code) and writes a fresh CRL.
 func (ca *CA) Revoke(name, reason string, now time.Time) (*Member, error) {
 	if err := CheckName(name); err != nil {
-		return nil, fmt.Errorf("pki: revoke: %v", err)
+		return nil, fmt.Errorf("pki: revoke: %w", err)
 	}
 	if strings.ContainsAny(reason, "\n\r") || len(reason) > 200 {
 		return nil, fmt.Errorf("pki: revoke %q: reason must be one line of at most 200 bytes", name)
@@ -614,7 +614,7 @@ func (ca *CA) Revoke(name, reason string, now time.Time) (*Member, error) {
 		return nil, err
 	}
 	if _, err := ca.writeCRL(members, t); err != nil {
-		return nil, fmt.Errorf("%v (members.yaml already says revoked; teeml pki bundle rewrites the CRL)", err)
+		return nil, fmt.Errorf("%w (members.yaml already says revoked; teeml pki bundle rewrites the CRL)", err)
 	}
 	out := *m
 	return &out, nil
@@ -628,13 +628,13 @@ func (ca *CA) writeCRL(m *Members, now time.Time) ([]byte, error) {
 	if b, err := os.ReadFile(filepath.Join(ca.dir, CRLFile)); err == nil {
 		prev, err := parseCRLPEM(b)
 		if err != nil {
-			return nil, fmt.Errorf("pki: %s: %v", filepath.Join(ca.dir, CRLFile), err)
+			return nil, fmt.Errorf("pki: %s: %w", filepath.Join(ca.dir, CRLFile), err)
 		}
 		if prev.Number != nil {
 			number.Add(prev.Number, big.NewInt(1))
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("pki: crl: %v", err)
+		return nil, fmt.Errorf("pki: crl: %w", err)
 	}
 	var entries []x509.RevocationListEntry
 	for _, e := range m.Members {
@@ -657,10 +657,10 @@ func (ca *CA) writeCRL(m *Members, now time.Time) ([]byte, error) {
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.signing, ca.signingKey)
 	if err != nil {
-		return nil, fmt.Errorf("pki: crl: %v", err)
+		return nil, fmt.Errorf("pki: crl: %w", err)
 	}
 	if err := atomicfile.WriteBytes(filepath.Join(ca.dir, CRLFile), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
-		return nil, fmt.Errorf("pki: crl: %v", err)
+		return nil, fmt.Errorf("pki: crl: %w", err)
 	}
 	return der, nil
 }

@@ -59,7 +59,7 @@ func NewLocalKeys(keks map[string][]byte) (*LocalKeys, error) {
 	l := &LocalKeys{keks: make(map[string][]byte, len(keks))}
 	for id, k := range keks {
 		if err := ValidKeyID(id); err != nil {
-			return nil, fmt.Errorf("key ID %q: %v", id, err)
+			return nil, fmt.Errorf("key ID %q: %w", id, err)
 		}
 		if len(k) != DataKeySize {
 			return nil, fmt.Errorf("key %q: %d bytes, want %d", id, len(k), DataKeySize)
@@ -73,7 +73,7 @@ func NewLocalKeys(keks map[string][]byte) (*LocalKeys, error) {
 // keyID (mode 0600). It refuses to overwrite an existing file.
 func GenerateKeyFile(path, keyID string) error {
 	if err := ValidKeyID(keyID); err != nil {
-		return fmt.Errorf("key ID %q: %v", keyID, err)
+		return fmt.Errorf("key ID %q: %w", keyID, err)
 	}
 	if _, err := os.Lstat(path); err == nil {
 		return fmt.Errorf("key file %s: already exists; refusing to overwrite a key", path)
@@ -94,7 +94,7 @@ func GenerateKeyFile(path, keyID string) error {
 // at path (rewritten atomically). It refuses an ID the file already holds.
 func AddKeyToFile(path, keyID string) error {
 	if err := ValidKeyID(keyID); err != nil {
-		return fmt.Errorf("key ID %q: %v", keyID, err)
+		return fmt.Errorf("key ID %q: %w", keyID, err)
 	}
 	l, err := LoadKeyFile(path)
 	if err != nil {
@@ -126,7 +126,7 @@ func LoadKeyFile(path string) (*LocalKeys, error) {
 	}
 	var doc keyFile
 	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("key file %s: %v", path, err)
+		return nil, fmt.Errorf("key file %s: %w", path, err)
 	}
 	if doc.Type != keyFileType {
 		return nil, fmt.Errorf("key file %s: type %q, want %q", path, doc.Type, keyFileType)
@@ -138,13 +138,13 @@ func LoadKeyFile(path string) (*LocalKeys, error) {
 	for id, enc := range doc.Keys {
 		k, err := base64.StdEncoding.DecodeString(enc)
 		if err != nil {
-			return nil, fmt.Errorf("key file %s: key %q: %v", path, id, err)
+			return nil, fmt.Errorf("key file %s: key %q: %w", path, id, err)
 		}
 		keks[id] = k
 	}
 	l, err := NewLocalKeys(keks)
 	if err != nil {
-		return nil, fmt.Errorf("key file %s: %v", path, err)
+		return nil, fmt.Errorf("key file %s: %w", path, err)
 	}
 	l.path = path
 	return l, nil

@@ -171,7 +171,7 @@ func (v *Verifier) newTrustedPCK(cd *abi.CertificationData) *trustedPCK {
 	certs := make([]*x509.Certificate, 3)
 	for i, b := range blocks {
 		if certs[i], err = x509.ParseCertificate(b.Bytes); err != nil {
-			return fail(fmt.Errorf("certificate %d: %v", i, err))
+			return fail(fmt.Errorf("certificate %d: %w", i, err))
 		}
 	}
 	leaf, inter, root := certs[0], certs[1], certs[2]
@@ -277,7 +277,7 @@ func (v *Verifier) crl(der []byte, issuer *x509.Certificate) (*verifiedCRL, erro
 func (v *Verifier) newSignerChain(pemChain string) ([]*x509.Certificate, error) {
 	certs, err := collateral.ParseCertChain(pemChain)
 	if err != nil {
-		return nil, fmt.Errorf("issuer chain: %v", err)
+		return nil, fmt.Errorf("issuer chain: %w", err)
 	}
 	if len(certs) != 2 {
 		return nil, fmt.Errorf("issuer chain has %d certificates, want 2 (signer, root)", len(certs))
@@ -286,7 +286,7 @@ func (v *Verifier) newSignerChain(pemChain string) ([]*x509.Certificate, error) 
 		return nil, fmt.Errorf("issuer chain: %w", err)
 	}
 	if err := checkIssued(certs[0], certs[1]); err != nil {
-		return nil, fmt.Errorf("issuer chain: %v", err)
+		return nil, fmt.Errorf("issuer chain: %w", err)
 	}
 	return certs, nil
 }
@@ -303,7 +303,7 @@ func (v *Verifier) newTrustedCollateral(col *collateral.Collateral) *trustedColl
 			return
 		}
 		if _, err := caType(chain[0]); err != nil {
-			t.pckCRLErr = fmt.Errorf("issuer chain: %v", err)
+			t.pckCRLErr = fmt.Errorf("issuer chain: %w", err)
 			return
 		}
 		if t.rootCRL != nil {
@@ -503,7 +503,7 @@ func (v *Verifier) verify(ctx context.Context, raw []byte, tc *trustedCollateral
 	// Step 5: quote signature by the attestation key.
 	attKey, err := rawsig.ParsePublicKey(q.SignatureData.AttestationKey[:])
 	if err != nil {
-		return nil, stepf(StepQuoteSignature, "attestation key: %v", err)
+		return nil, stepf(StepQuoteSignature, "attestation key: %w", err)
 	}
 	if err := rawsig.Verify(attKey, q.SignedData(), q.SignatureData.Signature[:]); err != nil {
 		return nil, stepErr(StepQuoteSignature, err)

@@ -213,7 +213,7 @@ func New(cfg Config) (*Runner, error) {
 	}
 	dir, err := os.MkdirTemp(cfg.TempDir, "teeml-runner-")
 	if err != nil {
-		return nil, fmt.Errorf("runner: %v", err)
+		return nil, fmt.Errorf("runner: %w", err)
 	}
 	r := &Runner{cfg: cfg, dir: dir, log: cfg.Logger.With("runner", filepath.Base(cfg.Command[len(cfg.Command)-1]))}
 	for _, d := range []struct {
@@ -227,7 +227,7 @@ func New(cfg Config) (*Runner, error) {
 		path := filepath.Join(dir, d.name)
 		if err := writeData(path, d.ds); err != nil {
 			os.RemoveAll(dir)
-			return nil, fmt.Errorf("runner: %s: %v", d.name, err)
+			return nil, fmt.Errorf("runner: %s: %w", d.name, err)
 		}
 		*d.dst = path
 	}
@@ -437,7 +437,7 @@ func (r *Runner) exec(ctx context.Context, log *slog.Logger, kind, dir, taskFile
 	cmd.WaitDelay = 2 * time.Second
 	log.Info("runner task starts", "command", r.cfg.Command, "timeout", r.cfg.Timeout)
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %v", r.cfg.Command[0], err)
+		return fmt.Errorf("start %s: %w", r.cfg.Command[0], err)
 	}
 	err := cmd.Wait()
 	killGroup(cmd.Process.Pid)
@@ -449,7 +449,7 @@ func (r *Runner) exec(ctx context.Context, log *slog.Logger, kind, dir, taskFile
 	}
 	switch {
 	case ctx.Err() != nil:
-		return fmt.Errorf("cancelled (%v); process group killed", context.Cause(ctx))
+		return fmt.Errorf("cancelled (%w); process group killed", context.Cause(ctx))
 	case tctx.Err() != nil:
 		return fmt.Errorf("timed out after %v; process group killed%s", r.cfg.Timeout, tail)
 	case err == nil:

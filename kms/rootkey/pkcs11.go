@@ -63,7 +63,7 @@ func ParsePKCS11URI(uri string) (PKCS11Config, error) {
 		}
 		v, err := url.PathUnescape(v)
 		if err != nil {
-			return PKCS11Config{}, fmt.Errorf("rootkey: pkcs11: attribute %s: %v", k, err)
+			return PKCS11Config{}, fmt.Errorf("rootkey: pkcs11: attribute %s: %w", k, err)
 		}
 		k = strings.ToLower(k)
 		if seen[k] {
@@ -578,7 +578,7 @@ func (k *pkcs11Key) Unwrap(ciphertext, aad []byte) ([]byte, error) {
 			// SoftHSM2 2.6 reports it as CKR_GENERAL_ERROR. Either way
 			// the token's code is kept in the message.
 			if isRV(err, pkcs11.CKR_ENCRYPTED_DATA_INVALID) || isRV(err, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE) || isRV(err, pkcs11.CKR_GENERAL_ERROR) {
-				return fmt.Errorf("%w [token: %v]", ErrAuthentication, err)
+				return fmt.Errorf("%w [token: %w]", ErrAuthentication, err)
 			}
 			return fmt.Errorf("rootkey: pkcs11: C_Decrypt: %w", err)
 		}

@@ -62,7 +62,7 @@ func LoadCSV(r io.Reader, opts CSVOptions) (*Dataset, error) {
 		return nil, fail("empty input, want a header row")
 	}
 	if err != nil {
-		return nil, fail("%v", err)
+		return nil, fail("%w", err)
 	}
 	seen := map[string]bool{}
 	for i, h := range header {
@@ -105,7 +105,7 @@ func LoadCSV(r io.Reader, opts CSVOptions) (*Dataset, error) {
 		}
 		if err != nil {
 			// csv.ParseError already names the line (and column).
-			return nil, fail("%v", err)
+			return nil, fail("%w", err)
 		}
 		line, _ := cr.FieldPos(0)
 		records = append(records, rec)
@@ -162,7 +162,7 @@ func LoadCSV(r io.Reader, opts CSVOptions) (*Dataset, error) {
 				}
 				f, err := parseNumber(rec[j])
 				if err != nil { // ±Inf: non-numbers made the column categorical above
-					return nil, fail("line %d, column %q: %v", lines[i], header[j], err)
+					return nil, fail("line %d, column %q: %w", lines[i], header[j], err)
 				}
 				ds.X[i*ds.D+k] = float32(f)
 			}
@@ -174,7 +174,7 @@ func LoadCSV(r io.Reader, opts CSVOptions) (*Dataset, error) {
 		ds.Task = opts.Task
 		ds.Y = make([]float32, ds.N)
 		if err := fillLabels(ds, records, lines, labelCol, opts); err != nil {
-			return nil, fail("%v", err)
+			return nil, fail("%w", err)
 		}
 	}
 	return ds, nil
@@ -234,7 +234,7 @@ func fillLabels(ds *Dataset, records [][]string, lines []int, j int, opts CSVOpt
 		for i, rec := range records {
 			f, err := parseNumber(rec[j])
 			if err != nil {
-				return fmt.Errorf("line %d, column %q: %v", lines[i], colName, err)
+				return fmt.Errorf("line %d, column %q: %w", lines[i], colName, err)
 			}
 			ds.Y[i] = float32(f)
 		}

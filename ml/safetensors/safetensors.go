@@ -568,7 +568,7 @@ func parseHeader(header []byte) ([]*entry, map[string]string, error) {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			err = errors.New("unexpected end of JSON")
 		}
-		return nil, nil, fmt.Errorf("safetensors: invalid header JSON: %v", err)
+		return nil, nil, fmt.Errorf("safetensors: invalid header JSON: %w", err)
 	}
 	meta := map[string]string{}
 	var entries []*entry
@@ -579,7 +579,7 @@ func parseHeader(header []byte) ([]*entry, map[string]string, error) {
 			}
 			mfields, err := decodeObject(f.value)
 			if err != nil {
-				return nil, nil, fmt.Errorf("safetensors: __metadata__: %v", err)
+				return nil, nil, fmt.Errorf("safetensors: __metadata__: %w", err)
 			}
 			for _, mf := range mfields {
 				var s string
@@ -607,7 +607,7 @@ func parseEntry(name string, value json.RawMessage) (*entry, error) {
 	}
 	fields, err := decodeObject(value)
 	if err != nil {
-		return nil, e.errorf("%v", err)
+		return nil, e.errorf("%w", err)
 	}
 	var dtypeRaw, shapeRaw, offsetsRaw json.RawMessage
 	for _, f := range fields {
@@ -642,7 +642,7 @@ func parseEntry(name string, value json.RawMessage) (*entry, error) {
 
 	shape, err := intList(shapeRaw)
 	if err != nil {
-		return nil, e.errorf("shape: %v", err)
+		return nil, e.errorf("shape: %w", err)
 	}
 	e.shape = make([]int, len(shape))
 	elems := int64(1)
@@ -662,7 +662,7 @@ func parseEntry(name string, value json.RawMessage) (*entry, error) {
 
 	offsets, err := intList(offsetsRaw)
 	if err != nil {
-		return nil, e.errorf("data_offsets: %v", err)
+		return nil, e.errorf("data_offsets: %w", err)
 	}
 	if len(offsets) != 2 {
 		return nil, e.errorf("data_offsets has %d entries, want [begin, end]", len(offsets))

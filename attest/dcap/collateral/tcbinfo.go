@@ -159,7 +159,7 @@ func parseTime(p *string, name string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("field %s: %v", name, err)
+		return time.Time{}, fmt.Errorf("field %s: %w", name, err)
 	}
 	return t, nil
 }
@@ -224,7 +224,7 @@ func ParseTCBInfo(b []byte) (*TCBInfo, error) {
 func parseTCBInfo(b []byte) (*TCBInfo, error) {
 	var w wireTCBInfo
 	if err := decodeStrict(b, &w); err != nil {
-		return nil, fmt.Errorf("json: %v", err)
+		return nil, fmt.Errorf("json: %w", err)
 	}
 	t := &TCBInfo{}
 	var err error
