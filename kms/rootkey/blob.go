@@ -121,10 +121,10 @@ func checkFor(b []byte, k Kind, id KeyID) (Blob, error) {
 		return Blob{}, err
 	}
 	if p.Kind != k {
-		return Blob{}, fmt.Errorf("rootkey: blob was wrapped by a %s root key, not by this %s root key", p.Kind, k)
+		return Blob{}, mark(ErrWrongKey, "rootkey: blob was wrapped by a %s root key, not by this %s root key", p.Kind, k)
 	}
 	if p.KeyID != id {
-		return Blob{}, fmt.Errorf("rootkey: blob was wrapped under root key %s, this holder's key is %s (wrong root key)", p.KeyID, id)
+		return Blob{}, mark(ErrWrongKey, "rootkey: blob was wrapped under root key %s, this holder's key is %s (wrong root key)", p.KeyID, id)
 	}
 	return p, nil
 }

@@ -21,7 +21,7 @@ const fileKeySize = 32
 func CreateFile(path string) error {
 	dir := filepath.Dir(path)
 	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("rootkey: file %s already exists; refusing to replace a root key", path)
+		return mark(ErrKeyExists, "rootkey: file %s already exists; refusing to replace a root key", path)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("rootkey: file %s: %w", path, err)
 	}
@@ -54,7 +54,7 @@ func CreateFile(path string) error {
 	}
 	if err := os.Link(tmp, path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("rootkey: file %s already exists; refusing to replace a root key", path)
+			return mark(ErrKeyExists, "rootkey: file %s already exists; refusing to replace a root key", path)
 		}
 		return fmt.Errorf("rootkey: file %s: %w", path, err)
 	}

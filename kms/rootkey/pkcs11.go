@@ -261,7 +261,7 @@ func login(ctx *pkcs11.Ctx, slot uint, cfg PKCS11Config) (pkcs11.SessionHandle, 
 	if err := ctx.Login(s, pkcs11.CKU_USER, pin); err != nil && !isRV(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
 		_ = ctx.CloseSession(s)
 		if isRV(err, pkcs11.CKR_PIN_INCORRECT) {
-			return 0, fmt.Errorf("rootkey: pkcs11: token %q: wrong PIN", cfg.Token)
+			return 0, mark(ErrWrongPIN, "rootkey: pkcs11: token %q: wrong PIN", cfg.Token)
 		}
 		return 0, fmt.Errorf("rootkey: pkcs11: token %q: C_Login: %w", cfg.Token, err)
 	}
@@ -317,7 +317,7 @@ func InitPKCS11(cfg PKCS11Config) error {
 		return err
 	}
 	if len(existing) > 0 {
-		return fmt.Errorf("rootkey: pkcs11: token %q already has a key labelled %q; refusing to create another", cfg.Token, cfg.Label)
+		return mark(ErrKeyExists, "rootkey: pkcs11: token %q already has a key labelled %q; refusing to create another", cfg.Token, cfg.Label)
 	}
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {

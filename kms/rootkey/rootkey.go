@@ -5,9 +5,39 @@
 package rootkey
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
+
+// Refusals a caller may branch on, matched with errors.Is. The errors
+// returned keep their own, more specific messages.
+var (
+	// ErrWrongKey: a blob was wrapped by another root key (another kind,
+	// or another key of the same kind) than this holder's. Unlike
+	// ErrAuthentication this is a configuration mistake, not tampering.
+	ErrWrongKey = errors.New("rootkey: blob was wrapped by another root key")
+	// ErrKeyExists: creating a root key was refused because one already
+	// exists (a replaced root key would orphan every stored key).
+	ErrKeyExists = errors.New("rootkey: a root key already exists")
+	// ErrWrongPIN: a PKCS#11 token rejected the user PIN.
+	ErrWrongPIN = errors.New("rootkey: pkcs11: wrong PIN")
+)
+
+// markedError has its own message and unwraps to a sentinel, so that
+// errors.Is(err, sentinel) holds without changing the message's wording.
+type markedError struct {
+	msg    string
+	target error
+}
+
+func (e *markedError) Error() string { return e.msg }
+func (e *markedError) Unwrap() error { return e.target }
+
+// mark formats a message for an error that errors.Is matches to target.
+func mark(target error, format string, args ...any) error {
+	return &markedError{msg: fmt.Sprintf(format, args...), target: target}
+}
 
 // Wrapper encrypts and authenticates key material at rest. aad binds a
 // ciphertext to its context (for example the key ID and version), so a
