@@ -150,6 +150,15 @@ func WriteKeyPEM(path string, key *rsa.PrivateKey, overwrite bool) error {
 	return nil
 }
 
+// errExists refuses to replace an existing file; errors.Is(err,
+// fs.ErrExist) holds for it, as for the *os.LinkError it stands for.
+var errExists error = existsError("file already exists (refusing to overwrite)")
+
+type existsError string
+
+func (e existsError) Error() string      { return string(e) }
+func (existsError) Is(target error) bool { return target == fs.ErrExist }
+
 // writeFileAtomic writes data to a temporary file next to path, fsyncs it,
 // and renames it over path (or hard-links it to path when overwrite is false,
 // which fails if path exists), then fsyncs the directory.
@@ -157,7 +166,7 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode, overwrite bool)
 	dir := filepath.Dir(path)
 	if !overwrite {
 		if _, err := os.Lstat(path); err == nil {
-			return errors.New("file already exists (refusing to overwrite)")
+			return errExists
 		}
 	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
@@ -192,7 +201,7 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode, overwrite bool)
 	} else {
 		if err := os.Link(tmpName, path); err != nil {
 			if errors.Is(err, fs.ErrExist) {
-				return errors.New("file already exists (refusing to overwrite)")
+				return errExists
 			}
 			return fmt.Errorf("linking into place: %w", unwrapPath(err))
 		}

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -69,6 +70,15 @@ func NewLocalKeys(keks map[string][]byte) (*LocalKeys, error) {
 	return l, nil
 }
 
+// errKeyFileExists refuses to replace a key file; errors.Is(err,
+// fs.ErrExist) holds for it.
+var errKeyFileExists error = existsError("already exists; refusing to overwrite a key")
+
+type existsError string
+
+func (e existsError) Error() string      { return string(e) }
+func (existsError) Is(target error) bool { return target == fs.ErrExist }
+
 // GenerateKeyFile writes a new key file at path holding one random key named
 // keyID (mode 0600). It refuses to overwrite an existing file.
 func GenerateKeyFile(path, keyID string) error {
@@ -76,7 +86,7 @@ func GenerateKeyFile(path, keyID string) error {
 		return fmt.Errorf("key ID %q: %w", keyID, err)
 	}
 	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("key file %s: already exists; refusing to overwrite a key", path)
+		return fmt.Errorf("key file %s: %w", path, errKeyFileExists)
 	}
 	k := make([]byte, DataKeySize)
 	if _, err := rand.Read(k); err != nil {
