@@ -297,7 +297,7 @@ func (r *Reader) WriteCSV(ctx context.Context, w io.Writer) (rows int64, err err
 			return 0, fmt.Errorf("parquet: %w", kerr)
 		}
 		if strings.Contains(err.Error(), "message authentication failed") {
-			return 0, fmt.Errorf("parquet: column data failed authentication (file modified, or wrong column key): %w", err)
+			return 0, fmt.Errorf("parquet: column data %w (file modified, or wrong column key): %w", ErrAuthentication, err)
 		}
 		return 0, fmt.Errorf("parquet: %w", err)
 	}

@@ -166,6 +166,11 @@ type Reader struct {
 	Encrypted bool // modular encryption (encrypted footer)
 }
 
+// ErrAuthentication (errors.Is) is a footer or column chunk whose AES-GCM
+// tag did not verify: the file was modified, or the data key is wrong. A
+// key that could not be obtained at all is a different error.
+var ErrAuthentication = errors.New("failed authentication")
+
 // guard turns arrow-go panics into errors that name what failed.
 func (r *retriever) guard(what string, err *error) {
 	if p := recover(); p != nil {
@@ -181,7 +186,8 @@ func (r *retriever) guard(what string, err *error) {
 			}
 		}
 		if strings.Contains(msg, "message authentication failed") {
-			msg = "failed authentication (file modified, or wrong data key)"
+			*err = fmt.Errorf("parquet: %s: %w (file modified, or wrong data key)", what, ErrAuthentication)
+			return
 		}
 		*err = fmt.Errorf("parquet: %s: %s", what, msg)
 	}
@@ -247,7 +253,7 @@ func OpenReader(ctx context.Context, f parquet.ReaderAtSeeker, name string, ks s
 			return nil, fmt.Errorf("parquet: footer: %w", kerr)
 		}
 		if strings.Contains(err.Error(), "message authentication failed") {
-			return nil, fmt.Errorf("parquet: %s: footer failed authentication (file modified, or wrong footer key)", name)
+			return nil, fmt.Errorf("parquet: %s: footer %w (file modified, or wrong footer key)", name, ErrAuthentication)
 		}
 		return nil, fmt.Errorf("parquet: %s: %w", name, err)
 	}
