@@ -140,17 +140,57 @@ type CA struct {
 // directory mode 0700), an empty members.yaml, an empty CRL and ca.yaml. The
 // workspace appears complete or not at all.
 func InitCA(dir string, opts InitOptions) (*CA, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	now := opts.Now.UTC().Truncate(time.Second)
+
+	tmp, err := initTempDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp) // a no-op after the rename
+
+	rootKey, root, err := newRootCA(opts, now)
+	if err != nil {
+		return nil, err
+	}
+	signingKey, signing, err := newSigningCA(opts, now, root, rootKey)
+	if err != nil {
+		return nil, err
+	}
+
+	cfg := Config{Federation: opts.Federation, Curve: opts.Curve, IdentityValidity: opts.IdentityValidity, CRLValidity: opts.CRLValidity}
+	ca := &CA{dir: tmp, cfg: cfg, root: root, signing: signing, signingKey: signingKey}
+	if err := ca.writeInitial(rootKey, now); err != nil {
+		return nil, err
+	}
+	// An existing empty directory is removed first (os.Remove refuses a
+	// non-empty one, e.g. a concurrent init); os.Rename then refuses to
+	// replace anything that appeared meanwhile.
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("pki: init: %w", err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return nil, fmt.Errorf("pki: init: %w", err)
+	}
+	ca.dir = dir
+	return ca, nil
+}
+
+// setDefaults fills in InitCA's defaults and checks the options.
+func (opts *InitOptions) setDefaults() error {
 	if opts.Federation == "" {
 		opts.Federation = DefaultFederation
 	}
 	if err := checkFederationName(opts.Federation); err != nil {
-		return nil, fmt.Errorf("pki: init: %w", err)
+		return fmt.Errorf("pki: init: %w", err)
 	}
 	if opts.Curve == "" {
 		opts.Curve = P256
 	}
 	if _, err := curveByName(opts.Curve); err != nil {
-		return nil, fmt.Errorf("pki: init: %w", err)
+		return fmt.Errorf("pki: init: %w", err)
 	}
 	def := func(d *time.Duration, v time.Duration, what string) error {
 		if *d == 0 {
@@ -168,43 +208,47 @@ func InitCA(dir string, opts InitOptions) (*CA, error) {
 		def(&opts.CRLValidity, DefaultCRLValidity, "CRL validity"),
 	} {
 		if e != nil {
-			return nil, e
+			return e
 		}
 	}
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
 	}
-	now := opts.Now.UTC().Truncate(time.Second)
+	return nil
+}
 
+// initTempDir checks dir does not exist or is empty and makes the private
+// (mode 0700) directory next to it that InitCA fills and renames to dir.
+func initTempDir(dir string) (string, error) {
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
-		return nil, fmt.Errorf("pki: init: %s exists and is not empty; refusing to overwrite a CA workspace", dir)
+		return "", fmt.Errorf("pki: init: %s exists and is not empty; refusing to overwrite a CA workspace", dir)
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("pki: init: %w", err)
+		return "", fmt.Errorf("pki: init: %w", err)
 	}
 	parent := filepath.Dir(filepath.Clean(dir))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return nil, fmt.Errorf("pki: init: %w", err)
+		return "", fmt.Errorf("pki: init: %w", err)
 	}
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".init-*")
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: %w", err)
+		return "", fmt.Errorf("pki: init: %w", err)
 	}
-	defer os.RemoveAll(tmp) // a no-op after the rename
 	if err := os.Chmod(tmp, 0o700); err != nil {
-		return nil, fmt.Errorf("pki: init: %w", err)
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("pki: init: %w", err)
 	}
+	return tmp, nil
+}
 
+// newRootCA makes the federation's self-signed root CA and its key.
+func newRootCA(opts InitOptions, now time.Time) (*ecdsa.PrivateKey, *x509.Certificate, error) {
 	rootKey, err := GenerateKey(opts.Curve)
 	if err != nil {
-		return nil, err
-	}
-	signingKey, err := GenerateKey(opts.Curve)
-	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rootSerial, err := newSerial()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rootTmpl := &x509.Certificate{
 		SerialNumber:          rootSerial,
@@ -218,15 +262,25 @@ func InitCA(dir string, opts InitOptions) (*CA, error) {
 	}
 	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: root certificate: %w", err)
+		return nil, nil, fmt.Errorf("pki: init: root certificate: %w", err)
 	}
 	root, err := x509.ParseCertificate(rootDER)
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: root certificate: %w", err)
+		return nil, nil, fmt.Errorf("pki: init: root certificate: %w", err)
+	}
+	return rootKey, root, nil
+}
+
+// newSigningCA makes the signing CA, certified by root, and its key; it
+// expires no later than root.
+func newSigningCA(opts InitOptions, now time.Time, root *x509.Certificate, rootKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, *x509.Certificate, error) {
+	signingKey, err := GenerateKey(opts.Curve)
+	if err != nil {
+		return nil, nil, err
 	}
 	sigSerial, err := newSerial()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sigNotAfter := now.Add(opts.SigningValidity)
 	if sigNotAfter.After(root.NotAfter) {
@@ -244,54 +298,48 @@ func InitCA(dir string, opts InitOptions) (*CA, error) {
 	}
 	sigDER, err := x509.CreateCertificate(rand.Reader, sigTmpl, root, &signingKey.PublicKey, rootKey)
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: signing CA certificate: %w", err)
+		return nil, nil, fmt.Errorf("pki: init: signing CA certificate: %w", err)
 	}
 	signing, err := x509.ParseCertificate(sigDER)
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: signing CA certificate: %w", err)
+		return nil, nil, fmt.Errorf("pki: init: signing CA certificate: %w", err)
 	}
+	return signingKey, signing, nil
+}
 
-	cfg := Config{Federation: opts.Federation, Curve: opts.Curve, IdentityValidity: opts.IdentityValidity, CRLValidity: opts.CRLValidity}
-	ca := &CA{dir: tmp, cfg: cfg, root: root, signing: signing, signingKey: signingKey}
-	if err := SaveKey(filepath.Join(tmp, RootKeyFile), rootKey); err != nil {
-		return nil, err
+// writeInitial writes a new workspace's files into ca.dir: both keys, the
+// issued directory, an empty members.yaml and CRL, the CA certificates and
+// ca.yaml.
+func (ca *CA) writeInitial(rootKey *ecdsa.PrivateKey, now time.Time) error {
+	if err := SaveKey(filepath.Join(ca.dir, RootKeyFile), rootKey); err != nil {
+		return err
 	}
-	if err := SaveKey(filepath.Join(tmp, SigningKeyFile), signingKey); err != nil {
-		return nil, err
+	if err := SaveKey(filepath.Join(ca.dir, SigningKeyFile), ca.signingKey); err != nil {
+		return err
 	}
-	if err := os.Mkdir(filepath.Join(tmp, IssuedDir), 0o700); err != nil {
-		return nil, fmt.Errorf("pki: init: %w", err)
+	if err := os.Mkdir(filepath.Join(ca.dir, IssuedDir), 0o700); err != nil {
+		return fmt.Errorf("pki: init: %w", err)
 	}
-	members := &Members{Federation: opts.Federation, Members: []Member{}}
-	if err := members.save(filepath.Join(tmp, MembersFile)); err != nil {
-		return nil, err
+	members := &Members{Federation: ca.cfg.Federation, Members: []Member{}}
+	if err := members.save(filepath.Join(ca.dir, MembersFile)); err != nil {
+		return err
 	}
 	if _, err := ca.writeCRL(members, now); err != nil {
-		return nil, err
+		return err
 	}
-	cfgBytes, err := cfg.marshal()
+	cfgBytes, err := ca.cfg.marshal()
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: %w", err)
+		return fmt.Errorf("pki: init: %w", err)
 	}
 	for _, f := range []struct {
 		name string
 		data []byte
-	}{{RootCertFile, encodeCert(root)}, {SigningCAFile, encodeCert(signing)}, {ConfigFile, cfgBytes}} {
-		if err := atomicfile.WriteBytes(filepath.Join(tmp, f.name), f.data, 0o644); err != nil {
-			return nil, fmt.Errorf("pki: init: %w", err)
+	}{{RootCertFile, encodeCert(ca.root)}, {SigningCAFile, encodeCert(ca.signing)}, {ConfigFile, cfgBytes}} {
+		if err := atomicfile.WriteBytes(filepath.Join(ca.dir, f.name), f.data, 0o644); err != nil {
+			return fmt.Errorf("pki: init: %w", err)
 		}
 	}
-	// An existing empty directory is removed first (os.Remove refuses a
-	// non-empty one, e.g. a concurrent init); os.Rename then refuses to
-	// replace anything that appeared meanwhile.
-	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("pki: init: %w", err)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return nil, fmt.Errorf("pki: init: %w", err)
-	}
-	ca.dir = dir
-	return ca, nil
+	return nil
 }
 
 // OpenCA opens an existing CA workspace, checking that the key files are
