@@ -490,37 +490,18 @@ func (ca *CA) Certify(ctx context.Context, csrPEM []byte, pol *policy.Policy, v 
 	if err != nil {
 		return nil, err
 	}
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("pki: certify %q (%s): %s", csr.Name, csr.Role, fmt.Sprintf(format, args...))
-	}
 	if pol == nil && !o.noPolicy {
-		return nil, fail("no attestation policy given (certifying without one must be explicit: --no-policy)")
+		return nil, certifyErr(csr, "no attestation policy given (certifying without one must be explicit: --no-policy)")
 	}
 	if v == nil {
-		return nil, fail("no evidence verifier")
+		return nil, certifyErr(csr, "no evidence verifier")
 	}
 	if now.IsZero() {
-		return nil, fail("no time given")
+		return nil, certifyErr(csr, "no time given")
 	}
-	ev := csr.Evidence
-	if len(ev.Collateral) == 0 && len(o.collateral) > 0 {
-		withCol := *ev
-		withCol.Collateral = o.collateral
-		ev = &withCol
-	}
-	claims, err := v.Verify(ctx, ev, now)
+	claims, err := verifyCSREvidence(ctx, csr, v, now, o.collateral)
 	if err != nil {
-		msg := err.Error()
-		if !strings.HasPrefix(msg, "evidence") {
-			msg = "evidence: " + msg
-		}
-		return nil, fail("%s", msg)
-	}
-	want := make([]byte, 64)
-	copy(want, csr.KeyHash[:])
-	if !bytes.Equal(claims.ReportData, want) {
-		return nil, fail("evidence is not bound to the CSR key: report data %s, want SHA-256 of the key %s zero padded",
-			shortHex(claims.ReportData), hex.EncodeToString(csr.KeyHash[:]))
+		return nil, err
 	}
 	sum := summarize(claims, csr.KeyHash)
 	var decision *policy.Decision
@@ -535,7 +516,7 @@ func (ca *CA) Certify(ctx context.Context, csrPEM []byte, pol *policy.Policy, v 
 		sum.Policy = NoPolicyStatement
 	}
 	if now.After(ca.signing.NotAfter) {
-		return nil, fail("signing CA expired at %s", ca.signing.NotAfter.UTC().Format(time.RFC3339))
+		return nil, certifyErr(csr, "signing CA expired at %s", ca.signing.NotAfter.UTC().Format(time.RFC3339))
 	}
 
 	unlock, err := ca.lock()
@@ -548,14 +529,68 @@ func (ca *CA) Certify(ctx context.Context, csrPEM []byte, pol *policy.Policy, v 
 		return nil, err
 	}
 	if m := members.Active(csr.Name); m != nil {
-		return nil, fail("name already active (serial %s, role %s); revoke it first", m.Serial, m.Role)
+		return nil, certifyErr(csr, "name already active (serial %s, role %s); revoke it first", m.Serial, m.Role)
 	}
+	t := now.UTC().Truncate(time.Second)
+	cert, err := ca.issueIdentity(csr, t, o.validity)
+	if err != nil {
+		return nil, err
+	}
+	m := Member{Name: csr.Name, Role: csr.Role, Serial: formatSerial(cert.SerialNumber), Status: Active,
+		CertifiedAt: t, NotAfter: cert.NotAfter.UTC(), Evidence: sum}
+	certPEM := encodeCert(cert)
+	// The certificate copy is written first: a member is only listed once
+	// its certificate is on disk.
+	if err := atomicfile.WriteBytes(filepath.Join(ca.dir, IssuedDir, m.Name+"-"+m.Serial+".pem"), certPEM, 0o644); err != nil {
+		return nil, certifyErr(csr, "%w", err)
+	}
+	members.Members = append(members.Members, m)
+	if err := members.save(filepath.Join(ca.dir, MembersFile)); err != nil {
+		return nil, err
+	}
+	return &Issued{Member: m, Cert: cert, CertPEM: certPEM, Claims: claims, Decision: decision}, nil
+}
+
+// certifyErr is a Certify error naming the requested member and role.
+func certifyErr(csr *CSR, format string, args ...any) error {
+	return fmt.Errorf("pki: certify %q (%s): "+format, append([]any{csr.Name, csr.Role}, args...)...)
+}
+
+// verifyCSREvidence verifies csr's evidence with v at now (with collateral
+// when the evidence carries none) and checks that it binds the CSR key:
+// report data = SHA-256 of its SubjectPublicKeyInfo, zero padded.
+func verifyCSREvidence(ctx context.Context, csr *CSR, v attest.Verifier, now time.Time, collateral []byte) (*attest.Claims, error) {
+	ev := csr.Evidence
+	if len(ev.Collateral) == 0 && len(collateral) > 0 {
+		withCol := *ev
+		withCol.Collateral = collateral
+		ev = &withCol
+	}
+	claims, err := v.Verify(ctx, ev, now)
+	if err != nil {
+		if !strings.HasPrefix(err.Error(), "evidence") {
+			return nil, certifyErr(csr, "evidence: %w", err)
+		}
+		return nil, certifyErr(csr, "%w", err)
+	}
+	want := make([]byte, 64)
+	copy(want, csr.KeyHash[:])
+	if !bytes.Equal(claims.ReportData, want) {
+		return nil, certifyErr(csr, "evidence is not bound to the CSR key: report data %s, want SHA-256 of the key %s zero padded",
+			shortHex(claims.ReportData), hex.EncodeToString(csr.KeyHash[:]))
+	}
+	return claims, nil
+}
+
+// issueIdentity issues csr's identity certificate, signed by the signing
+// CA, valid from t (less the clock skew allowance) for validity but not
+// past the signing CA.
+func (ca *CA) issueIdentity(csr *CSR, t time.Time, validity time.Duration) (*x509.Certificate, error) {
 	serial, err := newSerial()
 	if err != nil {
 		return nil, err
 	}
-	t := now.UTC().Truncate(time.Second)
-	notAfter := t.Add(o.validity)
+	notAfter := t.Add(validity)
 	if notAfter.After(ca.signing.NotAfter) {
 		notAfter = ca.signing.NotAfter
 	}
@@ -574,25 +609,13 @@ func (ca *CA) Certify(ctx context.Context, csrPEM []byte, pol *policy.Policy, v 
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.signing, csr.Key, ca.signingKey)
 	if err != nil {
-		return nil, fail("issuing: %v", err)
+		return nil, certifyErr(csr, "issuing: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fail("issuing: %v", err)
+		return nil, certifyErr(csr, "issuing: %w", err)
 	}
-	m := Member{Name: csr.Name, Role: csr.Role, Serial: formatSerial(serial), Status: Active,
-		CertifiedAt: t, NotAfter: cert.NotAfter.UTC(), Evidence: sum}
-	certPEM := encodeCert(cert)
-	// The certificate copy is written first: a member is only listed once
-	// its certificate is on disk.
-	if err := atomicfile.WriteBytes(filepath.Join(ca.dir, IssuedDir, m.Name+"-"+m.Serial+".pem"), certPEM, 0o644); err != nil {
-		return nil, fail("%v", err)
-	}
-	members.Members = append(members.Members, m)
-	if err := members.save(filepath.Join(ca.dir, MembersFile)); err != nil {
-		return nil, err
-	}
-	return &Issued{Member: m, Cert: cert, CertPEM: certPEM, Claims: claims, Decision: decision}, nil
+	return cert, nil
 }
 
 func shortHex(b []byte) string {

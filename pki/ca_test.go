@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -401,4 +403,34 @@ func TestCertifyCollateralOptionReachesVerifier(t *testing.T) {
 	// shows the supplied collateral reached it.
 	_, err := e.ca.Certify(context.Background(), csr, e.pol, e.v, t0, Collateral([]byte("{}")))
 	wantErr(t, err, "evidence:", "2 bytes of collateral")
+}
+
+// failingVerifier refuses all evidence with err.
+type failingVerifier struct{ err error }
+
+func (f failingVerifier) Verify(context.Context, *attest.Evidence, time.Time) (*attest.Claims, error) {
+	return nil, f.err
+}
+
+// TestCertifyWrapsVerifierError: a verifier's refusal reaches the caller
+// wrapped (errors.Is), with the "evidence: " prefix added once.
+func TestCertifyWrapsVerifierError(t *testing.T) {
+	e := newEnv(t)
+	_, csr := e.csr("col-1", "collaborator", nil)
+	errExpired := errors.New("collateral expired")
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("dcap: verify: %w", errExpired), `pki: certify "col-1" (collaborator): evidence: dcap: verify: collateral expired`},
+		{fmt.Errorf("evidence: %w", errExpired), `pki: certify "col-1" (collaborator): evidence: collateral expired`},
+	} {
+		_, err := e.ca.Certify(context.Background(), csr, e.pol, failingVerifier{tc.err}, t0)
+		if err == nil || err.Error() != tc.want {
+			t.Fatalf("got %v, want %s", err, tc.want)
+		}
+		if !errors.Is(err, errExpired) {
+			t.Fatalf("%v does not wrap the verifier's error", err)
+		}
+	}
 }
