@@ -76,7 +76,7 @@ func ParseCollaborators(data []byte, name string) ([]Collaborator, error) {
 		if n != nil && n.Line > 0 {
 			where = fmt.Sprintf("%s:%d", name, n.Line)
 		}
-		return fmt.Errorf("%s: %s", where, fmt.Sprintf(format, args...))
+		return fmt.Errorf("%s: "+format, append([]any{where}, args...)...)
 	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -142,10 +142,10 @@ func ParseCollaborators(data []byte, name string) ([]Collaborator, error) {
 			return nil, errf(item, "%s: needs name and data", key)
 		}
 		if err := pki.CheckName(c.Name); err != nil {
-			return nil, errf(item, "%s.name: %v", key, err)
+			return nil, errf(item, "%s.name: %w", key, err)
 		}
 		if err := checkData(c.Data); err != nil {
-			return nil, errf(item, "%s.data: %v", key, err)
+			return nil, errf(item, "%s.data: %w", key, err)
 		}
 		if prev, ok := names[c.Name]; ok {
 			return nil, errf(item, "%s.name: collaborator %q already listed at collaborators[%d]", key, c.Name, prev)
