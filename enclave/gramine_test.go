@@ -3,6 +3,7 @@ package enclave
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,7 +130,7 @@ func TestSignWithGramineFailures(t *testing.T) {
 		t.Fatalf("output = manifest: %v", err)
 	}
 	// Missing manifest.
-	if _, err := SignWithGramine(context.Background(), filepath.Join(dir, "nope.manifest"), testKeyPath, output); err == nil || !strings.Contains(err.Error(), "no such file") {
+	if _, err := SignWithGramine(context.Background(), filepath.Join(dir, "nope.manifest"), testKeyPath, output); err == nil || !strings.Contains(err.Error(), "no such file") || !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing manifest: %v", err)
 	}
 
