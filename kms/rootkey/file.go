@@ -75,7 +75,7 @@ func openFile(path string) (*softKey, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscallNoFollow, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("rootkey: file %s does not exist (create it with `teeml kms rootkey init --root-key file:%s`)", path, path)
+			return nil, mark(err, "rootkey: file %s does not exist (create it with `teeml kms rootkey init --root-key file:%s`)", path, path)
 		}
 		return nil, fmt.Errorf("rootkey: file %s: %w", path, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,7 +83,7 @@ func TestFileCreateNeverReplaces(t *testing.T) {
 
 func TestFileOpenNeverCreates(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "absent.key")
-	if _, err := Open("file:" + path); err == nil || !strings.Contains(err.Error(), "does not exist") {
+	if _, err := Open("file:" + path); err == nil || !strings.Contains(err.Error(), "does not exist") || !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("open of missing file: %v", err)
 	}
 	if _, err := os.Stat(path); err == nil {

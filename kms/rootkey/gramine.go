@@ -51,7 +51,7 @@ func openGramine(policy, dir string) (*softKey, error) {
 	defer clear(seal)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("rootkey: gramine: %s not present (not running inside a Gramine SGX enclave)", path)
+			return nil, mark(err, "rootkey: gramine: %s not present (not running inside a Gramine SGX enclave)", path)
 		}
 		return nil, fmt.Errorf("rootkey: gramine: %s: %w", path, err)
 	}

@@ -182,7 +182,7 @@ type sharedModule struct {
 func acquireModule(path string) (*pkcs11.Ctx, func(), error) {
 	if _, err := os.Stat(path); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, fmt.Errorf("rootkey: pkcs11: module %s not found", path)
+			return nil, nil, mark(err, "rootkey: pkcs11: module %s not found", path)
 		}
 		return nil, nil, fmt.Errorf("rootkey: pkcs11: module %s: %w", path, err)
 	}

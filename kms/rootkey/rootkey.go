@@ -24,8 +24,9 @@ var (
 	ErrWrongPIN = errors.New("rootkey: pkcs11: wrong PIN")
 )
 
-// markedError has its own message and unwraps to a sentinel, so that
-// errors.Is(err, sentinel) holds without changing the message's wording.
+// markedError has its own message and unwraps to a sentinel (or to the
+// cause it explains), so that errors.Is(err, target) holds without
+// changing the message's wording.
 type markedError struct {
 	msg    string
 	target error
@@ -34,7 +35,7 @@ type markedError struct {
 func (e *markedError) Error() string { return e.msg }
 func (e *markedError) Unwrap() error { return e.target }
 
-// mark formats a message for an error that errors.Is matches to target.
+// mark formats a message for an error that unwraps to target.
 func mark(target error, format string, args ...any) error {
 	return &markedError{msg: fmt.Sprintf(format, args...), target: target}
 }
