@@ -13,6 +13,8 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // SGX signing-key parameters: SIGSTRUCT holds a 3072-bit modulus and a 32-bit
@@ -152,12 +154,7 @@ func WriteKeyPEM(path string, key *rsa.PrivateKey, overwrite bool) error {
 
 // errExists refuses to replace an existing file; errors.Is(err,
 // fs.ErrExist) holds for it, as for the *os.LinkError it stands for.
-var errExists error = existsError("file already exists (refusing to overwrite)")
-
-type existsError string
-
-func (e existsError) Error() string      { return string(e) }
-func (existsError) Is(target error) bool { return target == fs.ErrExist }
+var errExists = explain.Errorf(fs.ErrExist, "file already exists (refusing to overwrite)")
 
 // writeFileAtomic writes data to a temporary file next to path, fsyncs it,
 // and renames it over path (or hard-links it to path when overwrite is false,

@@ -24,6 +24,7 @@ import (
 	"github.com/teeml/teeml/attest"
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // Files of a CA workspace.
@@ -349,7 +350,7 @@ func OpenCA(dir string) (*CA, error) {
 	cfgBytes, err := os.ReadFile(filepath.Join(dir, ConfigFile))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("pki: %s is not a CA workspace (no %s; create one with teeml pki init)", dir, ConfigFile)
+			return nil, explain.Errorf(err, "pki: %s is not a CA workspace (no %s; create one with teeml pki init)", dir, ConfigFile)
 		}
 		return nil, fmt.Errorf("pki: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -108,6 +109,9 @@ func TestOpenCARefusesReadableKey(t *testing.T) {
 	wantErr(t, err, SigningKeyFile, "permissions 0644", "want 0600")
 	_, err = OpenCA(t.TempDir())
 	wantErr(t, err, "not a CA workspace")
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("%v is not fs.ErrNotExist", err)
+	}
 }
 
 func TestCertifyRevokeListRoundTrip(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // DataKeySize is the length of every data key: AES-256.
@@ -72,12 +73,7 @@ func NewLocalKeys(keks map[string][]byte) (*LocalKeys, error) {
 
 // errKeyFileExists refuses to replace a key file; errors.Is(err,
 // fs.ErrExist) holds for it.
-var errKeyFileExists error = existsError("already exists; refusing to overwrite a key")
-
-type existsError string
-
-func (e existsError) Error() string      { return string(e) }
-func (existsError) Is(target error) bool { return target == fs.ErrExist }
+var errKeyFileExists = explain.Errorf(fs.ErrExist, "already exists; refusing to overwrite a key")
 
 // GenerateKeyFile writes a new key file at path holding one random key named
 // keyID (mode 0600). It refuses to overwrite an existing file.

@@ -24,6 +24,7 @@ import (
 	"sync"
 
 	"github.com/teeml/teeml/attest"
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // DefaultRoot is where Gramine mounts its attestation pseudo-filesystem.
@@ -69,7 +70,7 @@ func (i *Issuer) AttestationType() (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("gramine: %s does not exist: not running inside Gramine (or Gramine too old)", p)
+			return "", explain.Errorf(err, "gramine: %s does not exist: not running inside Gramine (or Gramine too old)", p)
 		}
 		return "", fmt.Errorf("gramine: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // FileName is the metrics file's name in a run directory.
@@ -271,23 +272,13 @@ func ReadFile(path string) ([]Record, []string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil, &openError{msg: fmt.Sprintf("metrics: %s: no such file (is this a run directory of an aggregator?)", path), err: err}
+			return nil, nil, explain.Errorf(err, "metrics: %s: no such file (is this a run directory of an aggregator?)", path)
 		}
 		return nil, nil, fmt.Errorf("metrics: %w", err)
 	}
 	defer f.Close()
 	return Parse(f, path)
 }
-
-// openError explains a failure to open a metrics file in its own words and
-// wraps the *fs.PathError (errors.Is(err, fs.ErrNotExist) holds).
-type openError struct {
-	msg string
-	err error
-}
-
-func (e *openError) Error() string { return e.msg }
-func (e *openError) Unwrap() error { return e.err }
 
 // Parse reads metrics records from r; name is used in messages.
 func Parse(r io.Reader, name string) ([]Record, []string, error) {

@@ -11,7 +11,7 @@ import (
 )
 
 // Refusals a caller may branch on, matched with errors.Is. The errors
-// returned keep their own, more specific messages.
+// returned keep their own, more specific messages (explain.Errorf).
 var (
 	// ErrWrongKey: a blob was wrapped by another root key (another kind,
 	// or another key of the same kind) than this holder's. Unlike
@@ -23,22 +23,6 @@ var (
 	// ErrWrongPIN: a PKCS#11 token rejected the user PIN.
 	ErrWrongPIN = errors.New("rootkey: pkcs11: wrong PIN")
 )
-
-// markedError has its own message and unwraps to a sentinel (or to the
-// cause it explains), so that errors.Is(err, target) holds without
-// changing the message's wording.
-type markedError struct {
-	msg    string
-	target error
-}
-
-func (e *markedError) Error() string { return e.msg }
-func (e *markedError) Unwrap() error { return e.target }
-
-// mark formats a message for an error that unwraps to target.
-func mark(target error, format string, args ...any) error {
-	return &markedError{msg: fmt.Sprintf(format, args...), target: target}
-}
 
 // Wrapper encrypts and authenticates key material at rest. aad binds a
 // ciphertext to its context (for example the key ID and version), so a
