@@ -144,7 +144,7 @@ func MarshalKeyPEM(key *rsa.PrivateKey) ([]byte, error) {
 func WriteKeyPEM(path string, key *rsa.PrivateKey, overwrite bool) error {
 	data, err := MarshalKeyPEM(key)
 	if err != nil {
-		return fmt.Errorf("enclave key %s: %v", path, trimPrefix(err))
+		return explain.Errorf(err, "enclave key %s: %s", path, trimPrefix(err))
 	}
 	if err := writeFileAtomic(path, data, 0o600, overwrite); err != nil {
 		return fmt.Errorf("enclave key %s: %w", path, err)
@@ -264,7 +264,7 @@ func LoadSigningKey(path string) (*rsa.PrivateKey, error) {
 	}
 	key, err := ParseSigningKeyPEM(data)
 	if err != nil {
-		return nil, fmt.Errorf("enclave key %s: %v", path, trimPrefix(err))
+		return nil, explain.Errorf(err, "enclave key %s: %s", path, trimPrefix(err))
 	}
 	return key, nil
 }

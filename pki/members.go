@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // Status of a member's identity certificate.
@@ -198,7 +199,7 @@ func formatSerial(n *big.Int) string { return n.Text(16) }
 
 func checkFederationName(s string) error {
 	if err := CheckName(s); err != nil {
-		return fmt.Errorf("federation name: %v", strings.TrimPrefix(err.Error(), "member name "))
+		return explain.Errorf(err, "federation name: %s", strings.TrimPrefix(err.Error(), "member name "))
 	}
 	return nil
 }
