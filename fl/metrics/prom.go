@@ -99,7 +99,7 @@ func Serve(ctx context.Context, addr string, p *Prom, log *slog.Logger) (*Server
 	var lc net.ListenConfig
 	lis, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("metrics: listen %s: %w", addr, err)
+		return nil, fmt.Errorf("metrics: listen %s: %v", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", p.Handler())
