@@ -45,10 +45,10 @@ func SignWithGramine(ctx context.Context, manifestPath, keyPath, outputPath stri
 	}
 	key, err := LoadSigningKey(keyPath)
 	if err != nil {
-		return nil, fmt.Errorf("enclave sign: %v", err)
+		return nil, fmt.Errorf("enclave sign: %w", err)
 	}
 	if _, err := os.Stat(manifestPath); err != nil {
-		return nil, fmt.Errorf("enclave sign: manifest %s: %v", manifestPath, unwrapPath(err))
+		return nil, fmt.Errorf("enclave sign: manifest %s: %w", manifestPath, unwrapPath(err))
 	}
 	sigPath := SigPath(manifestPath)
 	cmd := exec.CommandContext(ctx, bin,
@@ -64,20 +64,20 @@ func SignWithGramine(ctx context.Context, manifestPath, keyPath, outputPath stri
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("enclave sign: %s %s: %v", GramineSignCommand, manifestPath, ctxErr)
+			return nil, fmt.Errorf("enclave sign: %s %s: %w", GramineSignCommand, manifestPath, ctxErr)
 		}
-		return nil, fmt.Errorf("enclave sign: %s %s failed (%v): %s", GramineSignCommand, manifestPath, err, lastLine(out.String()))
+		return nil, fmt.Errorf("enclave sign: %s %s failed (%w): %s", GramineSignCommand, manifestPath, err, lastLine(out.String()))
 	}
 	data, err := os.ReadFile(sigPath)
 	if err != nil {
-		return nil, fmt.Errorf("enclave sign: reading %s written by %s: %v", sigPath, GramineSignCommand, unwrapPath(err))
+		return nil, fmt.Errorf("enclave sign: reading %s written by %s: %w", sigPath, GramineSignCommand, unwrapPath(err))
 	}
 	sig, err := ParseSigstruct(data)
 	if err != nil {
-		return nil, fmt.Errorf("enclave sign: %s: %v", sigPath, err)
+		return nil, fmt.Errorf("enclave sign: %s: %w", sigPath, err)
 	}
 	if err := sig.Verify(); err != nil {
-		return nil, fmt.Errorf("enclave sign: %s: %v", sigPath, err)
+		return nil, fmt.Errorf("enclave sign: %s: %w", sigPath, err)
 	}
 	if sig.MRSigner() != MRSigner(&key.PublicKey) {
 		return nil, fmt.Errorf("enclave sign: %s: not signed by the key in %s", sigPath, keyPath)

@@ -2,6 +2,8 @@ package enclave
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,7 +130,7 @@ func TestSignWithGramineFailures(t *testing.T) {
 		t.Fatalf("output = manifest: %v", err)
 	}
 	// Missing manifest.
-	if _, err := SignWithGramine(context.Background(), filepath.Join(dir, "nope.manifest"), testKeyPath, output); err == nil || !strings.Contains(err.Error(), "no such file") {
+	if _, err := SignWithGramine(context.Background(), filepath.Join(dir, "nope.manifest"), testKeyPath, output); err == nil || !strings.Contains(err.Error(), "no such file") || !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing manifest: %v", err)
 	}
 
@@ -138,7 +140,7 @@ func TestSignWithGramineFailures(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	_, err = SignWithGramine(ctx, manifest, testKeyPath, output)
-	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
+	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("timeout: %v", err)
 	}
 	if time.Since(start) > 10*time.Second {

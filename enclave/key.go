@@ -13,6 +13,8 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // SGX signing-key parameters: SIGSTRUCT holds a 3072-bit modulus and a 32-bit
@@ -82,7 +84,7 @@ func GenerateSigningKey(random io.Reader) (*rsa.PrivateKey, error) {
 		}
 		key.Precompute()
 		if err := key.Validate(); err != nil {
-			return nil, fmt.Errorf("enclave key: generated key failed validation: %v", err)
+			return nil, fmt.Errorf("enclave key: generated key failed validation: %w", err)
 		}
 		return key, nil
 	}
@@ -96,7 +98,7 @@ func generatePrime(random io.Reader) (*big.Int, error) {
 	for range 1000 {
 		p, err := rand.Prime(random, KeyBits/2)
 		if err != nil {
-			return nil, fmt.Errorf("enclave key: generating a %d-bit prime: %v", KeyBits/2, err)
+			return nil, fmt.Errorf("enclave key: generating a %d-bit prime: %w", KeyBits/2, err)
 		}
 		if m.Mod(p, three).Int64() == 2 {
 			return p, nil
@@ -142,13 +144,17 @@ func MarshalKeyPEM(key *rsa.PrivateKey) ([]byte, error) {
 func WriteKeyPEM(path string, key *rsa.PrivateKey, overwrite bool) error {
 	data, err := MarshalKeyPEM(key)
 	if err != nil {
-		return fmt.Errorf("enclave key %s: %v", path, trimPrefix(err))
+		return explain.Errorf(err, "enclave key %s: %s", path, trimPrefix(err))
 	}
 	if err := writeFileAtomic(path, data, 0o600, overwrite); err != nil {
-		return fmt.Errorf("enclave key %s: %v", path, err)
+		return fmt.Errorf("enclave key %s: %w", path, err)
 	}
 	return nil
 }
+
+// errExists refuses to replace an existing file; errors.Is(err,
+// fs.ErrExist) holds for it, as for the *os.LinkError it stands for.
+var errExists = explain.Errorf(fs.ErrExist, "file already exists (refusing to overwrite)")
 
 // writeFileAtomic writes data to a temporary file next to path, fsyncs it,
 // and renames it over path (or hard-links it to path when overwrite is false,
@@ -157,12 +163,12 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode, overwrite bool)
 	dir := filepath.Dir(path)
 	if !overwrite {
 		if _, err := os.Lstat(path); err == nil {
-			return errors.New("file already exists (refusing to overwrite)")
+			return errExists
 		}
 	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("creating temporary file: %v", unwrapPath(err))
+		return fmt.Errorf("creating temporary file: %w", unwrapPath(err))
 	}
 	tmpName := tmp.Name()
 	defer func() {
@@ -172,29 +178,29 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode, overwrite bool)
 		os.Remove(tmpName) // after a rename or link this is a no-op or drops the extra name
 	}()
 	if err := tmp.Chmod(perm); err != nil {
-		return fmt.Errorf("setting mode %o: %v", perm, unwrapPath(err))
+		return fmt.Errorf("setting mode %o: %w", perm, unwrapPath(err))
 	}
 	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("writing: %v", unwrapPath(err))
+		return fmt.Errorf("writing: %w", unwrapPath(err))
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("syncing: %v", unwrapPath(err))
+		return fmt.Errorf("syncing: %w", unwrapPath(err))
 	}
 	if err := tmp.Close(); err != nil {
 		tmp = nil
-		return fmt.Errorf("closing: %v", unwrapPath(err))
+		return fmt.Errorf("closing: %w", unwrapPath(err))
 	}
 	tmp = nil
 	if overwrite {
 		if err := os.Rename(tmpName, path); err != nil {
-			return fmt.Errorf("renaming into place: %v", unwrapPath(err))
+			return fmt.Errorf("renaming into place: %w", unwrapPath(err))
 		}
 	} else {
 		if err := os.Link(tmpName, path); err != nil {
 			if errors.Is(err, fs.ErrExist) {
-				return errors.New("file already exists (refusing to overwrite)")
+				return errExists
 			}
-			return fmt.Errorf("linking into place: %v", unwrapPath(err))
+			return fmt.Errorf("linking into place: %w", unwrapPath(err))
 		}
 	}
 	if d, err := os.Open(dir); err == nil {
@@ -220,13 +226,13 @@ func ParseSigningKeyPEM(data []byte) (*rsa.PrivateKey, error) {
 		}
 		k, err := x509.ParsePKCS1PrivateKey(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("enclave key: parsing PKCS#1 RSA private key: %v", err)
+			return nil, fmt.Errorf("enclave key: parsing PKCS#1 RSA private key: %w", err)
 		}
 		key = k
 	case "PRIVATE KEY":
 		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("enclave key: parsing PKCS#8 private key: %v", err)
+			return nil, fmt.Errorf("enclave key: parsing PKCS#8 private key: %w", err)
 		}
 		rk, ok := k.(*rsa.PrivateKey)
 		if !ok {
@@ -242,7 +248,7 @@ func ParseSigningKeyPEM(data []byte) (*rsa.PrivateKey, error) {
 		return nil, err
 	}
 	if err := key.Validate(); err != nil {
-		return nil, fmt.Errorf("enclave key: invalid RSA key: %v", err)
+		return nil, fmt.Errorf("enclave key: invalid RSA key: %w", err)
 	}
 	key.Precompute()
 	return key, nil
@@ -254,11 +260,11 @@ func ParseSigningKeyPEM(data []byte) (*rsa.PrivateKey, error) {
 func LoadSigningKey(path string) (*rsa.PrivateKey, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("enclave key %s: %v", path, unwrapPath(err))
+		return nil, fmt.Errorf("enclave key %s: %w", path, unwrapPath(err))
 	}
 	key, err := ParseSigningKeyPEM(data)
 	if err != nil {
-		return nil, fmt.Errorf("enclave key %s: %v", path, trimPrefix(err))
+		return nil, explain.Errorf(err, "enclave key %s: %s", path, trimPrefix(err))
 	}
 	return key, nil
 }

@@ -8,6 +8,9 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
 	"math/big"
 	"os"
 	"os/exec"
@@ -144,6 +147,9 @@ func TestWriteKeyPEM(t *testing.T) {
 	err = WriteKeyPEM(path, generatedKey(t), false)
 	if err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("second write without overwrite: %v", err)
+	}
+	if !errors.Is(fmt.Errorf("enclave keygen: %w", err), fs.ErrExist) {
+		t.Fatalf("second write without overwrite: %v is not fs.ErrExist", err)
 	}
 	after, _ := os.ReadFile(path)
 	if !bytes.Equal(before, after) {

@@ -117,7 +117,7 @@ func WriteManifest(w io.Writer, cfg ManifestConfig) error {
 	bw := bufio.NewWriter(w)
 	m.write(bw)
 	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("manifest: writing: %v", err)
+		return fmt.Errorf("manifest: writing: %w", err)
 	}
 	return nil
 }
@@ -132,8 +132,36 @@ type manifest struct {
 }
 
 func buildManifest(cfg ManifestConfig) (*manifest, error) {
+	if err := setManifestDefaults(&cfg); err != nil {
+		return nil, err
+	}
+	if err := checkUTF8(cfg); err != nil {
+		return nil, err
+	}
+	m := &manifest{cfg: cfg}
+	var err error
+	if m.envKeys, err = envKeys(cfg.Env); err != nil {
+		return nil, err
+	}
+	for i, mt := range cfg.Mounts {
+		if err := checkMount(mt); err != nil {
+			return nil, fmt.Errorf("manifest: mount %d (%s): %w", i, mt.Path, err)
+		}
+	}
+	if m.trusted, err = trustedFiles(cfg); err != nil {
+		return nil, err
+	}
+	if m.allowedFiles, err = allowedFiles(cfg, m.trusted); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// setManifestDefaults fills in cfg's defaults and checks its scalar
+// settings and argv.
+func setManifestDefaults(cfg *ManifestConfig) error {
 	if cfg.Entrypoint == "" {
-		return nil, errors.New("manifest: entrypoint (libos.entrypoint) is required")
+		return errors.New("manifest: entrypoint (libos.entrypoint) is required")
 	}
 	if cfg.LibOSPath == "" {
 		cfg.LibOSPath = DefaultLibOSPath
@@ -144,60 +172,62 @@ func buildManifest(cfg ManifestConfig) (*manifest, error) {
 	switch cfg.LogLevel {
 	case "none", "error", "warning", "debug", "trace", "all":
 	default:
-		return nil, fmt.Errorf("manifest: log level %q is not one of none, error, warning, debug, trace, all", cfg.LogLevel)
+		return fmt.Errorf("manifest: log level %q is not one of none, error, warning, debug, trace, all", cfg.LogLevel)
 	}
 	if cfg.EnclaveSize == "" {
 		cfg.EnclaveSize = DefaultEnclaveSize
 	}
 	if err := checkEnclaveSize(cfg.EnclaveSize); err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.MaxThreads == 0 {
 		cfg.MaxThreads = DefaultMaxThreads
 	}
 	if cfg.MaxThreads < 1 {
-		return nil, fmt.Errorf("manifest: max threads is %d, must be at least 1", cfg.MaxThreads)
+		return fmt.Errorf("manifest: max threads is %d, must be at least 1", cfg.MaxThreads)
 	}
 	if cfg.RemoteAttestation == "" {
 		cfg.RemoteAttestation = DefaultRemoteAttestation
 	}
 	if cfg.RemoteAttestation != "dcap" && cfg.RemoteAttestation != "none" {
-		return nil, fmt.Errorf("manifest: remote attestation %q is not \"dcap\" or \"none\"", cfg.RemoteAttestation)
+		return fmt.Errorf("manifest: remote attestation %q is not \"dcap\" or \"none\"", cfg.RemoteAttestation)
 	}
 	if len(cfg.Argv) > 0 && cfg.ArgvSrcFile != "" {
-		return nil, errors.New("manifest: argv and argv source file are mutually exclusive")
+		return errors.New("manifest: argv and argv source file are mutually exclusive")
 	}
 	for _, a := range cfg.Argv {
 		if strings.IndexByte(a, 0) >= 0 {
-			return nil, fmt.Errorf("manifest: argument %q contains a NUL byte", a)
+			return fmt.Errorf("manifest: argument %q contains a NUL byte", a)
 		}
 	}
-	if err := checkUTF8(cfg); err != nil {
-		return nil, err
-	}
-	m := &manifest{cfg: cfg}
-	for k, v := range cfg.Env {
+	return nil
+}
+
+// envKeys checks env's names and values and returns its names sorted.
+func envKeys(env map[string]string) ([]string, error) {
+	var keys []string
+	for k, v := range env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			return nil, fmt.Errorf("manifest: environment variable name %q is empty or contains '=' or NUL", k)
 		}
 		if strings.IndexByte(v, 0) >= 0 {
 			return nil, fmt.Errorf("manifest: environment variable %s contains a NUL byte", k)
 		}
-		m.envKeys = append(m.envKeys, k)
+		keys = append(keys, k)
 	}
-	sort.Strings(m.envKeys)
-	for i, mt := range cfg.Mounts {
-		if err := checkMount(mt); err != nil {
-			return nil, fmt.Errorf("manifest: mount %d (%s): %v", i, mt.Path, err)
-		}
-	}
+	sort.Strings(keys)
+	return keys, nil
+}
 
-	// Trusted files: user list, trust-deciding config, argv file.
+// trustedFiles hashes the trusted files, sorted by URI without duplicates:
+// the user's list, the trust-deciding config and the argv file.
+func trustedFiles(cfg ManifestConfig) ([]trustedFile, error) {
 	trustedPaths := slices.Clone(cfg.TrustedFiles)
 	trustedPaths = append(trustedPaths, cfg.TrustConfig...)
 	if cfg.ArgvSrcFile != "" {
 		trustedPaths = append(trustedPaths, cfg.ArgvSrcFile)
 	}
+	var trusted []trustedFile
 	seen := map[string]bool{}
 	for _, p := range trustedPaths {
 		files, err := expandTrusted(p)
@@ -207,63 +237,74 @@ func buildManifest(cfg ManifestConfig) (*manifest, error) {
 		for _, tf := range files {
 			if !seen[tf.URI] {
 				seen[tf.URI] = true
-				m.trusted = append(m.trusted, tf)
+				trusted = append(trusted, tf)
 			}
 		}
 	}
-	sort.Slice(m.trusted, func(i, j int) bool { return m.trusted[i].URI < m.trusted[j].URI })
+	sort.Slice(trusted, func(i, j int) bool { return trusted[i].URI < trusted[j].URI })
+	return trusted, nil
+}
 
-	// Allowed files: never a trust-deciding config or a trusted file.
+// allowedFiles returns the allowed files' URIs, sorted without duplicates.
+// An allowed file is never a trust-deciding config or a trusted file.
+func allowedFiles(cfg ManifestConfig, trusted []trustedFile) ([]string, error) {
 	trustConfig, err := canonicalAll(cfg.TrustConfig)
 	if err != nil {
 		return nil, err
 	}
-	trustedFiles := make([]string, 0, len(m.trusted))
-	for _, tf := range m.trusted {
-		trustedFiles = append(trustedFiles, strings.TrimPrefix(tf.URI, "file:"))
+	trustedPaths := make([]string, 0, len(trusted))
+	for _, tf := range trusted {
+		trustedPaths = append(trustedPaths, strings.TrimPrefix(tf.URI, "file:"))
 	}
-	trustedCanon, err := canonicalAll(trustedFiles)
+	trustedCanon, err := canonicalAll(trustedPaths)
 	if err != nil {
 		return nil, err
 	}
+	var allowed []string
 	allowedSeen := map[string]bool{}
 	for _, a := range cfg.AllowedFiles {
-		var uri string
-		if strings.HasPrefix(a, "dev:") {
-			uri = a
-		} else {
-			if a == "" {
-				return nil, errors.New("manifest: allowed file: empty path")
+		uri := a
+		if !strings.HasPrefix(a, "dev:") {
+			if uri, err = allowedFileURI(a, trustConfig, trustedCanon); err != nil {
+				return nil, err
 			}
-			forms, err := canonical(a)
-			if err != nil {
-				return nil, fmt.Errorf("manifest: allowed file %s: %v", a, err)
-			}
-			for _, tc := range trustConfig {
-				for _, f := range forms {
-					for _, t := range tc.forms {
-						if isWithin(t, f) || isWithin(f, t) {
-							return nil, fmt.Errorf("manifest: allowed file %s: overlaps trust-deciding config %s, which must stay a trusted file", a, tc.path)
-						}
-					}
-				}
-			}
-			for _, tf := range trustedCanon {
-				for _, f := range forms {
-					if slices.Contains(tf.forms, f) {
-						return nil, fmt.Errorf("manifest: allowed file %s: is also a trusted file", a)
-					}
-				}
-			}
-			uri = "file:" + filepath.Clean(a)
 		}
 		if !allowedSeen[uri] {
 			allowedSeen[uri] = true
-			m.allowedFiles = append(m.allowedFiles, uri)
+			allowed = append(allowed, uri)
 		}
 	}
-	sort.Strings(m.allowedFiles)
-	return m, nil
+	sort.Strings(allowed)
+	return allowed, nil
+}
+
+// allowedFileURI returns the file: URI of allowed file a once it overlaps
+// no trust-deciding config and is no trusted file.
+func allowedFileURI(a string, trustConfig, trustedCanon []canonPath) (string, error) {
+	if a == "" {
+		return "", errors.New("manifest: allowed file: empty path")
+	}
+	forms, err := canonical(a)
+	if err != nil {
+		return "", fmt.Errorf("manifest: allowed file %s: %w", a, err)
+	}
+	for _, tc := range trustConfig {
+		for _, f := range forms {
+			for _, t := range tc.forms {
+				if isWithin(t, f) || isWithin(f, t) {
+					return "", fmt.Errorf("manifest: allowed file %s: overlaps trust-deciding config %s, which must stay a trusted file", a, tc.path)
+				}
+			}
+		}
+	}
+	for _, tf := range trustedCanon {
+		for _, f := range forms {
+			if slices.Contains(tf.forms, f) {
+				return "", fmt.Errorf("manifest: allowed file %s: is also a trusted file", a)
+			}
+		}
+	}
+	return "file:" + filepath.Clean(a), nil
 }
 
 // checkUTF8 rejects strings TOML cannot hold (TOML documents are UTF-8).
@@ -347,7 +388,7 @@ func expandTrusted(p string) ([]trustedFile, error) {
 	p = filepath.Clean(p)
 	fi, err := os.Stat(p)
 	if err != nil {
-		return nil, fmt.Errorf("manifest: trusted file %s: %v", p, unwrapPath(err))
+		return nil, fmt.Errorf("manifest: trusted file %s: %w", p, unwrapPath(err))
 	}
 	if fi.Mode().IsRegular() {
 		sum, err := hashFile(p)
@@ -362,7 +403,7 @@ func expandTrusted(p string) ([]trustedFile, error) {
 	var out []trustedFile
 	err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
-			return fmt.Errorf("manifest: trusted directory %s: %v", path, unwrapPath(err))
+			return fmt.Errorf("manifest: trusted directory %s: %w", path, unwrapPath(err))
 		}
 		if d.IsDir() {
 			return nil
@@ -370,7 +411,7 @@ func expandTrusted(p string) ([]trustedFile, error) {
 		if d.Type()&fs.ModeSymlink != 0 {
 			target, err := os.Stat(path)
 			if err != nil {
-				return fmt.Errorf("manifest: trusted file %s: %v", path, unwrapPath(err))
+				return fmt.Errorf("manifest: trusted file %s: %w", path, unwrapPath(err))
 			}
 			if !target.Mode().IsRegular() {
 				return nil // symlinked directory or special file: skipped, as gramine-sgx-sign does
@@ -397,12 +438,12 @@ func expandTrusted(p string) ([]trustedFile, error) {
 func hashFile(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("manifest: trusted file %s: %v", path, unwrapPath(err))
+		return "", fmt.Errorf("manifest: trusted file %s: %w", path, unwrapPath(err))
 	}
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("manifest: trusted file %s: reading: %v", path, unwrapPath(err))
+		return "", fmt.Errorf("manifest: trusted file %s: reading: %w", path, unwrapPath(err))
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
@@ -417,7 +458,7 @@ func canonicalAll(paths []string) ([]canonPath, error) {
 	for _, p := range paths {
 		forms, err := canonical(p)
 		if err != nil {
-			return nil, fmt.Errorf("manifest: %s: %v", p, err)
+			return nil, fmt.Errorf("manifest: %s: %w", p, err)
 		}
 		out = append(out, canonPath{path: p, forms: forms})
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -321,7 +323,7 @@ func TestWriteManifestErrors(t *testing.T) {
 	if os.Geteuid() != 0 { // root reads everything
 		os.Chmod(unreadable, 0)
 		err := WriteManifest(&bytes.Buffer{}, ManifestConfig{Entrypoint: "/a", TrustedFiles: []string{dir}})
-		if err == nil || !strings.Contains(err.Error(), "permission denied") {
+		if err == nil || !strings.Contains(err.Error(), "permission denied") || !errors.Is(err, fs.ErrPermission) {
 			t.Fatalf("unreadable file in a trusted directory: %v", err)
 		}
 	}

@@ -324,7 +324,7 @@ func (s *Sigstruct) Sign(key *rsa.PrivateKey) error {
 	digest := sha256.Sum256(data)
 	sigBE, err := rsa.SignPKCS1v15(nil, key, crypto.SHA256, digest[:])
 	if err != nil {
-		return fmt.Errorf("sigstruct: sign: %v", err)
+		return fmt.Errorf("sigstruct: sign: %w", err)
 	}
 	sig := new(big.Int).SetBytes(sigBE)
 	q1, q2 := quotients(sig, key.N)
@@ -367,7 +367,7 @@ func (s *Sigstruct) Verify() error {
 	digest := sha256.Sum256(data)
 	pub := &rsa.PublicKey{N: n, E: KeyExponent}
 	if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig.FillBytes(make([]byte, KeySize))); err != nil {
-		return fmt.Errorf("sigstruct: signature does not verify under the SIGSTRUCT modulus: %v", err)
+		return fmt.Errorf("sigstruct: signature does not verify under the SIGSTRUCT modulus: %w", err)
 	}
 	q1, q2 := quotients(sig, n)
 	var want [KeySize]byte
@@ -435,7 +435,7 @@ func (m *Measurement) UnmarshalText(b []byte) error {
 	}
 	var v Measurement
 	if _, err := hex.Decode(v[:], b); err != nil {
-		return fmt.Errorf("measurement: %v", err)
+		return fmt.Errorf("measurement: %w", err)
 	}
 	*m = v
 	return nil
@@ -454,7 +454,7 @@ func (h HexBytes) MarshalText() ([]byte, error) { return []byte(h.String()), nil
 func (h *HexBytes) UnmarshalText(b []byte) error {
 	v, err := hex.DecodeString(string(b))
 	if err != nil {
-		return fmt.Errorf("hex bytes: %v", err)
+		return fmt.Errorf("hex bytes: %w", err)
 	}
 	*h = v
 	return nil

@@ -70,13 +70,13 @@ func Backend() (compute.Backend, error) {
 	}
 	b, err := gobackend.New(backendConfig)
 	if err != nil {
-		return nil, fmt.Errorf("ml: creating GoMLX go backend: %v", err)
+		return nil, fmt.Errorf("ml: creating GoMLX go backend: %w", err)
 	}
 	if threads > 0 && !setParallelism(b, threads) {
 		// Fallback through the documented config string (which prints a line on stdout).
 		b, err = gobackend.New(fmt.Sprintf("%s,parallelism=%d", backendConfig, threads))
 		if err != nil {
-			return nil, fmt.Errorf("ml: creating GoMLX go backend: %v", err)
+			return nil, fmt.Errorf("ml: creating GoMLX go backend: %w", err)
 		}
 	}
 	backendInst = b

@@ -92,7 +92,7 @@ func (m *Model) PredictX(x []float32, n int) ([]float32, error) {
 		return nil, fmt.Errorf("ml: PredictX: need n > 0 rows of %d features, got %d values for n=%d", d, len(x), n)
 	}
 	if err := m.checkFeatures(x, d); err != nil {
-		return nil, fmt.Errorf("ml: PredictX: %v", err)
+		return nil, fmt.Errorf("ml: PredictX: %w", err)
 	}
 	return m.predict(x, n)
 }
@@ -166,7 +166,7 @@ func (m *Model) rawOutputs(x []float32, n int) ([]float32, error) {
 			return []*Node{m.arch.forward(in[:P], in[P])}
 		})
 		if err != nil {
-			return nil, fmt.Errorf("ml: building predict graph: %v", err)
+			return nil, fmt.Errorf("ml: building predict graph: %w", err)
 		}
 		m.predictExec = e.WithName(m.kind + "_predict").SetMaxCache(-1)
 	}
@@ -190,14 +190,14 @@ func (m *Model) rawOutputs(x []float32, n int) ([]float32, error) {
 		res, err := m.predictExec.Exec(args...)
 		xt.FinalizeAll()
 		if err != nil {
-			return nil, fmt.Errorf("ml: predict: %v", err)
+			return nil, fmt.Errorf("ml: predict: %w", err)
 		}
 		err = tensors.ConstFlatData(res[0], func(flat []float32) {
 			out = append(out, flat[:(hi-lo)*k]...)
 		})
 		res[0].FinalizeAll()
 		if err != nil {
-			return nil, fmt.Errorf("ml: predict: %v", err)
+			return nil, fmt.Errorf("ml: predict: %w", err)
 		}
 	}
 	return out, nil

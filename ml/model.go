@@ -195,10 +195,10 @@ func (m *Model) SetWeights(w tensor.Weights) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.template().Compatible(w); err != nil {
-		return fmt.Errorf("ml: SetWeights on %s: %v", m.kind, err)
+		return fmt.Errorf("ml: SetWeights on %s: %w", m.kind, err)
 	}
 	if err := w.AllFinite(); err != nil {
-		return fmt.Errorf("ml: SetWeights on %s: %v", m.kind, err)
+		return fmt.Errorf("ml: SetWeights on %s: %w", m.kind, err)
 	}
 	for i, t := range w {
 		old := m.params[i]

@@ -124,7 +124,7 @@ func (s Spec) JSON() string {
 func ParseSpec(data string) (Spec, error) {
 	var s Spec
 	if err := json.Unmarshal([]byte(data), &s); err != nil {
-		return Spec{}, fmt.Errorf("ml: bad model spec: %v", err)
+		return Spec{}, fmt.Errorf("ml: bad model spec: %w", err)
 	}
 	return s, nil
 }

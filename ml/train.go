@@ -189,50 +189,17 @@ func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig
 		return err
 	}
 
-	P := len(m.params)
-	S := numStates(key) * P
-	state := make([]*tensors.Tensor, S)
-	for i := range state {
-		d := m.arch.params[i%P]
-		state[i] = tensors.FromShape(shapeF32(d.shape)) // zero-filled
-	}
-	defer func() {
-		for _, t := range state {
-			t.FinalizeAll()
-		}
-	}()
+	r := m.newTrainRun(exec, ds, cfg, numStates(key)*len(m.params))
+	defer finalizeAll(r.state)
 	// FedProx: the proximal centre is fixed for the whole call.
-	var centre []*tensors.Tensor
 	if cfg.ProximalMu > 0 {
 		if err := m.template().Compatible(cfg.ProximalCenter); err != nil {
-			return fmt.Errorf("ml: train: proximal centre: %v", err)
+			return fmt.Errorf("ml: train: proximal centre: %w", err)
 		}
 		for _, t := range cfg.ProximalCenter {
-			centre = append(centre, tensors.FromFlatDataAndDimensions(t.Data, t.Shape...))
+			r.centre = append(r.centre, tensors.FromFlatDataAndDimensions(t.Data, t.Shape...))
 		}
-		defer func() {
-			for _, t := range centre {
-				t.FinalizeAll()
-			}
-		}()
-	}
-
-	n, d := ds.N, ds.D
-	bs := min(cfg.BatchSize, n)
-	nb := (n + bs - 1) / bs
-	total := nb * cfg.Epochs
-	xb := make([]float32, bs*d)
-	yb := make([]float32, bs)
-	mb := make([]float32, bs)
-	beta1, beta2, eps := cfg.Beta1, cfg.Beta2, cfg.Epsilon
-	if beta1 == 0 {
-		beta1 = 0.9
-	}
-	if beta2 == 0 {
-		beta2 = 0.999
-	}
-	if eps == 0 {
-		eps = 1e-8
+		defer finalizeAll(r.centre)
 	}
 	lossScale := 1.0
 	if m.spec.Task == datasets.Regression && m.spec.TargetStd > 0 {
@@ -240,80 +207,24 @@ func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig
 	}
 
 	shuffle := newRNG(cfg.Seed, 2)
-	step := 0
-	args := make([]any, 0, P+S+4)
+	n := ds.N
 	for epoch := 1; epoch <= cfg.Epochs; epoch++ {
 		start := time.Now()
 		perm := shuffle.perm(n)
 		var lossSum float64
-		for b := 0; b < nb; b++ {
+		for b := 0; b < r.nb; b++ {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			lo, hi := b*bs, min((b+1)*bs, n)
-			for i := 0; i < bs; i++ {
-				if lo+i < hi {
-					r := perm[lo+i]
-					copy(xb[i*d:(i+1)*d], ds.X[r*d:(r+1)*d])
-					yb[i], mb[i] = ds.Y[r], 1
-				} else {
-					clear(xb[i*d : (i+1)*d])
-					yb[i], mb[i] = 0, 0
-				}
-			}
-			lr := cfg.LR
-			if cfg.Schedule == "cosine" {
-				lr *= 0.5 * (1 + math.Cos(math.Pi*float64(step)/float64(total)))
-			}
-			step++
-			var hyper []float32
-			switch cfg.Optimizer {
-			case "adam":
-				bc1 := 1 - math.Pow(beta1, float64(step))
-				bc2 := 1 - math.Pow(beta2, float64(step))
-				hyper = []float32{float32(lr / bc1), float32(beta1), float32(beta2), float32(eps), float32(math.Sqrt(bc2)), float32(cfg.WeightDecay)}
-			default:
-				hyper = []float32{float32(lr), float32(cfg.Momentum), float32(cfg.WeightDecay)}
-			}
-			if centre != nil {
-				hyper = append(hyper, float32(cfg.ProximalMu))
-			}
-			xt := tensors.FromFlatDataAndDimensions(xb, bs, d)
-			yt := tensors.FromFlatDataAndDimensions(yb, bs)
-			mt := tensors.FromFlatDataAndDimensions(mb, bs)
-			ht := tensors.FromFlatDataAndDimensions(hyper, len(hyper))
-			args = args[:0]
-			for _, p := range m.params {
-				args = append(args, p)
-			}
-			for _, s := range state {
-				args = append(args, s)
-			}
-			args = append(args, xt, yt, mt, ht)
-			for _, c := range centre {
-				args = append(args, c)
-			}
-			outs, err := exec.Exec(args...)
-			for _, t := range []*tensors.Tensor{xt, yt, mt, ht} {
-				t.FinalizeAll()
-			}
+			r.fillBatch(perm, b)
+			l, err := r.step()
 			if err != nil {
-				return fmt.Errorf("ml: train step: %v", err)
+				return err
 			}
-			for i := range m.params {
-				m.params[i].FinalizeAll()
-				m.params[i] = outs[i]
-			}
-			for i := range state {
-				state[i].FinalizeAll()
-				state[i] = outs[P+i]
-			}
-			l := tensors.ToScalar[float32](outs[P+S])
-			outs[P+S].FinalizeAll()
 			lossSum += float64(l)
 			if cfg.OnBatch != nil {
 				m.mu.Unlock() // like onEpoch, OnBatch may use the model
-				cfg.OnBatch((epoch-1)*nb+b+1, total)
+				cfg.OnBatch((epoch-1)*r.nb+b+1, r.total)
 				m.mu.Lock()
 			}
 		}
@@ -328,6 +239,144 @@ func (m *Model) Train(ctx context.Context, ds *datasets.Dataset, cfg TrainConfig
 		}
 	}
 	return nil
+}
+
+func finalizeAll(ts []*tensors.Tensor) {
+	for _, t := range ts {
+		t.FinalizeAll()
+	}
+}
+
+// trainRun is one Train call's state between steps: the optimizer state,
+// the proximal centre (nil without FedProx), the batch buffers and the
+// step count.
+type trainRun struct {
+	m      *Model
+	exec   *Exec
+	ds     *datasets.Dataset
+	cfg    TrainConfig
+	state  []*tensors.Tensor
+	centre []*tensors.Tensor
+
+	bs, nb, total     int // batch size, batches per epoch, batches in all
+	xb, yb, mb        []float32
+	beta1, beta2, eps float64
+	steps             int
+	args              []any
+}
+
+// newTrainRun sets up a run with S zero optimizer state tensors (cycling
+// through the parameters' shapes) and Adam's defaults filled in.
+func (m *Model) newTrainRun(exec *Exec, ds *datasets.Dataset, cfg TrainConfig, S int) *trainRun {
+	P := len(m.params)
+	r := &trainRun{m: m, exec: exec, ds: ds, cfg: cfg, state: make([]*tensors.Tensor, S)}
+	for i := range r.state {
+		d := m.arch.params[i%P]
+		r.state[i] = tensors.FromShape(shapeF32(d.shape)) // zero-filled
+	}
+	n, d := ds.N, ds.D
+	r.bs = min(cfg.BatchSize, n)
+	r.nb = (n + r.bs - 1) / r.bs
+	r.total = r.nb * cfg.Epochs
+	r.xb = make([]float32, r.bs*d)
+	r.yb = make([]float32, r.bs)
+	r.mb = make([]float32, r.bs)
+	r.beta1, r.beta2, r.eps = cfg.Beta1, cfg.Beta2, cfg.Epsilon
+	if r.beta1 == 0 {
+		r.beta1 = 0.9
+	}
+	if r.beta2 == 0 {
+		r.beta2 = 0.999
+	}
+	if r.eps == 0 {
+		r.eps = 1e-8
+	}
+	r.args = make([]any, 0, P+S+4)
+	return r
+}
+
+// fillBatch copies batch b of the epoch's permutation into the batch
+// buffers; rows past the end of a short last batch are zero and masked.
+func (r *trainRun) fillBatch(perm []int, b int) {
+	n, d, bs := r.ds.N, r.ds.D, r.bs
+	lo, hi := b*bs, min((b+1)*bs, n)
+	for i := 0; i < bs; i++ {
+		if lo+i < hi {
+			row := perm[lo+i]
+			copy(r.xb[i*d:(i+1)*d], r.ds.X[row*d:(row+1)*d])
+			r.yb[i], r.mb[i] = r.ds.Y[row], 1
+		} else {
+			clear(r.xb[i*d : (i+1)*d])
+			r.yb[i], r.mb[i] = 0, 0
+		}
+	}
+}
+
+// hyper returns the next step's hyper-parameters (learning rate on the
+// schedule, bias-corrected for Adam; μ last for FedProx) and counts the
+// step.
+func (r *trainRun) hyper() []float32 {
+	cfg := &r.cfg
+	lr := cfg.LR
+	if cfg.Schedule == "cosine" {
+		lr *= 0.5 * (1 + math.Cos(math.Pi*float64(r.steps)/float64(r.total)))
+	}
+	r.steps++
+	var hyper []float32
+	switch cfg.Optimizer {
+	case "adam":
+		bc1 := 1 - math.Pow(r.beta1, float64(r.steps))
+		bc2 := 1 - math.Pow(r.beta2, float64(r.steps))
+		hyper = []float32{float32(lr / bc1), float32(r.beta1), float32(r.beta2), float32(r.eps), float32(math.Sqrt(bc2)), float32(cfg.WeightDecay)}
+	default:
+		hyper = []float32{float32(lr), float32(cfg.Momentum), float32(cfg.WeightDecay)}
+	}
+	if r.centre != nil {
+		hyper = append(hyper, float32(cfg.ProximalMu))
+	}
+	return hyper
+}
+
+// step runs one train step on the filled batch, replacing the model's
+// parameters and the optimizer state, and returns the batch loss.
+func (r *trainRun) step() (float32, error) {
+	m := r.m
+	P, S := len(m.params), len(r.state)
+	hyper := r.hyper()
+	xt := tensors.FromFlatDataAndDimensions(r.xb, r.bs, r.ds.D)
+	yt := tensors.FromFlatDataAndDimensions(r.yb, r.bs)
+	mt := tensors.FromFlatDataAndDimensions(r.mb, r.bs)
+	ht := tensors.FromFlatDataAndDimensions(hyper, len(hyper))
+	args := r.args[:0]
+	for _, p := range m.params {
+		args = append(args, p)
+	}
+	for _, s := range r.state {
+		args = append(args, s)
+	}
+	args = append(args, xt, yt, mt, ht)
+	for _, c := range r.centre {
+		args = append(args, c)
+	}
+	r.args = args
+	outs, err := r.exec.Exec(args...)
+	for _, t := range []*tensors.Tensor{xt, yt, mt, ht} {
+		t.FinalizeAll()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("ml: train step: %w", err)
+	}
+	for i := range m.params {
+		m.params[i].FinalizeAll()
+		m.params[i] = outs[i]
+	}
+	for i := range r.state {
+		r.state[i].FinalizeAll()
+		r.state[i] = outs[P+i]
+	}
+	l := tensors.ToScalar[float32](outs[P+S])
+	outs[P+S].FinalizeAll()
+	return l, nil
 }
 
 // trainExec returns the (cached) train-step executable for an optimizer.
@@ -394,7 +443,7 @@ func (m *Model) trainExec(key string) (*Exec, error) {
 		return append(out, lossSum)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ml: building train step: %v", err)
+		return nil, fmt.Errorf("ml: building train step: %w", err)
 	}
 	e = e.WithName(m.kind + "_train_" + key).SetMaxCache(-1)
 	m.trainExecs[key] = e
@@ -439,7 +488,7 @@ func (m *Model) checkDataset(ds *datasets.Dataset, withLabels bool) error {
 		return fmt.Errorf("ml: dataset %q has %d feature values, want N·D = %d", ds.Name, len(ds.X), ds.N*ds.D)
 	}
 	if err := m.checkFeatures(ds.X, ds.D); err != nil {
-		return fmt.Errorf("ml: dataset %q: %v", ds.Name, err)
+		return fmt.Errorf("ml: dataset %q: %w", ds.Name, err)
 	}
 	if !withLabels {
 		return nil

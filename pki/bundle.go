@@ -93,7 +93,7 @@ func (ca *CA) Bundle(now time.Time) ([]byte, error) {
 	}
 	membersYAML, err := os.ReadFile(filepath.Join(ca.dir, MembersFile))
 	if err != nil {
-		return nil, fmt.Errorf("pki: members: %v", err)
+		return nil, fmt.Errorf("pki: members: %w", err)
 	}
 	crlDER, err := ca.writeCRL(members, now)
 	if err != nil {
@@ -108,17 +108,17 @@ func (ca *CA) Bundle(now time.Time) ([]byte, error) {
 	digest, _ := bundleDigest(ca.signingKey.Curve, bundleMessage(blocks))
 	sig, err := ecdsa.SignASN1(rand.Reader, ca.signingKey, digest)
 	if err != nil {
-		return nil, fmt.Errorf("pki: bundle: signing: %v", err)
+		return nil, fmt.Errorf("pki: bundle: signing: %w", err)
 	}
 	blocks = append(blocks, &pem.Block{Type: blockSignature, Bytes: sig})
 	var out bytes.Buffer
 	for _, b := range blocks {
 		if err := pem.Encode(&out, b); err != nil {
-			return nil, fmt.Errorf("pki: bundle: %v", err)
+			return nil, fmt.Errorf("pki: bundle: %w", err)
 		}
 	}
 	if _, err := ParseBundle(out.Bytes()); err != nil {
-		return nil, fmt.Errorf("pki: bundle: self-check failed: %v", err)
+		return nil, fmt.Errorf("pki: bundle: self-check failed: %w", err)
 	}
 	return out.Bytes(), nil
 }
@@ -135,7 +135,7 @@ func (ca *CA) WriteBundle(path string, now time.Time) (string, error) {
 		return "", err
 	}
 	if err := atomicfile.WriteBytes(path, b, 0o644); err != nil {
-		return "", fmt.Errorf("pki: bundle: %v", err)
+		return "", fmt.Errorf("pki: bundle: %w", err)
 	}
 	return path, nil
 }
@@ -178,20 +178,20 @@ func ParseBundle(data []byte) (*Bundle, error) {
 	}
 	root, err := x509.ParseCertificate(blocks[0].Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("pki: bundle: root certificate: %v", err)
+		return nil, fmt.Errorf("pki: bundle: root certificate: %w", err)
 	}
 	if !root.IsCA || root.CheckSignatureFrom(root) != nil {
 		return nil, errors.New("pki: bundle: root certificate is not a self-signed CA")
 	}
 	signing, err := x509.ParseCertificate(blocks[1].Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("pki: bundle: signing CA certificate: %v", err)
+		return nil, fmt.Errorf("pki: bundle: signing CA certificate: %w", err)
 	}
 	if !signing.IsCA {
 		return nil, errors.New("pki: bundle: signing CA certificate is not a CA")
 	}
 	if err := signing.CheckSignatureFrom(root); err != nil {
-		return nil, fmt.Errorf("pki: bundle: signing CA is not signed by the root: %v", err)
+		return nil, fmt.Errorf("pki: bundle: signing CA is not signed by the root: %w", err)
 	}
 	sigKey, ok := signing.PublicKey.(*ecdsa.PublicKey)
 	if !ok || checkCurve(sigKey) != nil {
@@ -199,14 +199,14 @@ func ParseBundle(data []byte) (*Bundle, error) {
 	}
 	_, alg := bundleDigest(sigKey.Curve, nil)
 	if err := signing.CheckSignature(alg, bundleMessage(blocks[:4]), blocks[4].Bytes); err != nil {
-		return nil, fmt.Errorf("pki: bundle: bad signature by the signing CA: %v", err)
+		return nil, fmt.Errorf("pki: bundle: bad signature by the signing CA: %w", err)
 	}
 	crl, err := x509.ParseRevocationList(blocks[2].Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("pki: bundle: CRL: %v", err)
+		return nil, fmt.Errorf("pki: bundle: CRL: %w", err)
 	}
 	if err := crl.CheckSignatureFrom(signing); err != nil {
-		return nil, fmt.Errorf("pki: bundle: CRL is not signed by the signing CA: %v", err)
+		return nil, fmt.Errorf("pki: bundle: CRL is not signed by the signing CA: %w", err)
 	}
 	if crl.NextUpdate.IsZero() {
 		return nil, errors.New("pki: bundle: CRL has no nextUpdate")

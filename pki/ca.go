@@ -24,6 +24,7 @@ import (
 	"github.com/teeml/teeml/attest"
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // Files of a CA workspace.
@@ -99,16 +100,16 @@ func parseConfig(data []byte, name string) (Config, error) {
 	c := Config{Federation: y.Federation, Curve: y.Curve}
 	var err error
 	if err = checkFederationName(c.Federation); err != nil {
-		return c, fmt.Errorf("pki: %s: %v", name, err)
+		return c, fmt.Errorf("pki: %s: %w", name, err)
 	}
 	if _, err = curveByName(c.Curve); err != nil || c.Curve == "" {
 		return c, fmt.Errorf("pki: %s: curve %q: want P-256 or P-384", name, c.Curve)
 	}
 	if c.IdentityValidity, err = positiveDuration(y.IdentityValidity); err != nil {
-		return c, fmt.Errorf("pki: %s: identity_validity: %v", name, err)
+		return c, fmt.Errorf("pki: %s: identity_validity: %w", name, err)
 	}
 	if c.CRLValidity, err = positiveDuration(y.CRLValidity); err != nil {
-		return c, fmt.Errorf("pki: %s: crl_validity: %v", name, err)
+		return c, fmt.Errorf("pki: %s: crl_validity: %w", name, err)
 	}
 	return c, nil
 }
@@ -140,17 +141,57 @@ type CA struct {
 // directory mode 0700), an empty members.yaml, an empty CRL and ca.yaml. The
 // workspace appears complete or not at all.
 func InitCA(dir string, opts InitOptions) (*CA, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	now := opts.Now.UTC().Truncate(time.Second)
+
+	tmp, err := initTempDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp) // a no-op after the rename
+
+	rootKey, root, err := newRootCA(opts, now)
+	if err != nil {
+		return nil, err
+	}
+	signingKey, signing, err := newSigningCA(opts, now, root, rootKey)
+	if err != nil {
+		return nil, err
+	}
+
+	cfg := Config{Federation: opts.Federation, Curve: opts.Curve, IdentityValidity: opts.IdentityValidity, CRLValidity: opts.CRLValidity}
+	ca := &CA{dir: tmp, cfg: cfg, root: root, signing: signing, signingKey: signingKey}
+	if err := ca.writeInitial(rootKey, now); err != nil {
+		return nil, err
+	}
+	// An existing empty directory is removed first (os.Remove refuses a
+	// non-empty one, e.g. a concurrent init); os.Rename then refuses to
+	// replace anything that appeared meanwhile.
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("pki: init: %w", err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return nil, fmt.Errorf("pki: init: %w", err)
+	}
+	ca.dir = dir
+	return ca, nil
+}
+
+// setDefaults fills in InitCA's defaults and checks the options.
+func (opts *InitOptions) setDefaults() error {
 	if opts.Federation == "" {
 		opts.Federation = DefaultFederation
 	}
 	if err := checkFederationName(opts.Federation); err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return fmt.Errorf("pki: init: %w", err)
 	}
 	if opts.Curve == "" {
 		opts.Curve = P256
 	}
 	if _, err := curveByName(opts.Curve); err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return fmt.Errorf("pki: init: %w", err)
 	}
 	def := func(d *time.Duration, v time.Duration, what string) error {
 		if *d == 0 {
@@ -168,43 +209,47 @@ func InitCA(dir string, opts InitOptions) (*CA, error) {
 		def(&opts.CRLValidity, DefaultCRLValidity, "CRL validity"),
 	} {
 		if e != nil {
-			return nil, e
+			return e
 		}
 	}
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
 	}
-	now := opts.Now.UTC().Truncate(time.Second)
+	return nil
+}
 
+// initTempDir checks dir does not exist or is empty and makes the private
+// (mode 0700) directory next to it that InitCA fills and renames to dir.
+func initTempDir(dir string) (string, error) {
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
-		return nil, fmt.Errorf("pki: init: %s exists and is not empty; refusing to overwrite a CA workspace", dir)
+		return "", fmt.Errorf("pki: init: %s exists and is not empty; refusing to overwrite a CA workspace", dir)
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return "", fmt.Errorf("pki: init: %w", err)
 	}
 	parent := filepath.Dir(filepath.Clean(dir))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return "", fmt.Errorf("pki: init: %w", err)
 	}
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".init-*")
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return "", fmt.Errorf("pki: init: %w", err)
 	}
-	defer os.RemoveAll(tmp) // a no-op after the rename
 	if err := os.Chmod(tmp, 0o700); err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("pki: init: %w", err)
 	}
+	return tmp, nil
+}
 
+// newRootCA makes the federation's self-signed root CA and its key.
+func newRootCA(opts InitOptions, now time.Time) (*ecdsa.PrivateKey, *x509.Certificate, error) {
 	rootKey, err := GenerateKey(opts.Curve)
 	if err != nil {
-		return nil, err
-	}
-	signingKey, err := GenerateKey(opts.Curve)
-	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rootSerial, err := newSerial()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rootTmpl := &x509.Certificate{
 		SerialNumber:          rootSerial,
@@ -218,15 +263,25 @@ func InitCA(dir string, opts InitOptions) (*CA, error) {
 	}
 	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: root certificate: %v", err)
+		return nil, nil, fmt.Errorf("pki: init: root certificate: %w", err)
 	}
 	root, err := x509.ParseCertificate(rootDER)
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: root certificate: %v", err)
+		return nil, nil, fmt.Errorf("pki: init: root certificate: %w", err)
+	}
+	return rootKey, root, nil
+}
+
+// newSigningCA makes the signing CA, certified by root, and its key; it
+// expires no later than root.
+func newSigningCA(opts InitOptions, now time.Time, root *x509.Certificate, rootKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, *x509.Certificate, error) {
+	signingKey, err := GenerateKey(opts.Curve)
+	if err != nil {
+		return nil, nil, err
 	}
 	sigSerial, err := newSerial()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sigNotAfter := now.Add(opts.SigningValidity)
 	if sigNotAfter.After(root.NotAfter) {
@@ -244,54 +299,48 @@ func InitCA(dir string, opts InitOptions) (*CA, error) {
 	}
 	sigDER, err := x509.CreateCertificate(rand.Reader, sigTmpl, root, &signingKey.PublicKey, rootKey)
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: signing CA certificate: %v", err)
+		return nil, nil, fmt.Errorf("pki: init: signing CA certificate: %w", err)
 	}
 	signing, err := x509.ParseCertificate(sigDER)
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: signing CA certificate: %v", err)
+		return nil, nil, fmt.Errorf("pki: init: signing CA certificate: %w", err)
 	}
+	return signingKey, signing, nil
+}
 
-	cfg := Config{Federation: opts.Federation, Curve: opts.Curve, IdentityValidity: opts.IdentityValidity, CRLValidity: opts.CRLValidity}
-	ca := &CA{dir: tmp, cfg: cfg, root: root, signing: signing, signingKey: signingKey}
-	if err := SaveKey(filepath.Join(tmp, RootKeyFile), rootKey); err != nil {
-		return nil, err
+// writeInitial writes a new workspace's files into ca.dir: both keys, the
+// issued directory, an empty members.yaml and CRL, the CA certificates and
+// ca.yaml.
+func (ca *CA) writeInitial(rootKey *ecdsa.PrivateKey, now time.Time) error {
+	if err := SaveKey(filepath.Join(ca.dir, RootKeyFile), rootKey); err != nil {
+		return err
 	}
-	if err := SaveKey(filepath.Join(tmp, SigningKeyFile), signingKey); err != nil {
-		return nil, err
+	if err := SaveKey(filepath.Join(ca.dir, SigningKeyFile), ca.signingKey); err != nil {
+		return err
 	}
-	if err := os.Mkdir(filepath.Join(tmp, IssuedDir), 0o700); err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+	if err := os.Mkdir(filepath.Join(ca.dir, IssuedDir), 0o700); err != nil {
+		return fmt.Errorf("pki: init: %w", err)
 	}
-	members := &Members{Federation: opts.Federation, Members: []Member{}}
-	if err := members.save(filepath.Join(tmp, MembersFile)); err != nil {
-		return nil, err
+	members := &Members{Federation: ca.cfg.Federation, Members: []Member{}}
+	if err := members.save(filepath.Join(ca.dir, MembersFile)); err != nil {
+		return err
 	}
 	if _, err := ca.writeCRL(members, now); err != nil {
-		return nil, err
+		return err
 	}
-	cfgBytes, err := cfg.marshal()
+	cfgBytes, err := ca.cfg.marshal()
 	if err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
+		return fmt.Errorf("pki: init: %w", err)
 	}
 	for _, f := range []struct {
 		name string
 		data []byte
-	}{{RootCertFile, encodeCert(root)}, {SigningCAFile, encodeCert(signing)}, {ConfigFile, cfgBytes}} {
-		if err := atomicfile.WriteBytes(filepath.Join(tmp, f.name), f.data, 0o644); err != nil {
-			return nil, fmt.Errorf("pki: init: %v", err)
+	}{{RootCertFile, encodeCert(ca.root)}, {SigningCAFile, encodeCert(ca.signing)}, {ConfigFile, cfgBytes}} {
+		if err := atomicfile.WriteBytes(filepath.Join(ca.dir, f.name), f.data, 0o644); err != nil {
+			return fmt.Errorf("pki: init: %w", err)
 		}
 	}
-	// An existing empty directory is removed first (os.Remove refuses a
-	// non-empty one, e.g. a concurrent init); os.Rename then refuses to
-	// replace anything that appeared meanwhile.
-	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("pki: init: %v", err)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return nil, fmt.Errorf("pki: init: %v", err)
-	}
-	ca.dir = dir
-	return ca, nil
+	return nil
 }
 
 // OpenCA opens an existing CA workspace, checking that the key files are
@@ -301,9 +350,9 @@ func OpenCA(dir string) (*CA, error) {
 	cfgBytes, err := os.ReadFile(filepath.Join(dir, ConfigFile))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("pki: %s is not a CA workspace (no %s; create one with teeml pki init)", dir, ConfigFile)
+			return nil, explain.Errorf(err, "pki: %s is not a CA workspace (no %s; create one with teeml pki init)", dir, ConfigFile)
 		}
-		return nil, fmt.Errorf("pki: %v", err)
+		return nil, fmt.Errorf("pki: %w", err)
 	}
 	cfg, err := parseConfig(cfgBytes, filepath.Join(dir, ConfigFile))
 	if err != nil {
@@ -328,7 +377,7 @@ func OpenCA(dir string) (*CA, error) {
 		return nil, fmt.Errorf("pki: %s does not match %s", filepath.Join(dir, SigningKeyFile), filepath.Join(dir, SigningCAFile))
 	}
 	if err := signing.CheckSignatureFrom(root); err != nil {
-		return nil, fmt.Errorf("pki: %s is not signed by %s: %v", SigningCAFile, RootCertFile, err)
+		return nil, fmt.Errorf("pki: %s is not signed by %s: %w", SigningCAFile, RootCertFile, err)
 	}
 	return &CA{dir: dir, cfg: cfg, root: root, signing: signing, signingKey: key}, nil
 }
@@ -379,7 +428,7 @@ func (ca *CA) List() ([]Member, error) {
 func newSerial() (*big.Int, error) {
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
-		return nil, fmt.Errorf("pki: serial: %v", err)
+		return nil, fmt.Errorf("pki: serial: %w", err)
 	}
 	b[0] &= 0x7f
 	b[0] |= 0x40 // positive, always 16 bytes, never zero
@@ -442,37 +491,18 @@ func (ca *CA) Certify(ctx context.Context, csrPEM []byte, pol *policy.Policy, v 
 	if err != nil {
 		return nil, err
 	}
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("pki: certify %q (%s): %s", csr.Name, csr.Role, fmt.Sprintf(format, args...))
-	}
 	if pol == nil && !o.noPolicy {
-		return nil, fail("no attestation policy given (certifying without one must be explicit: --no-policy)")
+		return nil, certifyErr(csr, "no attestation policy given (certifying without one must be explicit: --no-policy)")
 	}
 	if v == nil {
-		return nil, fail("no evidence verifier")
+		return nil, certifyErr(csr, "no evidence verifier")
 	}
 	if now.IsZero() {
-		return nil, fail("no time given")
+		return nil, certifyErr(csr, "no time given")
 	}
-	ev := csr.Evidence
-	if len(ev.Collateral) == 0 && len(o.collateral) > 0 {
-		withCol := *ev
-		withCol.Collateral = o.collateral
-		ev = &withCol
-	}
-	claims, err := v.Verify(ctx, ev, now)
+	claims, err := verifyCSREvidence(ctx, csr, v, now, o.collateral)
 	if err != nil {
-		msg := err.Error()
-		if !strings.HasPrefix(msg, "evidence") {
-			msg = "evidence: " + msg
-		}
-		return nil, fail("%s", msg)
-	}
-	want := make([]byte, 64)
-	copy(want, csr.KeyHash[:])
-	if !bytes.Equal(claims.ReportData, want) {
-		return nil, fail("evidence is not bound to the CSR key: report data %s, want SHA-256 of the key %s zero padded",
-			shortHex(claims.ReportData), hex.EncodeToString(csr.KeyHash[:]))
+		return nil, err
 	}
 	sum := summarize(claims, csr.KeyHash)
 	var decision *policy.Decision
@@ -487,7 +517,7 @@ func (ca *CA) Certify(ctx context.Context, csrPEM []byte, pol *policy.Policy, v 
 		sum.Policy = NoPolicyStatement
 	}
 	if now.After(ca.signing.NotAfter) {
-		return nil, fail("signing CA expired at %s", ca.signing.NotAfter.UTC().Format(time.RFC3339))
+		return nil, certifyErr(csr, "signing CA expired at %s", ca.signing.NotAfter.UTC().Format(time.RFC3339))
 	}
 
 	unlock, err := ca.lock()
@@ -500,14 +530,68 @@ func (ca *CA) Certify(ctx context.Context, csrPEM []byte, pol *policy.Policy, v 
 		return nil, err
 	}
 	if m := members.Active(csr.Name); m != nil {
-		return nil, fail("name already active (serial %s, role %s); revoke it first", m.Serial, m.Role)
+		return nil, certifyErr(csr, "name already active (serial %s, role %s); revoke it first", m.Serial, m.Role)
 	}
+	t := now.UTC().Truncate(time.Second)
+	cert, err := ca.issueIdentity(csr, t, o.validity)
+	if err != nil {
+		return nil, err
+	}
+	m := Member{Name: csr.Name, Role: csr.Role, Serial: formatSerial(cert.SerialNumber), Status: Active,
+		CertifiedAt: t, NotAfter: cert.NotAfter.UTC(), Evidence: sum}
+	certPEM := encodeCert(cert)
+	// The certificate copy is written first: a member is only listed once
+	// its certificate is on disk.
+	if err := atomicfile.WriteBytes(filepath.Join(ca.dir, IssuedDir, m.Name+"-"+m.Serial+".pem"), certPEM, 0o644); err != nil {
+		return nil, certifyErr(csr, "%w", err)
+	}
+	members.Members = append(members.Members, m)
+	if err := members.save(filepath.Join(ca.dir, MembersFile)); err != nil {
+		return nil, err
+	}
+	return &Issued{Member: m, Cert: cert, CertPEM: certPEM, Claims: claims, Decision: decision}, nil
+}
+
+// certifyErr is a Certify error naming the requested member and role.
+func certifyErr(csr *CSR, format string, args ...any) error {
+	return fmt.Errorf("pki: certify %q (%s): "+format, append([]any{csr.Name, csr.Role}, args...)...)
+}
+
+// verifyCSREvidence verifies csr's evidence with v at now (with collateral
+// when the evidence carries none) and checks that it binds the CSR key:
+// report data = SHA-256 of its SubjectPublicKeyInfo, zero padded.
+func verifyCSREvidence(ctx context.Context, csr *CSR, v attest.Verifier, now time.Time, collateral []byte) (*attest.Claims, error) {
+	ev := csr.Evidence
+	if len(ev.Collateral) == 0 && len(collateral) > 0 {
+		withCol := *ev
+		withCol.Collateral = collateral
+		ev = &withCol
+	}
+	claims, err := v.Verify(ctx, ev, now)
+	if err != nil {
+		if !strings.HasPrefix(err.Error(), "evidence") {
+			return nil, certifyErr(csr, "evidence: %w", err)
+		}
+		return nil, certifyErr(csr, "%w", err)
+	}
+	want := make([]byte, 64)
+	copy(want, csr.KeyHash[:])
+	if !bytes.Equal(claims.ReportData, want) {
+		return nil, certifyErr(csr, "evidence is not bound to the CSR key: report data %s, want SHA-256 of the key %s zero padded",
+			shortHex(claims.ReportData), hex.EncodeToString(csr.KeyHash[:]))
+	}
+	return claims, nil
+}
+
+// issueIdentity issues csr's identity certificate, signed by the signing
+// CA, valid from t (less the clock skew allowance) for validity but not
+// past the signing CA.
+func (ca *CA) issueIdentity(csr *CSR, t time.Time, validity time.Duration) (*x509.Certificate, error) {
 	serial, err := newSerial()
 	if err != nil {
 		return nil, err
 	}
-	t := now.UTC().Truncate(time.Second)
-	notAfter := t.Add(o.validity)
+	notAfter := t.Add(validity)
 	if notAfter.After(ca.signing.NotAfter) {
 		notAfter = ca.signing.NotAfter
 	}
@@ -526,25 +610,13 @@ func (ca *CA) Certify(ctx context.Context, csrPEM []byte, pol *policy.Policy, v 
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.signing, csr.Key, ca.signingKey)
 	if err != nil {
-		return nil, fail("issuing: %v", err)
+		return nil, certifyErr(csr, "issuing: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fail("issuing: %v", err)
+		return nil, certifyErr(csr, "issuing: %w", err)
 	}
-	m := Member{Name: csr.Name, Role: csr.Role, Serial: formatSerial(serial), Status: Active,
-		CertifiedAt: t, NotAfter: cert.NotAfter.UTC(), Evidence: sum}
-	certPEM := encodeCert(cert)
-	// The certificate copy is written first: a member is only listed once
-	// its certificate is on disk.
-	if err := atomicfile.WriteBytes(filepath.Join(ca.dir, IssuedDir, m.Name+"-"+m.Serial+".pem"), certPEM, 0o644); err != nil {
-		return nil, fail("%v", err)
-	}
-	members.Members = append(members.Members, m)
-	if err := members.save(filepath.Join(ca.dir, MembersFile)); err != nil {
-		return nil, err
-	}
-	return &Issued{Member: m, Cert: cert, CertPEM: certPEM, Claims: claims, Decision: decision}, nil
+	return cert, nil
 }
 
 func shortHex(b []byte) string {
@@ -585,7 +657,7 @@ var reasonCodes = map[string]int{
 // code) and writes a fresh CRL.
 func (ca *CA) Revoke(name, reason string, now time.Time) (*Member, error) {
 	if err := CheckName(name); err != nil {
-		return nil, fmt.Errorf("pki: revoke: %v", err)
+		return nil, fmt.Errorf("pki: revoke: %w", err)
 	}
 	if strings.ContainsAny(reason, "\n\r") || len(reason) > 200 {
 		return nil, fmt.Errorf("pki: revoke %q: reason must be one line of at most 200 bytes", name)
@@ -614,7 +686,7 @@ func (ca *CA) Revoke(name, reason string, now time.Time) (*Member, error) {
 		return nil, err
 	}
 	if _, err := ca.writeCRL(members, t); err != nil {
-		return nil, fmt.Errorf("%v (members.yaml already says revoked; teeml pki bundle rewrites the CRL)", err)
+		return nil, fmt.Errorf("%w (members.yaml already says revoked; teeml pki bundle rewrites the CRL)", err)
 	}
 	out := *m
 	return &out, nil
@@ -628,13 +700,13 @@ func (ca *CA) writeCRL(m *Members, now time.Time) ([]byte, error) {
 	if b, err := os.ReadFile(filepath.Join(ca.dir, CRLFile)); err == nil {
 		prev, err := parseCRLPEM(b)
 		if err != nil {
-			return nil, fmt.Errorf("pki: %s: %v", filepath.Join(ca.dir, CRLFile), err)
+			return nil, fmt.Errorf("pki: %s: %w", filepath.Join(ca.dir, CRLFile), err)
 		}
 		if prev.Number != nil {
 			number.Add(prev.Number, big.NewInt(1))
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("pki: crl: %v", err)
+		return nil, fmt.Errorf("pki: crl: %w", err)
 	}
 	var entries []x509.RevocationListEntry
 	for _, e := range m.Members {
@@ -657,10 +729,10 @@ func (ca *CA) writeCRL(m *Members, now time.Time) ([]byte, error) {
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.signing, ca.signingKey)
 	if err != nil {
-		return nil, fmt.Errorf("pki: crl: %v", err)
+		return nil, fmt.Errorf("pki: crl: %w", err)
 	}
 	if err := atomicfile.WriteBytes(filepath.Join(ca.dir, CRLFile), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
-		return nil, fmt.Errorf("pki: crl: %v", err)
+		return nil, fmt.Errorf("pki: crl: %w", err)
 	}
 	return der, nil
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -106,6 +109,9 @@ func TestOpenCARefusesReadableKey(t *testing.T) {
 	wantErr(t, err, SigningKeyFile, "permissions 0644", "want 0600")
 	_, err = OpenCA(t.TempDir())
 	wantErr(t, err, "not a CA workspace")
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("%v is not fs.ErrNotExist", err)
+	}
 }
 
 func TestCertifyRevokeListRoundTrip(t *testing.T) {
@@ -401,4 +407,34 @@ func TestCertifyCollateralOptionReachesVerifier(t *testing.T) {
 	// shows the supplied collateral reached it.
 	_, err := e.ca.Certify(context.Background(), csr, e.pol, e.v, t0, Collateral([]byte("{}")))
 	wantErr(t, err, "evidence:", "2 bytes of collateral")
+}
+
+// failingVerifier refuses all evidence with err.
+type failingVerifier struct{ err error }
+
+func (f failingVerifier) Verify(context.Context, *attest.Evidence, time.Time) (*attest.Claims, error) {
+	return nil, f.err
+}
+
+// TestCertifyWrapsVerifierError: a verifier's refusal reaches the caller
+// wrapped (errors.Is), with the "evidence: " prefix added once.
+func TestCertifyWrapsVerifierError(t *testing.T) {
+	e := newEnv(t)
+	_, csr := e.csr("col-1", "collaborator", nil)
+	errExpired := errors.New("collateral expired")
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("dcap: verify: %w", errExpired), `pki: certify "col-1" (collaborator): evidence: dcap: verify: collateral expired`},
+		{fmt.Errorf("evidence: %w", errExpired), `pki: certify "col-1" (collaborator): evidence: collateral expired`},
+	} {
+		_, err := e.ca.Certify(context.Background(), csr, e.pol, failingVerifier{tc.err}, t0)
+		if err == nil || err.Error() != tc.want {
+			t.Fatalf("got %v, want %s", err, tc.want)
+		}
+		if !errors.Is(err, errExpired) {
+			t.Fatalf("%v does not wrap the verifier's error", err)
+		}
+	}
 }

@@ -69,7 +69,7 @@ func parseEvidence(der []byte) (*attest.Evidence, error) {
 	var e evidenceExt
 	rest, err := asn1.Unmarshal(der, &e)
 	if err != nil {
-		return nil, fmt.Errorf("evidence extension: %v", err)
+		return nil, fmt.Errorf("evidence extension: %w", err)
 	}
 	if len(rest) != 0 {
 		return nil, fmt.Errorf("evidence extension: %d bytes after the value", len(rest))
@@ -101,10 +101,10 @@ func parseEvidence(der []byte) (*attest.Evidence, error) {
 // SHA-256(DER SubjectPublicKeyInfo) as report data.
 func NewCSR(ctx context.Context, key crypto.Signer, name, role string, issuer attest.Issuer) ([]byte, error) {
 	if err := CheckName(name); err != nil {
-		return nil, fmt.Errorf("pki: csr: %v", err)
+		return nil, fmt.Errorf("pki: csr: %w", err)
 	}
 	if err := CheckRole(role); err != nil {
-		return nil, fmt.Errorf("pki: csr %q: %v", name, err)
+		return nil, fmt.Errorf("pki: csr %q: %w", name, err)
 	}
 	if key == nil || issuer == nil {
 		return nil, fmt.Errorf("pki: csr %q: no identity key or no evidence issuer", name)
@@ -115,7 +115,7 @@ func NewCSR(ctx context.Context, key crypto.Signer, name, role string, issuer at
 	}
 	spki, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return nil, fmt.Errorf("pki: csr %q: %v", name, err)
+		return nil, fmt.Errorf("pki: csr %q: %w", name, err)
 	}
 	h := KeyHash(spki)
 	ev, err := issuer.Issue(ctx, h[:])
@@ -124,7 +124,7 @@ func NewCSR(ctx context.Context, key crypto.Signer, name, role string, issuer at
 	}
 	ext, err := marshalEvidence(ev)
 	if err != nil {
-		return nil, fmt.Errorf("pki: csr %q: %v", name, err)
+		return nil, fmt.Errorf("pki: csr %q: %w", name, err)
 	}
 	tmpl := &x509.CertificateRequest{
 		Subject:         pkix.Name{CommonName: name, OrganizationalUnit: []string{role}},
@@ -132,7 +132,7 @@ func NewCSR(ctx context.Context, key crypto.Signer, name, role string, issuer at
 	}
 	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
 	if err != nil {
-		return nil, fmt.Errorf("pki: csr %q: %v", name, err)
+		return nil, fmt.Errorf("pki: csr %q: %w", name, err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
 }
@@ -170,7 +170,7 @@ func ParseCSR(pemBytes []byte) (*CSR, error) {
 func parseCSRDER(der []byte) (*CSR, error) {
 	req, err := x509.ParseCertificateRequest(der)
 	if err != nil {
-		return nil, fmt.Errorf("pki: csr: %v", err)
+		return nil, fmt.Errorf("pki: csr: %w", err)
 	}
 	subj := req.Subject
 	name := subj.CommonName
@@ -178,11 +178,11 @@ func parseCSRDER(der []byte) (*CSR, error) {
 		return nil, fmt.Errorf("pki: csr: subject %q: want exactly CN=<name> and OU=<role>", subj.String())
 	}
 	if err := CheckName(name); err != nil {
-		return nil, fmt.Errorf("pki: csr: %v", err)
+		return nil, fmt.Errorf("pki: csr: %w", err)
 	}
 	role := subj.OrganizationalUnit[0]
 	if err := CheckRole(role); err != nil {
-		return nil, fmt.Errorf("pki: csr %q: %v", name, err)
+		return nil, fmt.Errorf("pki: csr %q: %w", name, err)
 	}
 	pub, ok := req.PublicKey.(*ecdsa.PublicKey)
 	if !ok || checkCurve(pub) != nil {
@@ -197,14 +197,14 @@ func parseCSRDER(der []byte) (*CSR, error) {
 			return nil, fmt.Errorf("pki: csr %q: evidence extension appears twice", name)
 		}
 		if ev, err = parseEvidence(e.Value); err != nil {
-			return nil, fmt.Errorf("pki: csr %q: %v", name, err)
+			return nil, fmt.Errorf("pki: csr %q: %w", name, err)
 		}
 	}
 	if ev == nil {
 		return nil, fmt.Errorf("pki: csr %q: no TEE evidence (extension %s); make the CSR with teeml pki csr inside the TEE", name, OIDEvidence)
 	}
 	if err := req.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("pki: csr %q: bad signature: %v", name, err)
+		return nil, fmt.Errorf("pki: csr %q: bad signature: %w", name, err)
 	}
 	return &CSR{Name: name, Role: role, Key: pub, SPKI: req.RawSubjectPublicKeyInfo,
 		KeyHash: KeyHash(req.RawSubjectPublicKeyInfo), Evidence: ev, Request: req}, nil

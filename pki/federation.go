@@ -89,11 +89,11 @@ func LoadFederation(bundlePath, rootPath string) (*Federation, error) {
 	}
 	b, err := os.ReadFile(bundlePath)
 	if err != nil {
-		return nil, fmt.Errorf("pki: federation bundle: %v", err)
+		return nil, fmt.Errorf("pki: federation bundle: %w", err)
 	}
 	f, err := NewFederation(b, root)
 	if err != nil {
-		return nil, fmt.Errorf("%v (%s)", err, bundlePath)
+		return nil, fmt.Errorf("%w (%s)", err, bundlePath)
 	}
 	return f, nil
 }

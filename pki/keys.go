@@ -45,7 +45,7 @@ func checkCurve(pub *ecdsa.PublicKey) error {
 func GenerateKey(curve string) (*ecdsa.PrivateKey, error) {
 	c, err := curveByName(curve)
 	if err != nil {
-		return nil, fmt.Errorf("pki: %v", err)
+		return nil, fmt.Errorf("pki: %w", err)
 	}
 	return ecdsa.GenerateKey(c, rand.Reader)
 }
@@ -54,7 +54,7 @@ func GenerateKey(curve string) (*ecdsa.PrivateKey, error) {
 func MarshalPrivateKey(key *ecdsa.PrivateKey) ([]byte, error) {
 	b, err := ecpem.MarshalPrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("pki: private key: %v", err)
+		return nil, fmt.Errorf("pki: private key: %w", err)
 	}
 	return b, nil
 }
@@ -66,7 +66,7 @@ func SaveKey(path string, key *ecdsa.PrivateKey) error {
 		return err
 	}
 	if err := atomicfile.WriteBytes(path, b, 0o600); err != nil {
-		return fmt.Errorf("pki: private key %s: %v", path, err)
+		return fmt.Errorf("pki: private key %s: %w", path, err)
 	}
 	return nil
 }
@@ -76,18 +76,18 @@ func SaveKey(path string, key *ecdsa.PrivateKey) error {
 func LoadKey(path string) (*ecdsa.PrivateKey, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("pki: private key: %v", err)
+		return nil, fmt.Errorf("pki: private key: %w", err)
 	}
 	if m := fi.Mode().Perm(); m&0o077 != 0 {
 		return nil, fmt.Errorf("pki: private key %s: permissions %04o, want 0600 (chmod 600 %s)", path, m, path)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("pki: private key: %v", err)
+		return nil, fmt.Errorf("pki: private key: %w", err)
 	}
 	key, err := ParsePrivateKey(b)
 	if err != nil {
-		return nil, fmt.Errorf("pki: private key %s: %v", path, err)
+		return nil, fmt.Errorf("pki: private key %s: %w", path, err)
 	}
 	return key, nil
 }
@@ -138,11 +138,11 @@ func ParseCertificatePEM(b []byte) (*x509.Certificate, error) {
 func LoadCertificate(path string) (*x509.Certificate, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("pki: certificate: %v", err)
+		return nil, fmt.Errorf("pki: certificate: %w", err)
 	}
 	c, err := ParseCertificatePEM(b)
 	if err != nil {
-		return nil, fmt.Errorf("pki: certificate %s: %v", path, err)
+		return nil, fmt.Errorf("pki: certificate %s: %w", path, err)
 	}
 	return c, nil
 }

@@ -13,11 +13,11 @@ import (
 func lockDir(dir string) (unlock func(), err error) {
 	f, err := os.OpenFile(dir+"/"+lockFile, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("pki: lock CA workspace: %v", err)
+		return nil, fmt.Errorf("pki: lock CA workspace: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("pki: lock CA workspace: %v", err)
+		return nil, fmt.Errorf("pki: lock CA workspace: %w", err)
 	}
 	return func() {
 		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)

@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // Status of a member's identity certificate.
@@ -92,7 +93,7 @@ func ParseMembers(data []byte, name string) (*Members, error) {
 		return nil, fmt.Errorf("pki: %s: more than one YAML document", where)
 	}
 	if err := m.validate(); err != nil {
-		return nil, fmt.Errorf("pki: %s: %v", where, err)
+		return nil, fmt.Errorf("pki: %s: %w", where, err)
 	}
 	return &m, nil
 }
@@ -101,7 +102,7 @@ func ParseMembers(data []byte, name string) (*Members, error) {
 func LoadMembers(path string) (*Members, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("pki: members: %v", err)
+		return nil, fmt.Errorf("pki: members: %w", err)
 	}
 	return ParseMembers(b, path)
 }
@@ -123,9 +124,9 @@ func (m *Members) validate() error {
 		e := &m.Members[i]
 		if err := e.validate(); err != nil {
 			if e.Name != "" {
-				return fmt.Errorf("member %d (%q): %v", i, e.Name, err)
+				return fmt.Errorf("member %d (%q): %w", i, e.Name, err)
 			}
-			return fmt.Errorf("member %d: %v", i, err)
+			return fmt.Errorf("member %d: %w", i, err)
 		}
 		if j, dup := serials[e.Serial]; dup {
 			return fmt.Errorf("member %d (%q): serial %s already used by member %d", i, e.Name, e.Serial, j)
@@ -198,7 +199,7 @@ func formatSerial(n *big.Int) string { return n.Text(16) }
 
 func checkFederationName(s string) error {
 	if err := CheckName(s); err != nil {
-		return fmt.Errorf("federation name: %v", strings.TrimPrefix(err.Error(), "member name "))
+		return explain.Errorf(err, "federation name: %s", strings.TrimPrefix(err.Error(), "member name "))
 	}
 	return nil
 }
@@ -210,10 +211,10 @@ func (m *Members) Marshal() ([]byte, error) {
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
 	if err := enc.Encode(m); err != nil {
-		return nil, fmt.Errorf("pki: members: %v", err)
+		return nil, fmt.Errorf("pki: members: %w", err)
 	}
 	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("pki: members: %v", err)
+		return nil, fmt.Errorf("pki: members: %w", err)
 	}
 	return b.Bytes(), nil
 }
@@ -225,7 +226,7 @@ func (m *Members) save(path string) error {
 		return err
 	}
 	if err := atomicfile.WriteBytes(path, b, 0o644); err != nil {
-		return fmt.Errorf("pki: members: %v", err)
+		return fmt.Errorf("pki: members: %w", err)
 	}
 	return nil
 }

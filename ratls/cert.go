@@ -137,11 +137,11 @@ func NewCertificate(ctx context.Context, issuer attest.Issuer, opts CertOptions)
 
 	key, err := ecdsa.GenerateKey(elliptic.P256(), opts.rand())
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("ratls: new certificate: key: %v", err)
+		return tls.Certificate{}, fmt.Errorf("ratls: new certificate: key: %w", err)
 	}
 	spki, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("ratls: new certificate: key: %v", err)
+		return tls.Certificate{}, fmt.Errorf("ratls: new certificate: key: %w", err)
 	}
 	exts, err := evidenceExtensions(ctx, issuer, spki, opts.Extensions)
 	if err != nil {
@@ -150,7 +150,7 @@ func NewCertificate(ctx context.Context, issuer attest.Issuer, opts CertOptions)
 
 	serial, err := rand.Int(opts.rand(), new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("ratls: new certificate: serial: %v", err)
+		return tls.Certificate{}, fmt.Errorf("ratls: new certificate: serial: %w", err)
 	}
 	subject := pkix.Name{CommonName: "teeml RA-TLS"}
 	switch {
@@ -176,11 +176,11 @@ func NewCertificate(ctx context.Context, issuer attest.Issuer, opts CertOptions)
 	}
 	der, err := x509.CreateCertificate(opts.rand(), tmpl, parent, &key.PublicKey, signer)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("ratls: new certificate: %v", err)
+		return tls.Certificate{}, fmt.Errorf("ratls: new certificate: %w", err)
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("ratls: new certificate: %v", err)
+		return tls.Certificate{}, fmt.Errorf("ratls: new certificate: %w", err)
 	}
 	chain := [][]byte{der}
 	if opts.Parent != nil {
@@ -197,7 +197,7 @@ func evidenceExtensions(ctx context.Context, issuer attest.Issuer, spki []byte, 
 		rd := sha256.Sum256(spki)
 		ev, err := issuer.Issue(ctx, rd[:])
 		if err != nil {
-			return nil, fmt.Errorf("ratls: new certificate: evidence for %s: %v", extName(FormatLegacy), err)
+			return nil, fmt.Errorf("ratls: new certificate: evidence for %s: %w", extName(FormatLegacy), err)
 		}
 		if _, err := ParseLegacyQuote(ev.Quote); err != nil {
 			return nil, err
@@ -209,7 +209,7 @@ func evidenceExtensions(ctx context.Context, issuer attest.Issuer, spki []byte, 
 		rd := sha256.Sum256(claims)
 		ev, err := issuer.Issue(ctx, rd[:])
 		if err != nil {
-			return nil, fmt.Errorf("ratls: new certificate: evidence for %s: %v", extName(FormatTCG), err)
+			return nil, fmt.Errorf("ratls: new certificate: evidence for %s: %w", extName(FormatTCG), err)
 		}
 		v, err := MarshalTaggedEvidence(ev.Quote, claims)
 		if err != nil {

@@ -190,7 +190,7 @@ func bstr(raw cbor.RawMessage, what string) ([]byte, error) {
 	}
 	var b []byte
 	if err := strictMode.Unmarshal(raw, &b); err != nil {
-		return nil, fmt.Errorf("%s: %v", what, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return b, nil
 }
@@ -202,7 +202,7 @@ func array(raw []byte, n int, what string) ([]cbor.RawMessage, error) {
 	}
 	var items []cbor.RawMessage
 	if err := strictMode.Unmarshal(raw, &items); err != nil {
-		return nil, fmt.Errorf("%s: %v", what, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if len(items) != n {
 		return nil, fmt.Errorf("%s has %d items, want %d", what, len(items), n)
@@ -218,7 +218,7 @@ func array(raw []byte, n int, what string) ([]cbor.RawMessage, error) {
 func ParseTaggedEvidence(b []byte) (*TaggedEvidence, error) {
 	te, err := parseTagged(b)
 	if err != nil {
-		return nil, fmt.Errorf("ratls: %s: %v", extName(FormatTCG), err)
+		return nil, fmt.Errorf("ratls: %s: %w", extName(FormatTCG), err)
 	}
 	return te, nil
 }
@@ -235,7 +235,7 @@ func parseTagged(b []byte) (*TaggedEvidence, error) {
 	}
 	var tag cbor.RawTag
 	if err := outerMode.Unmarshal(b, &tag); err != nil {
-		return nil, fmt.Errorf("CBOR: %v", err)
+		return nil, fmt.Errorf("CBOR: %w", err)
 	}
 	if tag.Number != TagTEEQuote {
 		return nil, fmt.Errorf("CBOR tag %d, want %d", tag.Number, TagTEEQuote)
@@ -269,7 +269,7 @@ func parseClaims(te *TaggedEvidence) error {
 	}
 	var m map[string]cbor.RawMessage
 	if err := strictMode.Unmarshal(te.Claims, &m); err != nil {
-		return fmt.Errorf("claims: %v", err)
+		return fmt.Errorf("claims: %w", err)
 	}
 	for k := range m {
 		if k != ClaimPubKeyHash && k != ClaimNonce {
@@ -292,7 +292,7 @@ func parseClaims(te *TaggedEvidence) error {
 		return fmt.Errorf("claim %s: hash algorithm is not an unsigned integer", ClaimPubKeyHash)
 	}
 	if err := strictMode.Unmarshal(items[0], &te.PubKeyHashAlg); err != nil {
-		return fmt.Errorf("claim %s: hash algorithm: %v", ClaimPubKeyHash, err)
+		return fmt.Errorf("claim %s: hash algorithm: %w", ClaimPubKeyHash, err)
 	}
 	want := hashLen(te.PubKeyHashAlg)
 	if want == 0 {

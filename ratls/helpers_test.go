@@ -223,7 +223,7 @@ func (p *testPKI) VerifyIdentity(chain []*x509.Certificate, now time.Time) (*Ide
 	}
 	if _, err := c.Verify(x509.VerifyOptions{Roots: p.pool, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return nil, fmt.Errorf("identity certificate %q: %v", c.Subject.CommonName, err)
+		return nil, fmt.Errorf("identity certificate %q: %w", c.Subject.CommonName, err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -30,7 +30,7 @@ func quoteReportData(quote []byte) (verifier.Kind, []byte, error) {
 	case k.TEE == attest.SNP:
 		r, err := sevabi.ReportToProto(quote)
 		if err != nil {
-			return k, nil, fmt.Errorf("evidence: SEV-SNP report: %v", err)
+			return k, nil, fmt.Errorf("evidence: SEV-SNP report: %w", err)
 		}
 		if len(r.GetReportData()) != 64 {
 			return k, nil, fmt.Errorf("evidence: SEV-SNP report data is %d bytes, want 64", len(r.GetReportData()))
@@ -39,7 +39,7 @@ func quoteReportData(quote []byte) (verifier.Kind, []byte, error) {
 	default:
 		q, err := abi.ParseQuote(quote)
 		if err != nil {
-			return k, nil, fmt.Errorf("evidence: %v", err)
+			return k, nil, fmt.Errorf("evidence: %w", err)
 		}
 		switch {
 		case q.SGXReport != nil:

@@ -179,7 +179,7 @@ func TestCertSourceContextAndClose(t *testing.T) {
 	// Issue timeout bounds a renewal even without Close.
 	iss2 := &countingIssuer{Issuer: env.issuer(t, mrGood, false), block: make(chan struct{})}
 	_, err = NewCertSource(context.Background(), iss2, SourceOptions{IssueTimeout: 20 * time.Millisecond, Logger: quiet()})
-	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
+	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("issue timeout: %v", err)
 	}
 	if _, err := NewCertSource(context.Background(), nil, SourceOptions{}); err == nil {

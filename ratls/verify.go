@@ -392,7 +392,7 @@ func bind(ev *Evidence, spki []byte, keyHash [32]byte) ([]byte, error) {
 	if ev.Legacy != nil {
 		_, rd, err := quoteReportData(ev.Legacy)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %v", extName(FormatLegacy), err)
+			return nil, fmt.Errorf("%s: %w", extName(FormatLegacy), err)
 		}
 		exp := make([]byte, 64)
 		copy(exp, keyHash[:])
@@ -407,7 +407,7 @@ func bind(ev *Evidence, spki []byte, keyHash [32]byte) ([]byte, error) {
 	if te := ev.TCG; te != nil {
 		_, rd, err := quoteReportData(te.Quote)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %v", extName(FormatTCG), err)
+			return nil, fmt.Errorf("%s: %w", extName(FormatTCG), err)
 		}
 		exp := make([]byte, 64)
 		h := sha256.Sum256(te.Claims)
@@ -445,7 +445,7 @@ func checkSignature(leaf, parent *x509.Certificate) error {
 			return errors.New("single certificate is not self-issued (issuer differs from subject)")
 		}
 		if err := leaf.CheckSignature(leaf.SignatureAlgorithm, leaf.RawTBSCertificate, leaf.Signature); err != nil {
-			return fmt.Errorf("bad self-signature: %v", err)
+			return fmt.Errorf("bad self-signature: %w", err)
 		}
 		return nil
 	}
@@ -453,7 +453,7 @@ func checkSignature(leaf, parent *x509.Certificate) error {
 		return errors.New("leaf issuer is not the subject of the next certificate")
 	}
 	if err := parent.CheckSignature(leaf.SignatureAlgorithm, leaf.RawTBSCertificate, leaf.Signature); err != nil {
-		return fmt.Errorf("leaf not signed by the next certificate's key: %v", err)
+		return fmt.Errorf("leaf not signed by the next certificate's key: %w", err)
 	}
 	return nil
 }

@@ -8,12 +8,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
 
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // DataKeySize is the length of every data key: AES-256.
@@ -60,7 +62,7 @@ func NewLocalKeys(keks map[string][]byte) (*LocalKeys, error) {
 	l := &LocalKeys{keks: make(map[string][]byte, len(keks))}
 	for id, k := range keks {
 		if err := ValidKeyID(id); err != nil {
-			return nil, fmt.Errorf("key ID %q: %v", id, err)
+			return nil, fmt.Errorf("key ID %q: %w", id, err)
 		}
 		if len(k) != DataKeySize {
 			return nil, fmt.Errorf("key %q: %d bytes, want %d", id, len(k), DataKeySize)
@@ -70,14 +72,18 @@ func NewLocalKeys(keks map[string][]byte) (*LocalKeys, error) {
 	return l, nil
 }
 
+// errKeyFileExists refuses to replace a key file; errors.Is(err,
+// fs.ErrExist) holds for it.
+var errKeyFileExists = explain.Errorf(fs.ErrExist, "already exists; refusing to overwrite a key")
+
 // GenerateKeyFile writes a new key file at path holding one random key named
 // keyID (mode 0600). It refuses to overwrite an existing file.
 func GenerateKeyFile(path, keyID string) error {
 	if err := ValidKeyID(keyID); err != nil {
-		return fmt.Errorf("key ID %q: %v", keyID, err)
+		return fmt.Errorf("key ID %q: %w", keyID, err)
 	}
 	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("key file %s: already exists; refusing to overwrite a key", path)
+		return fmt.Errorf("key file %s: %w", path, errKeyFileExists)
 	}
 	k := make([]byte, DataKeySize)
 	if _, err := rand.Read(k); err != nil {
@@ -95,7 +101,7 @@ func GenerateKeyFile(path, keyID string) error {
 // at path (rewritten atomically). It refuses an ID the file already holds.
 func AddKeyToFile(path, keyID string) error {
 	if err := ValidKeyID(keyID); err != nil {
-		return fmt.Errorf("key ID %q: %v", keyID, err)
+		return fmt.Errorf("key ID %q: %w", keyID, err)
 	}
 	l, err := LoadKeyFile(path)
 	if err != nil {
@@ -127,7 +133,7 @@ func LoadKeyFile(path string) (*LocalKeys, error) {
 	}
 	var doc keyFile
 	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("key file %s: %v", path, err)
+		return nil, fmt.Errorf("key file %s: %w", path, err)
 	}
 	if doc.Type != keyFileType {
 		return nil, fmt.Errorf("key file %s: type %q, want %q", path, doc.Type, keyFileType)
@@ -139,13 +145,13 @@ func LoadKeyFile(path string) (*LocalKeys, error) {
 	for id, enc := range doc.Keys {
 		k, err := base64.StdEncoding.DecodeString(enc)
 		if err != nil {
-			return nil, fmt.Errorf("key file %s: key %q: %v", path, id, err)
+			return nil, fmt.Errorf("key file %s: key %q: %w", path, id, err)
 		}
 		keks[id] = k
 	}
 	l, err := NewLocalKeys(keks)
 	if err != nil {
-		return nil, fmt.Errorf("key file %s: %v", path, err)
+		return nil, fmt.Errorf("key file %s: %w", path, err)
 	}
 	l.path = path
 	return l, nil

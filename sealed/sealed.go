@@ -94,7 +94,7 @@ func NewWriter(ctx context.Context, w io.Writer, ks KeySource, keyID string, opt
 		seg = opt.SegmentSize
 	}
 	if err := ValidKeyID(keyID); err != nil {
-		return nil, fmt.Errorf("sealed: key ID %q: %v", keyID, err)
+		return nil, fmt.Errorf("sealed: key ID %q: %w", keyID, err)
 	}
 	plain, wrapped, err := ks.NewDataKey(ctx, keyID)
 	if err != nil {
@@ -109,7 +109,7 @@ func NewWriter(ctx context.Context, w io.Writer, ks KeySource, keyID string, opt
 	p, err := primitive(plain, h, len(raw))
 	if err != nil {
 		clear(plain)
-		return nil, fmt.Errorf("sealed: %v", err)
+		return nil, fmt.Errorf("sealed: %w", err)
 	}
 	if _, err := w.Write(raw); err != nil {
 		clear(plain)
@@ -380,7 +380,7 @@ func Open(ctx context.Context, r io.Reader, ks KeySource) (*Reader, error) {
 	defer clear(key)
 	p, err := primitive(key, h, len(raw))
 	if err != nil {
-		return nil, fmt.Errorf("sealed: %v", err)
+		return nil, fmt.Errorf("sealed: %w", err)
 	}
 	// Read Tink's stream header here so WriteTo has the salt and nonce
 	// prefix; Tink's reader gets the same bytes back and validates them.

@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -404,8 +406,8 @@ func TestKeyFile(t *testing.T) {
 	if err := GenerateKeyFile(p, "ds"); err != nil {
 		t.Fatal(err)
 	}
-	if err := GenerateKeyFile(p, "ds"); err == nil || !strings.Contains(err.Error(), "already exists") {
-		t.Fatalf("overwrote a key file: %v", err)
+	if err := GenerateKeyFile(p, "ds"); err == nil || !strings.Contains(err.Error(), "already exists") || !errors.Is(fmt.Errorf("data keygen: %w", err), fs.ErrExist) {
+		t.Fatalf("overwrote a key file (or the refusal is not fs.ErrExist): %v", err)
 	}
 	st, _ := os.Stat(p)
 	if st.Mode().Perm() != 0o600 {

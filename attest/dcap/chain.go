@@ -23,7 +23,7 @@ func checkIssued(child, parent *x509.Certificate) error {
 		return fmt.Errorf("%q is not a CA certificate", cn(parent))
 	}
 	if err := child.CheckSignatureFrom(parent); err != nil {
-		return fmt.Errorf("signature of %q by %q: %v", cn(child), cn(parent), err)
+		return fmt.Errorf("signature of %q by %q: %w", cn(child), cn(parent), err)
 	}
 	return nil
 }
@@ -103,13 +103,13 @@ func newVerifiedCRL(der []byte, issuer *x509.Certificate) (*verifiedCRL, error) 
 	// The parsed CRL aliases its input and is cached: own the bytes.
 	rl, err := x509.ParseRevocationList(bytes.Clone(der))
 	if err != nil {
-		return nil, fmt.Errorf("parse: %v", err)
+		return nil, fmt.Errorf("parse: %w", err)
 	}
 	if !bytes.Equal(rl.RawIssuer, issuer.RawSubject) {
 		return nil, fmt.Errorf("CRL issuer is not %q", cn(issuer))
 	}
 	if err := rl.CheckSignatureFrom(issuer); err != nil {
-		return nil, fmt.Errorf("signature by %q: %v", cn(issuer), err)
+		return nil, fmt.Errorf("signature by %q: %w", cn(issuer), err)
 	}
 	if rl.NextUpdate.IsZero() {
 		return nil, fmt.Errorf("CRL has no nextUpdate")

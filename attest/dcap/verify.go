@@ -171,7 +171,7 @@ func (v *Verifier) newTrustedPCK(cd *abi.CertificationData) *trustedPCK {
 	certs := make([]*x509.Certificate, 3)
 	for i, b := range blocks {
 		if certs[i], err = x509.ParseCertificate(b.Bytes); err != nil {
-			return fail(fmt.Errorf("certificate %d: %v", i, err))
+			return fail(fmt.Errorf("certificate %d: %w", i, err))
 		}
 	}
 	leaf, inter, root := certs[0], certs[1], certs[2]
@@ -277,7 +277,7 @@ func (v *Verifier) crl(der []byte, issuer *x509.Certificate) (*verifiedCRL, erro
 func (v *Verifier) newSignerChain(pemChain string) ([]*x509.Certificate, error) {
 	certs, err := collateral.ParseCertChain(pemChain)
 	if err != nil {
-		return nil, fmt.Errorf("issuer chain: %v", err)
+		return nil, fmt.Errorf("issuer chain: %w", err)
 	}
 	if len(certs) != 2 {
 		return nil, fmt.Errorf("issuer chain has %d certificates, want 2 (signer, root)", len(certs))
@@ -286,7 +286,7 @@ func (v *Verifier) newSignerChain(pemChain string) ([]*x509.Certificate, error) 
 		return nil, fmt.Errorf("issuer chain: %w", err)
 	}
 	if err := checkIssued(certs[0], certs[1]); err != nil {
-		return nil, fmt.Errorf("issuer chain: %v", err)
+		return nil, fmt.Errorf("issuer chain: %w", err)
 	}
 	return certs, nil
 }
@@ -303,7 +303,7 @@ func (v *Verifier) newTrustedCollateral(col *collateral.Collateral) *trustedColl
 			return
 		}
 		if _, err := caType(chain[0]); err != nil {
-			t.pckCRLErr = fmt.Errorf("issuer chain: %v", err)
+			t.pckCRLErr = fmt.Errorf("issuer chain: %w", err)
 			return
 		}
 		if t.rootCRL != nil {
@@ -411,22 +411,9 @@ func teeOf(h *abi.Header) attest.TEE {
 }
 
 func (v *Verifier) verify(ctx context.Context, raw []byte, tc *trustedCollateral, now time.Time) (*Result, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, stepErr(StepParseQuote, err)
-	}
-	if now.IsZero() {
-		return nil, stepf(StepParseQuote, "verification time is zero")
-	}
-	q, err := abi.ParseQuote(raw)
+	q, tee, err := v.parseQuote(ctx, raw, now)
 	if err != nil {
-		return nil, stepErr(StepParseQuote, err)
-	}
-	tee := teeOf(q.Header)
-	if v.tee != "" && tee != v.tee {
-		return nil, stepf(StepQuoteHeader, "quote is %s, verifier expects %s", tee, v.tee)
-	}
-	if q.Header.QEVendorID != abi.IntelQEVendorID {
-		return nil, stepf(StepQuoteHeader, "QE vendor ID %x is not Intel's", q.Header.QEVendorID)
+		return nil, err
 	}
 	qeData := q.SignatureData.QEReportCertificationData
 
@@ -437,119 +424,207 @@ func (v *Verifier) verify(ctx context.Context, raw []byte, tc *trustedCollateral
 		return nil, stepErr(StepPCKChain, pck.err)
 	}
 	if tc == nil {
-		if v.src == nil {
-			return nil, stepf(StepCollateral, "no collateral in evidence and no collateral source configured")
+		if tc, err = v.sourceCollateral(ctx, tee, pck); err != nil {
+			return nil, err
 		}
-		key := collateral.Key{TEE: tee, FMSPC: pck.ext.FMSPCHex(), CA: pck.ca}
-		col, err := v.src.Collateral(ctx, key)
-		if err != nil {
-			return nil, stepErr(StepCollateral, fmt.Errorf("collateral for %s: %w", key, err))
-		}
-		tc = v.trustedCollateralFor(col)
 	}
 	res := &Result{Quote: q, PCK: pck.ext, PCKCA: pck.ca}
 	until := &res.ValidUntil
 
-	// Step 1: PCK chain validity at now.
-	if err := checkCertsTime(pck.certs, now, until); err != nil {
-		return nil, stepErr(StepPCKChain, err)
+	// Steps 1 and 2: PCK chain validity at now; CRLs.
+	if err := checkPCKRevocation(pck.certs, tc, now, until); err != nil {
+		return nil, err
 	}
-	leaf, inter, root := pck.certs[0], pck.certs[1], pck.certs[2]
+	// Steps 3 to 5: QE report, its binding of the attestation key, quote.
+	if err := checkQuoteSignatures(q, pck.leafKey); err != nil {
+		return nil, err
+	}
+	// Step 6: TCB Info and QE Identity.
+	ti, qi, err := checkTCBCollateral(tc, now, until)
+	if err != nil {
+		return nil, err
+	}
+	res.TCBInfo, res.QEIdentity = ti, qi
+	// Step 7: the TCB Info is for this TEE and platform.
+	if err := checkTCBInfoFor(ti, tee, pck.ext); err != nil {
+		return nil, err
+	}
+	// Step 8: QE identity.
+	qeLevel, err := matchQEIdentity(qi, tee, qeData.QEReport)
+	if err != nil {
+		return nil, err
+	}
+	res.QEStatus, res.QEAdvisoryIDs = attest.TCBStatus(qeLevel.TCBStatus), slices.Clone(qeLevel.AdvisoryIDs)
+	// TDX module identity (TDX only); step 9: platform TCB level and
+	// final status.
+	if err := setTCBStatus(res, tc.tcbLevels, qeLevel); err != nil {
+		return nil, err
+	}
+	res.Claims = claims(q, res)
+	return res, nil
+}
 
-	// Step 2: CRLs.
+// parseQuote parses raw and checks its header: the TEE the verifier
+// expects, Intel's QE vendor ID.
+func (v *Verifier) parseQuote(ctx context.Context, raw []byte, now time.Time) (*abi.Quote, attest.TEE, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, "", stepErr(StepParseQuote, err)
+	}
+	if now.IsZero() {
+		return nil, "", stepf(StepParseQuote, "verification time is zero")
+	}
+	q, err := abi.ParseQuote(raw)
+	if err != nil {
+		return nil, "", stepErr(StepParseQuote, err)
+	}
+	tee := teeOf(q.Header)
+	if v.tee != "" && tee != v.tee {
+		return nil, "", stepf(StepQuoteHeader, "quote is %s, verifier expects %s", tee, v.tee)
+	}
+	if q.Header.QEVendorID != abi.IntelQEVendorID {
+		return nil, "", stepf(StepQuoteHeader, "QE vendor ID %x is not Intel's", q.Header.QEVendorID)
+	}
+	return q, tee, nil
+}
+
+// sourceCollateral fetches the collateral for pck's platform from
+// Options.Source.
+func (v *Verifier) sourceCollateral(ctx context.Context, tee attest.TEE, pck *trustedPCK) (*trustedCollateral, error) {
+	if v.src == nil {
+		return nil, stepf(StepCollateral, "no collateral in evidence and no collateral source configured")
+	}
+	key := collateral.Key{TEE: tee, FMSPC: pck.ext.FMSPCHex(), CA: pck.ca}
+	col, err := v.src.Collateral(ctx, key)
+	if err != nil {
+		return nil, stepErr(StepCollateral, fmt.Errorf("collateral for %s: %w", key, err))
+	}
+	return v.trustedCollateralFor(col), nil
+}
+
+// checkPCKRevocation checks the PCK chain (leaf, intermediate, root) is
+// valid at now (step 1) and that the root CA and PCK CRLs are current and
+// revoke none of it (step 2), lowering until to the earliest expiry.
+func checkPCKRevocation(certs []*x509.Certificate, tc *trustedCollateral, now time.Time, until *time.Time) error {
+	if err := checkCertsTime(certs, now, until); err != nil {
+		return stepErr(StepPCKChain, err)
+	}
+	leaf, inter, root := certs[0], certs[1], certs[2]
+
 	if tc.rootCRLErr != nil {
-		return nil, stepErr(StepRootCACRL, tc.rootCRLErr)
+		return stepErr(StepRootCACRL, tc.rootCRLErr)
 	}
 	if err := tc.rootCRL.checkTime("root ca crl", now, until); err != nil {
-		return nil, stepErr(StepRootCACRL, err)
+		return stepErr(StepRootCACRL, err)
 	}
 	if err := tc.rootCRL.checkNotRevoked(inter); err != nil {
-		return nil, stepErr(StepRootCACRL, err)
+		return stepErr(StepRootCACRL, err)
 	}
 	if _, ok := tc.rootCRL.revoked[serialKey(root)]; ok {
-		return nil, stepf(StepRootCACRL, "%w: root CA listed in its own CRL", ErrRevoked)
+		return stepf(StepRootCACRL, "%w: root CA listed in its own CRL", ErrRevoked)
 	}
 	if tc.pckCRLErr != nil {
-		return nil, stepErr(StepPCKCRL, tc.pckCRLErr)
+		return stepErr(StepPCKCRL, tc.pckCRLErr)
 	}
 	if err := checkCertsTime(tc.pckCRLChain, now, until); err != nil {
-		return nil, stepErr(StepPCKCRL, fmt.Errorf("issuer chain: %w", err))
+		return stepErr(StepPCKCRL, fmt.Errorf("issuer chain: %w", err))
 	}
 	if err := tc.pckCRL.checkTime("pck crl", now, until); err != nil {
-		return nil, stepErr(StepPCKCRL, err)
+		return stepErr(StepPCKCRL, err)
 	}
 	if err := tc.pckCRL.checkNotRevoked(leaf); err != nil {
-		return nil, stepErr(StepPCKCRL, err)
+		return stepErr(StepPCKCRL, err)
+	}
+	return nil
+}
+
+// checkQuoteSignatures checks the QE report is signed by the PCK key
+// (step 3) and binds the attestation key and QE auth data (step 4), and
+// that the attestation key signed the quote (step 5).
+func checkQuoteSignatures(q *abi.Quote, pckKey *ecdsa.PublicKey) error {
+	qeData := q.SignatureData.QEReportCertificationData
+	if err := rawsig.Verify(pckKey, qeData.RawQEReport, qeData.QEReportSignature[:]); err != nil {
+		return stepErr(StepQEReportSignature, err)
 	}
 
-	// Step 3: QE report signed by the PCK key.
-	if err := rawsig.Verify(pck.leafKey, qeData.RawQEReport, qeData.QEReportSignature[:]); err != nil {
-		return nil, stepErr(StepQEReportSignature, err)
-	}
-
-	// Step 4: the QE report binds the attestation key and QE auth data.
 	qeReport := qeData.QEReport
 	h := sha256.New()
 	h.Write(q.SignatureData.AttestationKey[:])
 	h.Write(qeData.QEAuthData)
 	if want := h.Sum(nil); !bytes.Equal(qeReport.ReportData[:32], want) {
-		return nil, stepf(StepQEReportData, "QE report data %x is not SHA-256(attestation key ‖ QE auth data) %x",
+		return stepf(StepQEReportData, "QE report data %x is not SHA-256(attestation key ‖ QE auth data) %x",
 			qeReport.ReportData[:32], want)
 	}
 	if [32]byte(qeReport.ReportData[32:]) != ([32]byte{}) {
-		return nil, stepf(StepQEReportData, "QE report data bytes 32..63 are not zero")
+		return stepf(StepQEReportData, "QE report data bytes 32..63 are not zero")
 	}
 
-	// Step 5: quote signature by the attestation key.
 	attKey, err := rawsig.ParsePublicKey(q.SignatureData.AttestationKey[:])
 	if err != nil {
-		return nil, stepf(StepQuoteSignature, "attestation key: %v", err)
+		return stepf(StepQuoteSignature, "attestation key: %w", err)
 	}
 	if err := rawsig.Verify(attKey, q.SignedData(), q.SignatureData.Signature[:]); err != nil {
-		return nil, stepErr(StepQuoteSignature, err)
+		return stepErr(StepQuoteSignature, err)
 	}
+	return nil
+}
 
-	// Step 6: TCB Info and QE Identity.
+// checkTCBCollateral returns the TCB Info and QE Identity once their
+// issuer chains and issue windows cover now (step 6), lowering until to
+// their next updates.
+func checkTCBCollateral(tc *trustedCollateral, now time.Time, until *time.Time) (*collateral.TCBInfo, *collateral.QEIdentity, error) {
 	if tc.tcbInfoErr != nil {
-		return nil, stepErr(StepTCBInfo, tc.tcbInfoErr)
+		return nil, nil, stepErr(StepTCBInfo, tc.tcbInfoErr)
 	}
 	ti := tc.tcbInfo
 	if err := checkCertsTime(tc.tcbChain, now, until); err != nil {
-		return nil, stepErr(StepTCBInfo, fmt.Errorf("issuer chain: %w", err))
+		return nil, nil, stepErr(StepTCBInfo, fmt.Errorf("issuer chain: %w", err))
 	}
 	if err := checkWindow("tcb info", ti.IssueDate, ti.NextUpdate, now); err != nil {
-		return nil, stepErr(StepTCBInfo, err)
+		return nil, nil, stepErr(StepTCBInfo, err)
 	}
 	minTime(until, ti.NextUpdate)
 	if tc.qeIdentityErr != nil {
-		return nil, stepErr(StepQEIdentity, tc.qeIdentityErr)
+		return nil, nil, stepErr(StepQEIdentity, tc.qeIdentityErr)
 	}
 	qi := tc.qeIdentity
 	if err := checkCertsTime(tc.qeChain, now, until); err != nil {
-		return nil, stepErr(StepQEIdentity, fmt.Errorf("issuer chain: %w", err))
+		return nil, nil, stepErr(StepQEIdentity, fmt.Errorf("issuer chain: %w", err))
 	}
 	if err := checkWindow("qe identity", qi.IssueDate, qi.NextUpdate, now); err != nil {
-		return nil, stepErr(StepQEIdentity, err)
+		return nil, nil, stepErr(StepQEIdentity, err)
 	}
 	minTime(until, qi.NextUpdate)
-	res.TCBInfo, res.QEIdentity = ti, qi
+	return ti, qi, nil
+}
 
-	// Step 7: the TCB Info is for this TEE and platform.
-	wantTCBID, wantQEID := collateral.TCBInfoIDSGX, collateral.QEIdentityIDQE
+// collateralIDs returns the TCB Info and QE Identity ids for tee's quotes.
+func collateralIDs(tee attest.TEE) (tcbInfoID, qeIdentityID string) {
 	if tee == attest.TDX {
-		wantTCBID, wantQEID = collateral.TCBInfoIDTDX, collateral.QEIdentityIDTDQE
+		return collateral.TCBInfoIDTDX, collateral.QEIdentityIDTDQE
 	}
-	if ti.ID != wantTCBID {
-		return nil, stepf(StepFMSPC, "TCB Info id %q does not match %s quote (want %q)", ti.ID, tee, wantTCBID)
-	}
-	if ti.FMSPC != pck.ext.FMSPC {
-		return nil, stepf(StepFMSPC, "PCK certificate FMSPC %s does not match TCB Info fmspc %X", pck.ext.FMSPCHex(), ti.FMSPC)
-	}
-	if ti.PCEID != pck.ext.PCEID {
-		return nil, stepf(StepFMSPC, "PCK certificate PCE-ID %s does not match TCB Info pceId %X", pck.ext.PCEIDHex(), ti.PCEID)
-	}
+	return collateral.TCBInfoIDSGX, collateral.QEIdentityIDQE
+}
 
-	// Step 8: QE identity.
+// checkTCBInfoFor checks the TCB Info is for tee and for the PCK
+// certificate's platform (step 7).
+func checkTCBInfoFor(ti *collateral.TCBInfo, tee attest.TEE, ext *pckcert.Extensions) error {
+	wantTCBID, _ := collateralIDs(tee)
+	if ti.ID != wantTCBID {
+		return stepf(StepFMSPC, "TCB Info id %q does not match %s quote (want %q)", ti.ID, tee, wantTCBID)
+	}
+	if ti.FMSPC != ext.FMSPC {
+		return stepf(StepFMSPC, "PCK certificate FMSPC %s does not match TCB Info fmspc %X", ext.FMSPCHex(), ti.FMSPC)
+	}
+	if ti.PCEID != ext.PCEID {
+		return stepf(StepFMSPC, "PCK certificate PCE-ID %s does not match TCB Info pceId %X", ext.PCEIDHex(), ti.PCEID)
+	}
+	return nil
+}
+
+// matchQEIdentity checks the quoting enclave's report against the QE
+// Identity and returns its TCB level (step 8).
+func matchQEIdentity(qi *collateral.QEIdentity, tee attest.TEE, qeReport *abi.EnclaveReport) (*collateral.QETCBLevel, error) {
+	_, wantQEID := collateralIDs(tee)
 	if qi.ID != wantQEID {
 		return nil, stepf(StepQEIdentityMatch, "QE Identity id %q does not match %s quote (want %q)", qi.ID, tee, wantQEID)
 	}
@@ -574,26 +649,31 @@ func (v *Verifier) verify(ctx context.Context, raw []byte, tc *trustedCollateral
 	if !knownPlatformStatus[qeLevel.TCBStatus] {
 		return nil, stepf(StepQEIdentityMatch, "QE TCB level has unrecognised status %q", qeLevel.TCBStatus)
 	}
-	res.QEStatus, res.QEAdvisoryIDs = attest.TCBStatus(qeLevel.TCBStatus), slices.Clone(qeLevel.AdvisoryIDs)
+	return qeLevel, nil
+}
 
-	// TDX module identity (TDX only).
+// setTCBStatus matches the TDX module identity (TDX only) and the
+// platform TCB level (step 9) and sets res's statuses and advisories,
+// converging them with the QE's level; a revoked result is an error.
+func setTCBStatus(res *Result, levels []collateral.TCBLevel, qeLevel *collateral.QETCBLevel) error {
+	q := res.Quote
 	var module *statusResult
-	if tee == attest.TDX {
-		if module, err = checkTDXModule(ti, q.Header.Version, q.TDReport); err != nil {
-			return nil, stepErr(StepTDXModule, err)
+	if teeOf(q.Header) == attest.TDX {
+		var err error
+		if module, err = checkTDXModule(res.TCBInfo, q.Header.Version, q.TDReport); err != nil {
+			return stepErr(StepTDXModule, err)
 		}
 		if module != nil {
 			res.TDXModuleStatus, res.TDXModuleAdvisoryIDs = attest.TCBStatus(module.status), slices.Clone(module.advisories)
 		}
 	}
 
-	// Step 9: platform TCB level and final status.
-	level, err := matchPlatformLevel(tc.tcbLevels, &pck.ext.TCB, q.TDReport)
+	level, err := matchPlatformLevel(levels, &res.PCK.TCB, q.TDReport)
 	if err != nil {
-		return nil, stepErr(StepPlatformTCB, err)
+		return stepErr(StepPlatformTCB, err)
 	}
 	if !knownPlatformStatus[level.TCBStatus] {
-		return nil, stepf(StepPlatformTCB, "TCB level has unrecognised status %q", level.TCBStatus)
+		return stepf(StepPlatformTCB, "TCB level has unrecognised status %q", level.TCBStatus)
 	}
 	platform := level.TCBStatus
 	var moduleAdvisories []string
@@ -606,11 +686,9 @@ func (v *Verifier) verify(ctx context.Context, raw []byte, tc *trustedCollateral
 	res.TCBStatus = attest.TCBStatus(final)
 	res.AdvisoryIDs = mergeAdvisories(level.AdvisoryIDs, moduleAdvisories, qeLevel.AdvisoryIDs)
 	if final == collateral.StatusRevoked {
-		return nil, stepf(StepTCBStatus, "%w (platform %s, QE %s)", ErrTCBRevoked, level.TCBStatus, qeLevel.TCBStatus)
+		return stepf(StepTCBStatus, "%w (platform %s, QE %s)", ErrTCBRevoked, level.TCBStatus, qeLevel.TCBStatus)
 	}
-
-	res.Claims = claims(q, res)
-	return res, nil
+	return nil
 }
 
 func claims(q *abi.Quote, res *Result) *attest.Claims {

@@ -24,6 +24,7 @@ import (
 	"sync"
 
 	"github.com/teeml/teeml/attest"
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // DefaultRoot is where Gramine mounts its attestation pseudo-filesystem.
@@ -69,14 +70,14 @@ func (i *Issuer) AttestationType() (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("gramine: %s does not exist: not running inside Gramine (or Gramine too old)", p)
+			return "", explain.Errorf(err, "gramine: %s does not exist: not running inside Gramine (or Gramine too old)", p)
 		}
-		return "", fmt.Errorf("gramine: %v", err)
+		return "", fmt.Errorf("gramine: %w", err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, attestationTypeMax))
 	if err != nil {
-		return "", fmt.Errorf("gramine: reading %s: %v", p, err)
+		return "", fmt.Errorf("gramine: reading %s: %w", p, err)
 	}
 	return strings.TrimSpace(string(b)), nil
 }
@@ -113,14 +114,14 @@ func (i *Issuer) Issue(ctx context.Context, reportData []byte) (*attest.Evidence
 	urd := filepath.Join(i.root(), "user_report_data")
 	f, err := os.OpenFile(urd, os.O_WRONLY, 0)
 	if err != nil {
-		return nil, fmt.Errorf("gramine: %v", err)
+		return nil, fmt.Errorf("gramine: %w", err)
 	}
 	n, err := f.Write(rd)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("gramine: writing %s: %v", urd, err)
+		return nil, fmt.Errorf("gramine: writing %s: %w", urd, err)
 	}
 	if n != reportDataSize {
 		return nil, fmt.Errorf("gramine: wrote %d of %d bytes to %s", n, reportDataSize, urd)
@@ -128,12 +129,12 @@ func (i *Issuer) Issue(ctx context.Context, reportData []byte) (*attest.Evidence
 	qp := filepath.Join(i.root(), "quote")
 	qf, err := os.Open(qp)
 	if err != nil {
-		return nil, fmt.Errorf("gramine: %v", err)
+		return nil, fmt.Errorf("gramine: %w", err)
 	}
 	quote, err := io.ReadAll(io.LimitReader(qf, maxQuoteSize+1))
 	qf.Close()
 	if err != nil {
-		return nil, fmt.Errorf("gramine: reading %s: %v", qp, err)
+		return nil, fmt.Errorf("gramine: reading %s: %w", qp, err)
 	}
 	if err := checkQuote(quote, rd); err != nil {
 		return nil, err

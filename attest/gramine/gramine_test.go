@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,7 +131,7 @@ func TestDefaultRoot(t *testing.T) {
 		t.Skip("running inside Gramine")
 	}
 	_, err := (&Issuer{}).Issue(context.Background(), nil)
-	if err == nil || !strings.Contains(err.Error(), "/dev/attestation/attestation_type does not exist: not running inside Gramine") {
+	if err == nil || !strings.Contains(err.Error(), "/dev/attestation/attestation_type does not exist: not running inside Gramine") || !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("err = %v", err)
 	}
 }

@@ -36,7 +36,7 @@ func logger(l *slog.Logger) *slog.Logger {
 func KeyID(pub *ecdsa.PublicKey) ([32]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return [32]byte{}, fmt.Errorf("sim: simulation public key: %v", err)
+		return [32]byte{}, fmt.Errorf("sim: simulation public key: %w", err)
 	}
 	return sha256.Sum256(der), nil
 }
@@ -50,7 +50,7 @@ func GenerateKey() (*ecdsa.PrivateKey, error) {
 func MarshalPrivateKey(key *ecdsa.PrivateKey) ([]byte, error) {
 	b, err := ecpem.MarshalPrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("sim: simulation key: %v", err)
+		return nil, fmt.Errorf("sim: simulation key: %w", err)
 	}
 	return b, nil
 }
@@ -60,7 +60,7 @@ func MarshalPrivateKey(key *ecdsa.PrivateKey) ([]byte, error) {
 func MarshalPublicKey(pub *ecdsa.PublicKey) ([]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return nil, fmt.Errorf("sim: simulation public key: %v", err)
+		return nil, fmt.Errorf("sim: simulation public key: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
 }
@@ -72,7 +72,7 @@ func SaveKey(path string, key *ecdsa.PrivateKey) error {
 		return err
 	}
 	if err := os.WriteFile(path, b, 0o600); err != nil {
-		return fmt.Errorf("sim: simulation key %s: %v", path, err)
+		return fmt.Errorf("sim: simulation key %s: %w", path, err)
 	}
 	return nil
 }
@@ -82,11 +82,11 @@ func SaveKey(path string, key *ecdsa.PrivateKey) error {
 func LoadKey(path string) (*ecdsa.PrivateKey, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("sim: simulation key %s: %v", path, err)
+		return nil, fmt.Errorf("sim: simulation key %s: %w", path, err)
 	}
 	key, err := ParsePrivateKey(b)
 	if err != nil {
-		return nil, fmt.Errorf("sim: simulation key %s: %v", path, err)
+		return nil, fmt.Errorf("sim: simulation key %s: %w", path, err)
 	}
 	return key, nil
 }
@@ -119,7 +119,7 @@ func ParsePublicKeys(pemBytes []byte) ([]*ecdsa.PublicKey, error) {
 		}
 		k, err := x509.ParsePKIXPublicKey(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("sim: trusted simulation keys: %v", err)
+			return nil, fmt.Errorf("sim: trusted simulation keys: %w", err)
 		}
 		ek, ok := k.(*ecdsa.PublicKey)
 		if !ok || ek.Curve != elliptic.P256() {
@@ -141,11 +141,11 @@ func ParsePublicKeys(pemBytes []byte) ([]*ecdsa.PublicKey, error) {
 func LoadPublicKeys(path string) ([]*ecdsa.PublicKey, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("sim: trusted simulation keys: %v", err)
+		return nil, fmt.Errorf("sim: trusted simulation keys: %w", err)
 	}
 	keys, err := ParsePublicKeys(b)
 	if err != nil {
-		return nil, fmt.Errorf("%v (%s)", err, path)
+		return nil, fmt.Errorf("%w (%s)", err, path)
 	}
 	return keys, nil
 }
@@ -198,7 +198,7 @@ func (i *Issuer) Issue(ctx context.Context, reportData []byte) (*attest.Evidence
 	d := q.Digest()
 	r, s, err := ecdsa.Sign(rand.Reader, i.key, d[:])
 	if err != nil {
-		return nil, fmt.Errorf("sim: issue: signing: %v", err)
+		return nil, fmt.Errorf("sim: issue: signing: %w", err)
 	}
 	r.FillBytes(q.Signature[:32])
 	s.FillBytes(q.Signature[32:])

@@ -120,7 +120,7 @@ func (v *Verifier) Verify(ctx context.Context, ev *attest.Evidence, now time.Tim
 	}
 	report, err := abi.ReportToProto(ev.Quote)
 	if err != nil {
-		return nil, fmt.Errorf("snp: attestation report: %v", err)
+		return nil, fmt.Errorf("snp: attestation report: %w", err)
 	}
 	chain, err := ParseCollateral(ev.Collateral)
 	if err != nil {
@@ -129,7 +129,7 @@ func (v *Verifier) Verify(ctx context.Context, ev *attest.Evidence, now time.Tim
 	att := &spb.Attestation{Report: report, CertificateChain: chain}
 	info, err := abi.ParseSignerInfo(report.GetSignerInfo())
 	if err != nil {
-		return nil, fmt.Errorf("snp: attestation report signer info: %v", err)
+		return nil, fmt.Errorf("snp: attestation report signer info: %w", err)
 	}
 	var ek []byte
 	switch info.SigningKey {
@@ -169,7 +169,7 @@ func (v *Verifier) Verify(ctx context.Context, ev *attest.Evidence, now time.Tim
 	}
 	pol, err := abi.ParseSnpPolicy(report.GetPolicy())
 	if err != nil { // validate already parsed it; kept for the record
-		return nil, fmt.Errorf("snp: guest policy: %v", err)
+		return nil, fmt.Errorf("snp: guest policy: %w", err)
 	}
 	return &attest.Claims{
 		TEE:         attest.SNP,
@@ -188,7 +188,7 @@ func (v *Verifier) Verify(ctx context.Context, ev *attest.Evidence, now time.Tim
 func (v *Verifier) validUntil(ekDER []byte, key abi.ReportSigner, now time.Time) (time.Time, error) {
 	ek, err := x509.ParseCertificate(ekDER)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("snp: %v certificate: %v", key, err)
+		return time.Time{}, fmt.Errorf("snp: %v certificate: %w", key, err)
 	}
 	roots := v.TrustedRoots
 	if roots == nil {
@@ -299,7 +299,7 @@ func parsePEM(b []byte, chain *spb.CertificateChain) error {
 func addCert(chain *spb.CertificateChain, der []byte) error {
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
-		return fmt.Errorf("snp: collateral certificate: %v", err)
+		return fmt.Errorf("snp: collateral certificate: %w", err)
 	}
 	set := func(dst *[]byte, what string) error {
 		if len(*dst) != 0 {

@@ -138,7 +138,7 @@ func (i *Issuer) Issue(ctx context.Context, reportData []byte) (*attest.Evidence
 		if err == nil || errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("tsm: %s is not a directory: configfs-tsm unavailable (needs Linux 6.7+ in a TDX or SEV-SNP guest with configfs mounted)", i.root())
 		}
-		return nil, fmt.Errorf("tsm: %v", err)
+		return nil, fmt.Errorf("tsm: %w", err)
 	}
 	inblob := make([]byte, inblobSize)
 	copy(inblob, reportData)
@@ -157,29 +157,29 @@ func (i *Issuer) Issue(ctx context.Context, reportData []byte) (*attest.Evidence
 		}
 		last = err
 	}
-	return nil, fmt.Errorf("%v; gave up after %d attempts", last, attempts)
+	return nil, fmt.Errorf("%w; gave up after %d attempts", last, attempts)
 }
 
 func (i *Issuer) once(inblob []byte) (ev *attest.Evidence, err error) {
 	fsys := i.fsys()
 	var nb [8]byte
 	if _, err := rand.Read(nb[:]); err != nil {
-		return nil, fmt.Errorf("tsm: entry name: %v", err)
+		return nil, fmt.Errorf("tsm: entry name: %w", err)
 	}
 	dir := filepath.Join(i.root(), "teeml-"+hex.EncodeToString(nb[:]))
 	if err := fsys.Mkdir(dir); err != nil {
-		return nil, fmt.Errorf("tsm: creating report entry: %v", err)
+		return nil, fmt.Errorf("tsm: creating report entry: %w", err)
 	}
 	defer func() {
 		if rerr := fsys.Rmdir(dir); rerr != nil && err == nil {
-			ev, err = nil, fmt.Errorf("tsm: removing report entry: %v", rerr)
+			ev, err = nil, fmt.Errorf("tsm: removing report entry: %w", rerr)
 		}
 	}()
 	attr := func(name string) string { return filepath.Join(dir, name) }
 
 	pb, err := fsys.ReadFile(attr("provider"))
 	if err != nil {
-		return nil, fmt.Errorf("tsm: reading provider: %v", err)
+		return nil, fmt.Errorf("tsm: reading provider: %w", err)
 	}
 	provider := strings.TrimSpace(string(pb))
 	tee, ok := Providers[provider]
@@ -193,22 +193,22 @@ func (i *Issuer) once(inblob []byte) (ev *attest.Evidence, err error) {
 	writes := uint64(0)
 	if i.PrivLevel != nil {
 		if err := fsys.WriteFile(attr("privlevel"), []byte(strconv.Itoa(int(*i.PrivLevel)))); err != nil {
-			return nil, fmt.Errorf("tsm: writing privlevel: %v", err)
+			return nil, fmt.Errorf("tsm: writing privlevel: %w", err)
 		}
 		writes++
 	}
 	if err := fsys.WriteFile(attr("inblob"), inblob); err != nil {
-		return nil, fmt.Errorf("tsm: writing inblob: %v", err)
+		return nil, fmt.Errorf("tsm: writing inblob: %w", err)
 	}
 	writes++
 	out, err := fsys.ReadFile(attr("outblob"))
 	if err != nil {
-		return nil, fmt.Errorf("tsm: reading outblob from %s: %v", provider, err)
+		return nil, fmt.Errorf("tsm: reading outblob from %s: %w", provider, err)
 	}
 	aux, err := fsys.ReadFile(attr("auxblob"))
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("tsm: reading auxblob: %v", err)
+			return nil, fmt.Errorf("tsm: reading auxblob: %w", err)
 		}
 		aux = nil
 	}
@@ -232,7 +232,7 @@ func (i *Issuer) once(inblob []byte) (ev *attest.Evidence, err error) {
 func readGeneration(fsys fileSystem, p string) (uint64, error) {
 	b, err := fsys.ReadFile(p)
 	if err != nil {
-		return 0, fmt.Errorf("tsm: reading generation: %v", err)
+		return 0, fmt.Errorf("tsm: reading generation: %w", err)
 	}
 	g, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil {

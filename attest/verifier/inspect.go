@@ -38,7 +38,7 @@ func Inspect(b []byte) ([]attest.Field, error) {
 	case k.TEE == attest.SNP:
 		r, err := abi.ReportToProto(b)
 		if err != nil {
-			return nil, fmt.Errorf("evidence: SEV-SNP report: %v", err)
+			return nil, fmt.Errorf("evidence: SEV-SNP report: %w", err)
 		}
 		add("version", fmt.Sprint(r.Version))
 		add("policy", fmt.Sprintf("%#x", r.Policy))
@@ -52,7 +52,7 @@ func Inspect(b []byte) ([]attest.Field, error) {
 	default:
 		q, err := dcapabi.ParseQuote(b)
 		if err != nil {
-			return nil, fmt.Errorf("evidence: %v", err)
+			return nil, fmt.Errorf("evidence: %w", err)
 		}
 		add("version", fmt.Sprint(q.Header.Version))
 		add("attestation_key_type", fmt.Sprint(q.Header.AttestationKeyType))

@@ -2,7 +2,9 @@ package metrics
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -235,5 +237,18 @@ func TestReadErrorsNameFileAndLine(t *testing.T) {
 	_, _, err := ReadFile(filepath.Join(dir, "missing", FileName))
 	if err == nil || !strings.Contains(err.Error(), filepath.Join("missing", FileName)) {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+// TestReadFileMissing: a missing metrics file says so in its own words and
+// is fs.ErrNotExist for the caller.
+func TestReadFileMissing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	_, _, err := ReadFile(path)
+	if want := "metrics: " + path + ": no such file (is this a run directory of an aggregator?)"; err == nil || err.Error() != want {
+		t.Fatalf("got %v, want %s", err, want)
+	}
+	if !errors.Is(fmt.Errorf("report: %w", err), fs.ErrNotExist) {
+		t.Fatalf("%v is not fs.ErrNotExist", err)
 	}
 }

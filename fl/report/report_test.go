@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image/png"
+	"io/fs"
 	"math"
 	"net"
 	"os"
@@ -436,7 +438,7 @@ func TestReportErrors(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, "nofile", metrics.FileName)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Write(filepath.Join(dir, "nofile"), ""); err == nil || !strings.Contains(err.Error(), "no such file") {
+	if _, err := Write(filepath.Join(dir, "nofile"), ""); err == nil || !strings.Contains(err.Error(), "no such file") || !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("run directory without metrics file: %v", err)
 	}
 }

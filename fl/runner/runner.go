@@ -213,7 +213,7 @@ func New(cfg Config) (*Runner, error) {
 	}
 	dir, err := os.MkdirTemp(cfg.TempDir, "teeml-runner-")
 	if err != nil {
-		return nil, fmt.Errorf("runner: %v", err)
+		return nil, fmt.Errorf("runner: %w", err)
 	}
 	r := &Runner{cfg: cfg, dir: dir, log: cfg.Logger.With("runner", filepath.Base(cfg.Command[len(cfg.Command)-1]))}
 	for _, d := range []struct {
@@ -227,7 +227,7 @@ func New(cfg Config) (*Runner, error) {
 		path := filepath.Join(dir, d.name)
 		if err := writeData(path, d.ds); err != nil {
 			os.RemoveAll(dir)
-			return nil, fmt.Errorf("runner: %s: %v", d.name, err)
+			return nil, fmt.Errorf("runner: %s: %w", d.name, err)
 		}
 		*d.dst = path
 	}
@@ -318,19 +318,30 @@ type result struct {
 	metrics map[string]float64
 }
 
+// taskError is a failed task: a one-line message (a runner's output tail
+// may span lines) that wraps its cause.
+type taskError struct {
+	msg string
+	err error
+}
+
+func (e *taskError) Error() string { return e.msg }
+func (e *taskError) Unwrap() error { return e.err }
+
 // run executes one task and validates what it returns.
 func (r *Runner) run(ctx context.Context, kind string, round int, cfg map[string]float64, h Hyperparameters, data string, rows int, in tensor.Weights) (*result, error) {
 	fail := func(format string, args ...any) (*result, error) {
-		return nil, fmt.Errorf("runner: %s round %d: %s", kind, round, oneLine(fmt.Sprintf(format, args...)))
+		cause := fmt.Errorf(format, args...)
+		return nil, &taskError{msg: fmt.Sprintf("runner: %s round %d: %s", kind, round, oneLine(cause.Error())), err: cause}
 	}
 	if r.cfg.Verify != nil {
 		if err := r.cfg.Verify(); err != nil {
-			return fail("not launched: %v", err)
+			return fail("not launched: %w", err)
 		}
 	}
 	dir := filepath.Join(r.dir, fmt.Sprintf("task-%d", r.seq.Add(1)))
 	if err := os.Mkdir(dir, 0o700); err != nil {
-		return fail("%v", err)
+		return fail("%w", err)
 	}
 	defer os.RemoveAll(dir)
 	t := Task{Version: Version, Task: kind, Round: round, Party: r.cfg.Party, Config: maps.Clone(cfg), Hyperparameters: h,
@@ -341,7 +352,7 @@ func (r *Runner) run(ctx context.Context, kind string, round int, cfg map[string
 	if in != nil {
 		t.InputWeights = filepath.Join(dir, "input.safetensors")
 		if err := safetensors.WriteFile(t.InputWeights, in, nil); err != nil {
-			return fail("input weights: %v", err)
+			return fail("input weights: %w", err)
 		}
 	}
 	switch kind {
@@ -354,11 +365,11 @@ func (r *Runner) run(ctx context.Context, kind string, round int, cfg map[string
 	}
 	tb, err := json.MarshalIndent(t, "", "  ")
 	if err != nil {
-		return fail("task file: %v", err)
+		return fail("task file: %w", err)
 	}
 	taskFile := filepath.Join(dir, "task.json")
 	if err := atomicfile.WriteBytes(taskFile, tb, 0o600); err != nil {
-		return fail("task file: %v", err)
+		return fail("task file: %w", err)
 	}
 
 	start := time.Now()
@@ -368,21 +379,21 @@ func (r *Runner) run(ctx context.Context, kind string, round int, cfg map[string
 		run = r.serveTask
 	}
 	if err := run(ctx, log, kind, dir, taskFile); err != nil {
-		return fail("%v", err)
+		return fail("%w", err)
 	}
 
 	res := &result{}
 	if t.OutputWeights != "" {
 		w, err := readWeights(t.OutputWeights, t.MaxOutputBytes, in)
 		if err != nil {
-			return fail("output weights: %v", err)
+			return fail("output weights: %w", err)
 		}
 		res.weights = w
 	}
 	if kind != TaskInit {
 		m, err := readMetrics(t.Metrics, kind == TaskEvaluate, rows)
 		if err != nil {
-			return fail("metrics: %v", err)
+			return fail("metrics: %w", err)
 		}
 		res.n, res.loss, res.metrics = m.n, m.loss, m.metrics
 	}
@@ -437,7 +448,7 @@ func (r *Runner) exec(ctx context.Context, log *slog.Logger, kind, dir, taskFile
 	cmd.WaitDelay = 2 * time.Second
 	log.Info("runner task starts", "command", r.cfg.Command, "timeout", r.cfg.Timeout)
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %v", r.cfg.Command[0], err)
+		return fmt.Errorf("start %s: %w", r.cfg.Command[0], err)
 	}
 	err := cmd.Wait()
 	killGroup(cmd.Process.Pid)
@@ -449,7 +460,7 @@ func (r *Runner) exec(ctx context.Context, log *slog.Logger, kind, dir, taskFile
 	}
 	switch {
 	case ctx.Err() != nil:
-		return fmt.Errorf("cancelled (%v); process group killed", context.Cause(ctx))
+		return fmt.Errorf("cancelled (%w); process group killed", context.Cause(ctx))
 	case tctx.Err() != nil:
 		return fmt.Errorf("timed out after %v; process group killed%s", r.cfg.Timeout, tail)
 	case err == nil:

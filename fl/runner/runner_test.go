@@ -260,8 +260,8 @@ func TestCancelKillsTheRunner(t *testing.T) {
 		cancel()
 	}()
 	_, _, _, err := r.Train(ctx, global(), nil)
-	if err == nil || !strings.Contains(err.Error(), "cancelled") {
-		t.Fatalf("error %v", err)
+	if err == nil || !strings.Contains(err.Error(), "cancelled") || !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want one wrapping context.Canceled", err)
 	}
 	waitDead(t, filepath.Join(ws, "main.pid"))
 }

@@ -65,7 +65,7 @@ func (r *Runner) start(log *slog.Logger) (*server, error) {
 	if err := cmd.Start(); err != nil {
 		pr.Close()
 		pw.Close()
-		return nil, fmt.Errorf("start %s: %v", r.cfg.Command[0], err)
+		return nil, fmt.Errorf("start %s: %w", r.cfg.Command[0], err)
 	}
 	pw.Close()
 	go func() {
@@ -121,7 +121,7 @@ func (s *server) exitError() error {
 	case errors.As(s.waitErr, &ee):
 		return fmt.Errorf("%v%s", ee.ProcessState, tail)
 	}
-	return fmt.Errorf("%v%s", s.waitErr, tail)
+	return fmt.Errorf("%w%s", s.waitErr, tail)
 }
 
 // serveTask runs one task on the persistent process, starting it if
@@ -181,7 +181,7 @@ func (r *Runner) serveTask(ctx context.Context, log *slog.Logger, kind, dir, tas
 			tail = ": " + tail
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("cancelled (%v); process group killed", context.Cause(ctx))
+			return fmt.Errorf("cancelled (%w); process group killed", context.Cause(ctx))
 		}
 		return fmt.Errorf("timed out after %v; process group killed%s", r.cfg.Timeout, tail)
 	}

@@ -113,7 +113,7 @@ func checkDtypes(data []byte) error {
 	}
 	var header map[string]json.RawMessage
 	if err := json.Unmarshal(data[8:8+hlen], &header); err != nil {
-		return fmt.Errorf("safetensors: header: %v", err)
+		return fmt.Errorf("safetensors: header: %w", err)
 	}
 	for _, name := range slices.Sorted(maps.Keys(header)) {
 		if name == "__metadata__" {
@@ -123,7 +123,7 @@ func checkDtypes(data []byte) error {
 			Dtype string `json:"dtype"`
 		}
 		if err := json.Unmarshal(header[name], &e); err != nil {
-			return fmt.Errorf("safetensors: tensor %s: %v", quote(name), err)
+			return fmt.Errorf("safetensors: tensor %s: %w", quote(name), err)
 		}
 		if e.Dtype != "F32" {
 			return fmt.Errorf("tensor %s has dtype %s, want F32 (the global model's; e.g. tensor.float())", quote(name), quote(e.Dtype))

@@ -88,7 +88,7 @@ func Export(ws, out string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("workspace: export %s: %v", ws, err)
+		return fmt.Errorf("workspace: export %s: %w", ws, err)
 	}
 	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.rel, b.rel) })
 	err = atomicfile.WriteFile(out, 0o644, func(w io.Writer) error {
@@ -120,7 +120,7 @@ func Export(ws, out string) error {
 			_, err = io.CopyN(tw, f, st.Size())
 			f.Close()
 			if err != nil {
-				return fmt.Errorf("%s: %v", it.rel, err)
+				return fmt.Errorf("%s: %w", it.rel, err)
 			}
 		}
 		if err := tw.Close(); err != nil {
@@ -129,7 +129,7 @@ func Export(ws, out string) error {
 		return zw.Close()
 	})
 	if err != nil {
-		return fmt.Errorf("workspace: export %s: %v", out, err)
+		return fmt.Errorf("workspace: export %s: %w", out, err)
 	}
 	return nil
 }
@@ -167,11 +167,11 @@ func checkEntryName(name string) (string, error) {
 func Import(archive, dir string) (err error) {
 	f, err := os.Open(archive)
 	if err != nil {
-		return fmt.Errorf("workspace: import: %v", err)
+		return fmt.Errorf("workspace: import: %w", err)
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err != nil {
-		return fmt.Errorf("workspace: import: %v", err)
+		return fmt.Errorf("workspace: import: %w", err)
 	} else if st.Size() > limits.archive {
 		return fmt.Errorf("workspace: import %s: archive is %d bytes, at most %d", archive, st.Size(), limits.archive)
 	}
@@ -181,10 +181,10 @@ func Import(archive, dir string) (err error) {
 	} else if errors.Is(err, fs.ErrNotExist) {
 		created = true
 	} else if err != nil {
-		return fmt.Errorf("workspace: import: %v", err)
+		return fmt.Errorf("workspace: import: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("workspace: import: %v", err)
+		return fmt.Errorf("workspace: import: %w", err)
 	}
 	defer func() {
 		if err == nil {
@@ -200,88 +200,119 @@ func Import(archive, dir string) (err error) {
 			}
 		}
 	}()
-	fail := func(name, format string, args ...any) error {
-		return fmt.Errorf("workspace: import %s: entry %q: %s", archive, name, fmt.Sprintf(format, args...))
-	}
 	zr, err := gzip.NewReader(io.LimitReader(f, limits.archive))
 	if err != nil {
-		return fmt.Errorf("workspace: import %s: %v", archive, err)
+		return fmt.Errorf("workspace: import %s: %w", archive, err)
 	}
-	tr := tar.NewReader(zr)
-	seen := map[string]bool{}
-	var total int64
-	for n := 0; ; n++ {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("workspace: import %s: %v", archive, err)
-		}
-		if int64(n) >= limits.entries {
-			return fmt.Errorf("workspace: import %s: more than %d entries", archive, limits.entries)
-		}
-		name := strings.TrimPrefix(h.Name, "./") // tar -C ws . style archives
-		if (name == "" || name == ".") && h.Typeflag == tar.TypeDir {
-			continue
-		}
-		rel, err := checkEntryName(name)
-		if err != nil {
-			return fail(h.Name, "%v", err)
-		}
-		if seen[rel] {
-			return fail(h.Name, "duplicate entry")
-		}
-		seen[rel] = true
-		full := filepath.Join(dir, filepath.FromSlash(rel))
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := mkdirIn(dir, rel); err != nil {
-				return fail(h.Name, "%v", err)
-			}
-		case tar.TypeReg:
-			if h.Size < 0 || h.Size > limits.file {
-				return fail(h.Name, "%d bytes, at most %d", h.Size, limits.file)
-			}
-			if total += h.Size; total > limits.total {
-				return fail(h.Name, "archive expands beyond %d bytes", limits.total)
-			}
-			if parent := path.Dir(rel); parent != "." {
-				if err := mkdirIn(dir, parent); err != nil {
-					return fail(h.Name, "%v", err)
-				}
-			}
-			out, err := os.OpenFile(full, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-			if err != nil {
-				return fail(h.Name, "%v", err)
-			}
-			written, err := io.Copy(out, io.LimitReader(tr, limits.file+1))
-			if cerr := out.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fail(h.Name, "%v", err)
-			}
-			if written != h.Size {
-				return fail(h.Name, "size %d does not match header %d", written, h.Size)
-			}
-		case tar.TypeSymlink, tar.TypeLink:
-			return fail(h.Name, "links are not allowed")
-		default:
-			return fail(h.Name, "type %q not allowed (only files and directories)", h.Typeflag)
-		}
+	x := &extractor{tr: tar.NewReader(zr), archive: archive, dir: dir, seen: map[string]bool{}}
+	if err := x.extractAll(); err != nil {
+		return err
 	}
-	if !seen[PlanFile] {
+	if !x.seen[PlanFile] {
 		return fmt.Errorf("workspace: import %s: no %s: not a workspace archive", archive, PlanFile)
 	}
 	for _, d := range dirs {
 		if err := mkdirIn(dir, d); err != nil {
-			return fmt.Errorf("workspace: import: %v", err)
+			return fmt.Errorf("workspace: import: %w", err)
 		}
 	}
 	// The plan must be valid and, when frozen, match its hash.
 	if _, err := LoadPlan(dir); err != nil {
-		return fmt.Errorf("workspace: import %s: %v", archive, err)
+		return fmt.Errorf("workspace: import %s: %w", archive, err)
+	}
+	return nil
+}
+
+// extractor unpacks a workspace archive's entries into dir.
+type extractor struct {
+	tr      *tar.Reader
+	archive string
+	dir     string
+	seen    map[string]bool // entry paths, relative and slash-separated
+	total   int64           // bytes of regular files so far
+}
+
+// fail is an error about the archive entry called name.
+func (x *extractor) fail(name, format string, args ...any) error {
+	return fmt.Errorf("workspace: import %s: entry %q: "+format, append([]any{x.archive, name}, args...)...)
+}
+
+// extractAll extracts every entry, at most limits.entries of them.
+func (x *extractor) extractAll() error {
+	for n := 0; ; n++ {
+		h, err := x.tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("workspace: import %s: %w", x.archive, err)
+		}
+		if int64(n) >= limits.entries {
+			return fmt.Errorf("workspace: import %s: more than %d entries", x.archive, limits.entries)
+		}
+		if err := x.extract(h); err != nil {
+			return err
+		}
+	}
+}
+
+// extract extracts one entry: a directory or a regular file, under a
+// checked relative name not seen before.
+func (x *extractor) extract(h *tar.Header) error {
+	name := strings.TrimPrefix(h.Name, "./") // tar -C ws . style archives
+	if (name == "" || name == ".") && h.Typeflag == tar.TypeDir {
+		return nil
+	}
+	rel, err := checkEntryName(name)
+	if err != nil {
+		return x.fail(h.Name, "%w", err)
+	}
+	if x.seen[rel] {
+		return x.fail(h.Name, "duplicate entry")
+	}
+	x.seen[rel] = true
+	switch h.Typeflag {
+	case tar.TypeDir:
+		if err := mkdirIn(x.dir, rel); err != nil {
+			return x.fail(h.Name, "%w", err)
+		}
+	case tar.TypeReg:
+		return x.extractFile(h, rel)
+	case tar.TypeSymlink, tar.TypeLink:
+		return x.fail(h.Name, "links are not allowed")
+	default:
+		return x.fail(h.Name, "type %q not allowed (only files and directories)", h.Typeflag)
+	}
+	return nil
+}
+
+// extractFile writes the regular file entry h to rel, within the size
+// limits, creating its parent directories.
+func (x *extractor) extractFile(h *tar.Header, rel string) error {
+	if h.Size < 0 || h.Size > limits.file {
+		return x.fail(h.Name, "%d bytes, at most %d", h.Size, limits.file)
+	}
+	if x.total += h.Size; x.total > limits.total {
+		return x.fail(h.Name, "archive expands beyond %d bytes", limits.total)
+	}
+	if parent := path.Dir(rel); parent != "." {
+		if err := mkdirIn(x.dir, parent); err != nil {
+			return x.fail(h.Name, "%w", err)
+		}
+	}
+	out, err := os.OpenFile(filepath.Join(x.dir, filepath.FromSlash(rel)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return x.fail(h.Name, "%w", err)
+	}
+	written, err := io.Copy(out, io.LimitReader(x.tr, limits.file+1))
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return x.fail(h.Name, "%w", err)
+	}
+	if written != h.Size {
+		return x.fail(h.Name, "size %d does not match header %d", written, h.Size)
 	}
 	return nil
 }

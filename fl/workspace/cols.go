@@ -76,7 +76,7 @@ func ParseCollaborators(data []byte, name string) ([]Collaborator, error) {
 		if n != nil && n.Line > 0 {
 			where = fmt.Sprintf("%s:%d", name, n.Line)
 		}
-		return fmt.Errorf("%s: %s", where, fmt.Sprintf(format, args...))
+		return fmt.Errorf("%s: "+format, append([]any{where}, args...)...)
 	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -142,10 +142,10 @@ func ParseCollaborators(data []byte, name string) ([]Collaborator, error) {
 			return nil, errf(item, "%s: needs name and data", key)
 		}
 		if err := pki.CheckName(c.Name); err != nil {
-			return nil, errf(item, "%s.name: %v", key, err)
+			return nil, errf(item, "%s.name: %w", key, err)
 		}
 		if err := checkData(c.Data); err != nil {
-			return nil, errf(item, "%s.data: %v", key, err)
+			return nil, errf(item, "%s.data: %w", key, err)
 		}
 		if prev, ok := names[c.Name]; ok {
 			return nil, errf(item, "%s.name: collaborator %q already listed at collaborators[%d]", key, c.Name, prev)
@@ -183,7 +183,7 @@ func LoadCollaborators(ws string) ([]Collaborator, error) {
 	path := filepath.Join(ws, filepath.FromSlash(ColsFile))
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("workspace: %v", err)
+		return nil, fmt.Errorf("workspace: %w", err)
 	}
 	return ParseCollaborators(data, path)
 }
@@ -195,10 +195,10 @@ func LoadCollaborators(ws string) ([]Collaborator, error) {
 // data_loader.partitioning.shards, or a shard already assigned.
 func AddCollaborator(ws, name, dataPath string) error {
 	if err := pki.CheckName(name); err != nil {
-		return fmt.Errorf("workspace: collaborator create -n: %v", err)
+		return fmt.Errorf("workspace: collaborator create -n: %w", err)
 	}
 	if err := checkData(dataPath); err != nil {
-		return fmt.Errorf("workspace: collaborator %s: %v", name, err)
+		return fmt.Errorf("workspace: collaborator %s: %w", name, err)
 	}
 	p, err := plan.Load(filepath.Join(ws, filepath.FromSlash(PlanFile)))
 	if err != nil {
@@ -210,7 +210,7 @@ func AddCollaborator(ws, name, dataPath string) error {
 	}
 	unlock, err := lock(filepath.Join(ws, "plan", ".cols.lock"))
 	if err != nil {
-		return fmt.Errorf("workspace: %v", err)
+		return fmt.Errorf("workspace: %w", err)
 	}
 	defer unlock()
 	cols, err := LoadCollaborators(ws)

@@ -58,11 +58,11 @@ func openData(o ShardOptions, path string, c Collaborator, keyID string) (io.Rea
 		ctx = context.Background()
 	}
 	fail := func(format string, args ...any) error {
-		return fmt.Errorf("workspace: collaborator %s: %s: %s", c.Name, c.Data, fmt.Sprintf(format, args...))
+		return fmt.Errorf("workspace: collaborator %s: %s: "+format, append([]any{c.Name, c.Data}, args...)...)
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("workspace: collaborator %s: %v", c.Name, err)
+		return nil, nil, fmt.Errorf("workspace: collaborator %s: %w", c.Name, err)
 	}
 	br := bufio.NewReader(f)
 	head, _ := br.Peek(len(sealed.Magic))
@@ -75,14 +75,14 @@ func openData(o ShardOptions, path string, c Collaborator, keyID string) (io.Rea
 		r, err := sealed.Open(ctx, br, o.Keys)
 		if err != nil {
 			f.Close()
-			return nil, nil, fail("%v", err)
+			return nil, nil, fail("%w", err)
 		}
 		return r, func() { f.Close() }, nil
 	case bytes.HasPrefix(head, []byte("PAR1")) || bytes.HasPrefix(head, []byte("PARE")): // plaintext / encrypted footer
 		defer f.Close()
 		rd, err := sealedparquet.OpenReader(ctx, f, c.Data, o.Keys)
 		if err != nil {
-			return nil, nil, fail("%v", err)
+			return nil, nil, fail("%w", err)
 		}
 		defer rd.Close()
 		if keyID != "" && !rd.Encrypted {
@@ -90,7 +90,7 @@ func openData(o ShardOptions, path string, c Collaborator, keyID string) (io.Rea
 		}
 		var buf bytes.Buffer
 		if _, err := rd.WriteCSV(ctx, &buf); err != nil {
-			return nil, nil, fail("%v", err)
+			return nil, nil, fail("%w", err)
 		}
 		return &buf, func() {}, nil
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,6 +95,24 @@ func TestLoadShardSealedData(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s with keys %v: %v, want one line with %q", c.name, c.ks, err, c.want)
 		}
+		// A key the key source lacks is a *sealed.KeyError for the caller.
+		var ke *sealed.KeyError
+		if c.ks != nil && !errors.As(err, &ke) {
+			t.Errorf("%s with keys %v: %v is not a *sealed.KeyError", c.name, c.ks, err)
+		}
+	}
+
+	// A modified sealed file: the integrity error reaches the caller
+	// wrapped (errors.As), not only as text.
+	tampered := bytes.Clone(sealedBuf.Bytes())
+	tampered[len(tampered)/2] ^= 1
+	os.WriteFile(filepath.Join(ws, "data", "t.csv.sealed"), tampered, 0o600)
+	if err := AddCollaborator(ws, "tampered", "data/t.csv.sealed"); err != nil {
+		t.Fatal(err)
+	}
+	var ie *sealed.IntegrityError
+	if _, err := LoadShardWith(ws, "tampered", ShardOptions{Keys: ks}); !errors.As(err, &ie) || !strings.Contains(err.Error(), "workspace: collaborator tampered: data/t.csv.sealed: ") {
+		t.Errorf("tampered sealed file: %v, want a *sealed.IntegrityError", err)
 	}
 
 	// The plan requires encryption: plaintext data is refused.

@@ -92,7 +92,7 @@ func Decode(body []byte) (*Record, error) {
 	dec.DisallowUnknownFields()
 	var r Record
 	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("audit: entry body: %v", err)
+		return nil, fmt.Errorf("audit: entry body: %w", err)
 	}
 	if dec.More() {
 		return nil, errors.New("audit: entry body: trailing data")

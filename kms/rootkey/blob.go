@@ -3,6 +3,8 @@ package rootkey
 import (
 	"encoding/hex"
 	"fmt"
+
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // Wrapped blobs are self-describing so that a broker can tell at once which
@@ -121,10 +123,10 @@ func checkFor(b []byte, k Kind, id KeyID) (Blob, error) {
 		return Blob{}, err
 	}
 	if p.Kind != k {
-		return Blob{}, fmt.Errorf("rootkey: blob was wrapped by a %s root key, not by this %s root key", p.Kind, k)
+		return Blob{}, explain.Errorf(ErrWrongKey, "rootkey: blob was wrapped by a %s root key, not by this %s root key", p.Kind, k)
 	}
 	if p.KeyID != id {
-		return Blob{}, fmt.Errorf("rootkey: blob was wrapped under root key %s, this holder's key is %s (wrong root key)", p.KeyID, id)
+		return Blob{}, explain.Errorf(ErrWrongKey, "rootkey: blob was wrapped under root key %s, this holder's key is %s (wrong root key)", p.KeyID, id)
 	}
 	return p, nil
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/teeml/teeml/attest/sim"
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // fileKeySize is the size of a simulation root key file: one raw AES-256 key.
@@ -23,7 +24,7 @@ const fileKeySize = 32
 func CreateFile(path string) error {
 	dir := filepath.Dir(path)
 	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("rootkey: file %s already exists; refusing to replace a root key", path)
+		return explain.Errorf(ErrKeyExists, "rootkey: file %s already exists; refusing to replace a root key", path)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("rootkey: file %s: %w", path, err)
 	}
@@ -56,7 +57,7 @@ func CreateFile(path string) error {
 	}
 	if err := os.Link(tmp, path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("rootkey: file %s already exists; refusing to replace a root key", path)
+			return explain.Errorf(ErrKeyExists, "rootkey: file %s already exists; refusing to replace a root key", path)
 		}
 		return fmt.Errorf("rootkey: file %s: %w", path, err)
 	}
@@ -77,7 +78,7 @@ func openFile(path string) (*softKey, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscallNoFollow, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("rootkey: file %s does not exist (create it with `teeml kms rootkey init --root-key file:%s`)", path, path)
+			return nil, explain.Errorf(err, "rootkey: file %s does not exist (create it with `teeml kms rootkey init --root-key file:%s`)", path, path)
 		}
 		return nil, fmt.Errorf("rootkey: file %s: %w", path, err)
 	}

@@ -2,6 +2,9 @@ package rootkey
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,8 +68,12 @@ func TestFileCreateAndRoundTrip(t *testing.T) {
 func TestFileCreateNeverReplaces(t *testing.T) {
 	_, path := newFileWrapper(t)
 	before, _ := os.ReadFile(path)
-	if err := CreateFile(path); err == nil || !strings.Contains(err.Error(), "already exists") {
+	err := CreateFile(path)
+	if err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("second create: %v", err)
+	}
+	if wrapped := fmt.Errorf("kms setup: %w", err); !errors.Is(wrapped, ErrKeyExists) {
+		t.Fatalf("second create: %v is not ErrKeyExists", wrapped)
 	}
 	after, _ := os.ReadFile(path)
 	if !bytes.Equal(before, after) {
@@ -76,7 +83,7 @@ func TestFileCreateNeverReplaces(t *testing.T) {
 
 func TestFileOpenNeverCreates(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "absent.key")
-	if _, err := Open("file:" + path); err == nil || !strings.Contains(err.Error(), "does not exist") {
+	if _, err := Open("file:" + path); err == nil || !strings.Contains(err.Error(), "does not exist") || !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("open of missing file: %v", err)
 	}
 	if _, err := os.Stat(path); err == nil {
@@ -132,8 +139,12 @@ func TestFileWrongKey(t *testing.T) {
 	w1, _ := newFileWrapper(t)
 	w2, _ := newFileWrapper(t)
 	b, _ := w1.Wrap([]byte("secret"), nil)
-	if _, err := w2.Unwrap(b, nil); err == nil || !strings.Contains(err.Error(), "wrong root key") {
+	_, err := w2.Unwrap(b, nil)
+	if err == nil || !strings.Contains(err.Error(), "wrong root key") {
 		t.Fatalf("other key: %v", err)
+	}
+	if wrapped := fmt.Errorf("kms: %w", err); !errors.Is(wrapped, ErrWrongKey) || errors.Is(wrapped, ErrAuthentication) {
+		t.Fatalf("other key: errors.Is(%v): want ErrWrongKey and not ErrAuthentication", wrapped)
 	}
 	forged := bytes.Clone(b)
 	id := w2.(*softKey).id
@@ -152,8 +163,12 @@ func TestKindMismatch(t *testing.T) {
 	w, _ := newFileWrapper(t)
 	g := newGramineWrapper(t, "mrenclave")
 	b, _ := g.Wrap([]byte("x"), nil)
-	if _, err := w.Unwrap(b, nil); err == nil || !strings.Contains(err.Error(), "wrapped by a gramine root key") {
+	_, err := w.Unwrap(b, nil)
+	if err == nil || !strings.Contains(err.Error(), "wrapped by a gramine root key") {
 		t.Fatalf("gramine blob under file key: %v", err)
+	}
+	if wrapped := fmt.Errorf("kms: %w", err); !errors.Is(wrapped, ErrWrongKey) {
+		t.Fatalf("gramine blob under file key: %v is not ErrWrongKey", wrapped)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // DefaultGramineKeysDir is where Gramine exposes its keys inside an SGX
@@ -51,7 +53,7 @@ func openGramine(policy, dir string) (*softKey, error) {
 	defer clear(seal)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("rootkey: gramine: %s not present (not running inside a Gramine SGX enclave)", path)
+			return nil, explain.Errorf(err, "rootkey: gramine: %s not present (not running inside a Gramine SGX enclave)", path)
 		}
 		return nil, fmt.Errorf("rootkey: gramine: %s: %w", path, err)
 	}

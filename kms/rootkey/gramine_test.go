@@ -2,6 +2,8 @@ package rootkey
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,7 +77,7 @@ func TestGramineKeyIsDerivedNotRaw(t *testing.T) {
 func TestGramineMissing(t *testing.T) {
 	dir := t.TempDir()
 	_, err := OpenConfig(Config{Spec: "gramine:", GramineKeysDir: dir})
-	if err == nil || !strings.Contains(err.Error(), "not present (not running inside a Gramine SGX enclave)") || strings.Contains(err.Error(), "\n") {
+	if err == nil || !strings.Contains(err.Error(), "not present (not running inside a Gramine SGX enclave)") || strings.Contains(err.Error(), "\n") || !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing key: %v", err)
 	}
 	writeFile(t, filepath.Join(dir, "_sgx_mrenclave"), make([]byte, 32), 0o600)

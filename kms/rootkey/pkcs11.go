@@ -14,6 +14,8 @@ import (
 	"sync"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/teeml/teeml/internal/explain"
 )
 
 // PKCS11Config names an AES key inside a PKCS#11 token and how to log in.
@@ -63,7 +65,7 @@ func ParsePKCS11URI(uri string) (PKCS11Config, error) {
 		}
 		v, err := url.PathUnescape(v)
 		if err != nil {
-			return PKCS11Config{}, fmt.Errorf("rootkey: pkcs11: attribute %s: %v", k, err)
+			return PKCS11Config{}, fmt.Errorf("rootkey: pkcs11: attribute %s: %w", k, err)
 		}
 		k = strings.ToLower(k)
 		if seen[k] {
@@ -182,7 +184,7 @@ type sharedModule struct {
 func acquireModule(path string) (*pkcs11.Ctx, func(), error) {
 	if _, err := os.Stat(path); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, fmt.Errorf("rootkey: pkcs11: module %s not found", path)
+			return nil, nil, explain.Errorf(err, "rootkey: pkcs11: module %s not found", path)
 		}
 		return nil, nil, fmt.Errorf("rootkey: pkcs11: module %s: %w", path, err)
 	}
@@ -261,7 +263,7 @@ func login(ctx *pkcs11.Ctx, slot uint, cfg PKCS11Config) (pkcs11.SessionHandle, 
 	if err := ctx.Login(s, pkcs11.CKU_USER, pin); err != nil && !isRV(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
 		_ = ctx.CloseSession(s)
 		if isRV(err, pkcs11.CKR_PIN_INCORRECT) {
-			return 0, fmt.Errorf("rootkey: pkcs11: token %q: wrong PIN", cfg.Token)
+			return 0, explain.Errorf(ErrWrongPIN, "rootkey: pkcs11: token %q: wrong PIN", cfg.Token)
 		}
 		return 0, fmt.Errorf("rootkey: pkcs11: token %q: C_Login: %w", cfg.Token, err)
 	}
@@ -317,7 +319,7 @@ func InitPKCS11(cfg PKCS11Config) error {
 		return err
 	}
 	if len(existing) > 0 {
-		return fmt.Errorf("rootkey: pkcs11: token %q already has a key labelled %q; refusing to create another", cfg.Token, cfg.Label)
+		return explain.Errorf(ErrKeyExists, "rootkey: pkcs11: token %q already has a key labelled %q; refusing to create another", cfg.Token, cfg.Label)
 	}
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {
@@ -578,7 +580,7 @@ func (k *pkcs11Key) Unwrap(ciphertext, aad []byte) ([]byte, error) {
 			// SoftHSM2 2.6 reports it as CKR_GENERAL_ERROR. Either way
 			// the token's code is kept in the message.
 			if isRV(err, pkcs11.CKR_ENCRYPTED_DATA_INVALID) || isRV(err, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE) || isRV(err, pkcs11.CKR_GENERAL_ERROR) {
-				return fmt.Errorf("%w [token: %v]", ErrAuthentication, err)
+				return fmt.Errorf("%w [token: %w]", ErrAuthentication, err)
 			}
 			return fmt.Errorf("rootkey: pkcs11: C_Decrypt: %w", err)
 		}

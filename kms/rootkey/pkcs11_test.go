@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -135,7 +137,7 @@ func TestPKCS11WrongKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w2.Unwrap(b, nil); err == nil || !strings.Contains(err.Error(), "wrong root key") {
+	if _, err := w2.Unwrap(b, nil); err == nil || !strings.Contains(err.Error(), "wrong root key") || !errors.Is(fmt.Errorf("kms: %w", err), ErrWrongKey) {
 		t.Fatalf("unwrap under another key: %v, want wrong root key", err)
 	}
 	// Even with w2's key ID forged into the header, GCM refuses it.
@@ -149,7 +151,7 @@ func TestPKCS11WrongKey(t *testing.T) {
 
 func TestPKCS11InitRefusesExistingKey(t *testing.T) {
 	_, cfg := newPKCS11Wrapper(t)
-	if err := InitPKCS11(cfg); err == nil || !strings.Contains(err.Error(), "already has a key") {
+	if err := InitPKCS11(cfg); err == nil || !strings.Contains(err.Error(), "already has a key") || !errors.Is(fmt.Errorf("kms setup: %w", err), ErrKeyExists) {
 		t.Fatalf("second init: %v", err)
 	}
 }
@@ -165,7 +167,7 @@ func TestPKCS11OpenErrors(t *testing.T) {
 	}
 	pin := os.Getenv(testPINEnv)
 	t.Setenv(testPINEnv, "wrong")
-	if _, err := Open(cfg.uri()); err == nil || !strings.Contains(err.Error(), "wrong PIN") {
+	if _, err := Open(cfg.uri()); err == nil || !strings.Contains(err.Error(), "wrong PIN") || !errors.Is(fmt.Errorf("kms: %w", err), ErrWrongPIN) {
 		t.Fatalf("wrong PIN: %v", err)
 	}
 	t.Setenv(testPINEnv, "")

@@ -5,8 +5,23 @@
 package rootkey
 
 import (
+	"errors"
 	"fmt"
 	"strings"
+)
+
+// Refusals a caller may branch on, matched with errors.Is. The errors
+// returned keep their own, more specific messages (explain.Errorf).
+var (
+	// ErrWrongKey: a blob was wrapped by another root key (another kind,
+	// or another key of the same kind) than this holder's. Unlike
+	// ErrAuthentication this is a configuration mistake, not tampering.
+	ErrWrongKey = errors.New("rootkey: blob was wrapped by another root key")
+	// ErrKeyExists: creating a root key was refused because one already
+	// exists (a replaced root key would orphan every stored key).
+	ErrKeyExists = errors.New("rootkey: a root key already exists")
+	// ErrWrongPIN: a PKCS#11 token rejected the user PIN.
+	ErrWrongPIN = errors.New("rootkey: pkcs11: wrong PIN")
 )
 
 // Wrapper encrypts and authenticates key material at rest. aad binds a

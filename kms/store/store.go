@@ -126,13 +126,13 @@ func openSQLite(ctx context.Context, c Config) (*Store, error) {
 	}
 	db, err := sql.Open("sqlite", "file:"+c.Path+"?"+q.Encode())
 	if err != nil {
-		return nil, fmt.Errorf("store: sqlite %s: %v", c.Path, err)
+		return nil, fmt.Errorf("store: sqlite %s: %w", c.Path, err)
 	}
 	s := &Store{db: db}
 	var mode string
 	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: sqlite %s: %v", c.Path, err)
+		return nil, fmt.Errorf("store: sqlite %s: %w", c.Path, err)
 	}
 	if mode != "wal" {
 		db.Close()
@@ -140,7 +140,7 @@ func openSQLite(ctx context.Context, c Config) (*Store, error) {
 	}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: sqlite %s: %v", c.Path, err)
+		return nil, fmt.Errorf("store: sqlite %s: %w", c.Path, err)
 	}
 	return s, nil
 }
@@ -161,7 +161,7 @@ func openPostgres(ctx context.Context, c Config) (*Store, error) {
 	s := &Store{db: db, pg: true}
 	if err := s.migrate(ctx, schema); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: %s: %v", c.Describe(), err)
+		return nil, fmt.Errorf("store: %s: %w", c.Describe(), err)
 	}
 	return s, nil
 }
@@ -463,20 +463,20 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, macKey []byte, bodies 
 	var h audit.Head
 	var seq int64
 	if err := tx.QueryRowContext(ctx, q).Scan(&seq, &h.Hash); err != nil {
-		return nil, fmt.Errorf("audit head: %v", err)
+		return nil, fmt.Errorf("audit head: %w", err)
 	}
 	h.Seq = uint64(seq)
 	heads := make([]audit.Head, len(bodies))
 	for i, body := range bodies {
 		e := audit.Next(h, body)
 		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO kms_audit (seq, prev, hash, body) VALUES (?, ?, ?, ?)`), int64(e.Seq), e.Prev, e.Hash, e.Body); err != nil {
-			return nil, fmt.Errorf("audit append: %v", err)
+			return nil, fmt.Errorf("audit append: %w", err)
 		}
 		h = audit.Head{Seq: e.Seq, Hash: e.Hash}
 		heads[i] = h
 	}
 	if _, err := tx.ExecContext(ctx, s.q(`UPDATE kms_audit_head SET seq = ?, hash = ?, mac = ? WHERE id = 1`), int64(h.Seq), h.Hash, audit.HeadMAC(macKey, h)); err != nil {
-		return nil, fmt.Errorf("audit head: %v", err)
+		return nil, fmt.Errorf("audit head: %w", err)
 	}
 	return heads, nil
 }

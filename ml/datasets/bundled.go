@@ -165,7 +165,7 @@ func readNumeric(path string, sep byte, skip int) ([][]float64, error) {
 		row := make([]float64, len(fields))
 		for j, f := range fields {
 			if row[j], err = parseNumber(f); err != nil {
-				return nil, fmt.Errorf("datasets: embedded %s line %d field %d: %v", path, line, j+1, err)
+				return nil, fmt.Errorf("datasets: embedded %s line %d field %d: %w", path, line, j+1, err)
 			}
 		}
 		if len(rows) > 0 && len(row) != len(rows[0]) {

@@ -57,45 +57,10 @@ func LoadCSV(r io.Reader, opts CSVOptions) (*Dataset, error) {
 		cr.Comma = opts.Comma
 	}
 	cr.ReuseRecord = false
-	header, err := cr.Read()
-	if errors.Is(err, io.EOF) {
-		return nil, fail("empty input, want a header row")
-	}
+	header, labelCol, forced, err := readCSVHeader(cr, opts)
 	if err != nil {
-		return nil, fail("%v", err)
+		return nil, fail("%w", err)
 	}
-	seen := map[string]bool{}
-	for i, h := range header {
-		header[i] = strings.TrimSpace(h)
-		if header[i] == "" {
-			return nil, fail("header column %d has no name", i+1)
-		}
-		if seen[header[i]] {
-			return nil, fail("duplicate column %q", header[i])
-		}
-		seen[header[i]] = true
-	}
-	labelCol := -1
-	if opts.Label != "" {
-		labelCol = slices.Index(header, opts.Label)
-		if labelCol < 0 {
-			return nil, fail("label column %q not found", opts.Label)
-		}
-		if opts.Task != Classification && opts.Task != Regression {
-			return nil, fail("label %q needs Task classification or regression, got %q", opts.Label, opts.Task)
-		}
-	}
-	forced := map[string]bool{}
-	for _, c := range opts.Categorical {
-		if !seen[c] {
-			return nil, fail("categorical column %q not found", c)
-		}
-		if c == opts.Label {
-			return nil, fail("label column %q cannot be a categorical feature", c)
-		}
-		forced[c] = true
-	}
-
 	var records [][]string
 	var lines []int
 	for {
@@ -105,7 +70,7 @@ func LoadCSV(r io.Reader, opts CSVOptions) (*Dataset, error) {
 		}
 		if err != nil {
 			// csv.ParseError already names the line (and column).
-			return nil, fail("%v", err)
+			return nil, fail("%w", err)
 		}
 		line, _ := cr.FieldPos(0)
 		records = append(records, rec)
@@ -126,46 +91,9 @@ func LoadCSV(r io.Reader, opts CSVOptions) (*Dataset, error) {
 	ds.X = make([]float32, ds.N*ds.D)
 	ds.Columns = make([]Column, ds.D)
 	for k, j := range featCols {
-		col := Column{Name: header[j]}
-		categorical := forced[header[j]]
-		if !categorical {
-			for _, rec := range records {
-				if v := rec[j]; !isMissing(v) {
-					// ParseFloat accepts "Inf": such a column stays numeric and
-					// the value is reported below rather than becoming a category.
-					if _, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil {
-						categorical = true
-						break
-					}
-				}
-			}
-		}
-		if categorical {
-			col.Categories = distinctSorted(records, j)
-			index := make(map[string]int, len(col.Categories))
-			for c, v := range col.Categories {
-				index[v] = c
-			}
-			for i, rec := range records {
-				v := strings.TrimSpace(rec[j])
-				if isMissing(v) {
-					ds.X[i*ds.D+k] = float32(math.NaN())
-				} else {
-					ds.X[i*ds.D+k] = float32(index[v])
-				}
-			}
-		} else {
-			for i, rec := range records {
-				if isMissing(rec[j]) {
-					ds.X[i*ds.D+k] = float32(math.NaN())
-					continue
-				}
-				f, err := parseNumber(rec[j])
-				if err != nil { // ±Inf: non-numbers made the column categorical above
-					return nil, fail("line %d, column %q: %v", lines[i], header[j], err)
-				}
-				ds.X[i*ds.D+k] = float32(f)
-			}
+		col, err := fillFeature(ds, k, records, lines, j, header[j], forced[header[j]])
+		if err != nil {
+			return nil, fail("%w", err)
 		}
 		ds.Columns[k] = col
 	}
@@ -174,10 +102,103 @@ func LoadCSV(r io.Reader, opts CSVOptions) (*Dataset, error) {
 		ds.Task = opts.Task
 		ds.Y = make([]float32, ds.N)
 		if err := fillLabels(ds, records, lines, labelCol, opts); err != nil {
-			return nil, fail("%v", err)
+			return nil, fail("%w", err)
 		}
 	}
 	return ds, nil
+}
+
+// readCSVHeader reads and checks the header row and the options that name
+// its columns. It returns the column names, the label column's index (-1
+// without a label) and the columns forced categorical.
+func readCSVHeader(cr *csv.Reader, opts CSVOptions) (header []string, labelCol int, forced map[string]bool, err error) {
+	header, err = cr.Read()
+	if errors.Is(err, io.EOF) {
+		return nil, 0, nil, errors.New("empty input, want a header row")
+	}
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	seen := map[string]bool{}
+	for i, h := range header {
+		header[i] = strings.TrimSpace(h)
+		if header[i] == "" {
+			return nil, 0, nil, fmt.Errorf("header column %d has no name", i+1)
+		}
+		if seen[header[i]] {
+			return nil, 0, nil, fmt.Errorf("duplicate column %q", header[i])
+		}
+		seen[header[i]] = true
+	}
+	labelCol = -1
+	if opts.Label != "" {
+		labelCol = slices.Index(header, opts.Label)
+		if labelCol < 0 {
+			return nil, 0, nil, fmt.Errorf("label column %q not found", opts.Label)
+		}
+		if opts.Task != Classification && opts.Task != Regression {
+			return nil, 0, nil, fmt.Errorf("label %q needs Task classification or regression, got %q", opts.Label, opts.Task)
+		}
+	}
+	forced = map[string]bool{}
+	for _, c := range opts.Categorical {
+		if !seen[c] {
+			return nil, 0, nil, fmt.Errorf("categorical column %q not found", c)
+		}
+		if c == opts.Label {
+			return nil, 0, nil, fmt.Errorf("label column %q cannot be a categorical feature", c)
+		}
+		forced[c] = true
+	}
+	return header, labelCol, forced, nil
+}
+
+// fillFeature fills feature k of ds from column j (called name) of
+// records and returns its Column. The column is categorical when forced or
+// when any present value is not a number; missing cells become NaN.
+func fillFeature(ds *Dataset, k int, records [][]string, lines []int, j int, name string, forced bool) (Column, error) {
+	col := Column{Name: name}
+	categorical := forced
+	if !categorical {
+		for _, rec := range records {
+			if v := rec[j]; !isMissing(v) {
+				// ParseFloat accepts "Inf": such a column stays numeric and
+				// the value is reported below rather than becoming a category.
+				if _, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil {
+					categorical = true
+					break
+				}
+			}
+		}
+	}
+	if categorical {
+		col.Categories = distinctSorted(records, j)
+		index := make(map[string]int, len(col.Categories))
+		for c, v := range col.Categories {
+			index[v] = c
+		}
+		for i, rec := range records {
+			v := strings.TrimSpace(rec[j])
+			if isMissing(v) {
+				ds.X[i*ds.D+k] = float32(math.NaN())
+			} else {
+				ds.X[i*ds.D+k] = float32(index[v])
+			}
+		}
+		return col, nil
+	}
+	for i, rec := range records {
+		if isMissing(rec[j]) {
+			ds.X[i*ds.D+k] = float32(math.NaN())
+			continue
+		}
+		f, err := parseNumber(rec[j])
+		if err != nil { // ±Inf: non-numbers made the column categorical above
+			return col, fmt.Errorf("line %d, column %q: %w", lines[i], name, err)
+		}
+		ds.X[i*ds.D+k] = float32(f)
+	}
+	return col, nil
 }
 
 // parseNumber parses a finite float.
@@ -234,7 +255,7 @@ func fillLabels(ds *Dataset, records [][]string, lines []int, j int, opts CSVOpt
 		for i, rec := range records {
 			f, err := parseNumber(rec[j])
 			if err != nil {
-				return fmt.Errorf("line %d, column %q: %v", lines[i], colName, err)
+				return fmt.Errorf("line %d, column %q: %w", lines[i], colName, err)
 			}
 			ds.Y[i] = float32(f)
 		}

@@ -109,7 +109,7 @@ func (p Pipeline) JSON() string {
 func ParsePipeline(s string) (Pipeline, error) {
 	var p Pipeline
 	if err := json.Unmarshal([]byte(s), &p); err != nil {
-		return Pipeline{}, fmt.Errorf("datasets: pipeline: %v", err)
+		return Pipeline{}, fmt.Errorf("datasets: pipeline: %w", err)
 	}
 	if p.Imputer != nil && len(p.Imputer.Values) != len(p.Imputer.Columns) {
 		return Pipeline{}, fmt.Errorf("datasets: pipeline: imputer has %d values for %d columns", len(p.Imputer.Values), len(p.Imputer.Columns))

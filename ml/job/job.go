@@ -310,13 +310,13 @@ func LoadSealed(ctx context.Context, path string, ks sealed.KeySource) (*Loaded,
 	}
 	if s := md[MetaSplitSeed]; s != "" {
 		if l.SplitSeed, err = strconv.ParseInt(s, 10, 64); err != nil {
-			return nil, fmt.Errorf("weights %s: metadata %s: %v", path, MetaSplitSeed, err)
+			return nil, fmt.Errorf("weights %s: metadata %s: %w", path, MetaSplitSeed, err)
 		}
 	}
 	l.TestFraction = DefaultTestFraction
 	if s := md[MetaTestFraction]; s != "" {
 		if l.TestFraction, err = strconv.ParseFloat(s, 64); err != nil {
-			return nil, fmt.Errorf("weights %s: metadata %s: %v", path, MetaTestFraction, err)
+			return nil, fmt.Errorf("weights %s: metadata %s: %w", path, MetaTestFraction, err)
 		}
 	}
 	return l, nil

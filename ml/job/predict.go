@@ -53,7 +53,7 @@ func (l *Loaded) ReadCSV(r io.Reader, source string) (*datasets.Dataset, error) 
 	cr.ReuseRecord = true
 	header, err := cr.Read()
 	if err != nil {
-		return nil, fmt.Errorf("predict: %s: header: %v", source, err)
+		return nil, fmt.Errorf("predict: %s: header: %w", source, err)
 	}
 	pos := make(map[string]int, len(header))
 	for i, h := range header {
@@ -75,13 +75,13 @@ func (l *Loaded) ReadCSV(r io.Reader, source string) (*datasets.Dataset, error) 
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("predict: %s: %v", source, err)
+			return nil, fmt.Errorf("predict: %s: %w", source, err)
 		}
 		for j, c := range cols {
 			cell := strings.TrimSpace(rec[index[j]])
 			v, err := parseCell(cell, c)
 			if err != nil {
-				return nil, fmt.Errorf("predict: %s line %d column %q: %v", source, line, c.Name, err)
+				return nil, fmt.Errorf("predict: %s line %d column %q: %w", source, line, c.Name, err)
 			}
 			ds.X = append(ds.X, v)
 		}

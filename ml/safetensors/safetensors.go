@@ -380,41 +380,11 @@ func remainingSize(r io.Reader) int64 {
 // before anything is allocated for the data; with an unknown size, buffers
 // grow only with the bytes that actually arrive.
 func read(r io.Reader, size int64) (tensor.Weights, map[string]string, error) {
-	var lenBuf [8]byte
-	if n, err := io.ReadFull(r, lenBuf[:]); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, nil, fmt.Errorf("safetensors: input is %d bytes, too short for the 8-byte header length", n)
-		}
-		return nil, nil, fmt.Errorf("safetensors: read: %w", err)
+	header, size, err := readHeader(r, size)
+	if err != nil {
+		return nil, nil, err
 	}
-	if size >= 0 {
-		size = max(size-8, 0) // now the bytes after the length prefix
-	}
-	hlen := binary.LittleEndian.Uint64(lenBuf[:])
-	if hlen > MaxHeaderSize {
-		return nil, nil, fmt.Errorf("safetensors: header length %d is over the %d-byte limit", hlen, MaxHeaderSize)
-	}
-	if size >= 0 && hlen > uint64(size) {
-		return nil, nil, fmt.Errorf("safetensors: header length %d is larger than the remaining input of %d bytes", hlen, size)
-	}
-	var header []byte
-	if size >= 0 {
-		header = make([]byte, hlen) // checked against the input size above
-		if _, err := io.ReadFull(r, header); err != nil {
-			return nil, nil, fmt.Errorf("safetensors: reading header: %w", err)
-		}
-	} else {
-		// Unknown input size: let the buffer grow with what actually arrives.
-		var err error
-		header, err = io.ReadAll(io.LimitReader(r, int64(hlen)))
-		if err != nil {
-			return nil, nil, fmt.Errorf("safetensors: reading header: %w", err)
-		}
-		if uint64(len(header)) != hlen {
-			return nil, nil, fmt.Errorf("safetensors: header length %d is larger than the remaining input of %d bytes", hlen, len(header))
-		}
-	}
-
+	hlen := int64(len(header))
 	entries, meta, err := parseHeader(header)
 	if err != nil {
 		return nil, nil, err
@@ -424,7 +394,7 @@ func read(r io.Reader, size int64) (tensor.Weights, map[string]string, error) {
 		return nil, nil, err
 	}
 	if size >= 0 {
-		if have := size - int64(hlen); have != total {
+		if have := size - hlen; have != total {
 			if have < total {
 				return nil, nil, fmt.Errorf("safetensors: data buffer is %d bytes, the header needs %d", have, total)
 			}
@@ -435,31 +405,9 @@ func read(r io.Reader, size int64) (tensor.Weights, map[string]string, error) {
 	// Read the data in offset order.
 	chunk := make([]byte, min(chunkSize, max(total, 1)))
 	for _, e := range byOffset {
-		var out []float32
-		if size >= 0 {
-			out = make([]float32, e.elems) // the data is known to be there
-		} else {
-			out = make([]float32, 0, min(e.elems, chunkSize))
+		if err := e.readData(r, chunk, size >= 0, total); err != nil {
+			return nil, nil, err
 		}
-		nb := e.end - e.begin
-		done := 0
-		for nb > 0 {
-			k := int(min(nb, int64(len(chunk))))
-			if _, err := io.ReadFull(r, chunk[:k]); err != nil {
-				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-					return nil, nil, e.errorf("data truncated: the header needs %d bytes of data", total)
-				}
-				return nil, nil, e.errorf("reading data: %w", err)
-			}
-			n := k / e.dt.size
-			if size < 0 {
-				out = grow(out, done+n, e.elems)
-			}
-			e.dt.decode(out[done:done+n], chunk[:k])
-			done += n
-			nb -= int64(k)
-		}
-		e.data = out
 	}
 	if size < 0 {
 		var one [1]byte
@@ -480,6 +428,77 @@ func read(r io.Reader, size int64) (tensor.Weights, map[string]string, error) {
 		out[i] = tensor.Tensor{Name: e.name, Shape: e.shape, Data: e.data}
 	}
 	return out, meta, nil
+}
+
+// readHeader reads the header length and the JSON header. size is as for
+// read; it returns size less the 8-byte length prefix (-1 stays -1).
+func readHeader(r io.Reader, size int64) ([]byte, int64, error) {
+	var lenBuf [8]byte
+	if n, err := io.ReadFull(r, lenBuf[:]); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, 0, fmt.Errorf("safetensors: input is %d bytes, too short for the 8-byte header length", n)
+		}
+		return nil, 0, fmt.Errorf("safetensors: read: %w", err)
+	}
+	if size >= 0 {
+		size = max(size-8, 0) // now the bytes after the length prefix
+	}
+	hlen := binary.LittleEndian.Uint64(lenBuf[:])
+	if hlen > MaxHeaderSize {
+		return nil, 0, fmt.Errorf("safetensors: header length %d is over the %d-byte limit", hlen, MaxHeaderSize)
+	}
+	if size >= 0 && hlen > uint64(size) {
+		return nil, 0, fmt.Errorf("safetensors: header length %d is larger than the remaining input of %d bytes", hlen, size)
+	}
+	if size >= 0 {
+		header := make([]byte, hlen) // checked against the input size above
+		if _, err := io.ReadFull(r, header); err != nil {
+			return nil, 0, fmt.Errorf("safetensors: reading header: %w", err)
+		}
+		return header, size, nil
+	}
+	// Unknown input size: let the buffer grow with what actually arrives.
+	header, err := io.ReadAll(io.LimitReader(r, int64(hlen)))
+	if err != nil {
+		return nil, 0, fmt.Errorf("safetensors: reading header: %w", err)
+	}
+	if uint64(len(header)) != hlen {
+		return nil, 0, fmt.Errorf("safetensors: header length %d is larger than the remaining input of %d bytes", hlen, len(header))
+	}
+	return header, size, nil
+}
+
+// readData reads e's bytes from r through chunk and decodes them into
+// e.data. With sized, the data is known to be there and is allocated at
+// once; otherwise the buffer grows with what arrives. total is the data
+// buffer's size, for the truncation error.
+func (e *entry) readData(r io.Reader, chunk []byte, sized bool, total int64) error {
+	var out []float32
+	if sized {
+		out = make([]float32, e.elems) // the data is known to be there
+	} else {
+		out = make([]float32, 0, min(e.elems, chunkSize))
+	}
+	nb := e.end - e.begin
+	done := 0
+	for nb > 0 {
+		k := int(min(nb, int64(len(chunk))))
+		if _, err := io.ReadFull(r, chunk[:k]); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return e.errorf("data truncated: the header needs %d bytes of data", total)
+			}
+			return e.errorf("reading data: %w", err)
+		}
+		n := k / e.dt.size
+		if !sized {
+			out = grow(out, done+n, e.elems)
+		}
+		e.dt.decode(out[done:done+n], chunk[:k])
+		done += n
+		nb -= int64(k)
+	}
+	e.data = out
+	return nil
 }
 
 // grow returns s resliced to length n, reallocating by doubling (capped at
@@ -568,7 +587,7 @@ func parseHeader(header []byte) ([]*entry, map[string]string, error) {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			err = errors.New("unexpected end of JSON")
 		}
-		return nil, nil, fmt.Errorf("safetensors: invalid header JSON: %v", err)
+		return nil, nil, fmt.Errorf("safetensors: invalid header JSON: %w", err)
 	}
 	meta := map[string]string{}
 	var entries []*entry
@@ -579,7 +598,7 @@ func parseHeader(header []byte) ([]*entry, map[string]string, error) {
 			}
 			mfields, err := decodeObject(f.value)
 			if err != nil {
-				return nil, nil, fmt.Errorf("safetensors: __metadata__: %v", err)
+				return nil, nil, fmt.Errorf("safetensors: __metadata__: %w", err)
 			}
 			for _, mf := range mfields {
 				var s string
@@ -607,7 +626,7 @@ func parseEntry(name string, value json.RawMessage) (*entry, error) {
 	}
 	fields, err := decodeObject(value)
 	if err != nil {
-		return nil, e.errorf("%v", err)
+		return nil, e.errorf("%w", err)
 	}
 	var dtypeRaw, shapeRaw, offsetsRaw json.RawMessage
 	for _, f := range fields {
@@ -642,7 +661,7 @@ func parseEntry(name string, value json.RawMessage) (*entry, error) {
 
 	shape, err := intList(shapeRaw)
 	if err != nil {
-		return nil, e.errorf("shape: %v", err)
+		return nil, e.errorf("shape: %w", err)
 	}
 	e.shape = make([]int, len(shape))
 	elems := int64(1)
@@ -662,7 +681,7 @@ func parseEntry(name string, value json.RawMessage) (*entry, error) {
 
 	offsets, err := intList(offsetsRaw)
 	if err != nil {
-		return nil, e.errorf("data_offsets: %v", err)
+		return nil, e.errorf("data_offsets: %w", err)
 	}
 	if len(offsets) != 2 {
 		return nil, e.errorf("data_offsets has %d entries, want [begin, end]", len(offsets))

@@ -244,7 +244,7 @@ func LoadDataKey(path string) ([]byte, error) {
 	}
 	b = bytes.TrimSuffix(bytes.TrimSuffix(b, []byte("\n")), []byte("\r"))
 	if _, _, err := keys(b); err != nil {
-		return nil, fmt.Errorf("bigdl data key %s: %v", path, err)
+		return nil, fmt.Errorf("bigdl data key %s: %w", path, err)
 	}
 	return b, nil
 }

@@ -207,13 +207,13 @@ func convert(ctx context.Context, r io.Reader, sc *arrow.Schema, fw *pqarrow.Fil
 			case *array.Int64Builder:
 				n, err := strconv.ParseInt(v, 10, 64)
 				if err != nil {
-					return 0, fmt.Errorf("csv line %d column %q: %v (file changed between passes?)", line, sc.Field(i).Name, err)
+					return 0, fmt.Errorf("csv line %d column %q: %w (file changed between passes?)", line, sc.Field(i).Name, err)
 				}
 				fb.Append(n)
 			case *array.Float64Builder:
 				x, err := strconv.ParseFloat(v, 64)
 				if err != nil {
-					return 0, fmt.Errorf("csv line %d column %q: %v (file changed between passes?)", line, sc.Field(i).Name, err)
+					return 0, fmt.Errorf("csv line %d column %q: %w (file changed between passes?)", line, sc.Field(i).Name, err)
 				}
 				fb.Append(x)
 			case *array.StringBuilder:
@@ -294,10 +294,10 @@ func (r *Reader) WriteCSV(ctx context.Context, w io.Writer) (rows int64, err err
 	}
 	if err := rr.Err(); err != nil && !errors.Is(err, io.EOF) {
 		if kerr := r.ret.lastErrOrNil(); kerr != nil {
-			return 0, fmt.Errorf("parquet: %v", kerr)
+			return 0, fmt.Errorf("parquet: %w", kerr)
 		}
 		if strings.Contains(err.Error(), "message authentication failed") {
-			return 0, fmt.Errorf("parquet: column data failed authentication (file modified, or wrong column key): %v", err)
+			return 0, fmt.Errorf("parquet: column data %w (file modified, or wrong column key): %w", ErrAuthentication, err)
 		}
 		return 0, fmt.Errorf("parquet: %w", err)
 	}

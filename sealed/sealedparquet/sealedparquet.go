@@ -57,13 +57,13 @@ func decodeKeyMeta(b []byte) (*keyMeta, []byte, error) {
 		return nil, nil, fmt.Errorf("key metadata is %d bytes", len(b))
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, nil, fmt.Errorf("key metadata is not teeml's (%v)", err)
+		return nil, nil, fmt.Errorf("key metadata is not teeml's (%w)", err)
 	}
 	if m.V != keyMetaVersion {
 		return nil, nil, fmt.Errorf("key metadata version %d, want %d", m.V, keyMetaVersion)
 	}
 	if err := sealed.ValidKeyID(m.KeyID); err != nil {
-		return nil, nil, fmt.Errorf("key metadata key ID %q: %v", m.KeyID, err)
+		return nil, nil, fmt.Errorf("key metadata key ID %q: %w", m.KeyID, err)
 	}
 	w, err := base64.StdEncoding.DecodeString(m.Wrapped)
 	if err != nil || len(w) == 0 {
@@ -166,6 +166,11 @@ type Reader struct {
 	Encrypted bool // modular encryption (encrypted footer)
 }
 
+// ErrAuthentication (errors.Is) is a footer or column chunk whose AES-GCM
+// tag did not verify: the file was modified, or the data key is wrong. A
+// key that could not be obtained at all is a different error.
+var ErrAuthentication = errors.New("failed authentication")
+
 // guard turns arrow-go panics into errors that name what failed.
 func (r *retriever) guard(what string, err *error) {
 	if p := recover(); p != nil {
@@ -176,12 +181,13 @@ func (r *retriever) guard(what string, err *error) {
 		}
 		if r != nil {
 			if kerr := r.lastErr(); kerr != nil {
-				*err = fmt.Errorf("parquet: %s: %v", what, kerr)
+				*err = fmt.Errorf("parquet: %s: %w", what, kerr)
 				return
 			}
 		}
 		if strings.Contains(msg, "message authentication failed") {
-			msg = "failed authentication (file modified, or wrong data key)"
+			*err = fmt.Errorf("parquet: %s: %w (file modified, or wrong data key)", what, ErrAuthentication)
+			return
 		}
 		*err = fmt.Errorf("parquet: %s: %s", what, msg)
 	}
@@ -244,10 +250,10 @@ func OpenReader(ctx context.Context, f parquet.ReaderAtSeeker, name string, ks s
 	rd.pf, err = file.NewParquetReader(f, file.WithReadProps(props))
 	if err != nil {
 		if kerr := rd.ret.lastErrOrNil(); kerr != nil {
-			return nil, fmt.Errorf("parquet: footer: %v", kerr)
+			return nil, fmt.Errorf("parquet: footer: %w", kerr)
 		}
 		if strings.Contains(err.Error(), "message authentication failed") {
-			return nil, fmt.Errorf("parquet: %s: footer failed authentication (file modified, or wrong footer key)", name)
+			return nil, fmt.Errorf("parquet: %s: footer %w (file modified, or wrong footer key)", name, ErrAuthentication)
 		}
 		return nil, fmt.Errorf("parquet: %s: %w", name, err)
 	}
@@ -311,7 +317,7 @@ func (r *Reader) readColumn(ctx context.Context, i int, name string) (t arrow.Ta
 	t, err = r.fr.ReadRowGroups(ctx, []int{i}, rgs)
 	if err != nil {
 		if kerr := r.ret.lastErrOrNil(); kerr != nil {
-			return nil, fmt.Errorf("parquet: column %q: %v", name, kerr)
+			return nil, fmt.Errorf("parquet: column %q: %w", name, kerr)
 		}
 		return nil, fmt.Errorf("parquet: column %q: %w", name, err)
 	}
@@ -397,7 +403,7 @@ func Inspect(ctx context.Context, path string, ks sealed.KeySource) (info *Info,
 		}
 		cm, err := parseCryptoMeta(buf)
 		if err != nil {
-			return nil, fmt.Errorf("parquet: %s: crypto metadata: %v", path, err)
+			return nil, fmt.Errorf("parquet: %s: crypto metadata: %w", path, err)
 		}
 		info.Algorithm = algName(cm.EncryptionAlgorithm().Algo)
 		if m, _, err := decodeKeyMeta(cm.KeyMetadata()); err == nil {

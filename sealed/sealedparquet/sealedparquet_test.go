@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -215,6 +216,9 @@ func TestTamperedFileFails(t *testing.T) {
 			t.Log(err)
 			if strings.Contains(err.Error(), "\n") {
 				t.Fatalf("multi-line error: %q", err)
+			}
+			if !strings.Contains(err.Error(), "failed authentication (file modified, or wrong ") || !errors.Is(fmt.Errorf("import: %w", err), ErrAuthentication) {
+				t.Fatalf("%v: want ErrAuthentication", err)
 			}
 			if _, err := os.Stat(out); err == nil {
 				t.Fatal("output written despite the error")

@@ -76,7 +76,7 @@ func Dial(ctx context.Context, cc grpc.ClientConnInterface) (*Conn, error) {
 	st, err := vflv1.NewBridgeClient(cc).Stream(sctx)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("%w: open stream: %v", ErrPeerLost, err)
+		return nil, fmt.Errorf("%w: open stream: %w", ErrPeerLost, err)
 	}
 	c := &Conn{Stream: st, close: cancel}
 	// The stream's context carries the transport's peer, whose AuthInfo is

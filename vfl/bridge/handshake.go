@@ -36,7 +36,7 @@ func (e *RefusedError) Error() string { return "bridge: peer refused: " + e.Reas
 func Handshake(ctx context.Context, s Stream, mine *vflv1.Hello) (*vflv1.Hello, error) {
 	mine.ProtocolVersion = ProtocolVersion
 	if err := s.Send(&vflv1.Frame{Kind: &vflv1.Frame_Hello{Hello: mine}}); err != nil {
-		return nil, fmt.Errorf("%w: send hello: %v", ErrPeerLost, err)
+		return nil, fmt.Errorf("%w: send hello: %w", ErrPeerLost, err)
 	}
 	type res struct {
 		f   *vflv1.Frame
@@ -52,10 +52,10 @@ func Handshake(ctx context.Context, s Stream, mine *vflv1.Hello) (*vflv1.Hello, 
 	case r = <-ch:
 	case <-ctx.Done():
 		// The caller ends the stream, which ends the Recv above.
-		return nil, fmt.Errorf("%w: waiting for hello: %v", ErrPeerLost, context.Cause(ctx))
+		return nil, fmt.Errorf("%w: waiting for hello: %w", ErrPeerLost, context.Cause(ctx))
 	}
 	if r.err != nil {
-		return nil, fmt.Errorf("%w: receive hello: %v", ErrPeerLost, r.err)
+		return nil, fmt.Errorf("%w: receive hello: %w", ErrPeerLost, r.err)
 	}
 	if a := r.f.GetAbort(); a != nil {
 		return nil, &RefusedError{Reason: "the peer refused us: " + a.GetReason()}

@@ -223,7 +223,7 @@ func (s *Session) send(f *vflv1.Frame) error {
 	err := s.stream.Send(f)
 	s.sendMu.Unlock()
 	if err != nil {
-		err = fmt.Errorf("%w: send to %s: %v", ErrPeerLost, s.cfg.Peer, err)
+		err = fmt.Errorf("%w: send to %s: %w", ErrPeerLost, s.cfg.Peer, err)
 		s.fail(err)
 		return err
 	}
@@ -256,7 +256,7 @@ func (s *Session) readLoop() {
 	for {
 		f, err := s.stream.Recv()
 		if err != nil {
-			s.fail(fmt.Errorf("%w: receive from %s: %v", ErrPeerLost, s.cfg.Peer, err))
+			s.fail(fmt.Errorf("%w: receive from %s: %w", ErrPeerLost, s.cfg.Peer, err))
 			return
 		}
 		s.stats.framesRecv.Add(1)

@@ -37,7 +37,7 @@ import (
 func ReadAligned(path string) ([]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("join: aligned IDs: %v", err)
+		return nil, fmt.Errorf("join: aligned IDs: %w", err)
 	}
 	defer f.Close()
 	r := psi.NewIDReader(f, path)
@@ -49,7 +49,7 @@ func ReadAligned(path string) ([]string, error) {
 			return ids, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("join: %v", err)
+			return nil, fmt.Errorf("join: %w", err)
 		}
 		if first, ok := seen[id]; ok {
 			return nil, fmt.Errorf("join: aligned IDs %s: %q on lines %d and %d", path, id, first, r.Line())
@@ -104,7 +104,7 @@ func LoadCSV(r io.Reader, idColumn string, opts datasets.CSVOptions) (*datasets.
 	}
 	recs, err := cr.ReadAll()
 	if err != nil {
-		return nil, fmt.Errorf("join: csv %s: %v", name, err)
+		return nil, fmt.Errorf("join: csv %s: %w", name, err)
 	}
 	if len(recs) == 0 {
 		return nil, fmt.Errorf("join: csv %s: empty", name)

@@ -74,7 +74,7 @@ func Parse(data []byte) (*Collateral, error) {
 	var w wire
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&w); err != nil {
-		return nil, fmt.Errorf("collateral: json: %v", err)
+		return nil, fmt.Errorf("collateral: json: %w", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("collateral: json: trailing data after the object")
@@ -94,7 +94,7 @@ func Parse(data []byte) (*Collateral, error) {
 		}
 		b, err := DecodeHex(s)
 		if err != nil {
-			return nil, fmt.Errorf("collateral: field %s: %v", name, err)
+			return nil, fmt.Errorf("collateral: field %s: %w", name, err)
 		}
 		return b, nil
 	}
@@ -191,7 +191,7 @@ func DecodeHex(s string) ([]byte, error) {
 	}
 	b, err := hex.DecodeString(s)
 	if err != nil {
-		return nil, fmt.Errorf("invalid hex: %v", err)
+		return nil, fmt.Errorf("invalid hex: %w", err)
 	}
 	return b, nil
 }
@@ -226,7 +226,7 @@ func ParseCertChain(s string) ([]*x509.Certificate, error) {
 		}
 		cert, err := x509.ParseCertificate(blk.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %v", len(certs), err)
+			return nil, fmt.Errorf("certificate %d: %w", len(certs), err)
 		}
 		certs = append(certs, cert)
 		rest = next

@@ -76,7 +76,7 @@ func ParseQEIdentity(b []byte) (*QEIdentity, error) {
 func parseQEIdentity(b []byte) (*QEIdentity, error) {
 	var w wireQEIdentity
 	if err := decodeStrict(b, &w); err != nil {
-		return nil, fmt.Errorf("json: %v", err)
+		return nil, fmt.Errorf("json: %w", err)
 	}
 	q := &QEIdentity{}
 	var err error

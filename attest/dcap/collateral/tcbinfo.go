@@ -94,43 +94,49 @@ type wireComponent struct {
 }
 
 type wireTCBInfo struct {
-	ID                      *string `json:"id"`
-	Version                 *int    `json:"version"`
-	IssueDate               *string `json:"issueDate"`
-	NextUpdate              *string `json:"nextUpdate"`
-	FMSPC                   *string `json:"fmspc"`
-	PCEID                   *string `json:"pceId"`
-	TCBType                 *int    `json:"tcbType"`
-	TCBEvaluationDataNumber *int    `json:"tcbEvaluationDataNumber"`
-	TDXModule               *struct {
-		MRSigner       *string `json:"mrsigner"`
-		Attributes     *string `json:"attributes"`
-		AttributesMask *string `json:"attributesMask"`
-	} `json:"tdxModule"`
-	TDXModuleIdentities []struct {
-		ID             *string `json:"id"`
-		MRSigner       *string `json:"mrsigner"`
-		Attributes     *string `json:"attributes"`
-		AttributesMask *string `json:"attributesMask"`
-		TCBLevels      []struct {
-			TCB *struct {
-				ISVSVN *uint8 `json:"isvsvn"`
-			} `json:"tcb"`
-			TCBDate     *string  `json:"tcbDate"`
-			TCBStatus   *string  `json:"tcbStatus"`
-			AdvisoryIDs []string `json:"advisoryIDs"`
-		} `json:"tcbLevels"`
-	} `json:"tdxModuleIdentities"`
-	TCBLevels []struct {
+	ID                      *string                 `json:"id"`
+	Version                 *int                    `json:"version"`
+	IssueDate               *string                 `json:"issueDate"`
+	NextUpdate              *string                 `json:"nextUpdate"`
+	FMSPC                   *string                 `json:"fmspc"`
+	PCEID                   *string                 `json:"pceId"`
+	TCBType                 *int                    `json:"tcbType"`
+	TCBEvaluationDataNumber *int                    `json:"tcbEvaluationDataNumber"`
+	TDXModule               *wireTDXModule          `json:"tdxModule"`
+	TDXModuleIdentities     []wireTDXModuleIdentity `json:"tdxModuleIdentities"`
+	TCBLevels               []wireTCBLevel          `json:"tcbLevels"`
+}
+
+type wireTDXModule struct {
+	MRSigner       *string `json:"mrsigner"`
+	Attributes     *string `json:"attributes"`
+	AttributesMask *string `json:"attributesMask"`
+}
+
+type wireTDXModuleIdentity struct {
+	ID             *string `json:"id"`
+	MRSigner       *string `json:"mrsigner"`
+	Attributes     *string `json:"attributes"`
+	AttributesMask *string `json:"attributesMask"`
+	TCBLevels      []struct {
 		TCB *struct {
-			SGXComponents []wireComponent `json:"sgxtcbcomponents"`
-			PCESVN        *uint16         `json:"pcesvn"`
-			TDXComponents []wireComponent `json:"tdxtcbcomponents"`
+			ISVSVN *uint8 `json:"isvsvn"`
 		} `json:"tcb"`
 		TCBDate     *string  `json:"tcbDate"`
 		TCBStatus   *string  `json:"tcbStatus"`
 		AdvisoryIDs []string `json:"advisoryIDs"`
 	} `json:"tcbLevels"`
+}
+
+type wireTCBLevel struct {
+	TCB *struct {
+		SGXComponents []wireComponent `json:"sgxtcbcomponents"`
+		PCESVN        *uint16         `json:"pcesvn"`
+		TDXComponents []wireComponent `json:"tdxtcbcomponents"`
+	} `json:"tcb"`
+	TCBDate     *string  `json:"tcbDate"`
+	TCBStatus   *string  `json:"tcbStatus"`
+	AdvisoryIDs []string `json:"advisoryIDs"`
 }
 
 func decodeStrict(b []byte, v any) error {
@@ -159,7 +165,7 @@ func parseTime(p *string, name string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("field %s: %v", name, err)
+		return time.Time{}, fmt.Errorf("field %s: %w", name, err)
 	}
 	return t, nil
 }
@@ -224,7 +230,7 @@ func ParseTCBInfo(b []byte) (*TCBInfo, error) {
 func parseTCBInfo(b []byte) (*TCBInfo, error) {
 	var w wireTCBInfo
 	if err := decodeStrict(b, &w); err != nil {
-		return nil, fmt.Errorf("json: %v", err)
+		return nil, fmt.Errorf("json: %w", err)
 	}
 	t := &TCBInfo{}
 	var err error
@@ -269,50 +275,13 @@ func parseTCBInfo(b []byte) (*TCBInfo, error) {
 		if w.TDXModule == nil {
 			return nil, errors.New("field tdxModule missing in TDX TCB Info")
 		}
-		m := &TDXModule{}
-		if err = hexFixed(w.TDXModule.MRSigner, "tdxModule.mrsigner", m.MRSigner[:]); err != nil {
+		if t.TDXModule, err = parseTDXModule(w.TDXModule); err != nil {
 			return nil, err
 		}
-		if err = hexFixed(w.TDXModule.Attributes, "tdxModule.attributes", m.Attributes[:]); err != nil {
-			return nil, err
-		}
-		if err = hexFixed(w.TDXModule.AttributesMask, "tdxModule.attributesMask", m.AttributesMask[:]); err != nil {
-			return nil, err
-		}
-		t.TDXModule = m
 		for i, wi := range w.TDXModuleIdentities {
-			name := fmt.Sprintf("tdxModuleIdentities[%d]", i)
-			var id TDXModuleIdentity
-			if id.ID, err = req(wi.ID, name+".id"); err != nil {
+			id, err := parseTDXModuleIdentity(wi, fmt.Sprintf("tdxModuleIdentities[%d]", i))
+			if err != nil {
 				return nil, err
-			}
-			if err = hexFixed(wi.MRSigner, name+".mrsigner", id.MRSigner[:]); err != nil {
-				return nil, err
-			}
-			if err = hexFixed(wi.Attributes, name+".attributes", id.Attributes[:]); err != nil {
-				return nil, err
-			}
-			if err = hexFixed(wi.AttributesMask, name+".attributesMask", id.AttributesMask[:]); err != nil {
-				return nil, err
-			}
-			if len(wi.TCBLevels) == 0 {
-				return nil, fmt.Errorf("field %s.tcbLevels missing or empty", name)
-			}
-			for j, wl := range wi.TCBLevels {
-				lname := fmt.Sprintf("%s.tcbLevels[%d]", name, j)
-				var l TDXModuleTCBLevel
-				if wl.TCB == nil || wl.TCB.ISVSVN == nil {
-					return nil, fmt.Errorf("field %s.tcb.isvsvn missing", lname)
-				}
-				l.ISVSVN = *wl.TCB.ISVSVN
-				if l.TCBDate, err = parseTime(wl.TCBDate, lname+".tcbDate"); err != nil {
-					return nil, err
-				}
-				if l.TCBStatus, err = req(wl.TCBStatus, lname+".tcbStatus"); err != nil {
-					return nil, err
-				}
-				l.AdvisoryIDs = wl.AdvisoryIDs
-				id.TCBLevels = append(id.TCBLevels, l)
 			}
 			t.TDXModuleIdentities = append(t.TDXModuleIdentities, id)
 		}
@@ -323,35 +292,98 @@ func parseTCBInfo(b []byte) (*TCBInfo, error) {
 		return nil, errors.New("field tcbLevels missing or empty")
 	}
 	for i, wl := range w.TCBLevels {
-		name := fmt.Sprintf("tcbLevels[%d]", i)
-		var l TCBLevel
-		if wl.TCB == nil {
-			return nil, fmt.Errorf("field %s.tcb missing", name)
-		}
-		if l.SGXComponents, err = components(wl.TCB.SGXComponents, name+".tcb.sgxtcbcomponents"); err != nil {
+		l, err := parseTCBLevel(wl, fmt.Sprintf("tcbLevels[%d]", i), isTDX)
+		if err != nil {
 			return nil, err
 		}
-		if l.PCESVN, err = req(wl.TCB.PCESVN, name+".tcb.pcesvn"); err != nil {
-			return nil, err
-		}
-		if isTDX {
-			if l.TDXComponents, err = components(wl.TCB.TDXComponents, name+".tcb.tdxtcbcomponents"); err != nil {
-				return nil, err
-			}
-			l.HasTDXComponents = true
-		} else if wl.TCB.TDXComponents != nil {
-			return nil, fmt.Errorf("field %s.tcb.tdxtcbcomponents in SGX TCB Info", name)
-		}
-		if l.TCBDate, err = parseTime(wl.TCBDate, name+".tcbDate"); err != nil {
-			return nil, err
-		}
-		if l.TCBStatus, err = req(wl.TCBStatus, name+".tcbStatus"); err != nil {
-			return nil, err
-		}
-		l.AdvisoryIDs = wl.AdvisoryIDs
 		t.TCBLevels = append(t.TCBLevels, l)
 	}
 	return t, nil
+}
+
+func parseTDXModule(w *wireTDXModule) (*TDXModule, error) {
+	m := &TDXModule{}
+	if err := hexFixed(w.MRSigner, "tdxModule.mrsigner", m.MRSigner[:]); err != nil {
+		return nil, err
+	}
+	if err := hexFixed(w.Attributes, "tdxModule.attributes", m.Attributes[:]); err != nil {
+		return nil, err
+	}
+	if err := hexFixed(w.AttributesMask, "tdxModule.attributesMask", m.AttributesMask[:]); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// parseTDXModuleIdentity parses one of tdxModuleIdentities; name is its
+// field path in errors.
+func parseTDXModuleIdentity(wi wireTDXModuleIdentity, name string) (TDXModuleIdentity, error) {
+	var id TDXModuleIdentity
+	var err error
+	if id.ID, err = req(wi.ID, name+".id"); err != nil {
+		return id, err
+	}
+	if err = hexFixed(wi.MRSigner, name+".mrsigner", id.MRSigner[:]); err != nil {
+		return id, err
+	}
+	if err = hexFixed(wi.Attributes, name+".attributes", id.Attributes[:]); err != nil {
+		return id, err
+	}
+	if err = hexFixed(wi.AttributesMask, name+".attributesMask", id.AttributesMask[:]); err != nil {
+		return id, err
+	}
+	if len(wi.TCBLevels) == 0 {
+		return id, fmt.Errorf("field %s.tcbLevels missing or empty", name)
+	}
+	for j, wl := range wi.TCBLevels {
+		lname := fmt.Sprintf("%s.tcbLevels[%d]", name, j)
+		var l TDXModuleTCBLevel
+		if wl.TCB == nil || wl.TCB.ISVSVN == nil {
+			return id, fmt.Errorf("field %s.tcb.isvsvn missing", lname)
+		}
+		l.ISVSVN = *wl.TCB.ISVSVN
+		if l.TCBDate, err = parseTime(wl.TCBDate, lname+".tcbDate"); err != nil {
+			return id, err
+		}
+		if l.TCBStatus, err = req(wl.TCBStatus, lname+".tcbStatus"); err != nil {
+			return id, err
+		}
+		l.AdvisoryIDs = wl.AdvisoryIDs
+		id.TCBLevels = append(id.TCBLevels, l)
+	}
+	return id, nil
+}
+
+// parseTCBLevel parses one of tcbLevels (with TDX components for a TDX
+// TCB Info, without for SGX); name is its field path in errors.
+func parseTCBLevel(wl wireTCBLevel, name string, isTDX bool) (TCBLevel, error) {
+	var l TCBLevel
+	var err error
+	if wl.TCB == nil {
+		return l, fmt.Errorf("field %s.tcb missing", name)
+	}
+	if l.SGXComponents, err = components(wl.TCB.SGXComponents, name+".tcb.sgxtcbcomponents"); err != nil {
+		return l, err
+	}
+	if l.PCESVN, err = req(wl.TCB.PCESVN, name+".tcb.pcesvn"); err != nil {
+		return l, err
+	}
+	if isTDX {
+		if l.TDXComponents, err = components(wl.TCB.TDXComponents, name+".tcb.tdxtcbcomponents"); err != nil {
+			return l, err
+		}
+		l.HasTDXComponents = true
+	} else if wl.TCB.TDXComponents != nil {
+		return l, fmt.Errorf("field %s.tcb.tdxtcbcomponents in SGX TCB Info", name)
+	}
+	if l.TCBDate, err = parseTime(wl.TCBDate, name+".tcbDate"); err != nil {
+		return l, err
+	}
+	if l.TCBStatus, err = req(wl.TCBStatus, name+".tcbStatus"); err != nil {
+		return l, err
+	}
+	l.AdvisoryIDs = wl.AdvisoryIDs
+	return l, nil
 }
 
 // FindTDXModuleIdentity returns the module identity whose id matches

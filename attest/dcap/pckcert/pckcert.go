@@ -98,7 +98,7 @@ func parseMembers(der []byte, what string) ([]member, error) {
 	var ms []member
 	rest, err := asn1.Unmarshal(der, &ms)
 	if err != nil {
-		return nil, fmt.Errorf("pckcert: %s: %v", what, err)
+		return nil, fmt.Errorf("pckcert: %s: %w", what, err)
 	}
 	if len(rest) != 0 {
 		return nil, fmt.Errorf("pckcert: %s: %d trailing bytes", what, len(rest))

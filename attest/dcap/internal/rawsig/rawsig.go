@@ -48,7 +48,7 @@ func ParsePublicKey(raw []byte) (*ecdsa.PublicKey, error) {
 	copy(u[1:], raw)
 	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), u)
 	if err != nil {
-		return nil, fmt.Errorf("invalid P-256 public key: %v", err)
+		return nil, fmt.Errorf("invalid P-256 public key: %w", err)
 	}
 	return pub, nil
 }
