@@ -64,7 +64,7 @@ func OpenJSONL(path string, log *slog.Logger) (*JSONL, error) {
 		log = slog.Default()
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("metrics: %v", err)
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	j := &JSONL{path: path, log: log}
 	if err := j.open(); err != nil {
@@ -79,7 +79,7 @@ func (j *JSONL) Path() string { return j.path }
 func (j *JSONL) open() error {
 	f, err := os.OpenFile(j.path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
-		return fmt.Errorf("metrics: %v", err)
+		return fmt.Errorf("metrics: %w", err)
 	}
 	if err := repairTail(f, j.path, j.log); err != nil {
 		f.Close()
@@ -93,7 +93,7 @@ func (j *JSONL) open() error {
 func repairTail(f *os.File, path string, log *slog.Logger) error {
 	st, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("metrics: %v", err)
+		return fmt.Errorf("metrics: %w", err)
 	}
 	size := st.Size()
 	if size == 0 {
@@ -106,7 +106,7 @@ func repairTail(f *os.File, path string, log *slog.Logger) error {
 	for end > 0 {
 		n := min(int64(len(buf)), end)
 		if _, err := f.ReadAt(buf[:n], end-n); err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("metrics: %s: %v", path, err)
+			return fmt.Errorf("metrics: %s: %w", path, err)
 		}
 		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
 			keep = end - n + int64(i) + 1
@@ -120,7 +120,7 @@ func repairTail(f *os.File, path string, log *slog.Logger) error {
 	log.Warn("metrics: truncating a torn last line (written when the process stopped mid-write)",
 		"file", path, "dropped_bytes", size-keep)
 	if err := f.Truncate(keep); err != nil {
-		return fmt.Errorf("metrics: %s: truncate torn tail: %v", path, err)
+		return fmt.Errorf("metrics: %s: truncate torn tail: %w", path, err)
 	}
 	return f.Sync()
 }
@@ -148,7 +148,7 @@ func encode(r Record) ([]byte, error) {
 	r.Seconds = finiteOr0(r.Seconds)
 	b, err := json.Marshal(&r)
 	if err != nil {
-		return nil, fmt.Errorf("metrics: encode record: %v", err)
+		return nil, fmt.Errorf("metrics: encode record: %w", err)
 	}
 	b = append(b, '\n')
 	if len(b) > MaxLineBytes {
@@ -165,7 +165,7 @@ func (j *JSONL) writeLocked(b []byte) error {
 	// One write of one whole line: with O_APPEND it lands at the end
 	// in one piece unless the process dies inside the call.
 	if _, err := j.f.Write(b); err != nil {
-		return fmt.Errorf("metrics: %s: %v", j.path, err)
+		return fmt.Errorf("metrics: %s: %w", j.path, err)
 	}
 	return nil
 }
@@ -178,7 +178,7 @@ func (j *JSONL) Sync() error {
 		return nil
 	}
 	if err := j.f.Sync(); err != nil {
-		return fmt.Errorf("metrics: %s: %v", j.path, err)
+		return fmt.Errorf("metrics: %s: %w", j.path, err)
 	}
 	return nil
 }
@@ -195,7 +195,7 @@ func (j *JSONL) Resume(lastCompleted int) (int, error) {
 		return 0, fmt.Errorf("metrics: %s is closed", j.path)
 	}
 	if _, err := j.f.Seek(0, io.SeekStart); err != nil {
-		return 0, fmt.Errorf("metrics: %s: %v", j.path, err)
+		return 0, fmt.Errorf("metrics: %s: %w", j.path, err)
 	}
 	var kept bytes.Buffer
 	dropped, lines := 0, 0
@@ -217,11 +217,11 @@ func (j *JSONL) Resume(lastCompleted int) (int, error) {
 		kept.WriteByte('\n')
 	}
 	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("metrics: %s: %v", j.path, err)
+		return 0, fmt.Errorf("metrics: %s: %w", j.path, err)
 	}
 	if dropped > 0 {
 		if err := atomicfile.WriteBytes(j.path, kept.Bytes(), 0o644); err != nil {
-			return 0, fmt.Errorf("metrics: %s: %v", j.path, err)
+			return 0, fmt.Errorf("metrics: %s: %w", j.path, err)
 		}
 		// The old descriptor points at the replaced inode.
 		j.f.Close()
@@ -244,7 +244,7 @@ func (j *JSONL) Resume(lastCompleted int) (int, error) {
 		return dropped, err
 	}
 	if err := j.f.Sync(); err != nil {
-		return dropped, fmt.Errorf("metrics: %s: %v", j.path, err)
+		return dropped, fmt.Errorf("metrics: %s: %w", j.path, err)
 	}
 	return dropped, nil
 }
@@ -273,7 +273,7 @@ func ReadFile(path string) ([]Record, []string, error) {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil, fmt.Errorf("metrics: %s: no such file (is this a run directory of an aggregator?)", path)
 		}
-		return nil, nil, fmt.Errorf("metrics: %v", err)
+		return nil, nil, fmt.Errorf("metrics: %w", err)
 	}
 	defer f.Close()
 	return Parse(f, path)
@@ -292,7 +292,7 @@ func Parse(r io.Reader, name string) ([]Record, []string, error) {
 			if errors.Is(err, errLineTooLong) {
 				return nil, nil, fmt.Errorf("metrics: %s: line %d: longer than %d bytes", name, lineNo, MaxLineBytes)
 			}
-			return nil, nil, fmt.Errorf("metrics: %s: line %d: %v", name, lineNo, err)
+			return nil, nil, fmt.Errorf("metrics: %s: line %d: %w", name, lineNo, err)
 		}
 		if errors.Is(err, io.EOF) {
 			if len(line) > 0 {
@@ -307,7 +307,7 @@ func Parse(r io.Reader, name string) ([]Record, []string, error) {
 		}
 		rec, err := parseRecord(line)
 		if err != nil {
-			return nil, nil, fmt.Errorf("metrics: %s: line %d: %v", name, lineNo, err)
+			return nil, nil, fmt.Errorf("metrics: %s: line %d: %w", name, lineNo, err)
 		}
 		recs = append(recs, rec)
 	}
@@ -340,7 +340,7 @@ func parseRecord(line []byte) (Record, error) {
 	var r Record
 	dec := json.NewDecoder(bytes.NewReader(line))
 	if err := dec.Decode(&r); err != nil {
-		return r, fmt.Errorf("not a JSON record: %v", err)
+		return r, fmt.Errorf("not a JSON record: %w", err)
 	}
 	if dec.More() {
 		return r, errors.New("more than one JSON value on the line")

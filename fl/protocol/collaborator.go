@@ -308,7 +308,7 @@ func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error
 	timings.TrainSeconds = time.Since(trainStart).Seconds()
 	if err == nil {
 		if cerr := global.Compatible(local); cerr != nil {
-			err = fmt.Errorf("trainer returned weights that do not fit the global model: %v", cerr)
+			err = fmt.Errorf("trainer returned weights that do not fit the global model: %w", cerr)
 		}
 	}
 	if err != nil && ctx.Err() == nil {

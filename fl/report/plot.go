@@ -84,7 +84,7 @@ func (s *Summary) panel(title, ylabel string, ss []series) (*plot.Plot, error) {
 		}
 		l, pts, err := plotter.NewLinePoints(xy)
 		if err != nil {
-			return nil, fmt.Errorf("report: plot %s: %v", se.name, err)
+			return nil, fmt.Errorf("report: plot %s: %w", se.name, err)
 		}
 		l.Color = plotutil.Color(i)
 		l.Dashes = plotutil.Dashes(i)

@@ -310,7 +310,7 @@ func Write(runDir, outDir string) (*Result, error) {
 		outDir = filepath.Dir(in)
 	}
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return nil, fmt.Errorf("report: %v", err)
+		return nil, fmt.Errorf("report: %w", err)
 	}
 	res := &Result{Summary: s, Input: in, PNG: filepath.Join(outDir, PNGFile), Table: filepath.Join(outDir, TableFile)}
 	var tb bytes.Buffer
@@ -319,10 +319,10 @@ func Write(runDir, outDir string) (*Result, error) {
 	}
 	res.TableText = tb.String()
 	if err := atomicfile.WriteFile(res.PNG, 0o644, s.PNG); err != nil {
-		return nil, fmt.Errorf("report: %s: %v", res.PNG, err)
+		return nil, fmt.Errorf("report: %s: %w", res.PNG, err)
 	}
 	if err := atomicfile.WriteBytes(res.Table, tb.Bytes(), 0o644); err != nil {
-		return nil, fmt.Errorf("report: %s: %v", res.Table, err)
+		return nil, fmt.Errorf("report: %s: %w", res.Table, err)
 	}
 	return res, nil
 }

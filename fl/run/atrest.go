@@ -103,11 +103,11 @@ func (a *atRest) open(path, what string) ([]byte, error) {
 	}
 	r, err := sealed.Open(a.ctx, bytes.NewReader(b), a.ks)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %v", what, path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	plain, err := io.ReadAll(r)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %v", what, path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	return plain, nil
 }
@@ -129,7 +129,7 @@ func (a *atRest) writeCheckpoint(path string, c *protocol.Checkpoint) error {
 		return protocol.WriteCheckpoint(path, c)
 	}
 	if err := a.write(path, func(w io.Writer) error { return protocol.EncodeCheckpoint(w, c) }); err != nil {
-		return fmt.Errorf("checkpoint: %v", err)
+		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return nil
 }

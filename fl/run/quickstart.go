@@ -320,7 +320,7 @@ func runQuickstartParties(parent context.Context, o *QuickstartOptions, dir stri
 	}
 	wg.Wait()
 	if parent.Err() != nil {
-		return "", 0, fmt.Errorf("quickstart: interrupted (%v); every party was stopped (workspace %s)", context.Cause(parent), dir)
+		return "", 0, fmt.Errorf("quickstart: interrupted (%w); every party was stopped (workspace %s)", context.Cause(parent), dir)
 	}
 	if r.firstErr != nil {
 		return "", 0, fmt.Errorf("quickstart: %w (workspace %s)", r.firstErr, dir)

@@ -123,10 +123,10 @@ func (s *FedProx) Restore(st State) error { return statelessRestore(s.Name(), st
 // passed in as a constant input.
 func AddProximalGradient(grad, w, global tensor.Weights, mu float64) error {
 	if err := w.Compatible(global); err != nil {
-		return fmt.Errorf("strategy: proximal gradient: weights vs global: %v", err)
+		return fmt.Errorf("strategy: proximal gradient: weights vs global: %w", err)
 	}
 	if err := grad.Compatible(w); err != nil {
-		return fmt.Errorf("strategy: proximal gradient: gradient vs weights: %v", err)
+		return fmt.Errorf("strategy: proximal gradient: gradient vs weights: %w", err)
 	}
 	for i, t := range grad {
 		wd, gd := w[i].Data, global[i].Data
@@ -141,7 +141,7 @@ func AddProximalGradient(grad, w, global tensor.Weights, mu float64) error {
 // amount to add to a client's reported local loss.
 func ProximalTerm(w, global tensor.Weights, mu float64) (float64, error) {
 	if err := w.Compatible(global); err != nil {
-		return 0, fmt.Errorf("strategy: proximal term: %v", err)
+		return 0, fmt.Errorf("strategy: proximal term: %w", err)
 	}
 	var s float64
 	for i, t := range w {

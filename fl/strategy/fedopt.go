@@ -116,7 +116,7 @@ func (s *FedOpt) AggregateFit(round int, global tensor.Weights, results []FitRes
 	if s.m == nil {
 		s.m, s.v = global.ZerosLike(), global.ZerosLike()
 	} else if err := global.Compatible(s.m); err != nil {
-		return nil, rep, fmt.Errorf("strategy: %s: global weights do not match the optimiser state: %v", s.Name(), err)
+		return nil, rep, fmt.Errorf("strategy: %s: global weights do not match the optimiser state: %w", s.Name(), err)
 	}
 	out := global.ZerosLike()
 	coef, scale := examplesCoef(results, acc)
@@ -202,7 +202,7 @@ func (s *FedOpt) Restore(st State) error {
 		return fmt.Errorf("strategy: %s state: bad or missing step %v", s.Name(), st.Scalars["step"])
 	}
 	if err := st.Tensors.Validate(); err != nil {
-		return fmt.Errorf("strategy: %s state: %v", s.Name(), err)
+		return fmt.Errorf("strategy: %s state: %w", s.Name(), err)
 	}
 	if len(st.Tensors)%2 != 0 {
 		return fmt.Errorf("strategy: %s state: %d tensors, want m/ and v/ pairs", s.Name(), len(st.Tensors))
@@ -227,13 +227,13 @@ func (s *FedOpt) Restore(st State) error {
 		}
 	}
 	if err := m.Compatible(v); err != nil {
-		return fmt.Errorf("strategy: %s state: m vs v: %v", s.Name(), err)
+		return fmt.Errorf("strategy: %s state: m vs v: %w", s.Name(), err)
 	}
 	if err := m.AllFinite(); err != nil {
-		return fmt.Errorf("strategy: %s state: m: %v", s.Name(), err)
+		return fmt.Errorf("strategy: %s state: m: %w", s.Name(), err)
 	}
 	if err := v.AllFinite(); err != nil {
-		return fmt.Errorf("strategy: %s state: v: %v", s.Name(), err)
+		return fmt.Errorf("strategy: %s state: v: %w", s.Name(), err)
 	}
 	s.m, s.v, s.step = m, v, int(step)
 	if h == 0 {

@@ -144,7 +144,7 @@ func WeightedMean(dst tensor.Weights, updates []tensor.Weights, coef []float64, 
 	var total float64
 	for k, u := range updates {
 		if err := dst.Compatible(u); err != nil {
-			return fmt.Errorf("strategy: WeightedMean: update %d: %v", k, err)
+			return fmt.Errorf("strategy: WeightedMean: update %d: %w", k, err)
 		}
 		if !(coef[k] >= 0) || math.IsInf(coef[k], 0) {
 			return fmt.Errorf("strategy: WeightedMean: coefficient %d is %v", k, coef[k])

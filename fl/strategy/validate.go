@@ -117,7 +117,7 @@ func checkGlobal(global tensor.Weights) error {
 		return fmt.Errorf("strategy: empty global weights")
 	}
 	if err := global.Validate(); err != nil {
-		return fmt.Errorf("strategy: global weights: %v", err)
+		return fmt.Errorf("strategy: global weights: %w", err)
 	}
 	return nil
 }

@@ -88,7 +88,7 @@ func Export(ws, out string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("workspace: export %s: %v", ws, err)
+		return fmt.Errorf("workspace: export %s: %w", ws, err)
 	}
 	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.rel, b.rel) })
 	err = atomicfile.WriteFile(out, 0o644, func(w io.Writer) error {
@@ -120,7 +120,7 @@ func Export(ws, out string) error {
 			_, err = io.CopyN(tw, f, st.Size())
 			f.Close()
 			if err != nil {
-				return fmt.Errorf("%s: %v", it.rel, err)
+				return fmt.Errorf("%s: %w", it.rel, err)
 			}
 		}
 		if err := tw.Close(); err != nil {
@@ -129,7 +129,7 @@ func Export(ws, out string) error {
 		return zw.Close()
 	})
 	if err != nil {
-		return fmt.Errorf("workspace: export %s: %v", out, err)
+		return fmt.Errorf("workspace: export %s: %w", out, err)
 	}
 	return nil
 }
@@ -167,11 +167,11 @@ func checkEntryName(name string) (string, error) {
 func Import(archive, dir string) (err error) {
 	f, err := os.Open(archive)
 	if err != nil {
-		return fmt.Errorf("workspace: import: %v", err)
+		return fmt.Errorf("workspace: import: %w", err)
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err != nil {
-		return fmt.Errorf("workspace: import: %v", err)
+		return fmt.Errorf("workspace: import: %w", err)
 	} else if st.Size() > limits.archive {
 		return fmt.Errorf("workspace: import %s: archive is %d bytes, at most %d", archive, st.Size(), limits.archive)
 	}
@@ -181,10 +181,10 @@ func Import(archive, dir string) (err error) {
 	} else if errors.Is(err, fs.ErrNotExist) {
 		created = true
 	} else if err != nil {
-		return fmt.Errorf("workspace: import: %v", err)
+		return fmt.Errorf("workspace: import: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("workspace: import: %v", err)
+		return fmt.Errorf("workspace: import: %w", err)
 	}
 	defer func() {
 		if err == nil {
@@ -205,7 +205,7 @@ func Import(archive, dir string) (err error) {
 	}
 	zr, err := gzip.NewReader(io.LimitReader(f, limits.archive))
 	if err != nil {
-		return fmt.Errorf("workspace: import %s: %v", archive, err)
+		return fmt.Errorf("workspace: import %s: %w", archive, err)
 	}
 	tr := tar.NewReader(zr)
 	seen := map[string]bool{}
@@ -216,7 +216,7 @@ func Import(archive, dir string) (err error) {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("workspace: import %s: %v", archive, err)
+			return fmt.Errorf("workspace: import %s: %w", archive, err)
 		}
 		if int64(n) >= limits.entries {
 			return fmt.Errorf("workspace: import %s: more than %d entries", archive, limits.entries)
@@ -276,12 +276,12 @@ func Import(archive, dir string) (err error) {
 	}
 	for _, d := range dirs {
 		if err := mkdirIn(dir, d); err != nil {
-			return fmt.Errorf("workspace: import: %v", err)
+			return fmt.Errorf("workspace: import: %w", err)
 		}
 	}
 	// The plan must be valid and, when frozen, match its hash.
 	if _, err := LoadPlan(dir); err != nil {
-		return fmt.Errorf("workspace: import %s: %v", archive, err)
+		return fmt.Errorf("workspace: import %s: %w", archive, err)
 	}
 	return nil
 }

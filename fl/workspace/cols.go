@@ -183,7 +183,7 @@ func LoadCollaborators(ws string) ([]Collaborator, error) {
 	path := filepath.Join(ws, filepath.FromSlash(ColsFile))
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("workspace: %v", err)
+		return nil, fmt.Errorf("workspace: %w", err)
 	}
 	return ParseCollaborators(data, path)
 }
@@ -195,10 +195,10 @@ func LoadCollaborators(ws string) ([]Collaborator, error) {
 // data_loader.partitioning.shards, or a shard already assigned.
 func AddCollaborator(ws, name, dataPath string) error {
 	if err := pki.CheckName(name); err != nil {
-		return fmt.Errorf("workspace: collaborator create -n: %v", err)
+		return fmt.Errorf("workspace: collaborator create -n: %w", err)
 	}
 	if err := checkData(dataPath); err != nil {
-		return fmt.Errorf("workspace: collaborator %s: %v", name, err)
+		return fmt.Errorf("workspace: collaborator %s: %w", name, err)
 	}
 	p, err := plan.Load(filepath.Join(ws, filepath.FromSlash(PlanFile)))
 	if err != nil {
@@ -210,7 +210,7 @@ func AddCollaborator(ws, name, dataPath string) error {
 	}
 	unlock, err := lock(filepath.Join(ws, "plan", ".cols.lock"))
 	if err != nil {
-		return fmt.Errorf("workspace: %v", err)
+		return fmt.Errorf("workspace: %w", err)
 	}
 	defer unlock()
 	cols, err := LoadCollaborators(ws)

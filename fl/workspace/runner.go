@@ -56,7 +56,7 @@ func initExternal(ws string, p *plan.Plan, rawTrain *datasets.Dataset) (tensor.W
 	defer r.Close()
 	w, err := r.Init(context.Background())
 	if err != nil {
-		return nil, fmt.Errorf("workspace: plan init: %v", err)
+		return nil, fmt.Errorf("workspace: plan init: %w", err)
 	}
 	return w, nil
 }
@@ -87,10 +87,10 @@ func initExternalPlan(ws string, p *plan.Plan) (string, error) {
 	}
 	out := filepath.Join(ws, filepath.FromSlash(p.Aggregator.InitStatePath))
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		return "", fmt.Errorf("workspace: plan init: %v", err)
+		return "", fmt.Errorf("workspace: plan init: %w", err)
 	}
 	if err := safetensors.WriteFile(out, w, md); err != nil {
-		return "", fmt.Errorf("workspace: plan init: %s: %v", p.Aggregator.InitStatePath, err)
+		return "", fmt.Errorf("workspace: plan init: %s: %w", p.Aggregator.InitStatePath, err)
 	}
 	return p.Freeze(ws)
 }
@@ -113,7 +113,7 @@ func templateRunnerFiles(p *plan.Plan, files map[string][]byte) error {
 		}
 		b, err := templateFS.ReadFile("templates/runners/" + name)
 		if err != nil {
-			return fmt.Errorf("workspace: template runner file %s: %v", rel, err)
+			return fmt.Errorf("workspace: template runner file %s: %w", rel, err)
 		}
 		files[rel] = b
 	}

@@ -62,7 +62,7 @@ func openData(o ShardOptions, path string, c Collaborator, keyID string) (io.Rea
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("workspace: collaborator %s: %v", c.Name, err)
+		return nil, nil, fmt.Errorf("workspace: collaborator %s: %w", c.Name, err)
 	}
 	br := bufio.NewReader(f)
 	head, _ := br.Peek(len(sealed.Magic))

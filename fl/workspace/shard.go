@@ -124,7 +124,7 @@ func loadCSV(ws string, c Collaborator, ref *datasets.Dataset, o ShardOptions, k
 	}
 	ds, err := datasets.LoadCSV(f, opts)
 	if err != nil {
-		return nil, fmt.Errorf("workspace: collaborator %s: %s: %v", c.Name, c.Data, err)
+		return nil, fmt.Errorf("workspace: collaborator %s: %s: %w", c.Name, c.Data, err)
 	}
 	if ds.D != ref.D {
 		return nil, fmt.Errorf("workspace: collaborator %s: %s has %d feature columns, dataset %s has %d", c.Name, c.Data, ds.D, ref.Name, ref.D)

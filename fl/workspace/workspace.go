@@ -97,16 +97,16 @@ func Create(prefix, template string) error {
 	// edits to the embedded files).
 	p, err := plan.Parse(planData, "template "+template)
 	if err != nil {
-		return fmt.Errorf("workspace: %v", err)
+		return fmt.Errorf("workspace: %w", err)
 	}
 	if entries, err := os.ReadDir(prefix); err == nil && len(entries) > 0 {
 		return fmt.Errorf("workspace: %s: exists and is not empty", prefix)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("workspace: %v", err)
+		return fmt.Errorf("workspace: %w", err)
 	}
 	for _, d := range dirs {
 		if err := os.MkdirAll(filepath.Join(prefix, d), 0o755); err != nil {
-			return fmt.Errorf("workspace: %v", err)
+			return fmt.Errorf("workspace: %w", err)
 		}
 	}
 	cols, err := templateFS.ReadFile("templates/common/cols.yaml")
@@ -123,10 +123,10 @@ func Create(prefix, template string) error {
 	for rel, data := range files {
 		full := filepath.Join(prefix, filepath.FromSlash(rel))
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			return fmt.Errorf("workspace: %v", err)
+			return fmt.Errorf("workspace: %w", err)
 		}
 		if err := atomicfile.WriteBytes(full, data, 0o644); err != nil {
-			return fmt.Errorf("workspace: %v", err)
+			return fmt.Errorf("workspace: %w", err)
 		}
 	}
 	return nil
@@ -206,14 +206,14 @@ func InitPlan(ws, aggAddr string) (string, error) {
 	if aggAddr != "" {
 		host, port, err := SplitHostPort(aggAddr)
 		if err != nil {
-			return "", fmt.Errorf("workspace: plan init: %v", err)
+			return "", fmt.Errorf("workspace: plan init: %w", err)
 		}
 		p.Network.AggAddr = host
 		if port != 0 {
 			p.Network.AggPort = port
 		}
 		if err := p.Validate(); err != nil {
-			return "", fmt.Errorf("workspace: plan init -a %s: %v", aggAddr, err)
+			return "", fmt.Errorf("workspace: plan init -a %s: %w", aggAddr, err)
 		}
 	}
 	if _, err := LoadPolicies(ws, p); err != nil {
@@ -238,10 +238,10 @@ func InitPlan(ws, aggAddr string) (string, error) {
 	md[MetaPlanHash] = hash
 	out := filepath.Join(ws, filepath.FromSlash(p.Aggregator.InitStatePath))
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		return "", fmt.Errorf("workspace: plan init: %v", err)
+		return "", fmt.Errorf("workspace: plan init: %w", err)
 	}
 	if err := safetensors.WriteFile(out, m.Weights(), md); err != nil {
-		return "", fmt.Errorf("workspace: plan init: %s: %v", p.Aggregator.InitStatePath, err)
+		return "", fmt.Errorf("workspace: plan init: %s: %w", p.Aggregator.InitStatePath, err)
 	}
 	return p.Freeze(ws)
 }
@@ -258,7 +258,7 @@ func NewModel(p *plan.Plan) (*ml.Model, datasets.Pipeline, error) {
 	spec.Hidden = slices.Clone(p.TaskRunner.Hidden)
 	m, err := ml.New(p.TaskRunner.Model, spec, p.TaskRunner.Seed)
 	if err != nil {
-		return nil, datasets.Pipeline{}, fmt.Errorf("workspace: task_runner.model %s on %s: %v", p.TaskRunner.Model, p.DataLoader.Dataset, err)
+		return nil, datasets.Pipeline{}, fmt.Errorf("workspace: task_runner.model %s on %s: %w", p.TaskRunner.Model, p.DataLoader.Dataset, err)
 	}
 	return m, datasets.FitPipeline(p.DataLoader.Dataset, rawTrain), nil
 }
