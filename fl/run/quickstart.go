@@ -102,7 +102,8 @@ func setupSimulated(ctx context.Context, dir, template string, rounds, epochs, n
 		return nil, err
 	}
 
-	// Policies: accept exactly the simulated measurement, and simulation.
+	// Policies: per role, accept exactly that role's simulated measurement
+	// (partysim.Measurement), and simulation.
 	for _, role := range []string{"aggregator", "collaborator"} {
 		y := string(partysim.Policy(role))
 		path := filepath.Join(dir, filepath.FromSlash(p.Attestation.Policy[role]))
