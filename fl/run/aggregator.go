@@ -215,11 +215,15 @@ func openState(rest *atRest, tr *tracker, ckptPath, hash string, out io.Writer, 
 			log.Info("removed an unfinished checkpoint write", "file", f)
 		}
 	}
-	resume, err := rest.readCheckpoint(ckptPath, hash)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
+	// Only the checkpoint file's own absence starts the plan at round 1;
+	// an error reading or unsealing an existing one (whatever it wraps)
+	// stops the aggregator (the state lock is held: no other aggregator
+	// writes it in between).
+	if _, err := os.Lstat(ckptPath); errors.Is(err, os.ErrNotExist) {
 		return nil, unlock, nil
-	case err != nil:
+	}
+	resume, err := rest.readCheckpoint(ckptPath, hash)
+	if err != nil {
 		unlock()
 		return nil, nil, err
 	}
