@@ -110,17 +110,17 @@ func NewBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 		}
 		w, err := cfg.Root.Wrap(k, macKeyAAD)
 		if err != nil {
-			return nil, fmt.Errorf("kms: wrapping the audit MAC key: %v", err)
+			return nil, fmt.Errorf("kms: wrapping the audit MAC key: %w", err)
 		}
 		// A replica starting at the same time may win: use what is stored.
 		if wrapped, err = cfg.Store.PutMetaIfAbsent(ctx, macKeyMeta, w); err != nil {
-			return nil, fmt.Errorf("kms: storing the audit MAC key: %v", err)
+			return nil, fmt.Errorf("kms: storing the audit MAC key: %w", err)
 		}
 	} else if err != nil {
-		return nil, fmt.Errorf("kms: reading the audit MAC key: %v", err)
+		return nil, fmt.Errorf("kms: reading the audit MAC key: %w", err)
 	}
 	if b.macKey, err = cfg.Root.Unwrap(wrapped, macKeyAAD); err != nil {
-		return nil, fmt.Errorf("kms: the root key (%s) does not unwrap this store's audit MAC key: wrong root key? (%v)", cfg.Root.Describe(), err)
+		return nil, fmt.Errorf("kms: the root key (%s) does not unwrap this store's audit MAC key: wrong root key? (%w)", cfg.Root.Describe(), err)
 	}
 	b.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "teeml_kms_decisions_total", Help: "Key broker decisions by operation and outcome.",
@@ -132,7 +132,7 @@ func NewBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 	if cfg.Registerer != nil {
 		for _, c := range []prometheus.Collector{b.decisions, batch} {
 			if err := cfg.Registerer.Register(c); err != nil {
-				return nil, fmt.Errorf("kms: metrics: %v", err)
+				return nil, fmt.Errorf("kms: metrics: %w", err)
 			}
 		}
 	}
@@ -271,7 +271,7 @@ func (b *Broker) primary(ctx context.Context, id string, v uint32) ([]byte, erro
 		return nil, err
 	}
 	if m, err = b.cfg.Root.Unwrap(w, primaryAAD(id, v)); err != nil {
-		return nil, fmt.Errorf("key %q version %d: stored material does not unwrap under the root key: %v", id, v, err)
+		return nil, fmt.Errorf("key %q version %d: stored material does not unwrap under the root key: %w", id, v, err)
 	}
 	b.mu.Lock()
 	if len(b.material) > 65536 {
@@ -395,7 +395,7 @@ func (b *Broker) RotateKey(ctx context.Context, r *kmsv1.KeyRequest) (*kmsv1.Key
 		}
 		w, err := b.cfg.Root.Wrap(pk, primaryAAD(k.ID, k.Current+1))
 		if err != nil {
-			return fmt.Errorf("root key: %v", err)
+			return fmt.Errorf("root key: %w", err)
 		}
 		return tx.AddVersion(k, w)
 	})

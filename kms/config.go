@@ -72,7 +72,7 @@ type Config struct {
 func LoadConfig(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("kms config: %v", err)
+		return nil, fmt.Errorf("kms config: %w", err)
 	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
@@ -81,7 +81,7 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("kms config %s: %s", path, oneLine(err.Error()))
 	}
 	if err := pki.CheckName(c.Name); err != nil {
-		return nil, fmt.Errorf("kms config %s: name: %v", path, err)
+		return nil, fmt.Errorf("kms config %s: name: %w", path, err)
 	}
 	if c.Platform.KMS != nil {
 		return nil, fmt.Errorf("kms config %s: platform.kms: a key broker section belongs in a federation party configuration, not here", path)
@@ -232,7 +232,7 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 	defer closeSrc()
 	lis, err := net.Listen("tcp", c.Listen)
 	if err != nil {
-		return fmt.Errorf("kms: listen %s: %v", c.Listen, err)
+		return fmt.Errorf("kms: listen %s: %w", c.Listen, err)
 	}
 	srv := grpc.NewServer(grpc.Creds(auditedCreds{TransportCredentials: creds, b: b}), grpc.MaxConcurrentStreams(1024))
 	b.Register(srv)

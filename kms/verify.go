@@ -24,7 +24,7 @@ type AuditReport struct {
 func VerifyStore(ctx context.Context, st *store.Store, root rootkey.Wrapper, witnesses ...audit.Head) (*AuditReport, error) {
 	head, mac, err := st.Head(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("audit head: %v", err)
+		return nil, fmt.Errorf("audit head: %w", err)
 	}
 	rep := &AuditReport{}
 	if root != nil {
@@ -38,7 +38,7 @@ func VerifyStore(ctx context.Context, st *store.Store, root rootkey.Wrapper, wit
 		} else {
 			key, err := root.Unwrap(wrapped, macKeyAAD)
 			if err != nil {
-				return nil, fmt.Errorf("audit MAC key does not unwrap under the root key (%s): %v", root.Describe(), err)
+				return nil, fmt.Errorf("audit MAC key does not unwrap under the root key (%s): %w", root.Describe(), err)
 			}
 			if head.Seq > 0 && !audit.CheckHeadMAC(key, head, mac) {
 				return nil, fmt.Errorf("audit chain: the stored head %s is not authenticated by the broker's MAC: the head row was edited", head)

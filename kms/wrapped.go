@@ -70,7 +70,7 @@ func ParseWrapped(b []byte) (*WrappedKey, error) {
 	}
 	id := string(b[6 : 6+n])
 	if err := CheckKeyID(id); err != nil {
-		return nil, fmt.Errorf("wrapped key: %v", err)
+		return nil, fmt.Errorf("wrapped key: %w", err)
 	}
 	hdrEnd := 6 + n + 4
 	w := &WrappedKey{

@@ -161,7 +161,7 @@ func startBroker(ctx context.Context, exe, dir string, out io.Writer) (func(), e
 	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("start key broker: %v", err)
+		return nil, fmt.Errorf("start key broker: %w", err)
 	}
 	ready, exited := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -237,7 +237,7 @@ func createKey(ctx context.Context, dir string, members []string) error {
 	}
 	defer c.Close()
 	if _, err := c.CreateKey(ctx, &kmsv1.CreateKeyRequest{KeyId: KeyID, ReleasePolicy: src, Description: "teeml quickstart --encrypted: collaborators' data, models, checkpoints"}); err != nil {
-		return fmt.Errorf("create key %s: %v", KeyID, err)
+		return fmt.Errorf("create key %s: %w", KeyID, err)
 	}
 	return nil
 }
@@ -351,7 +351,7 @@ func ReadAudit(ctx context.Context, dir string) ([]Decision, *audit.Verifier, er
 			}
 			r, err := audit.Decode(e.Body)
 			if err != nil {
-				return nil, nil, fmt.Errorf("audit entry %d: %v", e.Seq, err)
+				return nil, nil, fmt.Errorf("audit entry %d: %w", e.Seq, err)
 			}
 			d := Decision{Seq: e.Seq, Caller: r.Caller.Name, Role: r.Caller.Role, Op: r.Op, Key: r.KeyID, Decision: r.Decision, Reason: r.Reason}
 			if r.Evidence != nil && r.Evidence.Simulated {

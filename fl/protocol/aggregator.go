@@ -207,21 +207,24 @@ func toStatus(err error) error {
 	if !errors.As(err, &e) {
 		return err
 	}
-	code := codes.Unknown
+	code, reason := codes.Unknown, "other"
 	switch e.Kind {
 	case scheduler.Closed:
-		code = codes.Aborted
+		code, reason = codes.Aborted, "wrong_round"
+		if e.Late {
+			reason = "late" // the round closed before or while it was uploaded
+		}
 	case scheduler.Duplicate:
-		code = codes.AlreadyExists
+		code, reason = codes.AlreadyExists, "duplicate"
 	case scheduler.Stopped:
 		// Unavailable, so that collaborators keep retrying (within their
 		// GiveUpAfter) and continue with the aggregator once it is
 		// restarted and resumes from its checkpoint.
-		code = codes.Unavailable
+		code, reason = codes.Unavailable, "stopped"
 	case scheduler.Invalid:
-		code = codes.InvalidArgument
+		code, reason = codes.InvalidArgument, "decode"
 	}
-	return status.Error(code, e.Msg)
+	return refused(reason, code, "%s", e.Msg)
 }
 
 // authorize checks the caller: attested identity = sender, expected member,
@@ -338,14 +341,14 @@ func (a *Aggregator) beginUpload(ctx context.Context, h *flv1.Header) (name stri
 		return "", nil, err
 	}
 	if h.Kind != flv1.PayloadKind_PAYLOAD_KIND_UPDATE {
-		return name, nil, status.Errorf(codes.InvalidArgument, "upload from %q is of kind %s, want %s", name, h.Kind, flv1.PayloadKind_PAYLOAD_KIND_UPDATE)
+		return name, nil, refused("kind", codes.InvalidArgument, "upload from %q is of kind %s, want %s", name, h.Kind, flv1.PayloadKind_PAYLOAD_KIND_UPDATE)
 	}
 	release, err = a.s.BeginUpload(name, h.Round, func() error {
 		if err := sameDirectory(a.dir, h.Tensors); err != nil {
-			return status.Errorf(codes.InvalidArgument, "update from %q does not fit the global model: %v", name, err)
+			return refused("shape", codes.InvalidArgument, "update from %q does not fit the global model: %v", name, err)
 		}
 		if h.NumExamples <= 0 {
-			return status.Errorf(codes.InvalidArgument, "update from %q has num_examples %d", name, h.NumExamples)
+			return refused("examples", codes.InvalidArgument, "update from %q has num_examples %d", name, h.NumExamples)
 		}
 		return nil
 	})
@@ -358,9 +361,9 @@ func (a *Aggregator) uploadFailed(name string, err error) error {
 	var de *DecodeError
 	switch {
 	case errors.As(err, &de) && de.Checksum:
-		err = status.Errorf(codes.DataLoss, "update from %q: %s", name, de.Msg)
+		err = refused("checksum", codes.DataLoss, "update from %q: %s", name, de.Msg)
 	case errors.As(err, &de):
-		err = status.Errorf(codes.InvalidArgument, "update from %q: %s", name, de.Msg)
+		err = refused("decode", codes.InvalidArgument, "update from %q: %s", name, de.Msg)
 	}
 	if _, ok := status.FromError(err); !ok || name == "" {
 		// Transport errors and authorization refusals are already

@@ -29,3 +29,9 @@ func WriteCheckpoint(path string, c *Checkpoint) error { return scheduler.WriteC
 func ReadCheckpoint(path, planHash string) (*Checkpoint, error) {
 	return scheduler.ReadCheckpoint(path, planHash)
 }
+
+// ParseCheckpoint decodes b, the content of the checkpoint file path, which
+// must belong to the plan with hash planHash (see scheduler.ParseCheckpoint).
+func ParseCheckpoint(path string, b []byte, planHash string) (*Checkpoint, error) {
+	return scheduler.ParseCheckpoint(path, b, planHash)
+}

@@ -183,3 +183,25 @@ func BenchmarkWriteCheckpoint10M(b *testing.B) {
 	}
 	b.ReportMetric(time.Since(start).Seconds(), "read-s")
 }
+
+// TestParseCheckpointNamesTheFile: a bad checkpoint's error names the file
+// and still wraps DecodeCheckpoint's error.
+func TestParseCheckpointNamesTheFile(t *testing.T) {
+	var b bytes.Buffer
+	c := testCheckpoint(t)
+	if err := EncodeCheckpoint(&b, c); err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(b.Bytes())
+	bad[len(bad)-3] ^= 1
+	_, err := ParseCheckpoint("runs/x/state/checkpoint.safetensors", bad, c.PlanHash)
+	if err == nil || !strings.HasPrefix(err.Error(), "checkpoint runs/x/state/checkpoint.safetensors: SHA-256 mismatch") {
+		t.Fatalf("err %v, want one naming the file", err)
+	}
+	if inner := errors.Unwrap(err); inner == nil || !strings.HasPrefix(inner.Error(), "checkpoint: SHA-256 mismatch") {
+		t.Fatalf("err %v wraps %v, want DecodeCheckpoint's error", err, inner)
+	}
+	if got, err := ParseCheckpoint("p", b.Bytes(), c.PlanHash); err != nil || got.Round != c.Round {
+		t.Fatalf("ParseCheckpoint of a good file: %v", err)
+	}
+}

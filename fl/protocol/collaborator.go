@@ -105,11 +105,18 @@ func NewCollaborator(cfg CollaboratorConfig) (*Collaborator, error) {
 type RefusedError struct {
 	Code codes.Code
 	Msg  string
+	// Err is the error the refusal was read from (a gRPC status error,
+	// which may carry a *ratls.Error); nil for refusals found locally.
+	Err error
 }
 
 func (e *RefusedError) Error() string {
 	return fmt.Sprintf("aggregator refused %s: %s", e.Code, e.Msg)
 }
+
+// Unwrap returns Err, so errors.As and ratls.RefusalOf see through a
+// RefusedError to the status and RA-TLS error it came from.
+func (e *RefusedError) Unwrap() error { return e.Err }
 
 // refusal classifies err: nil for errors worth retrying (Unavailable,
 // except a TLS refusal of our certificate) and for Aborted (the round moved
@@ -123,13 +130,13 @@ func refusal(err error) error {
 	switch st.Code() {
 	case codes.Unavailable:
 		if _, ok := ratls.RefusalOf(err); ok {
-			return &RefusedError{Code: codes.PermissionDenied, Msg: "RA-TLS handshake refused: " + msg}
+			return &RefusedError{Code: codes.PermissionDenied, Msg: "RA-TLS handshake refused: " + msg, Err: err}
 		}
 		return nil
 	case codes.Aborted, codes.DeadlineExceeded:
 		return nil
 	}
-	return &RefusedError{Code: st.Code(), Msg: msg}
+	return &RefusedError{Code: st.Code(), Msg: msg, Err: err}
 }
 
 // TaskError is a local task (Trainer.Train or Trainer.Evaluate) that
@@ -308,7 +315,7 @@ func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error
 	timings.TrainSeconds = time.Since(trainStart).Seconds()
 	if err == nil {
 		if cerr := global.Compatible(local); cerr != nil {
-			err = fmt.Errorf("trainer returned weights that do not fit the global model: %v", cerr)
+			err = fmt.Errorf("trainer returned weights that do not fit the global model: %w", cerr)
 		}
 	}
 	if err != nil && ctx.Err() == nil {

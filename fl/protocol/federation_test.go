@@ -17,6 +17,7 @@ import (
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/tensor"
 	"github.com/teeml/teeml/pki"
+	"github.com/teeml/teeml/ratls"
 )
 
 // TestFederationDigits runs a real federation on loopback: an aggregator
@@ -198,6 +199,9 @@ func refusedAtTLS(t *testing.T, ctx context.Context, env *fedEnv, addr, name str
 		t.Fatalf("%s: %v, want a PermissionDenied refusal", name, err)
 	}
 	oneLine(t, name+" refusal", err.Error(), "RA-TLS handshake refused")
+	if _, ok := ratls.RefusalOf(err); !ok {
+		t.Errorf("%s: ratls.RefusalOf does not see the handshake refusal through %v", name, err)
+	}
 	// The aggregator's reason reaches the collaborator (ratls verdict).
 	if !strings.Contains(err.Error(), "the server refused this connection") || !strings.Contains(err.Error(), check) {
 		t.Errorf("%s: collaborator-side error %q does not carry the aggregator's %s reason", name, err, check)

@@ -82,7 +82,7 @@ func (t *MLTrainer) Evaluate(ctx context.Context, w tensor.Weights) (int, float6
 	}
 	m, err := t.Model.Evaluate(ds)
 	if err != nil {
-		return 0, 0, nil, fmt.Errorf("evaluate: %v", err)
+		return 0, 0, nil, fmt.Errorf("evaluate: %w", err)
 	}
 	out := m.Map()
 	delete(out, "loss")

@@ -1,7 +1,7 @@
 package protocol
 
 import (
-	"strings"
+	"errors"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -24,33 +24,34 @@ type UpdateEvent = scheduler.UpdateEvent
 // NopObserver ignores every event.
 type NopObserver = scheduler.NopObserver
 
+// refusedError is a refusal the aggregator sends back: its gRPC status
+// (what the collaborator receives) and, for a refused upload, its class
+// for UpdateRefused.
+type refusedError struct {
+	st     *status.Status
+	reason string
+}
+
+// refused is a refusal of class reason (see refusalReason) with the gRPC
+// status code and the one-line message format.
+func refused(reason string, code codes.Code, format string, args ...any) error {
+	return &refusedError{st: status.Newf(code, format, args...), reason: reason}
+}
+
+func (e *refusedError) Error() string { return e.st.Err().Error() }
+
+// GRPCStatus makes the refusal the status gRPC sends (and status.FromError
+// sees).
+func (e *refusedError) GRPCStatus() *status.Status { return e.st }
+
 // refusalReason classifies a refused upload for UpdateRefused: a short,
-// bounded set of classes (they become Prometheus label values).
+// bounded set of classes (they become Prometheus label values): shape,
+// checksum, wrong_round, late, duplicate, kind, examples, decode, stopped,
+// or other for a status error that is not one of the aggregator's
+// refusals.
 func refusalReason(err error) string {
-	st := status.Convert(err)
-	switch st.Code() {
-	case codes.DataLoss:
-		return "checksum"
-	case codes.AlreadyExists:
-		return "duplicate"
-	case codes.Aborted:
-		if strings.Contains(st.Message(), "is closed") {
-			return "late" // the round closed before or while it was uploaded
-		}
-		return "wrong_round"
-	case codes.FailedPrecondition:
-		return "stopped"
-	case codes.InvalidArgument:
-		msg := st.Message()
-		switch {
-		case strings.Contains(msg, "does not fit the global model"):
-			return "shape"
-		case strings.Contains(msg, "num_examples"):
-			return "examples"
-		case strings.Contains(msg, "is of kind"):
-			return "kind"
-		}
-		return "decode"
+	if e, ok := errors.AsType[*refusedError](err); ok && e.reason != "" {
+		return e.reason
 	}
 	return "other"
 }

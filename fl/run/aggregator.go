@@ -158,7 +158,7 @@ func collaboratorNames(ws string) ([]string, error) {
 func loadInitial(rest *atRest, ws string, p *plan.Plan, hash string) (tensor.Weights, map[string]string, error) {
 	initial, md, err := rest.readWeights(wsPath(ws, p.Aggregator.InitStatePath))
 	if err != nil {
-		return nil, nil, fmt.Errorf("initial weights: %v", err)
+		return nil, nil, fmt.Errorf("initial weights: %w", err)
 	}
 	if md[workspace.MetaPlanHash] != hash {
 		return nil, nil, fmt.Errorf("initial weights %s were written for plan %s, not the frozen plan %s: re-run teeml fl plan init",
@@ -187,10 +187,10 @@ func newTracker(ctx context.Context, ws string, p *plan.Plan, name string, rest 
 		return tr, closeEval, nil
 	}
 	if tr.model, err = ml.NewFromMetadata(md); err != nil {
-		return nil, nil, fmt.Errorf("initial weights: %v", err)
+		return nil, nil, fmt.Errorf("initial weights: %w", err)
 	}
 	if err := tr.model.SetWeights(initial); err != nil {
-		return nil, nil, fmt.Errorf("initial weights: %v", err)
+		return nil, nil, fmt.Errorf("initial weights: %w", err)
 	}
 	return tr, func() {}, nil
 }
@@ -215,11 +215,15 @@ func openState(rest *atRest, tr *tracker, ckptPath, hash string, out io.Writer, 
 			log.Info("removed an unfinished checkpoint write", "file", f)
 		}
 	}
-	resume, err := rest.readCheckpoint(ckptPath, hash)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
+	// Only the checkpoint file's own absence starts the plan at round 1;
+	// an error reading or unsealing an existing one (whatever it wraps)
+	// stops the aggregator (the state lock is held: no other aggregator
+	// writes it in between).
+	if _, err := os.Lstat(ckptPath); errors.Is(err, os.ErrNotExist) {
 		return nil, unlock, nil
-	case err != nil:
+	}
+	resume, err := rest.readCheckpoint(ckptPath, hash)
+	if err != nil {
 		unlock()
 		return nil, nil, err
 	}
@@ -280,7 +284,7 @@ func serveAggregator(ctx context.Context, o AggregatorOptions, p *plan.Plan, has
 	var lc net.ListenConfig
 	lis, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen %s: %v", addr, err)
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	srv := grpc.NewServer(grpc.Creds(creds))
 	agg.Register(srv)
@@ -304,7 +308,7 @@ func serveAggregator(ctx context.Context, o AggregatorOptions, p *plan.Plan, has
 	select {
 	case res = <-done:
 	case err := <-serveErr:
-		return nil, fmt.Errorf("serve %s: %v", addr, err)
+		return nil, fmt.Errorf("serve %s: %w", addr, err)
 	}
 	if res.err != nil {
 		return nil, res.err
@@ -477,7 +481,7 @@ func (t *tracker) restore(c *protocol.Checkpoint) error {
 			return err
 		}
 		if err := t.rest.saveWeights(t.bestPath, c.Global, t.md, met); err != nil {
-			return fmt.Errorf("best model: %v", err)
+			return fmt.Errorf("best model: %w", err)
 		}
 	}
 	return nil
@@ -500,7 +504,7 @@ func (t *tracker) commit(path string, c *protocol.Checkpoint) error {
 	fmt.Fprint(t.out, t.roundLine(c.History[len(c.History)-1]))
 	if t.pending.best != nil {
 		if err := t.rest.saveWeights(t.bestPath, t.pending.best, t.md, t.pending.bestMet); err != nil {
-			return fmt.Errorf("best model: %v", err)
+			return fmt.Errorf("best model: %w", err)
 		}
 	}
 	t.pending.round, t.pending.best = 0, nil

@@ -3,13 +3,11 @@ package run
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/protocol"
@@ -103,11 +101,11 @@ func (a *atRest) open(path, what string) ([]byte, error) {
 	}
 	r, err := sealed.Open(a.ctx, bytes.NewReader(b), a.ks)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %v", what, path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	plain, err := io.ReadAll(r)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %v", what, path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	return plain, nil
 }
@@ -129,7 +127,7 @@ func (a *atRest) writeCheckpoint(path string, c *protocol.Checkpoint) error {
 		return protocol.WriteCheckpoint(path, c)
 	}
 	if err := a.write(path, func(w io.Writer) error { return protocol.EncodeCheckpoint(w, c) }); err != nil {
-		return fmt.Errorf("checkpoint: %v", err)
+		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return nil
 }
@@ -146,20 +144,9 @@ func (a *atRest) readCheckpoint(path, planHash string) (*protocol.Checkpoint, er
 	}
 	b, err := a.open(path, "checkpoint")
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, err
-		}
-		return nil, err
+		return nil, err // a missing file wraps os.ErrNotExist
 	}
-	c, err := protocol.DecodeCheckpoint(bytes.NewReader(b))
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %v", path, strings.TrimPrefix(err.Error(), "checkpoint: "))
-	}
-	if c.PlanHash != planHash {
-		return nil, fmt.Errorf("checkpoint %s belongs to plan %s, not the frozen plan %s: move it away to start this plan from round 1",
-			path, protocol.ShortHash(c.PlanHash), protocol.ShortHash(planHash))
-	}
-	return c, nil
+	return protocol.ParseCheckpoint(path, b, planHash)
 }
 
 // readWeights reads the initial weights: sealed or not (initial weights

@@ -73,7 +73,7 @@ func RunCollaborator(ctx context.Context, o CollaboratorOptions) error {
 	addr := net.JoinHostPort(p.Network.AggAddr, strconv.Itoa(p.Network.AggPort))
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
-		return fmt.Errorf("aggregator %s: %v", addr, err)
+		return fmt.Errorf("aggregator %s: %w", addr, err)
 	}
 	defer conn.Close()
 	c, err := protocol.NewCollaborator(protocol.CollaboratorConfig{

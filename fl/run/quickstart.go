@@ -101,7 +101,8 @@ func setupSimulated(ctx context.Context, dir, template string, rounds, epochs, n
 		return nil, err
 	}
 
-	// Policies: accept exactly the simulated measurement, and simulation.
+	// Policies: per role, accept exactly that role's simulated measurement
+	// (partysim.Measurement), and simulation.
 	for _, role := range []string{"aggregator", "collaborator"} {
 		y := string(partysim.Policy(role))
 		path := filepath.Join(dir, filepath.FromSlash(p.Attestation.Policy[role]))
@@ -319,7 +320,7 @@ func runQuickstartParties(parent context.Context, o *QuickstartOptions, dir stri
 	}
 	wg.Wait()
 	if parent.Err() != nil {
-		return "", 0, fmt.Errorf("quickstart: interrupted (%v); every party was stopped (workspace %s)", context.Cause(parent), dir)
+		return "", 0, fmt.Errorf("quickstart: interrupted (%w); every party was stopped (workspace %s)", context.Cause(parent), dir)
 	}
 	if r.firstErr != nil {
 		return "", 0, fmt.Errorf("quickstart: %w (workspace %s)", r.firstErr, dir)

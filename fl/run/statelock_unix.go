@@ -17,14 +17,14 @@ import (
 func lockState(path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint lock: %v", err)
+		return nil, fmt.Errorf("checkpoint lock: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("another aggregator of this plan is running on this workspace (%s is locked)", path)
 		}
-		return nil, fmt.Errorf("checkpoint lock %s: %v", path, err)
+		return nil, fmt.Errorf("checkpoint lock %s: %w", path, err)
 	}
 	return func() {
 		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)

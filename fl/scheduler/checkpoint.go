@@ -321,9 +321,16 @@ func ReadCheckpoint(path, planHash string) (*Checkpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
+	return ParseCheckpoint(path, b, planHash)
+}
+
+// ParseCheckpoint decodes b, the content of the checkpoint file path (read
+// or unsealed by the caller), which must belong to the plan with hash
+// planHash. Its errors name path and wrap DecodeCheckpoint's.
+func ParseCheckpoint(path string, b []byte, planHash string) (*Checkpoint, error) {
 	c, err := DecodeCheckpoint(bytes.NewReader(b))
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %v", path, strings.TrimPrefix(err.Error(), "checkpoint: "))
+		return nil, &fileError{msg: "checkpoint " + path + ": " + strings.TrimPrefix(err.Error(), "checkpoint: "), err: err}
 	}
 	if c.PlanHash != planHash {
 		return nil, fmt.Errorf("checkpoint %s belongs to plan %s, not the frozen plan %s: move it away to start this plan from round 1",
@@ -331,3 +338,14 @@ func ReadCheckpoint(path, planHash string) (*Checkpoint, error) {
 	}
 	return c, nil
 }
+
+// fileError is a DecodeCheckpoint error err reworded to name the file
+// ("checkpoint PATH: reason" rather than "checkpoint: reason"), wrapping
+// err.
+type fileError struct {
+	msg string
+	err error
+}
+
+func (e *fileError) Error() string { return e.msg }
+func (e *fileError) Unwrap() error { return e.err }

@@ -33,6 +33,9 @@ const (
 type Error struct {
 	Kind ErrorKind
 	Msg  string
+	// Late (Closed only): the round was open and has closed, so the
+	// request came too late; otherwise the round is not open yet.
+	Late bool
 }
 
 func (e *Error) Error() string { return e.Msg }
@@ -135,7 +138,7 @@ func (s *Scheduler) roundCheck(round int64) error {
 	if s.done || round != int64(s.round) {
 		cur := max(s.round, -s.round)
 		if round < int64(cur) || (round == int64(cur) && s.round < 0) || s.done {
-			return refuse(Closed, "round %d is closed (current round %d of %d)", round, cur, s.cfg.Rounds)
+			return &Error{Kind: Closed, Late: true, Msg: fmt.Sprintf("round %d is closed (current round %d of %d)", round, cur, s.cfg.Rounds)}
 		}
 		return refuse(Closed, "round %d is not open (current round %d of %d)", round, cur, s.cfg.Rounds)
 	}

@@ -22,8 +22,8 @@ type ShardOptions struct {
 	// Context bounds key requests to the key broker (default Background).
 	Context context.Context
 	// Keys releases the data keys of sealed data files (the party's key
-	// broker, see fl/run.PartyConfig's kms section); nil refuses sealed
-	// files with an error saying so.
+	// broker, see party.Config's kms section and Party.KeySource); nil
+	// refuses sealed files with an error saying so.
 	Keys sealed.KeySource
 }
 
