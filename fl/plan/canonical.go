@@ -51,115 +51,131 @@ func (p *Plan) Canonical() []byte {
 		}
 		b.WriteString("\n")
 	}
-	q := strconv.Quote
-	i := func(v int) string { return strconv.Itoa(v) }
-	i64 := func(v int64) string { return strconv.FormatInt(v, 10) }
-	f := func(v float64) string {
-		if v == 0 {
-			return "0"
-		}
-		return strconv.FormatFloat(v, 'g', -1, 64)
+	p.canonicalTraining(&b, w)
+	n := &p.Network
+	w(0, "network", "")
+	w(1, "agg_addr", cq(n.AggAddr))
+	w(1, "agg_port", ci(n.AggPort))
+	w(1, "round_timeout", cq(n.RoundTimeout.String()))
+	w(1, "tls", cq(n.TLS))
+	p.canonicalStraggler(w, cq, cf)
+	p.canonicalTasks(&b, w)
+	p.canonicalAggregation(w)
+	w(0, "attestation", "")
+	w(1, "policy", "")
+	for _, role := range slices.Sorted(maps.Keys(p.Attestation.Policy)) {
+		w(2, role, cq(p.Attestation.Policy[role]))
 	}
-	strs := func(ss []string) string {
-		parts := make([]string, len(ss))
-		for k, s := range ss {
-			parts[k] = q(s)
-		}
-		return "[" + strings.Join(parts, ", ") + "]"
-	}
-	ints := func(is []int) string {
-		parts := make([]string, len(is))
-		for k, v := range is {
-			parts[k] = i(v)
-		}
-		return "[" + strings.Join(parts, ", ") + "]"
-	}
+	p.canonicalEncryption(w, cq)
+	return b.Bytes()
+}
 
+// The canonical form's value encodings.
+var cq = strconv.Quote
+
+func ci(v int) string     { return strconv.Itoa(v) }
+func ci64(v int64) string { return strconv.FormatInt(v, 10) }
+
+func cf(v float64) string {
+	if v == 0 {
+		return "0"
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
+}
+
+func cstrs(ss []string) string {
+	parts := make([]string, len(ss))
+	for k, s := range ss {
+		parts[k] = cq(s)
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+func cints(is []int) string {
+	parts := make([]string, len(is))
+	for k, v := range is {
+		parts[k] = ci(v)
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+// canonicalTraining writes the aggregator, collaborator, data_loader and
+// task_runner sections.
+func (p *Plan) canonicalTraining(b *bytes.Buffer, w func(indent int, key, value string)) {
 	a := &p.Aggregator
 	w(0, "aggregator", "")
-	w(1, "rounds_to_train", i(a.RoundsToTrain))
-	w(1, "init_state_path", q(a.InitStatePath))
-	w(1, "best_state_path", q(a.BestStatePath))
-	w(1, "last_state_path", q(a.LastStatePath))
-	w(1, "min_collaborators", i(a.MinCollaborators))
+	w(1, "rounds_to_train", ci(a.RoundsToTrain))
+	w(1, "init_state_path", cq(a.InitStatePath))
+	w(1, "best_state_path", cq(a.BestStatePath))
+	w(1, "last_state_path", cq(a.LastStatePath))
+	w(1, "min_collaborators", ci(a.MinCollaborators))
 
 	c := &p.Collaborator
 	w(0, "collaborator", "")
-	w(1, "epochs_per_round", i(c.EpochsPerRound))
-	w(1, "opt_treatment", q(c.OptTreatment))
+	w(1, "epochs_per_round", ci(c.EpochsPerRound))
+	w(1, "opt_treatment", cq(c.OptTreatment))
 	w(1, "delta_updates", strconv.FormatBool(c.DeltaUpdates))
 
 	d := &p.DataLoader
 	w(0, "data_loader", "")
-	w(1, "dataset", q(d.Dataset))
-	w(1, "batch_size", i(d.BatchSize))
-	w(1, "test_fraction", f(d.TestFraction))
-	w(1, "seed", i64(d.Seed))
+	w(1, "dataset", cq(d.Dataset))
+	w(1, "batch_size", ci(d.BatchSize))
+	w(1, "test_fraction", cf(d.TestFraction))
+	w(1, "seed", ci64(d.Seed))
 	w(1, "partitioning", "")
-	w(2, "kind", q(d.Partitioning.Kind))
-	w(2, "alpha", f(d.Partitioning.Alpha))
-	w(2, "seed", i64(d.Partitioning.Seed))
-	w(2, "shards", i(d.Partitioning.Shards))
+	w(2, "kind", cq(d.Partitioning.Kind))
+	w(2, "alpha", cf(d.Partitioning.Alpha))
+	w(2, "seed", ci64(d.Partitioning.Seed))
+	w(2, "shards", ci(d.Partitioning.Shards))
 
 	t := &p.TaskRunner
 	w(0, "task_runner", "")
-	w(1, "model", q(t.Model))
-	w(1, "hidden", ints(t.Hidden))
-	w(1, "optimizer", q(t.Optimizer))
-	w(1, "lr", f(t.LR))
-	w(1, "seed", i64(t.Seed))
+	w(1, "model", cq(t.Model))
+	w(1, "hidden", cints(t.Hidden))
+	w(1, "optimizer", cq(t.Optimizer))
+	w(1, "lr", cf(t.LR))
+	w(1, "seed", ci64(t.Seed))
 	if t.Runner != nil {
-		t.Runner.canonical(&b)
+		t.Runner.canonical(b)
 	}
+}
 
-	n := &p.Network
-	w(0, "network", "")
-	w(1, "agg_addr", q(n.AggAddr))
-	w(1, "agg_port", i(n.AggPort))
-	w(1, "round_timeout", q(n.RoundTimeout.String()))
-	w(1, "tls", q(n.TLS))
-	p.canonicalStraggler(w, q, f)
-
+// canonicalTasks writes the assigner and tasks sections.
+func (p *Plan) canonicalTasks(b *bytes.Buffer, w func(indent int, key, value string)) {
 	w(0, "assigner", "")
 	w(1, "task_groups", "")
 	for _, g := range p.Assigner.TaskGroups {
-		b.WriteString("    - name: " + q(g.Name) + "\n")
-		w(3, "percentage", f(g.Percentage))
-		w(3, "tasks", strs(g.Tasks))
+		b.WriteString("    - name: " + cq(g.Name) + "\n")
+		w(3, "percentage", cf(g.Percentage))
+		w(3, "tasks", cstrs(g.Tasks))
 	}
-
 	w(0, "tasks", "")
 	w(1, TaskAggregatedModelValidation, "")
-	w(2, "metrics", strs(p.Tasks.AggregatedModelValidation.Metrics))
+	w(2, "metrics", cstrs(p.Tasks.AggregatedModelValidation.Metrics))
 	w(1, TaskTrain, "")
-	w(2, "metrics", strs(p.Tasks.Train.Metrics))
-	w(2, "weight_decay", f(p.Tasks.Train.WeightDecay))
+	w(2, "metrics", cstrs(p.Tasks.Train.Metrics))
+	w(2, "weight_decay", cf(p.Tasks.Train.WeightDecay))
 	w(1, TaskLocallyTunedModelValidation, "")
-	w(2, "metrics", strs(p.Tasks.LocallyTunedModelValidation.Metrics))
+	w(2, "metrics", cstrs(p.Tasks.LocallyTunedModelValidation.Metrics))
+}
 
+// canonicalAggregation writes the aggregation section.
+func (p *Plan) canonicalAggregation(w func(indent int, key, value string)) {
 	ag := &p.Aggregation
 	w(0, "aggregation", "")
-	w(1, "strategy", q(ag.Strategy))
+	w(1, "strategy", cq(ag.Strategy))
 	if len(ag.Settings) == 0 {
 		w(1, "settings", "{}")
 	} else {
 		w(1, "settings", "")
 		for _, k := range slices.Sorted(maps.Keys(ag.Settings)) {
-			w(2, k, f(ag.Settings[k]))
+			w(2, k, cf(ag.Settings[k]))
 		}
 	}
 	w(1, "validator", "")
-	w(2, "max_update_norm", f(ag.Validator.MaxUpdateNorm))
-	w(2, "max_num_examples", i(ag.Validator.MaxNumExamples))
-	w(2, "min_accepted", i(ag.Validator.MinAccepted))
-
-	w(0, "attestation", "")
-	w(1, "policy", "")
-	for _, role := range slices.Sorted(maps.Keys(p.Attestation.Policy)) {
-		w(2, role, q(p.Attestation.Policy[role]))
-	}
-	p.canonicalEncryption(w, q)
-	return b.Bytes()
+	w(2, "max_update_norm", cf(ag.Validator.MaxUpdateNorm))
+	w(2, "max_num_examples", ci(ag.Validator.MaxNumExamples))
+	w(2, "min_accepted", ci(ag.Validator.MinAccepted))
 }
 
 // Hash is the lower-case hex SHA-256 of Canonical: the plan's identity.
