@@ -46,12 +46,12 @@ func newAttestVerifyCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			q, err := os.ReadFile(evidence)
 			if err != nil {
-				return fmt.Errorf("evidence: %v", err)
+				return fmt.Errorf("evidence: %w", err)
 			}
 			ev := &attest.Evidence{Quote: q}
 			if collateral != "" {
 				if ev.Collateral, err = os.ReadFile(collateral); err != nil {
-					return fmt.Errorf("collateral: %v", err)
+					return fmt.Errorf("collateral: %w", err)
 				}
 			}
 			now := time.Now()
@@ -86,7 +86,7 @@ func newAttestVerifyCmd() *cobra.Command {
 			if reportData != "" {
 				rd, err := hex.DecodeString(reportData)
 				if err != nil {
-					return fmt.Errorf("--report-data: %v", err)
+					return fmt.Errorf("--report-data: %w", err)
 				}
 				j.Opts = append(j.Opts, policy.ReportData(rd))
 			}
@@ -147,7 +147,7 @@ func newAttestInspectCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := os.ReadFile(args[0])
 			if err != nil {
-				return fmt.Errorf("evidence: %v", err)
+				return fmt.Errorf("evidence: %w", err)
 			}
 			fields, err := verifier.Inspect(b)
 			if err != nil {

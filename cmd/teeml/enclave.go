@@ -91,7 +91,7 @@ type manifestFile struct {
 func loadManifestConfig(path string) (enclave.ManifestConfig, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return enclave.ManifestConfig{}, fmt.Errorf("enclave config: %v", err)
+		return enclave.ManifestConfig{}, fmt.Errorf("enclave config: %w", err)
 	}
 	var m manifestFile
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -182,7 +182,7 @@ func newEnclaveSignCmd() *cobra.Command {
 func readSigstruct(path string) (*enclave.Sigstruct, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("sigstruct: %v", err)
+		return nil, fmt.Errorf("sigstruct: %w", err)
 	}
 	ss, err := enclave.ParseSigstruct(b)
 	if err != nil {

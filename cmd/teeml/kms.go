@@ -154,10 +154,10 @@ func newKMSKeyCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pol, err := os.ReadFile(policyFile)
 			if err != nil {
-				return fmt.Errorf("release policy: %v", err)
+				return fmt.Errorf("release policy: %w", err)
 			}
 			if _, err := kms.ParseReleasePolicy(string(pol)); err != nil {
-				return fmt.Errorf("%s: %v", policyFile, err)
+				return fmt.Errorf("%s: %w", policyFile, err)
 			}
 			return cf.with(cmd, func(ctx context.Context, c *kms.Client) error {
 				r, err := c.CreateKey(ctx, &kmsv1.CreateKeyRequest{KeyId: id, ReleasePolicy: string(pol), Description: desc})
@@ -307,10 +307,10 @@ func newKMSUnwrapCmd(use, short string) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w, err := os.ReadFile(in)
 			if err != nil {
-				return fmt.Errorf("wrapped key: %v", err)
+				return fmt.Errorf("wrapped key: %w", err)
 			}
 			if _, err := kms.ParseWrapped(w); err != nil {
-				return fmt.Errorf("%s: %v", in, err)
+				return fmt.Errorf("%s: %w", in, err)
 			}
 			return cf.with(cmd, func(ctx context.Context, c *kms.Client) error {
 				req := &kmsv1.UnwrapRequest{Wrapped: w, Context: []byte(dctx)}
@@ -366,7 +366,7 @@ func newKMSAuditCmd() *cobra.Command {
 					}
 					r, err := audit.Decode(e.Body)
 					if err != nil {
-						return fmt.Errorf("audit entry %d: %v", e.Seq, err)
+						return fmt.Errorf("audit entry %d: %w", e.Seq, err)
 					}
 					fmt.Fprintf(cmd.OutOrStdout(), "%d %s %s %s %s", e.Seq, r.Time, r.Decision, r.Op, orDash(r.Caller.Name))
 					if r.KeyID != "" {

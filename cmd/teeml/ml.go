@@ -196,7 +196,7 @@ func newPredictCmd() *cobra.Command {
 			case input != "":
 				f, err := os.Open(input)
 				if err != nil {
-					return fmt.Errorf("predict: %v", err)
+					return fmt.Errorf("predict: %w", err)
 				}
 				defer f.Close()
 				ds, err = l.ReadCSV(f, input)

@@ -77,10 +77,10 @@ func newPKICSRCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := pki.CheckName(name); err != nil {
-				return fmt.Errorf("--name: %v", err)
+				return fmt.Errorf("--name: %w", err)
 			}
 			if err := pki.CheckRole(role); err != nil {
-				return fmt.Errorf("--role: %v", err)
+				return fmt.Errorf("--role: %w", err)
 			}
 			if out == "" {
 				out = name + ".csr"
@@ -111,7 +111,7 @@ func newPKICSRCmd() *cobra.Command {
 			}
 			if err := atomicfile.WriteBytes(out, csr, 0o644); err != nil {
 				_ = os.Remove(keyOut)
-				return fmt.Errorf("csr: %v", err)
+				return fmt.Errorf("csr: %w", err)
 			}
 			simNote := ""
 			if parsed.Evidence.Simulated {
@@ -168,7 +168,7 @@ func newPKICertifyCmd() *cobra.Command {
 			}
 			csr, err := os.ReadFile(csrPath)
 			if err != nil {
-				return fmt.Errorf("csr: %v", err)
+				return fmt.Errorf("csr: %w", err)
 			}
 			v, err := newEvidenceVerifier(simKeys)
 			if err != nil {
@@ -177,7 +177,7 @@ func newPKICertifyCmd() *cobra.Command {
 			if collateral != "" {
 				b, err := os.ReadFile(collateral)
 				if err != nil {
-					return fmt.Errorf("collateral: %v", err)
+					return fmt.Errorf("collateral: %w", err)
 				}
 				opts = append(opts, pki.Collateral(b))
 			}
@@ -195,7 +195,7 @@ func newPKICertifyCmd() *cobra.Command {
 				out = strings.TrimSuffix(csrPath, ".csr") + ".crt"
 			}
 			if err := atomicfile.WriteBytes(out, is.CertPEM, 0o644); err != nil {
-				return fmt.Errorf("certificate: %v", err)
+				return fmt.Errorf("certificate: %w", err)
 			}
 			m := is.Member
 			w := cmd.OutOrStdout()
@@ -361,7 +361,7 @@ func newPKIBundleCmd() *cobra.Command {
 			}
 			data, err := os.ReadFile(path)
 			if err != nil {
-				return fmt.Errorf("bundle: %v", err)
+				return fmt.Errorf("bundle: %w", err)
 			}
 			b, err := pki.ParseBundle(data)
 			if err != nil {
@@ -391,7 +391,7 @@ func newPKICheckBundleCmd() *cobra.Command {
 			}
 			data, err := os.ReadFile(bundle)
 			if err != nil {
-				return fmt.Errorf("bundle: %v", err)
+				return fmt.Errorf("bundle: %w", err)
 			}
 			b, err := pki.ParseBundle(data)
 			if err != nil {

@@ -60,7 +60,7 @@ func (s *extSorter) spill() error {
 	slices.SortFunc(s.buf, compareKeyed)
 	f, err := os.CreateTemp(s.dir, "psi-run-*")
 	if err != nil {
-		return fmt.Errorf("psi: spill file: %v", err)
+		return fmt.Errorf("psi: spill file: %w", err)
 	}
 	// Unlinked at once: the open descriptor keeps the data, and nothing is
 	// left behind if the process dies.
@@ -74,11 +74,11 @@ func (s *extSorter) spill() error {
 	}
 	if err := w.Flush(); err != nil {
 		f.Close()
-		return fmt.Errorf("psi: spill file: %v", err)
+		return fmt.Errorf("psi: spill file: %w", err)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		f.Close()
-		return fmt.Errorf("psi: spill file: %v", err)
+		return fmt.Errorf("psi: spill file: %w", err)
 	}
 	s.runs = append(s.runs, f)
 	clear(s.buf)
@@ -156,7 +156,7 @@ func (rr *runReader) next() (bool, error) {
 	}
 	buf := make([]byte, 16+n)
 	if _, err := io.ReadFull(rr.r, buf); err != nil {
-		return false, fmt.Errorf("psi: spill file truncated: %v", err)
+		return false, fmt.Errorf("psi: spill file truncated: %w", err)
 	}
 	copy(rr.cur.key[:], buf[:16])
 	rr.cur.id = string(buf[16:])

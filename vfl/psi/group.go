@@ -71,11 +71,11 @@ func newSecret(rnd io.Reader) (*ristretto255.Scalar, error) {
 	var b [64]byte
 	for {
 		if _, err := io.ReadFull(rnd, b[:]); err != nil {
-			return nil, fmt.Errorf("psi: secret scalar: %v", err)
+			return nil, fmt.Errorf("psi: secret scalar: %w", err)
 		}
 		s, err := ristretto255.NewScalar().SetUniformBytes(b[:])
 		if err != nil {
-			return nil, fmt.Errorf("psi: secret scalar: %v", err)
+			return nil, fmt.Errorf("psi: secret scalar: %w", err)
 		}
 		if s.Equal(ristretto255.NewScalar()) == 0 {
 			return s, nil

@@ -59,7 +59,7 @@ func (s *session) hello() *psiv1.Hello {
 func (s *session) handshake() error {
 	nonce := make([]byte, 32)
 	if _, err := io.ReadFull(s.cfg.Rand, nonce); err != nil {
-		return fmt.Errorf("psi: nonce: %v", err)
+		return fmt.Errorf("psi: nonce: %w", err)
 	}
 	var peerNonce []byte
 	if s.dialer {

@@ -46,7 +46,7 @@ func (r *IDReader) Next() (string, error) {
 			if errors.Is(err, bufio.ErrTooLong) {
 				return "", fmt.Errorf("ids %s:%d: line longer than %d bytes", r.name, r.line+1, 4*MaxIDLen)
 			}
-			return "", fmt.Errorf("ids %s: %v", r.name, err)
+			return "", fmt.Errorf("ids %s: %w", r.name, err)
 		}
 		return "", io.EOF
 	}

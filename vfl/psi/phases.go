@@ -123,7 +123,7 @@ func (s *session) helpPeer(step int, answered bool) ([][DigestLen]byte, error) {
 			return nil, fmt.Errorf("psi: protocol: step %d: expected Points from %q, got %T", step, s.peer, m.GetBody())
 		}
 		if err := checkPoints(p, seq); err != nil {
-			return nil, fmt.Errorf("psi: step %d: peer %q: %v", step, s.peer, err)
+			return nil, fmt.Errorf("psi: step %d: peer %q: %w", step, s.peer, err)
 		}
 		n := len(p.GetData()) / pointLen
 		if total+n > maxSetSize {
@@ -131,7 +131,7 @@ func (s *session) helpPeer(step int, answered bool) ([][DigestLen]byte, error) {
 		}
 		out, err := s.reblind(p.GetData())
 		if err != nil {
-			return nil, fmt.Errorf("psi: step %d: peer %q batch %d: %v", step, s.peer, seq, err)
+			return nil, fmt.Errorf("psi: step %d: peer %q batch %d: %w", step, s.peer, seq, err)
 		}
 		total += n
 		if answered {
@@ -284,7 +284,7 @@ func (s *session) followerMatch(own []record) ([]uint32, error) {
 			return nil, fmt.Errorf("psi: protocol: step 3: expected sorted Digests %d from %q", seq, s.peer)
 		}
 		if err := checkSortedDigests(d.GetData(), last); err != nil {
-			return nil, fmt.Errorf("psi: step 3: peer %q batch %d: %v", s.peer, seq, err)
+			return nil, fmt.Errorf("psi: step 3: peer %q batch %d: %w", s.peer, seq, err)
 		}
 		data := d.GetData()
 		total += len(data) / DigestLen

@@ -256,7 +256,7 @@ func run(ctx context.Context, abort context.CancelCauseFunc, st Stream, dialer b
 			}
 		}
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil && !errors.Is(err, cause) {
-			err = fmt.Errorf("%w (%v)", err, cause)
+			err = fmt.Errorf("%w (%w)", err, cause)
 		}
 		abort(err)
 		return nil, err
@@ -304,7 +304,7 @@ func (s *session) recv(what string) (*psiv1.PSIMessage, error) {
 			if errors.Is(r.err, io.EOF) {
 				return nil, fmt.Errorf("psi: peer %q closed the session while this side waited for %s", s.peer, what)
 			}
-			return nil, fmt.Errorf("psi: waiting for %s from %q: %v", what, s.peer, r.err)
+			return nil, fmt.Errorf("psi: waiting for %s from %q: %w", what, s.peer, r.err)
 		}
 		s.sentMu.Lock()
 		s.res.BytesReceived += int64(proto.Size(r.m))
@@ -334,7 +334,7 @@ func (s *session) send(m *psiv1.PSIMessage) error {
 		if c := context.Cause(s.ctx); c != nil {
 			return c
 		}
-		return fmt.Errorf("psi: send to %q: %v", s.peer, err)
+		return fmt.Errorf("psi: send to %q: %w", s.peer, err)
 	}
 	s.sentMu.Lock()
 	s.res.BytesSent += int64(proto.Size(m))
@@ -462,7 +462,7 @@ func (s *session) finish(n int) error {
 				return fmt.Errorf("psi: protocol: message %T from %q after Done", r.m.GetBody(), s.peer)
 			}
 			if !errors.Is(r.err, io.EOF) {
-				return fmt.Errorf("psi: closing the session with %q: %v", s.peer, r.err)
+				return fmt.Errorf("psi: closing the session with %q: %w", s.peer, r.err)
 			}
 		case <-t.C:
 			return fmt.Errorf("psi: peer %q did not close the session within %v", s.peer, s.cfg.MessageTimeout)

@@ -58,19 +58,19 @@ func (f *SessionFile) Write(path string) error {
 func ReadSessionFile(path string) (*SessionFile, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("psi session: %v", err)
+		return nil, fmt.Errorf("psi session: %w", err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var f SessionFile
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("psi session %s: %v", path, err)
+		return nil, fmt.Errorf("psi session %s: %w", path, err)
 	}
 	if f.Version != Version {
 		return nil, fmt.Errorf("psi session %s: version %q, want %q", path, f.Version, Version)
 	}
 	if _, err := f.Seed(); err != nil {
-		return nil, fmt.Errorf("psi session %s: %v", path, err)
+		return nil, fmt.Errorf("psi session %s: %w", path, err)
 	}
 	return &f, nil
 }

@@ -54,7 +54,7 @@ func Prepare(r io.Reader, name string, o PrepareOptions) (*Set, error) {
 	}
 	var key [32]byte
 	if _, err := io.ReadFull(o.Rand, key[:]); err != nil {
-		return nil, fmt.Errorf("psi: ordering key: %v", err)
+		return nil, fmt.Errorf("psi: ordering key: %w", err)
 	}
 	sorter := newExtSorter(o.TempDir, o.MemoryBudget)
 	defer sorter.close()
@@ -84,7 +84,7 @@ func Prepare(r io.Reader, name string, o PrepareOptions) (*Set, error) {
 	}
 	f, err := os.CreateTemp(o.TempDir, "psi-set-*")
 	if err != nil {
-		return nil, fmt.Errorf("psi: set file: %v", err)
+		return nil, fmt.Errorf("psi: set file: %w", err)
 	}
 	os.Remove(f.Name())
 	w := bufio.NewWriterSize(f, 1<<20)
@@ -109,7 +109,7 @@ func Prepare(r io.Reader, name string, o PrepareOptions) (*Set, error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("psi: set file: %v", err)
+		return nil, fmt.Errorf("psi: set file: %w", err)
 	}
 	s.f = f
 	if s.Duplicates > 0 {
@@ -123,7 +123,7 @@ func Prepare(r io.Reader, name string, o PrepareOptions) (*Set, error) {
 func PrepareFile(path string, o PrepareOptions) (*Set, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("ids: %v", err)
+		return nil, fmt.Errorf("ids: %w", err)
 	}
 	defer f.Close()
 	return Prepare(f, path, o)
@@ -149,7 +149,7 @@ func (s *Set) reader() (*setReader, error) {
 		return nil, errors.New("psi: set closed")
 	}
 	if _, err := s.f.Seek(0, io.SeekStart); err != nil {
-		return nil, fmt.Errorf("psi: set file: %v", err)
+		return nil, fmt.Errorf("psi: set file: %w", err)
 	}
 	return &setReader{r: bufio.NewReaderSize(s.f, 1<<20)}, nil
 }
@@ -167,7 +167,7 @@ func (sr *setReader) next(dst []string, n int) ([]string, error) {
 		}
 		b := make([]byte, l)
 		if _, err := io.ReadFull(sr.r, b); err != nil {
-			return nil, fmt.Errorf("psi: set file truncated: %v", err)
+			return nil, fmt.Errorf("psi: set file truncated: %w", err)
 		}
 		dst = append(dst, string(b))
 	}

@@ -61,7 +61,7 @@ func Serve(ctx context.Context, lis net.Listener, creds credentials.TransportCre
 	defer cancel(nil)
 	go func() {
 		if err := srv.Serve(lis); err != nil {
-			cancel(fmt.Errorf("psi: serve: %v", err))
+			cancel(fmt.Errorf("psi: serve: %w", err))
 		}
 	}()
 	// Graceful, so that the handler's final status reaches the dialer; a
@@ -146,7 +146,7 @@ func (s *Service) Accept(ctx context.Context, cfg Config, set *Set, out string) 
 				if o.err == nil {
 					return o.res, nil
 				}
-				return nil, fmt.Errorf("psi: session aborted (%v): %w", context.Cause(ctx), o.err)
+				return nil, fmt.Errorf("psi: session aborted (%w): %w", context.Cause(ctx), o.err)
 			case <-time.After(5 * time.Second):
 				return nil, fmt.Errorf("psi: session aborted: %w", context.Cause(ctx))
 			}
@@ -189,7 +189,7 @@ func (s *Service) Session(st grpc.BidiStreamingServer[psiv1.PSIMessage, psiv1.PS
 	}
 	// The dialer waits for the header before it sends Hello.
 	if err := st.SendHeader(nil); err != nil {
-		j.done <- outcome{nil, fmt.Errorf("psi: peer %q: %v", name, err)}
+		j.done <- outcome{nil, fmt.Errorf("psi: peer %q: %w", name, err)}
 		return err
 	}
 	ctx, cancel := context.WithCancelCause(st.Context())
@@ -241,7 +241,7 @@ func Dial(ctx context.Context, addr string, creds credentials.TransportCredentia
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second}))
 	if err != nil {
-		return nil, fmt.Errorf("psi: peer %s: %v", addr, err)
+		return nil, fmt.Errorf("psi: peer %s: %w", addr, err)
 	}
 	defer conn.Close()
 	return DialConn(ctx, conn, addr, cfg, set, out)

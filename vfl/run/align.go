@@ -130,7 +130,7 @@ func (pt *party) readAlignment(sessionPath, idsPath string) (*aligned, error) {
 	}
 	seed, err := rec.Seed()
 	if err != nil {
-		return nil, fmt.Errorf("psi session %s: %v", sessionPath, err)
+		return nil, fmt.Errorf("psi session %s: %w", sessionPath, err)
 	}
 	ids, err := join.ReadAligned(idsPath)
 	if err != nil {
@@ -195,7 +195,7 @@ func (pt *party) runPSI(ctx context.Context, persist bool) (*aligned, error) {
 	}
 	simulated := pt.att != nil && (pt.att.party.Simulated() || (pt.peer != nil && pt.peer.Simulated))
 	if err := psi.NewSessionFile(res, cfg, set, simulated).Write(sessionPath); err != nil {
-		return nil, fmt.Errorf("vfl %s: PSI session record: %v", pt.role, err)
+		return nil, fmt.Errorf("vfl %s: PSI session record: %w", pt.role, err)
 	}
 	a, err := pt.readAlignment(sessionPath, idsPath)
 	if err != nil {

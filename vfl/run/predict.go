@@ -74,7 +74,7 @@ func Predict(ctx context.Context, o PredictOptions) (*PredictResult, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("vfl predict: %s: %v", o.Model, err)
+		return nil, fmt.Errorf("vfl predict: %s: %w", o.Model, err)
 	}
 	if o.IDs != "" {
 		ids, err := readIDs(o.IDs)
@@ -96,7 +96,7 @@ func Predict(ctx context.Context, o PredictOptions) (*PredictResult, error) {
 		}
 	}
 	if pt.own, err = pipe.Apply(pt.own); err != nil {
-		return nil, fmt.Errorf("vfl predict: %s: %v", o.Model, err)
+		return nil, fmt.Errorf("vfl predict: %s: %w", o.Model, err)
 	}
 	// A fresh PSI session on the rows of this prediction (the leader's may
 	// be restricted to IDs); both sides then name it in the bridge Hello.
@@ -124,7 +124,7 @@ func Predict(ctx context.Context, o PredictOptions) (*PredictResult, error) {
 func readIDs(path string) ([]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("vfl predict: IDs: %v", err)
+		return nil, fmt.Errorf("vfl predict: IDs: %w", err)
 	}
 	defer f.Close()
 	var ids []string
@@ -135,7 +135,7 @@ func readIDs(path string) ([]string, error) {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("vfl predict: IDs %s: %v", path, err)
+		return nil, fmt.Errorf("vfl predict: IDs %s: %w", path, err)
 	}
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("vfl predict: IDs %s: no ID listed", path)

@@ -212,7 +212,7 @@ func (qp *quickstartParties) run(ds string) error {
 	case addr = <-qp.addrCh:
 	case <-qp.ctx.Done():
 		qp.wg.Wait()
-		return fmt.Errorf("quickstart %s: the follower never listened: %v", ds, firstErrOr(&qp.mu, &qp.firstErr, qp.ctx.Err()))
+		return fmt.Errorf("quickstart %s: the follower never listened: %w", ds, firstErrOr(&qp.mu, &qp.firstErr, qp.ctx.Err()))
 	}
 	if err := qp.start(RoleLeader, []string{"--peer", addr}); err != nil {
 		qp.cancel()

@@ -88,7 +88,7 @@ func (pt *party) checkpoint(it int64) error {
 		return err
 	}
 	if err := safetensors.WriteFile(pt.ckptPath(it), st, md); err != nil {
-		return fmt.Errorf("checkpoint %d: %v", it, err)
+		return fmt.Errorf("checkpoint %d: %w", it, err)
 	}
 	pt.log.Debug("checkpoint written", "iter_id", it, "applied", pt.applied)
 	its := pt.checkpoints()
@@ -127,7 +127,7 @@ func (pt *party) restore(it int64) error {
 	path := pt.ckptPath(it)
 	w, md, err := safetensors.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("checkpoint %s: %v", path, err)
+		return fmt.Errorf("checkpoint %s: %w", path, err)
 	}
 	if md[metaRows] != pt.alignSum {
 		return fmt.Errorf("checkpoint %s was written for other rows (rows %s, now %s)", path, short(md[metaRows]), short(pt.alignSum))
@@ -142,7 +142,7 @@ func (pt *party) restore(it int64) error {
 		err = pt.follower.SetState(w)
 	}
 	if err != nil {
-		return fmt.Errorf("checkpoint %s: %v", path, err)
+		return fmt.Errorf("checkpoint %s: %w", path, err)
 	}
 	pt.applied = applied
 	return nil
@@ -230,11 +230,11 @@ func LoadHalf(path string) (map[string]string, []tensorT, split.Spec, datasets.P
 	}
 	var spec split.Spec
 	if err := json.Unmarshal([]byte(md[metaSpec]), &spec); err != nil {
-		return nil, nil, split.Spec{}, datasets.Pipeline{}, fmt.Errorf("%s: no split model spec in the metadata: %v", path, err)
+		return nil, nil, split.Spec{}, datasets.Pipeline{}, fmt.Errorf("%s: no split model spec in the metadata: %w", path, err)
 	}
 	pipe, err := datasets.ParsePipeline(md[metaPipeline])
 	if err != nil {
-		return nil, nil, split.Spec{}, datasets.Pipeline{}, fmt.Errorf("%s: %v", path, err)
+		return nil, nil, split.Spec{}, datasets.Pipeline{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return md, w, spec, pipe, nil
 }
