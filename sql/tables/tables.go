@@ -1,0 +1,163 @@
+// Package tables reads the tables a query runs on — sealed CSV (package
+// sealed, decrypted in memory, segment by authenticated segment) or
+// plaintext CSV where the caller's policy allows it — and loads them into a
+// sql/engine session. It decides nothing about who may see a result.
+package tables
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/teeml/teeml/sealed"
+	"github.com/teeml/teeml/sql/engine"
+)
+
+// Formats a table file may have.
+const (
+	FormatSealed = "sealed" // sealed CSV (sealed.WriteFile / teeml data encrypt), header row first
+	FormatCSV    = "csv"    // plaintext CSV, header row first; only with Policy.AllowPlaintext
+)
+
+// Spec names one table: the SQL name, the file and its format.
+type Spec struct {
+	Name   string
+	Path   string
+	Format string // FormatSealed, FormatCSV, or "" (detect: sealed magic → sealed, else csv)
+}
+
+func (s Spec) String() string { return s.Name + "=" + s.Path }
+
+// ParseSpec parses "name=path[:format]" (the CLI's --table). The format
+// suffix is taken only when it names a known format, so a path may itself
+// contain ':'.
+func ParseSpec(s string) (Spec, error) {
+	name, path, ok := strings.Cut(s, "=")
+	if !ok {
+		return Spec{}, fmt.Errorf("table %q: want name=path[:sealed|csv]", s)
+	}
+	if err := engine.ValidIdent(name); err != nil {
+		return Spec{}, fmt.Errorf("table %q: name %w", s, err)
+	}
+	var format string
+	if i := strings.LastIndexByte(path, ':'); i >= 0 {
+		switch f := path[i+1:]; f {
+		case FormatSealed, FormatCSV:
+			path, format = path[:i], f
+		}
+	}
+	if path == "" {
+		return Spec{}, fmt.Errorf("table %q: empty path", s)
+	}
+	if strings.ContainsRune(path, 0) {
+		return Spec{}, fmt.Errorf("table %q: path contains NUL", s)
+	}
+	return Spec{Name: name, Path: path, Format: format}, nil
+}
+
+// Policy says which sources are acceptable.
+type Policy struct {
+	// AllowPlaintext admits plaintext CSV tables. Without it only sealed
+	// tables load, so a run cannot be pointed at data that was never
+	// protected by mistake.
+	AllowPlaintext bool
+}
+
+// Schema optionally fixes column types by column name (case-insensitive);
+// columns it does not name are inferred by the engine.
+type Schema map[string]string
+
+// Load reads the table spec names and loads it into e. ks unwraps sealed
+// tables' data keys (it may be nil if no table is sealed). Every error
+// names the table and its file; on error the table does not exist in e.
+func Load(ctx context.Context, e *engine.Engine, spec Spec, ks sealed.KeySource, pol Policy, schema Schema) (int64, error) {
+	n, err := load(ctx, e, spec, ks, pol, schema)
+	if err != nil {
+		return 0, fmt.Errorf("table %s (%s): %w", spec.Name, spec.Path, trimTable(err, spec.Name))
+	}
+	return n, nil
+}
+
+// trimTable drops the engine's own "table NAME: " prefix, which Load repeats
+// with the file name.
+func trimTable(err error, name string) error {
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, "table "+name+": "); ok {
+		return &prefixed{msg: rest, err: err}
+	}
+	return err
+}
+
+type prefixed struct {
+	msg string
+	err error
+}
+
+func (p *prefixed) Error() string { return p.msg }
+func (p *prefixed) Unwrap() error { return errors.Unwrap(p.err) }
+
+func load(ctx context.Context, e *engine.Engine, spec Spec, ks sealed.KeySource, pol Policy, schema Schema) (int64, error) {
+	f, err := os.Open(spec.Path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<20)
+	format := spec.Format
+	if format == "" {
+		head, _ := br.Peek(len(sealed.Magic))
+		if bytes.Equal(head, []byte(sealed.Magic)) {
+			format = FormatSealed
+		} else {
+			format = FormatCSV
+		}
+	}
+	var r io.Reader
+	switch format {
+	case FormatSealed:
+		if ks == nil {
+			return 0, errors.New("sealed table but no key source (give --key-file or --kms)")
+		}
+		sr, err := sealed.Open(ctx, br, ks)
+		if err != nil {
+			return 0, err
+		}
+		r = bufio.NewReaderSize(sr, 1<<20)
+	case FormatCSV:
+		if !pol.AllowPlaintext {
+			return 0, errors.New("plaintext table refused: the policy admits sealed tables only")
+		}
+		head, _ := br.Peek(len(sealed.Magic))
+		if bytes.Equal(head, []byte(sealed.Magic)) {
+			return 0, errors.New("file is sealed, not plaintext CSV")
+		}
+		r = br
+	default:
+		return 0, fmt.Errorf("unknown format %q", format)
+	}
+	cr := csv.NewReader(r)
+	cr.ReuseRecord = true
+	header, err := cr.Read()
+	if err == io.EOF {
+		return 0, errors.New("empty: no header row")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("header: %w", err)
+	}
+	cols := make([]engine.Column, len(header))
+	for i, h := range header {
+		h = strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))
+		cols[i] = engine.Column{Name: h, Type: schema[strings.ToLower(h)]}
+	}
+	return e.Load(ctx, spec.Name, cols, csvRows{cr})
+}
+
+type csvRows struct{ r *csv.Reader }
+
+func (c csvRows) Next() ([]string, error) { return c.r.Read() }
