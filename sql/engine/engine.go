@@ -368,9 +368,29 @@ func render(v any) Value {
 		}
 		return Value{Text: x.Format(time.RFC3339Nano)}
 	case duckdb.Decimal:
-		return Value{Text: x.String()}
+		return Value{Text: decimalText(x.Value, int(x.Scale))}
 	case *big.Int:
 		return Value{Text: x.String()}
 	}
 	return Value{Text: fmt.Sprint(v)}
+}
+
+// decimalText renders v × 10^-scale with exactly scale decimals (DuckDB's
+// own rendering: 48521.00, not 48521).
+func decimalText(v *big.Int, scale int) string {
+	s := new(big.Int).Abs(v).String()
+	if scale == 0 {
+		if v.Sign() < 0 {
+			return "-" + s
+		}
+		return s
+	}
+	for len(s) <= scale {
+		s = "0" + s
+	}
+	out := s[:len(s)-scale] + "." + s[len(s)-scale:]
+	if v.Sign() < 0 {
+		out = "-" + out
+	}
+	return out
 }

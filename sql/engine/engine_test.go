@@ -43,7 +43,7 @@ func TestLoadInferQuery(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("Load = %d, %v", n, err)
 	}
-	r, err := e.Query(t.Context(), "SELECT typeof(id), typeof(x), typeof(d), typeof(s), sum(m), max(d), count(x) FROM t GROUP BY ALL")
+	r, err := e.Query(t.Context(), "SELECT typeof(id), typeof(x), typeof(d), typeof(s), sum(m), max(d), count(x), sum(m) - 10.35, min(m) FROM t GROUP BY ALL")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestLoadInferQuery(t *testing.T) {
 	for _, v := range r.Rows[0] {
 		got = append(got, v.Text)
 	}
-	want := "BIGINT,DOUBLE,DATE,VARCHAR,10.35,2024-02-03,1"
+	want := "BIGINT,DOUBLE,DATE,VARCHAR,10.35,2024-02-03,1,0.00,0.10"
 	if strings.Join(got, ",") != want {
 		t.Fatalf("got %s, want %s", strings.Join(got, ","), want)
 	}
