@@ -302,4 +302,3 @@ func EphemeralKeys() (sealed.KeySource, string, error) {
 	ks, err := sealed.NewLocalKeys(map[string][]byte{"tpch": k})
 	return ks, "tpch", err
 }
-
