@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/sealed"
 	"github.com/teeml/teeml/sql/engine"
 	"github.com/teeml/teeml/sql/tables"
@@ -291,6 +292,9 @@ func ratio(a, b time.Duration) string {
 	}
 	return strconv.FormatFloat(math.Round(float64(a)/float64(b)*100)/100, 'f', 2, 64)
 }
+
+// EphemeralBanner is printed when EphemeralKeys stands in for the key broker.
+var EphemeralBanner = sim.Notice("the tables are sealed under a random key held in this process's memory for this run, not released by the attested key broker")
 
 // EphemeralKeys returns a simulation key source holding one fresh random key
 // (in memory only) for a benchmark run that has no key file or broker.
