@@ -72,3 +72,29 @@ func TestChecksCanFail(t *testing.T) {
 		t.Fatal("Q6 check accepted a wrong sum")
 	}
 }
+
+// TestSF1AnswerCheckCanFail: the answer-set comparison catches a wrong
+// count, a wrong number beyond the reference's precision, and wrong text.
+func TestSF1AnswerCheckCanFail(t *testing.T) {
+	good := Answer{Query: 13, Columns: []string{"c_count", "custdist"}, Rows: make([][]string, 42)}
+	good.Rows[0] = []string{"0", "50005"}
+	if err := checkSF1(good); err != nil {
+		t.Fatal(err)
+	}
+	bad := good
+	bad.Rows = append([][]string{{"0", "50004"}}, good.Rows[1:]...)
+	if checkSF1(bad) == nil {
+		t.Error("wrong count accepted")
+	}
+	if checkSF1(Answer{Query: 13, Columns: good.Columns, Rows: good.Rows[:41]}) == nil {
+		t.Error("wrong row count accepted")
+	}
+	for got, want := range map[string]bool{"123141078.2283": true, "123141078.239": true, "123141078.25": false} {
+		if matches(got, "123141078.23") != want {
+			t.Errorf("matches(%s, 123141078.23) = %v", got, !want)
+		}
+	}
+	if matches("FRANCE ", "FRANCE") || matches("21", "20") {
+		t.Error("text or integer matched loosely")
+	}
+}
