@@ -115,6 +115,7 @@ func newSQLTPCHCmd() *cobra.Command {
 	var k keyFlags
 	var e engineFlags
 	var sf, limit int64
+	var rounds int
 	var encrypted bool
 	var dir string
 	cmd := &cobra.Command{
@@ -122,7 +123,7 @@ func newSQLTPCHCmd() *cobra.Command {
 		Short: "generate TPC-H, run the 22 queries on plaintext and (with --encrypted) sealed tables, check the answers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opt := tpch.BenchOptions{SF: sf, Limit: limit, Encrypted: encrypted, Engine: e.options(), Log: slog.Default()}
+			opt := tpch.BenchOptions{SF: sf, Limit: limit, Rounds: rounds, Encrypted: encrypted, Engine: e.options(), Log: slog.Default()}
 			if encrypted {
 				if k.keyFile != "" || k.kms != "" {
 					ks, err := k.source(cmd)
@@ -170,6 +171,7 @@ func newSQLTPCHCmd() *cobra.Command {
 	}
 	cmd.Flags().Int64Var(&sf, "sf", 1, "TPC-H scale factor (whole number)")
 	cmd.Flags().Int64Var(&limit, "limit", 0, "keep only the first N rows of supplier, customer, part, orders (a consistent prefix; for quick runs)")
+	cmd.Flags().IntVar(&rounds, "rounds", 1, "run each copy this many times (alternating which goes first) and keep each step's fastest time")
 	cmd.Flags().BoolVar(&encrypted, "encrypted", false, "also seal the tables as they are generated and run the queries on the sealed copy")
 	cmd.Flags().StringVar(&dir, "dir", "", "directory for the generated tables (default: a temporary directory, removed after)")
 	k.register(cmd, "key ID to seal under (default: the only key in --key-file)")

@@ -142,7 +142,6 @@ func load(ctx context.Context, e *engine.Engine, spec Spec, ks sealed.KeySource,
 		return 0, fmt.Errorf("unknown format %q", format)
 	}
 	cr := csv.NewReader(r)
-	cr.ReuseRecord = true
 	header, err := cr.Read()
 	if err == io.EOF {
 		return 0, errors.New("empty: no header row")
@@ -155,9 +154,78 @@ func load(ctx context.Context, e *engine.Engine, spec Spec, ks sealed.KeySource,
 		h = strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))
 		cols[i] = engine.Column{Name: h, Type: schema[strings.ToLower(h)]}
 	}
-	return e.Load(ctx, spec.Name, cols, csvRows{cr})
+	rows := newPipeline(cr)
+	defer rows.stop()
+	return e.Load(ctx, spec.Name, cols, rows)
 }
 
-type csvRows struct{ r *csv.Reader }
+// pipeline decrypts and parses in its own goroutine, a batch of records
+// ahead of the engine's Appender, so the two use both cores. Batches are
+// handed over through a channel; stop ends the reader if the engine gives
+// up first.
+type pipeline struct {
+	batches  chan batch
+	done     chan struct{}
+	finished chan struct{}
+	cur      [][]string
+	err      error
+}
 
-func (c csvRows) Next() ([]string, error) { return c.r.Read() }
+type batch struct {
+	recs [][]string
+	err  error // io.EOF at the end
+}
+
+const batchRows = 2048
+
+func newPipeline(cr *csv.Reader) *pipeline {
+	p := &pipeline{batches: make(chan batch, 4), done: make(chan struct{}), finished: make(chan struct{})}
+	go func() {
+		defer close(p.finished)
+		defer close(p.batches)
+		recs := make([][]string, 0, batchRows)
+		for {
+			rec, err := cr.Read()
+			if err == nil {
+				recs = append(recs, rec)
+				if len(recs) < batchRows {
+					continue
+				}
+			}
+			select {
+			case p.batches <- batch{recs: recs, err: err}:
+			case <-p.done:
+				return
+			}
+			if err != nil {
+				return
+			}
+			recs = make([][]string, 0, batchRows)
+		}
+	}()
+	return p
+}
+
+// Next implements engine.Rows.
+func (p *pipeline) Next() ([]string, error) {
+	for len(p.cur) == 0 {
+		if p.err != nil {
+			return nil, p.err
+		}
+		b, ok := <-p.batches
+		if !ok {
+			return nil, io.ErrUnexpectedEOF // not reached: the reader always sends its error
+		}
+		p.cur, p.err = b.recs, b.err
+	}
+	r := p.cur[0]
+	p.cur = p.cur[1:]
+	return r, nil
+}
+
+// stop ends the reader goroutine and waits for it, so nothing reads the
+// file after Load returns.
+func (p *pipeline) stop() {
+	close(p.done)
+	<-p.finished
+}

@@ -19,7 +19,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	rep, err := Bench(t.Context(), BenchOptions{Dir: dir, SF: 1, Limit: 2000, Encrypted: true, Keys: ks, KeyID: id,
+	rep, err := Bench(t.Context(), BenchOptions{Dir: dir, SF: 1, Limit: 2000, Encrypted: true, Keys: ks, KeyID: id, Rounds: 2,
 		Engine: engine.Options{MemoryLimit: "1GB", Threads: 2}})
 	if err != nil {
 		t.Fatal(err)
