@@ -73,7 +73,7 @@ func BenchmarkLoadArrow(b *testing.B) {
 			r.Release()
 		}
 		b.StopTimer()
-		e.Exec(context.Background(), "DROP TABLE "+name)
+		e.exec(context.Background(), "DROP TABLE "+name)
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(benchRows*b.N)/b.Elapsed().Seconds(), "rows/s")

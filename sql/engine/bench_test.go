@@ -55,7 +55,7 @@ func BenchmarkLoadAppender(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		e.Exec(context.Background(), "DROP TABLE "+name)
+		e.exec(context.Background(), "DROP TABLE "+name)
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(benchRows*b.N)/b.Elapsed().Seconds(), "rows/s")

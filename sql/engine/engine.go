@@ -13,7 +13,9 @@
 //   - enable_external_access false: no COPY … TO, no read_csv/read_parquet of
 //     local files, no ATTACH, no httpfs;
 //   - autoload/autoinstall of extensions off, community extensions off;
-//   - lock_configuration true: SQL cannot SET any of these back.
+//   - lock_configuration true: SQL cannot SET any of these back;
+//
+// and Query runs exactly one SELECT, refusing every other statement type.
 package engine
 
 import (
@@ -305,42 +307,82 @@ type Value struct {
 	Null bool
 }
 
-// Query runs one statement and returns its rows. The statement runs under
-// the lockdown: it can read the loaded tables and nothing else.
+// Query runs one read-only statement — exactly one SELECT (a WITH … SELECT
+// or FROM … shorthand included) — and returns its rows. Anything else (SET,
+// PRAGMA, COPY, ATTACH, CREATE, INSERT, CALL, EXPLAIN, several statements) is
+// refused before it runs, on top of the lockdown, which already keeps a
+// SELECT away from files.
 func (e *Engine) Query(ctx context.Context, q string) (*Result, error) {
-	rows, err := e.conn.QueryContext(ctx, q)
-	if err != nil {
-		return nil, fmt.Errorf("query: %w", err)
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, fmt.Errorf("query: %w", err)
-	}
-	res := &Result{Columns: cols}
-	raw := make([]any, len(cols))
-	ptrs := make([]any, len(cols))
-	for i := range raw {
-		ptrs[i] = &raw[i]
-	}
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, fmt.Errorf("query: %w", err)
+	var res *Result
+	err := e.conn.Raw(func(dc any) error {
+		c, ok := dc.(*duckdb.Conn)
+		if !ok {
+			return fmt.Errorf("unexpected driver connection %T", dc)
 		}
-		row := make([]Value, len(cols))
-		for i, r := range raw {
-			row[i] = render(r)
+		// Prepare (not PrepareContext): it refuses a text of several
+		// statements instead of running all but the last.
+		ps, err := c.Prepare(q)
+		if err != nil {
+			return err
 		}
-		res.Rows = append(res.Rows, row)
-	}
-	if err := rows.Err(); err != nil {
+		defer ps.Close()
+		st, ok := ps.(*duckdb.Stmt)
+		if !ok {
+			return fmt.Errorf("unexpected driver statement %T", ps)
+		}
+		typ, err := st.StatementType()
+		if err != nil {
+			return err
+		}
+		if typ != duckdb.STATEMENT_TYPE_SELECT {
+			return fmt.Errorf("only one SELECT statement may run (this is a %s statement)", stmtName(typ))
+		}
+		rows, err := st.QueryContext(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		res = &Result{Columns: rows.Columns()}
+		dest := make([]driver.Value, len(res.Columns))
+		for {
+			err := rows.Next(dest)
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			row := make([]Value, len(dest))
+			for i, v := range dest {
+				row[i] = render(v)
+			}
+			res.Rows = append(res.Rows, row)
+		}
+	})
+	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	return res, nil
 }
 
-// Exec runs a statement that returns no rows.
-func (e *Engine) Exec(ctx context.Context, q string) error {
+var stmtNames = map[duckdb.StmtType]string{
+	duckdb.STATEMENT_TYPE_INSERT: "INSERT", duckdb.STATEMENT_TYPE_UPDATE: "UPDATE", duckdb.STATEMENT_TYPE_EXPLAIN: "EXPLAIN",
+	duckdb.STATEMENT_TYPE_DELETE: "DELETE", duckdb.STATEMENT_TYPE_CREATE: "CREATE", duckdb.STATEMENT_TYPE_ALTER: "ALTER",
+	duckdb.STATEMENT_TYPE_COPY: "COPY", duckdb.STATEMENT_TYPE_VARIABLE_SET: "SET VARIABLE", duckdb.STATEMENT_TYPE_DROP: "DROP",
+	duckdb.STATEMENT_TYPE_EXPORT: "EXPORT", duckdb.STATEMENT_TYPE_PRAGMA: "PRAGMA", duckdb.STATEMENT_TYPE_CALL: "CALL",
+	duckdb.STATEMENT_TYPE_SET: "SET", duckdb.STATEMENT_TYPE_LOAD: "LOAD", duckdb.STATEMENT_TYPE_ATTACH: "ATTACH",
+	duckdb.STATEMENT_TYPE_DETACH: "DETACH", duckdb.STATEMENT_TYPE_TRANSACTION: "transaction",
+}
+
+func stmtName(t duckdb.StmtType) string {
+	if n, ok := stmtNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("type %d", t)
+}
+
+// exec runs an internal statement (lockdown, loading); never a caller's.
+func (e *Engine) exec(ctx context.Context, q string) error {
 	if _, err := e.conn.ExecContext(ctx, q); err != nil {
 		return fmt.Errorf("sql: %w", err)
 	}

@@ -116,9 +116,25 @@ func TestLockdown(t *testing.T) {
 		"SET lock_configuration = false",
 		"INSTALL httpfs",
 		"EXPORT DATABASE '" + dir + "'",
+		"IMPORT DATABASE '" + dir + "'",
+		"COPY t FROM '" + secret + "'",
+		"SELECT * FROM read_text('" + secret + "')",
+		"SELECT * FROM read_blob('" + secret + "')",
+		"SELECT * FROM glob('" + dir + "/*')",
+		"SELECT * FROM sniff_csv('" + secret + "')",
+		"SELECT getenv('HOME')",
+		"LOAD '" + filepath.Join(dir, "x.duckdb_extension") + "'",
+		"SET profiling_output = '" + filepath.Join(dir, "profile.json") + "'",
+		"SET memory_limit = '100GB'",
+		"RESET enable_external_access",
 	} {
+		// DuckDB itself refuses each (the statement filter of Query is
+		// bypassed here), and Query refuses it too.
+		if _, err := e.conn.ExecContext(ctx, q); err == nil {
+			t.Errorf("%s: DuckDB accepted it", q)
+		}
 		if _, err := e.Query(ctx, q); err == nil {
-			t.Errorf("%s: accepted", q)
+			t.Errorf("%s: Query accepted it", q)
 		}
 	}
 	ents, _ := os.ReadDir(dir)
@@ -126,5 +142,42 @@ func TestLockdown(t *testing.T) {
 		if en.Name() != "secret.csv" {
 			t.Errorf("engine left %s in the working directory", en.Name())
 		}
+	}
+}
+
+// TestQueryOnlySelect: Query runs one SELECT and nothing else — not a
+// PRAGMA the lockdown lets through (profiling prints plans to stdout), not a
+// table change, not several statements (the first would run unchecked).
+func TestQueryOnlySelect(t *testing.T) {
+	e := open(t)
+	ctx := t.Context()
+	if _, err := e.Load(ctx, "t", []Column{{Name: "a"}}, &sliceRows{rows: [][]string{{"1"}, {"2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"SELECT sum(a) FROM t", "WITH x AS (SELECT a FROM t) SELECT sum(a) FROM x", "FROM t SELECT sum(a)"} {
+		r, err := e.Query(ctx, q)
+		if err != nil || r.Rows[0][0].Text != "3" {
+			t.Errorf("%s: %v, %v", q, r, err)
+		}
+	}
+	for q, want := range map[string]string{
+		"PRAGMA enable_profiling":             "PRAGMA",
+		"DELETE FROM t":                       "DELETE",
+		"INSERT INTO t VALUES (9)":            "INSERT",
+		"CREATE TABLE u AS SELECT * FROM t":   "CREATE",
+		"DROP TABLE t":                        "DROP",
+		"EXPLAIN SELECT * FROM t":             "EXPLAIN",
+		"CALL pragma_version()":               "CALL",
+		"SET VARIABLE x = 1":                  "SET",
+		"DELETE FROM t; SELECT sum(a) FROM t": "",
+		"SELECT 1; SELECT sum(a) FROM t":      "",
+	} {
+		_, err := e.Query(ctx, q)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want a refusal naming %q", q, err, want)
+		}
+	}
+	if r, err := e.Query(ctx, "SELECT count(*) FROM t"); err != nil || r.Rows[0][0].Text != "2" {
+		t.Fatalf("table changed by a refused statement: %v, %v", r, err)
 	}
 }
