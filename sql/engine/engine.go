@@ -198,7 +198,7 @@ func (e *Engine) Load(ctx context.Context, name string, cols []Column, rows Rows
 
 	n, err := e.append(ctx, stage, len(cols), rows)
 	if err != nil {
-		return 0, fmt.Errorf("table %s: %w", name, err)
+		return 0, fmt.Errorf("table %s: %w", name, oneLine(err))
 	}
 	types := make([]string, len(cols))
 	for i, c := range cols {
@@ -217,7 +217,7 @@ func (e *Engine) Load(ctx context.Context, name string, cols []Column, rows Rows
 	}
 	q := "CREATE TABLE " + quote(name) + " AS SELECT " + strings.Join(sel, ", ") + " FROM " + quote(stage)
 	if _, err := e.conn.ExecContext(ctx, q); err != nil {
-		return 0, fmt.Errorf("table %s: %w", name, err)
+		return 0, fmt.Errorf("table %s: %w", name, oneLine(err))
 	}
 	e.log.Debug("table loaded", "table", name, "rows", n)
 	return n, nil
@@ -360,10 +360,24 @@ func (e *Engine) Query(ctx context.Context, q string) (*Result, error) {
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("query: %w", err)
+		return nil, fmt.Errorf("query: %w", oneLine(err))
 	}
 	return res, nil
 }
+
+// oneLine keeps err (for errors.Is/As) but prints it on one line: DuckDB's
+// messages span lines (the query text, a caret, candidate bindings).
+func oneLine(err error) error {
+	if !strings.ContainsAny(err.Error(), "\r\n") {
+		return err
+	}
+	return &flatError{err}
+}
+
+type flatError struct{ err error }
+
+func (f *flatError) Error() string { return strings.Join(strings.Fields(f.err.Error()), " ") }
+func (f *flatError) Unwrap() error { return f.err }
 
 var stmtNames = map[duckdb.StmtType]string{
 	duckdb.STATEMENT_TYPE_INSERT: "INSERT", duckdb.STATEMENT_TYPE_UPDATE: "UPDATE", duckdb.STATEMENT_TYPE_EXPLAIN: "EXPLAIN",
@@ -379,6 +393,14 @@ func stmtName(t duckdb.StmtType) string {
 		return n
 	}
 	return fmt.Sprintf("type %d", t)
+}
+
+// Drop removes a loaded table.
+func (e *Engine) Drop(ctx context.Context, name string) error {
+	if err := ValidIdent(name); err != nil {
+		return fmt.Errorf("table %s: %w", name, err)
+	}
+	return e.exec(ctx, "DROP TABLE IF EXISTS "+quote(name))
 }
 
 // exec runs an internal statement (lockdown, loading); never a caller's.

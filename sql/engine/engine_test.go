@@ -181,3 +181,21 @@ func TestQueryOnlySelect(t *testing.T) {
 		t.Fatalf("table changed by a refused statement: %v, %v", r, err)
 	}
 }
+
+func TestQueryErrorsOneLine(t *testing.T) {
+	e := open(t)
+	if _, err := e.Load(t.Context(), "t", []Column{{Name: "a"}}, &sliceRows{rows: [][]string{{"1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"SELECT nosuch FROM t", "SELEC 1", "SELECT * FROM nosuch"} {
+		_, err := e.Query(t.Context(), q)
+		if err == nil || strings.ContainsAny(err.Error(), "\r\n") {
+			t.Errorf("%s: %q", q, err)
+		}
+	}
+	// A value that does not cast to the declared type: one line, naming the table.
+	_, err := e.Load(t.Context(), "u", []Column{{Name: "d", Type: "DATE"}}, &sliceRows{rows: [][]string{{"not a date"}}})
+	if err == nil || !strings.HasPrefix(err.Error(), "table u: ") || strings.ContainsAny(err.Error(), "\r\n") {
+		t.Errorf("bad cast: %q", err)
+	}
+}
