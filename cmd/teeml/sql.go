@@ -48,8 +48,8 @@ func newSQLRunCmd() *cobra.Command {
 	var query, out string
 	var allowPlain bool
 	cmd := &cobra.Command{
-		Use:   "run --table name=path[:sealed|csv] ... --query SQL [--key-file F | --kms CONFIG] [--out F.sealed]",
-		Short: "run one query over sealed (or, with --allow-plaintext, plaintext) CSV tables",
+		Use:   "run --table name=path[:sealed|parquet|csv] ... --query SQL [--key-file F | --kms CONFIG] [--out F.sealed]",
+		Short: "run one SELECT over sealed CSV or encrypted Parquet tables (plaintext only with --allow-plaintext)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(specs) == 0 {
@@ -101,10 +101,10 @@ func newSQLRunCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringArrayVar(&specs, "table", nil, "table `name=path[:sealed|csv]` (repeatable; format detected when omitted)")
+	cmd.Flags().StringArrayVar(&specs, "table", nil, "table `name=path[:sealed|parquet|csv]` (repeatable; format detected when omitted)")
 	cmd.Flags().StringVar(&query, "query", "", "the SQL query")
 	cmd.Flags().StringVarP(&out, "out", "o", "", "write the result as sealed CSV to `FILE` instead of printing it")
-	cmd.Flags().BoolVar(&allowPlain, "allow-plaintext", false, "admit plaintext CSV tables (refused by default)")
+	cmd.Flags().BoolVar(&allowPlain, "allow-plaintext", false, "admit plaintext CSV and unencrypted Parquet tables (refused by default)")
 	k.register(cmd, "key ID to seal --out under (default: the only key in --key-file)")
 	e.register(cmd)
 	cmd.MarkFlagRequired("query")

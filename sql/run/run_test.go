@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/teeml/teeml/sealed"
+	"github.com/teeml/teeml/sealed/sealedparquet"
 	"github.com/teeml/teeml/sql/engine"
 	"github.com/teeml/teeml/sql/tables"
 )
@@ -249,5 +250,59 @@ func TestQueryCannotReadFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "leak.csv")); err == nil {
 		t.Error("COPY wrote a file")
+	}
+}
+
+// TestEncryptedParquet: the same table as encrypted Parquet answers like the
+// sealed CSV; plaintext Parquet is refused by default; a flipped byte or a
+// wrong key is refused naming the table; no plaintext in the work directory.
+func TestEncryptedParquet(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	ks := keys(t, "k1")
+	plainDir := t.TempDir()
+	csvPath := filepath.Join(plainDir, "people.csv")
+	if err := os.WriteFile(csvPath, []byte(people(3000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pq := filepath.Join(dir, "people.parquet")
+	if _, err := sealedparquet.CSVToParquet(t.Context(), csvPath, pq, ks, sealedparquet.WriteOptions{Keys: sealedparquet.Keys{Default: "k1"}}); err != nil {
+		t.Fatal(err)
+	}
+	sealedCSV := filepath.Join(dir, "people.csv.sealed")
+	seal(t, sealedCSV, ks, "k1", people(3000))
+	const q = "SELECT count(*), sum(amount), max(name), typeof(max(id)) FROM people"
+	got, err := query(t, ks, tables.Policy{}, q, "people="+pq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := query(t, ks, tables.Policy{}, q, "people="+sealedCSV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if csvOf(t, got) != csvOf(t, want) {
+		t.Fatalf("parquet %q != sealed csv %q", csvOf(t, got), csvOf(t, want))
+	}
+	scanNoSentinel(t, dir)
+
+	plainPQ := filepath.Join(plainDir, "plain.parquet")
+	if _, err := sealedparquet.CSVToParquet(t.Context(), csvPath, plainPQ, nil, sealedparquet.WriteOptions{Plaintext: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := query(t, nil, tables.Policy{}, q, "people="+plainPQ); err == nil || !strings.Contains(err.Error(), "plaintext Parquet refused") {
+		t.Fatalf("plaintext parquet: %v", err)
+	}
+	if _, err := query(t, keys(t, "k1"), tables.Policy{}, q, "people="+pq); err == nil || !strings.Contains(err.Error(), "table people ("+pq+")") {
+		t.Fatalf("wrong key: %v", err)
+	}
+	b, _ := os.ReadFile(pq)
+	for _, off := range []int{len(b) / 3, len(b) - 40} {
+		c := bytes.Clone(b)
+		c[off] ^= 1
+		bad := filepath.Join(dir, "bad.parquet")
+		os.WriteFile(bad, c, 0o600)
+		if _, err := query(t, ks, tables.Policy{}, q, "people="+bad+":parquet"); err == nil || !strings.Contains(err.Error(), "table people ("+bad+")") {
+			t.Fatalf("flipped byte at %d: %v", off, err)
+		}
 	}
 }

@@ -1,6 +1,8 @@
 // Package tables reads the tables a query runs on — sealed CSV (package
-// sealed, decrypted in memory, segment by authenticated segment) or
-// plaintext CSV where the caller's policy allows it — and loads them into a
+// sealed, decrypted in memory, segment by authenticated segment), Parquet
+// with modular encryption (package sealed/sealedparquet, decrypted in
+// memory), or plaintext CSV or Parquet where the caller's policy allows
+// it — and loads them into a
 // sql/engine session. It decides nothing about who may see a result.
 package tables
 
@@ -15,7 +17,10 @@ import (
 	"os"
 	"strings"
 
+	"github.com/apache/arrow-go/v18/arrow"
+
 	"github.com/teeml/teeml/sealed"
+	"github.com/teeml/teeml/sealed/sealedparquet"
 	"github.com/teeml/teeml/sql/engine"
 )
 
@@ -23,13 +28,16 @@ import (
 const (
 	FormatSealed = "sealed" // sealed CSV (sealed.WriteFile / teeml data encrypt), header row first
 	FormatCSV    = "csv"    // plaintext CSV, header row first; only with Policy.AllowPlaintext
+	// FormatParquet is Parquet with modular encryption (sealedparquet;
+	// decrypted in memory); unencrypted Parquet only with AllowPlaintext.
+	FormatParquet = "parquet"
 )
 
 // Spec names one table: the SQL name, the file and its format.
 type Spec struct {
 	Name   string
 	Path   string
-	Format string // FormatSealed, FormatCSV, or "" (detect: sealed magic → sealed, else csv)
+	Format string // FormatSealed, FormatParquet, FormatCSV, or "" (detect by magic: sealed, Parquet, else csv)
 }
 
 func (s Spec) String() string { return s.Name + "=" + s.Path }
@@ -40,7 +48,7 @@ func (s Spec) String() string { return s.Name + "=" + s.Path }
 func ParseSpec(s string) (Spec, error) {
 	name, path, ok := strings.Cut(s, "=")
 	if !ok {
-		return Spec{}, fmt.Errorf("table %q: want name=path[:sealed|csv]", s)
+		return Spec{}, fmt.Errorf("table %q: want name=path[:sealed|parquet|csv]", s)
 	}
 	if err := engine.ValidIdent(name); err != nil {
 		return Spec{}, fmt.Errorf("table %q: name %w", s, err)
@@ -48,7 +56,7 @@ func ParseSpec(s string) (Spec, error) {
 	var format string
 	if i := strings.LastIndexByte(path, ':'); i >= 0 {
 		switch f := path[i+1:]; f {
-		case FormatSealed, FormatCSV:
+		case FormatSealed, FormatCSV, FormatParquet:
 			path, format = path[:i], f
 		}
 	}
@@ -112,14 +120,20 @@ func load(ctx context.Context, e *engine.Engine, spec Spec, ks sealed.KeySource,
 	format := spec.Format
 	if format == "" {
 		head, _ := br.Peek(len(sealed.Magic))
-		if bytes.Equal(head, []byte(sealed.Magic)) {
+		switch {
+		case bytes.Equal(head, []byte(sealed.Magic)):
 			format = FormatSealed
-		} else {
+		case bytes.HasPrefix(head, []byte("PAR1")) || bytes.HasPrefix(head, []byte("PARE")):
+			format = FormatParquet
+		default:
 			format = FormatCSV
 		}
 	}
 	var r io.Reader
 	switch format {
+	case FormatParquet:
+		f.Close()
+		return loadParquet(ctx, e, spec, ks, pol, schema)
 	case FormatSealed:
 		if ks == nil {
 			return 0, errors.New("sealed table but no key source (give --key-file or --kms)")
@@ -228,4 +242,68 @@ func (p *pipeline) Next() ([]string, error) {
 func (p *pipeline) stop() {
 	close(p.done)
 	<-p.finished
+}
+
+// loadParquet decrypts a Parquet file in memory (sealedparquet) and streams
+// its rows as CSV fields into the engine; column types come from the
+// Parquet schema where DuckDB has the same type.
+func loadParquet(ctx context.Context, e *engine.Engine, spec Spec, ks sealed.KeySource, pol Policy, schema Schema) (int64, error) {
+	rd, err := sealedparquet.Open(ctx, spec.Path, ks)
+	if err != nil {
+		return 0, err
+	}
+	defer rd.Close()
+	if !rd.Encrypted && !pol.AllowPlaintext {
+		return 0, errors.New("plaintext Parquet refused: the policy admits encrypted tables only")
+	}
+	sc, err := rd.Schema()
+	if err != nil {
+		return 0, err
+	}
+	cols := make([]engine.Column, sc.NumFields())
+	for i, f := range sc.Fields() {
+		typ := schema[strings.ToLower(f.Name)]
+		if typ == "" {
+			typ = duckType(f.Type)
+		}
+		cols[i] = engine.Column{Name: f.Name, Type: typ}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err := rd.WriteCSV(ctx, pw)
+		pw.CloseWithError(err) // nil: io.EOF for the reader
+	}()
+	defer func() {
+		pr.CloseWithError(errors.New("load ended"))
+		<-done
+	}()
+	cr := csv.NewReader(bufio.NewReaderSize(pr, 1<<20))
+	if _, err := cr.Read(); err != nil { // the header WriteCSV writes: the schema's names
+		return 0, fmt.Errorf("parquet: %w", err)
+	}
+	rows := newPipeline(cr)
+	defer rows.stop()
+	return e.Load(ctx, spec.Name, cols, rows)
+}
+
+// duckType is the DuckDB type that holds an Arrow type's values as
+// WriteCSV renders them, or "" (infer).
+func duckType(t arrow.DataType) string {
+	switch t.ID() {
+	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64, arrow.UINT8, arrow.UINT16, arrow.UINT32:
+		return "BIGINT"
+	case arrow.FLOAT32, arrow.FLOAT64:
+		return "DOUBLE"
+	case arrow.STRING, arrow.LARGE_STRING:
+		return "VARCHAR"
+	case arrow.BOOL:
+		return "BOOLEAN"
+	case arrow.DATE32, arrow.DATE64:
+		return "DATE"
+	}
+	return ""
 }

@@ -7,10 +7,11 @@ import (
 
 func TestParseSpec(t *testing.T) {
 	for in, want := range map[string]Spec{
-		"t=a.csv":           {Name: "t", Path: "a.csv"},
-		"t=a.csv:csv":       {Name: "t", Path: "a.csv", Format: FormatCSV},
-		"t=/x/y:z.s:sealed": {Name: "t", Path: "/x/y:z.s", Format: FormatSealed},
-		"t=c:\\d:other":     {Name: "t", Path: "c:\\d:other"},
+		"t=a.csv":             {Name: "t", Path: "a.csv"},
+		"t=a.csv:csv":         {Name: "t", Path: "a.csv", Format: FormatCSV},
+		"t=/x/y:z.s:sealed":   {Name: "t", Path: "/x/y:z.s", Format: FormatSealed},
+		"t=c:\\d:other":       {Name: "t", Path: "c:\\d:other"},
+		"t=x.parquet:parquet": {Name: "t", Path: "x.parquet", Format: FormatParquet},
 	} {
 		got, err := ParseSpec(in)
 		if err != nil || got != want {
