@@ -39,9 +39,10 @@ func (r *replay) Next() ([]string, error) {
 	return r.rows[r.i-1], nil
 }
 
-// BenchmarkLoadAppender: string rows through duckdb-go's Appender into a
-// VARCHAR staging table, then one CAST into the typed table (Engine.Load).
-func BenchmarkLoadAppender(b *testing.B) {
+// BenchmarkLoad: string rows into a VARCHAR staging table, then one CAST
+// into the typed table (Engine.Load) — through duckdb-go's Appender, or
+// with -tags duckdb_arrow through Arrow record batches (LoadPath).
+func BenchmarkLoad(b *testing.B) {
 	data := benchData()
 	e, err := Open(context.Background(), Options{MemoryLimit: "2GB"})
 	if err != nil {
@@ -59,4 +60,5 @@ func BenchmarkLoadAppender(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(benchRows*b.N)/b.Elapsed().Seconds(), "rows/s")
+	b.Logf("load path: %s", LoadPath)
 }
