@@ -33,7 +33,7 @@ type engineFlags struct {
 }
 
 func (f *engineFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.memory, "memory-limit", "4GB", "DuckDB memory limit (queries that need more fail: nothing spills to disk)")
+	cmd.Flags().StringVar(&f.memory, "memory-limit", "", "DuckDB memory limit such as 8GB (default: DuckDB's, 80% of RAM); a query that needs more fails: nothing spills to disk")
 	cmd.Flags().IntVar(&f.threads, "threads", 0, "DuckDB threads (0: all cores)")
 }
 

@@ -36,10 +36,10 @@ import (
 	duckdb "github.com/duckdb/duckdb-go/v2"
 )
 
-// Options size the engine. Zero values mean: memory limit 4 GiB, threads =
-// GOMAXPROCS.
+// Options size the engine. Zero values mean: DuckDB's default memory limit
+// (80 % of physical memory), threads = GOMAXPROCS.
 type Options struct {
-	MemoryLimit string // DuckDB size, e.g. "4GB"
+	MemoryLimit string // DuckDB size, e.g. "4GB"; "" for DuckDB's default
 	Threads     int
 	Log         *slog.Logger
 }
@@ -55,25 +55,26 @@ var sizeRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB
 
 // lockdown is applied in this order; lock_configuration must be last.
 func lockdown(o Options) []string {
-	return []string{
+	stmts := []string{
 		"SET temp_directory = ''",
 		"SET max_temp_directory_size = '0B'",
-		"SET memory_limit = '" + o.MemoryLimit + "'",
 		fmt.Sprintf("SET threads = %d", o.Threads),
+	}
+	if o.MemoryLimit != "" {
+		stmts = append(stmts, "SET memory_limit = '"+o.MemoryLimit+"'")
+	}
+	return append(stmts,
 		"SET autoinstall_known_extensions = false",
 		"SET autoload_known_extensions = false",
 		"SET allow_community_extensions = false",
 		"SET enable_external_access = false",
 		"SET lock_configuration = true",
-	}
+	)
 }
 
 // Open starts an in-memory DuckDB and locks it down (see the package comment).
 func Open(ctx context.Context, o Options) (*Engine, error) {
-	if o.MemoryLimit == "" {
-		o.MemoryLimit = "4GB"
-	}
-	if !sizeRE.MatchString(o.MemoryLimit) {
+	if o.MemoryLimit != "" && !sizeRE.MatchString(o.MemoryLimit) {
 		return nil, fmt.Errorf("sql engine: memory limit %q: want a size such as 4GB", o.MemoryLimit)
 	}
 	if o.Threads <= 0 {
@@ -105,7 +106,12 @@ func Open(ctx context.Context, o Options) (*Engine, error) {
 		e.Close()
 		return nil, fmt.Errorf("sql engine: %w", err)
 	}
-	o.Log.Info("sql engine open", "duckdb", version, "memory_limit", o.MemoryLimit, "threads", o.Threads,
+	limit, err := e.Setting(ctx, "memory_limit")
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	o.Log.Info("sql engine open", "duckdb", version, "memory_limit", limit, "threads", o.Threads,
 		"spill", "off", "external_access", "off")
 	return e, nil
 }
@@ -159,7 +165,8 @@ func quote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"
 var typeRE = regexp.MustCompile(`^(BIGINT|INTEGER|DOUBLE|VARCHAR|DATE|BOOLEAN|DECIMAL\([0-9]{1,2},[0-9]{1,2}\))$`)
 
 // Load creates table name from rows: the fields are appended as VARCHAR
-// through DuckDB's Appender into a staging table, then cast in one
+// into a staging table (through duckdb-go's Appender, or Arrow batches with
+// the duckdb_arrow build tag: LoadPath), then cast in one
 // vectorised statement to the columns' types (a column without a type gets
 // the narrowest of BIGINT, DOUBLE, DATE, VARCHAR that all its non-empty
 // values cast to). Empty fields are NULL. On any error — including one from
