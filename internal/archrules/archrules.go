@@ -44,6 +44,8 @@ var Rules = []Rule{
 		Why: "vertical FL starts its parties through package party, not another service's runtime"},
 	{From: []string{"fl/..."}, To: []string{"vfl/...", "kms", "kms/store/...", "kms/rootkey/..."}, Except: []string{"fl/encrypted"},
 		Why: "no service imports another service's runtime (fl/encrypted is the demo that composes FL and the broker)"},
+	{From: []string{"sql/..."}, To: []string{"fl/...", "vfl/...", "kms", "kms/store/...", "kms/rootkey/...", "ml/...", "cmd/..."},
+		Why: "analytics is a service of its own: it links no learning code and no other service's runtime (keys come through sealed.KeySource)"},
 	{From: []string{"attest/...", "ratls/...", "pki/...", "sealed/...", "enclave/..."},
 		To:  []string{"party/...", "fl/...", "vfl/...", "kms", "kms/store/...", "kms/rootkey/...", "ml/...", "cmd/..."},
 		Why: "evidence, channels, identity and data formats sit below every service"},

@@ -52,6 +52,10 @@ func TestRulesTrip(t *testing.T) {
 	write(t, root, "party/party.go", "package party\nimport _ \""+Module+"/ratls\"\n")
 	write(t, root, "ratls/ratls.go", "package ratls\n")
 	write(t, root, "fl/encrypted/e.go", "package encrypted\nimport _ \""+Module+"/kms\"\n")
+	write(t, root, "sql/tpch/t.go", "package tpch\nimport _ \""+Module+"/ml\"\n")
+	write(t, root, "sql/run/r.go", "package run\nimport _ \""+Module+"/sealed\"\n")
+	write(t, root, "ml/ml.go", "package ml\n")
+	write(t, root, "sealed/s.go", "package sealed\n")
 	g, err := Load(root)
 	if err != nil {
 		t.Fatal(err)
@@ -63,6 +67,7 @@ func TestRulesTrip(t *testing.T) {
 	want := []string{
 		"kms → kms/store → fl/run",
 		"kms/store → fl/run",
+		"sql/tpch → ml",
 		"cmd/teeml → net",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -73,6 +78,7 @@ func TestRulesTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	write(t, root, "kms/store/store.go", "package store\n")
+	write(t, root, "sql/tpch/t.go", "package tpch\nimport _ \""+Module+"/sql/run\"\n")
 	// The CLI may reach ratls through a service (fl/run → ratls), just
 	// not import it, party or net itself.
 	write(t, root, "fl/run/run.go", "package run\nimport _ \""+Module+"/ratls\"\n")
