@@ -117,10 +117,10 @@ type loaded struct {
 }
 
 func (c *Config) load(role string, log *slog.Logger) (*loaded, error) {
-	for what, v := range map[string]string{"identity.cert": c.Identity.Cert, "identity.key": c.Identity.Key,
-		"federation.root": c.Federation.Root, "federation.bundle": c.Federation.Bundle, "policy": c.Policy} {
-		if v == "" {
-			return nil, fmt.Errorf("kms config: %s is not set", what)
+	for _, key := range []struct{ name, value string }{{"identity.cert", c.Identity.Cert}, {"identity.key", c.Identity.Key},
+		{"federation.root", c.Federation.Root}, {"federation.bundle", c.Federation.Bundle}, {"policy", c.Policy}} {
+		if key.value == "" {
+			return nil, fmt.Errorf("kms config: %s is not set", key.name)
 		}
 	}
 	p, err := party.Load(c.Files(), c.Name, role, log)

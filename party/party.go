@@ -115,9 +115,10 @@ func Load(f Files, name, role string, log *slog.Logger) (*Party, error) {
 	if err := pki.CheckName(name); err != nil {
 		return nil, err
 	}
-	for what, v := range map[string]string{"identity certificate": f.Cert, "identity key": f.Key, "federation root": f.Root, "federation bundle": f.Bundle} {
-		if v == "" {
-			return nil, fmt.Errorf("party %s: no %s file given", name, what)
+	for _, file := range []struct{ what, path string }{{"identity certificate", f.Cert}, {"identity key", f.Key},
+		{"federation root", f.Root}, {"federation bundle", f.Bundle}} {
+		if file.path == "" {
+			return nil, fmt.Errorf("party %s: no %s file given", name, file.what)
 		}
 	}
 	cert, err := pki.LoadCertificate(f.Cert)

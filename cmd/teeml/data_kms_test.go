@@ -15,17 +15,7 @@ import (
 // the audit log.
 func TestDataKMS(t *testing.T) {
 	bin := buildTeeml(t)
-	dir := filepath.Join(t.TempDir(), "kms")
-	addr := freeAddr(t)
-	if out, errOut, code := run(t, bin, "kms", "setup-sim", "--dir", dir, "--listen", addr, "--client", "col-1", "--client", "col-2"); code != 0 {
-		t.Fatalf("setup-sim exit %d: %s %s", code, out, errOut)
-	}
-	startBroker(t, bin, filepath.Join(dir, "kms.yaml"))
-	admin, col1, col2 := filepath.Join(dir, "admin.yaml"), filepath.Join(dir, "col-1.yaml"), filepath.Join(dir, "col-2.yaml")
-	// release.yaml admits col-1 only.
-	if out, errOut, code := run(t, bin, "kms", "key", "create", "--config", admin, "--key", "data", "--policy", filepath.Join(dir, "release.yaml")); code != 0 {
-		t.Fatalf("create: exit %d %s %s", code, out, errOut)
-	}
+	dir, admin, col1, col2 := simBrokerWithKey(t, bin, "data")
 	plain := []byte("id,amount\n1,100\n2,250\n")
 	in, enc, dec := filepath.Join(dir, "in.csv"), filepath.Join(dir, "in.csv.sealed"), filepath.Join(dir, "out.csv")
 	os.WriteFile(in, plain, 0o600)
@@ -95,4 +85,23 @@ func TestSealedModelEvalPredict(t *testing.T) {
 	if code != 0 || strings.Contains(out, "SIMULATION") || !strings.Contains(e, "SIMULATION") || strings.Count(out, "\n") < 10 {
 		t.Errorf("predict --key-file: exit %d, stdout starts %.80q, stderr %.200q", code, out, e)
 	}
+}
+
+// simBrokerWithKey starts a simulated broker (kms setup-sim, clients col-1
+// and col-2) on loopback and creates key with the setup's release policy,
+// which admits col-1 only. It returns the directory and the admin's,
+// col-1's and col-2's client configurations.
+func simBrokerWithKey(t *testing.T, bin, key string) (dir, admin, col1, col2 string) {
+	t.Helper()
+	dir = filepath.Join(t.TempDir(), "kms")
+	addr := freeAddr(t)
+	if out, errOut, code := run(t, bin, "kms", "setup-sim", "--dir", dir, "--listen", addr, "--client", "col-1", "--client", "col-2"); code != 0 {
+		t.Fatalf("setup-sim exit %d: %s %s", code, out, errOut)
+	}
+	startBroker(t, bin, filepath.Join(dir, "kms.yaml"))
+	admin, col1, col2 = filepath.Join(dir, "admin.yaml"), filepath.Join(dir, "col-1.yaml"), filepath.Join(dir, "col-2.yaml")
+	if out, errOut, code := run(t, bin, "kms", "key", "create", "--config", admin, "--key", key, "--policy", filepath.Join(dir, "release.yaml")); code != 0 {
+		t.Fatalf("create %s: exit %d %s %s", key, code, out, errOut)
+	}
+	return dir, admin, col1, col2
 }

@@ -56,18 +56,11 @@ func TestSQLRunSealed(t *testing.T) {
 // refused before the query, naming the table, and both are in the audit.
 func TestSQLKMS(t *testing.T) {
 	bin := buildTeeml(t)
-	dir := filepath.Join(t.TempDir(), "kms")
-	addr := freeAddr(t)
-	if out, errOut, code := run(t, bin, "kms", "setup-sim", "--dir", dir, "--listen", addr, "--client", "col-1", "--client", "col-2"); code != 0 {
-		t.Fatalf("setup-sim exit %d: %s %s", code, out, errOut)
-	}
-	startBroker(t, bin, filepath.Join(dir, "kms.yaml"))
-	admin, col1, col2 := filepath.Join(dir, "admin.yaml"), filepath.Join(dir, "col-1.yaml"), filepath.Join(dir, "col-2.yaml")
-	if out, errOut, code := run(t, bin, "kms", "key", "create", "--config", admin, "--key", "sales", "--policy", filepath.Join(dir, "release.yaml")); code != 0 {
-		t.Fatalf("create: exit %d %s %s", code, out, errOut)
-	}
+	dir, admin, col1, col2 := simBrokerWithKey(t, bin, "sales")
 	in, enc := filepath.Join(dir, "sales.csv"), filepath.Join(dir, "sales.csv.sealed")
-	os.WriteFile(in, []byte("region,amount\nnorth,10\nsouth,5\nnorth,7\n"), 0o600)
+	if err := os.WriteFile(in, []byte("region,amount\nnorth,10\nsouth,5\nnorth,7\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if out, errOut, code := run(t, bin, "data", "encrypt", "--kms", col1, "--key", "sales", "--in", in, "--out", enc); code != 0 {
 		t.Fatalf("encrypt: exit %d %s %s", code, out, errOut)
 	}

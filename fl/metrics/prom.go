@@ -3,12 +3,9 @@ package metrics
 import (
 	"context"
 	"log/slog"
-	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/teeml/teeml/internal/promserve"
 )
@@ -74,11 +71,6 @@ func NewProm() *Prom {
 
 // Registry is the private registry.
 func (p *Prom) Registry() *prometheus.Registry { return p.reg }
-
-// Handler serves the registry in the Prometheus exposition format.
-func (p *Prom) Handler() http.Handler {
-	return promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{Registry: p.reg, Timeout: 10 * time.Second})
-}
 
 // Server is a running /metrics and health endpoint (internal/promserve).
 type Server = promserve.Server
