@@ -2,6 +2,8 @@ package run
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -39,5 +41,21 @@ func TestMetricsEndpoint(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("metrics lack %s:\n%s", want, b)
 		}
+	}
+}
+
+// Giving up on reconnecting is a failed session even when the last dial
+// error it wraps is a lost peer.
+func TestOutcomeOfGivingUp(t *testing.T) {
+	lost := fmt.Errorf("stream: %w", bridge.ErrPeerLost)
+	if got := outcome(lost); got != "lost" {
+		t.Fatalf("lost peer: %s", got)
+	}
+	gaveUp := fmt.Errorf("vfl leader: %w for 1m0s: %w", errNoChannel, lost)
+	if got := outcome(gaveUp); got != "failed" {
+		t.Errorf("giving up: %s, want failed", got)
+	}
+	if !errors.Is(gaveUp, bridge.ErrPeerLost) || gaveUp.Error() != "vfl leader: no working channel to the peer for 1m0s: stream: "+bridge.ErrPeerLost.Error() {
+		t.Errorf("giving up lost its cause or text: %v", gaveUp)
 	}
 }

@@ -349,9 +349,7 @@ func (pt *party) run(ctx context.Context, conn Connector, session func(context.C
 			return nil, ctx.Err()
 		}
 		if time.Now().After(giveUp) {
-			// %v, not %w: wrapping the last dial error would let outcome
-			// count giving up as "lost" or "refused" instead of "failed".
-			return nil, fmt.Errorf("vfl %s: no working channel to the peer for %s: %v", pt.role, reconnect, err)
+			return nil, fmt.Errorf("vfl %s: %w for %s: %w", pt.role, errNoChannel, reconnect, err)
 		}
 		pt.log.Debug("bridge channel: retrying", "err", err, "in", wait)
 		select {
@@ -620,9 +618,17 @@ func fmtMetric(v float64) string {
 }
 
 // outcome classifies a session's error for the sessions metric.
+// errNoChannel is the end of reconnecting: no working channel to the peer
+// for the plan's reconnect_timeout.
+var errNoChannel = errors.New("no working channel to the peer")
+
 func outcome(err error) string {
 	var refused *bridge.RefusedError
 	switch {
+	case errors.Is(err, errNoChannel):
+		// Giving up after reconnect_timeout: the last dial error it
+		// wraps may be a lost peer, but the session failed.
+		return "failed"
 	case errors.As(err, &refused):
 		return "refused"
 	case errors.Is(err, bridge.ErrPeerLost):
