@@ -22,9 +22,9 @@ func recipientKey(t testing.TB) *ecdh.PrivateKey {
 
 func example(t testing.TB) []byte {
 	return Example(ExampleOptions{
-		Attestation:  fedtest.SimRole("", fedtest.MRGood),
-		Recipients:   map[string]*ecdh.PublicKey{"bank": recipientKey(t).PublicKey(), "retailer": recipientKey(t).PublicKey()},
-		BankEpsilon:  3, RetailEpsilon: 2, MinGroupSize: 5,
+		Attestation: fedtest.SimRole("", fedtest.MRGood),
+		Recipients:  map[string]*ecdh.PublicKey{"bank": recipientKey(t).PublicKey(), "retailer": recipientKey(t).PublicKey()},
+		BankEpsilon: 3, RetailEpsilon: 2, MinGroupSize: 5,
 	})
 }
 

@@ -24,6 +24,7 @@ import (
 
 	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
 	"github.com/teeml/teeml/attest"
+	"github.com/teeml/teeml/contract"
 	"github.com/teeml/teeml/kms/audit"
 	"github.com/teeml/teeml/kms/rootkey"
 	"github.com/teeml/teeml/kms/store"
@@ -59,6 +60,9 @@ type BrokerConfig struct {
 	Registerer prometheus.Registerer
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Federation verifies the owners' signatures of clean-room contracts
+	// (nil: every clean-room request is refused).
+	Federation ratls.IdentityVerifier
 }
 
 // Broker implements the KeyBroker gRPC service. It is safe for concurrent
@@ -70,9 +74,10 @@ type Broker struct {
 	macKey []byte
 	audit  *batcher
 
-	mu       sync.Mutex
-	material map[matKey][]byte         // unwrapped primary key versions
-	policies map[string]*ReleasePolicy // parsed release policies by source
+	mu        sync.Mutex
+	material  map[matKey][]byte             // unwrapped primary key versions
+	policies  map[string]*ReleasePolicy     // parsed release policies by source
+	contracts map[string]*contract.Contract // parsed clean-room contracts by hash
 
 	decisions *prometheus.CounterVec
 }
@@ -101,7 +106,7 @@ func NewBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	b := &Broker{cfg: cfg, log: cfg.Logger, material: map[matKey][]byte{}, policies: map[string]*ReleasePolicy{}}
+	b := &Broker{cfg: cfg, log: cfg.Logger, material: map[matKey][]byte{}, policies: map[string]*ReleasePolicy{}, contracts: map[string]*contract.Contract{}}
 	wrapped, err := cfg.Store.Meta(ctx, macKeyMeta)
 	if errors.Is(err, store.ErrNotFound) {
 		k := make([]byte, 32)
@@ -312,6 +317,8 @@ func storeCode(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, store.ErrExists):
 		return codes.AlreadyExists
+	case errors.Is(err, store.ErrBudget):
+		return codes.ResourceExhausted
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return codes.Canceled
 	}
@@ -462,25 +469,46 @@ func (b *Broker) ListKeys(ctx context.Context, _ *kmsv1.ListKeysRequest) (*kmsv1
 // release checks that the caller may use key id: the key exists, is
 // enabled, and the caller satisfies its release policy.
 func (c *call) release(id string) (*store.Key, error) {
+	k, _, err := c.releaseFor(id, nil)
+	return k, err
+}
+
+// releaseFor is release for a request that may name a clean-room query q:
+// with q the clean-room checks decide (cleanroom.go) and the charge to make
+// at the grant is returned.
+func (c *call) releaseFor(id string, q *kmsv1.CleanRoomQuery) (*store.Key, *roomCharge, error) {
+	k, rp, err := c.key(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if q != nil {
+		ch, err := c.cleanRoom(k, rp, q)
+		return k, ch, err
+	}
+	if err := rp.Judge(c.peer, c.b.cfg.Now(), c.b.log); err != nil {
+		return nil, nil, c.refuse(codes.PermissionDenied, "key %q: %v", id, err)
+	}
+	return k, nil, nil
+}
+
+// key loads key id and its policy for a release.
+func (c *call) key(id string) (*store.Key, *ReleasePolicy, error) {
 	if err := c.requirePeer(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	k, err := c.b.cfg.Store.Key(c.ctx, id)
 	if err != nil {
-		return nil, c.refuse(storeCode(err), "%v", err)
+		return nil, nil, c.refuse(storeCode(err), "%v", err)
 	}
 	rp, err := c.b.policy(k.Policy)
 	if err != nil {
-		return nil, c.refuse(codes.Internal, "key %q: stored %v", id, err)
+		return nil, nil, c.refuse(codes.Internal, "key %q: stored %v", id, err)
 	}
 	c.rec.PolicyHash = rp.SHA256
 	if k.State != store.Enabled {
-		return nil, c.refuse(codes.FailedPrecondition, "key %q is %s", id, k.State)
+		return nil, nil, c.refuse(codes.FailedPrecondition, "key %q is %s", id, k.State)
 	}
-	if err := rp.Judge(c.peer, c.b.cfg.Now(), c.b.log); err != nil {
-		return nil, c.refuse(codes.PermissionDenied, "key %q: %v", id, err)
-	}
-	return k, nil
+	return k, rp, nil
 }
 
 func checkContext(ctx []byte) error {
@@ -528,40 +556,51 @@ func (b *Broker) GenerateDataKey(ctx context.Context, r *kmsv1.GenerateDataKeyRe
 // open checks the caller may use the wrapped key's primary key and returns
 // the plaintext data key.
 func (c *call) open(wrapped, context []byte) (*WrappedKey, []byte, error) {
+	w, dk, _, err := c.openFor(wrapped, context, nil)
+	return w, dk, err
+}
+
+// openFor is open for a request that may name a clean-room query.
+func (c *call) openFor(wrapped, context []byte, q *kmsv1.CleanRoomQuery) (*WrappedKey, []byte, *roomCharge, error) {
 	if err := checkContext(context); err != nil {
-		return nil, nil, c.refuse(codes.InvalidArgument, "%v", err)
+		return nil, nil, nil, c.refuse(codes.InvalidArgument, "%v", err)
 	}
 	w, err := ParseWrapped(wrapped)
 	if err != nil {
-		return nil, nil, c.refuse(codes.InvalidArgument, "%v", err)
+		return nil, nil, nil, c.refuse(codes.InvalidArgument, "%v", err)
 	}
 	c.rec.KeyID, c.rec.KeyVersion = w.KeyID, w.Version
-	k, err := c.release(w.KeyID)
+	k, ch, err := c.releaseFor(w.KeyID, q)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if w.Version > k.Current {
-		return nil, nil, c.refuse(codes.InvalidArgument, "key %q has no version %d (current %d)", k.ID, w.Version, k.Current)
+		return nil, nil, nil, c.refuse(codes.InvalidArgument, "key %q has no version %d (current %d)", k.ID, w.Version, k.Current)
 	}
 	pk, err := c.b.primary(c.ctx, k.ID, w.Version)
 	if err != nil {
-		return nil, nil, c.refuse(storeCode(err), "%v", err)
+		return nil, nil, nil, c.refuse(storeCode(err), "%v", err)
 	}
 	dk, err := w.open(pk, context)
 	if err != nil {
-		return nil, nil, c.refuse(codes.InvalidArgument, "key %q version %d: %v", k.ID, w.Version, err)
+		return nil, nil, nil, c.refuse(codes.InvalidArgument, "key %q version %d: %v", k.ID, w.Version, err)
 	}
-	return w, dk, nil
+	return w, dk, ch, nil
 }
 
 // Unwrap implements KeyBrokerServer.
 func (b *Broker) Unwrap(ctx context.Context, r *kmsv1.UnwrapRequest) (*kmsv1.UnwrapResponse, error) {
 	c := b.begin(ctx, OpUnwrap)
-	w, dk, err := c.open(r.GetWrapped(), r.GetContext())
+	w, dk, ch, err := c.openFor(r.GetWrapped(), r.GetContext(), r.GetCleanroom())
 	if err != nil {
 		return nil, err
 	}
-	a, err := c.grant()
+	var a *kmsv1.AuditRef
+	if ch != nil {
+		a, err = c.grantCharged(ch)
+	} else {
+		a, err = c.grant()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -571,6 +610,9 @@ func (b *Broker) Unwrap(ctx context.Context, r *kmsv1.UnwrapRequest) (*kmsv1.Unw
 // Rewrap implements KeyBrokerServer.
 func (b *Broker) Rewrap(ctx context.Context, r *kmsv1.UnwrapRequest) (*kmsv1.RewrapResponse, error) {
 	c := b.begin(ctx, OpRewrap)
+	if r.GetCleanroom() != nil {
+		return nil, c.refuse(codes.InvalidArgument, "a clean-room key is released by unwrap only, never rewrapped")
+	}
 	w, dk, err := c.open(r.GetWrapped(), r.GetContext())
 	if err != nil {
 		return nil, err

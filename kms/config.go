@@ -220,7 +220,11 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 	if c.Replica != "" {
 		brokerName += "/" + c.Replica
 	}
-	b, err := NewBroker(ctx, BrokerConfig{Name: brokerName, Store: st, Root: root, Admins: c.Admins, Logger: log, Registerer: reg})
+	bc := BrokerConfig{Name: brokerName, Store: st, Root: root, Admins: c.Admins, Logger: log, Registerer: reg}
+	if p.Federation != nil {
+		bc.Federation = p.Federation
+	}
+	b, err := NewBroker(ctx, bc)
 	if err != nil {
 		return err
 	}

@@ -175,7 +175,7 @@ func postgresStore(t testing.TB, schema string) *store.Store {
 // 127.0.0.1:0.
 func (e *env) serve(st *store.Store, root *testRoot, name string) (*Broker, string) {
 	e.t.Helper()
-	b, err := NewBroker(context.Background(), BrokerConfig{Name: name, Store: st, Root: root, Admins: []string{"admin"}, Logger: quiet()})
+	b, err := NewBroker(context.Background(), BrokerConfig{Name: name, Store: st, Root: root, Admins: []string{"admin"}, Logger: quiet(), Federation: e.fe.Fed})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ func TestReleasePolicyErrors(t *testing.T) {
 	for _, c := range []struct{ src, want string }{
 		{"", "release policy: empty"},
 		{"members: [col-1]\n", `missing key "attestation"`},
-		{"attestation: {sgx: [{mr_signer: " + strings.Repeat("ab", 32) + "}]}\n", "neither members nor roles"},
+		{"attestation: {sgx: [{mr_signer: " + strings.Repeat("ab", 32) + "}]}\n", "none of members, roles and contracts given"},
 		{"roles: [admin]\nattestation: {}\n", `unknown role "admin"`},
 		{"members: [\"bad name\"]\nattestation: {}\n", "members"},
 		{"members: [a]\nmembers: [b]\nattestation: {}\n", `duplicate key "members"`},

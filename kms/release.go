@@ -33,14 +33,24 @@ import (
 //	  tcb_statuses: [UpToDate]
 //	  allow_debug: false
 //	  allow_simulation: false
+//	contracts:                  # optional: clean-room contracts (sha256 hex)
+//	  - 3f5a…                   # the key may also be released under
 //
-// At least one of members and roles must be given, and attestation is
-// required: everything not allowed is refused. The connection-level policy
+// At least one of members, roles and contracts must be given, and
+// attestation is required: everything not allowed is refused. A caller that
+// is not among members or roles gets the key only through a contract listed
+// here: its request names the contract, the broker checks the owners'
+// signatures, the caller's attestation against the contract's analytics
+// policy, the template and parameters, and the owner's ε budget (see
+// cleanroom.go). The connection-level policy
 // of the broker (which evidence may connect at all) is checked first by
 // RA-TLS; this policy narrows it per key.
 type ReleasePolicy struct {
 	Members []string
 	Roles   []string
+	// Contracts are the SHA-256 (hex) of the clean-room contracts the key
+	// is bound to.
+	Contracts []string
 	// Attestation is a one-role attest/policy policy (role releaseRole).
 	Attestation *policy.Policy
 	// Source is the YAML as given; SHA256 its hash (hex), which audit
@@ -103,12 +113,23 @@ func ParseReleasePolicy(src string) (*ReleasePolicy, error) {
 			}
 		case "attestation":
 			att = v
+		case "contracts":
+			var list []string
+			if err := v.Decode(&list); err != nil {
+				return nil, fail("line %d: contracts: want a list of SHA-256 hashes (hex)", k.Line)
+			}
+			for _, h := range list {
+				if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size || h != strings.ToLower(h) {
+					return nil, fail("line %d: contracts: %q is not a SHA-256 hash (64 lower-case hex digits)", k.Line, h)
+				}
+			}
+			rp.Contracts = list
 		default:
-			return nil, fail("line %d: unknown key %q (known: members, roles, attestation)", k.Line, k.Value)
+			return nil, fail("line %d: unknown key %q (known: members, roles, attestation, contracts)", k.Line, k.Value)
 		}
 	}
-	if len(rp.Members) == 0 && len(rp.Roles) == 0 {
-		return nil, fail("neither members nor roles given: nobody could use the key")
+	if len(rp.Members) == 0 && len(rp.Roles) == 0 && len(rp.Contracts) == 0 {
+		return nil, fail("none of members, roles and contracts given: nobody could use the key")
 	}
 	if att == nil {
 		return nil, fail("missing key \"attestation\" (which measurements may receive the key)")
@@ -150,7 +171,7 @@ func (rp *ReleasePolicy) Judge(p *ratls.Peer, now time.Time, log *slog.Logger) e
 	if !p.Identity.NotAfter.IsZero() && now.After(p.Identity.NotAfter) {
 		return fmt.Errorf("member %q: identity certificate expired at %s (reconnect with a renewed identity)", name, p.Identity.NotAfter.UTC().Format(time.RFC3339))
 	}
-	if !slices.Contains(rp.Members, name) && !slices.Contains(rp.Roles, role) {
+	if !rp.allows(name, role) {
 		var b bytes.Buffer
 		fmt.Fprintf(&b, "member %q (role %s) is not allowed by the key's release policy", name, role)
 		if len(rp.Members) > 0 {
@@ -159,8 +180,23 @@ func (rp *ReleasePolicy) Judge(p *ratls.Peer, now time.Time, log *slog.Logger) e
 		if len(rp.Roles) > 0 {
 			fmt.Fprintf(&b, " (roles: %s)", strings.Join(rp.Roles, ", "))
 		}
+		if len(rp.Contracts) > 0 {
+			fmt.Fprintf(&b, "; the key is bound to clean-room contract %s: name it in the request", shortList(rp.Contracts))
+		}
 		return errors.New(b.String())
 	}
 	d := rp.Attestation.Evaluate(releaseRole, p.Claims, policy.At(now), policy.Peer(name), policy.Logger(log))
 	return d.Err()
+}
+
+func (rp *ReleasePolicy) allows(name, role string) bool {
+	return slices.Contains(rp.Members, name) || slices.Contains(rp.Roles, role)
+}
+
+func shortList(hashes []string) string {
+	s := make([]string, len(hashes))
+	for i, h := range hashes {
+		s[i] = h[:16] + "…"
+	}
+	return strings.Join(s, ", ")
 }

@@ -46,7 +46,7 @@ var Rules = []Rule{
 		Why: "no service imports another service (fl/encrypted is the demo that composes FL and the broker)"},
 	{From: []string{"sql/..."}, To: []string{"fl/...", "vfl/...", "kms/...", "ml/..."},
 		Why: "analytics is a service of its own: it links no learning code and no other service (keys come through sealed.KeySource)"},
-	{From: []string{"attest/...", "ratls/...", "pki/...", "sealed/...", "enclave/..."},
+	{From: []string{"attest/...", "ratls/...", "pki/...", "sealed/...", "enclave/...", "contract/..."},
 		To:  []string{"party/...", "fl/...", "vfl/...", "kms/...", "sql/...", "ml/...", "cmd/..."},
 		Why: "evidence, channels, identity and data formats sit below every service"},
 	{From: []string{"party/..."}, To: []string{"fl/...", "vfl/...", "kms/...", "sql/...", "ml/...", "cmd/..."},

@@ -74,7 +74,26 @@ type Record struct {
 	Caller     Caller    `json:"caller"`
 	Evidence   *Evidence `json:"evidence,omitempty"`
 	PolicyHash string    `json:"policy_sha256,omitempty"`
-	Reason     string    `json:"reason,omitempty"`
+	// CleanRoom is set when the request named a clean-room contract.
+	CleanRoom *CleanRoom `json:"cleanroom,omitempty"`
+	Reason    string     `json:"reason,omitempty"`
+}
+
+// CleanRoom is the clean-room query a key was asked for.
+type CleanRoom struct {
+	Contract string `json:"contract_sha256"`
+	Name     string `json:"contract,omitempty"` // the contract's name, once parsed
+	Template string `json:"template"`
+	// Query is the bound query's canonical form (template and parameters),
+	// once they were checked.
+	Query   string `json:"query,omitempty"`
+	QueryID string `json:"query_id"`
+	Owner   string `json:"owner,omitempty"`
+	// Epsilon is what this release charged; EpsilonSpent the owner's total
+	// after it, of EpsilonBudget (decimal strings, exact).
+	Epsilon       string `json:"epsilon,omitempty"`
+	EpsilonSpent  string `json:"epsilon_spent,omitempty"`
+	EpsilonBudget string `json:"epsilon_budget,omitempty"`
 }
 
 // Encode returns r's canonical body.

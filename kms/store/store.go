@@ -45,6 +45,8 @@ const (
 var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists")
+	// ErrBudget: a clean-room query would overspend an owner's ε budget.
+	ErrBudget = errors.New("privacy budget exhausted")
 )
 
 // Config selects a backend.
@@ -223,6 +225,16 @@ func (s *Store) migrate(ctx context.Context, pgSchema ...string) error {
 			seq BIGINT NOT NULL,
 			hash ` + blob + ` NOT NULL,
 			mac ` + blob + `)`,
+		`CREATE TABLE IF NOT EXISTS kms_budgets (
+			contract TEXT NOT NULL,
+			owner TEXT NOT NULL,
+			spent_micro BIGINT NOT NULL,
+			PRIMARY KEY (contract, owner))`,
+		`CREATE TABLE IF NOT EXISTS kms_budget_queries (
+			contract TEXT NOT NULL,
+			owner TEXT NOT NULL,
+			query_id TEXT NOT NULL,
+			PRIMARY KEY (contract, owner, query_id))`,
 		`CREATE TABLE IF NOT EXISTS kms_meta (
 			name TEXT PRIMARY KEY,
 			value ` + blob + ` NOT NULL)`,
@@ -404,6 +416,55 @@ func (t *Tx) SetState(k *Key, state string) error {
 	}
 	return t.update(k, `state = ?`, state)
 }
+
+// Spend charges cost (micro-ε) to owner's budget under contract for query
+// queryID, unless that query was already charged (several keys of one
+// owner, or a retried release, pay once). A charge that would take the
+// spent total above limit is refused with ErrBudget and nothing changes.
+// It returns the total spent after the call and whether this call charged.
+// The budget row is locked before the audit head (the same order as keys).
+func (t *Tx) Spend(contract, owner, queryID string, cost, limit int64) (spent int64, charged bool, err error) {
+	if _, err := t.tx.ExecContext(t.ctx, t.s.q(`INSERT INTO kms_budgets (contract, owner, spent_micro) VALUES (?, ?, 0) ON CONFLICT (contract, owner) DO NOTHING`), contract, owner); err != nil {
+		return 0, false, err
+	}
+	q := `SELECT spent_micro FROM kms_budgets WHERE contract = ? AND owner = ?`
+	if t.s.pg {
+		q += ` FOR UPDATE`
+	}
+	if err := t.tx.QueryRowContext(t.ctx, t.s.q(q), contract, owner).Scan(&spent); err != nil {
+		return 0, false, err
+	}
+	var n int
+	if err := t.tx.QueryRowContext(t.ctx, t.s.q(`SELECT COUNT(*) FROM kms_budget_queries WHERE contract = ? AND owner = ? AND query_id = ?`), contract, owner, queryID).Scan(&n); err != nil {
+		return 0, false, err
+	}
+	if n > 0 {
+		return spent, false, nil
+	}
+	if spent+cost > limit {
+		return spent, false, fmt.Errorf("owner %s under contract %.16s…: %w (%s of %s spent, the query needs %s)", owner, contract, ErrBudget, Micro(spent), Micro(limit), Micro(cost))
+	}
+	if _, err := t.tx.ExecContext(t.ctx, t.s.q(`UPDATE kms_budgets SET spent_micro = ? WHERE contract = ? AND owner = ?`), spent+cost, contract, owner); err != nil {
+		return 0, false, err
+	}
+	if _, err := t.tx.ExecContext(t.ctx, t.s.q(`INSERT INTO kms_budget_queries (contract, owner, query_id) VALUES (?, ?, ?)`), contract, owner, queryID); err != nil {
+		return 0, false, err
+	}
+	return spent + cost, true, nil
+}
+
+// Spent returns the ε (micro-units) owner has spent under contract.
+func (s *Store) Spent(ctx context.Context, contract, owner string) (int64, error) {
+	var v int64
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT spent_micro FROM kms_budgets WHERE contract = ? AND owner = ?`), contract, owner).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return v, err
+}
+
+// Micro formats micro-ε as ε.
+func Micro(v int64) string { return strconv.FormatFloat(float64(v)/1e6, 'f', -1, 64) }
 
 // update changes one column of k, checking its row version (optimistic
 // check on top of the lock: a lost update is an error, never silent).

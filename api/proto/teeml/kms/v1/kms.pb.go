@@ -565,9 +565,13 @@ func (x *GenerateDataKeyResponse) GetAudit() *AuditRef {
 }
 
 type UnwrapRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Wrapped       []byte                 `protobuf:"bytes,1,opt,name=wrapped,proto3" json:"wrapped,omitempty"`
-	Context       []byte                 `protobuf:"bytes,2,opt,name=context,proto3" json:"context,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Wrapped []byte                 `protobuf:"bytes,1,opt,name=wrapped,proto3" json:"wrapped,omitempty"`
+	Context []byte                 `protobuf:"bytes,2,opt,name=context,proto3" json:"context,omitempty"`
+	// Set to ask for a key bound to a clean-room contract (docs/cleanroom.md):
+	// the broker releases it only for this contract, to its attested analytics
+	// party, for one of its templates, within the owner's ε budget.
+	Cleanroom     *CleanRoomQuery `protobuf:"bytes,3,opt,name=cleanroom,proto3" json:"cleanroom,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -616,6 +620,90 @@ func (x *UnwrapRequest) GetContext() []byte {
 	return nil
 }
 
+func (x *UnwrapRequest) GetCleanroom() *CleanRoomQuery {
+	if x != nil {
+		return x.Cleanroom
+	}
+	return nil
+}
+
+// CleanRoomQuery names the contract and the query a key is asked for.
+type CleanRoomQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Contract      []byte                 `protobuf:"bytes,1,opt,name=contract,proto3" json:"contract,omitempty"`                                                                       // the contract YAML, the exact bytes the owners signed
+	Signatures    []byte                 `protobuf:"bytes,2,opt,name=signatures,proto3" json:"signatures,omitempty"`                                                                   // the owners' signatures (PEM, teeml cleanroom sign)
+	Template      string                 `protobuf:"bytes,3,opt,name=template,proto3" json:"template,omitempty"`                                                                       // the template to run
+	Params        map[string]string      `protobuf:"bytes,4,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // its parameter values, as text
+	QueryId       string                 `protobuf:"bytes,5,opt,name=query_id,json=queryId,proto3" json:"query_id,omitempty"`                                                          // one run of the query: its ε is charged once per owner
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CleanRoomQuery) Reset() {
+	*x = CleanRoomQuery{}
+	mi := &file_teeml_kms_v1_kms_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CleanRoomQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CleanRoomQuery) ProtoMessage() {}
+
+func (x *CleanRoomQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_teeml_kms_v1_kms_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CleanRoomQuery.ProtoReflect.Descriptor instead.
+func (*CleanRoomQuery) Descriptor() ([]byte, []int) {
+	return file_teeml_kms_v1_kms_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CleanRoomQuery) GetContract() []byte {
+	if x != nil {
+		return x.Contract
+	}
+	return nil
+}
+
+func (x *CleanRoomQuery) GetSignatures() []byte {
+	if x != nil {
+		return x.Signatures
+	}
+	return nil
+}
+
+func (x *CleanRoomQuery) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *CleanRoomQuery) GetParams() map[string]string {
+	if x != nil {
+		return x.Params
+	}
+	return nil
+}
+
+func (x *CleanRoomQuery) GetQueryId() string {
+	if x != nil {
+		return x.QueryId
+	}
+	return ""
+}
+
 type UnwrapResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Plaintext     []byte                 `protobuf:"bytes,1,opt,name=plaintext,proto3" json:"plaintext,omitempty"`
@@ -628,7 +716,7 @@ type UnwrapResponse struct {
 
 func (x *UnwrapResponse) Reset() {
 	*x = UnwrapResponse{}
-	mi := &file_teeml_kms_v1_kms_proto_msgTypes[10]
+	mi := &file_teeml_kms_v1_kms_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +728,7 @@ func (x *UnwrapResponse) String() string {
 func (*UnwrapResponse) ProtoMessage() {}
 
 func (x *UnwrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_teeml_kms_v1_kms_proto_msgTypes[10]
+	mi := &file_teeml_kms_v1_kms_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +741,7 @@ func (x *UnwrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnwrapResponse.ProtoReflect.Descriptor instead.
 func (*UnwrapResponse) Descriptor() ([]byte, []int) {
-	return file_teeml_kms_v1_kms_proto_rawDescGZIP(), []int{10}
+	return file_teeml_kms_v1_kms_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UnwrapResponse) GetPlaintext() []byte {
@@ -696,7 +784,7 @@ type RewrapResponse struct {
 
 func (x *RewrapResponse) Reset() {
 	*x = RewrapResponse{}
-	mi := &file_teeml_kms_v1_kms_proto_msgTypes[11]
+	mi := &file_teeml_kms_v1_kms_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +796,7 @@ func (x *RewrapResponse) String() string {
 func (*RewrapResponse) ProtoMessage() {}
 
 func (x *RewrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_teeml_kms_v1_kms_proto_msgTypes[11]
+	mi := &file_teeml_kms_v1_kms_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +809,7 @@ func (x *RewrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewrapResponse.ProtoReflect.Descriptor instead.
 func (*RewrapResponse) Descriptor() ([]byte, []int) {
-	return file_teeml_kms_v1_kms_proto_rawDescGZIP(), []int{11}
+	return file_teeml_kms_v1_kms_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RewrapResponse) GetWrapped() []byte {
@@ -761,7 +849,7 @@ type ReadAuditRequest struct {
 
 func (x *ReadAuditRequest) Reset() {
 	*x = ReadAuditRequest{}
-	mi := &file_teeml_kms_v1_kms_proto_msgTypes[12]
+	mi := &file_teeml_kms_v1_kms_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +861,7 @@ func (x *ReadAuditRequest) String() string {
 func (*ReadAuditRequest) ProtoMessage() {}
 
 func (x *ReadAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_teeml_kms_v1_kms_proto_msgTypes[12]
+	mi := &file_teeml_kms_v1_kms_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +874,7 @@ func (x *ReadAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadAuditRequest.ProtoReflect.Descriptor instead.
 func (*ReadAuditRequest) Descriptor() ([]byte, []int) {
-	return file_teeml_kms_v1_kms_proto_rawDescGZIP(), []int{12}
+	return file_teeml_kms_v1_kms_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadAuditRequest) GetFromSeq() uint64 {
@@ -808,7 +896,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_teeml_kms_v1_kms_proto_msgTypes[13]
+	mi := &file_teeml_kms_v1_kms_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +908,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_teeml_kms_v1_kms_proto_msgTypes[13]
+	mi := &file_teeml_kms_v1_kms_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +921,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_teeml_kms_v1_kms_proto_rawDescGZIP(), []int{13}
+	return file_teeml_kms_v1_kms_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AuditEntry) GetSeq() uint64 {
@@ -876,7 +964,7 @@ type AuditChunk struct {
 
 func (x *AuditChunk) Reset() {
 	*x = AuditChunk{}
-	mi := &file_teeml_kms_v1_kms_proto_msgTypes[14]
+	mi := &file_teeml_kms_v1_kms_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +976,7 @@ func (x *AuditChunk) String() string {
 func (*AuditChunk) ProtoMessage() {}
 
 func (x *AuditChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_teeml_kms_v1_kms_proto_msgTypes[14]
+	mi := &file_teeml_kms_v1_kms_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +989,7 @@ func (x *AuditChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditChunk.ProtoReflect.Descriptor instead.
 func (*AuditChunk) Descriptor() ([]byte, []int) {
-	return file_teeml_kms_v1_kms_proto_rawDescGZIP(), []int{14}
+	return file_teeml_kms_v1_kms_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AuditChunk) GetEntries() []*AuditEntry {
@@ -929,7 +1017,7 @@ type AuditHead struct {
 
 func (x *AuditHead) Reset() {
 	*x = AuditHead{}
-	mi := &file_teeml_kms_v1_kms_proto_msgTypes[15]
+	mi := &file_teeml_kms_v1_kms_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1029,7 @@ func (x *AuditHead) String() string {
 func (*AuditHead) ProtoMessage() {}
 
 func (x *AuditHead) ProtoReflect() protoreflect.Message {
-	mi := &file_teeml_kms_v1_kms_proto_msgTypes[15]
+	mi := &file_teeml_kms_v1_kms_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1042,7 @@ func (x *AuditHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditHead.ProtoReflect.Descriptor instead.
 func (*AuditHead) Descriptor() ([]byte, []int) {
-	return file_teeml_kms_v1_kms_proto_rawDescGZIP(), []int{15}
+	return file_teeml_kms_v1_kms_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AuditHead) GetSeq() uint64 {
@@ -1019,10 +1107,22 @@ const file_teeml_kms_v1_kms_proto_rawDesc = "" +
 	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x12\x1f\n" +
 	"\vkey_version\x18\x04 \x01(\rR\n" +
 	"keyVersion\x12,\n" +
-	"\x05audit\x18\x05 \x01(\v2\x16.teeml.kms.v1.AuditRefR\x05audit\"C\n" +
+	"\x05audit\x18\x05 \x01(\v2\x16.teeml.kms.v1.AuditRefR\x05audit\"\x7f\n" +
 	"\rUnwrapRequest\x12\x18\n" +
 	"\awrapped\x18\x01 \x01(\fR\awrapped\x12\x18\n" +
-	"\acontext\x18\x02 \x01(\fR\acontext\"\x94\x01\n" +
+	"\acontext\x18\x02 \x01(\fR\acontext\x12:\n" +
+	"\tcleanroom\x18\x03 \x01(\v2\x1c.teeml.kms.v1.CleanRoomQueryR\tcleanroom\"\x80\x02\n" +
+	"\x0eCleanRoomQuery\x12\x1a\n" +
+	"\bcontract\x18\x01 \x01(\fR\bcontract\x12\x1e\n" +
+	"\n" +
+	"signatures\x18\x02 \x01(\fR\n" +
+	"signatures\x12\x1a\n" +
+	"\btemplate\x18\x03 \x01(\tR\btemplate\x12@\n" +
+	"\x06params\x18\x04 \x03(\v2(.teeml.kms.v1.CleanRoomQuery.ParamsEntryR\x06params\x12\x19\n" +
+	"\bquery_id\x18\x05 \x01(\tR\aqueryId\x1a9\n" +
+	"\vParamsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x94\x01\n" +
 	"\x0eUnwrapResponse\x12\x1c\n" +
 	"\tplaintext\x18\x01 \x01(\fR\tplaintext\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x1f\n" +
@@ -1077,7 +1177,7 @@ func file_teeml_kms_v1_kms_proto_rawDescGZIP() []byte {
 	return file_teeml_kms_v1_kms_proto_rawDescData
 }
 
-var file_teeml_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_teeml_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_teeml_kms_v1_kms_proto_goTypes = []any{
 	(*KeyInfo)(nil),                 // 0: teeml.kms.v1.KeyInfo
 	(*AuditRef)(nil),                // 1: teeml.kms.v1.AuditRef
@@ -1089,12 +1189,14 @@ var file_teeml_kms_v1_kms_proto_goTypes = []any{
 	(*GenerateDataKeyRequest)(nil),  // 7: teeml.kms.v1.GenerateDataKeyRequest
 	(*GenerateDataKeyResponse)(nil), // 8: teeml.kms.v1.GenerateDataKeyResponse
 	(*UnwrapRequest)(nil),           // 9: teeml.kms.v1.UnwrapRequest
-	(*UnwrapResponse)(nil),          // 10: teeml.kms.v1.UnwrapResponse
-	(*RewrapResponse)(nil),          // 11: teeml.kms.v1.RewrapResponse
-	(*ReadAuditRequest)(nil),        // 12: teeml.kms.v1.ReadAuditRequest
-	(*AuditEntry)(nil),              // 13: teeml.kms.v1.AuditEntry
-	(*AuditChunk)(nil),              // 14: teeml.kms.v1.AuditChunk
-	(*AuditHead)(nil),               // 15: teeml.kms.v1.AuditHead
+	(*CleanRoomQuery)(nil),          // 10: teeml.kms.v1.CleanRoomQuery
+	(*UnwrapResponse)(nil),          // 11: teeml.kms.v1.UnwrapResponse
+	(*RewrapResponse)(nil),          // 12: teeml.kms.v1.RewrapResponse
+	(*ReadAuditRequest)(nil),        // 13: teeml.kms.v1.ReadAuditRequest
+	(*AuditEntry)(nil),              // 14: teeml.kms.v1.AuditEntry
+	(*AuditChunk)(nil),              // 15: teeml.kms.v1.AuditChunk
+	(*AuditHead)(nil),               // 16: teeml.kms.v1.AuditHead
+	nil,                             // 17: teeml.kms.v1.CleanRoomQuery.ParamsEntry
 }
 var file_teeml_kms_v1_kms_proto_depIdxs = []int32{
 	0,  // 0: teeml.kms.v1.KeyResponse.key:type_name -> teeml.kms.v1.KeyInfo
@@ -1102,35 +1204,37 @@ var file_teeml_kms_v1_kms_proto_depIdxs = []int32{
 	0,  // 2: teeml.kms.v1.ListKeysResponse.keys:type_name -> teeml.kms.v1.KeyInfo
 	1,  // 3: teeml.kms.v1.ListKeysResponse.audit:type_name -> teeml.kms.v1.AuditRef
 	1,  // 4: teeml.kms.v1.GenerateDataKeyResponse.audit:type_name -> teeml.kms.v1.AuditRef
-	1,  // 5: teeml.kms.v1.UnwrapResponse.audit:type_name -> teeml.kms.v1.AuditRef
-	1,  // 6: teeml.kms.v1.RewrapResponse.audit:type_name -> teeml.kms.v1.AuditRef
-	13, // 7: teeml.kms.v1.AuditChunk.entries:type_name -> teeml.kms.v1.AuditEntry
-	15, // 8: teeml.kms.v1.AuditChunk.head:type_name -> teeml.kms.v1.AuditHead
-	2,  // 9: teeml.kms.v1.KeyBroker.CreateKey:input_type -> teeml.kms.v1.CreateKeyRequest
-	3,  // 10: teeml.kms.v1.KeyBroker.RotateKey:input_type -> teeml.kms.v1.KeyRequest
-	3,  // 11: teeml.kms.v1.KeyBroker.DisableKey:input_type -> teeml.kms.v1.KeyRequest
-	3,  // 12: teeml.kms.v1.KeyBroker.EnableKey:input_type -> teeml.kms.v1.KeyRequest
-	3,  // 13: teeml.kms.v1.KeyBroker.DestroyKey:input_type -> teeml.kms.v1.KeyRequest
-	5,  // 14: teeml.kms.v1.KeyBroker.ListKeys:input_type -> teeml.kms.v1.ListKeysRequest
-	7,  // 15: teeml.kms.v1.KeyBroker.GenerateDataKey:input_type -> teeml.kms.v1.GenerateDataKeyRequest
-	9,  // 16: teeml.kms.v1.KeyBroker.Unwrap:input_type -> teeml.kms.v1.UnwrapRequest
-	9,  // 17: teeml.kms.v1.KeyBroker.Rewrap:input_type -> teeml.kms.v1.UnwrapRequest
-	12, // 18: teeml.kms.v1.KeyBroker.ReadAudit:input_type -> teeml.kms.v1.ReadAuditRequest
-	4,  // 19: teeml.kms.v1.KeyBroker.CreateKey:output_type -> teeml.kms.v1.KeyResponse
-	4,  // 20: teeml.kms.v1.KeyBroker.RotateKey:output_type -> teeml.kms.v1.KeyResponse
-	4,  // 21: teeml.kms.v1.KeyBroker.DisableKey:output_type -> teeml.kms.v1.KeyResponse
-	4,  // 22: teeml.kms.v1.KeyBroker.EnableKey:output_type -> teeml.kms.v1.KeyResponse
-	4,  // 23: teeml.kms.v1.KeyBroker.DestroyKey:output_type -> teeml.kms.v1.KeyResponse
-	6,  // 24: teeml.kms.v1.KeyBroker.ListKeys:output_type -> teeml.kms.v1.ListKeysResponse
-	8,  // 25: teeml.kms.v1.KeyBroker.GenerateDataKey:output_type -> teeml.kms.v1.GenerateDataKeyResponse
-	10, // 26: teeml.kms.v1.KeyBroker.Unwrap:output_type -> teeml.kms.v1.UnwrapResponse
-	11, // 27: teeml.kms.v1.KeyBroker.Rewrap:output_type -> teeml.kms.v1.RewrapResponse
-	14, // 28: teeml.kms.v1.KeyBroker.ReadAudit:output_type -> teeml.kms.v1.AuditChunk
-	19, // [19:29] is the sub-list for method output_type
-	9,  // [9:19] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	10, // 5: teeml.kms.v1.UnwrapRequest.cleanroom:type_name -> teeml.kms.v1.CleanRoomQuery
+	17, // 6: teeml.kms.v1.CleanRoomQuery.params:type_name -> teeml.kms.v1.CleanRoomQuery.ParamsEntry
+	1,  // 7: teeml.kms.v1.UnwrapResponse.audit:type_name -> teeml.kms.v1.AuditRef
+	1,  // 8: teeml.kms.v1.RewrapResponse.audit:type_name -> teeml.kms.v1.AuditRef
+	14, // 9: teeml.kms.v1.AuditChunk.entries:type_name -> teeml.kms.v1.AuditEntry
+	16, // 10: teeml.kms.v1.AuditChunk.head:type_name -> teeml.kms.v1.AuditHead
+	2,  // 11: teeml.kms.v1.KeyBroker.CreateKey:input_type -> teeml.kms.v1.CreateKeyRequest
+	3,  // 12: teeml.kms.v1.KeyBroker.RotateKey:input_type -> teeml.kms.v1.KeyRequest
+	3,  // 13: teeml.kms.v1.KeyBroker.DisableKey:input_type -> teeml.kms.v1.KeyRequest
+	3,  // 14: teeml.kms.v1.KeyBroker.EnableKey:input_type -> teeml.kms.v1.KeyRequest
+	3,  // 15: teeml.kms.v1.KeyBroker.DestroyKey:input_type -> teeml.kms.v1.KeyRequest
+	5,  // 16: teeml.kms.v1.KeyBroker.ListKeys:input_type -> teeml.kms.v1.ListKeysRequest
+	7,  // 17: teeml.kms.v1.KeyBroker.GenerateDataKey:input_type -> teeml.kms.v1.GenerateDataKeyRequest
+	9,  // 18: teeml.kms.v1.KeyBroker.Unwrap:input_type -> teeml.kms.v1.UnwrapRequest
+	9,  // 19: teeml.kms.v1.KeyBroker.Rewrap:input_type -> teeml.kms.v1.UnwrapRequest
+	13, // 20: teeml.kms.v1.KeyBroker.ReadAudit:input_type -> teeml.kms.v1.ReadAuditRequest
+	4,  // 21: teeml.kms.v1.KeyBroker.CreateKey:output_type -> teeml.kms.v1.KeyResponse
+	4,  // 22: teeml.kms.v1.KeyBroker.RotateKey:output_type -> teeml.kms.v1.KeyResponse
+	4,  // 23: teeml.kms.v1.KeyBroker.DisableKey:output_type -> teeml.kms.v1.KeyResponse
+	4,  // 24: teeml.kms.v1.KeyBroker.EnableKey:output_type -> teeml.kms.v1.KeyResponse
+	4,  // 25: teeml.kms.v1.KeyBroker.DestroyKey:output_type -> teeml.kms.v1.KeyResponse
+	6,  // 26: teeml.kms.v1.KeyBroker.ListKeys:output_type -> teeml.kms.v1.ListKeysResponse
+	8,  // 27: teeml.kms.v1.KeyBroker.GenerateDataKey:output_type -> teeml.kms.v1.GenerateDataKeyResponse
+	11, // 28: teeml.kms.v1.KeyBroker.Unwrap:output_type -> teeml.kms.v1.UnwrapResponse
+	12, // 29: teeml.kms.v1.KeyBroker.Rewrap:output_type -> teeml.kms.v1.RewrapResponse
+	15, // 30: teeml.kms.v1.KeyBroker.ReadAudit:output_type -> teeml.kms.v1.AuditChunk
+	21, // [21:31] is the sub-list for method output_type
+	11, // [11:21] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_teeml_kms_v1_kms_proto_init() }
@@ -1144,7 +1248,7 @@ func file_teeml_kms_v1_kms_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_teeml_kms_v1_kms_proto_rawDesc), len(file_teeml_kms_v1_kms_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
