@@ -30,6 +30,7 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
+	"sort"
 	"strings"
 	"time"
 
@@ -276,6 +277,21 @@ type Value struct {
 // refused before it runs, on top of the lockdown, which already keeps a
 // SELECT away from files.
 func (e *Engine) Query(ctx context.Context, q string) (*Result, error) {
+	return e.QueryNamed(ctx, q, nil)
+}
+
+// QueryNamed is Query with named parameters ($name in q) bound to args by
+// the prepared statement: values never become SQL text.
+func (e *Engine) QueryNamed(ctx context.Context, q string, args map[string]any) (*Result, error) {
+	names := make([]string, 0, len(args))
+	for n := range args {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	nv := make([]driver.NamedValue, len(names))
+	for i, n := range names {
+		nv[i] = driver.NamedValue{Name: n, Ordinal: i + 1, Value: args[n]}
+	}
 	var res *Result
 	err := e.conn.Raw(func(dc any) error {
 		c, ok := dc.(*duckdb.Conn)
@@ -300,7 +316,7 @@ func (e *Engine) Query(ctx context.Context, q string) (*Result, error) {
 		if typ != duckdb.STATEMENT_TYPE_SELECT {
 			return fmt.Errorf("only one SELECT statement may run (this is a %s statement)", stmtName(typ))
 		}
-		rows, err := st.QueryContext(ctx, nil)
+		rows, err := st.QueryContext(ctx, nv)
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 	"testing"
 )
 
@@ -197,5 +198,27 @@ func TestQueryErrorsOneLine(t *testing.T) {
 	_, err := e.Load(t.Context(), "u", []Column{{Name: "d", Type: "DATE"}}, &sliceRows{rows: [][]string{{"not a date"}}})
 	if err == nil || !strings.HasPrefix(err.Error(), "table u: ") || strings.ContainsAny(err.Error(), "\r\n") {
 		t.Errorf("bad cast: %q", err)
+	}
+}
+
+func TestQueryNamedBindsValuesNotText(t *testing.T) {
+	ctx := context.Background()
+	e, err := Open(ctx, Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	res, err := e.QueryNamed(ctx, "SELECT $a + 1 AS x, $s AS s, $d AS d", map[string]any{"a": int64(41), "s": "' OR 1=1 --", "d": time.Date(2024, 2, 29, 0, 0, 0, 0, time.UTC)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Rows[0][0].Text + "|" + res.Rows[0][1].Text; got != "42|' OR 1=1 --" {
+		t.Fatalf("row %v", res.Rows[0])
+	}
+	if !strings.HasPrefix(res.Rows[0][2].Text, "2024-02-29") {
+		t.Fatalf("date %q", res.Rows[0][2].Text)
+	}
+	if _, err := e.QueryNamed(ctx, "SELECT $a AS x", nil); err == nil {
+		t.Fatal("unbound parameter accepted")
 	}
 }
