@@ -9,8 +9,8 @@ import (
 
 // ExampleOptions fill Example.
 type ExampleOptions struct {
-	// Attestation is the analytics party's attest/policy role (YAML,
-	// indented for the analytics.attestation key: four spaces).
+	// Attestation is the analytics party's attest/policy role (YAML, the
+	// role's keys; indented further as a block).
 	Attestation string
 	// Recipients' HPKE public keys by member.
 	Recipients map[string]*ecdh.PublicKey
@@ -103,7 +103,7 @@ templates:
 func indent(s, by string) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	for i, l := range lines {
-		if l != "" && !strings.HasPrefix(l, by) {
+		if l != "" {
 			lines[i] = by + l
 		}
 	}

@@ -36,6 +36,16 @@ type Source struct {
 	c       kmsv1.KeyBrokerClient
 	broker  string
 	timeout time.Duration
+	room    *kmsv1.CleanRoomQuery
+}
+
+// ForQuery returns a Source whose unwrap requests name the clean-room
+// query q (docs/cleanroom.md): the broker releases a contract-bound key
+// only for it. It creates no data keys (NewDataKey is refused).
+func (s *Source) ForQuery(q *kmsv1.CleanRoomQuery) *Source {
+	c := *s
+	c.room = q
+	return &c
 }
 
 // New returns a Source calling c; broker names it in errors (its address).
@@ -58,6 +68,9 @@ func (s *Source) ctx(ctx context.Context) (context.Context, context.CancelFunc) 
 // NewDataKey implements sealed.KeySource: GenerateDataKey with the
 // plaintext.
 func (s *Source) NewDataKey(ctx context.Context, keyID string) ([]byte, []byte, error) {
+	if s.room != nil {
+		return nil, nil, &sealed.KeyError{KeyID: keyID, Reason: "a clean-room key source only unwraps"}
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	r, err := s.c.GenerateDataKey(ctx, &kmsv1.GenerateDataKeyRequest{KeyId: keyID, Context: []byte(Context), WithPlaintext: true})
@@ -77,7 +90,7 @@ func (s *Source) NewDataKey(ctx context.Context, keyID string) ([]byte, []byte, 
 func (s *Source) Unwrap(ctx context.Context, keyID string, wrapped []byte) ([]byte, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	r, err := s.c.Unwrap(ctx, &kmsv1.UnwrapRequest{Wrapped: wrapped, Context: []byte(Context)})
+	r, err := s.c.Unwrap(ctx, &kmsv1.UnwrapRequest{Wrapped: wrapped, Context: []byte(Context), Cleanroom: s.room})
 	if err != nil {
 		return nil, s.refusal(keyID, "unwrap", err)
 	}
