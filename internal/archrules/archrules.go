@@ -49,6 +49,8 @@ var Rules = []Rule{
 	{From: []string{"attest/...", "ratls/...", "pki/...", "sealed/...", "enclave/...", "contract/..."},
 		To:  []string{"party/...", "fl/...", "vfl/...", "kms/...", "sql/...", "ml/...", "cmd/..."},
 		Why: "evidence, channels, identity and data formats sit below every service"},
+	{From: []string{"cleanroom/..."}, To: []string{"fl/...", "vfl/...", "ml/..."},
+		Why: "the clean room composes the key broker and the analytics party; it links no learning code"},
 	{From: []string{"party/..."}, To: []string{"fl/...", "vfl/...", "kms/...", "sql/...", "ml/...", "cmd/..."},
 		Why: "every service starts its parties through party; party knows no service"},
 	{From: []string{"cmd/teeml"}, To: []string{"party/...", "ratls/...", "net", "google.golang.org/grpc"}, Direct: true,
