@@ -29,8 +29,8 @@ import (
 	"math/big"
 	"regexp"
 	"runtime"
-	"strconv"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
