@@ -25,7 +25,10 @@ func TestGathersConcurrentRequestsIntoOneCall(t *testing.T) {
 	var mu sync.Mutex
 	b, err := New(Config{InDim: 2, OutDim: 1, MaxBatch: 8, MaxDelay: 10 * time.Second, MaxQueue: 64, Concurrency: 1,
 		OnBatch: func(rows, reqs int) { mu.Lock(); sizes = append(sizes, rows); mu.Unlock() }},
-		func(ctx context.Context, x []float32, rows int) ([]float32, error) { calls.Add(1); return double(ctx, x, rows) })
+		func(ctx context.Context, x []float32, rows int) ([]float32, error) {
+			calls.Add(1)
+			return double(ctx, x, rows)
+		})
 	if err != nil {
 		t.Fatal(err)
 	}

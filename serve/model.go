@@ -1,0 +1,192 @@
+// Package serve is teeml's attested inference server: a model repository
+// (models decrypted in memory only, sealed ones through the key broker after
+// the server's own attestation), the Open Inference Protocol v2 over REST
+// and gRPC (package oip), dynamic batching per model (package batch), API
+// tokens with per-model access lists, Prometheus metrics and health, over
+// RA-TLS so that a client can verify which code holds the model before it
+// sends any input (docs/serving.md).
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/teeml/teeml/internal/yamlx"
+	"github.com/teeml/teeml/ml/datasets"
+	"github.com/teeml/teeml/ml/job"
+	"github.com/teeml/teeml/sealed"
+)
+
+// Model is one loaded model version.
+type Model interface {
+	// Platform names the runtime ("teeml_gomlx", …).
+	Platform() string
+	InDim() int
+	OutDim() int
+	// Classes labels the outputs (nil for regression).
+	Classes() []string
+	// Predict maps rows×InDim raw features to rows×OutDim outputs.
+	Predict(ctx context.Context, x []float32, rows int) ([]float32, error)
+}
+
+// teemlModel is a model written by teeml train (safetensors with teeml
+// metadata and its preprocessing pipeline).
+type teemlModel struct {
+	l  *job.Loaded
+	mu sync.Mutex // one GoMLX execution at a time per model
+}
+
+func (m *teemlModel) Platform() string { return "teeml_gomlx" }
+func (m *teemlModel) InDim() int       { return len(m.l.Pipeline.Columns) }
+func (m *teemlModel) OutDim() int      { return m.l.Model.OutputDim() }
+func (m *teemlModel) Classes() []string {
+	if m.l.Model.Spec().Task == datasets.Regression {
+		return nil
+	}
+	return m.l.Pipeline.ClassNames
+}
+
+func (m *teemlModel) Predict(ctx context.Context, x []float32, rows int) ([]float32, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ds := &datasets.Dataset{Name: "request", Columns: m.l.Pipeline.Columns, X: x, N: rows, D: m.InDim()}
+	in, err := m.l.Pipeline.Apply(ds)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.l.Model.PredictX(in.X, rows)
+}
+
+// Repository is the serving YAML:
+//
+//	models:
+//	  - name: digits
+//	    version: "1"                # default "1"
+//	    kind: teeml                 # a model written by teeml train
+//	    file: digits.safetensors    # relative to the YAML; sealed files are opened with the key broker
+//	    batching: {max_batch_size: 64, max_queue_delay: 2ms, max_queue: 1024}
+//	    concurrency: 1
+//	    access: [analyst]           # API token names that may call it (empty: every token)
+type Repository struct {
+	Models []ModelConfig `yaml:"models"`
+	dir    string
+}
+
+// ModelConfig is one model of the repository.
+type ModelConfig struct {
+	Name        string   `yaml:"name"`
+	Version     string   `yaml:"version"`
+	Kind        string   `yaml:"kind"`
+	File        string   `yaml:"file"`
+	Batching    Batching `yaml:"batching"`
+	Concurrency int      `yaml:"concurrency"`
+	Access      []string `yaml:"access"`
+}
+
+// Batching is a model's dynamic batching.
+type Batching struct {
+	MaxBatchSize  int    `yaml:"max_batch_size"`
+	MaxQueueDelay string `yaml:"max_queue_delay"`
+	MaxQueue      int    `yaml:"max_queue"`
+	delay         time.Duration
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// LoadRepository reads and checks a serving YAML.
+func LoadRepository(path string) (*Repository, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("serving repository: %w", err)
+	}
+	var r Repository
+	lines, err := yamlx.Decode(b, path, "serving repository", 1<<20, &r)
+	if err != nil {
+		return nil, err
+	}
+	w := yamlx.Walker{File: path, Lines: lines}
+	errf := func(key, format string, args ...any) error {
+		return yamlx.Errorf(path, w.Line(key), key, format, args...)
+	}
+	if len(r.Models) == 0 {
+		return nil, errf("models", "no models")
+	}
+	seen := map[string]bool{}
+	for i := range r.Models {
+		m := &r.Models[i]
+		key := fmt.Sprintf("models[%d]", i)
+		if !nameRE.MatchString(m.Name) {
+			return nil, errf(key+".name", "%q: want 1-64 letters, digits, '_', '.', '-'", m.Name)
+		}
+		if m.Version == "" {
+			m.Version = "1"
+		}
+		if !nameRE.MatchString(m.Version) {
+			return nil, errf(key+".version", "%q: want letters, digits, '_', '.', '-'", m.Version)
+		}
+		if seen[m.Name+"/"+m.Version] {
+			return nil, errf(key, "model %s version %s listed twice", m.Name, m.Version)
+		}
+		seen[m.Name+"/"+m.Version] = true
+		if m.Kind != "teeml" {
+			return nil, errf(key+".kind", "%q: want teeml (a model written by teeml train)", m.Kind)
+		}
+		if m.File == "" {
+			return nil, errf(key+".file", "missing")
+		}
+		bt := &m.Batching
+		if bt.MaxBatchSize == 0 {
+			bt.MaxBatchSize = 1
+		}
+		if bt.MaxQueue == 0 {
+			bt.MaxQueue = 1024
+		}
+		if m.Concurrency == 0 {
+			m.Concurrency = 1
+		}
+		if bt.MaxBatchSize < 1 || bt.MaxBatchSize > 1<<16 || bt.MaxQueue < 1 || m.Concurrency < 1 || m.Concurrency > 256 {
+			return nil, errf(key+".batching", "max_batch_size 1..65536, max_queue ≥ 1, concurrency 1..256")
+		}
+		if bt.MaxQueueDelay != "" {
+			d, err := time.ParseDuration(bt.MaxQueueDelay)
+			if err != nil || d < 0 || d > 10*time.Second {
+				return nil, errf(key+".batching.max_queue_delay", "%q: want a duration from 0 to 10s", bt.MaxQueueDelay)
+			}
+			bt.delay = d
+		}
+	}
+	r.dir = filepath.Dir(path)
+	return &r, nil
+}
+
+// path resolves a model file.
+func (r *Repository) path(f string) string {
+	if filepath.IsAbs(f) {
+		return f
+	}
+	return filepath.Join(r.dir, f)
+}
+
+// ErrSealedNoKeys: a sealed model and no key source.
+var ErrSealedNoKeys = errors.New("sealed model and no key broker")
+
+// load opens one model; ks unwraps sealed files (in memory only).
+func (r *Repository) load(ctx context.Context, mc *ModelConfig, ks sealed.KeySource) (Model, error) {
+	l, err := job.LoadSealed(ctx, r.path(mc.File), ks)
+	if err != nil {
+		return nil, fmt.Errorf("model %s version %s: %w", mc.Name, mc.Version, err)
+	}
+	if len(l.Pipeline.Columns) == 0 {
+		return nil, fmt.Errorf("model %s version %s: %s records no feature columns (train it with teeml train)", mc.Name, mc.Version, mc.File)
+	}
+	return &teemlModel{l: l}, nil
+}
