@@ -7,7 +7,7 @@ import (
 )
 
 // Roles are the federation roles a member can be certified for.
-var Roles = []string{"aggregator", "collaborator", "leader", "follower", "kms", "owner", "analytics"}
+var Roles = []string{"aggregator", "collaborator", "leader", "follower", "kms", "owner", "analytics", "serving"}
 
 // CheckRole returns an error unless role is one of Roles.
 func CheckRole(role string) error {

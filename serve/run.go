@@ -1,0 +1,257 @@
+package serve
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"gopkg.in/yaml.v3"
+
+	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/promserve"
+	"github.com/teeml/teeml/internal/yamlx"
+	"github.com/teeml/teeml/party"
+	"github.com/teeml/teeml/pki"
+	"github.com/teeml/teeml/sealed"
+)
+
+// Role is the federation and policy role of an inference server.
+const Role = "serving"
+
+// RunOptions configure Run.
+type RunOptions struct {
+	Repository string     // serving YAML
+	Party      party.Files // the server's party (PKI identity optional)
+	Name       string      // member name (PKI only)
+	HTTPListen string      // REST over RA-TLS ("" : none)
+	GRPCListen string      // gRPC over RA-TLS ("" : none)
+	// MetricsListen serves /metrics, /healthz, /readyz (plain HTTP; ""
+	// none).
+	MetricsListen string
+	Tokens        string // tokens file (TokensFile format)
+	Anonymous     bool
+	// Drain bounds the graceful shutdown (default 30 s).
+	Drain time.Duration
+	Out   io.Writer
+	Log   *slog.Logger
+	// Ready, when set, gets the listening addresses.
+	Ready func(httpAddr, grpcAddr string)
+}
+
+// ServingPrefix starts the line Run prints once it serves.
+const ServingPrefix = "serve: serving "
+
+// Run loads the party and the models (sealed ones through the party's key
+// broker, after its own attestation) and serves until ctx ends, then
+// drains: it stops accepting, answers what was accepted, and returns.
+func Run(ctx context.Context, o RunOptions) error {
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Drain == 0 {
+		o.Drain = 30 * time.Second
+	}
+	if o.HTTPListen == "" && o.GRPCListen == "" {
+		return errors.New("serve: give an HTTP or a gRPC address to listen on")
+	}
+	var p *party.Party
+	var err error
+	if o.Party.Cert != "" {
+		p, err = party.Load(o.Party, o.Name, Role, o.Log)
+	} else {
+		p, err = party.LoadAttested(o.Party, Role, o.Log)
+	}
+	if err != nil {
+		return err
+	}
+	p.Announce(o.Out, o.Log)
+	repo, err := LoadRepository(o.Repository)
+	if err != nil {
+		return err
+	}
+	var ks sealed.KeySource
+	if p.PKI() {
+		src, closeKS, ok, err := p.KeySource(ctx, o.Log)
+		if err != nil {
+			return err
+		}
+		if closeKS != nil {
+			defer closeKS()
+		}
+		if ok {
+			ks = src
+		}
+	}
+	var tokens map[string]string
+	if o.Tokens != "" {
+		if tokens, err = LoadTokens(o.Tokens); err != nil {
+			return err
+		}
+	}
+	reg := prometheus.NewRegistry()
+	s, err := New(ctx, Options{Repo: repo, Keys: ks, Tokens: tokens, Anonymous: o.Anonymous, Log: o.Log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	defer s.Close(context.Background())
+	tc, creds, closeTLS, err := p.ServerTLS(ctx, o.Log)
+	if err != nil {
+		return err
+	}
+	defer closeTLS()
+	if o.MetricsListen != "" {
+		ms, err := promserve.Serve(ctx, o.MetricsListen, promserve.Options{Gatherer: reg, Logger: o.Log, Service: "serve",
+			Ready: func() error {
+				if !s.Ready() {
+					return errors.New("not ready")
+				}
+				return nil
+			}})
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
+	errc := make(chan error, 2)
+	var httpAddr, grpcAddr string
+	var hs *http.Server
+	if o.HTTPListen != "" {
+		lis, err := net.Listen("tcp", o.HTTPListen)
+		if err != nil {
+			return fmt.Errorf("serve: listen %s: %w", o.HTTPListen, err)
+		}
+		httpAddr = lis.Addr().String()
+		hs = &http.Server{Handler: s.Handler(), TLSConfig: tc, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+			WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+			ErrorLog: slog.NewLogLogger(o.Log.Handler(), slog.LevelWarn)}
+		go func() { errc <- hs.ServeTLS(lis, "", "") }()
+	}
+	var gs *grpc.Server
+	if o.GRPCListen != "" {
+		lis, err := net.Listen("tcp", o.GRPCListen)
+		if err != nil {
+			return fmt.Errorf("serve: listen %s: %w", o.GRPCListen, err)
+		}
+		grpcAddr = lis.Addr().String()
+		gs = grpc.NewServer(grpc.Creds(creds), grpc.MaxRecvMsgSize(int(s.o.MaxBody)), grpc.MaxConcurrentStreams(1024))
+		s.RegisterGRPC(gs)
+		go func() { errc <- gs.Serve(lis) }()
+	}
+	fmt.Fprintf(o.Out, "%sREST https://%s, gRPC %s, models %v\n", ServingPrefix, httpAddr, grpcAddr, s.Names())
+	if o.Ready != nil {
+		o.Ready(httpAddr, grpcAddr)
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	o.Log.Info("serve: draining")
+	s.ready.Store(false)
+	dctx, cancel := context.WithTimeout(context.Background(), o.Drain)
+	defer cancel()
+	var errs []error
+	if hs != nil {
+		errs = append(errs, hs.Shutdown(dctx))
+	}
+	if gs != nil {
+		done := make(chan struct{})
+		go func() { gs.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-dctx.Done():
+			gs.Stop()
+		}
+	}
+	errs = append(errs, s.Close(dctx))
+	return errors.Join(errs...)
+}
+
+// TokensFile is the API tokens file: names and the SHA-256 (hex) of each
+// token; the tokens themselves are shown once, when made.
+//
+//	tokens:
+//	  analyst: 9f86d081…
+type TokensFile struct {
+	Tokens map[string]string `yaml:"tokens"`
+}
+
+// LoadTokens reads a tokens file and returns hash → name.
+func LoadTokens(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tokens: %w", err)
+	}
+	var tf TokensFile
+	if _, err := yamlx.Decode(b, path, "tokens file", 1<<20, &tf); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for name, h := range tf.Tokens {
+		if err := pki.CheckName(name); err != nil {
+			return nil, fmt.Errorf("tokens %s: %w", path, err)
+		}
+		if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
+			return nil, fmt.Errorf("tokens %s: %s: want the token's SHA-256 in hex", path, name)
+		}
+		out[h] = name
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("tokens %s: no tokens", path)
+	}
+	return out, nil
+}
+
+// NewToken makes a token for name, adds its hash to the tokens file
+// (created if missing; written atomically) and returns the token.
+func NewToken(path, name string) (string, error) {
+	if err := pki.CheckName(name); err != nil {
+		return "", err
+	}
+	var tf TokensFile
+	if b, err := os.ReadFile(path); err == nil {
+		if _, err := yamlx.Decode(b, path, "tokens file", 1<<20, &tf); err != nil {
+			return "", err
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("tokens: %w", err)
+	}
+	if tf.Tokens == nil {
+		tf.Tokens = map[string]string{}
+	}
+	if _, dup := tf.Tokens[name]; dup {
+		return "", fmt.Errorf("tokens %s: %s already has a token", path, name)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	tok := "tm_" + base64.RawURLEncoding.EncodeToString(raw)
+	sum := sha256.Sum256([]byte(tok))
+	tf.Tokens[name] = hex.EncodeToString(sum[:])
+	b, err := yaml.Marshal(&tf)
+	if err != nil {
+		return "", err
+	}
+	if err := atomicfile.WriteBytes(path, append([]byte("# API tokens of teeml serve: names and SHA-256 of each token.\n"), b...), 0o600); err != nil {
+		return "", err
+	}
+	return tok, nil
+}

@@ -1,0 +1,133 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	inferencev2 "github.com/teeml/teeml/api/proto/teeml/inference/v2"
+	"github.com/teeml/teeml/attest/policy"
+	"github.com/teeml/teeml/internal/testlog"
+	"github.com/teeml/teeml/party"
+	"github.com/teeml/teeml/party/partysim"
+	"github.com/teeml/teeml/serve/client"
+	"github.com/teeml/teeml/serve/oip"
+)
+
+type running struct {
+	http, grpc string
+	stop       func() error
+}
+
+func start(t *testing.T, dir, member, repo, tokens string) *running {
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan [2]string, 1)
+	errc := make(chan error, 1)
+	f := party.WorkspaceFiles(dir, member)
+	f.Cert = "" // attestation only
+	go func() {
+		errc <- Run(ctx, RunOptions{Repository: repo, Party: f, HTTPListen: "127.0.0.1:0", GRPCListen: "127.0.0.1:0", Tokens: tokens,
+			Log: testlog.Discard(), Ready: func(h, g string) { ready <- [2]string{h, g} }})
+	}()
+	select {
+	case a := <-ready:
+		r := &running{http: a[0], grpc: a[1], stop: func() error { cancel(); return <-errc }}
+		t.Cleanup(func() { cancel() })
+		return r
+	case err := <-errc:
+		cancel()
+		t.Fatalf("serve %s: %v", member, err)
+	case <-time.After(time.Minute):
+		cancel()
+		t.Fatal("serve did not start")
+	}
+	return nil
+}
+
+func TestServeOverRATLS(t *testing.T) {
+	model := digitsModel(t)
+	dir := t.TempDir()
+	if err := partysim.Parties(dir, map[string]string{"srv": Role, "cli": "client", "evil": "collaborator"}); err != nil {
+		t.Fatal(err)
+	}
+	repo := filepath.Join(dir, "serving.yaml")
+	os.WriteFile(repo, []byte(fmt.Sprintf("models:\n  - name: digits\n    kind: teeml\n    file: %s\n    batching: {max_batch_size: 16, max_queue_delay: 1ms}\n", model)), 0o644)
+	tokens := filepath.Join(dir, "tokens.yaml")
+	tok, err := NewToken(tokens, "analyst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewToken(tokens, "analyst"); err == nil {
+		t.Fatal("second token under one name accepted")
+	}
+	srv := start(t, dir, "srv", repo, tokens)
+	evil := start(t, dir, "evil", repo, tokens)
+
+	cli, err := party.LoadAttested(party.Files{Dir: dir, Config: party.ConfigFile(dir, "cli")}, "client", testlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Parse(partysim.Policy(Role), "policy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := party.Peer{Role: Role, Policy: pol}
+	tc, creds, err := cli.ClientTLS(peer, testlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, want := expected(t, model, 4)
+	rows := [][]float32{x[:64], x[64:128], x[128:192], x[192:256]}
+	c := client.New("https://"+srv.http, tc, tok)
+	defer c.Close()
+	ctx := context.Background()
+	got, err := c.Infer(ctx, "digits", rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[3][9] != want[39] || got[0][0] != want[0] {
+		t.Fatalf("REST over RA-TLS: %v vs %v", got[0], want[:10])
+	}
+	// The server in another enclave is refused before any input is sent.
+	ce := client.New("https://"+evil.http, tc, tok)
+	defer ce.Close()
+	if _, err := ce.Infer(ctx, "digits", rows); err == nil || !strings.Contains(err.Error(), "mr_enclave") {
+		t.Fatalf("wrong measurement: %v", err)
+	}
+	vp, pin, err := cli.VerifyServer(ctx, srv.http, peer, testlog.Discard())
+	if err != nil || !strings.HasPrefix(pin, "sha256//") || vp.Claims == nil || !vp.Claims.Simulated {
+		t.Fatalf("verify-server: %v %q %v", vp, pin, err)
+	}
+	if _, _, err := cli.VerifyServer(ctx, evil.http, peer, testlog.Discard()); err == nil {
+		t.Fatal("verify-server accepted the wrong measurement")
+	}
+	// gRPC over RA-TLS.
+	conn, err := grpc.NewClient(srv.grpc, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	g := inferencev2.NewGRPCInferenceServiceClient(conn)
+	gctx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+	r, err := g.ModelInfer(gctx, &inferencev2.ModelInferRequest{ModelName: "digits", Inputs: []*inferencev2.ModelInferRequest_InferInputTensor{
+		{Name: "input", Datatype: "FP32", Shape: []int64{4, 64}, Contents: &inferencev2.InferTensorContents{Fp32Contents: x}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := oip.ValuesFromProto(r, 0)
+	if err != nil || float32(out.Values[39]) != want[39] {
+		t.Fatalf("gRPC over RA-TLS: %v %v", out, err)
+	}
+	// Graceful drain: Run returns without error once stopped.
+	if err := srv.stop(); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("drain: %v", err)
+	}
+}
