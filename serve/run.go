@@ -32,7 +32,7 @@ const Role = "serving"
 
 // RunOptions configure Run.
 type RunOptions struct {
-	Repository string     // serving YAML
+	Repository string      // serving YAML
 	Party      party.Files // the server's party (PKI identity optional)
 	Name       string      // member name (PKI only)
 	HTTPListen string      // REST over RA-TLS ("" : none)
