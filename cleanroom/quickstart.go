@@ -1,7 +1,6 @@
 package cleanroom
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/csv"
@@ -11,10 +10,8 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -90,105 +87,22 @@ func OwnerSetup(ctx context.Context, dir, owner string, out io.Writer) error {
 	return nil
 }
 
-// proc is a child process whose stdout lines are forwarded with a prefix.
-type proc struct {
-	cmd    *exec.Cmd
-	lines  chan string
-	exited chan struct{}
-	err    error
-}
-
-func start(exe, logPath, prefix string, out io.Writer, args ...string) (*proc, error) {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(exe, args...)
-	cmd.Stderr = logf
-	childlog.OrphanProof(cmd)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		logf.Close()
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", prefix, err)
-	}
-	p := &proc{cmd: cmd, lines: make(chan string, 64), exited: make(chan struct{})}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(p.lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			if !strings.HasPrefix(line, "***") {
-				fmt.Fprintf(out, "  [%s] %s\n", prefix, line)
-			}
-			select {
-			case p.lines <- line:
-			default:
-			}
-		}
-	}()
-	go func() { wg.Wait(); p.err = cmd.Wait(); logf.Close(); close(p.exited) }()
-	return p, nil
-}
-
-func (p *proc) stop() {
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.exited:
-	case <-time.After(15 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-// wait waits for the process to end and returns its error.
-func (p *proc) wait(ctx context.Context) error {
-	select {
-	case <-p.exited:
-		return p.err
-	case <-ctx.Done():
-		p.stop()
-		return ctx.Err()
-	}
+func start(exe, logPath, prefix string, out io.Writer, args ...string) (*childlog.Proc, error) {
+	return childlog.Start(exe, logPath, prefix, out, args...)
 }
 
 // startBroker runs owner's `teeml kms serve` and returns its address.
-func startBroker(ctx context.Context, exe, dir, owner string, out io.Writer) (*proc, string, error) {
+func startBroker(ctx context.Context, exe, dir, owner string, out io.Writer) (*childlog.Proc, string, error) {
 	logPath := filepath.Join(dir, "logs", BrokerMember(owner)+".log")
 	p, err := start(exe, logPath, BrokerMember(owner), out, "kms", "serve", "--config", BrokerConfig(dir, owner))
 	if err != nil {
 		return nil, "", err
 	}
-	timeout := time.After(60 * time.Second)
-	for {
-		select {
-		case line, ok := <-p.lines:
-			if !ok {
-				<-p.exited
-				return nil, "", fmt.Errorf("%s's key broker exited before serving (see %s)", owner, logPath)
-			}
-			if addr, found := strings.CutPrefix(line, kms.ServingPrefix); found {
-				return p, strings.TrimSpace(addr), nil
-			}
-		case <-timeout:
-			p.stop()
-			return nil, "", fmt.Errorf("%s's key broker did not start within 60 s (see %s)", owner, logPath)
-		case <-ctx.Done():
-			p.stop()
-			return nil, "", ctx.Err()
-		}
+	addr, err := p.WaitLine(ctx, kms.ServingPrefix, time.Minute)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s's key broker %w (see %s)", owner, err, logPath)
 	}
+	return p, strings.TrimSpace(addr), nil
 }
 
 // QuickstartOptions configure Quickstart.
@@ -233,7 +147,7 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 		if err != nil {
 			return nil, err
 		}
-		defer p.stop()
+		defer p.Stop()
 		addrs[ow.Name] = addr
 	}
 	if err := WriteClientConfigs(o.Dir, addrs); err != nil {
@@ -244,7 +158,7 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 		if err != nil {
 			return nil, err
 		}
-		if err := p.wait(ctx); err != nil {
+		if err := p.Wait(ctx); err != nil {
 			return nil, fmt.Errorf("owner %s failed (see %s): %w", ow.Name, filepath.Join(o.Dir, "logs", ow.Name+".log"), err)
 		}
 	}
@@ -269,7 +183,7 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 		if err != nil {
 			return nil, err
 		}
-		err = p.wait(ctx)
+		err = p.Wait(ctx)
 		r.Output = buf.String()
 		switch {
 		case err != nil && !r.Refused:

@@ -30,8 +30,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/contract"
 	"github.com/teeml/teeml/internal/atomicfile"
@@ -182,19 +180,7 @@ func WriteClientConfigs(dir string, addrs map[string]string) error {
 }
 
 func writeKMSConfig(dir, member, path string, c *kms.Config) error {
-	pc, err := party.LoadConfig(party.ConfigFile(dir, member))
-	if err != nil {
-		return err
-	}
-	c.Name, c.Platform = member, *pc
-	c.Identity.Cert, c.Identity.Key = party.PKIDir+"/"+member+".crt", party.PKIDir+"/"+member+"-key.pem"
-	c.Federation.Root, c.Federation.Bundle = party.RootFile, party.BundleFile
-	b, err := yaml.Marshal(c)
-	if err != nil {
-		return err
-	}
-	hdr := partysim.Header("Key broker configuration of " + member + " (clean-room quickstart; see kms.Config).")
-	return atomicfile.WriteBytes(path, append([]byte(hdr), b...), 0o600)
+	return kms.WriteWorkspaceConfig(dir, member, path, "Key broker configuration of "+member+" (clean-room quickstart; see kms.Config).", c)
 }
 
 const recipientPEM = "TEEML CLEANROOM RECIPIENT KEY"

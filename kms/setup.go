@@ -111,3 +111,22 @@ func SetupSimulated(ctx context.Context, dir string, o SetupOptions) error {
 	}
 	return nil
 }
+
+// WriteWorkspaceConfig completes c for member of the simulated workspace
+// dir (party/partysim layout: its platform from party/<member>.yaml, its
+// identity and the federation under pki/) and writes it to path (0600),
+// headed by the simulation banner and what.
+func WriteWorkspaceConfig(dir, member, path, what string, c *Config) error {
+	pc, err := party.LoadConfig(party.ConfigFile(dir, member))
+	if err != nil {
+		return err
+	}
+	c.Name, c.Platform = member, *pc
+	c.Identity.Cert, c.Identity.Key = party.PKIDir+"/"+member+".crt", party.PKIDir+"/"+member+"-key.pem"
+	c.Federation.Root, c.Federation.Bundle = party.RootFile, party.BundleFile
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteBytes(path, append([]byte(partysim.Header(what)), b...), 0o600)
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"google.golang.org/grpc/credentials"
@@ -115,4 +116,16 @@ func (p *Party) VerifyServer(ctx context.Context, addr string, peer Peer, log *s
 	}
 	sum := sha256.Sum256(chain[0].RawSubjectPublicKeyInfo)
 	return vp, "sha256//" + base64.StdEncoding.EncodeToString(sum[:]), nil
+}
+
+// ConfigFiles are the files of an attestation-only party given by its
+// configuration file alone. Relative paths in it are resolved against the
+// workspace: the parent of a party/ directory holding the file (the
+// WorkspaceFiles layout), else the file's own directory.
+func ConfigFiles(path string) Files {
+	dir := filepath.Dir(path)
+	if filepath.Base(dir) == ConfigDir {
+		dir = filepath.Dir(dir)
+	}
+	return Files{Dir: dir, Config: path}
 }

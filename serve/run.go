@@ -33,8 +33,11 @@ const Role = "serving"
 // RunOptions configure Run.
 type RunOptions struct {
 	Repository string      // serving YAML
-	Party      party.Files // the server's party (PKI identity optional)
-	Name       string      // member name (PKI only)
+	// Workspace and Name locate the server's party files (party.WorkspaceFiles:
+	// a PKI identity when pki/<name>.crt exists, else attestation only);
+	// PartyConfig, when set, is an attestation-only party configuration
+	// file used instead.
+	Workspace, Name, PartyConfig string
 	HTTPListen string      // REST over RA-TLS ("" : none)
 	GRPCListen string      // gRPC over RA-TLS ("" : none)
 	// MetricsListen serves /metrics, /healthz, /readyz (plain HTTP; ""
@@ -71,10 +74,18 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	var p *party.Party
 	var err error
-	if o.Party.Cert != "" {
-		p, err = party.Load(o.Party, o.Name, Role, o.Log)
-	} else {
-		p, err = party.LoadAttested(o.Party, Role, o.Log)
+	switch {
+	case o.PartyConfig != "":
+		p, err = party.LoadAttested(party.ConfigFiles(o.PartyConfig), Role, o.Log)
+	case o.Workspace != "" && o.Name != "":
+		f := party.WorkspaceFiles(o.Workspace, o.Name)
+		if _, serr := os.Stat(f.Cert); serr == nil {
+			p, err = party.Load(f, o.Name, Role, o.Log)
+		} else {
+			p, err = party.LoadAttested(f, Role, o.Log)
+		}
+	default:
+		return errors.New("serve: give the server's party (--workspace and --name, or --party)")
 	}
 	if err != nil {
 		return err

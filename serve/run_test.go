@@ -31,10 +31,8 @@ func start(t *testing.T, dir, member, repo, tokens string) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan [2]string, 1)
 	errc := make(chan error, 1)
-	f := party.WorkspaceFiles(dir, member)
-	f.Cert = "" // attestation only
 	go func() {
-		errc <- Run(ctx, RunOptions{Repository: repo, Party: f, HTTPListen: "127.0.0.1:0", GRPCListen: "127.0.0.1:0", Tokens: tokens,
+		errc <- Run(ctx, RunOptions{Repository: repo, Workspace: dir, Name: member, HTTPListen: "127.0.0.1:0", GRPCListen: "127.0.0.1:0", Tokens: tokens,
 			Log: testlog.Discard(), Ready: func(h, g string) { ready <- [2]string{h, g} }})
 	}()
 	select {

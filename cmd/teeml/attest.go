@@ -28,7 +28,7 @@ var errRefused = errors.New("attestation refused")
 
 func newAttestCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "attest", Short: "Verify, inspect and produce TEE evidence (SGX/TDX DCAP, SEV-SNP, simulation)"}
-	cmd.AddCommand(newAttestVerifyCmd(), newAttestInspectCmd(), newAttestQuoteCmd(), newAttestSimKeyCmd())
+	cmd.AddCommand(newAttestVerifyCmd(), newAttestInspectCmd(), newAttestQuoteCmd(), newAttestSimKeyCmd(), newAttestVerifyServerCmd())
 	return cmd
 }
 

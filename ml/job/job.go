@@ -218,12 +218,22 @@ func FinalLine(m ml.Metrics) string {
 // Save writes the trained weights atomically as safetensors, with the model
 // description, the fitted preprocessing and the split in the metadata.
 func Save(path string, r *TrainResult, splitSeed int64, testFraction float64) error {
+	return WriteWeights(path, r.Model.Weights(), r.metadata(splitSeed, testFraction), r.Test)
+}
+
+// Encode is Save to a writer (e.g. a sealed.Writer: the model never
+// reaches the disk in plaintext).
+func Encode(out io.Writer, r *TrainResult, splitSeed int64, testFraction float64) error {
+	return EncodeWeights(out, r.Model.Weights(), r.metadata(splitSeed, testFraction), r.Test)
+}
+
+func (r *TrainResult) metadata(splitSeed int64, testFraction float64) map[string]string {
 	md := r.Model.Metadata()
 	md[MetaDataset] = r.Pipeline.Dataset
 	md[MetaPipeline] = r.Pipeline.JSON()
 	md[MetaSplitSeed] = strconv.FormatInt(splitSeed, 10)
 	md[MetaTestFraction] = strconv.FormatFloat(testFraction, 'g', -1, 64)
-	return WriteWeights(path, r.Model.Weights(), md, r.Test)
+	return md
 }
 
 // WriteWeights writes weights atomically as safetensors with md plus
