@@ -32,14 +32,14 @@ const Role = "serving"
 
 // RunOptions configure Run.
 type RunOptions struct {
-	Repository string      // serving YAML
+	Repository string // serving YAML
 	// Workspace and Name locate the server's party files (party.WorkspaceFiles:
 	// a PKI identity when pki/<name>.crt exists, else attestation only);
 	// PartyConfig, when set, is an attestation-only party configuration
 	// file used instead.
 	Workspace, Name, PartyConfig string
-	HTTPListen string      // REST over RA-TLS ("" : none)
-	GRPCListen string      // gRPC over RA-TLS ("" : none)
+	HTTPListen                   string // REST over RA-TLS ("" : none)
+	GRPCListen                   string // gRPC over RA-TLS ("" : none)
 	// MetricsListen serves /metrics, /healthz, /readyz (plain HTTP; ""
 	// none).
 	MetricsListen string

@@ -317,4 +317,3 @@ func argmax(p []float32) int {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
-
