@@ -157,4 +157,3 @@ func trainKMeans(ctx context.Context, o ClassicalOptions, train, test *datasets.
 	}
 	return nil
 }
-
