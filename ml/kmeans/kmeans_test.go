@@ -72,4 +72,3 @@ func FuzzParseModel(f *testing.F) {
 		_ = m.Predict(make([]float32, m.D), 1)
 	})
 }
-

@@ -100,7 +100,7 @@ func ParseText(r io.Reader, name string) (*Model, error) {
 	sc.Buffer(make([]byte, 64*1024), 64<<20)
 	line := 0
 	fail := func(format string, a ...any) error {
-		return fmt.Errorf("model %s: line %d: %s", name, line, fmt.Sprintf(format, a...))
+		return fmt.Errorf("model %s: line %d: "+format, append([]any{name, line}, a...)...)
 	}
 	// block reads key=value lines up to a blank line or EOF.
 	block := func() (map[string]string, int, bool, error) {
@@ -125,7 +125,7 @@ func ParseText(r io.Reader, name string) (*Model, error) {
 			kv[k] = v
 		}
 		if err := sc.Err(); err != nil {
-			return nil, start, false, fail("%v", err)
+			return nil, start, false, fail("%w", err)
 		}
 		return kv, start, len(kv) > 0, nil
 	}
@@ -145,7 +145,7 @@ func ParseText(r io.Reader, name string) (*Model, error) {
 	atoi := func(k string) (int, error) {
 		n, err := strconv.Atoi(hdr[k])
 		if err != nil {
-			return 0, fail("header: %s: %v", k, err)
+			return 0, fail("header: %s: %w", k, err)
 		}
 		return n, nil
 	}
@@ -199,7 +199,7 @@ func ParseText(r io.Reader, name string) (*Model, error) {
 		line = start
 		t, err := parseTree(kv, i, mfi+1)
 		if err != nil {
-			return nil, fail("tree %d: %v", i, err)
+			return nil, fail("tree %d: %w", i, err)
 		}
 		line = line0
 		m.Trees = append(m.Trees, t)
@@ -214,7 +214,7 @@ func ParseText(r io.Reader, name string) (*Model, error) {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fail("%v", err)
+		return nil, fail("%w", err)
 	}
 	return nil, fail("truncated: no \"end of trees\"")
 }
