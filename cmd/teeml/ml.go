@@ -159,6 +159,14 @@ func newEvalCmd() *cobra.Command {
 				defer k.close()
 				o.Keys, o.Context = ks, cmd.Context()
 			}
+			if job.IsTreeModelFile(o.Weights) {
+				line, err := job.EvalClassical(o.Weights, o.Dataset)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), line)
+				return nil
+			}
 			_, m, err := job.Eval(o)
 			if err != nil {
 				return err
@@ -167,7 +175,7 @@ func newEvalCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&o.Weights, "weights", "", "weights file written by teeml train --out")
+	cmd.Flags().StringVar(&o.Weights, "weights", "", "weights file written by teeml train --out (model.txt: rf, gbdt)")
 	cmd.Flags().StringVar(&o.Dataset, "dataset", "", "dataset name")
 	cmd.Flags().StringVar(&o.Model, "model", "", "expected model kind (checked against the file)")
 	k.register(cmd, "")

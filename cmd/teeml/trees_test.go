@@ -41,6 +41,19 @@ func TestTrainTreesCLI(t *testing.T) {
 		t.Errorf("saved model: objective %q, %d trees", m.Objective, len(m.Trees))
 	}
 
+	// teeml eval re-splits with the seed recorded in the file and gets
+	// the same test metrics as training printed.
+	ev, stderr, code := run(t, bin, "eval", "--weights", out, "--dataset", "breast_cancer", "--log-level", "warn")
+	if code != 0 {
+		t.Fatalf("eval: exit %d: %s", code, stderr)
+	}
+	if want := strings.Join(lines[len(lines)-2:], "\n"); strings.TrimSpace(ev) != want {
+		t.Errorf("eval printed %q, train %q", ev, want)
+	}
+	if _, _, code := run(t, bin, "eval", "--weights", out, "--dataset", "digits", "--log-level", "warn"); code == 0 {
+		t.Error("eval of a breast_cancer model on digits succeeded")
+	}
+
 	stdout, stderr, code = run(t, bin, "train", "--dataset", "digits", "--model", "kmeans", "--k", "10", "--log-level", "warn")
 	if code != 0 || !strings.Contains(stdout, "test_ari=") {
 		t.Fatalf("kmeans: exit %d, stdout %q, stderr %q", code, stdout, stderr)

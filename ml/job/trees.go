@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/buildinfo"
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/kmeans"
 	"github.com/teeml/teeml/ml/trees"
@@ -102,6 +106,8 @@ func TrainClassical(ctx context.Context, o ClassicalOptions) error {
 		fmt.Fprintf(o.Output, "  %-20s gain=%.4g splits=%d\n", train.Columns[f].Name, gain[f], splits[f])
 	}
 	if o.Out != "" {
+		m.Params = map[string]string{MetaDataset: o.Dataset, MetaSplitSeed: strconv.FormatInt(o.Seed, 10),
+			MetaTestFraction: strconv.FormatFloat(o.TestFraction, 'g', -1, 64), MetaVersion: buildinfo.Version}
 		if err := atomicfile.WriteFile(o.Out, 0o644, func(w io.Writer) error { return trees.WriteText(w, m) }); err != nil {
 			return fmt.Errorf("train: %w", err)
 		}
@@ -156,4 +162,44 @@ func trainKMeans(ctx context.Context, o ClassicalOptions, train, test *datasets.
 		fmt.Fprintf(o.Output, "test_ari=%.4f\n", kmeans.ARI(m.Predict(te.X, te.N), labels))
 	}
 	return nil
+}
+
+// IsTreeModelFile reports whether path names a LightGBM-format model file
+// (teeml train --model rf|gbdt --out model.txt) rather than safetensors.
+func IsTreeModelFile(path string) bool { return strings.HasSuffix(path, ".txt") }
+
+// EvalClassical evaluates a model.txt written by TrainClassical on the
+// held-out split recorded in its parameters and returns the final line(s).
+func EvalClassical(path, dataset string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("eval: %w", err)
+	}
+	defer f.Close()
+	m, err := trees.ParseText(f, path)
+	if err != nil {
+		return "", err
+	}
+	if d := m.Params[MetaDataset]; d != "" && d != dataset {
+		return "", fmt.Errorf("model %s: trained on dataset %q, not %q", path, d, dataset)
+	}
+	seed, frac := int64(1), DefaultTestFraction
+	if v, ok := m.Params[MetaSplitSeed]; ok {
+		if seed, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return "", fmt.Errorf("model %s: parameter %s: %w", path, MetaSplitSeed, err)
+		}
+	}
+	if v, ok := m.Params[MetaTestFraction]; ok {
+		if frac, err = strconv.ParseFloat(v, 64); err != nil {
+			return "", fmt.Errorf("model %s: parameter %s: %w", path, MetaTestFraction, err)
+		}
+	}
+	_, test, err := datasets.LoadSplit(dataset, frac, seed)
+	if err != nil {
+		return "", err
+	}
+	if test.D != len(m.FeatureNames) {
+		return "", fmt.Errorf("model %s: %d features, dataset %s has %d", path, len(m.FeatureNames), dataset, test.D)
+	}
+	return classicalFinalLine(test.Task, trees.Evaluate(m, test)), nil
 }

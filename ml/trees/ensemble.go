@@ -25,7 +25,11 @@ type Model struct {
 	NumClass     int // outputs per iteration (K): 1 for binary and regression
 	Average      bool
 	FeatureNames []string
-	Trees        []*Tree
+	// Params are written to (and read from) the file's "parameters:"
+	// section as "[key: value]" lines, as LightGBM does; keys and values
+	// must not contain newlines or "]".
+	Params map[string]string
+	Trees  []*Tree
 }
 
 // K is the number of trees per iteration.

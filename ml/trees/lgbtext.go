@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -46,6 +47,18 @@ func WriteText(w io.Writer, m *Model) error {
 		b.WriteString(bl)
 	}
 	b.WriteString("end of trees\n")
+	if len(m.Params) > 0 {
+		keys := make([]string, 0, len(m.Params))
+		for k := range m.Params {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b.WriteString("\nparameters:\n")
+		for _, k := range keys {
+			fmt.Fprintf(&b, "[%s: %s]\n", k, m.Params[k])
+		}
+		b.WriteString("end of parameters\n")
+	}
 	_, err := w.Write(b.Bytes())
 	return err
 }
@@ -208,7 +221,7 @@ func ParseText(r io.Reader, name string) (*Model, error) {
 		line++
 		if s := strings.TrimSpace(sc.Text()); s != "" {
 			if s == "end of trees" {
-				return m, nil
+				return m, parseParams(sc, &line, m, fail)
 			}
 			return nil, fail("want \"end of trees\", got %.40q", s)
 		}
@@ -217,6 +230,35 @@ func ParseText(r io.Reader, name string) (*Model, error) {
 		return nil, fail("%w", err)
 	}
 	return nil, fail("truncated: no \"end of trees\"")
+}
+
+// parseParams reads an optional "parameters:" section after the trees;
+// other trailing sections (LightGBM's feature_importances) are skipped.
+func parseParams(sc *bufio.Scanner, line *int, m *Model, fail func(string, ...any) error) error {
+	in := false
+	for sc.Scan() {
+		*line++
+		s := strings.TrimSpace(sc.Text())
+		switch {
+		case s == "parameters:":
+			in = true
+		case s == "end of parameters":
+			in = false
+		case in && s != "":
+			k, v, ok := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"), ": ")
+			if !ok || !strings.HasPrefix(s, "[") || !strings.HasSuffix(s, "]") {
+				return fail("parameters: want [key: value], got %.40q", s)
+			}
+			if m.Params == nil {
+				m.Params = map[string]string{}
+			}
+			m.Params[k] = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fail("%w", err)
+	}
+	return nil
 }
 
 func parseTree(kv map[string]string, i, nFeat int) (*Tree, error) {

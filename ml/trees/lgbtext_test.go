@@ -56,6 +56,8 @@ func TestLeavesLoadsModels(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// a parameters section after the trees, as LightGBM writes one
+			m.Params = map[string]string{"teeml.dataset": c.dataset, "teeml.split.seed": "1"}
 			var buf bytes.Buffer
 			if err := WriteText(&buf, m); err != nil {
 				t.Fatal(err)
@@ -71,6 +73,9 @@ func TestLeavesLoadsModels(t *testing.T) {
 			back, err := ParseText(bytes.NewReader(buf.Bytes()), "model.txt")
 			if err != nil {
 				t.Fatal(err)
+			}
+			if back.Params["teeml.dataset"] != c.dataset || back.Params["teeml.split.seed"] != "1" || len(back.Params) != 2 {
+				t.Errorf("parameters read back as %v", back.Params)
 			}
 			out := make([]float64, lv.NOutputGroups())
 			fv := make([]float64, test.D)
