@@ -102,6 +102,7 @@ func writeDatasetCSV(w io.Writer, ds *datasets.Dataset) error {
 func newTrainCmd() *cobra.Command {
 	var o job.TrainOptions
 	var threads int
+	var c job.ClassicalOptions // rf, gbdt, kmeans (see classicalFlags)
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Train a model locally on a dataset and report test metrics",
@@ -110,6 +111,11 @@ func newTrainCmd() *cobra.Command {
 			"Models: " + fmt.Sprint(ml.Kinds()) + ".",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if job.IsClassical(o.Model) {
+				c.Dataset, c.Model, c.LR, c.Seed, c.TestFraction, c.Out, c.Threads = o.Dataset, o.Model, o.LR, o.Seed, o.TestFraction, o.Out, threads
+				c.Output = cmd.OutOrStdout()
+				return job.TrainClassical(cmd.Context(), c)
+			}
 			if threads > 0 {
 				ml.SetThreads(threads)
 			}
@@ -122,14 +128,15 @@ func newTrainCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Dataset, "dataset", "", "dataset name (see teeml datasets list)")
-	f.StringVar(&o.Model, "model", "", "model kind: logreg, linreg, mlp, cnn, widedeep")
+	f.StringVar(&o.Model, "model", "", "model kind: logreg, linreg, mlp, cnn, widedeep; rf, gbdt, kmeans")
 	f.IntVar(&o.Epochs, "epochs", 0, "epochs (0: the model's default)")
 	f.IntVar(&o.BatchSize, "batch", 0, "batch size (0: the model's default)")
 	f.Float64Var(&o.LR, "lr", 0, "learning rate (0: the model's default)")
 	f.StringVar(&o.Optimizer, "optimizer", "", "adam or sgd (default adam)")
 	f.Int64Var(&o.Seed, "seed", 1, "seed for initialisation, shuffling and the train/test split")
 	f.Float64Var(&o.TestFraction, "test-fraction", job.DefaultTestFraction, "held-out fraction (ignored by mnist/fashion_mnist, which keep their official split)")
-	f.StringVar(&o.Out, "out", "", "write the trained weights to this .safetensors file")
+	f.StringVar(&o.Out, "out", "", "write the trained weights to this .safetensors file (rf, gbdt: LightGBM model.txt; kmeans: JSON)")
+	classicalFlags(cmd, &c)
 	f.IntVar(&threads, "threads", 0, "compute threads (0: all cores)")
 	_ = cmd.MarkFlagRequired("dataset")
 	_ = cmd.MarkFlagRequired("model")
@@ -152,6 +159,14 @@ func newEvalCmd() *cobra.Command {
 				defer k.close()
 				o.Keys, o.Context = ks, cmd.Context()
 			}
+			if job.IsTreeModelFile(o.Weights) {
+				line, err := job.EvalClassical(o.Weights, o.Dataset)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), line)
+				return nil
+			}
 			_, m, err := job.Eval(o)
 			if err != nil {
 				return err
@@ -160,7 +175,7 @@ func newEvalCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&o.Weights, "weights", "", "weights file written by teeml train --out")
+	cmd.Flags().StringVar(&o.Weights, "weights", "", "weights file written by teeml train --out (model.txt: rf, gbdt)")
 	cmd.Flags().StringVar(&o.Dataset, "dataset", "", "dataset name")
 	cmd.Flags().StringVar(&o.Model, "model", "", "expected model kind (checked against the file)")
 	k.register(cmd, "")

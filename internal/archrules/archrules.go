@@ -55,6 +55,9 @@ var Rules = []Rule{
 		Why: "the clean room composes the key broker and the analytics party; it links no learning code"},
 	{From: []string{"party/..."}, To: []string{"fl/...", "vfl/...", "kms/...", "sql/...", "ml/...", "cmd/..."},
 		Why: "every service starts its parties through party; party knows no service"},
+	{From: []string{"ml/trees/...", "ml/kmeans/..."},
+		To:  []string{"fl/...", "vfl/...", "kms/...", "sql/...", "party/...", "attest/...", "ratls/...", "pki/...", "cmd/..."},
+		Why: "classical ML algorithms know nothing of federation, transport or the CLI"},
 	{From: []string{"cmd/teeml"}, To: []string{"party/...", "ratls/...", "net", "google.golang.org/grpc"}, Direct: true,
 		Why: "the CLI parses flags and calls a service; it opens no channel and starts no party itself"},
 }
