@@ -14,6 +14,7 @@ import (
 
 	"github.com/teeml/teeml/serve"
 	"github.com/teeml/teeml/serve/client"
+	"github.com/teeml/teeml/serve/queue"
 	"github.com/teeml/teeml/serve/quickstart"
 )
 
@@ -43,7 +44,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&o.Tokens, "tokens", "", "API tokens file (teeml serve token)")
 	f.BoolVar(&o.Anonymous, "anonymous", false, "accept requests without a token")
 	cmd.MarkFlagRequired("repository")
-	cmd.AddCommand(newServeTokenCmd(), newServeQuickstartCmd())
+	cmd.AddCommand(newServeTokenCmd(), newServeQuickstartCmd(), newServeQueueCmd())
 	return cmd
 }
 
@@ -220,5 +221,35 @@ func newAttestVerifyServerCmd() *cobra.Command {
 	cmd.Flags().StringVar(&t.Role, "role", "serving", "the policy role of the server")
 	cmd.MarkFlagRequired("party")
 	cmd.MarkFlagRequired("policy")
+	return cmd
+}
+
+func newServeQueueCmd() *cobra.Command {
+	var o queue.ServeOptions
+	var tokens string
+	cmd := &cobra.Command{
+		Use:   "queue --repository serving.yaml (--nats URL | --store DIR [--listen ADDR]) [--tokens F | --anonymous]",
+		Short: "queue mode: answer requests from a NATS JetStream stream (embedded by default), results by request id, at least once, answered once",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if tokens != "" {
+				t, err := serve.LoadTokens(tokens)
+				if err != nil {
+					return err
+				}
+				o.Tokens = t
+			}
+			o.Out, o.Log = cmd.OutOrStdout(), slog.Default()
+			return queue.Serve(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Repository, "repository", "", "serving YAML")
+	f.StringVar(&o.URL, "nats", "", "external NATS URL (default: an embedded server)")
+	f.StringVar(&o.StoreDir, "store", "", "embedded JetStream store directory")
+	f.StringVar(&o.Listen, "listen", "127.0.0.1:4222", "embedded NATS address")
+	f.StringVar(&tokens, "tokens", "", "API tokens file (requests carry Authorization: Bearer in a header)")
+	f.BoolVar(&o.Anonymous, "anonymous", false, "accept requests without a token")
+	cmd.MarkFlagRequired("repository")
 	return cmd
 }
