@@ -383,39 +383,8 @@ func ReadAudit(ctx context.Context, dir, owner string) ([]*audit.Record, error) 
 		return nil, err
 	}
 	defer cl.Close()
-	s, err := cl.ReadAudit(ctx, &kmsv1.ReadAuditRequest{FromSeq: 1})
+	recs, _, err := cl.VerifiedAudit(ctx)
 	if err != nil {
-		return nil, err
-	}
-	v := audit.NewVerifier()
-	var recs []*audit.Record
-	var head *kmsv1.AuditHead
-	for {
-		ch, err := s.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range ch.Entries {
-			if err := v.Add(audit.Entry{Seq: e.Seq, Prev: e.PrevHash, Hash: e.Hash, Body: e.Body}); err != nil {
-				return nil, err
-			}
-			r, err := audit.Decode(e.Body)
-			if err != nil {
-				return nil, fmt.Errorf("audit entry %d: %w", e.Seq, err)
-			}
-			recs = append(recs, r)
-		}
-		if ch.Head != nil {
-			head = ch.Head
-		}
-	}
-	if head == nil || !head.MacOk {
-		return nil, errors.New("audit chain: no MAC-authenticated head")
-	}
-	if err := v.Finish(&audit.Head{Seq: head.Seq, Hash: head.Hash}); err != nil {
 		return nil, err
 	}
 	return recs, nil

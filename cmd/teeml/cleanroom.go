@@ -39,16 +39,9 @@ func newCleanroomQuickstartCmd() *cobra.Command {
 		Short: "two owners (bank, retailer) with their key brokers and an analytics party, as separate processes (SIMULATED attestation)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			exe, err := os.Executable()
+			exe, dir, err := quickstartEnv(dir, "teeml-cleanroom-")
 			if err != nil {
 				return err
-			}
-			if dir == "" {
-				d, err := os.MkdirTemp("", "teeml-cleanroom-")
-				if err != nil {
-					return err
-				}
-				dir = d
 			}
 			_, err = cleanroom.Quickstart(cmd.Context(), cleanroom.QuickstartOptions{Dir: dir, Exe: exe, Out: cmd.OutOrStdout()})
 			return err
@@ -56,6 +49,20 @@ func newCleanroomQuickstartCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "workspace directory, empty or missing (default: a new temporary directory, kept)")
 	return cmd
+}
+
+// quickstartEnv is a quickstart's own executable (its parties run it) and
+// its workspace: dir, or a new temporary directory (kept).
+func quickstartEnv(dir, prefix string) (exe, ws string, err error) {
+	if exe, err = os.Executable(); err != nil {
+		return "", "", err
+	}
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", prefix); err != nil {
+			return "", "", err
+		}
+	}
+	return exe, dir, nil
 }
 
 // kvFlags parses repeated name=value flags.

@@ -359,7 +359,7 @@ func newKMSAuditCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return sf.with(cmd, func(ctx context.Context, c *kms.Client) error {
-				return readAudit(ctx, c, from, func(e audit.Entry) error {
+				return c.StreamAudit(ctx, from, func(e audit.Entry) error {
 					if asJSON {
 						_, err := fmt.Fprintf(cmd.OutOrStdout(), "{\"seq\":%d,\"hash\":\"%s\",\"entry\":%s}\n", e.Seq, hex.EncodeToString(e.Hash), e.Body)
 						return err
@@ -415,7 +415,7 @@ func newKMSAuditCmd() *cobra.Command {
 			return vf.with(cmd, func(ctx context.Context, c *kms.Client) error {
 				v := audit.NewVerifier(ws...)
 				var head *kmsv1.AuditHead
-				if err := readAudit(ctx, c, 1, v.Add, func(h *kmsv1.AuditHead) { head = h }); err != nil {
+				if err := c.StreamAudit(ctx, 1, v.Add, func(h *kmsv1.AuditHead) { head = h }); err != nil {
 					return err
 				}
 				if head == nil {
@@ -447,30 +447,6 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func readAudit(ctx context.Context, c *kms.Client, from uint64, f func(audit.Entry) error, head func(*kmsv1.AuditHead)) error {
-	s, err := c.ReadAudit(ctx, &kmsv1.ReadAuditRequest{FromSeq: from})
-	if err != nil {
-		return err
-	}
-	for {
-		ch, err := s.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		for _, e := range ch.Entries {
-			if err := f(audit.Entry{Seq: e.Seq, Prev: e.PrevHash, Hash: e.Hash, Body: e.Body}); err != nil {
-				return err
-			}
-		}
-		if ch.Head != nil && head != nil {
-			head(ch.Head)
-		}
-	}
 }
 
 func verifyLocal(cmd *cobra.Command, config string, ws []audit.Head) error {

@@ -78,14 +78,9 @@ func newServeQuickstartCmd() *cobra.Command {
 		Short: "train, seal under a key broker, serve from its own process, query from a client that verifies the server (SIMULATED attestation)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			exe, err := os.Executable()
+			exe, dir, err := quickstartEnv(dir, "teeml-serve-")
 			if err != nil {
 				return err
-			}
-			if dir == "" {
-				if dir, err = os.MkdirTemp("", "teeml-serve-"); err != nil {
-					return err
-				}
 			}
 			_, err = quickstart.Run(cmd.Context(), quickstart.Options{Dir: dir, Exe: exe, Requests: n, Out: cmd.OutOrStdout()})
 			return err

@@ -17,7 +17,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -330,47 +329,16 @@ func ReadAudit(ctx context.Context, dir string) ([]Decision, *audit.Verifier, er
 		return nil, nil, err
 	}
 	defer c.Close()
-	s, err := c.ReadAudit(ctx, &kmsv1.ReadAuditRequest{FromSeq: 1})
+	recs, v, err := c.VerifiedAudit(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	v := audit.NewVerifier()
-	var ds []Decision
-	var head *kmsv1.AuditHead
-	for {
-		ch, err := s.Recv()
-		if errors.Is(err, io.EOF) {
-			break
+	ds := make([]Decision, len(recs))
+	for i, r := range recs {
+		ds[i] = Decision{Seq: uint64(i + 1), Caller: r.Caller.Name, Role: r.Caller.Role, Op: r.Op, Key: r.KeyID, Decision: r.Decision, Reason: r.Reason}
+		if r.Evidence != nil && r.Evidence.Simulated {
+			ds[i].Simulated = "SIMULATED"
 		}
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, e := range ch.Entries {
-			if err := v.Add(audit.Entry{Seq: e.Seq, Prev: e.PrevHash, Hash: e.Hash, Body: e.Body}); err != nil {
-				return nil, nil, err
-			}
-			r, err := audit.Decode(e.Body)
-			if err != nil {
-				return nil, nil, fmt.Errorf("audit entry %d: %w", e.Seq, err)
-			}
-			d := Decision{Seq: e.Seq, Caller: r.Caller.Name, Role: r.Caller.Role, Op: r.Op, Key: r.KeyID, Decision: r.Decision, Reason: r.Reason}
-			if r.Evidence != nil && r.Evidence.Simulated {
-				d.Simulated = "SIMULATED"
-			}
-			ds = append(ds, d)
-		}
-		if ch.Head != nil {
-			head = ch.Head
-		}
-	}
-	if head == nil {
-		return nil, nil, errors.New("audit chain: the broker sent no head")
-	}
-	if !head.MacOk {
-		return nil, nil, fmt.Errorf("audit chain: the stored head %s is not authenticated by its MAC", audit.Head{Seq: head.Seq, Hash: head.Hash})
-	}
-	if err := v.Finish(&audit.Head{Seq: head.Seq, Hash: head.Hash}); err != nil {
-		return nil, nil, err
 	}
 	return ds, v, nil
 }
