@@ -299,7 +299,10 @@ func (s *Session) handle(f *vflv1.Frame) error {
 	case *vflv1.Frame_Data:
 		d := k.Data
 		it, name := d.GetIterId(), d.GetName()
-		if it <= s.peerCommitted {
+		// Data of an iteration either side has committed is never read
+		// again: a resend (this side may commit before a resend of the
+		// peer's data arrives; storing it would also leak).
+		if it <= s.peerCommitted || it <= s.committed {
 			s.duplicateLocked("data", it, name)
 			return nil
 		}
