@@ -30,7 +30,7 @@ const DefaultMaxLen = 256
 type Param struct {
 	Name     string
 	Type     string
-	Min, Max *float64 // integer, double, date (as days since 1970-01-01 is not used: dates compare as text)
+	Min, Max *float64 // integer and double only
 	Enum     []string // string only: the allowed values
 	MaxLen   int      // string only
 }

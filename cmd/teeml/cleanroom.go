@@ -5,8 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/cleanroom"
 	"github.com/teeml/teeml/contract"
+	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/pki"
 )
 
@@ -214,23 +216,7 @@ func writeNew(path string, b []byte) error {
 	if _, err := os.Lstat(path); err == nil {
 		return fmt.Errorf("%s: %w", path, os.ErrExist)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".sig*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteBytes(path, b, 0o644)
 }
 
 func newCleanroomVerifyCmd() *cobra.Command {
@@ -285,18 +271,7 @@ func newCleanroomVerifyCmd() *cobra.Command {
 	return cmd
 }
 
-func sortedNames[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j] < out[j-1]; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
-	return out
-}
+func sortedNames[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
 func newCleanroomKeygenCmd() *cobra.Command {
 	var out string

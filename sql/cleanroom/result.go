@@ -7,11 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/teeml/teeml/contract"
+	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/sql/engine"
 )
 
@@ -128,27 +126,7 @@ func Open(b []byte, priv *ecdh.PrivateKey, contractSHA256, recipient string) (*R
 
 // WriteFile writes b to path atomically (temporary file, fsync, rename).
 func WriteFile(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("cleanroom: %w", err)
-	}
-	tmp := f.Name()
-	if _, err := io.Copy(f, bytes.NewReader(b)); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("cleanroom: writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("cleanroom: writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("cleanroom: writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.WriteBytes(path, b, 0o600); err != nil {
 		return fmt.Errorf("cleanroom: %w", err)
 	}
 	return nil
