@@ -108,7 +108,12 @@ func floats(v []float64) string {
 
 // ParseText reads a model written by WriteText (name labels errors:
 // "model NAME: line N: reason").
-func ParseText(r io.Reader, name string) (*Model, error) {
+func ParseText(r io.Reader, name string) (*Model, error) { return parseText(r, name, false) }
+
+// parseText is ParseText; anyObjective also accepts a LightGBM model whose
+// objective teeml does not train (poisson, lambdarank, …): Objective keeps
+// LightGBM's text and the model is checked, not predicted by teeml.
+func parseText(r io.Reader, name string, anyObjective bool) (*Model, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 64<<20)
 	line := 0
@@ -187,6 +192,8 @@ func ParseText(r io.Reader, name string) (*Model, error) {
 		m.Objective = ObjMulticlass
 	case strings.HasPrefix(obj, "regression") && nc == 1:
 		m.Objective = ObjRegression
+	case anyObjective && obj != "":
+		m.Objective = obj
 	default:
 		return nil, fail("header: objective %q with num_class %d: unsupported", obj, nc)
 	}
