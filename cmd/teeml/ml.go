@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/csv"
 	"fmt"
 	"io"
@@ -159,19 +160,11 @@ func newEvalCmd() *cobra.Command {
 				defer k.close()
 				o.Keys, o.Context = ks, cmd.Context()
 			}
-			if job.IsTreeModelFile(o.Weights) {
-				line, err := job.EvalClassical(o.Weights, o.Dataset)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), line)
-				return nil
-			}
-			_, m, err := job.Eval(o)
+			text, err := job.EvalText(o)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s\n%s\n", m.String(), job.FinalLine(m))
+			fmt.Fprintln(cmd.OutOrStdout(), text)
 			return nil
 		},
 	}
@@ -200,43 +193,41 @@ func newPredictCmd() *cobra.Command {
 				}
 				defer k.close()
 			}
-			l, err := job.LoadSealed(cmd.Context(), weights, ks)
+			p, err := job.OpenPredictor(cmd.Context(), weights, ks)
 			if err != nil {
 				return err
 			}
-			var ds *datasets.Dataset
+			in := job.PredictInput{Dataset: dataset, Split: split}
 			switch {
 			case input != "" && dataset != "":
 				return fmt.Errorf("predict: give --input or --dataset, not both")
 			case input != "":
-				f, err := os.Open(input)
+				b, err := job.ReadMaybeSealed(cmd.Context(), input, "input", ks)
 				if err != nil {
 					return fmt.Errorf("predict: %w", err)
 				}
-				defer f.Close()
-				ds, err = l.ReadCSV(f, input)
-				if err != nil {
-					return err
-				}
-			case dataset != "":
-				if ds, err = l.Rows(dataset, split); err != nil {
-					return err
-				}
-			default:
+				in.CSV, in.Source = bytes.NewReader(b), input
+			case dataset == "":
 				return fmt.Errorf("predict: give --input FILE.csv or --dataset NAME")
 			}
-			write := func(w io.Writer) error { return l.WritePredictions(w, ds) }
-			if out == "" || out == "-" {
-				return write(cmd.OutOrStdout())
+			// Predictions are computed before the output file is created:
+			// a refused input leaves nothing behind.
+			var buf bytes.Buffer
+			if err := p.Predict(&buf, in); err != nil {
+				return err
 			}
-			return atomicfile.WriteFile(out, 0o644, write)
+			if out == "" || out == "-" {
+				_, err := cmd.OutOrStdout().Write(buf.Bytes())
+				return err
+			}
+			return atomicfile.WriteFile(out, 0o644, func(w io.Writer) error { _, err := w.Write(buf.Bytes()); return err })
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&weights, "weights", "", "weights file written by teeml train --out")
+	f.StringVar(&weights, "weights", "", "model file: teeml train --out (safetensors, model.txt, k-means JSON), a LightGBM model.txt or an XGBoost binary model; sealed files with --kms")
 	f.StringVar(&dataset, "dataset", "", "predict on this dataset's split")
 	f.StringVar(&split, "split", "test", "with --dataset: test, train or all")
-	f.StringVar(&input, "input", "", "CSV file with a header naming the feature columns (optional id column)")
+	f.StringVar(&input, "input", "", "CSV file with a header naming the feature columns (optional id column); may be sealed")
 	f.StringVarP(&out, "out", "o", "", "output CSV (default stdout)")
 	k.register(cmd, "")
 	_ = cmd.MarkFlagRequired("weights")

@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"os"
 	"strconv"
 	"time"
 
@@ -278,26 +277,15 @@ func Load(path string) (*Loaded, error) {
 // is decrypted in memory with a data key from ks. Without ks a sealed file
 // is refused with an error naming its key and how to open it.
 func LoadSealed(ctx context.Context, path string, ks sealed.KeySource) (*Loaded, error) {
-	b, err := os.ReadFile(path)
+	b, err := ReadMaybeSealed(ctx, path, "weights", ks)
 	if err != nil {
-		return nil, fmt.Errorf("weights %s: %w", path, err)
+		return nil, err
 	}
-	if bytes.HasPrefix(b, []byte(sealed.Magic)) {
-		if ks == nil {
-			key := "?"
-			if h, _, err := sealed.ReadHeader(bytes.NewReader(b)); err == nil {
-				key = h.KeyID
-			}
-			return nil, fmt.Errorf("weights %s: sealed (key %q): give --kms CONFIG to decrypt it in memory with a data key from the key broker, or decrypt it with teeml data decrypt", path, key)
-		}
-		r, err := sealed.Open(ctx, bytes.NewReader(b), ks)
-		if err != nil {
-			return nil, fmt.Errorf("weights %s: %w", path, err)
-		}
-		if b, err = io.ReadAll(r); err != nil {
-			return nil, fmt.Errorf("weights %s: %w", path, err)
-		}
-	}
+	return loadWeights(b, path)
+}
+
+// loadWeights rebuilds a model from the bytes of a safetensors file.
+func loadWeights(b []byte, path string) (*Loaded, error) {
 	ws, md, err := safetensors.Read(bytes.NewReader(b))
 	if err != nil {
 		return nil, fmt.Errorf("weights %s: %w", path, err)
@@ -353,15 +341,44 @@ func Eval(o EvalOptions) (*Loaded, ml.Metrics, error) {
 	if err != nil {
 		return nil, ml.Metrics{}, err
 	}
+	m, err := l.eval(o)
+	return l, m, err
+}
+
+// EvalText evaluates any weights file teeml train writes — safetensors,
+// or a tree model.txt (told apart by content, sealed or not) — and returns
+// the text teeml eval prints.
+func EvalText(o EvalOptions) (string, error) {
+	if o.Context == nil {
+		o.Context = context.Background()
+	}
+	b, err := ReadMaybeSealed(o.Context, o.Weights, "weights", o.Keys)
+	if err != nil {
+		return "", err
+	}
+	if !isSafetensors(b) {
+		return evalClassical(b, o.Weights, o.Dataset)
+	}
+	l, err := loadWeights(b, o.Weights)
+	if err != nil {
+		return "", err
+	}
+	m, err := l.eval(o)
+	if err != nil {
+		return "", err
+	}
+	return m.String() + "\n" + FinalLine(m), nil
+}
+
+func (l *Loaded) eval(o EvalOptions) (ml.Metrics, error) {
 	if o.Model != "" && l.Model.Kind() != o.Model {
-		return nil, ml.Metrics{}, fmt.Errorf("weights %s: model kind is %q, not %q", o.Weights, l.Model.Kind(), o.Model)
+		return ml.Metrics{}, fmt.Errorf("weights %s: model kind is %q, not %q", o.Weights, l.Model.Kind(), o.Model)
 	}
 	test, err := l.heldOut(o.Dataset)
 	if err != nil {
-		return nil, ml.Metrics{}, err
+		return ml.Metrics{}, err
 	}
-	m, err := l.Model.Evaluate(test)
-	return l, m, err
+	return l.Model.Evaluate(test)
 }
 
 // heldOut returns the preprocessed test split of dataset name.

@@ -1,14 +1,13 @@
 package job
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/teeml/teeml/internal/atomicfile"
@@ -16,6 +15,7 @@ import (
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/kmeans"
 	"github.com/teeml/teeml/ml/trees"
+	"github.com/teeml/teeml/sealed"
 )
 
 // TreeKinds are the classical models TrainClassical runs.
@@ -164,19 +164,19 @@ func trainKMeans(ctx context.Context, o ClassicalOptions, train, test *datasets.
 	return nil
 }
 
-// IsTreeModelFile reports whether path names a LightGBM-format model file
-// (teeml train --model rf|gbdt --out model.txt) rather than safetensors.
-func IsTreeModelFile(path string) bool { return strings.HasSuffix(path, ".txt") }
-
 // EvalClassical evaluates a model.txt written by TrainClassical on the
 // held-out split recorded in its parameters and returns the final line(s).
-func EvalClassical(path, dataset string) (string, error) {
-	f, err := os.Open(path)
+// A sealed file is opened in memory with a data key from ks.
+func EvalClassical(ctx context.Context, path, dataset string, ks sealed.KeySource) (string, error) {
+	b, err := ReadMaybeSealed(ctx, path, "model", ks)
 	if err != nil {
-		return "", fmt.Errorf("eval: %w", err)
+		return "", err
 	}
-	defer f.Close()
-	m, err := trees.ParseText(f, path)
+	return evalClassical(b, path, dataset)
+}
+
+func evalClassical(b []byte, path, dataset string) (string, error) {
+	m, err := trees.ParseText(bytes.NewReader(b), path)
 	if err != nil {
 		return "", err
 	}
