@@ -14,12 +14,15 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/teeml/teeml/internal/yamlx"
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/job"
+	"github.com/teeml/teeml/ml/trees"
 	"github.com/teeml/teeml/sealed"
 )
 
@@ -71,7 +74,8 @@ func (m *teemlModel) Predict(ctx context.Context, x []float32, rows int) ([]floa
 //	models:
 //	  - name: digits
 //	    version: "1"                # default "1"
-//	    kind: teeml                 # a model written by teeml train
+//	    kind: teeml                 # teeml: safetensors written by teeml train; lightgbm: a model.txt
+//	                                # (teeml's rf/gbdt or LightGBM's); xgboost: an XGBoost binary model
 //	    file: digits.safetensors    # relative to the YAML; sealed files are opened with the key broker
 //	    batching: {max_batch_size: 64, max_queue_delay: 2ms, max_queue: 1024}
 //	    concurrency: 1
@@ -137,8 +141,8 @@ func LoadRepository(path string) (*Repository, error) {
 			return nil, errf(key, "model %s version %s listed twice", m.Name, m.Version)
 		}
 		seen[m.Name+"/"+m.Version] = true
-		if m.Kind != "teeml" {
-			return nil, errf(key+".kind", "%q: want teeml (a model written by teeml train)", m.Kind)
+		if !slices.Contains(Kinds, m.Kind) {
+			return nil, errf(key+".kind", "%q: want teeml (safetensors written by teeml train), lightgbm (a model.txt: teeml's or LightGBM's) or xgboost (an XGBoost binary model)", m.Kind)
 		}
 		if m.File == "" {
 			return nil, errf(key+".file", "missing")
@@ -179,8 +183,14 @@ func (r *Repository) path(f string) string {
 // ErrSealedNoKeys: a sealed model and no key source.
 var ErrSealedNoKeys = errors.New("sealed model and no key broker")
 
+// Kinds are the model kinds of a repository.
+var Kinds = []string{"teeml", "lightgbm", "xgboost"}
+
 // load opens one model; ks unwraps sealed files (in memory only).
 func (r *Repository) load(ctx context.Context, mc *ModelConfig, ks sealed.KeySource) (Model, error) {
+	if mc.Kind == "lightgbm" || mc.Kind == "xgboost" {
+		return r.loadTrees(ctx, mc, ks)
+	}
 	l, err := job.LoadSealed(ctx, r.path(mc.File), ks)
 	if err != nil {
 		return nil, fmt.Errorf("model %s version %s: %w", mc.Name, mc.Version, err)
@@ -189,4 +199,58 @@ func (r *Repository) load(ctx context.Context, mc *ModelConfig, ks sealed.KeySou
 		return nil, fmt.Errorf("model %s version %s: %s records no feature columns (train it with teeml train)", mc.Name, mc.Version, mc.File)
 	}
 	return &teemlModel{l: l}, nil
+}
+
+// treeModel is a tree ensemble (kinds lightgbm and xgboost): raw features
+// in, class probabilities (or the regression value) out. Predictions are
+// read-only, so batches run concurrently up to the model's concurrency.
+type treeModel struct {
+	p       *trees.Predictor
+	classes []string
+}
+
+func (m *treeModel) Platform() string {
+	if m.p.Format == trees.FormatXGBoost {
+		return "xgboost"
+	}
+	return "lightgbm"
+}
+func (m *treeModel) InDim() int        { return m.p.Features }
+func (m *treeModel) OutDim() int       { return m.p.Outputs() }
+func (m *treeModel) Classes() []string { return m.classes }
+
+func (m *treeModel) Predict(ctx context.Context, x []float32, rows int) ([]float32, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	y, err := m.p.Predict(x, rows)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, len(y))
+	for i, v := range y {
+		out[i] = float32(v)
+	}
+	return out, nil
+}
+
+// loadTrees opens a lightgbm or xgboost model, sealed or not.
+func (r *Repository) loadTrees(ctx context.Context, mc *ModelConfig, ks sealed.KeySource) (Model, error) {
+	fail := func(err error) error { return fmt.Errorf("model %s version %s: %w", mc.Name, mc.Version, err) }
+	b, err := job.ReadMaybeSealed(ctx, r.path(mc.File), "file", ks)
+	if err != nil {
+		return nil, fail(err)
+	}
+	p, err := trees.LoadModel(b, mc.File)
+	if err != nil {
+		return nil, fail(err)
+	}
+	if got := (p.Format == trees.FormatXGBoost); got != (mc.Kind == "xgboost") {
+		return nil, fail(fmt.Errorf("%s is a %s model, not kind %s", mc.File, p.Format, mc.Kind))
+	}
+	m := &treeModel{p: p}
+	for c := range p.Classes {
+		m.classes = append(m.classes, strconv.Itoa(c))
+	}
+	return m, nil
 }
