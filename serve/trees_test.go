@@ -43,8 +43,8 @@ func treeCase(t *testing.T, file string) treetest.Case {
 
 // flat returns a case's first n input rows as one slice, and the reference
 // predictions expanded to what the server answers (binary: both classes).
-func flat(t *testing.T, c treetest.Case, d, n int) (x []float64, want []float64) {
-	in, ref := c.Rows(t, d)
+func flat(t *testing.T, c treetest.Case, n int) (x []float64, want []float64) {
+	in, ref := c.Rows(t)
 	for i := range n {
 		x = append(x, in[i]...)
 		if c.Classes == 2 && len(ref[i]) == 1 {
@@ -170,7 +170,7 @@ func TestServeTreeModels(t *testing.T) {
 		model, datatype string
 		c               treetest.Case
 	}{{"xgb", "FP64", xgbBC}, {"xgb", "FP32", xgbBC}, {"lgb", "FP64", lgb}} {
-		x, want := flat(t, tc.c, 30, 5)
+		x, want := flat(t, tc.c, 5)
 		code, resp := postJSON(t, hs.URL+"/v2/models/"+tc.model+"/infer", map[string]any{"inputs": []map[string]any{
 			{"name": "input", "datatype": tc.datatype, "shape": []int{5, 30}, "data": x}}})
 		if code != 200 || len(resp.Outputs) != 1 || resp.Outputs[0].Shape[0] != 5 || resp.Outputs[0].Shape[1] != 2 {
@@ -197,7 +197,7 @@ func TestServeTreeModels(t *testing.T) {
 	}
 
 	// batching: 16 concurrent one-row requests, max_batch_size 8
-	xs, want := flat(t, xgbBC, 30, 16)
+	xs, want := flat(t, xgbBC, 16)
 	var wg sync.WaitGroup
 	go1 := make(chan struct{})
 	errs := make(chan error, 16)
@@ -261,7 +261,7 @@ func TestServeTreeModels(t *testing.T) {
 	defer conn.Close()
 	c := inferencev2.NewGRPCInferenceServiceClient(conn)
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer tok-a")
-	xd, wantD := flat(t, xgbDiab, 10, 4)
+	xd, wantD := flat(t, xgbDiab, 4)
 	gr, err := c.ModelInfer(ctx, &inferencev2.ModelInferRequest{ModelName: "diabetes", Inputs: []*inferencev2.ModelInferRequest_InferInputTensor{
 		{Name: "input", Datatype: "FP64", Shape: []int64{4, 10}, Contents: &inferencev2.InferTensorContents{Fp64Contents: xd}}}})
 	if err != nil {

@@ -168,14 +168,7 @@ func TestPredictForeignModels(t *testing.T) {
 	for _, c := range treetest.Cases(t) {
 		t.Run(c.Name, func(t *testing.T) {
 			dir := t.TempDir()
-			d := 4 // iris, the one libsvm input
-			if !c.LibSVM {
-				d = len(treetest.Table(t, c.Input, false, 0)[0])
-			}
-			if c.Label {
-				d--
-			}
-			in, want := c.Rows(t, d)
+			in, want := c.Rows(t)
 			input := treetest.WriteCSV(t, dir, in)
 			out := filepath.Join(dir, "pred.csv")
 			if _, e, code := run(t, bin, "predict", "--weights", c.Model, "--input", input, "-o", out, "--log-level", "warn"); code != 0 {

@@ -139,12 +139,19 @@ func loadXGBoost(b []byte, name string) (*Predictor, error) {
 	p := &Predictor{Format: FormatXGBoost, Features: h.features, Objective: h.objective, rawOutputs: h.outputs}
 	switch h.objective {
 	case "binary:logistic":
-		if h.outputs != 1 || !(h.baseScore > 0 && h.baseScore < 1) {
-			return nil, fmt.Errorf("model %s: XGBoost model: binary:logistic with %d outputs, base_score %v", name, h.outputs, h.baseScore)
+		p.Classes, p.link = 2, "logistic"
+		if h.outputs != 1 {
+			return nil, fmt.Errorf("model %s: XGBoost model: binary:logistic with %d outputs", name, h.outputs)
 		}
-		// XGBoost stores base_score as a probability and adds its logit;
-		// leaves adds it as it is.
-		p.Classes, p.link, p.rawOffset = 2, "logistic", math.Log(h.baseScore/(1-h.baseScore))-h.baseScore
+		// XGBoost 1.x ("binf") stores base_score as a probability and adds
+		// its logit; older files store the margin itself, which leaves adds
+		// as it is.
+		if h.prefixBytes > 0 {
+			if !(h.baseScore > 0 && h.baseScore < 1) {
+				return nil, fmt.Errorf("model %s: XGBoost model: binary:logistic with base_score %v", name, h.baseScore)
+			}
+			p.rawOffset = math.Log(h.baseScore/(1-h.baseScore)) - h.baseScore
+		}
 	case "multi:softprob", "multi:softmax":
 		if h.outputs < 2 {
 			return nil, fmt.Errorf("model %s: XGBoost model: %s with %d output groups", name, h.objective, h.outputs)

@@ -30,7 +30,7 @@ func TestLoadModelMatchesReference(t *testing.T) {
 			if string(p.Format) != c.Format || p.Classes != c.Classes {
 				t.Fatalf("format %s, %d classes; want %s, %d", p.Format, p.Classes, c.Format, c.Classes)
 			}
-			in, want := c.Rows(t, p.Features)
+			in, want := c.Rows(t)
 			if len(in) != len(want) || len(in) == 0 {
 				t.Fatalf("%d input rows, %d reference rows", len(in), len(want))
 			}

@@ -11,6 +11,7 @@
 package treetest
 
 import (
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,14 +27,18 @@ import (
 // one row per input row, all class probabilities, only that of class 1
 // (binary), or the regression value.
 type Case struct {
-	Name    string
-	Model   string // path
-	Input   string // path: CSV with a header, TSV or libsvm
-	Want    string // path
-	LibSVM  bool   // Input is libsvm: "label index:value ..."
-	Label   bool   // Input's first column is a label, not a feature
-	Format  string // as trees.Format
-	Classes int    // 0: regression
+	Name   string
+	Model  string // path
+	Input  string // path: CSV with a header, TSV or libsvm
+	Want   string // path
+	LibSVM bool   // Input is libsvm: "label index:value ..."
+	// Features is a libsvm input's width; Sparse: its absent entries are
+	// missing values (NaN), as XGBoost reads libsvm, rather than 0.
+	Features int
+	Sparse   bool
+	Label    bool   // Input's first column is a label, not a feature
+	Format   string // as trees.Format
+	Classes  int    // 0: regression
 }
 
 // XGBoostDir is ml/trees/testdata/xgboost.
@@ -61,24 +66,36 @@ func Cases(t testing.TB) []Case {
 	x, l := XGBoostDir(), LeavesDir(t)
 	return []Case{
 		{"xgboost binary (breast_cancer)", filepath.Join(x, "xgb_breast_cancer.model"), filepath.Join(x, "xgb_breast_cancer_test.csv"),
-			filepath.Join(x, "xgb_breast_cancer_predictions.csv"), false, false, "xgboost", 2},
+			filepath.Join(x, "xgb_breast_cancer_predictions.csv"), false, 0, false, false, "xgboost", 2},
 		{"xgboost multiclass (digits)", filepath.Join(x, "xgb_digits.model"), filepath.Join(x, "xgb_digits_test.csv"),
-			filepath.Join(x, "xgb_digits_predictions.csv"), false, false, "xgboost", 10},
+			filepath.Join(x, "xgb_digits_predictions.csv"), false, 0, false, false, "xgboost", 10},
 		{"xgboost regression (diabetes)", filepath.Join(x, "xgb_diabetes.model"), filepath.Join(x, "xgb_diabetes_test.csv"),
-			filepath.Join(x, "xgb_diabetes_predictions.csv"), false, false, "xgboost", 0},
+			filepath.Join(x, "xgb_diabetes_predictions.csv"), false, 0, false, false, "xgboost", 0},
+		// XGBoost's binary format before 1.0 (no "binf"; base_score stored as a margin)
+		{"xgboost 0.x binary (agaricus)", filepath.Join(l, "xgagaricus.model"), filepath.Join(l, "agaricus_test.libsvm"),
+			filepath.Join(l, "xgagaricus_true_predictions.txt"), true, 127, true, false, "xgboost", 2},
 		{"lightgbm dart binary (breast cancer)", filepath.Join(l, "lg_dart_breast_cancer.model"), filepath.Join(l, "breast_cancer_test.tsv"),
-			filepath.Join(l, "lg_dart_breast_cancer_true_predictions.txt"), false, false, "lightgbm", 2},
+			filepath.Join(l, "lg_dart_breast_cancer_true_predictions.txt"), false, 0, false, false, "lightgbm", 2},
 		{"lightgbm random forest binary (iris)", filepath.Join(l, "lg_rf_iris.model"), filepath.Join(l, "iris_test.libsvm"),
-			filepath.Join(l, "lg_rf_iris_true_predictions.txt"), true, false, "lightgbm", 2},
+			filepath.Join(l, "lg_rf_iris_true_predictions.txt"), true, 4, false, false, "lightgbm", 2},
 		{"lightgbm multiclass", filepath.Join(l, "lgmulticlass.model"), filepath.Join(l, "multiclass_test.tsv"),
-			filepath.Join(l, "lgmulticlass_true_predictions.txt"), false, true, "lightgbm", 5},
+			filepath.Join(l, "lgmulticlass_true_predictions.txt"), false, 0, false, true, "lightgbm", 5},
 	}
 }
 
-// Rows reads a case's input rows (d features each) and reference rows.
-func (c Case) Rows(t testing.TB, d int) (in, want [][]float64) {
+// Rows reads a case's input rows and reference rows.
+func (c Case) Rows(t testing.TB) (in, want [][]float64) {
 	t.Helper()
-	in = Table(t, c.Input, c.LibSVM, d)
+	in = Table(t, c.Input, c.LibSVM, c.Features)
+	if c.Sparse {
+		for _, r := range in {
+			for j, v := range r {
+				if v == 0 {
+					r[j] = math.NaN()
+				}
+			}
+		}
+	}
 	if c.Label {
 		for i := range in {
 			in[i] = in[i][1:]
@@ -147,7 +164,9 @@ func WriteCSV(t testing.TB, dir string, rows [][]float64) string {
 			if j > 0 {
 				b.WriteByte(',')
 			}
-			b.WriteString(strconv.FormatFloat(v, 'g', -1, 64))
+			if !math.IsNaN(v) { // NaN: an empty cell, a missing value
+				b.WriteString(strconv.FormatFloat(v, 'g', -1, 64))
+			}
 		}
 		b.WriteByte('\n')
 	}
