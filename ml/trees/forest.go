@@ -48,7 +48,7 @@ func TrainForest(ctx context.Context, ds *datasets.Dataset, c ForestConfig) (*Mo
 			c.MaxFeatures = max(1, int(math.Sqrt(float64(ds.D))))
 		}
 	}
-	b := binFeatures(ds.X, ds.N, ds.D, catColumns(ds))
+	b := binFeatures(ds.X, ds.N, ds.D, catColumns(ds), c.Threads)
 	m := 1
 	if cls {
 		m = ds.NumClasses
@@ -92,7 +92,7 @@ func TrainForest(ctx context.Context, ds *datasets.Dataset, c ForestConfig) (*Mo
 				rows[i] = rng.IntN(ds.N)
 			}
 		}
-		gr := &grower{b: b, g: g, h: h, m: m, p: growParams{maxDepth: c.MaxDepth, minLeaf: c.MinLeaf, minHess: 0, shrinkage: 1,
+		gr := &grower{b: b, g: g, h: h, m: m, threads: 1, p: growParams{maxDepth: c.MaxDepth, minLeaf: c.MinLeaf, minHess: 0, shrinkage: 1,
 			maxFeatures: c.MaxFeatures, features: feats, rng: rng}}
 		t, vals := gr.grow(rows)
 		for j := range k {
