@@ -188,9 +188,12 @@ type leafState struct {
 // spread over threads goroutines by feature; the result does not depend
 // on threads. A grower is reused across trees by one goroutine.
 type grower struct {
-	b       *binned
-	g       []float64
-	h       []float64
+	b *binned
+	g []float64
+	h []float64
+	// cls, when set, stands for g (forest classification): row r's
+	// gradient is -h[r] for output cls[r] and 0 for the others.
+	cls     []int32
 	m       int
 	p       growParams
 	threads int
@@ -268,15 +271,30 @@ func (gr *grower) grow(rows []int) (*Tree, [][]float64) {
 		gr.findSplit(root)
 	}
 	leaves := []*leafState{root}
+	// Unbounded trees (forests) grow depth first from a stack of the
+	// leaves that can split, so the leaves waiting hold few histograms;
+	// bounded ones (boosting) split the leaf of largest gain first.
+	var stack []int
+	if root.best != nil {
+		stack = append(stack, 0)
+	}
 	for gr.p.maxLeaves == 0 || len(leaves) < gr.p.maxLeaves {
 		bi := -1
-		for i, l := range leaves {
-			if l.best != nil && (bi < 0 || l.best.gain > leaves[bi].best.gain) {
-				bi = i
+		if gr.p.maxLeaves == 0 {
+			if len(stack) == 0 {
+				break
 			}
-		}
-		if bi < 0 {
-			break
+			bi = stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+		} else {
+			for i, l := range leaves {
+				if l.best != nil && (bi < 0 || l.best.gain > leaves[bi].best.gain) {
+					bi = i
+				}
+			}
+			if bi < 0 {
+				break
+			}
 		}
 		l := leaves[bi]
 		s := l.best
@@ -346,6 +364,11 @@ func (gr *grower) grow(rows []int) (*Tree, [][]float64) {
 		}
 		if rl.best == nil {
 			gr.putHist(rl)
+		} else {
+			stack = append(stack, len(leaves)-1)
+		}
+		if ll.best != nil {
+			stack = append(stack, bi)
 		}
 	}
 	vals := make([][]float64, len(leaves))
@@ -398,13 +421,18 @@ func (gr *grower) partition(rows []int, s *split) (left, right []int) {
 func (gr *grower) newLeaf(rows []int, depth, parent int, isLeft bool) *leafState {
 	l := &leafState{rows: rows, depth: depth, parent: parent, isLeft: isLeft, sumG: make([]float64, gr.m)}
 	m := gr.m
-	if m == 1 {
+	switch {
+	case gr.cls != nil:
+		for _, r := range rows {
+			l.sumG[gr.cls[r]] -= gr.h[r]
+		}
+	case m == 1:
 		s := 0.0
 		for _, r := range rows {
 			s += gr.g[r]
 		}
 		l.sumG[0] = s
-	} else {
+	default:
 		for _, r := range rows {
 			for k := range m {
 				l.sumG[k] += gr.g[r*m+k]
@@ -448,6 +476,27 @@ func (gr *grower) spread(n, work int, f func(w, i int)) {
 func (gr *grower) build(H *hist, rows []int, feats []int) {
 	m := gr.m
 	og, oh := gr.og[:len(rows)*m], gr.oh[:len(rows)]
+	if gr.cls != nil {
+		for i, r := range rows {
+			oh[i] = gr.h[r]
+		}
+		gr.spread(len(feats), len(rows)*len(feats), func(_, i int) {
+			f := feats[i]
+			lo, hi := gr.off[f], gr.off[f+1]
+			hg, hh, hc := H.g[lo*m:hi*m], H.h[lo:hi], H.c[lo:hi]
+			clear(hg)
+			clear(hh)
+			clear(hc)
+			col := gr.b.bins[f]
+			for j, r := range rows {
+				b := int(col[r])
+				hg[b*m+int(gr.cls[r])] -= oh[j]
+				hh[b] += oh[j]
+				hc[b]++
+			}
+		})
+		return
+	}
 	if m == 1 {
 		for i, r := range rows {
 			og[i] = gr.g[r]
