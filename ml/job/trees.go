@@ -144,7 +144,7 @@ func trainKMeans(ctx context.Context, o ClassicalOptions, train, test *datasets.
 	if k == 0 {
 		k = max(train.NumClasses, 2)
 	}
-	m, err := kmeans.Fit(ctx, tr.X, tr.N, tr.D, kmeans.Config{K: k, NInit: o.NInit, Seed: o.Seed})
+	m, err := kmeans.Fit(ctx, tr.X, tr.N, tr.D, kmeans.Config{K: k, NInit: o.NInit, Seed: o.Seed, Threads: o.Threads})
 	if err != nil {
 		return err
 	}
