@@ -115,6 +115,9 @@ func binEdges(sorted []float64) []float64 {
 	return append(edges, math.Inf(1))
 }
 
+// row is row i's bin of feature f.
+func (b *binned) row(i, f int) uint8 { return b.bins[f][i] }
+
 func midpoint(a, b float64) float64 {
 	m := a + (b-a)/2
 	if m >= b {
