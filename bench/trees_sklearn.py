@@ -3,7 +3,7 @@
 score on the test CSV, print 'metric=value fit_seconds=S'.
 
 usage: trees_sklearn.py MODEL TRAIN.csv TEST.csv
-MODEL: rf_cls | gbdt_cls | gbdt_reg | kmeans
+MODEL: rf_cls | gbdt_cls | gbdt_reg | kmeans; gbdt es=0: no early stopping
 """
 import sys
 import time
@@ -22,7 +22,8 @@ except ImportError:
 
 
 def load(path):
-    a = np.genfromtxt(path, delimiter=",", skip_header=1)
+    # loadtxt's C parser: "nan" is a missing value (bench/treesbig writes it)
+    a = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)
     return a[:, :-1], a[:, -1]
 
 
@@ -38,7 +39,7 @@ def main():
         cls = HistGradientBoostingClassifier if model == "gbdt_cls" else HistGradientBoostingRegressor
         m = cls(max_iter=int(extra["trees"]), learning_rate=float(extra["lr"]), max_leaf_nodes=int(extra["leaves"]),
                 min_samples_leaf=int(extra["min_leaf"]), l2_regularization=float(extra.get("lambda", 0)),
-                early_stopping=True, validation_fraction=0.1, n_iter_no_change=int(extra["es"]),
+                early_stopping=int(extra["es"]) > 0, validation_fraction=0.1, n_iter_no_change=max(int(extra["es"]), 1),
                 random_state=1).fit(xtr, ytr)
     elif model == "kmeans":
         m = KMeans(n_clusters=int(extra["k"]), n_init=10, random_state=1).fit(xtr)

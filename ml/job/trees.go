@@ -144,10 +144,12 @@ func trainKMeans(ctx context.Context, o ClassicalOptions, train, test *datasets.
 	if k == 0 {
 		k = max(train.NumClasses, 2)
 	}
-	m, err := kmeans.Fit(ctx, tr.X, tr.N, tr.D, kmeans.Config{K: k, NInit: o.NInit, Seed: o.Seed})
+	start := time.Now()
+	m, err := kmeans.Fit(ctx, tr.X, tr.N, tr.D, kmeans.Config{K: k, NInit: o.NInit, Seed: o.Seed, Threads: o.Threads})
 	if err != nil {
 		return err
 	}
+	slog.Info("trained", "model", "kmeans", "k", m.K, "seconds", time.Since(start).Seconds())
 	fmt.Fprintf(o.Output, "kmeans k=%d inertia=%.4g iterations=%d\n", m.K, m.Inertia, m.Iter)
 	if o.Out != "" {
 		if err := atomicfile.WriteFile(o.Out, 0o644, func(w io.Writer) error { return kmeans.Write(w, m) }); err != nil {

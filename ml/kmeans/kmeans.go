@@ -1,5 +1,7 @@
 // Package kmeans clusters rows with k-means: k-means++ seeding, Lloyd
-// iterations, several restarts keeping the lowest inertia. It knows nothing
+// iterations (with Hamerly's bounds, which skip the distance computations
+// that cannot change an assignment), several restarts keeping the lowest
+// inertia, restarts run in parallel. It knows nothing
 // of the CLI; models are a small JSON document (Write, Parse).
 package kmeans
 
@@ -10,6 +12,8 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"sync"
 )
 
 // Config configures Fit.
@@ -19,6 +23,7 @@ type Config struct {
 	MaxIter int     // Lloyd iterations per restart, default 300
 	Tol     float64 // stop when no centre moves more than this (squared), default 1e-4
 	Seed    int64
+	Threads int // restarts run at once; 0: GOMAXPROCS. The result does not depend on it.
 }
 
 // Model is k centres of d features.
@@ -48,15 +53,44 @@ func Fit(ctx context.Context, x []float32, n, d int, c Config) (*Model, error) {
 	if c.Tol <= 0 {
 		c.Tol = 1e-4
 	}
-	rng := rand.New(rand.NewPCG(uint64(c.Seed), 0x6b6d65616e73))
-	var best *Model
-	for range c.NInit {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("kmeans: %w", err)
+	if c.Threads <= 0 {
+		c.Threads = runtime.GOMAXPROCS(0)
+	}
+	xs := make([]float64, len(x))
+	for i, v := range x {
+		xs[i] = float64(v)
+	}
+	// Restart r has its own random stream, so restarts run in any order.
+	runs := make([]*Model, c.NInit)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(c.Threads, c.NInit) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range next {
+				rng := rand.New(rand.NewPCG(uint64(c.Seed), 0x6b6d65616e73+uint64(r)))
+				m := &Model{K: c.K, D: d, Centers: plusPlus(x, n, d, c.K, rng)}
+				m.lloyd(xs, n, c.MaxIter, c.Tol)
+				runs[r] = m
+			}
+		}()
+	}
+	var err error
+	for r := range c.NInit {
+		if err = ctx.Err(); err != nil {
+			break
 		}
-		m := &Model{K: c.K, D: d, Centers: plusPlus(x, n, d, c.K, rng)}
-		m.lloyd(x, n, c.MaxIter, c.Tol)
-		if best == nil || m.Inertia < best.Inertia {
+		next <- r
+	}
+	close(next)
+	wg.Wait()
+	if err != nil {
+		return nil, fmt.Errorf("kmeans: %w", err)
+	}
+	best := runs[0]
+	for _, m := range runs[1:] {
+		if m.Inertia < best.Inertia {
 			best = m
 		}
 	}
@@ -110,28 +144,54 @@ func plusPlus(x []float32, n, d, k int, rng *rand.Rand) []float64 {
 	return cs
 }
 
-func (m *Model) lloyd(x []float32, n, maxIter int, tol float64) {
+// lloyd runs Lloyd iterations from m.Centers on xs (n rows, float64)
+// with Hamerly's bounds (Hamerly 2010): per row an upper bound on the
+// distance to its centre and a lower bound on the distance to any other;
+// a row whose upper bound is below both its lower bound and half the
+// distance from its centre to the nearest other centre keeps its centre
+// without computing distances. Assignments are those of plain Lloyd
+// (up to ties).
+func (m *Model) lloyd(xs []float64, n, maxIter int, tol float64) {
 	d, k := m.D, m.K
 	assign := make([]int, n)
+	upper := make([]float64, n)
+	lower := make([]float64, n)
 	sums := make([]float64, k*d)
 	counts := make([]int, k)
-	for it := 1; it <= maxIter; it++ {
+	moved := make([]float64, k)
+	half := make([]float64, k)
+	full := func(i int) {
+		row := xs[i*d : (i+1)*d]
+		b1, b2 := math.Inf(1), math.Inf(1)
+		bc := 0
+		for c := range k {
+			v := sqdist(row, m.Centers[c*d:(c+1)*d])
+			if v < b1 {
+				b2, b1, bc = b1, v, c
+			} else if v < b2 {
+				b2 = v
+			}
+		}
+		assign[i], upper[i], lower[i] = bc, math.Sqrt(b1), math.Sqrt(b2)
+	}
+	for i := range n {
+		full(i)
+	}
+	for it := 1; ; it++ {
 		m.Iter = it
-		m.Inertia = 0
 		clear(sums)
 		clear(counts)
 		for i := range n {
-			row := x[i*d : (i+1)*d]
-			c, dist := m.nearest(row)
-			assign[i] = c
-			m.Inertia += dist
+			c := assign[i]
 			counts[c]++
-			for j, v := range row {
-				sums[c*d+j] += float64(v)
+			s := sums[c*d : (c+1)*d]
+			for j, v := range xs[i*d : (i+1)*d] {
+				s[j] += v
 			}
 		}
 		shift := 0.0
 		for c := range k {
+			moved[c] = 0
 			if counts[c] == 0 {
 				continue // an empty cluster keeps its centre
 			}
@@ -142,18 +202,71 @@ func (m *Model) lloyd(x []float32, n, maxIter int, tol float64) {
 				s += t * t
 				m.Centers[c*d+j] = v
 			}
+			moved[c] = math.Sqrt(s)
 			shift = max(shift, s)
 		}
-		if shift <= tol {
+		if shift <= tol || it >= maxIter {
 			break
+		}
+		// The bounds follow the centres' moves.
+		far, p1, p2 := 0, 0.0, 0.0
+		for c, p := range moved {
+			if p > p1 {
+				far, p2, p1 = c, p1, p
+			} else if p > p2 {
+				p2 = p
+			}
+		}
+		for i := range n {
+			upper[i] += moved[assign[i]]
+			if assign[i] == far {
+				lower[i] -= p2
+			} else {
+				lower[i] -= p1
+			}
+		}
+		for c := range k {
+			h := math.Inf(1)
+			for o := range k {
+				if o != c {
+					h = min(h, sqdist(m.Centers[c*d:(c+1)*d], m.Centers[o*d:(o+1)*d]))
+				}
+			}
+			half[c] = math.Sqrt(h) / 2
+		}
+		for i := range n {
+			z := max(half[assign[i]], lower[i])
+			if upper[i] <= z {
+				continue
+			}
+			c := assign[i]
+			upper[i] = math.Sqrt(sqdist(xs[i*d:(i+1)*d], m.Centers[c*d:(c+1)*d]))
+			if upper[i] <= z {
+				continue
+			}
+			full(i)
 		}
 	}
 	// inertia for the final centres
 	m.Inertia = 0
 	for i := range n {
-		_, dist := m.nearest(x[i*d : (i+1)*d])
-		m.Inertia += dist
+		row := xs[i*d : (i+1)*d]
+		bd := math.Inf(1)
+		for c := range k {
+			bd = min(bd, sqdist(row, m.Centers[c*d:(c+1)*d]))
+		}
+		m.Inertia += bd
 	}
+}
+
+func sqdist(a, b []float64) float64 {
+	b = b[:len(a)]
+	s := 0.0
+	for j, v := range a {
+		t := v - b[j]
+		s += t * t
+	}
+	return s
 }
 
 func (m *Model) nearest(row []float32) (int, float64) {

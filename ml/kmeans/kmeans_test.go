@@ -3,6 +3,10 @@ package kmeans
 import (
 	"bytes"
 	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -71,4 +75,88 @@ func FuzzParseModel(f *testing.F) {
 		}
 		_ = m.Predict(make([]float32, m.D), 1)
 	})
+}
+
+// plainLloyd is textbook Lloyd: every distance, every iteration.
+func plainLloyd(xs []float64, n, d, k int, centers []float64, iters int) []float64 {
+	c := append([]float64(nil), centers...)
+	for range iters {
+		sums := make([]float64, k*d)
+		counts := make([]int, k)
+		for i := range n {
+			best, bd := 0, 0.0
+			for j := range k {
+				if v := sqdist(xs[i*d:(i+1)*d], c[j*d:(j+1)*d]); j == 0 || v < bd {
+					best, bd = j, v
+				}
+			}
+			counts[best]++
+			for f := range d {
+				sums[best*d+f] += xs[i*d+f]
+			}
+		}
+		for j := range k {
+			if counts[j] > 0 {
+				for f := range d {
+					c[j*d+f] = sums[j*d+f] / float64(counts[j])
+				}
+			}
+		}
+	}
+	return c
+}
+
+// TestHamerlyIsLloyd: the bounded iterations end at the centres plain
+// Lloyd reaches from the same seeding in the same number of iterations.
+func TestHamerlyIsLloyd(t *testing.T) {
+	train, _, err := datasets.LoadSplit("digits", 0.2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, d := train.N, train.D
+	xs := make([]float64, len(train.X))
+	for i, v := range train.X {
+		xs[i] = float64(v)
+	}
+	for seed := range uint64(3) {
+		init := plusPlus(train.X, n, d, 10, rand.New(rand.NewPCG(seed, 1)))
+		m := &Model{K: 10, D: d, Centers: append([]float64(nil), init...)}
+		m.lloyd(xs, n, 300, 1e-4)
+		want := plainLloyd(xs, n, d, 10, init, m.Iter)
+		if m.Iter < 3 {
+			t.Fatalf("seed %d: converged in %d iterations: too few to exercise the bounds", seed, m.Iter)
+		}
+		for i := range want {
+			if math.Abs(want[i]-m.Centers[i]) > 1e-9 {
+				t.Fatalf("seed %d after %d iterations: centre value %d is %v, plain Lloyd %v", seed, m.Iter, i, m.Centers[i], want[i])
+			}
+		}
+	}
+}
+
+func TestThreadsDoNotMatter(t *testing.T) {
+	train, _, err := datasets.LoadSplit("digits", 0.2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fit := func(threads int) *Model {
+		m, err := Fit(context.Background(), train.X, train.N, train.D, Config{K: 10, NInit: 5, Seed: 2, Threads: threads})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	a, b := fit(1), fit(2)
+	if a.Inertia != b.Inertia || !slices.Equal(a.Centers, b.Centers) {
+		t.Errorf("1 thread: inertia %v; 2 threads: %v", a.Inertia, b.Inertia)
+	}
+}
+
+func TestCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	x := []float32{0, 1, 2, 3}
+	if _, err := Fit(ctx, x, 4, 1, Config{K: 2}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
 }

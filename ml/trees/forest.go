@@ -48,25 +48,27 @@ func TrainForest(ctx context.Context, ds *datasets.Dataset, c ForestConfig) (*Mo
 			c.MaxFeatures = max(1, int(math.Sqrt(float64(ds.D))))
 		}
 	}
-	b := binFeatures(ds.X, ds.N, ds.D, catColumns(ds))
+	b := binFeatures(ds.X, ds.N, ds.D, catColumns(ds), c.Threads)
 	m := 1
 	if cls {
 		m = ds.NumClasses
 	}
-	// g = -target, h = 1: the leaf value -G/H is the mean target, and the
-	// gain is the decrease in squared error (Gini for one-hot classes).
-	g := make([]float64, ds.N*m)
-	h := make([]float64, ds.N)
+	// Each tree weighs row r by its bootstrap multiplicity w (h = w) with
+	// gradient -target*w: the leaf value -G/H is the weighted mean target
+	// (class frequencies), and the gain is the decrease in weighted squared
+	// error (Gini for one-hot classes). Rows drawn several times are
+	// histogrammed once.
+	var classes []int32
+	if cls {
+		classes = make([]int32, ds.N)
+	}
 	for i, y := range ds.Y {
-		h[i] = 1
 		if cls {
 			c := int(y)
-			if c < 0 || c >= m {
+			if c < 0 || c >= m || float32(c) != y {
 				return nil, fmt.Errorf("trees: %s: row %d: label %v is not a class index below %d", ds.Name, i, y, m)
 			}
-			g[i*m+c] = -1
-		} else {
-			g[i] = -float64(y)
+			classes[i] = int32(c)
 		}
 	}
 	feats := make([]int, ds.D)
@@ -84,16 +86,30 @@ func TrainForest(ctx context.Context, ds *datasets.Dataset, c ForestConfig) (*Mo
 	out := &Model{Objective: obj, NumClass: k, Average: true, FeatureNames: featureNames(ds), Trees: make([]*Tree, c.Trees*k)}
 	err := parallel(ctx, c.Trees, c.Threads, func(ti int) error {
 		rng := rngFor(c.Seed, uint64(ti))
-		rows := make([]int, ds.N)
-		for i := range rows {
+		w := make([]float64, ds.N)
+		for range ds.N {
 			if c.NoBootstrap {
-				rows[i] = i
-			} else {
-				rows[i] = rng.IntN(ds.N)
+				break
+			}
+			w[rng.IntN(ds.N)]++
+		}
+		rows := make([]int, 0, ds.N)
+		for i := range w {
+			if c.NoBootstrap {
+				w[i] = 1
+			}
+			if w[i] > 0 {
+				rows = append(rows, i)
 			}
 		}
-		gr := &grower{b: b, g: g, h: h, m: m, p: growParams{maxDepth: c.MaxDepth, minLeaf: c.MinLeaf, minHess: 0, shrinkage: 1,
+		gr := &grower{b: b, h: w, cls: classes, m: m, threads: 1, p: growParams{maxDepth: c.MaxDepth, minLeaf: c.MinLeaf, minHess: 0, shrinkage: 1,
 			maxFeatures: c.MaxFeatures, features: feats, rng: rng}}
+		if !cls {
+			gr.g = make([]float64, ds.N)
+			for _, r := range rows {
+				gr.g[r] = -float64(ds.Y[r]) * w[r]
+			}
+		}
 		t, vals := gr.grow(rows)
 		for j := range k {
 			tj := *t

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 
 	"github.com/teeml/teeml/ml/datasets"
 )
@@ -72,7 +73,7 @@ func TrainGBDT(ctx context.Context, ds *datasets.Dataset, c GBDTConfig) (*Model,
 		}
 	}
 	model := &Model{Objective: obj, NumClass: k, FeatureNames: featureNames(ds)}
-	b := binFeatures(ds.X, n, ds.D, catColumns(ds))
+	b := binFeatures(ds.X, n, ds.D, catColumns(ds), c.Threads)
 	init := initScore(obj, ds.Y, k)
 	score := make([]float64, n*k)
 	for i := range n {
@@ -91,6 +92,14 @@ func TrainGBDT(ctx context.Context, ds *datasets.Dataset, c GBDTConfig) (*Model,
 		g[j], h[j] = make([]float64, n), make([]float64, n)
 	}
 	rng := rngFor(c.Seed, 1<<40)
+	// Multiclass rounds grow their K trees in parallel; one tree spreads
+	// its histograms over the threads.
+	inner := max(1, c.Threads/k)
+	growers := make([]*grower, k)
+	for j := range growers {
+		growers[j] = &grower{b: b, m: 1, threads: inner, p: growParams{maxLeaves: c.NumLeaves, maxDepth: c.MaxDepth,
+			minLeaf: c.MinDataInLeaf, minHess: c.MinHessInLeaf, lambda: c.Lambda, shrinkage: c.LR}}
+	}
 	best, bestIter := math.Inf(1), 0
 	for it := range c.Iterations {
 		if err := ctx.Err(); err != nil {
@@ -114,19 +123,40 @@ func TrainGBDT(ctx context.Context, ds *datasets.Dataset, c GBDTConfig) (*Model,
 		}
 		round := make([]*Tree, k)
 		err := parallel(ctx, k, c.Threads, func(j int) error {
-			gr := &grower{b: b, g: g[j], h: h[j], m: 1, p: growParams{maxLeaves: c.NumLeaves, maxDepth: c.MaxDepth,
-				minLeaf: c.MinDataInLeaf, minHess: c.MinHessInLeaf, lambda: c.Lambda, shrinkage: c.LR, features: feats}}
-			t, _ := gr.grow(rows)
+			gr := growers[j]
+			gr.g, gr.h = g[j], h[j]
+			gr.p.features = feats
+			jr := rows
+			if k > 1 {
+				jr = slices.Clone(rows) // grow reorders its rows
+			}
+			t, _ := gr.grow(jr)
 			round[j] = t
+			// The rows grown on get their leaf's value directly; the others
+			// (bagged out) go down the tree.
+			for l, lr := range gr.leafRows {
+				v := t.LeafValue[l]
+				for _, r := range lr {
+					score[r*k+j] += v
+				}
+			}
+			if len(jr) < n {
+				in := make([]bool, n)
+				for _, r := range jr {
+					in[r] = true
+				}
+				for i := range n {
+					if !in[i] {
+						score[i*k+j] += t.Predict(ds.Row(i))
+					}
+				}
+			}
 			return nil
 		})
 		if err != nil {
 			return nil, err
 		}
 		for j, t := range round {
-			for i := range n {
-				score[i*k+j] += t.Predict(ds.Row(i))
-			}
 			if c.Valid != nil {
 				for i := range c.Valid.N {
 					vScore[i*k+j] += t.Predict(c.Valid.Row(i))

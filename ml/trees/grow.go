@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"sync"
 )
 
 // MaxBin is the number of histogram bins per feature, the missing-value bin
@@ -21,36 +22,67 @@ type binned struct {
 	isCat   []bool
 }
 
-// binFeatures fits bin edges on x (n rows of d features) and bins it.
-// cat marks categorical columns, whose values are category indices.
-func binFeatures(x []float32, n, d int, cat []bool) *binned {
+// binSample is how many rows bin edges are fitted on at most (LightGBM's
+// bin_construct_sample_cnt): larger inputs fit them on an evenly spaced
+// subset of this many rows, then bin every row.
+const binSample = 200_000
+
+// binFeatures fits bin edges on x (n rows of d features) and bins it,
+// features spread over threads goroutines (the result does not depend on
+// threads). cat marks categorical columns, whose values are category
+// indices.
+func binFeatures(x []float32, n, d int, cat []bool, threads int) *binned {
 	b := &binned{n: n, d: d, bins: make([][]uint8, d), numBins: make([]int, d), upper: make([][]float64, d), isCat: make([]bool, d)}
-	vals := make([]float64, 0, n)
-	for f := range d {
-		vals = vals[:0]
-		for i := range n {
-			if v := float64(x[i*d+f]); !math.IsNaN(v) {
-				vals = append(vals, v)
-			}
-		}
-		slices.Sort(vals)
-		if f < len(cat) && cat[f] {
-			b.isCat[f] = true
-			nb := 1
-			if len(vals) > 0 {
-				nb = min(int(vals[len(vals)-1])+1, MaxBin-1)
-			}
-			b.numBins[f] = max(nb, 1)
-		} else {
-			b.upper[f] = binEdges(vals)
-			b.numBins[f] = len(b.upper[f])
-		}
-		col := make([]uint8, n)
-		for i := range n {
-			col[i] = uint8(b.binOf(f, x[i*d+f]))
-		}
-		b.bins[f] = col
+	sample := n
+	if n > binSample {
+		sample = binSample
 	}
+	threads = max(1, min(threads, d))
+	var wg sync.WaitGroup
+	for w := range threads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			vals := make([]float64, 0, sample)
+			for f := w; f < d; f += threads {
+				vals = vals[:0]
+				for s := range sample {
+					i := s
+					if sample < n {
+						i = int(int64(s) * int64(n) / int64(sample))
+					}
+					if v := float64(x[i*d+f]); !math.IsNaN(v) {
+						vals = append(vals, v)
+					}
+				}
+				slices.Sort(vals)
+				if f < len(cat) && cat[f] {
+					b.isCat[f] = true
+					nb := 1
+					if sample < n {
+						// categories seen only outside the sample still get a bin
+						for i := range n {
+							if v := float64(x[i*d+f]); !math.IsNaN(v) {
+								nb = max(nb, min(int(v)+1, MaxBin-1))
+							}
+						}
+					} else if len(vals) > 0 {
+						nb = min(int(vals[len(vals)-1])+1, MaxBin-1)
+					}
+					b.numBins[f] = max(nb, 1)
+				} else {
+					b.upper[f] = binEdges(vals)
+					b.numBins[f] = len(b.upper[f])
+				}
+				col := make([]uint8, n)
+				for i := range n {
+					col[i] = uint8(b.binOf(f, x[i*d+f]))
+				}
+				b.bins[f] = col
+			}
+		}()
+	}
+	wg.Wait()
 	return b
 }
 
@@ -82,6 +114,9 @@ func binEdges(sorted []float64) []float64 {
 	}
 	return append(edges, math.Inf(1))
 }
+
+// row is row i's bin of feature f.
+func (b *binned) row(i, f int) uint8 { return b.bins[f][i] }
 
 func midpoint(a, b float64) float64 {
 	m := a + (b-a)/2
@@ -126,47 +161,143 @@ type split struct {
 	bin         int  // numerical: left takes bins <= bin
 	defaultLeft bool // numerical: NaN goes left
 	catLeft     []int
-	leftRows    []int
+}
+
+// hist is one leaf's gradient histograms, all features side by side:
+// feature f's bins start at grower.off[f].
+type hist struct {
+	g []float64 // bin*m + k
+	h []float64
+	c []int32
 }
 
 type leafState struct {
-	rows   []int
+	rows   []int // a window of the rows being grown
 	depth  int
 	parent int // internal node, -1 for the root
 	isLeft bool
 	sumG   []float64
 	sumH   float64
 	best   *split
+	hist   *hist // subtraction mode: this leaf's histograms while it may still split
 }
 
-// grower builds one tree on binned data with per-row gradients g (n*m,
-// m outputs) and hessians h (n).
+// grower builds trees on binned data with per-row gradients g (n*m, m
+// outputs) and hessians h (n). With all features allowed at every node
+// (boosting), each leaf keeps its histograms and a split builds only the
+// smaller child's, deriving the sibling's as parent minus smaller;
+// with per-node feature sampling (forests) each node builds the
+// histograms of its sampled features. Histogram building and split search
+// spread over threads goroutines by feature; the result does not depend
+// on threads. A grower is reused across trees by one goroutine.
 type grower struct {
-	b    *binned
-	g    []float64
-	h    []float64
-	m    int
-	p    growParams
-	hg   []float64 // histogram scratch: (bin)*m + k
-	hh   []float64
-	hc   []int
-	cand []int
+	b *binned
+	g []float64
+	h []float64
+	// cls, when set, stands for g (forest classification): row r's
+	// gradient is -h[r] for output cls[r] and 0 for the others.
+	cls     []int32
+	m       int
+	p       growParams
+	threads int
+
+	off     []int // feature f's bins: off[f] .. off[f+1]-1 (the last is NaN)
+	pool    []*hist
+	node    *hist // forest mode scratch
+	og, oh  []float64
+	scratch []int
+	cand    []int
+	fbest   []split
+	fok     []bool
+	lg, rg  [][]float64 // per worker, m each
+	// leafRows, after grow, are each leaf's rows (windows of the rows
+	// passed to grow, which grow reorders).
+	leafRows [][]int
+}
+
+func (gr *grower) init() {
+	if gr.off != nil {
+		return
+	}
+	d := gr.b.d
+	gr.off = make([]int, d+1)
+	for f := range d {
+		gr.off[f+1] = gr.off[f] + gr.b.numBins[f] + 1
+	}
+	gr.threads = max(gr.threads, 1)
+	gr.lg = make([][]float64, gr.threads)
+	gr.rg = make([][]float64, gr.threads)
+	for w := range gr.threads {
+		gr.lg[w] = make([]float64, 2*gr.m)
+		gr.rg[w] = make([]float64, gr.m)
+	}
+}
+
+func (gr *grower) subtraction() bool {
+	return gr.p.maxFeatures <= 0 || gr.p.maxFeatures >= len(gr.p.features)
+}
+
+func (gr *grower) getHist() *hist {
+	if n := len(gr.pool); n > 0 {
+		h := gr.pool[n-1]
+		gr.pool = gr.pool[:n-1]
+		return h
+	}
+	t := gr.off[len(gr.off)-1]
+	return &hist{g: make([]float64, t*gr.m), h: make([]float64, t), c: make([]int32, t)}
+}
+
+func (gr *grower) putHist(l *leafState) {
+	if l.hist != nil {
+		gr.pool = append(gr.pool, l.hist)
+		l.hist = nil
+	}
 }
 
 // grow returns the tree structure and per-leaf output values (m each).
+// It reorders rows.
 func (gr *grower) grow(rows []int) (*Tree, [][]float64) {
+	gr.init()
+	if cap(gr.scratch) < len(rows) {
+		gr.scratch = make([]int, len(rows))
+		gr.og = make([]float64, len(rows)*gr.m)
+		gr.oh = make([]float64, len(rows))
+	}
+	sub := gr.subtraction()
 	t := &Tree{}
 	root := gr.newLeaf(rows, 0, -1, false)
+	if gr.canSplit(root) {
+		if sub {
+			root.hist = gr.getHist()
+			gr.build(root.hist, rows, gr.p.features)
+		}
+		gr.findSplit(root)
+	}
 	leaves := []*leafState{root}
+	// Unbounded trees (forests) grow depth first from a stack of the
+	// leaves that can split, so the leaves waiting hold few histograms;
+	// bounded ones (boosting) split the leaf of largest gain first.
+	var stack []int
+	if root.best != nil {
+		stack = append(stack, 0)
+	}
 	for gr.p.maxLeaves == 0 || len(leaves) < gr.p.maxLeaves {
 		bi := -1
-		for i, l := range leaves {
-			if l.best != nil && (bi < 0 || l.best.gain > leaves[bi].best.gain) {
-				bi = i
+		if gr.p.maxLeaves == 0 {
+			if len(stack) == 0 {
+				break
 			}
-		}
-		if bi < 0 {
-			break
+			bi = stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+		} else {
+			for i, l := range leaves {
+				if l.best != nil && (bi < 0 || l.best.gain > leaves[bi].best.gain) {
+					bi = i
+				}
+			}
+			if bi < 0 {
+				break
+			}
 		}
 		l := leaves[bi]
 		s := l.best
@@ -205,66 +336,254 @@ func (gr *grower) grow(rows []int) (*Tree, [][]float64) {
 			}
 		}
 		left, right := gr.partition(l.rows, s)
-		leaves[bi] = gr.newLeaf(left, l.depth+1, node, true)
-		leaves = append(leaves, gr.newLeaf(right, l.depth+1, node, false))
+		ll := gr.newLeaf(left, l.depth+1, node, true)
+		rl := gr.newLeaf(right, l.depth+1, node, false)
+		leaves[bi] = ll
+		leaves = append(leaves, rl)
+		if gr.p.maxLeaves > 0 && len(leaves) >= gr.p.maxLeaves {
+			gr.putHist(l)
+			break // no further split: the children's candidates are not needed
+		}
+		lok, rok := gr.canSplit(ll), gr.canSplit(rl)
+		if sub && (lok || rok) {
+			small, large := ll, rl
+			if len(right) < len(left) {
+				small, large = rl, ll
+			}
+			small.hist = gr.getHist()
+			gr.build(small.hist, small.rows, gr.p.features)
+			large.hist, l.hist = l.hist, nil
+			gr.subtract(large.hist, small.hist)
+		}
+		gr.putHist(l)
+		if lok {
+			gr.findSplit(ll)
+		}
+		if rok {
+			gr.findSplit(rl)
+		}
+		if ll.best == nil {
+			gr.putHist(ll)
+		}
+		if rl.best == nil {
+			gr.putHist(rl)
+		} else {
+			stack = append(stack, len(leaves)-1)
+		}
+		if ll.best != nil {
+			stack = append(stack, bi)
+		}
 	}
 	vals := make([][]float64, len(leaves))
 	t.LeafValue = make([]float64, len(leaves))
 	t.LeafCount = make([]int, len(leaves))
+	gr.leafRows = gr.leafRows[:0]
 	for i, l := range leaves {
+		gr.putHist(l)
 		vals[i] = make([]float64, gr.m)
 		for k := range gr.m {
 			vals[i][k] = -l.sumG[k] / (l.sumH + gr.p.lambda) * gr.p.shrinkage
 		}
 		t.LeafValue[i] = vals[i][0]
 		t.LeafCount[i] = len(l.rows)
+		gr.leafRows = append(gr.leafRows, l.rows)
 	}
 	return t, vals
 }
 
+// partition splits rows in place, stably: the left rows first.
 func (gr *grower) partition(rows []int, s *split) (left, right []int) {
 	f := s.feature
 	col := gr.b.bins[f]
 	nan := gr.b.numBins[f]
-	var goLeft []bool
+	var goLeft [MaxBin + 1]bool
 	if gr.b.isCat[f] {
-		goLeft = make([]bool, nan+1)
 		for _, c := range s.catLeft {
 			goLeft[c] = true
 		}
+	} else {
+		for b := 0; b <= s.bin; b++ {
+			goLeft[b] = true
+		}
+		goLeft[nan] = s.defaultLeft
 	}
+	nl := 0
+	rs := gr.scratch[:0]
 	for _, r := range rows {
-		bin := int(col[r])
-		var l bool
-		switch {
-		case goLeft != nil:
-			l = goLeft[bin]
-		case bin == nan:
-			l = s.defaultLeft
-		default:
-			l = bin <= s.bin
-		}
-		if l {
-			left = append(left, r)
+		if goLeft[col[r]] {
+			rows[nl] = r
+			nl++
 		} else {
-			right = append(right, r)
+			rs = append(rs, r)
 		}
 	}
-	return left, right
+	copy(rows[nl:], rs)
+	return rows[:nl:nl], rows[nl:]
 }
 
 func (gr *grower) newLeaf(rows []int, depth, parent int, isLeft bool) *leafState {
 	l := &leafState{rows: rows, depth: depth, parent: parent, isLeft: isLeft, sumG: make([]float64, gr.m)}
-	for _, r := range rows {
-		for k := range gr.m {
-			l.sumG[k] += gr.g[r*gr.m+k]
+	m := gr.m
+	switch {
+	case gr.cls != nil:
+		for _, r := range rows {
+			l.sumG[gr.cls[r]] -= gr.h[r]
 		}
+	case m == 1:
+		s := 0.0
+		for _, r := range rows {
+			s += gr.g[r]
+		}
+		l.sumG[0] = s
+	default:
+		for _, r := range rows {
+			for k := range m {
+				l.sumG[k] += gr.g[r*m+k]
+			}
+		}
+	}
+	for _, r := range rows {
 		l.sumH += gr.h[r]
 	}
-	if len(rows) >= 2*max(gr.p.minLeaf, 1) && (gr.p.maxDepth == 0 || depth < gr.p.maxDepth) {
-		l.best = gr.findSplit(l)
-	}
 	return l
+}
+
+func (gr *grower) canSplit(l *leafState) bool {
+	return len(l.rows) >= 2*max(gr.p.minLeaf, 1) && (gr.p.maxDepth == 0 || l.depth < gr.p.maxDepth)
+}
+
+// spread runs f(w, i) for i in [0, n) on up to gr.threads goroutines,
+// worker w taking i = w, w+T, ...; serial when the work is small.
+func (gr *grower) spread(n, work int, f func(w, i int)) {
+	t := min(gr.threads, n)
+	if t <= 1 || work < 1<<16 {
+		for i := range n {
+			f(0, i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range t {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += t {
+				f(w, i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// build fills H's bins of feats from rows.
+func (gr *grower) build(H *hist, rows []int, feats []int) {
+	m := gr.m
+	og, oh := gr.og[:len(rows)*m], gr.oh[:len(rows)]
+	if gr.cls != nil {
+		for i, r := range rows {
+			oh[i] = gr.h[r]
+		}
+		gr.spread(len(feats), len(rows)*len(feats), func(_, i int) {
+			f := feats[i]
+			lo, hi := gr.off[f], gr.off[f+1]
+			hg, hh, hc := H.g[lo*m:hi*m], H.h[lo:hi], H.c[lo:hi]
+			clear(hg)
+			clear(hh)
+			clear(hc)
+			col := gr.b.bins[f]
+			for j, r := range rows {
+				b := int(col[r])
+				hg[b*m+int(gr.cls[r])] -= oh[j]
+				hh[b] += oh[j]
+				hc[b]++
+			}
+		})
+		return
+	}
+	// all: rows are every row in order (the root without bagging); rows
+	// are otherwise ascending windows, as partition keeps them.
+	all := len(rows) == gr.b.n && (len(rows) == 0 || rows[len(rows)-1] == len(rows)-1)
+	switch {
+	case all && m == 1:
+		og, oh = gr.g[:len(rows)], gr.h[:len(rows)]
+	case m == 1:
+		for i, r := range rows {
+			og[i] = gr.g[r]
+			oh[i] = gr.h[r]
+		}
+	default:
+		for i, r := range rows {
+			copy(og[i*m:(i+1)*m], gr.g[r*m:(r+1)*m])
+			oh[i] = gr.h[r]
+		}
+	}
+	gr.spread(len(feats), len(rows)*len(feats), func(_, i int) {
+		f := feats[i]
+		lo, hi := gr.off[f], gr.off[f+1]
+		hg, hh, hc := H.g[lo*m:hi*m], H.h[lo:hi], H.c[lo:hi]
+		clear(hg)
+		clear(hh)
+		clear(hc)
+		col := gr.b.bins[f]
+		if m == 1 {
+			// g and h side by side in one bin (one cache line, not two),
+			// on the stack, then written out.
+			var acc [MaxBin + 1][2]float64
+			var cnt [MaxBin + 1]int32
+			if all {
+				col = col[:len(og)]
+				for j, b := range col {
+					acc[b][0] += og[j]
+					acc[b][1] += oh[j]
+					cnt[b]++
+				}
+			} else {
+				for j, r := range rows {
+					b := col[r]
+					acc[b][0] += og[j]
+					acc[b][1] += oh[j]
+					cnt[b]++
+				}
+			}
+			for b := range hg {
+				hg[b], hh[b], hc[b] = acc[b][0], acc[b][1], cnt[b]
+			}
+			return
+		}
+		for j, r := range rows {
+			b := int(col[r])
+			dst := hg[b*m : b*m+m]
+			for k, v := range og[j*m : j*m+m] {
+				dst[k] += v
+			}
+			hh[b] += oh[j]
+			hc[b]++
+		}
+	})
+}
+
+// subtract sets large = large - small over the tree's features. A bin the
+// larger child has no rows in is set to exact zeros: rounding noise there
+// would break the ties between equivalent thresholds around empty bins,
+// which a direct build resolves to the lowest.
+func (gr *grower) subtract(large, small *hist) {
+	m := gr.m
+	for _, f := range gr.p.features {
+		for b := gr.off[f]; b < gr.off[f+1]; b++ {
+			c := large.c[b] - small.c[b]
+			large.c[b] = c
+			lg := large.g[b*m : b*m+m]
+			if c == 0 {
+				clear(lg)
+				large.h[b] = 0
+				continue
+			}
+			for k, v := range small.g[b*m : b*m+m] {
+				lg[k] -= v
+			}
+			large.h[b] -= small.h[b]
+		}
+	}
 }
 
 func (gr *grower) score(g []float64, h float64) float64 {
@@ -275,9 +594,13 @@ func (gr *grower) score(g []float64, h float64) float64 {
 	return s / (h + gr.p.lambda)
 }
 
-func (gr *grower) findSplit(l *leafState) *split {
+// findSplit sets l.best: the best split over the allowed (or, with
+// per-node sampling, sampled) features, the first such feature on ties.
+func (gr *grower) findSplit(l *leafState) {
 	feats := gr.p.features
-	if mf := gr.p.maxFeatures; mf > 0 && mf < len(feats) {
+	H := l.hist
+	if !gr.subtraction() {
+		mf := gr.p.maxFeatures
 		gr.cand = append(gr.cand[:0], feats...)
 		for i := range mf {
 			j := i + gr.p.rng.IntN(len(gr.cand)-i)
@@ -285,96 +608,120 @@ func (gr *grower) findSplit(l *leafState) *split {
 		}
 		feats = gr.cand[:mf]
 		slices.Sort(feats)
+		if gr.node == nil {
+			gr.node = gr.getHist()
+		}
+		H = gr.node
+		gr.build(H, l.rows, feats)
 	}
-	m := gr.m
+	if cap(gr.fbest) < len(feats) {
+		gr.fbest = make([]split, len(feats))
+		gr.fok = make([]bool, len(feats))
+	}
+	fbest, fok := gr.fbest[:len(feats)], gr.fok[:len(feats)]
 	parent := gr.score(l.sumG, l.sumH)
-	minLeaf := max(gr.p.minLeaf, 1)
+	gr.spread(len(feats), 4*gr.m*gr.off[len(gr.off)-1], func(w, i int) {
+		fbest[i], fok[i] = gr.featureSplit(w, feats[i], l, H, parent)
+	})
 	var best *split
-	lg := make([]float64, m)
-	rg := make([]float64, m)
-	consider := func(gain float64, mk func() *split) {
-		if gain > 1e-12 && (best == nil || gain > best.gain) {
-			best = mk()
+	for i := range feats {
+		if fok[i] && (best == nil || fbest[i].gain > best.gain) {
+			s := fbest[i]
+			best = &s
 		}
 	}
-	for _, f := range feats {
-		nb := gr.b.numBins[f]
-		size := nb + 1
-		if cap(gr.hg) < size*m {
-			gr.hg = make([]float64, size*m)
-			gr.hh = make([]float64, size)
-			gr.hc = make([]int, size)
-		}
-		hg, hh, hc := gr.hg[:size*m], gr.hh[:size], gr.hc[:size]
-		clear(hg)
-		clear(hh)
-		clear(hc)
-		col := gr.b.bins[f]
-		for _, r := range l.rows {
-			bin := int(col[r])
-			for k := range m {
-				hg[bin*m+k] += gr.g[r*m+k]
-			}
-			hh[bin] += gr.h[r]
-			hc[bin]++
-		}
-		if gr.b.isCat[f] {
-			gr.catSplit(f, l, hg, hh, hc, parent, minLeaf, consider)
-			continue
-		}
-		nanC, nanH := hc[nb], hh[nb]
-		nanG := hg[nb*m : nb*m+m]
-		clear(lg)
-		var lh float64
+	l.best = best
+}
+
+// featureSplit is the best split of l on feature f, if any gains.
+func (gr *grower) featureSplit(w, f int, l *leafState, H *hist, parent float64) (split, bool) {
+	m := gr.m
+	lo, hi := gr.off[f], gr.off[f+1]
+	hg, hh, hc := H.g[lo*m:hi*m], H.h[lo:hi], H.c[lo:hi]
+	minLeaf := max(gr.p.minLeaf, 1)
+	if gr.b.isCat[f] {
+		return gr.catSplit(f, l, hg, hh, hc, parent, minLeaf)
+	}
+	nb := gr.b.numBins[f]
+	n := len(l.rows)
+	nanC, nanH := int(hc[nb]), hh[nb]
+	minHess, lambda := gr.p.minHess, gr.p.lambda
+	var best split
+	ok := false
+	if m == 1 {
+		G, Hs := l.sumG[0], l.sumH
+		nanG := hg[nb]
+		var lg, lh float64
 		var lc int
 		for b := 0; b+1 < nb; b++ {
-			for k := range m {
-				lg[k] += hg[b*m+k]
-			}
+			lg += hg[b]
 			lh += hh[b]
-			lc += hc[b]
-			for _, nanLeft := range []bool{false, true} {
-				if nanLeft && nanC == 0 {
+			lc += int(hc[b])
+			for nl := 0; nl < 2; nl++ {
+				cl, hl, gl := lc, lh, lg
+				if nl == 1 {
+					if nanC == 0 {
+						break
+					}
+					cl, hl, gl = cl+nanC, hl+nanH, gl+nanG
+				}
+				cr, hr := n-cl, Hs-hl
+				if cl < minLeaf || cr < minLeaf || hl < minHess || hr < minHess {
 					continue
 				}
-				cl, hl := lc, lh
-				if nanLeft {
-					cl += nanC
-					hl += nanH
+				gRight := G - gl
+				gain := gl*gl/(hl+lambda) + gRight*gRight/(hr+lambda) - parent
+				if gain > 1e-12 && (!ok || gain > best.gain) {
+					best, ok = split{gain: gain, feature: f, bin: b, defaultLeft: nl == 1}, true
 				}
-				cr, hr := len(l.rows)-cl, l.sumH-hl
-				if cl < minLeaf || cr < minLeaf || hl < gr.p.minHess || hr < gr.p.minHess {
-					continue
+			}
+		}
+		return best, ok
+	}
+	lg, tmp := gr.lg[w][:m], gr.lg[w][m:2*m]
+	rg := gr.rg[w]
+	nanG := hg[nb*m : nb*m+m]
+	clear(lg)
+	var lh float64
+	var lc int
+	for b := 0; b+1 < nb; b++ {
+		for k := range m {
+			lg[k] += hg[b*m+k]
+		}
+		lh += hh[b]
+		lc += int(hc[b])
+		for nl := 0; nl < 2; nl++ {
+			cl, hl, gl := lc, lh, lg
+			if nl == 1 {
+				if nanC == 0 {
+					break
 				}
+				cl, hl = cl+nanC, hl+nanH
 				for k := range m {
-					gl := lg[k]
-					if nanLeft {
-						gl += nanG[k]
-					}
-					rg[k] = l.sumG[k] - gl
+					tmp[k] = lg[k] + nanG[k]
 				}
-				var gain float64
-				if nanLeft {
-					tmp := make([]float64, m)
-					for k := range m {
-						tmp[k] = lg[k] + nanG[k]
-					}
-					gain = gr.score(tmp, hl) + gr.score(rg, hr) - parent
-				} else {
-					gain = gr.score(lg, hl) + gr.score(rg, hr) - parent
-				}
-				bb, nl := b, nanLeft
-				consider(gain, func() *split { return &split{gain: gain, feature: f, bin: bb, defaultLeft: nl} })
+				gl = tmp
+			}
+			cr, hr := n-cl, l.sumH-hl
+			if cl < minLeaf || cr < minLeaf || hl < minHess || hr < minHess {
+				continue
+			}
+			for k := range m {
+				rg[k] = l.sumG[k] - gl[k]
+			}
+			gain := gr.score(gl, hl) + gr.score(rg, hr) - parent
+			if gain > 1e-12 && (!ok || gain > best.gain) {
+				best, ok = split{gain: gain, feature: f, bin: b, defaultLeft: nl == 1}, true
 			}
 		}
 	}
-	return best
+	return best, ok
 }
 
 // catSplit is LightGBM's sorted-gradient categorical split: categories
 // ordered by G/H (of the first output), then the best prefix goes left;
 // missing values go right.
-func (gr *grower) catSplit(f int, l *leafState, hg, hh []float64, hc []int, parent float64, minLeaf int, consider func(float64, func() *split)) {
+func (gr *grower) catSplit(f int, l *leafState, hg, hh []float64, hc []int32, parent float64, minLeaf int) (split, bool) {
 	m := gr.m
 	nb := gr.b.numBins[f]
 	var cats []int
@@ -384,7 +731,7 @@ func (gr *grower) catSplit(f int, l *leafState, hg, hh []float64, hc []int, pare
 		}
 	}
 	if len(cats) < 2 {
-		return
+		return split{}, false
 	}
 	const smooth = 10.0
 	slices.SortStableFunc(cats, func(a, b int) int {
@@ -394,13 +741,14 @@ func (gr *grower) catSplit(f int, l *leafState, hg, hh []float64, hc []int, pare
 	rg := make([]float64, m)
 	var lh float64
 	var lc int
+	bestN, bestGain := 0, 0.0
 	for i := 0; i+1 < len(cats); i++ {
 		c := cats[i]
 		for k := range m {
 			lg[k] += hg[c*m+k]
 		}
 		lh += hh[c]
-		lc += hc[c]
+		lc += int(hc[c])
 		cr, hr := len(l.rows)-lc, l.sumH-lh
 		if lc < minLeaf || cr < minLeaf || lh < gr.p.minHess || hr < gr.p.minHess {
 			continue
@@ -409,11 +757,14 @@ func (gr *grower) catSplit(f int, l *leafState, hg, hh []float64, hc []int, pare
 			rg[k] = l.sumG[k] - lg[k]
 		}
 		gain := gr.score(lg, lh) + gr.score(rg, hr) - parent
-		n := i + 1
-		consider(gain, func() *split {
-			left := slices.Clone(cats[:n])
-			slices.Sort(left)
-			return &split{gain: gain, feature: f, catLeft: left}
-		})
+		if gain > 1e-12 && (bestN == 0 || gain > bestGain) {
+			bestN, bestGain = i+1, gain
+		}
 	}
+	if bestN == 0 {
+		return split{}, false
+	}
+	left := slices.Clone(cats[:bestN])
+	slices.Sort(left)
+	return split{gain: bestGain, feature: f, catLeft: left}, true
 }
