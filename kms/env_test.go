@@ -179,6 +179,15 @@ func (e *env) serve(st *store.Store, root *testRoot, name string) (*Broker, stri
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	addr, stop := e.serveBroker(b)
+	e.t.Cleanup(stop)
+	return b, addr
+}
+
+// serveBroker serves b on 127.0.0.1:0 until stop (which also closes b) is
+// called; stop may be called more than once.
+func (e *env) serveBroker(b *Broker) (string, func()) {
+	e.t.Helper()
 	creds, err := ratls.NewServerCredentials(ratls.TransportConfig{
 		Certificates: ratls.StaticCertificate{Cert: e.leaf("kms", mrGood, false)},
 		Verifier:     e.verifier(e.connPol), Logger: quiet(),
@@ -194,8 +203,8 @@ func (e *env) serve(st *store.Store, root *testRoot, name string) (*Broker, stri
 	b.Register(srv)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
-	e.t.Cleanup(func() { srv.Stop(); <-done; b.Close() })
-	return b, lis.Addr().String()
+	var once sync.Once
+	return lis.Addr().String(), func() { once.Do(func() { srv.Stop(); <-done; b.Close() }) }
 }
 
 // dial connects as member name running an enclave measuring mr.
