@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -21,6 +20,7 @@ import (
 	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/internal/promserve"
+	"github.com/teeml/teeml/internal/yamlx"
 	"github.com/teeml/teeml/kms/rootkey"
 	"github.com/teeml/teeml/kms/store"
 	"github.com/teeml/teeml/party"
@@ -76,9 +76,9 @@ type Config struct {
 
 // LoadConfig reads a configuration file strictly (unknown keys refused).
 func LoadConfig(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	b, err := yamlx.ReadFile(path, "kms config", 0)
 	if err != nil {
-		return nil, fmt.Errorf("kms config: %w", err)
+		return nil, err
 	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))

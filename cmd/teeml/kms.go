@@ -18,6 +18,7 @@ import (
 	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/yamlx"
 	"github.com/teeml/teeml/kms"
 	"github.com/teeml/teeml/kms/audit"
 	"github.com/teeml/teeml/kms/store"
@@ -154,9 +155,9 @@ func newKMSKeyCmd() *cobra.Command {
 		Short: "Create a primary key with a release policy (YAML: members, roles, attestation)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			pol, err := os.ReadFile(policyFile)
+			pol, err := yamlx.ReadFile(policyFile, "release policy", 0)
 			if err != nil {
-				return fmt.Errorf("release policy: %w", err)
+				return err
 			}
 			if _, err := kms.ParseReleasePolicy(string(pol)); err != nil {
 				return fmt.Errorf("%s: %w", policyFile, err)
