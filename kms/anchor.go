@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -66,12 +67,14 @@ func readAnchor(path string, macKey []byte) (h audit.Head, ok bool, err error) {
 		return audit.Head{}, false, fmt.Errorf("audit anchor %s: %w", path, err)
 	}
 	defer f.Close()
-	buf := make([]byte, maxAnchorSize+1)
-	n, _ := f.Read(buf)
-	if n > maxAnchorSize {
+	buf, err := io.ReadAll(io.LimitReader(f, maxAnchorSize+1))
+	if err != nil {
+		return audit.Head{}, false, fmt.Errorf("audit anchor %s: %w", path, err)
+	}
+	if len(buf) > maxAnchorSize {
 		return audit.Head{}, false, fmt.Errorf("audit anchor %s: larger than %d bytes: not an anchor", path, maxAnchorSize)
 	}
-	line, found := strings.CutSuffix(string(buf[:n]), "\n")
+	line, found := strings.CutSuffix(string(buf), "\n")
 	rest, magic := strings.CutPrefix(line, anchorMagic+" ")
 	fields := strings.Fields(rest)
 	if !found || !magic || len(fields) != 2 {
