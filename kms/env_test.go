@@ -88,6 +88,7 @@ type env struct {
 	dir     string
 	mu      sync.Mutex
 	cliVer  *ratls.Verifier
+	anchors map[*store.Store]string // audit anchor per store handle (guarded by mu)
 }
 
 func sgxRole(extra string, mrs ...[32]byte) string { return fedtest.SimRole(extra, mrs...) }
@@ -175,7 +176,27 @@ func postgresStore(t testing.TB, schema string) *store.Store {
 // 127.0.0.1:0.
 func (e *env) serve(st *store.Store, root *testRoot, name string) (*Broker, string) {
 	e.t.Helper()
-	b, err := NewBroker(context.Background(), BrokerConfig{Name: name, Store: st, Root: root, Admins: []string{"admin"}, Logger: quiet(), Federation: e.fe.Fed})
+	return e.serveAnchored(st, root, name, true)
+}
+
+// serveAnchored is serve with (as `kms serve` always runs) or without an
+// audit anchor file, in a temporary directory, one per store handle.
+func (e *env) serveAnchored(st *store.Store, root *testRoot, name string, anchored bool) (*Broker, string) {
+	e.t.Helper()
+	anchor := ""
+	if anchored { // one anchor per store handle: a restart on it finds it
+		e.mu.Lock()
+		if e.anchors == nil {
+			e.anchors = map[*store.Store]string{}
+		}
+		if e.anchors[st] == "" {
+			e.anchors[st] = filepath.Join(e.t.TempDir(), name+".anchor")
+		}
+		anchor = e.anchors[st]
+		e.mu.Unlock()
+	}
+	b, err := NewBroker(context.Background(), BrokerConfig{Name: name, Store: st, Root: root, Admins: []string{"admin"}, Logger: quiet(),
+		Federation: e.fe.Fed, AnchorPath: anchor})
 	if err != nil {
 		e.t.Fatal(err)
 	}
