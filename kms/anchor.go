@@ -23,7 +23,7 @@ import (
 // The audit anchor proves the audit log is complete. The head row and the
 // MAC on it live in the store, so whoever can delete rows can also delete
 // the head and let the broker start a fresh chain at entry 1. The anchor is
-// kept outside the store, in a small file the broker rewrites (atomically,
+// kept outside the store, in a small file the broker rewrites (in place,
 // fsynced) after every audit commit and before the operation is
 // acknowledged: the position of the newest head it committed, authenticated
 // by an HMAC under the audit MAC key (itself wrapped by the root key, so
@@ -36,11 +36,20 @@ import (
 // file together to an earlier consistent pair: for that, keep the witness
 // `audit verify` prints somewhere the broker's host cannot rewrite.
 //
+// The file is two slots of anchorSlot bytes, each one line padded with NUL
+// bytes:
+//
 //	teeml-kms-audit-anchor v1 SEQ:HASH MAC
+//
+// Writes alternate between the slots (one write and one fsync per group
+// commit, no rename), so a write torn by a crash leaves the other slot, one
+// commit older and still behind the store, to be read. The newest slot
+// whose MAC verifies is the anchor.
 const anchorMagic = "teeml-kms-audit-anchor v1"
 
-// maxAnchorSize bounds what ReadAnchor reads (the line is about 200 bytes).
-const maxAnchorSize = 4096
+// anchorSlot is the size of one slot (one disk sector; the line is about
+// 190 bytes).
+const anchorSlot = 512
 
 func anchorMAC(macKey []byte, h audit.Head) []byte {
 	m := hmac.New(sha256.New, macKey)
@@ -52,42 +61,82 @@ func anchorMAC(macKey []byte, h audit.Head) []byte {
 	return m.Sum(nil)
 }
 
+// encodeSlot is one slot holding h.
+func encodeSlot(macKey []byte, h audit.Head) []byte {
+	b := make([]byte, anchorSlot)
+	copy(b, fmt.Appendf(nil, "%s %s %s\n", anchorMagic, h, hex.EncodeToString(anchorMAC(macKey, h))))
+	return b
+}
+
+// encodeAnchor is a whole anchor file holding h in both slots.
 func encodeAnchor(macKey []byte, h audit.Head) []byte {
-	return fmt.Appendf(nil, "%s %s %s\n", anchorMagic, h, hex.EncodeToString(anchorMAC(macKey, h)))
+	s := encodeSlot(macKey, h)
+	return append(s, s...)
+}
+
+// parseSlot parses and authenticates one slot; forged reports a well-formed
+// slot whose MAC does not verify.
+func parseSlot(b, macKey []byte) (h audit.Head, forged bool, err error) {
+	line, found := strings.CutSuffix(string(bytes.TrimRight(b, "\x00")), "\n")
+	rest, magic := strings.CutPrefix(line, anchorMagic+" ")
+	fields := strings.Split(rest, " ")
+	if !found || !magic || len(fields) != 2 {
+		return audit.Head{}, false, errors.New("not an anchor line")
+	}
+	if h, err = audit.ParseHead(fields[0]); err != nil {
+		return audit.Head{}, false, err
+	}
+	mac, err := hex.DecodeString(fields[1])
+	if err != nil || !hmac.Equal(mac, anchorMAC(macKey, h)) {
+		return audit.Head{}, true, errors.New("MAC does not verify")
+	}
+	return h, false, nil
 }
 
 // readAnchor reads and authenticates the anchor at path; ok is false when
 // the file does not exist.
 func readAnchor(path string, macKey []byte) (h audit.Head, ok bool, err error) {
+	h, _, ok, err = readAnchorSlot(path, macKey)
+	return h, ok, err
+}
+
+// readAnchorSlot is readAnchor that also returns the slot holding the
+// anchor.
+func readAnchorSlot(path string, macKey []byte) (h audit.Head, slot int, ok bool, err error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return audit.Head{}, false, nil
+		return audit.Head{}, 0, false, nil
 	}
 	if err != nil {
-		return audit.Head{}, false, fmt.Errorf("audit anchor %s: %w", path, err)
+		return audit.Head{}, 0, false, fmt.Errorf("audit anchor %s: %w", path, err)
 	}
 	defer f.Close()
-	buf, err := io.ReadAll(io.LimitReader(f, maxAnchorSize+1))
+	buf, err := io.ReadAll(io.LimitReader(f, 2*anchorSlot+1))
 	if err != nil {
-		return audit.Head{}, false, fmt.Errorf("audit anchor %s: %w", path, err)
+		return audit.Head{}, 0, false, fmt.Errorf("audit anchor %s: %w", path, err)
 	}
-	if len(buf) > maxAnchorSize {
-		return audit.Head{}, false, fmt.Errorf("audit anchor %s: larger than %d bytes: not an anchor", path, maxAnchorSize)
+	if len(buf) != 2*anchorSlot {
+		return audit.Head{}, 0, false, fmt.Errorf("audit anchor %s: not a %q file (%d bytes, want two slots of %d)", path, anchorMagic+" SEQ:HASH MAC", len(buf), anchorSlot)
 	}
-	line, found := strings.CutSuffix(string(buf), "\n")
-	rest, magic := strings.CutPrefix(line, anchorMagic+" ")
-	fields := strings.Fields(rest)
-	if !found || !magic || len(fields) != 2 {
-		return audit.Head{}, false, fmt.Errorf("audit anchor %s: not a %q line", path, anchorMagic+" SEQ:HASH MAC")
+	valid, forged := 0, false
+	for i := range 2 {
+		sh, f, err := parseSlot(buf[i*anchorSlot:(i+1)*anchorSlot], macKey)
+		forged = forged || f
+		if err != nil {
+			continue
+		}
+		if valid == 0 || sh.Seq > h.Seq {
+			h, slot = sh, i
+		}
+		valid++
 	}
-	if h, err = audit.ParseHead(fields[0]); err != nil {
-		return audit.Head{}, false, fmt.Errorf("audit anchor %s: %w", path, err)
+	switch {
+	case valid > 0:
+		return h, slot, true, nil
+	case forged:
+		return audit.Head{}, 0, false, fmt.Errorf("audit anchor %s is not authenticated by this store's audit MAC key: the store was replaced, or the anchor belongs to another broker", path)
 	}
-	mac, err := hex.DecodeString(fields[1])
-	if err != nil || !hmac.Equal(mac, anchorMAC(macKey, h)) {
-		return audit.Head{}, false, fmt.Errorf("audit anchor %s (entry %d) is not authenticated by this store's audit MAC key: the store was replaced, or the anchor belongs to another broker", path, h.Seq)
-	}
-	return h, true, nil
+	return audit.Head{}, 0, false, fmt.Errorf("audit anchor %s: not a %q file (no valid slot)", path, anchorMagic+" SEQ:HASH MAC")
 }
 
 // ErrAnchor marks a store the audit anchor refuses (errors.Is).
@@ -132,11 +181,37 @@ func checkAnchor(ctx context.Context, st *store.Store, macKey []byte, path strin
 
 // anchor keeps the anchor file at the newest committed head.
 type anchor struct {
-	path   string
-	macKey []byte
-	mu     sync.Mutex
-	seq    uint64
-	wrote  bool
+	path string
+	mac  []byte
+	mu   sync.Mutex
+	f    *os.File
+	next int // the slot the next write goes to
+	seq  uint64
+}
+
+// openAnchor opens (creating it atomically at head when missing) the
+// anchor file for writing.
+func openAnchor(path string, macKey []byte, head audit.Head) (*anchor, error) {
+	a := &anchor{path: path, mac: macKey}
+	cur, slot, ok, err := readAnchorSlot(path, macKey)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		if err := atomicfile.WriteBytes(path, encodeAnchor(macKey, head), 0o600); err != nil {
+			return nil, fmt.Errorf("audit anchor %s: %w", path, err)
+		}
+		cur, slot = head, 0
+	}
+	if a.f, err = os.OpenFile(path, os.O_RDWR, 0); err != nil {
+		return nil, fmt.Errorf("audit anchor %s: %w", path, err)
+	}
+	a.seq, a.next = cur.Seq, 1-slot
+	if err := a.advance(head); err != nil {
+		a.f.Close()
+		return nil, err
+	}
+	return a, nil
 }
 
 // advance rewrites the anchor if h is newer than what it records. It is
@@ -147,12 +222,21 @@ func (a *anchor) advance(h audit.Head) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.wrote && h.Seq <= a.seq {
+	if h.Seq <= a.seq {
 		return nil
 	}
-	if err := atomicfile.WriteBytes(a.path, encodeAnchor(a.macKey, h), 0o600); err != nil {
+	if _, err := a.f.WriteAt(encodeSlot(a.mac, h), int64(a.next*anchorSlot)); err != nil {
 		return fmt.Errorf("audit anchor %s: %w", a.path, err)
 	}
-	a.seq, a.wrote = h.Seq, true
+	if err := a.f.Sync(); err != nil {
+		return fmt.Errorf("audit anchor %s: %w", a.path, err)
+	}
+	a.seq, a.next = h.Seq, 1-a.next
 	return nil
+}
+
+func (a *anchor) close() {
+	if a != nil {
+		a.f.Close()
+	}
 }

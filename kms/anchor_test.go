@@ -266,6 +266,26 @@ func TestAuditAnchorMissingOrForeign(t *testing.T) {
 		t.Fatalf("after adopting: %+v %v", rep, err)
 	}
 
+	// A write torn by a crash: the newer slot is garbage, the older one
+	// (one commit behind, never ahead of the store) is the anchor.
+	b.session(t, e, root, anchorPath, someOps(t, "k3", 2)) // entries 4..6
+	raw, err := os.ReadFile(anchorPath)
+	if err != nil || len(raw) != 2*anchorSlot {
+		t.Fatalf("anchor file: %d bytes, %v", len(raw), err)
+	}
+	a, slot, ok, err := readAnchorSlot(anchorPath, mustMACKey(t, b, root))
+	if err != nil || !ok || a.Seq != 6 {
+		t.Fatalf("anchor before the tear: %v %v %v", a, ok, err)
+	}
+	copy(raw[slot*anchorSlot+40:], "torn write")
+	os.WriteFile(anchorPath, raw, 0o600)
+	if a, _, err := readAnchor(anchorPath, mustMACKey(t, b, root)); err != nil || a.Seq >= 6 || a.Seq == 0 {
+		t.Fatalf("anchor after the tear: %v %v, want the older slot", a, err)
+	}
+	if err := b.restart(root, anchorPath); err != nil {
+		t.Fatalf("restart after a torn anchor write: %v", err)
+	}
+
 	// Another broker's anchor (its own store, so its own MAC key).
 	other := sqliteBackend(t)
 	otherAnchor := filepath.Join(t.TempDir(), "audit.anchor")
@@ -274,4 +294,20 @@ func TestAuditAnchorMissingOrForeign(t *testing.T) {
 	// A garbled anchor.
 	os.WriteFile(otherAnchor, []byte("hello\n"), 0o600)
 	wantAnchorRefusal(t, "garbled anchor", b.restart(root, otherAnchor), "not a \"teeml-kms-audit-anchor v1")
+}
+
+// mustMACKey unwraps the audit MAC key of b's store.
+func mustMACKey(t *testing.T, b anchorBackend, root *testRoot) []byte {
+	t.Helper()
+	st := b.open(t)
+	defer st.Close()
+	w, err := st.Meta(context.Background(), macKeyMeta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := root.Unwrap(w, macKeyAAD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -154,8 +154,7 @@ func NewBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kms: audit head: %w", err)
 		}
-		b.anchor = &anchor{path: cfg.AnchorPath, macKey: b.macKey}
-		if err := b.anchor.advance(head); err != nil {
+		if b.anchor, err = openAnchor(cfg.AnchorPath, b.macKey, head); err != nil {
 			return nil, fmt.Errorf("kms: %w", err)
 		}
 		b.log.Info("kms: audit anchor", "path", cfg.AnchorPath, "head", head.String())
@@ -170,6 +169,7 @@ func NewBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 	if cfg.Registerer != nil {
 		for _, c := range []prometheus.Collector{b.decisions, batch} {
 			if err := cfg.Registerer.Register(c); err != nil {
+				b.anchor.close()
 				return nil, fmt.Errorf("kms: metrics: %w", err)
 			}
 		}
@@ -179,7 +179,10 @@ func NewBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 }
 
 // Close stops the audit writer (pending entries are written first).
-func (b *Broker) Close() { b.audit.close() }
+func (b *Broker) Close() {
+	b.audit.close()
+	b.anchor.close()
+}
 
 // Register registers the service on s.
 func (b *Broker) Register(s *grpc.Server) { kmsv1.RegisterKeyBrokerServer(s, b) }
