@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -176,9 +175,9 @@ func Hash(raw []byte) string {
 
 // Load reads and parses a contract file.
 func Load(path string) (*Contract, error) {
-	b, err := os.ReadFile(path)
+	b, err := yamlx.ReadFile(path, "contract", MaxSize)
 	if err != nil {
-		return nil, fmt.Errorf("contract: %w", err)
+		return nil, err
 	}
 	return Parse(b, path)
 }

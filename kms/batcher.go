@@ -20,6 +20,7 @@ import (
 type batcher struct {
 	st     *store.Store
 	macKey []byte
+	anchor *anchor
 	hist   prometheus.Histogram
 	log    *slog.Logger
 
@@ -41,8 +42,8 @@ type result struct {
 
 const maxBatch = 256
 
-func newBatcher(st *store.Store, macKey []byte, hist prometheus.Histogram, log *slog.Logger) *batcher {
-	b := &batcher{st: st, macKey: macKey, hist: hist, log: log,
+func newBatcher(st *store.Store, macKey []byte, a *anchor, hist prometheus.Histogram, log *slog.Logger) *batcher {
+	b := &batcher{st: st, macKey: macKey, anchor: a, hist: hist, log: log,
 		reqs: make(chan *pending, maxBatch), stop: make(chan struct{}), done: make(chan struct{})}
 	go b.run()
 	return b
@@ -110,6 +111,13 @@ func (b *batcher) commit(batch []*pending) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	heads, err := b.st.Append(ctx, b.macKey, bodies)
 	cancel()
+	if err == nil {
+		// Anchored before anyone is answered: every acknowledged entry is
+		// covered by the anchor.
+		if err = b.anchor.advance(heads[len(heads)-1]); err != nil {
+			b.log.Error("kms: audit anchor write failed", "err", err)
+		}
+	}
 	b.hist.Observe(float64(len(batch)))
 	for i, p := range batch {
 		if err != nil {

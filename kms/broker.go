@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -63,6 +64,14 @@ type BrokerConfig struct {
 	// Federation verifies the owners' signatures of clean-room contracts
 	// (nil: every clean-room request is refused).
 	Federation ratls.IdentityVerifier
+	// AnchorPath is the audit anchor file (see anchor.go), outside the
+	// store: the broker refuses a store behind it and rewrites it after
+	// every audit commit. Empty: no anchor (tests of other parts only;
+	// Serve always sets it).
+	AnchorPath string
+	// AdoptHead accepts a missing anchor on a store that already has audit
+	// entries (a new replica, an upgrade) and anchors the current head.
+	AdoptHead bool
 }
 
 // Broker implements the KeyBroker gRPC service. It is safe for concurrent
@@ -73,6 +82,7 @@ type Broker struct {
 	log    *slog.Logger
 	macKey []byte
 	audit  *batcher
+	anchor *anchor
 
 	mu        sync.Mutex
 	material  map[matKey][]byte             // unwrapped primary key versions
@@ -107,8 +117,17 @@ func NewBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 		cfg.Now = time.Now
 	}
 	b := &Broker{cfg: cfg, log: cfg.Logger, material: map[matKey][]byte{}, policies: map[string]*ReleasePolicy{}, contracts: map[string]*contract.Contract{}}
+	if err := checkComplete(ctx, cfg.Store); err != nil {
+		return nil, fmt.Errorf("kms: %w", err)
+	}
 	wrapped, err := cfg.Store.Meta(ctx, macKeyMeta)
 	if errors.Is(err, store.ErrNotFound) {
+		// A fresh store: unless an anchor says this broker had a log.
+		if cfg.AnchorPath != "" {
+			if _, serr := os.Stat(cfg.AnchorPath); serr == nil {
+				return nil, fmt.Errorf("kms: %w: the store has no audit MAC key but the audit anchor %s exists: the store was wiped or replaced", ErrAnchor, cfg.AnchorPath)
+			}
+		}
 		k := make([]byte, 32)
 		if _, err := rand.Read(k); err != nil {
 			return nil, err
@@ -127,6 +146,19 @@ func NewBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 	if b.macKey, err = cfg.Root.Unwrap(wrapped, macKeyAAD); err != nil {
 		return nil, fmt.Errorf("kms: the root key (%s) does not unwrap this store's audit MAC key: wrong root key? (%w)", cfg.Root.Describe(), err)
 	}
+	if cfg.AnchorPath != "" {
+		if _, _, err := checkAnchor(ctx, cfg.Store, b.macKey, cfg.AnchorPath, cfg.AdoptHead); err != nil {
+			return nil, fmt.Errorf("kms: %w", err)
+		}
+		head, _, err := cfg.Store.Head(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("kms: audit head: %w", err)
+		}
+		if b.anchor, err = openAnchor(cfg.AnchorPath, b.macKey, head); err != nil {
+			return nil, fmt.Errorf("kms: %w", err)
+		}
+		b.log.Info("kms: audit anchor", "path", cfg.AnchorPath, "head", head.String())
+	}
 	b.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "teeml_kms_decisions_total", Help: "Key broker decisions by operation and outcome.",
 	}, []string{"op", "decision"})
@@ -137,16 +169,20 @@ func NewBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 	if cfg.Registerer != nil {
 		for _, c := range []prometheus.Collector{b.decisions, batch} {
 			if err := cfg.Registerer.Register(c); err != nil {
+				b.anchor.close()
 				return nil, fmt.Errorf("kms: metrics: %w", err)
 			}
 		}
 	}
-	b.audit = newBatcher(cfg.Store, b.macKey, batch, b.log)
+	b.audit = newBatcher(cfg.Store, b.macKey, b.anchor, batch, b.log)
 	return b, nil
 }
 
 // Close stops the audit writer (pending entries are written first).
-func (b *Broker) Close() { b.audit.close() }
+func (b *Broker) Close() {
+	b.audit.close()
+	b.anchor.close()
+}
 
 // Register registers the service on s.
 func (b *Broker) Register(s *grpc.Server) { kmsv1.RegisterKeyBrokerServer(s, b) }
@@ -375,6 +411,10 @@ func (b *Broker) update(c *call, f func(*store.Tx) error) (*kmsv1.KeyResponse, e
 	}, c.rec.Encode)
 	if err != nil {
 		return nil, c.refuse(storeCode(err), "%v", err)
+	}
+	if err := b.anchor.advance(h); err != nil {
+		b.log.Error("kms: audit anchor write failed", "err", err)
+		return nil, status.Errorf(codes.Unavailable, "kms: audit log unavailable: %v", err)
 	}
 	b.decisions.WithLabelValues(c.rec.Op, audit.Granted).Inc()
 	b.log.Info("kms: "+c.rec.Op, "key", c.rec.KeyID, "version", c.rec.KeyVersion, "by", c.rec.Caller.Name, "audit_seq", h.Seq)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
 	"github.com/teeml/teeml/attest/policy"
@@ -152,6 +153,10 @@ func (c *call) grantCharged(ch *roomCharge) (*kmsv1.AuditRef, error) {
 	}, c.rec.Encode)
 	if err != nil {
 		return nil, c.refuse(storeCode(err), "%v", err)
+	}
+	if err := c.b.anchor.advance(h); err != nil {
+		c.b.log.Error("kms: audit anchor write failed", "err", err)
+		return nil, status.Errorf(codes.Unavailable, "kms: audit log unavailable: %v", err)
 	}
 	c.b.decisions.WithLabelValues(c.rec.Op, audit.Granted).Inc()
 	c.b.log.Info("kms: clean-room release", "key", c.rec.KeyID, "contract", room.Name, "template", room.Template,

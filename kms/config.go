@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -21,6 +20,7 @@ import (
 	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/internal/promserve"
+	"github.com/teeml/teeml/internal/yamlx"
 	"github.com/teeml/teeml/kms/rootkey"
 	"github.com/teeml/teeml/kms/store"
 	"github.com/teeml/teeml/party"
@@ -46,6 +46,10 @@ import (
 //	store: {driver: sqlite, path: kms.db}   # or {driver: postgres, dsn: …, schema: …}
 //	root_key: file:root.key            # server: see OpenRootKey (file: is simulation)
 //	admins: [admin]                    # server: members allowed admin operations
+//	audit_anchor: audit.anchor         # server, optional: the audit anchor file, outside
+//	                                   # the store (default audit.anchor, or
+//	                                   # audit-REPLICA.anchor for a named replica, in the
+//	                                   # SQLite store's directory or next to this file)
 type Config struct {
 	Name          string `yaml:"name,omitempty"`
 	Replica       string `yaml:"replica,omitempty"`
@@ -65,14 +69,16 @@ type Config struct {
 	Store    store.Config `yaml:"store"`
 	RootKey  string       `yaml:"root_key,omitempty"`
 	Admins   []string     `yaml:"admins,omitempty"`
-	dir      string
+	// AuditAnchor is the broker's audit anchor file (see AnchorPath).
+	AuditAnchor string `yaml:"audit_anchor,omitempty"`
+	dir         string
 }
 
 // LoadConfig reads a configuration file strictly (unknown keys refused).
 func LoadConfig(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	b, err := yamlx.ReadFile(path, "kms config", 0)
 	if err != nil {
-		return nil, fmt.Errorf("kms config: %w", err)
+		return nil, err
 	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
@@ -104,6 +110,24 @@ func (c *Config) path(p string) string {
 		return p
 	}
 	return filepath.Join(c.dir, p)
+}
+
+// AnchorPath is the broker's audit anchor file: audit_anchor, by default
+// audit.anchor (audit-REPLICA.anchor for a named replica: each replica
+// anchors what it committed) in the SQLite store's directory, or next to
+// the configuration for PostgreSQL.
+func (c *Config) AnchorPath() string {
+	if c.AuditAnchor != "" {
+		return c.path(c.AuditAnchor)
+	}
+	name := "audit.anchor"
+	if c.Replica != "" {
+		name = "audit-" + c.Replica + ".anchor"
+	}
+	if c.Store.Driver == "sqlite" && c.Store.Path != "" {
+		return filepath.Join(filepath.Dir(c.Store.Path), name)
+	}
+	return c.path(name)
 }
 
 // Dir is the directory relative paths resolve against.
@@ -171,6 +195,9 @@ type ServeOptions struct {
 	RootKeyOpener func(spec string) (rootkey.Wrapper, error)
 	// Ready, when set, is called with the listening address.
 	Ready func(addr string)
+	// AdoptHead accepts a missing audit anchor on a store that already has
+	// entries (see BrokerConfig.AdoptHead).
+	AdoptHead bool
 }
 
 // ServingPrefix starts the line Serve prints once it accepts connections.
@@ -220,7 +247,8 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 	if c.Replica != "" {
 		brokerName += "/" + c.Replica
 	}
-	bc := BrokerConfig{Name: brokerName, Store: st, Root: root, Admins: c.Admins, Logger: log, Registerer: reg}
+	bc := BrokerConfig{Name: brokerName, Store: st, Root: root, Admins: c.Admins, Logger: log, Registerer: reg,
+		AnchorPath: c.AnchorPath(), AdoptHead: o.AdoptHead}
 	if p.Federation != nil {
 		bc.Federation = p.Federation
 	}

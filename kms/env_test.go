@@ -88,6 +88,7 @@ type env struct {
 	dir     string
 	mu      sync.Mutex
 	cliVer  *ratls.Verifier
+	anchors map[*store.Store]string // audit anchor per store handle (guarded by mu)
 }
 
 func sgxRole(extra string, mrs ...[32]byte) string { return fedtest.SimRole(extra, mrs...) }
@@ -175,10 +176,39 @@ func postgresStore(t testing.TB, schema string) *store.Store {
 // 127.0.0.1:0.
 func (e *env) serve(st *store.Store, root *testRoot, name string) (*Broker, string) {
 	e.t.Helper()
-	b, err := NewBroker(context.Background(), BrokerConfig{Name: name, Store: st, Root: root, Admins: []string{"admin"}, Logger: quiet(), Federation: e.fe.Fed})
+	return e.serveAnchored(st, root, name, true)
+}
+
+// serveAnchored is serve with (as `kms serve` always runs) or without an
+// audit anchor file, in a temporary directory, one per store handle.
+func (e *env) serveAnchored(st *store.Store, root *testRoot, name string, anchored bool) (*Broker, string) {
+	e.t.Helper()
+	anchor := ""
+	if anchored { // one anchor per store handle: a restart on it finds it
+		e.mu.Lock()
+		if e.anchors == nil {
+			e.anchors = map[*store.Store]string{}
+		}
+		if e.anchors[st] == "" {
+			e.anchors[st] = filepath.Join(e.t.TempDir(), name+".anchor")
+		}
+		anchor = e.anchors[st]
+		e.mu.Unlock()
+	}
+	b, err := NewBroker(context.Background(), BrokerConfig{Name: name, Store: st, Root: root, Admins: []string{"admin"}, Logger: quiet(),
+		Federation: e.fe.Fed, AnchorPath: anchor})
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	addr, stop := e.serveBroker(b)
+	e.t.Cleanup(stop)
+	return b, addr
+}
+
+// serveBroker serves b on 127.0.0.1:0 until stop (which also closes b) is
+// called; stop may be called more than once.
+func (e *env) serveBroker(b *Broker) (string, func()) {
+	e.t.Helper()
 	creds, err := ratls.NewServerCredentials(ratls.TransportConfig{
 		Certificates: ratls.StaticCertificate{Cert: e.leaf("kms", mrGood, false)},
 		Verifier:     e.verifier(e.connPol), Logger: quiet(),
@@ -194,8 +224,8 @@ func (e *env) serve(st *store.Store, root *testRoot, name string) (*Broker, stri
 	b.Register(srv)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
-	e.t.Cleanup(func() { srv.Stop(); <-done; b.Close() })
-	return b, lis.Addr().String()
+	var once sync.Once
+	return lis.Addr().String(), func() { once.Do(func() { srv.Stop(); <-done; b.Close() }) }
 }
 
 // dial connects as member name running an enclave measuring mr.

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/teeml/teeml/attest/policy"
+	"github.com/teeml/teeml/internal/yamlx"
 	"github.com/teeml/teeml/pki"
 	"github.com/teeml/teeml/ratls"
 )
@@ -65,6 +66,9 @@ const releaseRole = "release"
 func ParseReleasePolicy(src string) (*ReleasePolicy, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("release policy: "+format, args...)
+	}
+	if len(src) > yamlx.MaxSize {
+		return nil, fail("%d bytes, at most %d", len(src), yamlx.MaxSize)
 	}
 	dec := yaml.NewDecoder(strings.NewReader(src))
 	var doc yaml.Node

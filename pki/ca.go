@@ -25,6 +25,7 @@ import (
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/internal/explain"
+	"github.com/teeml/teeml/internal/yamlx"
 )
 
 // Files of a CA workspace.
@@ -347,7 +348,7 @@ func (ca *CA) writeInitial(rootKey *ecdsa.PrivateKey, now time.Time) error {
 // private (mode 0600) and that the signing key matches its certificate and
 // the certificate the root.
 func OpenCA(dir string) (*CA, error) {
-	cfgBytes, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	cfgBytes, err := yamlx.ReadFile(filepath.Join(dir, ConfigFile), "CA settings", 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, explain.Errorf(err, "pki: %s is not a CA workspace (no %s; create one with teeml pki init)", dir, ConfigFile)

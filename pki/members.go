@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"os"
 	"strings"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/internal/explain"
+	"github.com/teeml/teeml/internal/yamlx"
 )
 
 // Status of a member's identity certificate.
@@ -100,9 +100,9 @@ func ParseMembers(data []byte, name string) (*Members, error) {
 
 // LoadMembers reads and validates a members.yaml file.
 func LoadMembers(path string) (*Members, error) {
-	b, err := os.ReadFile(path)
+	b, err := yamlx.ReadFile(path, "members file", 0)
 	if err != nil {
-		return nil, fmt.Errorf("pki: members: %w", err)
+		return nil, fmt.Errorf("pki: %w", err)
 	}
 	return ParseMembers(b, path)
 }

@@ -347,7 +347,7 @@ func (v *Verifier) finish(ctx context.Context, chain []*x509.Certificate, now ti
 	}
 
 	d := v.cfg.Policy.Evaluate(role, ent.claims, policy.Peer(name), policy.ReportData(ent.reportData),
-		policy.At(now), policy.Logger(v.cfg.Logger))
+		policy.At(now), policy.Logger(v.cfg.Logger), policy.Context(ctx))
 	if !d.Accepted {
 		reasons := d.Reasons
 		if len(reasons) == 0 {

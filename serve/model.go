@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -108,12 +107,12 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
 // LoadRepository reads and checks a serving YAML.
 func LoadRepository(path string) (*Repository, error) {
-	b, err := os.ReadFile(path)
+	b, err := yamlx.ReadFile(path, "serving repository", 0)
 	if err != nil {
-		return nil, fmt.Errorf("serving repository: %w", err)
+		return nil, err
 	}
 	var r Repository
-	lines, err := yamlx.Decode(b, path, "serving repository", 1<<20, &r)
+	lines, err := yamlx.Decode(b, path, "serving repository", 0, &r)
 	if err != nil {
 		return nil, err
 	}

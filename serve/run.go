@@ -206,12 +206,12 @@ type TokensFile struct {
 
 // LoadTokens reads a tokens file and returns hash → name.
 func LoadTokens(path string) (map[string]string, error) {
-	b, err := os.ReadFile(path)
+	b, err := yamlx.ReadFile(path, "tokens file", 0)
 	if err != nil {
-		return nil, fmt.Errorf("tokens: %w", err)
+		return nil, err
 	}
 	var tf TokensFile
-	if _, err := yamlx.Decode(b, path, "tokens file", 1<<20, &tf); err != nil {
+	if _, err := yamlx.Decode(b, path, "tokens file", 0, &tf); err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
@@ -237,8 +237,8 @@ func NewToken(path, name string) (string, error) {
 		return "", err
 	}
 	var tf TokensFile
-	if b, err := os.ReadFile(path); err == nil {
-		if _, err := yamlx.Decode(b, path, "tokens file", 1<<20, &tf); err != nil {
+	if b, err := yamlx.ReadFile(path, "tokens file", 0); err == nil {
+		if _, err := yamlx.Decode(b, path, "tokens file", 0, &tf); err != nil {
 			return "", err
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {

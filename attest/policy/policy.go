@@ -21,6 +21,7 @@ package policy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -173,7 +174,13 @@ type evalOptions struct {
 	prefixSet        bool
 	now              time.Time
 	logger           *slog.Logger
+	ctx              context.Context
 }
+
+// Context stops a long evaluation (a policy with very many entries) when
+// ctx ends: the decision is then a refusal saying so. The default never
+// stops.
+func Context(ctx context.Context) Option { return func(o *evalOptions) { o.ctx = ctx } }
 
 // Peer names the peer in messages.
 func Peer(name string) Option { return func(o *evalOptions) { o.peer = name } }
@@ -215,6 +222,9 @@ func (p *Policy) Evaluate(role string, c *attest.Claims, opts ...Option) Decisio
 	var o evalOptions
 	for _, f := range opts {
 		f(&o)
+	}
+	if o.ctx == nil {
+		o.ctx = context.Background()
 	}
 	ev := &evaluation{d: Decision{Peer: o.peer, Role: role, MatchedEntry: -1}, o: &o, c: c}
 	if c == nil {
@@ -305,8 +315,15 @@ func (ev *evaluation) tcb() {
 }
 
 func (ev *evaluation) advisories() {
+	if len(ev.c.AdvisoryIDs) == 0 {
+		return
+	}
+	accepted := make(map[string]bool, len(ev.r.AdvisoryIDs))
+	for _, a := range ev.r.AdvisoryIDs {
+		accepted[a] = true
+	}
 	for _, a := range ev.c.AdvisoryIDs {
-		if slices.Contains(ev.r.AdvisoryIDs, a) {
+		if accepted[a] {
 			ev.warn("advisory %s accepted", a)
 		} else {
 			ev.refuse("advisory %s not accepted", a)
@@ -345,16 +362,19 @@ func (ev *evaluation) identity() {
 	var entries [][]check
 	switch c.TEE {
 	case attest.SGX:
+		entries = make([][]check, len(r.SGX))
 		for i := range r.SGX {
-			entries = append(entries, r.SGX[i].checks(c))
+			entries[i] = r.SGX[i].checks(c)
 		}
 	case attest.TDX:
+		entries = make([][]check, len(r.TDX))
 		for i := range r.TDX {
-			entries = append(entries, r.TDX[i].checks(c))
+			entries[i] = r.TDX[i].checks(c)
 		}
 	case attest.SNP:
+		entries = make([][]check, len(r.SNP))
 		for i := range r.SNP {
-			entries = append(entries, r.SNP[i].checks(c))
+			entries[i] = r.SNP[i].checks(c)
 		}
 	default:
 		ev.refuse("unknown TEE %q", c.TEE)
@@ -362,7 +382,7 @@ func (ev *evaluation) identity() {
 	}
 	if len(entries) == 0 {
 		ev.refuse("no %s identities accepted for this role", teeKey(c.TEE))
-	} else if m, why := matchEntries(teeKey(c.TEE), entries); m >= 0 {
+	} else if m, why := matchEntries(ev.o.ctx, teeKey(c.TEE), entries); m >= 0 {
 		ev.d.MatchedEntry = m
 	} else {
 		ev.d.Reasons = append(ev.d.Reasons, why...)
@@ -392,31 +412,52 @@ func teeKey(t attest.TEE) string {
 	return string(t)
 }
 
-// check is one constraint of an entry applied to claims.
+// check is one constraint of an entry applied to claims. Its values are
+// rendered only when a refusal needs them (wantStr, gotStr, message): a
+// policy with many entries is decided without formatting each one.
 type check struct {
 	field    string // YAML key
 	identity bool   // an identity field (mr_enclave, mrtd, measurement…)
 	exact    bool   // equality constraint
-	want     string // accepted value, rendered
-	got      string // claimed value, rendered
 	pass     bool
-	msg      string // mismatch message when !pass
+	num      bool   // a number check (wantN, gotN), else bytes (wantB, gotB)
+	min      bool   // minimum (gotN ≥ wantN) rather than equality
+	wantB    []byte // accepted bytes
+	gotB     []byte // claimed bytes
+	wantN    uint16
+	gotN     uint16
+}
+
+// wantStr renders the accepted value.
+func (ch *check) wantStr() string {
+	if ch.num {
+		return fmt.Sprint(ch.wantN)
+	}
+	return attest.Hex(ch.wantB)
+}
+
+// gotStr renders the claimed value.
+func (ch *check) gotStr() string {
+	if ch.num {
+		return fmt.Sprint(ch.gotN)
+	}
+	return hexOrNone(ch.gotB)
+}
+
+// message is the mismatch message of a failed check.
+func (ch *check) message() string {
+	if ch.min {
+		return fmt.Sprintf("isv_svn %d below min_isv_svn %d", ch.gotN, ch.wantN)
+	}
+	return fmt.Sprintf("%s %s, want %s", ch.field, ch.gotStr(), ch.wantStr())
 }
 
 func bytesCheck(field string, identity bool, want, got []byte) check {
-	ch := check{field: field, identity: identity, exact: true, want: attest.Hex(want), got: hexOrNone(got), pass: bytes.Equal(want, got)}
-	if !ch.pass {
-		ch.msg = fmt.Sprintf("%s %s, want %s", field, ch.got, ch.want)
-	}
-	return ch
+	return check{field: field, identity: identity, exact: true, wantB: want, gotB: got, pass: bytes.Equal(want, got)}
 }
 
 func u16Check(field string, want *uint16, got uint16) check {
-	ch := check{field: field, exact: true, want: fmt.Sprint(*want), got: fmt.Sprint(got), pass: *want == got}
-	if !ch.pass {
-		ch.msg = fmt.Sprintf("%s %d, want %d", field, got, *want)
-	}
-	return ch
+	return check{field: field, exact: true, num: true, wantN: *want, gotN: got, pass: *want == got}
 }
 
 func (e *SGXEntry) checks(c *attest.Claims) []check {
@@ -434,11 +475,7 @@ func (e *SGXEntry) checks(c *attest.Claims) []check {
 		cs = append(cs, u16Check("isv_svn", e.ISVSVN, c.ISVSVN))
 	}
 	if e.MinISVSVN != nil {
-		ch := check{field: "min_isv_svn", pass: c.ISVSVN >= *e.MinISVSVN}
-		if !ch.pass {
-			ch.msg = fmt.Sprintf("isv_svn %d below min_isv_svn %d", c.ISVSVN, *e.MinISVSVN)
-		}
-		cs = append(cs, ch)
+		cs = append(cs, check{field: "min_isv_svn", num: true, min: true, wantN: *e.MinISVSVN, gotN: c.ISVSVN, pass: c.ISVSVN >= *e.MinISVSVN})
 	}
 	return cs
 }
@@ -479,10 +516,25 @@ func (e *SNPEntry) checks(c *attest.Claims) []check {
 	return cs
 }
 
+// maxListed bounds how many accepted values and failing entries a refusal
+// spells out; the rest are counted ("… and 199990 more"), so a refusal
+// stays one readable line whatever the policy's size.
+const maxListed = 16
+
+// cancelEvery is how many entries matchEntries checks between looks at the
+// evaluation's context.
+const cancelEvery = 1024
+
 // matchEntries returns the first entry all of whose checks pass (and which
-// has an identity check), or -1 and the reasons none did.
-func matchEntries(kind string, entries [][]check) (int, []string) {
+// has an identity check), or -1 and the reasons none did. It is linear in
+// the number of checks (accepted values are collected in a set), and stops
+// with a reason when ctx ends.
+func matchEntries(ctx context.Context, kind string, entries [][]check) (int, []string) {
+	stopped := func(i int) bool { return i%cancelEvery == cancelEvery-1 && ctx.Err() != nil }
 	for i, cs := range entries {
+		if stopped(i) {
+			return -1, []string{fmt.Sprintf("evaluation stopped after %d of %d %s entries: %v", i+1, len(entries), kind, ctx.Err())}
+		}
 		ok, hasID := true, false
 		for _, ch := range cs {
 			ok = ok && ch.pass
@@ -503,36 +555,54 @@ func matchEntries(kind string, entries [][]check) (int, []string) {
 	}
 	for _, f := range fields {
 		var accepted []string
+		seen := map[string]bool{}
+		distinct := 0
 		everywhere, matched := true, false
-		got := ""
-		for _, cs := range entries {
+		var gotCh *check
+		for i, cs := range entries {
+			if stopped(i) {
+				return -1, []string{fmt.Sprintf("evaluation stopped after %d of %d %s entries: %v", i+1, len(entries), kind, ctx.Err())}
+			}
 			found := false
-			for _, ch := range cs {
+			for j := range cs {
+				ch := &cs[j]
 				if ch.field == f && ch.exact {
 					found = true
-					got = ch.got
+					gotCh = ch
 					matched = matched || ch.pass
-					if !slices.Contains(accepted, ch.want) {
-						accepted = append(accepted, ch.want)
+					key := string(ch.wantB)
+					if ch.num { // a field is either numeric or bytes
+						key = string([]byte{byte(ch.wantN >> 8), byte(ch.wantN)})
+					}
+					if !seen[key] {
+						seen[key] = true
+						if len(accepted) < maxListed {
+							accepted = append(accepted, ch.wantStr())
+						}
+						distinct++
 					}
 				}
 			}
 			everywhere = everywhere && found
 		}
 		if everywhere && !matched {
-			reasons = append(reasons, fmt.Sprintf("%s %s not in accepted list [%s]", f, got, strings.Join(accepted, ", ")))
+			reasons = append(reasons, fmt.Sprintf("%s %s not in accepted list [%s]", f, gotCh.gotStr(), listed(accepted, distinct)))
 		}
 	}
 	if len(reasons) > 0 {
 		return -1, reasons
 	}
 	for i, cs := range entries {
+		if i == maxListed {
+			reasons = append(reasons, fmt.Sprintf("… and %d more %s entries", len(entries)-maxListed, kind))
+			break
+		}
 		var why []string
 		hasID := false
-		for _, ch := range cs {
-			hasID = hasID || ch.identity
-			if !ch.pass {
-				why = append(why, ch.msg)
+		for j := range cs {
+			hasID = hasID || cs[j].identity
+			if !cs[j].pass {
+				why = append(why, cs[j].message())
 			}
 		}
 		if !hasID {
@@ -541,6 +611,15 @@ func matchEntries(kind string, entries [][]check) (int, []string) {
 		reasons = append(reasons, fmt.Sprintf("%s entry %d: %s", kind, i, strings.Join(why, ", ")))
 	}
 	return -1, reasons
+}
+
+// listed joins the first (at most maxListed) of n values and counts the
+// rest.
+func listed(first []string, n int) string {
+	if n <= len(first) {
+		return strings.Join(first, ", ")
+	}
+	return fmt.Sprintf("%s, … and %d more", strings.Join(first, ", "), n-len(first))
 }
 
 // Validate checks a policy built in code with the rules Parse applies to

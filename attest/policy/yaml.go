@@ -3,7 +3,6 @@ package policy
 import (
 	"encoding/hex"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 
@@ -49,7 +48,7 @@ func Parse(data []byte, name string) (*Policy, error) {
 	if file == "" {
 		file = "policy"
 	}
-	root, err := yamlx.Document(data, file, "policy", 0)
+	root, err := yamlx.Document(data, file, "policy", MaxSize)
 	if err != nil {
 		return nil, err
 	}
@@ -78,11 +77,15 @@ func Parse(data []byte, name string) (*Policy, error) {
 	return p, nil
 }
 
-// Load reads a YAML policy file (see Parse).
+// MaxSize caps a policy (file or bytes): 4 MiB, some 50 000 entries. A
+// larger one is refused before it is parsed.
+const MaxSize = 4 << 20
+
+// Load reads a YAML policy file (see Parse) of at most MaxSize bytes.
 func Load(path string) (*Policy, error) {
-	b, err := os.ReadFile(path)
+	b, err := yamlx.ReadFile(path, "policy", MaxSize)
 	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+		return nil, err
 	}
 	return Parse(b, path)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/teeml/teeml/cleanroom"
 	"github.com/teeml/teeml/contract"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/yamlx"
 	"github.com/teeml/teeml/pki"
 )
 
@@ -174,9 +175,9 @@ func newCleanroomSignCmd() *cobra.Command {
 		Short: "sign a contract with your federation identity (concatenate the owners' signature files)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			raw, err := os.ReadFile(contractPath)
+			raw, err := yamlx.ReadFile(contractPath, "contract", contract.MaxSize)
 			if err != nil {
-				return fmt.Errorf("contract: %w", err)
+				return err
 			}
 			c, err := contract.Parse(raw, contractPath)
 			if err != nil {

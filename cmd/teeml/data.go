@@ -378,7 +378,8 @@ func newDataInspectCmd() *cobra.Command {
 	return cmd
 }
 
-// detectFormat recognises sealed files and Parquet by magic bytes. BigDL's
+// detectFormat recognises sealed files and Parquet (plaintext or encrypted
+// footer) by magic bytes; the Parquet reader then checks both magics. BigDL's
 // .cbc files have no magic; they must be named with --format.
 func detectFormat(path string) (string, error) {
 	f, err := os.Open(path)
@@ -391,7 +392,7 @@ func detectFormat(path string) (string, error) {
 	if n == len(head) && string(head) == sealed.Magic {
 		return formatSealed, nil
 	}
-	if n >= 4 && string(head[:4]) == "PAR1" {
+	if sealedparquet.Magic(head[:n]) { // PAR1, or PARE: encrypted footer
 		return formatParquet, nil
 	}
 	return "", fmt.Errorf("%s: neither a sealed file nor Parquet (for BigDL PPML files give --format bigdl-cbc)", path)

@@ -115,6 +115,27 @@ func TestDataParquetAndBigDL(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "column:      name (encrypted, key ds)") || !strings.Contains(out, "rows:        2") {
 		t.Fatalf("inspect parquet with keys: %s %s", out, e)
 	}
+	// Issue 23 defect 6: encrypted Parquet (PARE) is recognised without
+	// --format, and a flipped leading magic byte is refused.
+	out, e, code = run(t, bin, "data", "inspect", pq)
+	if code != 0 || !strings.Contains(out, "format:      parquet") || !strings.Contains(out, "encrypted:   true") {
+		t.Fatalf("inspect of encrypted parquet without --format: exit %d %s %s", code, out, e)
+	}
+	raw, _ := os.ReadFile(pq)
+	raw[0] ^= 0x01
+	flipped := filepath.Join(dir, "flipped.parquet")
+	os.WriteFile(flipped, raw, 0o600)
+	flippedOut := filepath.Join(dir, "flipped.csv")
+	_, e, code = run(t, bin, "data", "decrypt", "--format", "parquet", "--key-file", keys, "--in", flipped, "--out", flippedOut)
+	if code != 1 || !strings.Contains(e, `leading magic "QARE" does not match the footer magic "PARE" (file modified)`) {
+		t.Fatalf("decrypt of parquet with a flipped leading magic: exit %d %s", code, e)
+	}
+	if _, err := os.Stat(flippedOut); err == nil {
+		t.Fatal("refused decrypt left an output file")
+	}
+	if _, e, code = run(t, bin, "data", "inspect", "--format", "parquet", "--key-file", keys, flipped); code != 1 || !strings.Contains(e, "leading magic") {
+		t.Fatalf("inspect of parquet with a flipped leading magic: exit %d %s", code, e)
+	}
 	back := filepath.Join(dir, "back.csv")
 	if _, e, code = run(t, bin, "data", "decrypt", "--format", "parquet", "--key-file", keys, "--in", pq, "--out", back); code != 0 {
 		t.Fatalf("decrypt parquet: %s", e)

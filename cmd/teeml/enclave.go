@@ -14,6 +14,7 @@ import (
 
 	"github.com/teeml/teeml/enclave"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/yamlx"
 )
 
 func newEnclaveCmd() *cobra.Command {
@@ -89,9 +90,9 @@ type manifestFile struct {
 }
 
 func loadManifestConfig(path string) (enclave.ManifestConfig, error) {
-	data, err := os.ReadFile(path)
+	data, err := yamlx.ReadFile(path, "enclave config", 0)
 	if err != nil {
-		return enclave.ManifestConfig{}, fmt.Errorf("enclave config: %w", err)
+		return enclave.ManifestConfig{}, err
 	}
 	var m manifestFile
 	dec := yaml.NewDecoder(bytes.NewReader(data))

@@ -18,6 +18,7 @@ import (
 	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/yamlx"
 	"github.com/teeml/teeml/kms"
 	"github.com/teeml/teeml/kms/audit"
 	"github.com/teeml/teeml/kms/store"
@@ -34,6 +35,7 @@ func newKMSCmd() *cobra.Command {
 
 func newKMSServeCmd() *cobra.Command {
 	var config string
+	var adopt bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the key broker over mutual RA-TLS (gRPC) until interrupted",
@@ -47,10 +49,11 @@ func newKMSServeCmd() *cobra.Command {
 				return err
 			}
 			return kms.Serve(cmd.Context(), c, kms.ServeOptions{Out: cmd.OutOrStdout(), Logger: slog.Default(),
-				RootKeyOpener: kms.OpenRootKey})
+				RootKeyOpener: kms.OpenRootKey, AdoptHead: adopt})
 		},
 	}
 	cmd.Flags().StringVar(&config, "config", "kms.yaml", "broker configuration file")
+	cmd.Flags().BoolVar(&adopt, "adopt-audit-head", false, "accept a store with audit entries but no audit anchor yet (new replica, upgrade) and anchor its head; check the head against a witness first")
 	return cmd
 }
 
@@ -152,9 +155,9 @@ func newKMSKeyCmd() *cobra.Command {
 		Short: "Create a primary key with a release policy (YAML: members, roles, attestation)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			pol, err := os.ReadFile(policyFile)
+			pol, err := yamlx.ReadFile(policyFile, "release policy", 0)
 			if err != nil {
-				return fmt.Errorf("release policy: %w", err)
+				return err
 			}
 			if _, err := kms.ParseReleasePolicy(string(pol)); err != nil {
 				return fmt.Errorf("%s: %w", policyFile, err)
@@ -397,8 +400,10 @@ func newKMSAuditCmd() *cobra.Command {
 		Short: "Verify the audit chain: detects edited, inserted, deleted and truncated entries",
 		Long: "By default the chain is fetched from the broker (admin) and verified here; the broker checks the\n" +
 			"head's MAC under its root key. With --local, --config is the broker's configuration and the store\n" +
-			"is read directly (the root key checks the head MAC). --witness seq:hash (printed as \"audit:\" by\n" +
-			"every client verb) must still be in the chain: this detects a rollback of the whole database.",
+			"is opened read-only (the root key checks the head MAC) and compared with the broker's audit anchor\n" +
+			"(audit_anchor): wiped, truncated or older stores are refused. --witness seq:hash (printed as\n" +
+			"\"audit:\" by every client verb, and as \"witness to keep\" here) must still be in the chain: this\n" +
+			"detects a rollback of the whole database together with its anchor.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ws []audit.Head
@@ -462,16 +467,24 @@ func verifyLocal(cmd *cobra.Command, config string, ws []audit.Head) error {
 		return err
 	}
 	defer root.Close()
-	st, err := store.Open(cmd.Context(), c.Store)
+	st, err := store.OpenReadOnly(cmd.Context(), c.Store)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	rep, err := kms.VerifyStore(cmd.Context(), st, root, ws...)
+	anchor := c.AnchorPath()
+	rep, err := kms.VerifyStoreAnchored(cmd.Context(), st, root, anchor, ws...)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "audit chain OK: %d entries (%d granted, %d refused), head %s, head MAC verified under %s\n",
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "audit chain OK: %d entries (%d granted, %d refused), head %s, head MAC verified under %s\n",
 		rep.Head.Seq, rep.Granted, rep.Refused, rep.Head, root.Describe())
+	if rep.Anchored != nil {
+		fmt.Fprintf(out, "audit anchor %s: entry %d, reached by the store\n", anchor, rep.Anchored.Seq)
+	} else {
+		fmt.Fprintf(out, "audit anchor %s: none yet (empty store)\n", anchor)
+	}
+	fmt.Fprintf(out, "witness to keep off this host (detects a rollback of store and anchor together): %s\n", rep.Head)
 	return nil
 }

@@ -28,14 +28,45 @@ const (
 // limits are the Import limits in force (tests lower them).
 var limits = struct{ archive, file, total, entries int64 }{MaxArchiveSize, MaxFileSize, MaxTotalSize, MaxEntries}
 
-// exported reports whether a workspace file goes into an export: private
-// keys (*-key.pem, *.key) never do, nor anything under save/ (model
-// states), data/ (collaborators' private data) or logs/, nor lock files.
+// runState names why rel is a party's own run state, which never leaves the
+// workspace in either direction ("" when it is not): a run directory
+// (runs/<hash>/: state/ checkpoints — the global model, plaintext when the
+// run is not encrypted — metrics.jsonl, reports), any metrics.jsonl, and a
+// key broker's directory and stores (kms/, *.db and their -wal/-shm,
+// *.sqlite, audit anchors). An imported checkpoint would make an aggregator
+// "resume" a run it never trained and publish that model as final.
+func runState(rel string) string {
+	top, _, _ := strings.Cut(rel, "/")
+	base := path.Base(rel)
+	switch {
+	case top == "runs":
+		return "run state (checkpoints, metrics and reports of a run) never travels in a workspace archive"
+	case top == "kms":
+		return "a key broker's directory (store, root key, audit anchor) never travels in a workspace archive"
+	case base == "metrics.jsonl":
+		return "a run's metrics file never travels in a workspace archive"
+	}
+	for _, sfx := range []string{".db", ".db-wal", ".db-shm", ".db-journal", ".sqlite", ".anchor"} {
+		if strings.HasSuffix(base, sfx) {
+			return "a database or key broker store never travels in a workspace archive"
+		}
+	}
+	return ""
+}
+
+// exported reports whether a workspace file goes into an export: only what
+// a receiving party needs (plan, policies, templates, certificates and
+// bundles). Private keys (*-key.pem, *.key) never do, nor anything under
+// save/ (model states), data/ (collaborators' private data) or logs/, nor
+// run state (see runState), nor lock and temporary files.
 func exported(rel string, dir bool) bool {
 	top, _, _ := strings.Cut(rel, "/")
 	switch top {
 	case "save", "data", "logs":
 		return dir && rel == top // keep the empty directory
+	}
+	if runState(rel) != "" {
+		return false
 	}
 	base := path.Base(rel)
 	if dir {
@@ -46,7 +77,8 @@ func exported(rel string, dir bool) bool {
 
 // Export is `teeml fl workspace export`: it writes a tar.gz of workspace ws
 // to out (atomically), with the plan, collaborators list and policies but
-// no private keys and no save/, data/ or logs/ contents. Entries are sorted
+// no private keys, no save/, data/ or logs/ contents and no run state
+// (runs/, metrics.jsonl, kms/, databases). Entries are sorted
 // and carry no owner or time, so the same workspace gives the same archive.
 // Symbolic links and other special files are refused.
 func Export(ws, out string) error {
@@ -158,7 +190,8 @@ func checkEntryName(name string) (string, error) {
 
 // Import is `teeml fl workspace import`: it extracts a workspace archive
 // (from Export) into dir, which must not exist or be empty. It refuses
-// archives larger than MaxArchiveSize, entries with absolute paths or '..',
+// archives larger than MaxArchiveSize, run state (runs/…, metrics.jsonl,
+// kms/…, databases: see runState), entries with absolute paths or '..',
 // symbolic and hard links, devices and other special files, duplicate
 // entries, files over MaxFileSize, more than MaxEntries entries or
 // MaxTotalSize bytes in all, and archives without a valid plan/plan.yaml
@@ -266,6 +299,9 @@ func (x *extractor) extract(h *tar.Header) error {
 	rel, err := checkEntryName(name)
 	if err != nil {
 		return x.fail(h.Name, "%w", err)
+	}
+	if why := runState(rel); why != "" {
+		return x.fail(h.Name, "%s", why)
 	}
 	if x.seen[rel] {
 		return x.fail(h.Name, "duplicate entry")

@@ -261,3 +261,104 @@ func TestImportRefusesMalicious(t *testing.T) {
 		t.Errorf("failed import left %v", entries)
 	}
 }
+
+// archiveNames lists the entry names of a tar.gz.
+func archiveNames(t *testing.T, arch string) []string {
+	t.Helper()
+	f, err := os.Open(arch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		names = append(names, h.Name)
+	}
+	return names
+}
+
+// TestExportLeavesRunStateAndImportRefusesIt reproduces issue 23 defect 3:
+// the archive carried runs/<hash>/state/checkpoint (the global model),
+// metrics.jsonl and kms/kms.db, and an aggregator started on the imported
+// workspace resumed "round 5 of 5 completed" without training. Export now
+// leaves every piece of run state behind, and Import refuses an archive
+// carrying any of it with one line naming the entry, leaving nothing.
+func TestExportLeavesRunStateAndImportRefusesIt(t *testing.T) {
+	ws := newWS(t, "digits_cnn")
+	if err := AddCollaborator(ws, "bank-a", "shard:0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := InitPlan(ws, "agg:7000"); err != nil {
+		t.Fatal(err)
+	}
+	state := []string{
+		"runs/0123456789abcdef/state/checkpoint.safetensors",
+		"runs/0123456789abcdef/metrics.jsonl",
+		"runs/0123456789abcdef/report.md",
+		"metrics.jsonl",
+		"kms/kms.db",
+		"kms/kms.db-wal",
+		"kms/audit.anchor",
+		"broker.db",
+		"plan/kms.sqlite",
+	}
+	for _, rel := range state {
+		full := filepath.Join(ws, filepath.FromSlash(rel))
+		os.MkdirAll(filepath.Dir(full), 0o755)
+		if err := os.WriteFile(full, []byte("state of "+rel), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(t.TempDir(), "ws.tar.gz")
+	if err := Export(ws, out); err != nil {
+		t.Fatal(err)
+	}
+	names := archiveNames(t, out)
+	if !slices.Contains(names, PlanFile) {
+		t.Fatalf("export lacks %s: %v", PlanFile, names)
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "runs") || strings.HasPrefix(n, "kms") || strings.HasSuffix(n, "metrics.jsonl") ||
+			strings.Contains(n, ".db") || strings.HasSuffix(n, ".sqlite") || strings.HasSuffix(n, ".anchor") {
+			t.Errorf("export carries run state %q", n)
+		}
+	}
+	if err := Import(out, filepath.Join(t.TempDir(), "ok")); err != nil {
+		t.Fatalf("import of the clean export: %v", err)
+	}
+
+	plan, err := os.ReadFile(filepath.Join(ws, filepath.FromSlash(PlanFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := os.ReadFile(filepath.Join(ws, filepath.FromSlash(HashFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range append(state, "runs/", "kms/") {
+		t.Run(rel, func(t *testing.T) {
+			e := file(rel, "x")
+			if strings.HasSuffix(rel, "/") {
+				e = entry{tar.Header{Name: rel, Typeflag: tar.TypeDir, Mode: 0o755}, ""}
+			}
+			arch := archiveOf(t, file(PlanFile, string(plan)), file(HashFile, string(hash)), e)
+			dst := filepath.Join(t.TempDir(), "in")
+			err := Import(arch, dst)
+			if err == nil || !strings.Contains(err.Error(), "entry \""+rel+"\"") || !strings.Contains(err.Error(), "never travels") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("import of an archive with %s: %v", rel, err)
+			}
+			if _, err := os.Stat(dst); err == nil {
+				t.Errorf("refused import left %s", dst)
+			}
+		})
+	}
+}

@@ -11,6 +11,10 @@
 // it with a Walker (Mapping refuses unknown and duplicate keys and records
 // each key's line), and Decode decodes straight into a struct with unknown
 // keys refused.
+//
+// Every YAML input is size-capped: ReadFile is the one reader of YAML files
+// (it never reads more than the cap plus one byte), and Document and Decode
+// refuse longer data; a cap ≤ 0 means MaxSize.
 package yamlx
 
 import (
@@ -18,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -121,13 +126,48 @@ func KindName(n *yaml.Node) string {
 	return "an alias"
 }
 
+// MaxSize is the default cap on a YAML input (plans, configurations,
+// release policies, repositories): 1 MiB.
+const MaxSize = 1 << 20
+
+// ErrTooLarge marks a YAML input over its size cap (errors.Is).
+var ErrTooLarge = errors.New("YAML input over its size cap")
+
+func capOf(maxSize int) int {
+	if maxSize <= 0 {
+		return MaxSize
+	}
+	return maxSize
+}
+
+// ReadFile reads the YAML file path of at most maxSize bytes (≤ 0:
+// MaxSize). A larger file is refused after reading maxSize+1 bytes, so a
+// huge file never fills memory: "path: what is larger than N bytes (the
+// size cap)". what names the content ("policy", "plan").
+func ReadFile(path, what string, maxSize int) ([]byte, error) {
+	limit := capOf(maxSize)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	if len(b) > limit {
+		return nil, &Error{File: path, Reason: fmt.Sprintf("%s is larger than %d bytes (the size cap)", what, limit), Err: ErrTooLarge}
+	}
+	return b, nil
+}
+
 // Document parses data as exactly one YAML document and returns its root
 // node. what names the content in errors ("plan is empty"); data longer
-// than maxSize (if > 0) is refused. Anchors, aliases and merge keys are
-// refused; keys are not checked here (see Walker.Mapping).
+// than maxSize (≤ 0: MaxSize) is refused. Anchors, aliases and merge keys
+// are refused; keys are not checked here (see Walker.Mapping).
 func Document(data []byte, file, what string, maxSize int) (*yaml.Node, error) {
-	if maxSize > 0 && len(data) > maxSize {
-		return nil, Errorf(file, 0, "", "%s is %d bytes, at most %d", what, len(data), maxSize)
+	if limit := capOf(maxSize); len(data) > limit {
+		return nil, &Error{File: file, Reason: fmt.Sprintf("%s is %d bytes, at most %d", what, len(data), limit), Err: ErrTooLarge}
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node

@@ -1,8 +1,12 @@
 package yamlx
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -113,4 +117,38 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("error %T %q", err, err)
 		}
 	})
+}
+
+// TestReadFileCap: the one YAML file reader refuses a file over its cap,
+// naming the file and the cap, without reading it whole; at the cap it
+// reads; a cap ≤ 0 is MaxSize; a missing file keeps its fs error.
+func TestReadFileCap(t *testing.T) {
+	dir := t.TempDir()
+	at := filepath.Join(dir, "at.yaml")
+	if err := os.WriteFile(at, bytes.Repeat([]byte("#"), 100), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := ReadFile(at, "doc", 100); err != nil || len(b) != 100 {
+		t.Fatalf("at the cap: %d bytes, %v", len(b), err)
+	}
+	_, err := ReadFile(at, "doc", 99)
+	if err == nil || err.Error() != at+": doc is larger than 99 bytes (the size cap)" || !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("over the cap: %v", err)
+	}
+	huge := filepath.Join(dir, "huge.yaml")
+	f, err := os.Create(huge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(1 << 30) // sparse 1 GiB
+	f.Close()
+	if _, err := ReadFile(huge, "plan", 0); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("plan is larger than %d bytes", MaxSize)) {
+		t.Fatalf("default cap: %v", err)
+	}
+	if _, err := ReadFile(filepath.Join(dir, "missing.yaml"), "plan", 0); !errors.Is(err, fs.ErrNotExist) || !strings.HasPrefix(err.Error(), "plan: ") {
+		t.Fatalf("missing: %v", err)
+	}
+	if _, err := Document(bytes.Repeat([]byte("#"), MaxSize+1), "d.yaml", "doc", 0); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Document default cap: %v", err)
+	}
 }

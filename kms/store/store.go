@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -85,9 +86,10 @@ var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // Store is an open database. It is safe for concurrent use.
 type Store struct {
-	db     *sql.DB
-	pg     bool
-	writes sync.Mutex // SQLite only: one writer per process (the file lock does the rest)
+	db       *sql.DB
+	pg       bool
+	readOnly bool
+	writes   sync.Mutex // SQLite only: one writer per process (the file lock does the rest)
 }
 
 // Key is a primary key's metadata.
@@ -115,9 +117,93 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 	return nil, fmt.Errorf("store: driver %q: want sqlite or postgres", c.Driver)
 }
 
+// OpenReadOnly opens an existing store for reading only: nothing is
+// created or migrated, a missing or empty SQLite file and a PostgreSQL
+// schema without the broker's tables are refused, and every transaction is
+// read-only. Verification (`kms audit verify --local`) uses it.
+func OpenReadOnly(ctx context.Context, c Config) (*Store, error) {
+	switch c.Driver {
+	case "sqlite":
+		if c.Path == "" {
+			return nil, errors.New("store: sqlite: no path")
+		}
+		fi, err := os.Stat(c.Path)
+		if err != nil {
+			return nil, fmt.Errorf("store: sqlite %s: %w", c.Path, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("store: sqlite %s: not a regular file", c.Path)
+		}
+		if fi.Size() == 0 {
+			return nil, fmt.Errorf("store: sqlite %s: %w", c.Path, errEmptyFile)
+		}
+		q := url.Values{}
+		q.Add("mode", "ro")
+		q.Add("_pragma", "busy_timeout(30000)")
+		db, err := sql.Open("sqlite", "file:"+c.Path+"?"+q.Encode())
+		if err != nil {
+			return nil, fmt.Errorf("store: sqlite %s: %w", c.Path, err)
+		}
+		s := &Store{db: db, readOnly: true}
+		if err := s.checkTables(ctx); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store: sqlite %s: %w", c.Path, err)
+		}
+		return s, nil
+	case "postgres":
+		schema := c.schema()
+		if !schemaName.MatchString(schema) {
+			return nil, fmt.Errorf("store: postgres schema %q: want lower-case letters, digits and _", schema)
+		}
+		pc, err := pgx.ParseConfig(c.DSN)
+		if err != nil {
+			return nil, fmt.Errorf("store: postgres DSN: %v", oneLine(err.Error()))
+		}
+		pc.RuntimeParams["search_path"] = schema
+		pc.RuntimeParams["default_transaction_read_only"] = "on"
+		db := stdlib.OpenDB(*pc)
+		db.SetMaxOpenConns(4)
+		s := &Store{db: db, pg: true, readOnly: true}
+		if err := s.checkTables(ctx); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store: %s: %w", c.Describe(), err)
+		}
+		return s, nil
+	case "":
+		return nil, errors.New("store: no driver (want sqlite or postgres)")
+	}
+	return nil, fmt.Errorf("store: driver %q: want sqlite or postgres", c.Driver)
+}
+
+// errEmptyFile: SQLite would treat a zero-length file as a new database.
+var errEmptyFile = errors.New("the file is empty (0 bytes): not a store this broker wrote (truncated?)")
+
+// checkTables refuses a database without the broker's tables.
+func (s *Store) checkTables(ctx context.Context) error {
+	for _, t := range []string{"kms_keys", "kms_audit", "kms_audit_head", "kms_meta"} {
+		var n int
+		var err error
+		if s.pg {
+			err = s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1`, t).Scan(&n)
+		} else {
+			err = s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, t).Scan(&n)
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("no table %s: not a key broker store", t)
+		}
+	}
+	return nil
+}
+
 func openSQLite(ctx context.Context, c Config) (*Store, error) {
 	if c.Path == "" {
 		return nil, errors.New("store: sqlite: no path")
+	}
+	if fi, err := os.Stat(c.Path); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+		return nil, fmt.Errorf("store: sqlite %s: %w", c.Path, errEmptyFile)
 	}
 	// _txlock=immediate: every transaction takes the write lock at BEGIN,
 	// so read-then-write transactions never fail with SQLITE_BUSY midway.
@@ -262,6 +348,9 @@ func (s *Store) migrate(ctx context.Context, pgSchema ...string) error {
 
 // tx runs f in a write transaction and commits it.
 func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
+	if s.readOnly {
+		return errors.New("store: opened read-only")
+	}
 	if !s.pg {
 		s.writes.Lock()
 		defer s.writes.Unlock()
@@ -548,6 +637,9 @@ func (s *Store) Head(ctx context.Context) (audit.Head, []byte, error) {
 	var seq int64
 	var mac []byte
 	err := s.db.QueryRowContext(ctx, `SELECT seq, hash, mac FROM kms_audit_head WHERE id = 1`).Scan(&seq, &h.Hash, &mac)
+	if errors.Is(err, sql.ErrNoRows) {
+		return h, nil, fmt.Errorf("no audit head row: %w", ErrNotFound)
+	}
 	h.Seq = uint64(seq)
 	return h, mac, err
 }

@@ -193,8 +193,12 @@ func (r *retriever) guard(what string, err *error) {
 	}
 }
 
-// footerMagic returns the last four bytes of the file, PAR1 (plaintext
-// footer) or PARE (encrypted footer), the footer length and the file size.
+// footerMagic returns the file's magic, PAR1 (plaintext footer) or PARE
+// (encrypted footer), the footer length and the file size. Both magics are
+// checked strictly: the file must start and end with the same one of the
+// two. Neither is covered by AES-GCM (no Parquet module includes them), so
+// this check is what refuses a file whose leading magic was changed —
+// arrow-go reads only the trailing one.
 func footerMagic(r parquet.ReaderAtSeeker, name string) (string, int64, int64, error) {
 	size, err := r.Seek(0, io.SeekEnd)
 	if err != nil {
@@ -207,7 +211,24 @@ func footerMagic(r parquet.ReaderAtSeeker, name string) (string, int64, int64, e
 	if _, err := r.ReadAt(b, size-8); err != nil {
 		return "", 0, 0, err
 	}
-	return string(b[4:]), int64(binary.LittleEndian.Uint32(b[:4])), size, nil
+	tail := string(b[4:])
+	if tail != "PAR1" && tail != "PARE" {
+		return "", 0, 0, fmt.Errorf("parquet: %s: footer magic %q, want PAR1 or PARE", name, tail)
+	}
+	head := make([]byte, 4)
+	if _, err := r.ReadAt(head, 0); err != nil {
+		return "", 0, 0, err
+	}
+	if string(head) != tail {
+		return "", 0, 0, fmt.Errorf("parquet: %s: leading magic %q does not match the footer magic %q (file modified)", name, head, tail)
+	}
+	return tail, int64(binary.LittleEndian.Uint32(b[:4])), size, nil
+}
+
+// Magic reports whether head, a file's first bytes, starts with a Parquet
+// magic: PAR1 (plaintext footer) or PARE (encrypted footer).
+func Magic(head []byte) bool {
+	return len(head) >= 4 && (string(head[:4]) == "PAR1" || string(head[:4]) == "PARE")
 }
 
 // Open opens a Parquet file. Files with an encrypted footer need ks; plaintext

@@ -271,3 +271,62 @@ func TestEncryptedNeedsKeySource(t *testing.T) {
 		t.Fatalf("unknown column accepted: %v", err)
 	}
 }
+
+// TestLeadingMagicIsChecked reproduces issue 23 defect 6: flipping the
+// leading magic byte of an encrypted Parquet file still decrypted (no
+// Parquet module authenticates it, and arrow-go reads only the trailing
+// magic). Both magics are now checked strictly, for encrypted (PARE) and
+// plaintext (PAR1) files, by every reader entry point.
+func TestLeadingMagicIsChecked(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	ks := keysFor(t, map[string][]byte{"ds": rnd()})
+	src := writeCSV(t, dir, sampleCSV)
+	for _, c := range []struct {
+		name  string
+		ks    *sealed.LocalKeys
+		opts  WriteOptions
+		magic string
+	}{
+		{"encrypted", ks, WriteOptions{Keys: Keys{Default: "ds"}}, "PARE"},
+		{"plaintext", nil, WriteOptions{Plaintext: true}, "PAR1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pq := filepath.Join(dir, c.name+".parquet")
+			if _, err := CSVToParquet(ctx, src, pq, c.ks, c.opts); err != nil {
+				t.Fatal(err)
+			}
+			good, _ := os.ReadFile(pq)
+			if string(good[:4]) != c.magic || string(good[len(good)-4:]) != c.magic || !Magic(good) {
+				t.Fatalf("file magics %q…%q, want %s", good[:4], good[len(good)-4:], c.magic)
+			}
+			var keys sealed.KeySource
+			if c.ks != nil {
+				keys = c.ks
+			}
+			if _, _, err := ParquetToCSV(ctx, pq, filepath.Join(dir, c.name+".csv"), keys); err != nil {
+				t.Fatalf("intact file: %v", err)
+			}
+			for _, off := range []int{0, 3} {
+				bad := bytes.Clone(good)
+				bad[off] ^= 0x01
+				p := filepath.Join(dir, "bad-"+c.name+".parquet")
+				os.WriteFile(p, bad, 0o600)
+				out := filepath.Join(dir, "bad.csv")
+				_, _, err := ParquetToCSV(ctx, p, out, keys)
+				if err == nil || !strings.Contains(err.Error(), "leading magic") || !strings.Contains(err.Error(), "does not match the footer magic \""+c.magic+"\" (file modified)") {
+					t.Fatalf("byte %d flipped: %v", off, err)
+				}
+				if _, err := os.Stat(out); err == nil {
+					t.Fatal("output written despite the error")
+				}
+				if _, err := Inspect(ctx, p, keys); err == nil || !strings.Contains(err.Error(), "leading magic") {
+					t.Fatalf("inspect with byte %d flipped: %v", off, err)
+				}
+				if _, err := Inspect(ctx, p, nil); err == nil || !strings.Contains(err.Error(), "leading magic") {
+					t.Fatalf("inspect without keys, byte %d flipped: %v", off, err)
+				}
+			}
+		})
+	}
+}

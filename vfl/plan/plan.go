@@ -15,7 +15,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -300,9 +299,9 @@ func (p *Plan) validateNetwork() error {
 // Load reads and validates a plan file and the two policy files it
 // names (relative to the plan's directory), and computes the plan hash.
 func Load(path string) (*Plan, error) {
-	data, err := os.ReadFile(path)
+	data, err := yamlx.ReadFile(path, "plan", MaxSize)
 	if err != nil {
-		return nil, fmt.Errorf("plan: %w", err)
+		return nil, err
 	}
 	p, err := Parse(data, path)
 	if err != nil {
@@ -314,7 +313,7 @@ func Load(path string) (*Plan, error) {
 		side *Side
 	}{{RoleLeader, &p.Leader}, {RoleFollower, &p.Follower}} {
 		pp := p.resolve(s.side.Policy)
-		b, err := os.ReadFile(pp)
+		b, err := yamlx.ReadFile(pp, "policy", policy.MaxSize)
 		if err != nil {
 			return nil, p.Errorf(s.role+".policy", "%w", err)
 		}
