@@ -222,6 +222,9 @@ func (o *Observer) RoundClosed(s protocol.RoundSummary) {
 	for k, v := range s.LocalEvalMetrics {
 		m["local_val_"+k] = v
 	}
+	for k, v := range s.Privacy { // dp_epsilon, dp_delta, … (fl/privacy)
+		m[k] = v
+	}
 	o.write(Record{Round: s.Round, Participant: Aggregator, Phase: PhaseRound, Seconds: s.Seconds,
 		Bytes: s.BytesIn + s.BytesOut, BytesIn: s.BytesIn, BytesOut: s.BytesOut,
 		Participants: s.Participants, Accepted: s.Accepted, Rejected: rejected, Metrics: m, Source: "aggregator"})
@@ -237,6 +240,18 @@ func (o *Observer) RoundClosed(s protocol.RoundSummary) {
 				o.prom.globalMetric.WithLabelValues("validation", name).Set(v)
 			}
 		}
+	}
+}
+
+// FederationStopped implements scheduler.StopObserver: the stopped record.
+func (o *Observer) FederationStopped(r int, reason string) {
+	class := "gate"
+	if strings.HasPrefix(reason, "privacy budget:") {
+		class = "privacy_budget"
+	}
+	o.write(Record{Round: r, Participant: Aggregator, Phase: PhaseStopped, Reason: class, Message: reason, Source: "aggregator"})
+	if err := o.rec.Sync(); err != nil {
+		o.log.Warn("metrics file: sync failed", "err", err)
 	}
 }
 

@@ -102,7 +102,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		return err
 	}
 	defer closeEval()
-	strat, err := p.Strategy(0)
+	strat, err := p.StrategyFor(0, names)
 	if err != nil {
 		return err
 	}
@@ -312,6 +312,9 @@ func serveAggregator(ctx context.Context, o AggregatorOptions, p *plan.Plan, has
 	}
 	if res.err != nil {
 		return nil, res.err
+	}
+	if err := agg.Stopped(); err != nil { // e.g. the privacy budget: the last committed model is final
+		fmt.Fprintf(o.Out, "aggregator %s: federation stopped early: %v\n", o.Name, err)
 	}
 	srv.GracefulStop()
 	return res.final, nil
