@@ -145,6 +145,14 @@ func NewDPFedAvg(inner strategy.Strategy, cfg Config) (*DPFedAvg, error) {
 	return d, nil
 }
 
+// SetLogger sends the per-round accounting lines to l (the aggregator's
+// logger; default slog.Default()).
+func (d *DPFedAvg) SetLogger(l *slog.Logger) {
+	if l != nil {
+		d.log = l
+	}
+}
+
 // Name is "dp-" and the inner strategy's name.
 func (d *DPFedAvg) Name() string { return "dp-" + d.inner.Name() }
 

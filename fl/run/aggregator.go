@@ -21,6 +21,7 @@ import (
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/fl/metrics"
 	"github.com/teeml/teeml/fl/plan"
+	"github.com/teeml/teeml/fl/privacy"
 	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/fl/strategy"
 	"github.com/teeml/teeml/fl/workspace"
@@ -105,6 +106,9 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	strat, err := p.StrategyFor(0, names)
 	if err != nil {
 		return err
+	}
+	if d, ok := strat.(*privacy.DPFedAvg); ok {
+		d.SetLogger(log)
 	}
 	ob, err := openObservability(ctx, ws, hash, o.MetricsAddr, o.Out, log)
 	if err != nil {
