@@ -17,13 +17,20 @@ import (
 )
 
 // TestFederationWithPrivacyBudget runs a simulated 4-round federation over
-// loopback RA-TLS with a privacy section whose budget allows two rounds:
-// collaborators clip before upload, every round's ε is in the aggregator's
+// loopback RA-TLS with a privacy section whose budget allows two rounds,
+// with central and with local noise: collaborators clip (and with local
+// noise, noise) before upload, every round's ε is in the aggregator's
 // log and metrics.jsonl, the aggregator stops with the one-line reason
 // before round 3, and the report shows both.
 //
 // Under -race, run with -gcflags=all=-d=checkptr=0 (see .ci/run).
 func TestFederationWithPrivacyBudget(t *testing.T) {
+	for _, noise := range []string{privacy.NoiseCentral, privacy.NoiseLocal} {
+		t.Run(noise, func(t *testing.T) { federateWithPrivacy(t, noise) })
+	}
+}
+
+func federateWithPrivacy(t *testing.T, noise string) {
 	const z, delta = 4.0, 1e-5
 	acc, _ := privacy.NewAccountant()
 	var eps []float64
@@ -40,7 +47,7 @@ func TestFederationWithPrivacyBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	section := fmt.Sprintf("\nprivacy:\n  noise: central\n  noise_multiplier: %v\n  clip_norm: 0.5\n  target_delta: %v\n  epsilon_budget: %v\n", z, delta, budget)
+	section := fmt.Sprintf("\nprivacy:\n  noise: %s\n  noise_multiplier: %v\n  clip_norm: 0.5\n  target_delta: %v\n  epsilon_budget: %v\n", noise, z, delta, budget)
 	if err := os.WriteFile(planPath, append(b, section...), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -89,8 +96,12 @@ func TestFederationWithPrivacyBudget(t *testing.T) {
 		}
 	}
 	for i := range logs {
-		if !strings.Contains(logs[i].String(), "update clipped for differential privacy") {
-			t.Errorf("col-%d did not clip its update", i+1)
+		want := "msg=\"update clipped for differential privacy\""
+		if noise == privacy.NoiseLocal { // z·C = 4·0.5
+			want += " collaborator=col-" + fmt.Sprint(i+1) + " round=1 clip_norm=0.5 local_noise_std=2"
+		}
+		if !strings.Contains(logs[i].String(), want) {
+			t.Errorf("col-%d log lacks %q:\n%s", i+1, want, logs[i].String())
 		}
 	}
 	m, err := os.ReadFile(MetricsFile(ws, hash))
