@@ -108,7 +108,7 @@ func (s *Scheduler) runRound(ctx context.Context, r int, history []RoundSummary)
 	s.global = next
 	if r < s.cfg.Rounds {
 		if err := s.gate(r + 1); err != nil {
-			s.stop(err)
+			s.stop(r+1, err)
 		} else {
 			s.openRound(r + 1)
 		}

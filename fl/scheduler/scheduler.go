@@ -187,14 +187,12 @@ type Scheduler struct {
 	inflight map[string]bool // collaborators with an upload being received
 	done     bool
 	failed   error
+	bytesIn  atomic.Int64
+	bytesOut atomic.Int64
+	in0      int64 // bytesIn when the current round opened
+	out0     int64
+
 	gateStop error // a RoundGate refusal: the federation ended early
-	// nextToOpen is the round gate was last asked about; stopRound the
-	// round it refused.
-	nextToOpen, stopRound int
-	bytesIn               atomic.Int64
-	bytesOut              atomic.Int64
-	in0                   int64 // bytesIn when the current round opened
-	out0                  int64
 }
 
 // New checks cfg and returns a Scheduler whose first round is open.
@@ -253,7 +251,7 @@ func New(cfg Config) (*Scheduler, error) {
 		s.done = true
 		s.round = cfg.Rounds + 1
 	} else if err := s.gate(s.first); err != nil {
-		s.stop(err)
+		s.stop(s.first, err)
 	} else {
 		s.openRound(s.first)
 	}
@@ -262,27 +260,23 @@ func New(cfg Config) (*Scheduler, error) {
 
 // gate asks a RoundGate strategy whether round r may open.
 func (s *Scheduler) gate(r int) error {
-	s.nextToOpen = r
 	if g, ok := s.cfg.Strategy.(RoundGate); ok {
 		return g.BeforeRound(r)
 	}
 	return nil
 }
 
-// stop ends the federation before a round the gate refused; s.mu held or
-// not yet shared.
-func (s *Scheduler) stop(err error) {
+// stop ends the federation before round r, which the gate refused; s.mu
+// held or not yet shared.
+func (s *Scheduler) stop(r int, err error) {
 	s.gateStop = err
-	s.stopRound = s.nextToOpen
 	s.done = true
 	s.round = s.cfg.Rounds + 1
 	s.log.Warn("federation stops early: "+err.Error(), "reason", err.Error())
 	if o, ok := s.cfg.Observer.(StopObserver); ok {
-		o.FederationStopped(s.stoppedBefore(), err.Error())
+		o.FederationStopped(r, err.Error())
 	}
 }
-
-func (s *Scheduler) stoppedBefore() int { return s.stopRound }
 
 // Stopped is the reason the federation ended before its last round (a
 // RoundGate refusal), or nil.
