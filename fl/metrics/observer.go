@@ -235,6 +235,10 @@ func (o *Observer) RoundClosed(s protocol.RoundSummary) {
 		o.prom.roundsCompleted.Inc()
 		o.prom.roundSeconds.Observe(s.Seconds)
 		o.prom.participants.Set(float64(len(s.Participants)))
+		if e, ok := s.Privacy["dp_epsilon"]; ok {
+			o.prom.privacySpent.WithLabelValues("epsilon").Set(e)
+			o.prom.privacySpent.WithLabelValues("delta").Set(s.Privacy["dp_delta"])
+		}
 		for k, v := range finite(m) {
 			if name, ok := strings.CutPrefix(k, "val_"); ok {
 				o.prom.globalMetric.WithLabelValues("validation", name).Set(v)
