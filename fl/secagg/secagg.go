@@ -25,7 +25,10 @@
 //     j ∈ U and of sk_j for every j ∈ D, never both for one client. With t
 //     shares the aggregator rebuilds each b_j (removes PRG(b_j)) and each
 //     dropped sk_j (checked against pk_j; removes the pairwise masks the
-//     survivors added for j), and Σ y_j becomes Σ x_j exactly.
+//     survivors added for j), and Σ y_j becomes Σ x_j exactly. With more
+//     than t reveals every extra seed share is checked against the
+//     polynomial of the first t, so a corrupt one is refused rather than
+//     yielding a wrong sum (with exactly t it cannot be detected).
 //
 // The PRG is ChaCha8 (math/rand/v2) keyed by the 32-byte seed.
 package secagg
@@ -381,6 +384,9 @@ func Aggregate(p Params, keys []PublicKey, masked map[int][]uint32, reveals []Re
 		return nil, fmt.Errorf("secagg: %d reveals, threshold %d: the sum cannot be unmasked", len(from), p.Threshold)
 	}
 	for _, j := range survivors {
+		if !consistent(seedShares[j], p.Threshold) {
+			return nil, fmt.Errorf("secagg: the shares of survivor %d's seed revealed by %v are inconsistent (a corrupt share): refusing a wrong sum", j, sortedKeys(seedShares[j]))
+		}
 		var seed [32]byte
 		copy(seed[:], combine(seedShares[j], p.Threshold))
 		addPRG(sum, seed, -1)

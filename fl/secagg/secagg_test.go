@@ -287,3 +287,30 @@ func TestQuantizeBoundsAndParams(t *testing.T) {
 		}
 	}
 }
+
+// A corrupt seed share is refused when more than t reveals arrive (with
+// exactly t it could not be told from a good one).
+func TestCorruptSeedShareRefused(t *testing.T) {
+	r := setup(t, 7, 4, 16)
+	masked := map[int][]uint32{}
+	for i := 0; i < 7; i++ {
+		masked[i], _ = r.clients[i].Mask(r.inputs[i])
+	}
+	var reveals []Reveal
+	for i := 0; i < 6; i++ { // 6 > t = 4
+		rv, err := r.clients[i].Unmask(ids(0, 7), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reveals = append(reveals, rv)
+	}
+	if got, err := Aggregate(r.p, r.keys, masked, reveals); err != nil || !slices.Equal(got, r.plainSum(ids(0, 7))) {
+		t.Fatalf("honest reveals: err %v", err)
+	}
+	s := reveals[5].Seeds[2]
+	s[0] ^= 0x40
+	reveals[5].Seeds[2] = s
+	if _, err := Aggregate(r.p, r.keys, masked, reveals); err == nil || !strings.Contains(err.Error(), "survivor 2's seed") {
+		t.Errorf("corrupt seed share: err = %v", err)
+	}
+}

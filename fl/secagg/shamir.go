@@ -3,6 +3,7 @@ package secagg
 import (
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Shamir secret sharing over GF(2⁸) (the AES field, x⁸ + x⁴ + x³ + x + 1),
@@ -63,23 +64,48 @@ func split(secret []byte, n, t int, rand io.Reader) ([][]byte, error) {
 // combine rebuilds a secret from the first t shares (by holder id) of
 // shares (holder → share), by Lagrange interpolation at 0.
 func combine(shares map[int][32]byte, t int) []byte {
+	return interpolate(shares, firstHolders(shares, t), 0)
+}
+
+// consistent reports whether every share of shares lies on the polynomial
+// through the first t of them (false means a corrupt share among them;
+// with exactly t shares nothing can be checked).
+func consistent(shares map[int][32]byte, t int) bool {
+	base := firstHolders(shares, t)
+	for k, s := range shares {
+		if slices.Contains(base, k) {
+			continue
+		}
+		if !slices.Equal(interpolate(shares, base, byte(k+1)), s[:]) {
+			return false
+		}
+	}
+	return true
+}
+
+func firstHolders(shares map[int][32]byte, t int) []int {
 	var holders []int
 	for j := 0; j < 256 && len(holders) < t; j++ {
 		if _, ok := shares[j]; ok {
 			holders = append(holders, j)
 		}
 	}
+	return holders
+}
+
+// interpolate evaluates at x the polynomial through the holders' shares:
+// Σ_i s_i·Π_{j≠i} (x − x_j)/(x_i − x_j), with − being ⊕ in GF(2⁸).
+func interpolate(shares map[int][32]byte, holders []int, x byte) []byte {
 	out := make([]byte, 32)
 	for _, i := range holders {
 		xi := byte(i + 1)
-		// l_i(0) = Π_{j≠i} x_j / (x_j − x_i); − is ⊕ in GF(2⁸).
 		l := byte(1)
 		for _, j := range holders {
 			if j == i {
 				continue
 			}
 			xj := byte(j + 1)
-			l = gfMul(l, gfMul(xj, gfInv(xj^xi)))
+			l = gfMul(l, gfMul(x^xj, gfInv(xi^xj)))
 		}
 		s := shares[i]
 		for k := range out {
