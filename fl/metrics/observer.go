@@ -222,6 +222,9 @@ func (o *Observer) RoundClosed(s protocol.RoundSummary) {
 	for k, v := range s.LocalEvalMetrics {
 		m["local_val_"+k] = v
 	}
+	for k, v := range s.Privacy { // dp_epsilon, dp_delta, … (fl/privacy)
+		m[k] = v
+	}
 	o.write(Record{Round: s.Round, Participant: Aggregator, Phase: PhaseRound, Seconds: s.Seconds,
 		Bytes: s.BytesIn + s.BytesOut, BytesIn: s.BytesIn, BytesOut: s.BytesOut,
 		Participants: s.Participants, Accepted: s.Accepted, Rejected: rejected, Metrics: m, Source: "aggregator"})
@@ -232,11 +235,27 @@ func (o *Observer) RoundClosed(s protocol.RoundSummary) {
 		o.prom.roundsCompleted.Inc()
 		o.prom.roundSeconds.Observe(s.Seconds)
 		o.prom.participants.Set(float64(len(s.Participants)))
+		if e, ok := s.Privacy["dp_epsilon"]; ok {
+			o.prom.privacySpent.WithLabelValues("epsilon").Set(e)
+			o.prom.privacySpent.WithLabelValues("delta").Set(s.Privacy["dp_delta"])
+		}
 		for k, v := range finite(m) {
 			if name, ok := strings.CutPrefix(k, "val_"); ok {
 				o.prom.globalMetric.WithLabelValues("validation", name).Set(v)
 			}
 		}
+	}
+}
+
+// FederationStopped implements scheduler.StopObserver: the stopped record.
+func (o *Observer) FederationStopped(r int, reason string) {
+	class := "gate"
+	if strings.HasPrefix(reason, "privacy budget:") {
+		class = "privacy_budget"
+	}
+	o.write(Record{Round: r, Participant: Aggregator, Phase: PhaseStopped, Reason: class, Message: reason, Source: "aggregator"})
+	if err := o.rec.Sync(); err != nil {
+		o.log.Warn("metrics file: sync failed", "err", err)
 	}
 }
 

@@ -260,3 +260,29 @@ func TestPrometheusStopsWithContext(t *testing.T) {
 		t.Errorf("bad address: %v", err)
 	}
 }
+
+// TestPrometheusPrivacySpent: a round with privacy accounting sets the
+// privacy gauges; a round without leaves them unset.
+func TestPrometheusPrivacySpent(t *testing.T) {
+	prom := NewProm()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, err := Serve(ctx, "127.0.0.1:0", prom, testlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + srv.Addr() + "/metrics"
+	j, _ := openT(t, filepath.Join(t.TempDir(), FileName))
+	o := NewObserver(j, prom, testlog.Discard())
+	o.RoundClosed(protocol.RoundSummary{Round: 1, EvalLoss: 1})
+	if body := scrape(t, url); strings.Contains(body, "teeml_fl_privacy_spent{") {
+		t.Errorf("privacy gauge set without privacy:\n%s", body)
+	}
+	o.RoundClosed(protocol.RoundSummary{Round: 2, EvalLoss: 1, Privacy: map[string]float64{"dp_epsilon": 2.5, "dp_delta": 1e-5}})
+	body := scrape(t, url)
+	for _, want := range []string{`teeml_fl_privacy_spent{param="epsilon"} 2.5`, `teeml_fl_privacy_spent{param="delta"} 1e-05`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("scrape lacks %s:\n%s", want, body)
+		}
+	}
+}

@@ -20,6 +20,7 @@ type Prom struct {
 	roundSeconds    prometheus.Histogram
 	currentRound    prometheus.Gauge
 	participants    prometheus.Gauge
+	privacySpent    *prometheus.GaugeVec
 	bytesReceived   prometheus.Counter
 	bytesSent       prometheus.Counter
 	updatesReceived prometheus.Counter
@@ -43,6 +44,9 @@ func NewProm() *Prom {
 		Help: "The round currently open (1-based)."})
 	p.participants = prometheus.NewGauge(prometheus.GaugeOpts{Name: "teeml_fl_participants",
 		Help: "Collaborators whose update arrived in time in the last closed round."})
+	p.privacySpent = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "teeml_fl_privacy_spent",
+		Help: "Differential privacy spent after the last closed round (fl/privacy): epsilon at the plan's delta, and that delta."},
+		[]string{"param"})
 	p.bytesReceived = prometheus.NewCounter(prometheus.CounterOpts{Name: "teeml_fl_bytes_received_total",
 		Help: "Encoded bytes of the updates that passed the protocol checks (refused uploads are not counted)."})
 	p.bytesSent = prometheus.NewCounter(prometheus.CounterOpts{Name: "teeml_fl_bytes_sent_total",
@@ -61,7 +65,7 @@ func NewProm() *Prom {
 	p.globalMetric = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "teeml_fl_global_model_metric",
 		Help: "Latest metrics of the global model: source validation (collaborators' aggregated_model_validation) or test (aggregator's held-out split)."},
 		[]string{"source", "metric"})
-	for _, c := range []prometheus.Collector{p.roundsCompleted, p.roundSeconds, p.currentRound, p.participants,
+	for _, c := range []prometheus.Collector{p.roundsCompleted, p.roundSeconds, p.currentRound, p.participants, p.privacySpent,
 		p.bytesReceived, p.bytesSent, p.updatesReceived, p.updatesRejected, p.attestation, p.phaseSeconds, p.globalMetric,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)

@@ -51,7 +51,9 @@ const (
 	// Bytes = BytesIn + BytesOut, Participants, Accepted, Rejected and
 	// Metrics "val_<m>" (sample-weighted aggregated_model_validation: the
 	// round's input model on the collaborators' data) and "local_val_<m>"
-	// (locally_tuned_model_validation).
+	// (locally_tuned_model_validation), and with differential privacy the
+	// round's accounting "dp_epsilon", "dp_delta", "dp_clip_norm",
+	// "dp_sampled", … (fl/privacy).
 	PhaseRound = "round"
 	// PhaseAttestation: an RA-TLS handshake verdict on a peer (Result
 	// accepted or refused, Role the role it was verified for, Reason).
@@ -59,6 +61,10 @@ const (
 	// PhaseResume: the aggregator resumed after the last completed round
 	// Round; records of later rounds written before were dropped.
 	PhaseResume = "resume"
+	// PhaseStopped: the federation stopped before round Round, which the
+	// strategy refused to open (Reason "privacy_budget" or "gate",
+	// Message its one line).
+	PhaseStopped = "stopped"
 )
 
 // Aggregator is the Participant of aggregator-side records.

@@ -67,6 +67,7 @@ func (p *Plan) Canonical() []byte {
 		w(2, role, cq(p.Attestation.Policy[role]))
 	}
 	p.canonicalEncryption(w, cq)
+	p.canonicalPrivacy(w)
 	return b.Bytes()
 }
 

@@ -31,6 +31,8 @@ func FuzzParsePlan(f *testing.F) {
 		}
 		f.Add(append(bytes.Clone(b), "\nencryption:\n  key: fl-data\n"...))
 		f.Add(append(bytes.Clone(b), "\nencryption: {key: \"a\\nb\"}\n"...))
+		f.Add(append(bytes.Clone(b), "\nprivacy:\n  noise: central\n  noise_multiplier: 1.1\n  clip_norm: 1\n  adaptive_clipping: {target_quantile: 0.5, learning_rate: 0.2, count_noise_multiplier: 2}\n  sample_rate: 0.3\n  target_delta: 1e-5\n  epsilon_budget: 3\n"...))
+		f.Add(append(bytes.Clone(b), "\nprivacy: {noise: local, noise_multiplier: 2, clip_norm: 0.1, sample_seed: -4, target_delta: 0.001}\n"...))
 	}
 	f.Add([]byte("aggregator: {rounds_to_train: 0}\n"))
 	f.Add([]byte("\"0\\n0\": 1\n")) // multi-line key in an error (found by fuzzing)

@@ -31,7 +31,9 @@ const MaxSize = 1 << 20
 // network.tls [ra-tls], data_loader.partitioning.alpha [0, iid only],
 // tasks.train.weight_decay [0], aggregation.settings [strategy defaults],
 // aggregation.validator and its keys [0], the straggler_handling_policy
-// section [absent] and its minimum_reporting [1]).
+// section [absent] and its minimum_reporting [1], the privacy section
+// [absent] with its adaptive_clipping [absent], sample_rate [1],
+// sample_seed [task_runner.seed] and epsilon_budget [0, none]).
 func Parse(data []byte, name string) (*Plan, error) {
 	p := &Plan{name: name, lines: map[string]int{}}
 	root, err := yamlx.Document(data, fileName(name), "plan", MaxSize)
@@ -53,6 +55,7 @@ func Parse(data []byte, name string) (*Plan, error) {
 		{"aggregation", true, ps.aggregation},
 		{"attestation", true, ps.attestation},
 		{"encryption", false, ps.encryption},
+		{"privacy", false, ps.privacy},
 	}); err != nil {
 		return nil, err
 	}

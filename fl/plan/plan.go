@@ -48,6 +48,8 @@ type Plan struct {
 	Attestation       Attestation
 	// Encryption is the optional encryption section (data at rest).
 	Encryption Encryption
+	// Privacy is the optional privacy section (DP-FedAvg, privacy.go).
+	Privacy Privacy
 
 	name  string         // file name for errors
 	lines map[string]int // dotted key → line, when parsed
@@ -299,6 +301,7 @@ func (p *Plan) Validate() error {
 		p.validateAggregation,
 		p.validateStraggler,
 		p.validateEncryption,
+		p.validatePrivacy,
 		p.validateAttestation,
 	} {
 		if err := check(); err != nil {
@@ -606,14 +609,29 @@ func checkSetting(k string, v float64) error {
 }
 
 // Strategy builds the plan's aggregation strategy with its settings and
-// validator. workers bounds aggregation goroutines (≤ 0: GOMAXPROCS).
+// validator. workers bounds aggregation goroutines (≤ 0: GOMAXPROCS). A
+// plan with a privacy section needs its collaborators: see StrategyFor.
 func (p *Plan) Strategy(workers int) (strategy.Strategy, error) {
+	if p.Privacy.Enabled() {
+		return nil, fmt.Errorf("plan: privacy: DP-FedAvg samples among the collaborators: build the strategy with StrategyFor")
+	}
+	return p.StrategyFor(workers, nil)
+}
+
+// StrategyFor is Strategy for the federation of collaborators: with a
+// privacy section the strategy is wrapped in DP-FedAvg (fl/privacy), which
+// runs the validator on the raw updates itself.
+func (p *Plan) StrategyFor(workers int, collaborators []string) (strategy.Strategy, error) {
 	ag := &p.Aggregation
-	o := strategy.Options{Workers: workers, Validator: strategy.Validator{
+	v := strategy.Validator{
 		MaxUpdateNorm:  ag.Validator.MaxUpdateNorm,
 		MaxNumExamples: ag.Validator.MaxNumExamples,
 		MinAccepted:    ag.Validator.MinAccepted,
-	}}
+	}
+	o := strategy.Options{Workers: workers, Validator: v}
+	if p.Privacy.Enabled() {
+		o.Validator = strategy.Validator{}
+	}
 	s, err := strategy.New(ag.Strategy, o)
 	if err != nil {
 		return nil, err
@@ -641,6 +659,9 @@ func (p *Plan) Strategy(workers int) (strategy.Strategy, error) {
 		if v, ok := ag.Settings["m"]; ok {
 			s.M = int(v)
 		}
+	}
+	if p.Privacy.Enabled() {
+		return p.privacyStrategy(s, v, workers, collaborators)
 	}
 	return s, nil
 }

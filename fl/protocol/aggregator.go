@@ -186,6 +186,10 @@ func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
 // after the checkpoint it resumed from (Rounds+1 if that was the last).
 func (a *Aggregator) NextRound() int { return a.s.NextRound() }
 
+// Stopped is the reason the federation ended before its last round (the
+// strategy's RoundGate refused a round, e.g. the privacy budget), or nil.
+func (a *Aggregator) Stopped() error { return a.s.Stopped() }
+
 // Register registers the Aggregator service on s.
 func (a *Aggregator) Register(s grpc.ServiceRegistrar) { flv1.RegisterAggregatorServer(s, a) }
 

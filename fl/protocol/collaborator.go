@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	flv1 "github.com/teeml/teeml/api/proto/teeml/fl/v1"
+	"github.com/teeml/teeml/fl/privacy"
 	"github.com/teeml/teeml/ml/tensor"
 	"github.com/teeml/teeml/ratls"
 )
@@ -59,9 +60,10 @@ type CollaboratorConfig struct {
 
 // Collaborator is the client side of the protocol.
 type Collaborator struct {
-	cfg CollaboratorConfig
-	cl  flv1.AggregatorClient
-	log *slog.Logger
+	cfg   CollaboratorConfig
+	cl    flv1.AggregatorClient
+	log   *slog.Logger
+	noise *privacy.Noise // local DP noise, keyed from crypto/rand
 }
 
 // NewCollaborator checks cfg and returns a Collaborator.
@@ -97,7 +99,11 @@ func NewCollaborator(cfg CollaboratorConfig) (*Collaborator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Collaborator{cfg: cfg, cl: flv1.NewAggregatorClient(cfg.Conn), log: cfg.Logger.With("collaborator", cfg.Name)}, nil
+	noise, err := privacy.NewNoise(nil)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: collaborator: %w", err)
+	}
+	return &Collaborator{cfg: cfg, cl: flv1.NewAggregatorClient(cfg.Conn), log: cfg.Logger.With("collaborator", cfg.Name), noise: noise}, nil
 }
 
 // RefusedError is the aggregator's (or the RA-TLS layer's) refusal that
@@ -329,7 +335,17 @@ func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error
 			return err
 		}
 	}
-	return c.upload(ctx, round, local, n, metrics, timings)
+	// DP-FedAvg (fl/privacy): the round's config carries the clip norm and,
+	// with local noise, the noise std: clip (and noise) before upload.
+	up, dp, err := privacy.ClientSide(t.Config, global, local, c.noise)
+	if err != nil {
+		return &TaskError{Task: TaskTrain, Round: round, Err: err}
+	}
+	if dp {
+		c.log.Info("update clipped for differential privacy", "round", round, "clip_norm", t.Config[privacy.KeyClipNorm],
+			"local_noise_std", t.Config[privacy.KeyLocalNoiseStd])
+	}
+	return c.upload(ctx, round, up, n, metrics, timings)
 }
 
 func (c *Collaborator) download(ctx context.Context, round int64) (tensor.Weights, error) {

@@ -40,6 +40,10 @@ type RoundRow struct {
 	// the first name on a tie), SlowestSeconds that sum.
 	Slowest        string
 	SlowestSeconds float64
+	// Epsilon and Delta are the differential-privacy (ε, δ) spent after
+	// the round, ClipNorm its clip norm and Sampled its sampled clients
+	// (fl/privacy); NaN without DP.
+	Epsilon, Delta, ClipNorm, Sampled float64
 }
 
 // ParticipantRow is one collaborator of the summary: means over the rounds
@@ -64,7 +68,10 @@ type Summary struct {
 	Participants []ParticipantRow
 	Records      int
 	Resumes      int
-	Warnings     []string
+	// Stopped is the one-line reason the federation stopped before its
+	// last round (a privacy budget), "" if it did not.
+	Stopped  string
+	Warnings []string
 }
 
 // Summarize computes the summary of a run's records. A round's numbers
@@ -79,7 +86,8 @@ func Summarize(recs []metrics.Record) *Summary {
 		if rounds[r] == nil {
 			nan := math.NaN()
 			rounds[r] = &RoundRow{Round: r, ValLoss: nan, ValScore: nan, LocalLoss: nan, LocalScore: nan,
-				TestLoss: nan, TestScore: nan, AggregateSeconds: nan, EvaluateSeconds: nan}
+				TestLoss: nan, TestScore: nan, AggregateSeconds: nan, EvaluateSeconds: nan,
+				Epsilon: nan, Delta: nan, ClipNorm: nan, Sampled: nan}
 		}
 		return rounds[r]
 	}
@@ -119,6 +127,8 @@ func Summarize(recs []metrics.Record) *Summary {
 			if s.Score != "" {
 				x.ValScore, x.LocalScore = get(r.Metrics, "val_"+s.Score), get(r.Metrics, "local_val_"+s.Score)
 			}
+			x.Epsilon, x.Delta = get(r.Metrics, "dp_epsilon"), get(r.Metrics, "dp_delta")
+			x.ClipNorm, x.Sampled = get(r.Metrics, "dp_clip_norm"), get(r.Metrics, "dp_sampled")
 		case metrics.PhaseEvaluate:
 			x := row(r.Round)
 			x.TestLoss, x.EvaluateSeconds = get(r.Metrics, "test_loss"), r.Seconds
@@ -127,6 +137,8 @@ func Summarize(recs []metrics.Record) *Summary {
 			}
 		case metrics.PhaseAggregate:
 			row(r.Round).AggregateSeconds = r.Seconds
+		case metrics.PhaseStopped:
+			s.Stopped = fmt.Sprintf("before round %d: %s", r.Round, r.Message)
 		case metrics.PhaseRefused:
 			row(r.Round).Refused++
 			part(r.Participant).Refused++
@@ -240,7 +252,11 @@ func (s *Summary) Markdown(w io.Writer) error {
 	if s.Resumes > 0 {
 		fmt.Fprintf(&b, ", %d resume(s) after a restart", s.Resumes)
 	}
-	b.WriteString(".\n\n## Rounds\n\n")
+	b.WriteString(".\n\n")
+	if s.Stopped != "" {
+		fmt.Fprintf(&b, "Stopped early %s\n\n", s.Stopped)
+	}
+	b.WriteString("## Rounds\n\n")
 	b.WriteString("val_*: collaborators' validation of the round's input global model (sample-weighted); test_*: the aggregator's held-out test of the round's aggregate. " +
 		"slowest: the participant whose download + validation + train + upload seconds were largest (the round waits for it).\n\n")
 	fmt.Fprintf(&b, "| round | participants | accepted | rejected | refused | seconds | slowest (s) | aggregate s | bytes in | bytes out | val_loss | val_%s | test_loss | test_%s |\n", score, score)
@@ -254,6 +270,7 @@ func (s *Summary) Markdown(w io.Writer) error {
 			r.Round, r.Participants, r.Accepted, r.Rejected, r.Refused, f(r.Seconds, 3), slowest, f(r.AggregateSeconds, 3),
 			r.BytesIn, r.BytesOut, f(r.ValLoss, 4), f(r.ValScore, 4), f(r.TestLoss, 4), f(r.TestScore, 4))
 	}
+	privacyTable(&b, s.Rounds)
 	b.WriteString("\n## Participants\n\n")
 	b.WriteString("Mean seconds per round: download and train as measured by the collaborator (download falls back to the aggregator's send time for collaborators that do not report it), upload as measured by the aggregator.\n\n")
 	b.WriteString("| participant | updates | rejected | refused | mean download s | mean train s | mean upload s | mean validate s | bytes downloaded | bytes uploaded | attestation accepted | attestation refused |\n")
@@ -271,6 +288,19 @@ func (s *Summary) Markdown(w io.Writer) error {
 	}
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// privacyTable writes the differential-privacy section when any round
+// was accounted: the (ε, δ) spent after each round.
+func privacyTable(b *bytes.Buffer, rows []RoundRow) {
+	if !slices.ContainsFunc(rows, func(r RoundRow) bool { return !math.IsNaN(r.Epsilon) }) {
+		return
+	}
+	b.WriteString("\n## Differential privacy\n\nε spent after each round at the plan's δ (RDP accountant, fl/privacy; docs/privacy.md).\n\n")
+	b.WriteString("| round | ε | δ | clip norm | sampled |\n|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		fmt.Fprintf(b, "| %d | %s | %s | %s | %s |\n", r.Round, f(r.Epsilon, 4), fmt.Sprintf("%.3g", r.Delta), f(r.ClipNorm, 4), f(r.Sampled, 0))
+	}
 }
 
 // mdEscape keeps a participant name from breaking the table.

@@ -21,6 +21,7 @@ import (
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/fl/metrics"
 	"github.com/teeml/teeml/fl/plan"
+	"github.com/teeml/teeml/fl/privacy"
 	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/fl/strategy"
 	"github.com/teeml/teeml/fl/workspace"
@@ -102,9 +103,12 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		return err
 	}
 	defer closeEval()
-	strat, err := p.Strategy(0)
+	strat, err := p.StrategyFor(0, names)
 	if err != nil {
 		return err
+	}
+	if d, ok := strat.(*privacy.DPFedAvg); ok {
+		d.SetLogger(log)
 	}
 	ob, err := openObservability(ctx, ws, hash, o.MetricsAddr, o.Out, log)
 	if err != nil {
@@ -312,6 +316,9 @@ func serveAggregator(ctx context.Context, o AggregatorOptions, p *plan.Plan, has
 	}
 	if res.err != nil {
 		return nil, res.err
+	}
+	if err := agg.Stopped(); err != nil { // e.g. the privacy budget: the last committed model is final
+		fmt.Fprintf(o.Out, "aggregator %s: federation stopped early: %v\n", o.Name, err)
 	}
 	srv.GracefulStop()
 	return res.final, nil

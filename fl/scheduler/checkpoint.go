@@ -83,6 +83,7 @@ type checkpointRound struct {
 	Seconds          jfloat            `json:"seconds"`
 	BytesIn          int64             `json:"bytes_in"`
 	BytesOut         int64             `json:"bytes_out"`
+	Privacy          map[string]jfloat `json:"privacy,omitempty"`
 }
 
 // jfloat is a float64 that survives JSON when it is NaN or ±Inf (a round
@@ -194,7 +195,7 @@ func (c *Checkpoint) encode() (tensor.Weights, map[string]string, error) {
 		h.History = append(h.History, checkpointRound{Round: s.Round, Participants: s.Participants, Accepted: s.Accepted,
 			Rejected: s.Rejected, Stragglers: s.Stragglers, ClosedBy: s.ClosedBy, EvalLoss: jfloat(s.EvalLoss),
 			EvalMetrics: toJ(s.EvalMetrics), LocalEvalMetrics: toJ(s.LocalEvalMetrics), Seconds: jfloat(s.Seconds),
-			BytesIn: s.BytesIn, BytesOut: s.BytesOut})
+			BytesIn: s.BytesIn, BytesOut: s.BytesOut, Privacy: toJ(s.Privacy)})
 	}
 	hdr, err := json.Marshal(h)
 	if err != nil {
@@ -289,7 +290,7 @@ func DecodeCheckpoint(r io.Reader) (*Checkpoint, error) {
 		c.History = append(c.History, RoundSummary{Round: s.Round, Participants: s.Participants, Accepted: s.Accepted,
 			Rejected: s.Rejected, Stragglers: s.Stragglers, ClosedBy: s.ClosedBy, EvalLoss: float64(s.EvalLoss),
 			EvalMetrics: fromJ(s.EvalMetrics), LocalEvalMetrics: fromJ(s.LocalEvalMetrics), Seconds: float64(s.Seconds),
-			BytesIn: s.BytesIn, BytesOut: s.BytesOut})
+			BytesIn: s.BytesIn, BytesOut: s.BytesOut, Privacy: fromJ(s.Privacy)})
 	}
 	if err := c.check(); err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)

@@ -37,6 +37,12 @@ type EvaluationObserver interface {
 	Evaluated(r int, seconds float64, m map[string]float64)
 }
 
+// StopObserver is an Observer that also wants to know when a RoundGate
+// stopped the federation before round r (reason: the gate's one line).
+type StopObserver interface {
+	FederationStopped(r int, reason string)
+}
+
 // MetricsEvent is one ReportMetrics call that was accepted.
 type MetricsEvent struct {
 	Round        int

@@ -18,7 +18,7 @@ func (s *Scheduler) Run(ctx context.Context) (tensor.Weights, []RoundSummary, er
 	s.log.Info("federation starts", "rounds", s.cfg.Rounds, "first_round", s.first, "collaborators", s.cfg.Collaborators,
 		"strategy", s.cfg.Strategy.Name(), "plan_hash", ShortHash(s.cfg.PlanHash), "params", s.global.NumParams(),
 		"straggler_cutoff", s.cfg.Straggler.Cutoff, "straggler_needed", s.cfg.Straggler.Needed, "min_updates", s.cfg.MinCollaborators)
-	for r := s.first; r <= s.cfg.Rounds; r++ {
+	for r := s.first; r <= s.cfg.Rounds && s.Stopped() == nil; r++ {
 		sum, err := s.runRound(ctx, r, history)
 		if err != nil {
 			s.mu.Lock()
@@ -107,12 +107,20 @@ func (s *Scheduler) runRound(ctx context.Context, r int, history []RoundSummary)
 	s.mu.Lock()
 	s.global = next
 	if r < s.cfg.Rounds {
-		s.openRound(r + 1)
+		if err := s.gate(r + 1); err != nil {
+			s.stop(r+1, err)
+		} else {
+			s.openRound(r + 1)
+		}
 	}
 	s.mu.Unlock()
 	s.log.Info("round closed", "round", r, "participants", sum.Participants, "accepted", sum.Accepted,
 		"rejected", len(sum.Rejected), "examples", in.examples, "eval_loss", sum.EvalLoss, "eval_metrics", sum.EvalMetrics,
 		"local_eval", sum.LocalEvalMetrics, "seconds", sum.Seconds, "bytes_in", sum.BytesIn, "bytes_out", sum.BytesOut)
+	if sum.Privacy != nil {
+		s.log.Info("round privacy", "round", r, "epsilon", sum.Privacy["dp_epsilon"], "delta", sum.Privacy["dp_delta"],
+			"privacy", sum.Privacy)
+	}
 	s.cfg.Observer.RoundClosed(sum)
 	return sum, nil
 }
@@ -241,7 +249,7 @@ func (s *Scheduler) aggregate(ctx context.Context, r int, in *roundInput) (tenso
 	in.examples = rep.NumExamples
 	sum := RoundSummary{Round: r, Participants: in.participants, Stragglers: in.stragglers, ClosedBy: in.closedBy,
 		Accepted: rep.Accepted, Rejected: rep.Rejected, EvalLoss: nanLoss(),
-		AggregateSeconds: aggSeconds, BytesIn: in.bytesIn, BytesOut: in.bytesOut}
+		AggregateSeconds: aggSeconds, BytesIn: in.bytesIn, BytesOut: in.bytesOut, Privacy: rep.Privacy}
 	sum.EvaluateSeconds = s.evaluate(ctx, r, next)
 	if len(in.evals) > 0 {
 		if loss, m, err := s.cfg.Strategy.AggregateEvaluate(r, in.evals); err == nil {

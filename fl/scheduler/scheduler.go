@@ -138,6 +138,19 @@ type RoundSummary struct {
 	// BytesIn / BytesOut are the encoded chunk bytes received (updates) and
 	// sent (model downloads) during the round.
 	BytesIn, BytesOut int64
+	// Privacy is the strategy's differential-privacy accounting of the
+	// round (strategy.AggregateReport.Privacy: dp_epsilon, dp_delta, …),
+	// nil without DP. It is checkpointed with the history.
+	Privacy map[string]float64
+}
+
+// RoundGate is implemented by strategies that may refuse to open a round,
+// such as fl/privacy's DP-FedAvg when the round would exceed the privacy
+// budget. The scheduler asks before opening every round; a refusal stops
+// the federation cleanly after the last committed round (collaborators are
+// told DONE) and its one-line reason is logged and returned by Stopped.
+type RoundGate interface {
+	BeforeRound(round int) error
 }
 
 // collabState is what the scheduler knows of one collaborator.
@@ -178,6 +191,8 @@ type Scheduler struct {
 	bytesOut atomic.Int64
 	in0      int64 // bytesIn when the current round opened
 	out0     int64
+
+	gateStop error // a RoundGate refusal: the federation ended early
 }
 
 // New checks cfg and returns a Scheduler whose first round is open.
@@ -235,10 +250,40 @@ func New(cfg Config) (*Scheduler, error) {
 	if s.first > cfg.Rounds {
 		s.done = true
 		s.round = cfg.Rounds + 1
+	} else if err := s.gate(s.first); err != nil {
+		s.stop(s.first, err)
 	} else {
 		s.openRound(s.first)
 	}
 	return s, nil
+}
+
+// gate asks a RoundGate strategy whether round r may open.
+func (s *Scheduler) gate(r int) error {
+	if g, ok := s.cfg.Strategy.(RoundGate); ok {
+		return g.BeforeRound(r)
+	}
+	return nil
+}
+
+// stop ends the federation before round r, which the gate refused; s.mu
+// held or not yet shared.
+func (s *Scheduler) stop(r int, err error) {
+	s.gateStop = err
+	s.done = true
+	s.round = s.cfg.Rounds + 1
+	s.log.Warn("federation stops early: "+err.Error(), "reason", err.Error())
+	if o, ok := s.cfg.Observer.(StopObserver); ok {
+		o.FederationStopped(r, err.Error())
+	}
+}
+
+// Stopped is the reason the federation ended before its last round (a
+// RoundGate refusal), or nil.
+func (s *Scheduler) Stopped() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gateStop
 }
 
 func withDefaults(cfg Config) Config {

@@ -127,6 +127,9 @@ type AggregateReport struct {
 	UpdateNorms map[string]float64
 	// Scores holds Krum's score of every accepted client (smaller is better).
 	Scores map[string]float64
+	// Privacy holds a differentially private wrapper's accounting of the
+	// round (fl/privacy: dp_epsilon, dp_delta, dp_clip_norm, …); nil otherwise.
+	Privacy map[string]float64
 }
 
 // State is a strategy's mutable state (server-optimiser moments and step
