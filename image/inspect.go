@@ -2,6 +2,7 @@ package image
 
 import (
 	"archive/tar"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -57,6 +58,12 @@ func Inspect(img v1.Image) (*Report, error) {
 	d, err := img.Digest()
 	if err != nil {
 		return nil, fmt.Errorf("image: digest: %w", err)
+	}
+	// Every blob against its descriptor first: manifest, config, each
+	// layer's compressed digest, size and diff ID. A store (an OCI layout
+	// on disk, a tarball) is not trusted to have checked them.
+	if err := verifyBlobs(img, d); err != nil {
+		return nil, fmt.Errorf("image %s: blobs do not match their digests: %w", d, err)
 	}
 	m, err := img.Manifest()
 	if err != nil {
@@ -240,4 +247,74 @@ func checkTrusted(manifest []byte, files map[string]fileInfo) (int, error) {
 		}
 	}
 	return len(doc.SGX.TrustedFiles), nil
+}
+
+// verifyBlobs recomputes the manifest's, the config's and every layer's
+// digest (compressed and uncompressed) and size against their descriptors.
+func verifyBlobs(img v1.Image, digest v1.Hash) error {
+	raw, err := img.RawManifest()
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	if h := sha256Of(raw); h != digest.Hex || digest.Algorithm != "sha256" {
+		return fmt.Errorf("manifest hashes to sha256:%s: %w", h, ErrMismatch)
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(raw))
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	rc, err := img.RawConfigFile()
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if h := sha256Of(rc); h != m.Config.Digest.Hex || int64(len(rc)) != m.Config.Size {
+		return fmt.Errorf("config hashes to sha256:%s (%d bytes), manifest says %s (%d bytes): %w", h, len(rc), m.Config.Digest, m.Config.Size, ErrMismatch)
+	}
+	cf, err := v1.ParseConfigFile(bytes.NewReader(rc))
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
+		return fmt.Errorf("config lists %d diff IDs for %d layers: %w", len(cf.RootFS.DiffIDs), len(m.Layers), ErrMismatch)
+	}
+	for i, desc := range m.Layers {
+		l, err := img.LayerByDigest(desc.Digest)
+		if err != nil {
+			return fmt.Errorf("layer %d: %w", i, err)
+		}
+		n, h, err := hashStream(l.Compressed)
+		if err != nil {
+			return fmt.Errorf("layer %d: %w", i, err)
+		}
+		if h != desc.Digest.Hex || n != desc.Size {
+			return fmt.Errorf("layer %d hashes to sha256:%s (%d bytes), manifest says %s (%d bytes): %w", i, h, n, desc.Digest, desc.Size, ErrMismatch)
+		}
+		_, h, err = hashStream(l.Uncompressed)
+		if err != nil {
+			return fmt.Errorf("layer %d: uncompressing: %w", i, err)
+		}
+		if h != cf.RootFS.DiffIDs[i].Hex {
+			return fmt.Errorf("layer %d uncompresses to sha256:%s, config's diff ID is %s: %w", i, h, cf.RootFS.DiffIDs[i], ErrMismatch)
+		}
+	}
+	return nil
+}
+
+func sha256Of(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func hashStream(open func() (io.ReadCloser, error)) (int64, string, error) {
+	r, err := open()
+	if err != nil {
+		return 0, "", err
+	}
+	defer r.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	if err != nil {
+		return n, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
