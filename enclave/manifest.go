@@ -92,6 +92,11 @@ type ManifestConfig struct {
 	// training plans. They always become trusted files, and no AllowedFiles
 	// entry may equal, contain or lie inside one of them.
 	TrustConfig []string
+	// Root, if set, is a directory holding the enclave's future root file
+	// system (an image being built): TrustedFiles, TrustConfig and
+	// ArgvSrcFile are then absolute paths inside it, hashed from Root and
+	// written as those paths, so the manifest names no host path.
+	Root string
 	// AllowedFiles become sgx.allowed_files: host files or directories the
 	// enclave may read and write without integrity protection. Entries that
 	// start with "dev:" are passed through as device URIs.
@@ -230,7 +235,7 @@ func trustedFiles(cfg ManifestConfig) ([]trustedFile, error) {
 	var trusted []trustedFile
 	seen := map[string]bool{}
 	for _, p := range trustedPaths {
-		files, err := expandTrusted(p)
+		files, err := expandTrusted(cfg.Root, p)
 		if err != nil {
 			return nil, err
 		}
@@ -248,7 +253,13 @@ func trustedFiles(cfg ManifestConfig) ([]trustedFile, error) {
 // allowedFiles returns the allowed files' URIs, sorted without duplicates.
 // An allowed file is never a trust-deciding config or a trusted file.
 func allowedFiles(cfg ManifestConfig, trusted []trustedFile) ([]string, error) {
-	trustConfig, err := canonicalAll(cfg.TrustConfig)
+	canon := canonical
+	if cfg.Root != "" {
+		// Paths inside an image root: compared lexically, never resolved
+		// against the host's symbolic links.
+		canon = func(p string) ([]string, error) { return []string{filepath.Clean(p)}, nil }
+	}
+	trustConfig, err := canonicalAll(canon, cfg.TrustConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +267,7 @@ func allowedFiles(cfg ManifestConfig, trusted []trustedFile) ([]string, error) {
 	for _, tf := range trusted {
 		trustedPaths = append(trustedPaths, strings.TrimPrefix(tf.URI, "file:"))
 	}
-	trustedCanon, err := canonicalAll(trustedPaths)
+	trustedCanon, err := canonicalAll(canon, trustedPaths)
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +276,7 @@ func allowedFiles(cfg ManifestConfig, trusted []trustedFile) ([]string, error) {
 	for _, a := range cfg.AllowedFiles {
 		uri := a
 		if !strings.HasPrefix(a, "dev:") {
-			if uri, err = allowedFileURI(a, trustConfig, trustedCanon); err != nil {
+			if uri, err = allowedFileURI(canon, a, trustConfig, trustedCanon); err != nil {
 				return nil, err
 			}
 		}
@@ -280,7 +291,7 @@ func allowedFiles(cfg ManifestConfig, trusted []trustedFile) ([]string, error) {
 
 // allowedFileURI returns the file: URI of allowed file a once it overlaps
 // no trust-deciding config and is no trusted file.
-func allowedFileURI(a string, trustConfig, trustedCanon []canonPath) (string, error) {
+func allowedFileURI(canonical func(string) ([]string, error), a string, trustConfig, trustedCanon []canonPath) (string, error) {
 	if a == "" {
 		return "", errors.New("manifest: allowed file: empty path")
 	}
@@ -381,11 +392,20 @@ func checkMount(mt Mount) error {
 }
 
 // expandTrusted returns the trusted-file entries for a file or directory.
-func expandTrusted(p string) ([]trustedFile, error) {
+func expandTrusted(root, p string) ([]trustedFile, error) {
 	if p == "" {
 		return nil, errors.New("manifest: trusted file: empty path")
 	}
 	p = filepath.Clean(p)
+	uri := func(path string) string { return "file:" + path }
+	if root != "" {
+		if !filepath.IsAbs(p) {
+			return nil, fmt.Errorf("manifest: trusted file %s: not an absolute path inside the root file system", p)
+		}
+		root = filepath.Clean(root)
+		p = filepath.Join(root, p)
+		uri = func(path string) string { return "file:" + strings.TrimPrefix(path, root) }
+	}
 	fi, err := os.Stat(p)
 	if err != nil {
 		return nil, fmt.Errorf("manifest: trusted file %s: %w", p, unwrapPath(err))
@@ -395,7 +415,7 @@ func expandTrusted(p string) ([]trustedFile, error) {
 		if err != nil {
 			return nil, err
 		}
-		return []trustedFile{{URI: "file:" + p, SHA256: sum}}, nil
+		return []trustedFile{{URI: uri(p), SHA256: sum}}, nil
 	}
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("manifest: trusted file %s: not a regular file or directory", p)
@@ -426,7 +446,7 @@ func expandTrusted(p string) ([]trustedFile, error) {
 		if err != nil {
 			return err
 		}
-		out = append(out, trustedFile{URI: "file:" + path, SHA256: sum})
+		out = append(out, trustedFile{URI: uri(path), SHA256: sum})
 		return nil
 	})
 	if err != nil {
@@ -453,7 +473,7 @@ type canonPath struct {
 	forms []string // absolute lexical form and, if different, symlink-resolved form
 }
 
-func canonicalAll(paths []string) ([]canonPath, error) {
+func canonicalAll(canonical func(string) ([]string, error), paths []string) ([]canonPath, error) {
 	out := make([]canonPath, 0, len(paths))
 	for _, p := range paths {
 		forms, err := canonical(p)

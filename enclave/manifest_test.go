@@ -368,3 +368,49 @@ func TestWriteManifestWriterError(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// TestManifestRoot: with Root, trusted paths are paths inside an image's
+// root file system: hashed there, named without the root.
+func TestManifestRoot(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc", "teeml", "ws"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "usr", "local", "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(root, "usr", "local", "bin", "teeml"), []byte("binary"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc", "teeml", "ws", "plan.yaml"), []byte("rounds: 1\n"), 0o644)
+	var buf bytes.Buffer
+	err := WriteManifest(&buf, ManifestConfig{Root: root, Entrypoint: "/usr/local/bin/teeml", Argv: []string{"/usr/local/bin/teeml", "version"},
+		TrustedFiles: []string{"/usr/local/bin/teeml"}, TrustConfig: []string{"/etc/teeml/ws"}, AllowedFiles: []string{"/tmp/out"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{
+		`{ uri = "file:/usr/local/bin/teeml", sha256 = "` + sha256hex([]byte("binary")) + `" }`,
+		`{ uri = "file:/etc/teeml/ws/plan.yaml", sha256 = "` + sha256hex([]byte("rounds: 1\n")) + `" }`,
+		`"file:/tmp/out"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("manifest lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, root) {
+		t.Fatalf("manifest names the host root %s:\n%s", root, out)
+	}
+	err = WriteManifest(&buf, ManifestConfig{Root: root, Entrypoint: "/usr/local/bin/teeml", TrustedFiles: []string{"usr/local/bin/teeml"}})
+	if err == nil || !strings.Contains(err.Error(), "not an absolute path inside the root") {
+		t.Fatalf("relative path with a root: %v", err)
+	}
+	err = WriteManifest(&buf, ManifestConfig{Root: root, Entrypoint: "/usr/local/bin/teeml", TrustConfig: []string{"/etc/teeml/ws"}, AllowedFiles: []string{"/etc/teeml/ws/plan.yaml"}})
+	if err == nil || !strings.Contains(err.Error(), "overlaps trust-deciding config") {
+		t.Fatalf("allowed file inside trust config under a root: %v", err)
+	}
+}
+
+func sha256hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}

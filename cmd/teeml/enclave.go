@@ -75,6 +75,7 @@ type manifestFile struct {
 	LibOSPath         string            `yaml:"libos_path"`
 	LogLevel          string            `yaml:"log_level"`
 	Env               map[string]string `yaml:"env"`
+	Argv              []string          `yaml:"argv"`
 	ArgvSrcFile       string            `yaml:"argv_src_file"`
 	Mounts            []enclave.Mount   `yaml:"mounts"`
 	EnclaveSize       string            `yaml:"enclave_size"`
@@ -102,7 +103,7 @@ func loadManifestConfig(path string) (enclave.ManifestConfig, error) {
 	}
 	return enclave.ManifestConfig{
 		Entrypoint: m.Entrypoint, LibOSPath: m.LibOSPath, LogLevel: m.LogLevel, Env: m.Env,
-		ArgvSrcFile: m.ArgvSrcFile, Mounts: m.Mounts, EnclaveSize: m.EnclaveSize, MaxThreads: m.MaxThreads,
+		Argv: m.Argv, ArgvSrcFile: m.ArgvSrcFile, Mounts: m.Mounts, EnclaveSize: m.EnclaveSize, MaxThreads: m.MaxThreads,
 		ISVProdID: m.ISVProdID, ISVSVN: m.ISVSVN, Debug: m.Debug, EDMM: m.EDMM,
 		RemoteAttestation: m.RemoteAttestation, TrustedFiles: m.TrustedFiles, TrustConfig: m.TrustConfig,
 		AllowedFiles: m.AllowedFiles,
@@ -110,7 +111,7 @@ func loadManifestConfig(path string) (enclave.ManifestConfig, error) {
 }
 
 func newEnclaveManifestCmd() *cobra.Command {
-	var configPath, out, entrypoint, argvFile string
+	var configPath, out, entrypoint, argvFile, root string
 	var trusted, trustConfig, allowed []string
 	cmd := &cobra.Command{
 		Use:   "manifest",
@@ -133,6 +134,9 @@ func newEnclaveManifestCmd() *cobra.Command {
 			if argvFile != "" {
 				cfg.ArgvSrcFile = argvFile
 			}
+			if root != "" {
+				cfg.Root = root
+			}
 			cfg.TrustedFiles = append(cfg.TrustedFiles, trusted...)
 			cfg.TrustConfig = append(cfg.TrustConfig, trustConfig...)
 			cfg.AllowedFiles = append(cfg.AllowedFiles, allowed...)
@@ -150,6 +154,7 @@ func newEnclaveManifestCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&configPath, "config", "", "YAML file with the manifest settings (entrypoint, trusted_files, trust_config, mounts, ...)")
 	f.StringVar(&entrypoint, "entrypoint", "", "libos.entrypoint (path of the program inside the enclave)")
+	f.StringVar(&root, "root", "", "root file system of an image: trusted paths are absolute paths inside it, hashed there and named without the root")
 	f.StringVar(&argvFile, "argv-file", "", "trusted file holding the program's arguments (loader.argv_src_file)")
 	f.StringArrayVar(&trusted, "trusted", nil, "trusted file or directory (repeatable; hashed)")
 	f.StringArrayVar(&trustConfig, "trust-config", nil, "policy/plan file that decides trust (repeatable; always trusted)")

@@ -43,8 +43,10 @@ func buildTeeml(t *testing.T) string {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if builtBin != "" {
-		os.RemoveAll(filepath.Dir(builtBin))
+	for _, b := range []string{builtBin, staticBin} {
+		if b != "" {
+			os.RemoveAll(filepath.Dir(b))
+		}
 	}
 	os.Exit(code)
 }

@@ -58,6 +58,9 @@ var Rules = []Rule{
 	{From: []string{"ml/trees/...", "ml/kmeans/..."},
 		To:  []string{"fl/...", "vfl/...", "kms/...", "sql/...", "party/...", "attest/...", "ratls/...", "pki/...", "cmd/..."},
 		Why: "classical ML algorithms know nothing of federation, transport or the CLI"},
+	{From: []string{"image/...", "deploy/..."},
+		To:  []string{"party/...", "fl/...", "vfl/...", "kms/...", "sql/...", "ml/...", "serve/...", "cleanroom/...", "cmd/...", "attest/...", "ratls/...", "pki/..."},
+		Why: "packaging (images, the Helm chart) knows files, layers, manifests and values; it runs no party and links no service"},
 	{From: []string{"cmd/teeml"}, To: []string{"party/...", "ratls/...", "net", "google.golang.org/grpc"}, Direct: true,
 		Why: "the CLI parses flags and calls a service; it opens no channel and starts no party itself"},
 }
