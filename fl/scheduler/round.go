@@ -154,7 +154,7 @@ func (s *Scheduler) waitClose(ctx context.Context, r int) (string, error) {
 			s.log.Info("straggler cutoff passed", "round", r, "cutoff", s.cfg.Straggler.Cutoff, "updates", n, "min_updates", s.cfg.MinCollaborators)
 		case <-tick.C:
 			s.mu.Lock()
-			late, why := s.lateReport()
+			late, why := s.lateReport(r)
 			s.mu.Unlock()
 			s.log.Info(fmt.Sprintf("round %d waits for %d of %d collaborators: %s", r, len(late), len(s.expected), why),
 				"round", r, "late", late, "elapsed", time.Since(start).Round(time.Second))
@@ -168,7 +168,7 @@ func (s *Scheduler) waitClose(ctx context.Context, r int) (string, error) {
 // MinCollaborators updates, else the federation fails.
 func (s *Scheduler) timedOut(r int) (string, error) {
 	s.mu.Lock()
-	late, why := s.lateReport()
+	late, why := s.lateReport(r)
 	n := len(s.updates)
 	s.mu.Unlock()
 	if n < s.cfg.MinCollaborators {
@@ -203,7 +203,7 @@ func (s *Scheduler) closeRound(r int, closedBy string) *roundInput {
 		bytesIn: s.bytesIn.Load() - s.in0, bytesOut: s.bytesOut.Load() - s.out0}
 	if closedBy != ClosedAll {
 		var why string
-		in.stragglers, why = s.lateReport()
+		in.stragglers, why = s.lateReport(r)
 		if closedBy != ClosedTimeout {
 			s.log.Warn(fmt.Sprintf("round %d closes by straggler policy (%s) with %d of %d updates; stragglers: %s", r, closedBy,
 				len(s.updates), len(s.expected), why), "round", r, "stragglers", in.stragglers, "closed_by", closedBy)

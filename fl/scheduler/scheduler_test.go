@@ -1,9 +1,12 @@
 package scheduler
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -260,4 +263,48 @@ func TestRefusals(t *testing.T) {
 	s.closeRound(1, ClosedPercentage)
 	err = s.Accept(UpdateEvent{Round: 1, Collaborator: "b", NumExamples: 3}, weights())
 	check("late update", err, Closed, "round 1 is closed (current round 1 of 2)")
+}
+
+// TestStragglerReportNamesWhatALateCollaboratorDoes (issue 23, defect 7):
+// a collaborator that downloaded the round's model and is training when
+// the round closes by straggler policy is reported as "training", never as
+// "not seen this round" (closeRound negated the round number before the
+// report was built, so every collaborator looked absent).
+func TestStragglerReportNamesWhatALateCollaboratorDoes(t *testing.T) {
+	var buf bytes.Buffer
+	s, err := New(Config{PlanHash: "plan", Strategy: &strategy.FedAvg{}, Initial: weights(), Collaborators: []string{"a", "b", "c"},
+		Rounds: 2, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := s.Tasks("b"); err != nil || a.Action != Run {
+		t.Fatalf("Tasks(b) = %+v, %v; want Run", a, err)
+	}
+	if _, _, err := s.Model("b", 1); err != nil {
+		t.Fatal(err)
+	}
+	s.ModelSent("b", 1, 10, 0.1)
+	upload(t, s, "a", 1, weights())
+	in := s.closeRound(1, ClosedPercentage)
+	if !slices.Equal(in.stragglers, []string{"b", "c"}) {
+		t.Errorf("stragglers %v, want [b c]", in.stragglers)
+	}
+	var line string
+	for l := range strings.Lines(buf.String()) {
+		if strings.Contains(l, "closes by straggler policy") {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatalf("no straggler line in the log:\n%s", buf.String())
+	}
+	if !strings.Contains(line, "b: training (") {
+		t.Errorf("straggler line does not say b is training: %s", line)
+	}
+	if strings.Contains(line, "b: not seen this round") {
+		t.Errorf("straggler line says b was not seen although it is training: %s", line)
+	}
+	if !strings.Contains(line, "c: never connected") {
+		t.Errorf("straggler line does not say c never connected: %s", line)
+	}
 }
