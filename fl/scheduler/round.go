@@ -101,6 +101,9 @@ func (s *Scheduler) runRound(ctx context.Context, r int, history []RoundSummary)
 		return RoundSummary{}, err
 	}
 	sum.Seconds = s.now().Sub(start).Seconds()
+	if err := s.observerErr(); err != nil {
+		return RoundSummary{}, fmt.Errorf("round %d: %w", r, err)
+	}
 	if err := s.commit(ctx, next, append(slices.Clip(history), sum)); err != nil {
 		return RoundSummary{}, fmt.Errorf("round %d: %w", r, err)
 	}
@@ -114,7 +117,19 @@ func (s *Scheduler) runRound(ctx context.Context, r int, history []RoundSummary)
 		"rejected", len(sum.Rejected), "examples", in.examples, "eval_loss", sum.EvalLoss, "eval_metrics", sum.EvalMetrics,
 		"local_eval", sum.LocalEvalMetrics, "seconds", sum.Seconds, "bytes_in", sum.BytesIn, "bytes_out", sum.BytesOut)
 	s.cfg.Observer.RoundClosed(sum)
+	if err := s.observerErr(); err != nil {
+		return RoundSummary{}, fmt.Errorf("round %d: %w", r, err)
+	}
 	return sum, nil
+}
+
+// observerErr is the Observer's failure to record, if it is a
+// FailingObserver that failed.
+func (s *Scheduler) observerErr() error {
+	if o, ok := s.cfg.Observer.(FailingObserver); ok {
+		return o.Err()
+	}
+	return nil
 }
 
 // waitClose waits until round r may close and says why it does (Closed*),
@@ -296,7 +311,7 @@ func (s *Scheduler) commit(ctx context.Context, next tensor.Weights, history []R
 	c := &Checkpoint{PlanHash: s.cfg.PlanHash, Round: r, Rounds: s.cfg.Rounds, Global: next, Strategy: st, History: history}
 	start := time.Now()
 	if err := s.cfg.Commit(ctx, c); err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
+		return fmt.Errorf("commit: %w", err) // Commit's errors name what failed ("checkpoint: …", "best model: …")
 	}
 	s.log.Info("round committed", "round", r, "seconds", time.Since(start).Seconds())
 	return nil

@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -306,5 +308,60 @@ func TestStragglerReportNamesWhatALateCollaboratorDoes(t *testing.T) {
 	}
 	if !strings.Contains(line, "c: never connected") {
 		t.Errorf("straggler line does not say c never connected: %s", line)
+	}
+}
+
+// doubledPrefix matches an error text repeating its own prefix, e.g.
+// "checkpoint: checkpoint: …".
+var doubledPrefix = regexp.MustCompile(`(?:^|: )([a-z][a-z ]*): ([a-z][a-z ]*): `)
+
+func hasDoubledPrefix(s string) bool {
+	for _, m := range doubledPrefix.FindAllStringSubmatch(s, -1) {
+		if m[1] == m[2] {
+			return true
+		}
+	}
+	return false
+}
+
+// TestCheckpointWriteErrorHasOnePrefix (issue 23, defect 10): the
+// checkpoint of round 1 cannot be written (its directory does not exist);
+// the run fails with one line naming the round and the checkpoint once
+// ("checkpoint: checkpoint:" before: the scheduler wrapped Commit's error,
+// which WriteCheckpoint had already prefixed).
+func TestCheckpointWriteErrorHasOnePrefix(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing", "checkpoint")
+	s, err := New(Config{PlanHash: "plan", Strategy: &strategy.FedAvg{}, Initial: weights(), Collaborators: []string{"a"},
+		Rounds: 2, DoneGrace: time.Nanosecond, Logger: quietLogger(),
+		Commit: func(_ context.Context, c *Checkpoint) error { return WriteCheckpoint(path, c) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := s.Run(ctx)
+		done <- err
+	}()
+	upload(t, s, "a", 1, weights())
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		t.Fatal("the run did not end")
+	}
+	if err == nil {
+		t.Fatal("the run succeeded although its checkpoint could not be written")
+	}
+	msg := err.Error()
+	if strings.Count(msg, "checkpoint:") != 1 || !strings.HasPrefix(msg, "round 1: commit: checkpoint: ") ||
+		!strings.Contains(msg, "no such file or directory") || strings.Contains(msg, "\n") {
+		t.Errorf("run error %q, want one line: round 1: commit: checkpoint: <reason>", msg)
+	}
+	if hasDoubledPrefix(msg) {
+		t.Errorf("doubled prefix in %q", msg)
+	}
+	if !hasDoubledPrefix("round 1: checkpoint: checkpoint: x") || hasDoubledPrefix("round 1: commit: checkpoint: x") {
+		t.Error("hasDoubledPrefix does not recognise a doubled prefix")
 	}
 }
