@@ -183,8 +183,8 @@ type Aggregation struct {
 
 // Validator is aggregation.validator (strategy.Validator).
 type Validator struct {
-	MaxUpdateNorm  float64 // max_update_norm ≥ 0; 0 = unbounded
-	MaxNumExamples int     // max_num_examples ≥ 0; 0 = unbounded
+	MaxUpdateNorm  float64 // max_update_norm ≥ 0; 0 = derived from the round (see Plan.Validator)
+	MaxNumExamples int     // max_num_examples ≥ 0; 0 = derived from the partitioning (Plan.ExamplesCap)
 	MinAccepted    int     // min_accepted ≥ 0; 0 = 1
 }
 
@@ -541,10 +541,10 @@ func (p *Plan) validateAggregation() error {
 		}
 	}
 	if v := ag.Validator.MaxUpdateNorm; !(v >= 0) || !finite(v) {
-		return p.errf("aggregation.validator.max_update_norm", "must be ≥ 0 and finite (0 = unbounded), got %v", v)
+		return p.errf("aggregation.validator.max_update_norm", "must be ≥ 0 and finite (0 = derived from the round's median norm), got %v", v)
 	}
 	if ag.Validator.MaxNumExamples < 0 {
-		return p.errf("aggregation.validator.max_num_examples", "must be ≥ 0 (0 = unbounded), got %d", ag.Validator.MaxNumExamples)
+		return p.errf("aggregation.validator.max_num_examples", "must be ≥ 0 (0 = derived from the plan's shard sizes), got %d", ag.Validator.MaxNumExamples)
 	}
 	if ag.Validator.MinAccepted < 0 {
 		return p.errf("aggregation.validator.min_accepted", "must be ≥ 0, got %d", ag.Validator.MinAccepted)
@@ -609,11 +609,7 @@ func checkSetting(k string, v float64) error {
 // validator. workers bounds aggregation goroutines (≤ 0: GOMAXPROCS).
 func (p *Plan) Strategy(workers int) (strategy.Strategy, error) {
 	ag := &p.Aggregation
-	o := strategy.Options{Workers: workers, Validator: strategy.Validator{
-		MaxUpdateNorm:  ag.Validator.MaxUpdateNorm,
-		MaxNumExamples: ag.Validator.MaxNumExamples,
-		MinAccepted:    ag.Validator.MinAccepted,
-	}}
+	o := strategy.Options{Workers: workers, Validator: p.Validator()}
 	s, err := strategy.New(ag.Strategy, o)
 	if err != nil {
 		return nil, err
