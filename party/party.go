@@ -280,16 +280,19 @@ func (p *Party) WatchFederation(ctx context.Context, log *slog.Logger) (stop fun
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p.Federation.Watch(ctx, p.Config.FederationReload, log)
+		p.Federation.Watch(ctx, p.ReloadInterval(), log)
 	}()
 	log.Info("watching the federation bundle", "bundle", p.Federation.Path(), "interval", p.ReloadInterval())
 	return func() { cancel(); <-done }
 }
 
-// ReloadInterval is how often WatchFederation re-reads the bundle.
+// ReloadInterval is how often WatchFederation re-reads the bundle:
+// Config.FederationReload, at least MinFederationReload (a configuration
+// embedded in another file is not checked by ParseConfig), default
+// pki.DefaultReloadInterval.
 func (p *Party) ReloadInterval() time.Duration {
 	if d := p.Config.FederationReload; d > 0 {
-		return d
+		return max(d, MinFederationReload)
 	}
 	return pki.DefaultReloadInterval
 }
