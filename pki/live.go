@@ -34,9 +34,14 @@ type LiveFederation struct {
 	root *x509.Certificate
 	cur  atomic.Pointer[Federation]
 
-	mu      sync.Mutex // serialises Reload
-	raw     []byte     // the current bundle's bytes
-	lastBad []byte     // the last refused content, logged once
+	mu  sync.Mutex // serialises Reload
+	raw []byte     // the current bundle's bytes
+	// bad is the last refusal's error text and content: Watch logs a
+	// refusal once, not at every tick.
+	bad struct {
+		msg  string
+		data []byte
+	}
 }
 
 var (
@@ -89,28 +94,66 @@ func (l *LiveFederation) RecheckIdentity(id *ratls.Identity, now time.Time) erro
 func (l *LiveFederation) Reload() (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b, err := os.ReadFile(l.path)
+	changed, _, err := l.reloadLocked()
+	return changed, err
+}
+
+// watchReload is Watch's Reload: it also reports whether a refusal is new
+// (another error or another content than Watch's last refusal), so that a
+// bad bundle is logged once, not at every tick.
+func (l *LiveFederation) watchReload() (changed, newRefusal bool, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	changed, b, err := l.reloadLocked()
+	if err == nil {
+		l.bad.msg, l.bad.data = "", nil
+		return changed, false, nil
+	}
+	newRefusal = err.Error() != l.bad.msg || !bytes.Equal(b, l.bad.data)
+	l.bad.msg, l.bad.data = err.Error(), b
+	return false, newRefusal, err
+}
+
+// reloadLocked reads the bundle file and takes it if it changed and
+// verifies; it returns what it read. l.mu held.
+func (l *LiveFederation) reloadLocked() (bool, []byte, error) {
+	b, err := l.read()
+	if err != nil || bytes.Equal(b, l.raw) {
+		return false, b, err
+	}
+	f, err := l.check(b)
 	if err != nil {
-		return false, fmt.Errorf("pki: federation bundle: %w", err)
-	}
-	if bytes.Equal(b, l.raw) {
-		return false, nil
-	}
-	f, err := NewFederation(b, l.root)
-	if err != nil {
-		return false, fmt.Errorf("%w (%s)", err, l.path)
-	}
-	cur := l.Current()
-	if f.name != cur.name {
-		return false, fmt.Errorf("pki: federation bundle %s is of federation %q, not %q", l.path, f.name, cur.name)
-	}
-	if f.crlNumber().Cmp(cur.crlNumber()) < 0 {
-		return false, fmt.Errorf("pki: federation bundle %s has CRL number %s, older than the current %s: an older bundle would undo revocations",
-			l.path, f.crlNumber(), cur.crlNumber())
+		return false, b, err
 	}
 	l.raw = b
 	l.cur.Store(f)
-	return true, nil
+	return true, b, nil
+}
+
+func (l *LiveFederation) read() ([]byte, error) {
+	b, err := os.ReadFile(l.path)
+	if err != nil {
+		return nil, fmt.Errorf("pki: federation bundle: %w", err)
+	}
+	return b, nil
+}
+
+// check verifies a new bundle b against the pinned root and the current
+// federation; l.mu held.
+func (l *LiveFederation) check(b []byte) (*Federation, error) {
+	f, err := NewFederation(b, l.root)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%s)", err, l.path)
+	}
+	cur := l.Current()
+	if f.name != cur.name {
+		return nil, fmt.Errorf("pki: federation bundle %s is of federation %q, not %q", l.path, f.name, cur.name)
+	}
+	if f.crlNumber().Cmp(cur.crlNumber()) < 0 {
+		return nil, fmt.Errorf("pki: federation bundle %s has CRL number %s, older than the current %s: an older bundle would undo revocations",
+			l.path, f.crlNumber(), cur.crlNumber())
+	}
+	return f, nil
 }
 
 // Watch calls Reload every interval (DefaultReloadInterval when ≤ 0) until
@@ -132,15 +175,10 @@ func (l *LiveFederation) Watch(ctx context.Context, interval time.Duration, log 
 			return
 		case <-t.C:
 		}
-		changed, err := l.Reload()
+		changed, newRefusal, err := l.watchReload()
 		switch {
 		case err != nil:
-			b, _ := os.ReadFile(l.path)
-			l.mu.Lock()
-			first := !bytes.Equal(b, l.lastBad) || l.lastBad == nil
-			l.lastBad = b
-			l.mu.Unlock()
-			if first {
+			if newRefusal {
 				f := l.Current()
 				log.Error(fmt.Sprintf("federation bundle reload refused, keeping CRL %s: %v", f.crlNumber(), err),
 					"bundle", l.path, "crl_number", f.crlNumber().String())
