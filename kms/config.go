@@ -235,6 +235,7 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 		also = append(also, "root key "+root.Describe())
 	}
 	p.Announce(o.Out, log, also...)
+	defer p.WatchFederation(ctx, log)()
 	log.Info("kms: root key", "root_key", root.Describe())
 	st, err := store.Open(ctx, c.Store)
 	if err != nil {
@@ -266,7 +267,8 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 	if err != nil {
 		return fmt.Errorf("kms: listen %s: %w", c.Listen, err)
 	}
-	srv := grpc.NewServer(grpc.Creds(auditedCreds{TransportCredentials: creds, b: b}), grpc.MaxConcurrentStreams(1024))
+	srv := grpc.NewServer(append(p.ServerOptions(log),
+		grpc.Creds(auditedCreds{TransportCredentials: creds, b: b}), grpc.MaxConcurrentStreams(1024))...)
 	b.Register(srv)
 	var metricsSrv *promserve.Server
 	if c.MetricsListen != "" {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/attest/verifier"
 	"github.com/teeml/teeml/internal/yamlx"
+	"github.com/teeml/teeml/pki"
 )
 
 // Config is a party's configuration: where its attestation evidence comes
@@ -46,6 +48,10 @@ type Config struct {
 	TrustedSimKeys string    `yaml:"trusted_sim_keys,omitempty"`
 	// KMS is the optional key broker section.
 	KMS *KMSConfig `yaml:"kms,omitempty"`
+	// FederationReload (federation_reload, a Go duration such as "30s";
+	// default pki.DefaultReloadInterval) is how often a running party
+	// re-reads its federation bundle (Party.WatchFederation).
+	FederationReload time.Duration `yaml:"federation_reload,omitempty"`
 }
 
 // SimConfig is the sim section of a Config.
@@ -100,6 +106,9 @@ func LoadConfig(path string) (*Config, error) {
 	return ParseConfig(b, path)
 }
 
+// MinFederationReload is the shortest federation_reload accepted.
+const MinFederationReload = 100 * time.Millisecond
+
 // MaxConfigSize bounds a party configuration file.
 const MaxConfigSize = 1 << 20
 
@@ -114,6 +123,10 @@ func ParseConfig(b []byte, name string) (*Config, error) {
 	}
 	if err := c.Normalize(); err != nil {
 		return nil, fmt.Errorf("%w %w", ErrConfig, yamlx.Errorf(name, lines["platform"], "platform", "%s", err))
+	}
+	if c.FederationReload < 0 || (c.FederationReload > 0 && c.FederationReload < MinFederationReload) {
+		return nil, fmt.Errorf("%w %w", ErrConfig, yamlx.Errorf(name, lines["federation_reload"], "federation_reload",
+			"%s: want at least %s (or omit it: %s)", c.FederationReload, MinFederationReload, pki.DefaultReloadInterval))
 	}
 	return &c, nil
 }

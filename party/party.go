@@ -98,9 +98,10 @@ type Party struct {
 	// Role is the certified role (PKI) or the role claimed (attestation only).
 	Role string
 	// Cert, Key and Federation are nil for an attestation-only party.
+	// Federation is re-read while the party runs (WatchFederation).
 	Cert       *x509.Certificate
 	Key        *ecdsa.PrivateKey
-	Federation *pki.Federation
+	Federation *pki.LiveFederation
 	Issuer     attest.Issuer
 	Verifier   attest.Verifier
 	Config     *Config
@@ -140,7 +141,7 @@ func Load(f Files, name, role string, log *slog.Logger) (*Party, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity key: %w", err)
 	}
-	fed, err := pki.LoadFederation(f.Bundle, f.Root)
+	fed, err := pki.LoadLiveFederation(f.Bundle, f.Root)
 	if err != nil {
 		return nil, err
 	}
@@ -257,6 +258,55 @@ func (p *Party) Credentials(ctx context.Context, peer Peer, server bool, log *sl
 		return nil, nil, err
 	}
 	return c, src.Close, nil
+}
+
+// WatchFederation re-reads the federation bundle (CRL, members) every
+// Config.FederationReload (default pki.DefaultReloadInterval) until ctx
+// ends or stop is called, so that a revocation takes effect without a
+// restart: new handshakes verify against the new bundle, and servers built
+// with ServerOptions refuse further calls on connections of a revoked
+// member. A bundle that does not verify (signature, pinned root, older CRL)
+// is refused with a one-line error and the old one stays in force. It is a
+// no-op for an attestation-only party. Every service calls it once at
+// start-up.
+func (p *Party) WatchFederation(ctx context.Context, log *slog.Logger) (stop func()) {
+	if !p.PKI() {
+		return func() {}
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.Federation.Watch(ctx, p.ReloadInterval(), log)
+	}()
+	log.Info("watching the federation bundle", "bundle", p.Federation.Path(), "interval", p.ReloadInterval())
+	return func() { cancel(); <-done }
+}
+
+// ReloadInterval is how often WatchFederation re-reads the bundle:
+// Config.FederationReload, at least MinFederationReload (a configuration
+// embedded in another file is not checked by ParseConfig), default
+// pki.DefaultReloadInterval.
+func (p *Party) ReloadInterval() time.Duration {
+	if d := p.Config.FederationReload; d > 0 {
+		return max(d, MinFederationReload)
+	}
+	return pki.DefaultReloadInterval
+}
+
+// ServerOptions are the gRPC server options every server of the party
+// uses besides its credentials: with a federation identity, each call's
+// peer identity is rechecked against the bundle in force
+// (ratls.RecheckServerOptions), so a member revoked while connected is
+// refused at its next call.
+func (p *Party) ServerOptions(log *slog.Logger) []grpc.ServerOption {
+	if !p.PKI() {
+		return nil
+	}
+	return ratls.RecheckServerOptions(p.Federation, nil, log)
 }
 
 // Announce prints (to out) and logs (WARN) the simulation banner when the

@@ -55,6 +55,9 @@ func TestConfigStrict(t *testing.T) {
 		{"platform: sgx\n", "platform"},
 		{"platform: sim\nsim: 3\n", "p.yaml:2: sim"},
 		{"platform: sim\nplatform: tsm\n", "duplicate"},
+		{"platform: sim\nfederation_reload: 10ms\n", "p.yaml:2: federation_reload: 10ms: want at least 100ms"},
+		{"platform: sim\nfederation_reload: -1s\n", "p.yaml:2: federation_reload"},
+		{"platform: sim\nfederation_reload: soon\n", "federation_reload"},
 	} {
 		_, err := party.ParseConfig([]byte(tc.yaml), "p.yaml")
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "p.yaml") || !errors.Is(err, party.ErrConfig) {
@@ -78,6 +81,10 @@ func TestConfigStrict(t *testing.T) {
 	c2, err := party.ParseConfig(c.Marshal(), "again")
 	if err != nil || *c2 != *c {
 		t.Errorf("round trip: %+v, %v", c2, err)
+	}
+	c.FederationReload = 1500 * time.Millisecond
+	if c3, err := party.ParseConfig(c.Marshal(), "again"); err != nil || c3.FederationReload != 1500*time.Millisecond {
+		t.Errorf("federation_reload round trip: %+v, %v", c3, err)
 	}
 }
 

@@ -91,6 +91,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		return err
 	}
 	p.Announce(o.Out, o.Log)
+	defer p.WatchFederation(ctx, o.Log)()
 	repo, err := LoadRepository(o.Repository)
 	if err != nil {
 		return err
@@ -159,7 +160,8 @@ func Run(ctx context.Context, o RunOptions) error {
 			return fmt.Errorf("serve: listen %s: %w", o.GRPCListen, err)
 		}
 		grpcAddr = lis.Addr().String()
-		gs = grpc.NewServer(grpc.Creds(creds), grpc.MaxRecvMsgSize(int(s.o.MaxBody)), grpc.MaxConcurrentStreams(1024))
+		gs = grpc.NewServer(append(p.ServerOptions(o.Log),
+			grpc.Creds(creds), grpc.MaxRecvMsgSize(int(s.o.MaxBody)), grpc.MaxConcurrentStreams(1024))...)
 		s.RegisterGRPC(gs)
 		go func() { errc <- gs.Serve(lis) }()
 	}

@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/workspace"
 )
 
@@ -65,7 +67,7 @@ func newFLCmd() *cobra.Command {
 	_ = imp.MarkFlagRequired("dir")
 	ws.AddCommand(create, export, imp)
 
-	pl := &cobra.Command{Use: "plan", Short: "Initialise and freeze the federation plan"}
+	pl := &cobra.Command{Use: "plan", Short: "Initialise, freeze and lint the federation plan"}
 	var planWS, agg string
 	initCmd := &cobra.Command{
 		Use:   "init",
@@ -82,7 +84,40 @@ func newFLCmd() *cobra.Command {
 	}
 	initCmd.Flags().StringVarP(&planWS, "workspace", "w", ".", "workspace directory")
 	initCmd.Flags().StringVarP(&agg, "aggregator", "a", "", "aggregator address HOST[:PORT]")
-	pl.AddCommand(initCmd)
+	var lintWS, lintPlan string
+	var lintStrict bool
+	lintCmd := &cobra.Command{
+		Use:   "lint",
+		Short: "Warn about every unbounded or weak Byzantine and liveness knob of the plan (norm bound, example cap, min_accepted, strategy, round timeout)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := lintPlan
+			if path == "" {
+				path = filepath.Join(lintWS, "plan", "plan.yaml")
+			}
+			warnings, err := plan.LintFile(path)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			for _, w := range warnings {
+				fmt.Fprintln(out, "warning: "+w)
+			}
+			if len(warnings) == 0 {
+				fmt.Fprintf(out, "%s: every knob is bounded\n", path)
+				return nil
+			}
+			fmt.Fprintf(out, "%s: %d warnings\n", path, len(warnings))
+			if lintStrict {
+				return fmt.Errorf("plan lint: %s: %d warnings (--strict)", path, len(warnings))
+			}
+			return nil
+		},
+	}
+	lintCmd.Flags().StringVarP(&lintWS, "workspace", "w", ".", "workspace directory (its plan/plan.yaml)")
+	lintCmd.Flags().StringVar(&lintPlan, "plan", "", "plan file (instead of the workspace's)")
+	lintCmd.Flags().BoolVar(&lintStrict, "strict", false, "exit non-zero when there is any warning")
+	pl.AddCommand(initCmd, lintCmd)
 
 	col := &cobra.Command{Use: "collaborator", Short: "Manage the plan's collaborators"}
 	var colWS, name, data string

@@ -49,3 +49,35 @@ func TestFLWorkspaceFlowThroughBinary(t *testing.T) {
 		}
 	}
 }
+
+// TestFLPlanLint: teeml fl plan lint prints one warning per weak knob of
+// the workspace's plan and exits 0, or non-zero with --strict; a missing
+// plan is a one-line error.
+func TestFLPlanLint(t *testing.T) {
+	bin := buildTeeml(t)
+	ws := filepath.Join(t.TempDir(), "ws")
+	if _, e, code := run(t, bin, "fl", "workspace", "create", "--prefix", ws, "--template", "digits_mlp"); code != 0 {
+		t.Fatalf("workspace create: exit %d: %s", code, e)
+	}
+	out, e, code := run(t, bin, "fl", "plan", "lint", "-w", ws)
+	if code != 0 {
+		t.Fatalf("lint: exit %d: %s", code, e)
+	}
+	for _, want := range []string{"aggregation.validator.max_update_norm: 0: the derived bound", "aggregation.validator.min_accepted: 1:",
+		"aggregation.strategy: fedavg is a mean", "3 warnings"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("lint output lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "warning: "+filepath.Join(ws, "plan", "plan.yaml")+":"); n != 3 {
+		t.Errorf("%d warning lines naming the plan file, want 3:\n%s", n, out)
+	}
+	_, e, code = run(t, bin, "fl", "plan", "lint", "-w", ws, "--strict")
+	if code == 0 || !strings.HasPrefix(e, "teeml: plan lint: ") || strings.Count(strings.TrimSpace(e), "\n") != 0 {
+		t.Errorf("lint --strict: exit %d, stderr %q", code, e)
+	}
+	_, e, code = run(t, bin, "fl", "plan", "lint", "--plan", filepath.Join(ws, "missing.yaml"))
+	if code == 0 || !strings.HasPrefix(e, "teeml: plan: ") || strings.Count(strings.TrimSpace(e), "\n") != 0 {
+		t.Errorf("lint of a missing plan: exit %d, stderr %q", code, e)
+	}
+}

@@ -18,17 +18,21 @@ import (
 
 // Observer turns the aggregator's events into Records (Recorder) and
 // Prometheus metrics (Prom, optional). It implements protocol.Observer.
-// Recorder failures (e.g. a full disk) are logged, once until the next
-// success, and never stop the federation.
+// A Recorder failure (e.g. a full disk) is logged once and kept: Err
+// returns the first one, and the scheduler, which checks it before it
+// commits a round and after the round's last record (see
+// scheduler.FailingObserver), fails the run with it. A run whose metrics
+// file lost records is not a completed run: its report would silently miss
+// what happened.
 type Observer struct {
 	rec  Recorder
 	prom *Prom
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	round   int
-	sent    map[sentKey]sentModel
-	failing bool
+	mu    sync.Mutex
+	round int
+	sent  map[sentKey]sentModel
+	err   error // the first failed write or sync
 }
 
 type sentKey struct {
@@ -44,6 +48,7 @@ type sentModel struct {
 var (
 	_ protocol.Observer            = (*Observer)(nil)
 	_ scheduler.EvaluationObserver = (*Observer)(nil)
+	_ scheduler.FailingObserver    = (*Observer)(nil)
 )
 
 // NewObserver returns an Observer writing to rec (Nop if nil) and updating
@@ -58,18 +63,27 @@ func NewObserver(rec Recorder, prom *Prom, log *slog.Logger) *Observer {
 	return &Observer{rec: rec, prom: prom, log: log, sent: map[sentKey]sentModel{}}
 }
 
-func (o *Observer) write(r Record) {
-	err := o.rec.Record(r)
+func (o *Observer) write(r Record) { o.failed(o.rec.Record(r)) }
+
+// failed keeps err, the first failure of the Recorder, and logs it once.
+func (o *Observer) failed(err error) {
+	if err == nil {
+		return
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	switch {
-	case err != nil && !o.failing:
-		o.failing = true
-		o.log.Warn("metrics file: record not written (further failures are not logged until one succeeds)", "err", err)
-	case err == nil && o.failing:
-		o.failing = false
-		o.log.Info("metrics file: writing again")
+	if o.err == nil {
+		o.err = err
+		o.log.Error("metrics file: record not written; the run fails: "+err.Error(), "err", err)
 	}
+}
+
+// Err returns the first record that could not be written (or synced), nil
+// while every record was. It implements scheduler.FailingObserver.
+func (o *Observer) Err() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.err
 }
 
 func (o *Observer) phase(name string, seconds float64) {
@@ -228,9 +242,7 @@ func (o *Observer) RoundClosed(s protocol.RoundSummary) {
 	o.write(Record{Round: s.Round, Participant: Aggregator, Phase: PhaseRound, Seconds: s.Seconds,
 		Bytes: s.BytesIn + s.BytesOut, BytesIn: s.BytesIn, BytesOut: s.BytesOut,
 		Participants: s.Participants, Accepted: s.Accepted, Rejected: rejected, Metrics: m, Source: "aggregator"})
-	if err := o.rec.Sync(); err != nil {
-		o.log.Warn("metrics file: sync failed", "err", err)
-	}
+	o.failed(o.rec.Sync())
 	if o.prom != nil {
 		o.prom.roundsCompleted.Inc()
 		o.prom.roundSeconds.Observe(s.Seconds)

@@ -133,10 +133,15 @@ func TestObserverRecords(t *testing.T) {
 	}
 }
 
-func TestObserverSurvivesRecorderFailure(t *testing.T) {
+// TestObserverKeepsRecorderFailure: a failed write is logged once and kept
+// (Err), even when later writes succeed: the scheduler fails the run with it.
+func TestObserverKeepsRecorderFailure(t *testing.T) {
 	var log testlog.Buffer
 	m := &memRecorder{fail: true}
 	o := NewObserver(m, nil, log.Logger())
+	if err := o.Err(); err != nil {
+		t.Fatalf("Err before any record: %v", err)
+	}
 	feed(o)
 	if n := strings.Count(log.String(), "record not written"); n != 1 {
 		t.Errorf("failure logged %d times, want once:\n%s", n, log.String())
@@ -144,8 +149,11 @@ func TestObserverSurvivesRecorderFailure(t *testing.T) {
 	m.fail = false
 	o.RoundOpened(9)
 	o.Evaluated(9, 1, nil)
-	if !strings.Contains(log.String(), "writing again") || len(m.recs) != 1 {
-		t.Errorf("recovery not logged or record lost: %d records\n%s", len(m.recs), log.String())
+	if err := o.Err(); err == nil || err.Error() != "disk full" {
+		t.Errorf("Err after a failed write and a good one = %v, want the first failure", err)
+	}
+	if len(m.recs) != 1 {
+		t.Errorf("%d records after recovery, want 1", len(m.recs))
 	}
 }
 

@@ -185,8 +185,8 @@ type Aggregation struct {
 
 // Validator is aggregation.validator (strategy.Validator).
 type Validator struct {
-	MaxUpdateNorm  float64 // max_update_norm ≥ 0; 0 = unbounded
-	MaxNumExamples int     // max_num_examples ≥ 0; 0 = unbounded
+	MaxUpdateNorm  float64 // max_update_norm ≥ 0; 0 = derived from the round (see Plan.Validator)
+	MaxNumExamples int     // max_num_examples ≥ 0; 0 = derived from the partitioning (Plan.ExamplesCap)
 	MinAccepted    int     // min_accepted ≥ 0; 0 = 1
 }
 
@@ -544,10 +544,10 @@ func (p *Plan) validateAggregation() error {
 		}
 	}
 	if v := ag.Validator.MaxUpdateNorm; !(v >= 0) || !finite(v) {
-		return p.errf("aggregation.validator.max_update_norm", "must be ≥ 0 and finite (0 = unbounded), got %v", v)
+		return p.errf("aggregation.validator.max_update_norm", "must be ≥ 0 and finite (0 = derived from the round's median norm), got %v", v)
 	}
 	if ag.Validator.MaxNumExamples < 0 {
-		return p.errf("aggregation.validator.max_num_examples", "must be ≥ 0 (0 = unbounded), got %d", ag.Validator.MaxNumExamples)
+		return p.errf("aggregation.validator.max_num_examples", "must be ≥ 0 (0 = derived from the plan's shard sizes), got %d", ag.Validator.MaxNumExamples)
 	}
 	if ag.Validator.MinAccepted < 0 {
 		return p.errf("aggregation.validator.min_accepted", "must be ≥ 0, got %d", ag.Validator.MinAccepted)
@@ -623,11 +623,7 @@ func (p *Plan) Strategy(workers int) (strategy.Strategy, error) {
 // runs the validator on the raw updates itself.
 func (p *Plan) StrategyFor(workers int, collaborators []string) (strategy.Strategy, error) {
 	ag := &p.Aggregation
-	v := strategy.Validator{
-		MaxUpdateNorm:  ag.Validator.MaxUpdateNorm,
-		MaxNumExamples: ag.Validator.MaxNumExamples,
-		MinAccepted:    ag.Validator.MinAccepted,
-	}
+	v := p.Validator()
 	o := strategy.Options{Workers: workers, Validator: v}
 	if p.Privacy.Enabled() {
 		o.Validator = strategy.Validator{}

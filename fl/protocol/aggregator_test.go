@@ -263,3 +263,58 @@ func TestCollaboratorRefusesNonAggregator(t *testing.T) {
 	}
 	oneLine(t, "refusal", err.Error(), `server "col-2" is verified as "collaborator", not aggregator`)
 }
+
+// TestRefusalSaysWhoRefusedWhom (issue 23, defect 9): when the
+// collaborator's own RA-TLS verification refuses the server (here: the
+// aggregator runs an enclave whose measurement the policy does not allow),
+// the error says the collaborator refused the server, never "aggregator
+// refused"; when the aggregator refuses the collaborator's certificate,
+// it says the aggregator refused the collaborator.
+func TestRefusalSaysWhoRefusedWhom(t *testing.T) {
+	env := newFedEnv(t, "col-1")
+	newAgg := func() *Aggregator {
+		agg, err := NewAggregator(AggregatorConfig{PlanHash: planHash, Strategy: &strategy.FedAvg{}, Initial: testWeights([]int{2}),
+			Collaborators: []string{"col-1"}, Rounds: 1, Logger: quiet()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return agg
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run := func(addr string, mr [32]byte) (*RefusedError, error) {
+		col, err := NewCollaborator(CollaboratorConfig{Name: "col-1", PlanHash: planHash,
+			Conn: env.dial(addr, env.leaf(env.members["col-1"], mr), quiet()), Trainer: &nopTrainer{},
+			MinBackoff: 20 * time.Millisecond, GiveUpAfter: 20 * time.Second, Logger: quiet()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = col.Run(ctx)
+		var ref *RefusedError
+		if !errors.As(err, &ref) || ref.Code != codes.PermissionDenied {
+			t.Fatalf("%v, want a PermissionDenied refusal", err)
+		}
+		return ref, err
+	}
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := env.serveMeasured(lis, env.members["aggregator"], mrOther, newAgg(), quiet())
+	ref, err := run(addr, mrGood)
+	if !ref.ByCollaborator {
+		t.Errorf("the collaborator's own verification failed, but the refusal is attributed to the aggregator: %v", err)
+	}
+	oneLine(t, "collaborator refuses the server", err.Error(), `collaborator "col-1" refused the server`, "(policy)")
+	if strings.Contains(err.Error(), "aggregator refused") {
+		t.Errorf("misattributed refusal: %v", err)
+	}
+
+	ref, err = run(env.serve(newAgg(), quiet()), mrOther)
+	if ref.ByCollaborator {
+		t.Errorf("the aggregator refused the collaborator, but the refusal is attributed to the collaborator: %v", err)
+	}
+	oneLine(t, "aggregator refuses the collaborator", err.Error(), `aggregator refused collaborator "col-1"`,
+		"the server refused this connection", "(policy)")
+}

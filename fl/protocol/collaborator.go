@@ -106,18 +106,29 @@ func NewCollaborator(cfg CollaboratorConfig) (*Collaborator, error) {
 	return &Collaborator{cfg: cfg, cl: flv1.NewAggregatorClient(cfg.Conn), log: cfg.Logger.With("collaborator", cfg.Name), noise: noise}, nil
 }
 
-// RefusedError is the aggregator's (or the RA-TLS layer's) refusal that
-// ended Run: one line, with the gRPC code.
+// RefusedError is a refusal that ended Run: one line, with the gRPC code,
+// saying who refused whom. Either the aggregator (or its RA-TLS layer)
+// refused this collaborator, or this collaborator refused the server: its
+// own RA-TLS verification of the server's certificate failed, or the
+// verified server is not the aggregator (checkServer).
 type RefusedError struct {
 	Code codes.Code
 	Msg  string
+	// Collaborator is this collaborator's name.
+	Collaborator string
+	// ByCollaborator is set when this collaborator refused the server,
+	// unset when the aggregator refused this collaborator.
+	ByCollaborator bool
 	// Err is the error the refusal was read from (a gRPC status error,
 	// which may carry a *ratls.Error); nil for refusals found locally.
 	Err error
 }
 
 func (e *RefusedError) Error() string {
-	return fmt.Sprintf("aggregator refused %s: %s", e.Code, e.Msg)
+	if e.ByCollaborator {
+		return fmt.Sprintf("collaborator %q refused the server %s: %s", e.Collaborator, e.Code, e.Msg)
+	}
+	return fmt.Sprintf("aggregator refused collaborator %q %s: %s", e.Collaborator, e.Code, e.Msg)
 }
 
 // Unwrap returns Err, so errors.As and ratls.RefusalOf see through a
@@ -125,9 +136,12 @@ func (e *RefusedError) Error() string {
 func (e *RefusedError) Unwrap() error { return e.Err }
 
 // refusal classifies err: nil for errors worth retrying (Unavailable,
-// except a TLS refusal of our certificate) and for Aborted (the round moved
-// on), a *RefusedError otherwise.
-func refusal(err error) error {
+// except an RA-TLS refusal) and for Aborted (the round moved on), a
+// *RefusedError otherwise. An RA-TLS refusal is the aggregator's when the
+// server refused our certificate (ratls.CheckRefusedByPeer, or a TLS alert
+// it sent), this collaborator's when its own verification of the server's
+// certificate failed (any other check).
+func (c *Collaborator) refusal(err error) error {
 	st, ok := status.FromError(err)
 	if !ok {
 		return err
@@ -135,14 +149,16 @@ func refusal(err error) error {
 	msg := strings.Join(strings.Fields(st.Message()), " ")
 	switch st.Code() {
 	case codes.Unavailable:
-		if _, ok := ratls.RefusalOf(err); ok {
-			return &RefusedError{Code: codes.PermissionDenied, Msg: "RA-TLS handshake refused: " + msg, Err: err}
+		if r, ok := ratls.RefusalOf(err); ok {
+			ours := r.Check != ratls.CheckRefusedByPeer && r.Check != ratls.CheckHandshake
+			return &RefusedError{Code: codes.PermissionDenied, Msg: "RA-TLS handshake refused: " + msg,
+				Collaborator: c.cfg.Name, ByCollaborator: ours, Err: err}
 		}
 		return nil
 	case codes.Aborted, codes.DeadlineExceeded:
 		return nil
 	}
-	return &RefusedError{Code: st.Code(), Msg: msg, Err: err}
+	return &RefusedError{Code: st.Code(), Msg: msg, Collaborator: c.cfg.Name, Err: err}
 }
 
 // TaskError is a local task (Trainer.Train or Trainer.Evaluate) that
@@ -181,13 +197,13 @@ func (c *Collaborator) Run(ctx context.Context) error {
 		cancel()
 		if err == nil {
 			if ref := c.checkServer(&server); ref != nil {
-				c.log.Error("refused the server: "+ref.Error(), "err", ref)
+				c.log.Error(ref.Error(), "err", ref)
 				return ref
 			}
 		}
 		if err != nil {
-			if ref := refusal(err); ref != nil {
-				c.log.Error("refused: "+ref.Error(), "err", ref)
+			if ref := c.refusal(err); ref != nil {
+				c.log.Error(ref.Error(), "err", ref)
 				return ref
 			}
 			if unavailableSince.IsZero() {
@@ -239,7 +255,7 @@ func (c *Collaborator) Run(ctx context.Context) error {
 				failedRound = resp.Round
 				continue
 			}
-			if ref := refusal(err); ref != nil {
+			if ref := c.refusal(err); ref != nil {
 				c.log.Error("round failed: "+ref.Error(), "round", resp.Round)
 				return ref
 			}
@@ -269,13 +285,16 @@ func (c *Collaborator) checkServer(p *peer.Peer) error {
 	}
 	ai, ok := p.AuthInfo.(*ratls.AuthInfo)
 	if !ok || ai.Peer == nil {
-		return &RefusedError{Code: codes.Unauthenticated, Msg: "the aggregator's connection has no verified RA-TLS identity"}
+		return &RefusedError{Code: codes.Unauthenticated, Msg: "the aggregator's connection has no verified RA-TLS identity",
+			Collaborator: c.cfg.Name, ByCollaborator: true}
 	}
 	if r := ai.Peer.Role(); r != c.cfg.AggregatorRole {
-		return &RefusedError{Code: codes.PermissionDenied, Msg: fmt.Sprintf("server %q is verified as %q, not %s", ai.Peer.Name(), r, c.cfg.AggregatorRole)}
+		return &RefusedError{Code: codes.PermissionDenied, Msg: fmt.Sprintf("server %q is verified as %q, not %s", ai.Peer.Name(), r, c.cfg.AggregatorRole),
+			Collaborator: c.cfg.Name, ByCollaborator: true}
 	}
 	if c.cfg.AggregatorName != "" && ai.Peer.Name() != c.cfg.AggregatorName {
-		return &RefusedError{Code: codes.PermissionDenied, Msg: fmt.Sprintf("server is %q, not the configured aggregator %q", ai.Peer.Name(), c.cfg.AggregatorName)}
+		return &RefusedError{Code: codes.PermissionDenied, Msg: fmt.Sprintf("server is %q, not the configured aggregator %q", ai.Peer.Name(), c.cfg.AggregatorName),
+			Collaborator: c.cfg.Name, ByCollaborator: true}
 	}
 	return nil
 }

@@ -106,8 +106,14 @@ func (e *fedEnv) serveOn(lis net.Listener, a *Aggregator, log *slog.Logger) stri
 
 func (e *fedEnv) serveWith(lis net.Listener, m *member, a *Aggregator, log *slog.Logger) string {
 	e.t.Helper()
+	return e.serveMeasured(lis, m, mrGood, a, log)
+}
+
+// serveMeasured serves a on lis as m in an enclave measuring mr.
+func (e *fedEnv) serveMeasured(lis net.Listener, m *member, mr [32]byte, a *Aggregator, log *slog.Logger) string {
+	e.t.Helper()
 	creds, err := ratls.NewServerCredentials(ratls.TransportConfig{
-		Certificates: ratls.StaticCertificate{Cert: e.leaf(m, mrGood)},
+		Certificates: ratls.StaticCertificate{Cert: e.leaf(m, mr)},
 		Verifier:     e.verifier(log), Logger: log,
 	})
 	if err != nil {

@@ -88,6 +88,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 		return err
 	}
 	id.Announce(o.Out, log)
+	defer id.WatchFederation(ctx, log)()
 	ks, closeKS, err := partyKeys(ctx, id, p, log)
 	if err != nil {
 		return err
@@ -135,7 +136,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	}
 	defer closeCreds()
 	creds = metrics.ObserveHandshakes(creds, "collaborator", ob.obs)
-	final, err := serveAggregator(ctx, o, p, hash, strat.Name(), names, creds, agg, log)
+	final, err := serveAggregator(ctx, o, p, hash, strat.Name(), names, creds, id.ServerOptions(log), agg, log)
 	if err != nil {
 		return err
 	}
@@ -277,10 +278,11 @@ func newAggregator(cfg protocol.AggregatorConfig, resume *protocol.Checkpoint, o
 	return protocol.NewAggregator(cfg)
 }
 
-// serveAggregator serves agg over RA-TLS (creds) until its rounds are
-// done, and returns the final global model.
+// serveAggregator serves agg over RA-TLS (creds, and the party's server
+// options: identities rechecked on every call) until its rounds are done,
+// and returns the final global model.
 func serveAggregator(ctx context.Context, o AggregatorOptions, p *plan.Plan, hash, strategyName string, names []string,
-	creds credentials.TransportCredentials, agg *protocol.Aggregator, log *slog.Logger) (tensor.Weights, error) {
+	creds credentials.TransportCredentials, opts []grpc.ServerOption, agg *protocol.Aggregator, log *slog.Logger) (tensor.Weights, error) {
 	addr := o.Listen
 	if addr == "" {
 		addr = net.JoinHostPort(p.Network.AggAddr, strconv.Itoa(p.Network.AggPort))
@@ -290,7 +292,7 @@ func serveAggregator(ctx context.Context, o AggregatorOptions, p *plan.Plan, has
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	srv := grpc.NewServer(grpc.Creds(creds))
+	srv := grpc.NewServer(append(opts, grpc.Creds(creds))...)
 	agg.Register(srv)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()

@@ -126,7 +126,13 @@ func (a *atRest) writeCheckpoint(path string, c *protocol.Checkpoint) error {
 	if a == nil {
 		return protocol.WriteCheckpoint(path, c)
 	}
-	if err := a.write(path, func(w io.Writer) error { return protocol.EncodeCheckpoint(w, c) }); err != nil {
+	// Encoded first: EncodeCheckpoint's errors already start with
+	// "checkpoint: ", the sealed write's do not.
+	var buf bytes.Buffer
+	if err := protocol.EncodeCheckpoint(&buf, c); err != nil {
+		return err
+	}
+	if err := a.write(path, func(w io.Writer) error { _, err := w.Write(buf.Bytes()); return err }); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return nil

@@ -51,6 +51,7 @@ func RunCollaborator(ctx context.Context, o CollaboratorOptions) error {
 		return err
 	}
 	id.Announce(o.Out, log)
+	defer id.WatchFederation(ctx, log)() // reconnects verify the aggregator against the bundle in force
 	ks, closeKS, err := partyKeys(ctx, id, p, log)
 	if err != nil {
 		return err

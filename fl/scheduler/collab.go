@@ -279,8 +279,11 @@ func (s *Scheduler) Report(e MetricsEvent) error {
 	return nil
 }
 
-// lateReport describes, one per late collaborator, why the round waits; s.mu held.
-func (s *Scheduler) lateReport() (late []string, why string) {
+// lateReport describes, one per late collaborator, why round r waits; s.mu
+// held. r is passed in, not read from s.round: closeRound negates s.round
+// before it builds the stragglers' report, and a collaborator seen in round
+// r is then still "seen this round".
+func (s *Scheduler) lateReport(r int) (late []string, why string) {
 	var parts []string
 	for _, n := range s.cfg.Collaborators {
 		if _, ok := s.updates[n]; ok {
@@ -292,7 +295,7 @@ func (s *Scheduler) lateReport() (late []string, why string) {
 		switch {
 		case !st.connected:
 			d = "never connected"
-		case st.round != s.round:
+		case st.round != r:
 			d = fmt.Sprintf("not seen this round (last seen %s ago)", time.Since(st.seen).Round(time.Second))
 		default:
 			d = fmt.Sprintf("%s (%s ago)", st.activity, time.Since(st.seen).Round(time.Second))

@@ -4,8 +4,8 @@ package scheduler
 // Prometheus (package fl/metrics). Calls are synchronous and some are made
 // with the Scheduler's lock held, so implementations must be quick and
 // must not call back into the Scheduler (or the Aggregator serving it).
-// Every event is informational: nothing an Observer returns or does
-// affects the protocol.
+// Events are informational: nothing an Observer does affects the protocol,
+// except that a FailingObserver's Err fails the run.
 type Observer interface {
 	// RoundOpened: round r starts accepting work.
 	RoundOpened(r int)
@@ -41,6 +41,17 @@ type EvaluationObserver interface {
 // stopped the federation before round r (reason: the gate's one line).
 type StopObserver interface {
 	FederationStopped(r int, reason string)
+}
+
+// FailingObserver is an Observer that records events durably (the
+// metrics file) and can fail to: Err returns the first record that could
+// not be written. The scheduler checks it before committing a round (the
+// round is then not checkpointed and runs again after a restart) and
+// after RoundClosed (the round's own records), and fails the run with
+// "round N: " and Err's text, which names the store (fl/metrics: "metrics:
+// PATH: …"): records silently lost are a failed run, not a warning.
+type FailingObserver interface {
+	Err() error
 }
 
 // MetricsEvent is one ReportMetrics call that was accepted.

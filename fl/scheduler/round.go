@@ -101,6 +101,9 @@ func (s *Scheduler) runRound(ctx context.Context, r int, history []RoundSummary)
 		return RoundSummary{}, err
 	}
 	sum.Seconds = s.now().Sub(start).Seconds()
+	if err := s.observerErr(); err != nil {
+		return RoundSummary{}, fmt.Errorf("round %d: %w", r, err)
+	}
 	if err := s.commit(ctx, next, append(slices.Clip(history), sum)); err != nil {
 		return RoundSummary{}, fmt.Errorf("round %d: %w", r, err)
 	}
@@ -122,7 +125,19 @@ func (s *Scheduler) runRound(ctx context.Context, r int, history []RoundSummary)
 			"privacy", sum.Privacy)
 	}
 	s.cfg.Observer.RoundClosed(sum)
+	if err := s.observerErr(); err != nil {
+		return RoundSummary{}, fmt.Errorf("round %d: %w", r, err)
+	}
 	return sum, nil
+}
+
+// observerErr is the Observer's failure to record, if it is a
+// FailingObserver that failed.
+func (s *Scheduler) observerErr() error {
+	if o, ok := s.cfg.Observer.(FailingObserver); ok {
+		return o.Err()
+	}
+	return nil
 }
 
 // waitClose waits until round r may close and says why it does (Closed*),
@@ -162,7 +177,7 @@ func (s *Scheduler) waitClose(ctx context.Context, r int) (string, error) {
 			s.log.Info("straggler cutoff passed", "round", r, "cutoff", s.cfg.Straggler.Cutoff, "updates", n, "min_updates", s.cfg.MinCollaborators)
 		case <-tick.C:
 			s.mu.Lock()
-			late, why := s.lateReport()
+			late, why := s.lateReport(r)
 			s.mu.Unlock()
 			s.log.Info(fmt.Sprintf("round %d waits for %d of %d collaborators: %s", r, len(late), len(s.expected), why),
 				"round", r, "late", late, "elapsed", time.Since(start).Round(time.Second))
@@ -176,7 +191,7 @@ func (s *Scheduler) waitClose(ctx context.Context, r int) (string, error) {
 // MinCollaborators updates, else the federation fails.
 func (s *Scheduler) timedOut(r int) (string, error) {
 	s.mu.Lock()
-	late, why := s.lateReport()
+	late, why := s.lateReport(r)
 	n := len(s.updates)
 	s.mu.Unlock()
 	if n < s.cfg.MinCollaborators {
@@ -211,7 +226,7 @@ func (s *Scheduler) closeRound(r int, closedBy string) *roundInput {
 		bytesIn: s.bytesIn.Load() - s.in0, bytesOut: s.bytesOut.Load() - s.out0}
 	if closedBy != ClosedAll {
 		var why string
-		in.stragglers, why = s.lateReport()
+		in.stragglers, why = s.lateReport(r)
 		if closedBy != ClosedTimeout {
 			s.log.Warn(fmt.Sprintf("round %d closes by straggler policy (%s) with %d of %d updates; stragglers: %s", r, closedBy,
 				len(s.updates), len(s.expected), why), "round", r, "stragglers", in.stragglers, "closed_by", closedBy)
@@ -304,7 +319,7 @@ func (s *Scheduler) commit(ctx context.Context, next tensor.Weights, history []R
 	c := &Checkpoint{PlanHash: s.cfg.PlanHash, Round: r, Rounds: s.cfg.Rounds, Global: next, Strategy: st, History: history}
 	start := time.Now()
 	if err := s.cfg.Commit(ctx, c); err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
+		return fmt.Errorf("commit: %w", err) // Commit's errors name what failed ("checkpoint: …", "best model: …")
 	}
 	s.log.Info("round committed", "round", r, "seconds", time.Since(start).Seconds())
 	return nil

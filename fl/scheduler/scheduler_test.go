@@ -1,9 +1,14 @@
 package scheduler
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -260,4 +265,103 @@ func TestRefusals(t *testing.T) {
 	s.closeRound(1, ClosedPercentage)
 	err = s.Accept(UpdateEvent{Round: 1, Collaborator: "b", NumExamples: 3}, weights())
 	check("late update", err, Closed, "round 1 is closed (current round 1 of 2)")
+}
+
+// TestStragglerReportNamesWhatALateCollaboratorDoes (issue 23, defect 7):
+// a collaborator that downloaded the round's model and is training when
+// the round closes by straggler policy is reported as "training", never as
+// "not seen this round" (closeRound negated the round number before the
+// report was built, so every collaborator looked absent).
+func TestStragglerReportNamesWhatALateCollaboratorDoes(t *testing.T) {
+	var buf bytes.Buffer
+	s, err := New(Config{PlanHash: "plan", Strategy: &strategy.FedAvg{}, Initial: weights(), Collaborators: []string{"a", "b", "c"},
+		Rounds: 2, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := s.Tasks("b"); err != nil || a.Action != Run {
+		t.Fatalf("Tasks(b) = %+v, %v; want Run", a, err)
+	}
+	if _, _, err := s.Model("b", 1); err != nil {
+		t.Fatal(err)
+	}
+	s.ModelSent("b", 1, 10, 0.1)
+	upload(t, s, "a", 1, weights())
+	in := s.closeRound(1, ClosedPercentage)
+	if !slices.Equal(in.stragglers, []string{"b", "c"}) {
+		t.Errorf("stragglers %v, want [b c]", in.stragglers)
+	}
+	var line string
+	for l := range strings.Lines(buf.String()) {
+		if strings.Contains(l, "closes by straggler policy") {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatalf("no straggler line in the log:\n%s", buf.String())
+	}
+	if !strings.Contains(line, "b: training (") {
+		t.Errorf("straggler line does not say b is training: %s", line)
+	}
+	if strings.Contains(line, "b: not seen this round") {
+		t.Errorf("straggler line says b was not seen although it is training: %s", line)
+	}
+	if !strings.Contains(line, "c: never connected") {
+		t.Errorf("straggler line does not say c never connected: %s", line)
+	}
+}
+
+// doubledPrefix matches an error text repeating its own prefix, e.g.
+// "checkpoint: checkpoint: …".
+var doubledPrefix = regexp.MustCompile(`(?:^|: )([a-z][a-z ]*): ([a-z][a-z ]*): `)
+
+func hasDoubledPrefix(s string) bool {
+	for _, m := range doubledPrefix.FindAllStringSubmatch(s, -1) {
+		if m[1] == m[2] {
+			return true
+		}
+	}
+	return false
+}
+
+// TestCheckpointWriteErrorHasOnePrefix (issue 23, defect 10): the
+// checkpoint of round 1 cannot be written (its directory does not exist);
+// the run fails with one line naming the round and the checkpoint once
+// ("checkpoint: checkpoint:" before: the scheduler wrapped Commit's error,
+// which WriteCheckpoint had already prefixed).
+func TestCheckpointWriteErrorHasOnePrefix(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing", "checkpoint")
+	s, err := New(Config{PlanHash: "plan", Strategy: &strategy.FedAvg{}, Initial: weights(), Collaborators: []string{"a"},
+		Rounds: 2, DoneGrace: time.Nanosecond, Logger: quietLogger(),
+		Commit: func(_ context.Context, c *Checkpoint) error { return WriteCheckpoint(path, c) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := s.Run(ctx)
+		done <- err
+	}()
+	upload(t, s, "a", 1, weights())
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		t.Fatal("the run did not end")
+	}
+	if err == nil {
+		t.Fatal("the run succeeded although its checkpoint could not be written")
+	}
+	msg := err.Error()
+	if strings.Count(msg, "checkpoint:") != 1 || !strings.HasPrefix(msg, "round 1: commit: checkpoint: ") ||
+		!strings.Contains(msg, "no such file or directory") || strings.Contains(msg, "\n") {
+		t.Errorf("run error %q, want one line: round 1: commit: checkpoint: <reason>", msg)
+	}
+	if hasDoubledPrefix(msg) {
+		t.Errorf("doubled prefix in %q", msg)
+	}
+	if !hasDoubledPrefix("round 1: checkpoint: checkpoint: x") || hasDoubledPrefix("round 1: commit: checkpoint: x") {
+		t.Error("hasDoubledPrefix does not recognise a doubled prefix")
+	}
 }

@@ -11,7 +11,7 @@ import (
 // model is Σ n_i·w_i / Σ n_i over the accepted results, n_i = NumExamples.
 // The zero value is ready to use.
 //
-// Without Validator.MaxUpdateNorm the updates are read once: the weighted
+// Without a norm bound (Validator.MaxUpdateNorm, NormFactor) the updates are read once: the weighted
 // mean is computed optimistically, and NaN/±Inf inputs are detected from the
 // result (a mean of finite values is finite); only then is the finite check
 // run to find the offending clients, which are rejected before recomputing.
@@ -58,7 +58,7 @@ func fedAvg(o *Options, p *pool, round int, global tensor.Weights, results []Fit
 	v := &o.Validator
 	workers := o.workers()
 	acc := v.structural(global, results, &rep)
-	if v.MaxUpdateNorm > 0 {
+	if v.normBounded() {
 		rep.UpdateNorms = map[string]float64{}
 		acc = v.values(global, results, acc, workers, &rep, rep.UpdateNorms)
 	}

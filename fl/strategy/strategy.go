@@ -122,8 +122,9 @@ type AggregateReport struct {
 	// each fit metric they reported (non-finite values ignored).
 	Metrics map[string]float64
 	// UpdateNorms holds ‖w_i − w_global‖₂ of the accepted clients. Every
-	// strategy fills it except FedAvg and FedProx without
-	// Validator.MaxUpdateNorm, which never compute it (single-pass path).
+	// strategy fills it except FedAvg and FedProx without a norm bound
+	// (Validator.MaxUpdateNorm or NormFactor), which never compute it
+	// (single-pass path).
 	UpdateNorms map[string]float64
 	// Scores holds Krum's score of every accepted client (smaller is better).
 	Scores map[string]float64

@@ -3,6 +3,7 @@ package strategy
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/teeml/teeml/ml/tensor"
 )
@@ -16,7 +17,11 @@ import (
 //   - its weights do not have the global model's names, shapes and order
 //     (tensor.Weights.Compatible);
 //   - it holds a NaN or ±Inf;
-//   - MaxUpdateNorm > 0 and ‖w_i − w_global‖₂ > MaxUpdateNorm.
+//   - MaxUpdateNorm > 0 and ‖w_i − w_global‖₂ > MaxUpdateNorm;
+//   - MaxUpdateNorm = 0, NormFactor > 0, at least MinNormSample finite
+//     candidates, and ‖w_i − w_global‖₂ > NormFactor × their median norm
+//     (the bound derived from the round itself: with a minority of
+//     attackers the median is an honest client's norm).
 //
 // Too few accepted results (fewer than MinAccepted, or what the strategy
 // itself needs, e.g. n > 2f+2 for Krum) fail the round with an error.
@@ -24,6 +29,11 @@ type Validator struct {
 	// MaxUpdateNorm bounds the L2 norm of an update w_i − w_global; 0 means
 	// no bound. Checking it costs one extra pass over the updates.
 	MaxUpdateNorm float64
+	// NormFactor, when MaxUpdateNorm is 0, bounds each update's norm by
+	// NormFactor × the median norm of the round's finite updates; 0 means
+	// no derived bound. It needs MinNormSample updates: below that the
+	// median can be an attacker's and no derived bound applies.
+	NormFactor float64
 	// MaxNumExamples bounds a client's claimed NumExamples (which weights
 	// its update in FedAvg-style means); 0 means no bound.
 	MaxNumExamples int
@@ -32,6 +42,40 @@ type Validator struct {
 }
 
 func (v *Validator) minAccepted() int { return max(1, v.MinAccepted) }
+
+// MinNormSample is the fewest finite updates from which NormFactor derives
+// a bound: with 3, one attacker can be neither the median nor move it.
+const MinNormSample = 3
+
+// normBounded reports whether the values pass checks norms (an explicit or
+// a derived bound).
+func (v *Validator) normBounded() bool { return v.MaxUpdateNorm > 0 || v.NormFactor > 0 }
+
+// normBound is the bound on update norms given the candidates' norms
+// (NaN/±Inf ones are ignored), and how it was set; 0 means none.
+func (v *Validator) normBound(norms []float64) (float64, string) {
+	if v.MaxUpdateNorm > 0 {
+		return v.MaxUpdateNorm, ""
+	}
+	if v.NormFactor <= 0 {
+		return 0, ""
+	}
+	var fin []float64
+	for _, n := range norms {
+		if !math.IsNaN(n) && !math.IsInf(n, 0) {
+			fin = append(fin, n)
+		}
+	}
+	if len(fin) < MinNormSample {
+		return 0, ""
+	}
+	slices.Sort(fin)
+	med := fin[len(fin)/2]
+	if len(fin)%2 == 0 {
+		med = (fin[len(fin)/2-1] + fin[len(fin)/2]) / 2
+	}
+	return v.NormFactor * med, fmt.Sprintf(" (%g × the round's median norm %.6g)", v.NormFactor, med)
+}
 
 // resultKey names result i in the report: its client id, or "#i" when empty.
 func resultKey(results []FitResult, i int) string {
@@ -83,15 +127,20 @@ func (v *Validator) values(global tensor.Weights, results []FitResult, cand []in
 		return cand
 	}
 	sq := updateStats(global, results, cand, workers)
+	ns := make([]float64, len(sq))
+	for k := range sq {
+		ns[k] = math.Sqrt(sq[k])
+	}
+	bound, how := v.normBound(ns)
 	var keep []int
 	for k, i := range cand {
 		r := results[i]
-		n := math.Sqrt(sq[k])
+		n := ns[k]
 		switch {
 		case math.IsNaN(n) || math.IsInf(n, 0):
 			rep.Rejected[r.Client] = fmt.Sprintf("client %q: finite check: %v", r.Client, firstNonFinite(r.Weights))
-		case v.MaxUpdateNorm > 0 && n > v.MaxUpdateNorm:
-			rep.Rejected[r.Client] = fmt.Sprintf("client %q: norm check: update norm ‖w − w_global‖ = %.6g exceeds the bound %.6g", r.Client, n, v.MaxUpdateNorm)
+		case bound > 0 && n > bound:
+			rep.Rejected[r.Client] = fmt.Sprintf("client %q: norm check: update norm ‖w − w_global‖ = %.6g exceeds the bound %.6g%s", r.Client, n, bound, how)
 		default:
 			keep = append(keep, i)
 			if norms != nil {

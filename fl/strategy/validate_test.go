@@ -151,3 +151,39 @@ func TestValidatorExported(t *testing.T) {
 		t.Fatalf("norms %v", rep.UpdateNorms)
 	}
 }
+
+// TestDerivedNormBound: NormFactor bounds updates by a multiple of the
+// round's median norm, from MinNormSample finite updates on; an explicit
+// MaxUpdateNorm replaces it. Global is 0, so an update fill(v) has norm
+// v·√7.
+func TestDerivedNormBound(t *testing.T) {
+	global := fill(0)
+	v := Validator{NormFactor: 3}
+	res := []FitResult{fit("a", 10, fill(1)), fit("b", 10, fill(1.2)), fit("c", 10, fill(3.5)), fit("d", 10, fill(2.9))}
+	// median of {1, 1.2, 2.9, 3.5}·√7 is 2.05·√7; bound 6.15·√7: all pass.
+	if _, rep, err := v.Validate(1, global, res, 1); err != nil || len(rep.Rejected) != 0 {
+		t.Errorf("within 3× the median: rejected %v, %v", rep.Rejected, err)
+	}
+	res = append(res, fit("x", 10, fill(40)), fit("y", 10, fill(float32(math.NaN()))))
+	// finite norms {1, 1.2, 2.9, 3.5, 40}: median 2.9, bound 8.7 (·√7).
+	acc, rep, err := v.Validate(1, global, res, 1)
+	if err != nil || len(acc) != 4 || len(rep.Rejected) != 2 || !strings.Contains(rep.Rejected["x"], "norm check") ||
+		!strings.Contains(rep.Rejected["x"], "3 × the round's median norm") || !strings.Contains(rep.Rejected["y"], "finite check") {
+		t.Errorf("derived bound: accepted %v, rejected %v, %v", rep.Accepted, rep.Rejected, err)
+	}
+	// Below MinNormSample finite updates no derived bound applies.
+	two := []FitResult{fit("a", 10, fill(1)), fit("x", 10, fill(40))}
+	if _, rep, err := v.Validate(1, global, two, 1); err != nil || len(rep.Rejected) != 0 {
+		t.Errorf("two updates: rejected %v, %v", rep.Rejected, err)
+	}
+	// An explicit bound replaces the derived one.
+	v.MaxUpdateNorm = 1.1 * math.Sqrt(7)
+	if acc, rep, err := v.Validate(1, global, res[:4], 1); err != nil || len(acc) != 1 || !strings.Contains(rep.Rejected["b"], "exceeds the bound 2.91") {
+		t.Errorf("explicit bound: accepted %v, rejected %v, %v", rep.Accepted, rep.Rejected, err)
+	}
+	// FedAvg applies the derived bound on its single-pass path too.
+	s := &FedAvg{Options: Options{Validator: Validator{NormFactor: 3}}}
+	if _, rep, err := s.AggregateFit(1, global, res[:5]); err != nil || len(rep.Rejected) != 1 || rep.Rejected["x"] == "" {
+		t.Errorf("FedAvg with NormFactor: rejected %v, %v", rep.Rejected, err)
+	}
+}
