@@ -26,6 +26,7 @@ import (
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/fl/workspace"
+	"github.com/teeml/teeml/internal/testenv"
 )
 
 // rogueHandshake connects to addr with a self-signed certificate that
@@ -114,11 +115,14 @@ func TestAggregatorMetrics(t *testing.T) {
 	if err := rogueHandshake(t, aggAddr); err == nil {
 		t.Fatal("a certificate without evidence was accepted")
 	}
-	if body, err = get(t, url); err != nil {
-		t.Fatal(err)
-	}
-	if w := `teeml_fl_attestation_results_total{result="refused",role="collaborator"} 1`; !strings.Contains(body, w) {
-		t.Errorf("scrape after a refused handshake lacks %q", w)
+	// The client sees the refusal (the server's alert) before the server
+	// has necessarily counted it: poll the scrape until it shows.
+	w := `teeml_fl_attestation_results_total{result="refused",role="collaborator"} 1`
+	if !testenv.WaitFor(10*time.Second, func() bool {
+		body, err = get(t, url)
+		return err == nil && strings.Contains(body, w)
+	}) {
+		t.Errorf("scrape after a refused handshake lacks %q (last error %v)", w, err)
 	}
 
 	var wg sync.WaitGroup
