@@ -80,22 +80,29 @@ func NewFederation(bundle []byte, root *x509.Certificate) (*Federation, error) {
 // (a PEM file, normally a trusted file of the enclave manifest; see
 // docs/trust-model.md) and calls NewFederation.
 func LoadFederation(bundlePath, rootPath string) (*Federation, error) {
+	f, _, _, err := loadFederationFiles(bundlePath, rootPath)
+	return f, err
+}
+
+// loadFederationFiles reads and checks a bundle against the pinned root and
+// also returns the root and the bundle's bytes (for LiveFederation).
+func loadFederationFiles(bundlePath, rootPath string) (*Federation, *x509.Certificate, []byte, error) {
 	if rootPath == "" {
-		return nil, errors.New("pki: federation: no pinned root certificate file")
+		return nil, nil, nil, errors.New("pki: federation: no pinned root certificate file")
 	}
 	root, err := LoadCertificate(rootPath)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	b, err := os.ReadFile(bundlePath)
 	if err != nil {
-		return nil, fmt.Errorf("pki: federation bundle: %w", err)
+		return nil, nil, nil, fmt.Errorf("pki: federation bundle: %w", err)
 	}
 	f, err := NewFederation(b, root)
 	if err != nil {
-		return nil, fmt.Errorf("%w (%s)", err, bundlePath)
+		return nil, nil, nil, fmt.Errorf("%w (%s)", err, bundlePath)
 	}
-	return f, nil
+	return f, root, b, nil
 }
 
 // Name is the federation name.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -52,20 +51,9 @@ var (
 // LoadLiveFederation reads the bundle and the pinned root (see
 // LoadFederation) and returns a LiveFederation of them.
 func LoadLiveFederation(bundlePath, rootPath string) (*LiveFederation, error) {
-	if rootPath == "" {
-		return nil, errors.New("pki: federation: no pinned root certificate file")
-	}
-	root, err := LoadCertificate(rootPath)
+	f, root, b, err := loadFederationFiles(bundlePath, rootPath)
 	if err != nil {
 		return nil, err
-	}
-	b, err := os.ReadFile(bundlePath)
-	if err != nil {
-		return nil, fmt.Errorf("pki: federation bundle: %w", err)
-	}
-	f, err := NewFederation(b, root)
-	if err != nil {
-		return nil, fmt.Errorf("%w (%s)", err, bundlePath)
 	}
 	l := &LiveFederation{path: bundlePath, root: root, raw: b}
 	l.cur.Store(f)

@@ -3,41 +3,10 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 )
-
-var (
-	staticOnce sync.Once
-	staticBin  string
-	staticErr  error
-)
-
-// buildStaticTeeml builds teeml statically linked, as docs/deploy.md says;
-// the image commands then package the very binary that runs them.
-func buildStaticTeeml(t *testing.T) string {
-	t.Helper()
-	staticOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "teeml-static-cli-")
-		if err != nil {
-			staticErr = err
-			return
-		}
-		staticBin = filepath.Join(dir, "teeml")
-		cmd := exec.Command("go", "build", "-trimpath", "-tags", "netgo,osusergo",
-			"-ldflags", `-s -w -linkmode external -extldflags "-static"`, "-o", staticBin, ".")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			staticErr = &exec.Error{Name: "go build (static): " + string(out), Err: err}
-		}
-	})
-	if staticErr != nil {
-		t.Fatal(staticErr)
-	}
-	return staticBin
-}
 
 type imageReport struct {
 	Digest       string            `json:"digest"`

@@ -14,36 +14,53 @@ import (
 	"github.com/teeml/teeml/ml/job"
 )
 
+// testBinary is one build of the real binary, made once per test run so
+// tests exercise fresh processes, exit codes and stderr exactly as a user
+// sees them.
+type testBinary struct {
+	once sync.Once
+	path string
+	err  error
+}
+
 var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
+	dynamicBin testBinary
+	// staticBin is statically linked as docs/deploy.md builds it: the image
+	// commands then package the very binary that runs them.
+	staticBin testBinary
 )
 
-// buildTeeml compiles the real binary once per test run so tests exercise
-// fresh processes, exit codes and stderr exactly as a user sees them.
-func buildTeeml(t *testing.T) string {
+func (b *testBinary) build(t *testing.T, flags ...string) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "teeml-test-bin")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		builtBin = filepath.Join(dir, "teeml")
-		if out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		b.path = filepath.Join(dir, "teeml")
+		args := append(append([]string{"build"}, flags...), "-o", b.path, ".")
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", strings.Join(flags, " "), err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return builtBin
+	return b.path
+}
+
+// buildTeeml is the binary as `go build` makes it.
+func buildTeeml(t *testing.T) string { return dynamicBin.build(t) }
+
+// buildStaticTeeml is the static binary of docs/deploy.md.
+func buildStaticTeeml(t *testing.T) string {
+	return staticBin.build(t, "-trimpath", "-tags", "netgo,osusergo", "-ldflags", `-s -w -linkmode external -extldflags "-static"`)
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	for _, b := range []string{builtBin, staticBin} {
+	for _, b := range []string{dynamicBin.path, staticBin.path} {
 		if b != "" {
 			os.RemoveAll(filepath.Dir(b))
 		}
