@@ -225,21 +225,7 @@ func TestRESTRefusals(t *testing.T) {
 func TestGRPC(t *testing.T) {
 	path := digitsModel(t)
 	s := newServer(t, writeRepo(t, path, ""), nil)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	s.RegisterGRPC(g)
-	go g.Serve(lis)
-	defer g.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	c := inferencev2.NewGRPCInferenceServiceClient(conn)
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer tok-a")
+	c, ctx := grpcClient(t, s, "tok-a")
 	x, want := expected(t, path, 3)
 	r, err := c.ModelInfer(ctx, &inferencev2.ModelInferRequest{ModelName: "digits", Inputs: []*inferencev2.ModelInferRequest_InferInputTensor{
 		{Name: "input", Datatype: "FP32", Shape: []int64{3, 64}, Contents: &inferencev2.InferTensorContents{Fp32Contents: x}}}})
@@ -292,4 +278,24 @@ func TestSealedModelTamperRefusedAtLoad(t *testing.T) {
 	if _, err := New(context.Background(), Options{Repo: repo, Keys: ks, Anonymous: true}); err == nil || !strings.Contains(err.Error(), "model digits version 1") {
 		t.Fatalf("tampered: %v", err)
 	}
+}
+
+// grpcClient serves s's gRPC API on a loopback listener for the test and
+// returns a client and a context carrying token.
+func grpcClient(t *testing.T, s *Server, token string) (inferencev2.GRPCInferenceServiceClient, context.Context) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	s.RegisterGRPC(g)
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return inferencev2.NewGRPCInferenceServiceClient(conn), metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+token)
 }

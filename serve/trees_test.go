@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,9 +17,6 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 
 	inferencev2 "github.com/teeml/teeml/api/proto/teeml/inference/v2"
 	"github.com/teeml/teeml/ml/datasets"
@@ -246,21 +242,7 @@ func TestServeTreeModels(t *testing.T) {
 	}
 
 	// gRPC, FP64 contents, regression
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	s.RegisterGRPC(g)
-	go g.Serve(lis)
-	defer g.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	c := inferencev2.NewGRPCInferenceServiceClient(conn)
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer tok-a")
+	c, ctx := grpcClient(t, s, "tok-a")
 	xd, wantD := flat(t, xgbDiab, 4)
 	gr, err := c.ModelInfer(ctx, &inferencev2.ModelInferRequest{ModelName: "diabetes", Inputs: []*inferencev2.ModelInferRequest_InferInputTensor{
 		{Name: "input", Datatype: "FP64", Shape: []int64{4, 10}, Contents: &inferencev2.InferTensorContents{Fp64Contents: xd}}}})
