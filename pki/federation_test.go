@@ -173,6 +173,34 @@ func TestFederationPinsRootAndChecksBundle(t *testing.T) {
 	}
 	_, err = LoadFederation(bp, "")
 	wantErr(t, err, "no pinned root")
+	// The pinned root file may carry explanatory text around its block
+	// (RFC 7468 section 2, e.g. `openssl x509 -text` output), but only one
+	// certificate, and no malformed block.
+	rootPEM, err := os.ReadFile(filepath.Join(e.ca.Dir(), RootCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		file string
+		want string
+	}{
+		"text around":      {"Certificate:\n    Data:\n        Version: 3 (0x2)\n" + string(rootPEM) + "trailing note\n", ""},
+		"two certificates": {string(rootPEM) + string(rootPEM), "2 PEM certificates, want exactly one"},
+		"malformed block":  {"note\n" + strings.Replace(string(rootPEM), "\n", "\n!", 2), "PEM block 1 (line 2): malformed"},
+	} {
+		rp := filepath.Join(dir, "root-"+strings.ReplaceAll(name, " ", "-")+".pem")
+		if err := os.WriteFile(rp, []byte(tc.file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadFederation(bp, rp)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+			continue
+		}
+		wantErr(t, err, rp, tc.want)
+	}
 	_, err = LoadFederation(bp, filepath.Join(other.ca.Dir(), RootCertFile))
 	wantErr(t, err, "not the pinned root", bp)
 	_, err = LoadFederation(filepath.Join(dir, "missing"), filepath.Join(e.ca.Dir(), RootCertFile))
@@ -181,7 +209,7 @@ func TestFederationPinsRootAndChecksBundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = LoadFederation(bp, filepath.Join(dir, "r.pem"))
-	wantErr(t, err, "r.pem", "no PEM block")
+	wantErr(t, err, "r.pem", "no PEM certificate found")
 }
 
 func TestBundleRefusesMembersCRLDisagreement(t *testing.T) {

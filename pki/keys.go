@@ -1,7 +1,6 @@
 package pki
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/internal/ecpem"
+	"github.com/teeml/teeml/internal/pemcerts"
 )
 
 // Curve names accepted for CA and identity keys.
@@ -120,18 +120,18 @@ func encodeCert(c *x509.Certificate) []byte {
 }
 
 // ParseCertificatePEM decodes exactly one PEM "CERTIFICATE" block.
+// Explanatory text around it is allowed (RFC 7468 section 2, e.g. `openssl
+// x509 -text` output); a second certificate, a malformed block or a block of
+// another type is refused.
 func ParseCertificatePEM(b []byte) (*x509.Certificate, error) {
-	block, rest := pem.Decode(b)
-	if block == nil {
-		return nil, errors.New("no PEM block")
+	ders, err := pemcerts.DER(b)
+	if err != nil {
+		return nil, err
 	}
-	if block.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("PEM block %q, want CERTIFICATE", block.Type)
+	if len(ders) != 1 {
+		return nil, fmt.Errorf("%d PEM certificates, want exactly one", len(ders))
 	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("data after the certificate")
-	}
-	return x509.ParseCertificate(block.Bytes)
+	return x509.ParseCertificate(ders[0])
 }
 
 // LoadCertificate reads a file holding exactly one PEM certificate.

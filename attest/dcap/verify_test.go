@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -450,6 +452,49 @@ func TestCollateralFromCache(t *testing.T) {
 		if c.FMSPC != key.FMSPC {
 			t.Errorf("FMSPC %s", c.FMSPC)
 		}
+	}
+}
+
+// TestVerifySGXAnnotatedIssuerChains verifies the real SGX sample with its
+// TCB Info and QE Identity issuer chains replaced by the same certificates
+// as `openssl x509 -text` prints them (explanatory text around the blocks).
+func TestVerifySGXAnnotatedIssuerChains(t *testing.T) {
+	s := loadSample(t, "sgx-dcap")
+	text, err := os.ReadFile(filepath.Join("collateral", "testdata", "intel-tcb-signing-chain.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.col.QEIdentityIssuerChain != s.col.TCBInfoIssuerChain {
+		t.Fatal("sample's QE Identity issuer chain is not the TCB signing chain")
+	}
+	s.col.TCBInfoIssuerChain, s.col.QEIdentityIssuerChain = string(text), string(text)
+	b, err := s.col.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := newVerifier(t, attest.SGX)
+	c, err := v.Verify(context.Background(), &attest.Evidence{TEE: attest.SGX, Quote: s.quote, Collateral: b}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TCBStatus != attest.ConfigurationAndSWHardeningNeeded {
+		t.Errorf("TCB status %s", c.TCBStatus)
+	}
+	// The text is ignored, the certificates are not: a flipped bit in the
+	// TCB signing certificate's signature must still be refused.
+	i := bytes.Index(text, []byte("-----END CERTIFICATE-----")) - 6
+	bad := bytes.Clone(text)
+	if bad[i] == 'A' {
+		bad[i] = 'B'
+	} else {
+		bad[i] = 'A'
+	}
+	s.col.TCBInfoIssuerChain = string(bad)
+	if b, err = s.col.MarshalJSON(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(context.Background(), &attest.Evidence{TEE: attest.SGX, Quote: s.quote, Collateral: b}, now); err == nil {
+		t.Error("tampered annotated chain accepted")
 	}
 }
 

@@ -59,10 +59,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-sev-guest/abi"
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
@@ -72,6 +72,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/teeml/teeml/attest"
+	"github.com/teeml/teeml/internal/pemcerts"
 )
 
 // ReportSize is the size of a raw SEV-SNP attestation report.
@@ -246,10 +247,9 @@ func ParseCollateral(b []byte) (*spb.CertificateChain, error) {
 		return nil, errors.New("snp: no collateral: the VCEK certificate is required (offline verification)")
 	}
 	chain := &spb.CertificateChain{Extras: map[string][]byte{}}
-	trimmed := bytes.TrimSpace(b)
 	switch {
-	case bytes.HasPrefix(trimmed, []byte("-----BEGIN")):
-		if err := parsePEM(trimmed, chain); err != nil {
+	case isPEMText(b):
+		if err := parsePEM(b, chain); err != nil {
 			return nil, err
 		}
 	case isDERCert(b):
@@ -267,28 +267,33 @@ func ParseCollateral(b []byte) (*spb.CertificateChain, error) {
 	return chain, nil
 }
 
+// isPEMText reports whether b is text (UTF-8 without NUL, unlike a binary
+// certificate table) holding a PEM BEGIN line, possibly after explanatory
+// text.
+func isPEMText(b []byte) bool {
+	if !utf8.Valid(b) || bytes.IndexByte(b, 0) >= 0 {
+		return false
+	}
+	return bytes.HasPrefix(b, []byte("-----BEGIN")) || bytes.Contains(b, []byte("\n-----BEGIN"))
+}
+
 func isDERCert(b []byte) bool {
 	c, err := x509.ParseCertificate(b)
 	return err == nil && c != nil
 }
 
+// parsePEM files every certificate of a PEM bundle; explanatory text
+// around the blocks is allowed (RFC 7468 section 2, as in AMD's published
+// ASK/ARK files), malformed or non-certificate blocks are not.
 func parsePEM(b []byte, chain *spb.CertificateChain) error {
-	rest := b
-	for n := 0; ; n++ {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return fmt.Errorf("snp: collateral PEM block %d is %q, want CERTIFICATE", n, block.Type)
-		}
-		if err := addCert(chain, block.Bytes); err != nil {
+	ders, err := pemcerts.DER(b)
+	if err != nil {
+		return fmt.Errorf("snp: collateral: %w", err)
+	}
+	for _, der := range ders {
+		if err := addCert(chain, der); err != nil {
 			return err
 		}
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return errors.New("snp: collateral has data after its PEM certificates")
 	}
 	return nil
 }

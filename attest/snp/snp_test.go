@@ -12,6 +12,8 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +74,9 @@ func TestRealReportVerifies(t *testing.T) {
 		"PEM VCEK":         pemCert(vcek),
 		"PEM VCEK+ASK+ARK": append(pemCert(vcek), trust.AskArkMilanVcekBytes...),
 		"cert table":       certTable(t, map[string][]byte{abi.VcekGUID: vcek}),
+		// RFC 7468 explanatory text: AMD's ASK/ARK as `openssl x509 -text`
+		// prints them, after a commented VCEK.
+		"annotated PEM": append(append([]byte("VCEK of the test report\n"), pemCert(vcek)...), annotatedAskArk(t)...),
 	}
 	for name, coll := range forms {
 		t.Run(name, func(t *testing.T) {
@@ -133,8 +138,8 @@ func TestRefusals(t *testing.T) {
 		{"no collateral", &Verifier{}, evidence(nil), now, "no collateral"},
 		{"only ASK/ARK", &Verifier{}, evidence(trust.AskArkMilanVcekBytes), now, "neither a VCEK nor a VLEK"},
 		{"garbage collateral", &Verifier{}, evidence([]byte("not a certificate")), now, "neither PEM"},
-		{"PEM junk", &Verifier{}, evidence(append(pemCert(vcek), "junk"...)), now, "data after its PEM"},
-		{"PEM key", &Verifier{}, evidence(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1}})), now, `"PRIVATE KEY", want CERTIFICATE`},
+		{"PEM truncated", &Verifier{}, evidence(append(pemCert(vcek), "note\n-----BEGIN CERTIFICATE-----\nMIIB\n"...)), now, "PEM block 2 (line 33): malformed: no END line"},
+		{"PEM key", &Verifier{}, evidence(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1}})), now, `PEM block 1 (line 1): type "PRIVATE KEY", want CERTIFICATE`},
 		{"two VCEKs", &Verifier{}, evidence(append(pemCert(vcek), pemCert(vcek)...)), now, "two VCEK"},
 		{"VLEK table only", &Verifier{}, evidence(certTable(t, map[string][]byte{abi.VlekGUID: vcek})), now, "lacks the VCEK certificate"},
 		{"forged VCEK", &Verifier{}, evidence(fakeVCEK), now, "snp: verification:"},
@@ -216,8 +221,46 @@ func TestPolicyOnRealClaims(t *testing.T) {
 	}
 }
 
+// annotatedAskArk is go-sev-guest's verify/trust/ask_ark_milan.pem (v0.15.0)
+// as `openssl x509 -text` prints each certificate.
+func annotatedAskArk(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "ask_ark_milan.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestAnnotatedAskArk: the annotated bundle yields exactly AMD's ASK and
+// ARK; a damaged block in it is refused, naming the block.
+func TestAnnotatedAskArk(t *testing.T) {
+	text := annotatedAskArk(t)
+	coll := append(pemCert(vcek), text...)
+	got, err := ParseCollateral(coll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ParseCollateral(append(pemCert(vcek), trust.AskArkMilanVcekBytes...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.GetAskCert()) == 0 || !bytes.Equal(got.GetAskCert(), want.GetAskCert()) || !bytes.Equal(got.GetArkCert(), want.GetArkCert()) {
+		t.Fatal("annotated ASK/ARK differ from go-sev-guest's plain bundle")
+	}
+	i := bytes.LastIndex(coll, []byte("-----BEGIN CERTIFICATE-----\n")) + len("-----BEGIN CERTIFICATE-----\n")
+	bad := append(bytes.Clone(coll[:i]), append([]byte("*"), coll[i+1:]...)...)
+	if _, err := ParseCollateral(bad); err == nil || !strings.Contains(err.Error(), "snp: collateral: PEM block 3") || !strings.Contains(err.Error(), "malformed") {
+		t.Fatalf("damaged block: %v", err)
+	}
+	if _, err := (&Verifier{}).Verify(context.Background(), evidence(bad), now); err == nil {
+		t.Fatal("damaged annotated bundle verified")
+	}
+}
+
 func FuzzParseCollateral(f *testing.F) {
 	f.Add(vcek)
+	f.Add(append(pemCert(vcek), annotatedAskArk(f)...))
 	f.Add(pemCert(vcek))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -16,12 +16,12 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 
 	"github.com/teeml/teeml/attest/dcap/internal/rawsig"
+	"github.com/teeml/teeml/internal/pemcerts"
 )
 
 // Collateral is the collateral needed to verify a DCAP quote offline.
@@ -207,32 +207,20 @@ func (c *Collateral) VerifyQEIdentitySignature(pub *ecdsa.PublicKey) error {
 	return rawsig.Verify(pub, c.QEIdentity, c.QEIdentitySignature)
 }
 
-// ParseCertChain parses a PEM certificate chain. Only CERTIFICATE blocks and
-// whitespace are allowed.
+// ParseCertChain parses a PEM certificate chain. Explanatory text around
+// the blocks is allowed (RFC 7468 section 2, as in Intel's published PEM
+// files); a malformed block, a block other than CERTIFICATE, or a chain
+// without any certificate is refused (see internal/pemcerts).
 func ParseCertChain(s string) ([]*x509.Certificate, error) {
-	rest := []byte(s)
-	var certs []*x509.Certificate
-	for {
-		trimmed := bytes.TrimLeft(rest, " \t\r\n")
-		if len(trimmed) == 0 {
-			break
-		}
-		blk, next := pem.Decode(trimmed)
-		if blk == nil || !bytes.HasPrefix(trimmed, []byte("-----BEGIN ")) {
-			return nil, fmt.Errorf("certificate %d: not a PEM block", len(certs))
-		}
-		if blk.Type != "CERTIFICATE" || len(blk.Headers) != 0 {
-			return nil, fmt.Errorf("certificate %d: PEM type %q, want CERTIFICATE without headers", len(certs), blk.Type)
-		}
-		cert, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", len(certs), err)
-		}
-		certs = append(certs, cert)
-		rest = next
+	ders, err := pemcerts.DER([]byte(s))
+	if err != nil {
+		return nil, fmt.Errorf("certificate chain: %w", err)
 	}
-	if len(certs) == 0 {
-		return nil, errors.New("no certificate in chain")
+	certs := make([]*x509.Certificate, len(ders))
+	for i, der := range ders {
+		if certs[i], err = x509.ParseCertificate(der); err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", i, err)
+		}
 	}
 	return certs, nil
 }

@@ -297,3 +297,47 @@ func TestDigestSeparatesFields(t *testing.T) {
 		t.Error("digest mutated input")
 	}
 }
+
+// TestParseCertChainAnnotated parses Intel's real TCB signing chain (the
+// sgx-dcap sample's tcb_info_issuer_chain) as `openssl x509 -text` prints
+// it: explanatory text before each block, as RFC 7468 allows. The
+// certificates must be exactly those of the plain chain; a damaged block in
+// the same file must still be refused.
+func TestParseCertChainAnnotated(t *testing.T) {
+	c, _ := load(t, "sgx-dcap")
+	plain, err := collateral.ParseCertChain(c.TCBInfoIssuerChain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(filepath.Join("testdata", "intel-tcb-signing-chain.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(text, []byte("Certificate:\n")) {
+		t.Fatal("testdata does not start with explanatory text")
+	}
+	got, err := collateral.ParseCertChain(string(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(plain) {
+		t.Fatalf("%d certificates, want %d", len(got), len(plain))
+	}
+	for i := range got {
+		if !bytes.Equal(got[i].Raw, plain[i].Raw) {
+			t.Errorf("certificate %d differs from the plain chain", i)
+		}
+	}
+	if err := got[0].CheckSignatureFrom(got[1]); err != nil {
+		t.Errorf("TCB signing certificate not signed by the root: %v", err)
+	}
+	// Damage the second block's base64 (one byte that is not base64).
+	i := bytes.LastIndex(text, []byte("-----BEGIN CERTIFICATE-----\n")) + len("-----BEGIN CERTIFICATE-----\n")
+	bad := append(bytes.Clone(text[:i]), append([]byte("*"), text[i+1:]...)...)
+	if _, err := collateral.ParseCertChain(string(bad)); err == nil || !strings.Contains(err.Error(), "PEM block 2 (line 98): malformed") {
+		t.Errorf("damaged block: %v", err)
+	}
+	if _, err := collateral.ParseCertChain("Certificate:\n    Data:\n"); err == nil || !strings.Contains(err.Error(), "certificate chain: no PEM certificate found") {
+		t.Errorf("text only: %v", err)
+	}
+}
