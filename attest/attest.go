@@ -80,6 +80,14 @@ type Claims struct {
 	Measurement []byte // 48 bytes
 	SNPPolicy   uint64
 	HostData    []byte // 32 bytes
+	// SNPCurrentTCB and SNPCommittedTCB are the report's CURRENT_TCB and
+	// COMMITTED_TCB (TCB_VERSION, little-endian as AMD packs it). The
+	// verifier accepts COMMITTED_TCB below CURRENT_TCB (a firmware or
+	// microcode update not yet committed, so it can still be rolled back)
+	// as a fact; attest/policy decides
+	// (snp_allow_committed_tcb_below_current).
+	SNPCurrentTCB   uint64
+	SNPCommittedTCB uint64
 
 	// ReportData is the 64 bytes the attested code bound into the evidence.
 	ReportData []byte

@@ -43,6 +43,8 @@ func (c *Claims) Fields() []Field {
 		add("measurement", Hex(c.Measurement))
 		add("policy", fmt.Sprintf("%#x", c.SNPPolicy))
 		add("host_data", Hex(c.HostData))
+		add("current_tcb", fmt.Sprintf("0x%016x", c.SNPCurrentTCB))
+		add("committed_tcb", fmt.Sprintf("0x%016x", c.SNPCommittedTCB))
 	}
 	add("debug", fmt.Sprint(c.Debug))
 	add("report_data", Hex(c.ReportData))

@@ -58,6 +58,11 @@ type Role struct {
 	// claims must still match an identity entry; their TCB status Unknown is
 	// accepted since no TCB applies.
 	AllowSimulation bool
+	// SNPAllowCommittedTCBBelowCurrent accepts SEV-SNP claims whose
+	// COMMITTED_TCB differs from (is below) CURRENT_TCB: a firmware or
+	// microcode update is running but not committed, so the host can still
+	// roll back to the committed TCB. Refused by default.
+	SNPAllowCommittedTCBBelowCurrent bool
 }
 
 // SGXEntry is one accepted SGX enclave identity. Nil fields are not
@@ -241,6 +246,7 @@ func (p *Policy) Evaluate(role string, c *attest.Claims, opts ...Option) Decisio
 	}
 	ev.simulationAndDebug()
 	ev.tcb()
+	ev.snpCommittedTCB()
 	ev.advisories()
 	ev.reportData()
 	// Freshness of the collateral behind the claims.
@@ -311,6 +317,21 @@ func (ev *evaluation) tcb() {
 		ev.refuse("TCB status %s not accepted (accepted: %s)", c.TCBStatus, joinStatuses(accepted))
 	case c.TCBStatus != attest.UpToDate:
 		ev.warn("TCB status %s accepted", c.TCBStatus)
+	}
+}
+
+// snpCommittedTCB judges an SEV-SNP report whose COMMITTED_TCB is not its
+// CURRENT_TCB (attest/snp refuses COMMITTED_TCB above CURRENT_TCB).
+func (ev *evaluation) snpCommittedTCB() {
+	c := ev.c
+	if c.TEE != attest.SNP || c.Simulated || c.SNPCommittedTCB == c.SNPCurrentTCB {
+		return
+	}
+	what := fmt.Sprintf("COMMITTED_TCB 0x%016x below CURRENT_TCB 0x%016x (update not committed, rollback possible)", c.SNPCommittedTCB, c.SNPCurrentTCB)
+	if ev.r.SNPAllowCommittedTCBBelowCurrent {
+		ev.warn("%s accepted (snp_allow_committed_tcb_below_current: true)", what)
+	} else {
+		ev.refuse("%s refused (snp_allow_committed_tcb_below_current: false)", what)
 	}
 }
 

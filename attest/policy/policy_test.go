@@ -383,7 +383,7 @@ func TestYAMLErrors(t *testing.T) {
 		{"no roles", "roles: {}\n", "test.yaml:1: roles: no roles"},
 		{"empty role name", "roles:\n  \"\": {}\n", `test.yaml:2: roles."": empty role name`},
 		{"unknown role key", "roles:\n  aggregator:\n    sgx:\n      - mr_enclave: " + mre + "\n    allow_debugs: true\n",
-			`test.yaml:5: roles.aggregator.allow_debugs: unknown key (known in roles.aggregator: sgx, tdx, snp, allow_debug, tcb_statuses, advisory_ids, allow_simulation)`},
+			`test.yaml:5: roles.aggregator.allow_debugs: unknown key (known in roles.aggregator: sgx, tdx, snp, allow_debug, tcb_statuses, advisory_ids, allow_simulation, snp_allow_committed_tcb_below_current)`},
 		{"quoted role", "roles:\n  a b:\n    allow_debugs: true\n", `test.yaml:3: roles."a b".allow_debugs: unknown key`},
 		{"unknown entry key", "roles:\n  r:\n    sgx:\n      - mr_enclave: " + mre + "\n        mrenclave: x\n", `test.yaml:5: roles.r.sgx[0].mrenclave: unknown key (known in roles.r.sgx[0]: mr_enclave,`},
 		{"entry without identity", "roles:\n  r:\n    sgx:\n      - isv_prod_id: 0\n", "test.yaml:4: roles.r.sgx[0]: needs mr_enclave or mr_signer"},
@@ -582,5 +582,44 @@ func TestYAMLErrorWithoutFileName(t *testing.T) {
 	}
 	if _, err := Load("/nonexistent/policy.yaml"); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("Load: %v", err)
+	}
+}
+
+// TestSNPCommittedTCBBelowCurrent: SNP claims whose COMMITTED_TCB differs
+// from CURRENT_TCB are refused by default, naming both, and accepted with a
+// warning under snp_allow_committed_tcb_below_current; equal TCBs and other
+// TEEs are not affected.
+func TestSNPCommittedTCBBelowCurrent(t *testing.T) {
+	snp := func(committed uint64) *attest.Claims {
+		return &attest.Claims{TEE: attest.SNP, Measurement: bytes.Clone(snpMeas), HostData: bytes.Clone(hostData),
+			TCBStatus: attest.UpToDate, SNPCurrentTCB: 0x4405000000000002, SNPCommittedTCB: committed}
+	}
+	p := mustParse(t, testYAML)
+	if d := p.Evaluate("aggregator", snp(0x4405000000000002), quiet()); !d.Accepted || len(d.Warnings) != 0 {
+		t.Fatalf("committed = current: %+v", d)
+	}
+	d := p.Evaluate("aggregator", snp(0x4305000000000002), quiet())
+	want := "COMMITTED_TCB 0x4305000000000002 below CURRENT_TCB 0x4405000000000002 (update not committed, rollback possible) refused (snp_allow_committed_tcb_below_current: false)"
+	if d.Accepted || len(d.Reasons) != 1 || d.Reasons[0] != want {
+		t.Fatalf("default: %+v", d)
+	}
+	y := strings.Replace(testYAML, "    allow_simulation: false\n", "    allow_simulation: false\n    snp_allow_committed_tcb_below_current: true\n", 1)
+	p = mustParse(t, y)
+	if !p.Roles["aggregator"].SNPAllowCommittedTCBBelowCurrent || p.Roles["collaborator"].SNPAllowCommittedTCBBelowCurrent {
+		t.Fatal("knob not parsed into its role only")
+	}
+	d = p.Evaluate("aggregator", snp(0x4305000000000002), quiet())
+	if !d.Accepted || len(d.Warnings) != 1 || !strings.HasPrefix(d.Warnings[0], "COMMITTED_TCB 0x4305000000000002 below CURRENT_TCB 0x4405000000000002") {
+		t.Fatalf("allowed: %+v", d)
+	}
+	// The knob still needs the identity to match.
+	c := snp(0x4305000000000002)
+	c.Measurement[0] ^= 1
+	if d := p.Evaluate("aggregator", c, quiet()); d.Accepted {
+		t.Fatal("wrong measurement accepted with the knob")
+	}
+	if _, err := Parse([]byte(strings.Replace(y, "below_current: true", "below_current: yes please", 1)), "test.yaml"); err == nil ||
+		!strings.Contains(err.Error(), "roles.aggregator.snp_allow_committed_tcb_below_current") {
+		t.Fatalf("non-boolean knob: %v", err)
 	}
 }

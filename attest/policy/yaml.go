@@ -40,6 +40,7 @@ import (
 //	    tcb_statuses: [UpToDate]      # default; Revoked/Unknown not allowed
 //	    advisory_ids: [INTEL-SA-00289]
 //	    allow_simulation: false
+//	    snp_allow_committed_tcb_below_current: false # SNP update not committed
 //
 // Hex is plain (no 0x), either case. Anchors, aliases, merge keys, duplicate
 // keys and multiple documents are refused.
@@ -157,7 +158,7 @@ func (ps *parser) str(key string, v *yaml.Node) (string, error) {
 	return v.Value, nil
 }
 
-var roleKeys = []string{"sgx", "tdx", "snp", "allow_debug", "tcb_statuses", "advisory_ids", "allow_simulation"}
+var roleKeys = []string{"sgx", "tdx", "snp", "allow_debug", "tcb_statuses", "advisory_ids", "allow_simulation", "snp_allow_committed_tcb_below_current"}
 
 // role parses roles.<name> (key).
 func (ps *parser) role(key string, k, n *yaml.Node) (*Role, error) {
@@ -187,6 +188,8 @@ func (ps *parser) role(key string, k, n *yaml.Node) (*Role, error) {
 			r.AllowDebug, err = ps.boolean(key, v)
 		case "allow_simulation":
 			r.AllowSimulation, err = ps.boolean(key, v)
+		case "snp_allow_committed_tcb_below_current":
+			r.SNPAllowCommittedTCBBelowCurrent, err = ps.boolean(key, v)
 		case "tcb_statuses":
 			r.TCBStatuses, err = ps.statuses(key, v)
 		case "advisory_ids":

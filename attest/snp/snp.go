@@ -36,8 +36,10 @@
 //  3. The report's ECDSA P-384 SHA-384 signature verifies with that key.
 //  4. The TCB is consistent (validate.SnpAttestation): REPORTED_TCB equals
 //     the TCB the VCEK was issued for, the VCEK's TCB is not above
-//     CURRENT_TCB, COMMITTED_TCB equals CURRENT_TCB and the committed
-//     firmware build and API version equal the current ones (no provisional
+//     CURRENT_TCB, COMMITTED_TCB is not above CURRENT_TCB in any component
+//     (below is a fact in the claims, judged by attest/policy's
+//     snp_allow_committed_tcb_below_current), and the committed firmware
+//     build and API version equal the current ones (no provisional
 //     firmware); the guest policy parses (reserved bit 16 set, reserved high
 //     bits zero); CHIP_ID, unless masked to zero, equals the VCEK's HWID.
 //
@@ -158,11 +160,23 @@ func (v *Verifier) Verify(ctx context.Context, ev *attest.Evidence, now time.Tim
 		// Accept every guest policy capability: judging them (debug above
 		// all) is attest/policy's job, on the claims.
 		GuestPolicy: abi.SnpPolicy{SMT: true, MigrateMA: true, Debug: true, CXLAllowed: true},
-		// Committed firmware must equal current firmware.
-		PermitProvisionalFirmware: false,
+		// COMMITTED_TCB may be below CURRENT_TCB (never above, in any
+		// component): that is a fact for attest/policy to judge
+		// (Claims.SNPCommittedTCB). This also relaxes go-sev-guest's build
+		// and API version checks to "committed <= current"; the equality
+		// teeml requires of those is checked below.
+		PermitProvisionalFirmware: true,
 	}
 	if err := validate.SnpAttestation(att, vopts); err != nil {
 		return nil, fmt.Errorf("snp: validation: %s", oneLine(err))
+	}
+	if report.GetCommittedBuild() != report.GetCurrentBuild() {
+		return nil, fmt.Errorf("snp: validation: committed build number %d does not match the current build number %d (provisional firmware)",
+			report.GetCommittedBuild(), report.GetCurrentBuild())
+	}
+	if report.GetCommittedMajor() != report.GetCurrentMajor() || report.GetCommittedMinor() != report.GetCurrentMinor() {
+		return nil, fmt.Errorf("snp: validation: committed API version %d.%d does not match the current API version %d.%d (provisional firmware)",
+			report.GetCommittedMajor(), report.GetCommittedMinor(), report.GetCurrentMajor(), report.GetCurrentMinor())
 	}
 	validUntil, err := v.validUntil(ek, info.SigningKey, now)
 	if err != nil {
@@ -179,8 +193,11 @@ func (v *Verifier) Verify(ctx context.Context, ev *attest.Evidence, now time.Tim
 		HostData:    bytes.Clone(report.GetHostData()),
 		ReportData:  bytes.Clone(report.GetReportData()),
 		Debug:       pol.Debug,
-		TCBStatus:   attest.UpToDate,
-		ValidUntil:  validUntil,
+
+		SNPCurrentTCB:   report.GetCurrentTcb(),
+		SNPCommittedTCB: report.GetCommittedTcb(),
+		TCBStatus:       attest.UpToDate,
+		ValidUntil:      validUntil,
 	}, nil
 }
 
