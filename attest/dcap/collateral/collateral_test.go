@@ -341,3 +341,38 @@ func TestParseCertChainAnnotated(t *testing.T) {
 		t.Errorf("text only: %v", err)
 	}
 }
+
+// tcbInfoV2 has the layout of a TCB Info version 2 body as Intel PCS API v3
+// (and PCCS caches still serving it) return it: no id, and the TCB
+// components as sgxtcbcompNNsvn fields. It is written from that layout, not
+// recorded, and unsigned: it exercises the parser's refusal only.
+const tcbInfoV2 = `{"version":2,"issueDate":"2025-06-19T10:56:11Z","nextUpdate":"2025-07-19T10:56:11Z","fmspc":"00a067110000","pceId":"0000","tcbType":0,"tcbEvaluationDataNumber":17,` +
+	`"tcbLevels":[{"tcb":{"sgxtcbcomp01svn":17,"sgxtcbcomp02svn":17,"sgxtcbcomp03svn":2,"sgxtcbcomp04svn":4,"sgxtcbcomp05svn":1,"sgxtcbcomp06svn":128,"sgxtcbcomp07svn":0,"sgxtcbcomp08svn":0,` +
+	`"sgxtcbcomp09svn":0,"sgxtcbcomp10svn":0,"sgxtcbcomp11svn":0,"sgxtcbcomp12svn":0,"sgxtcbcomp13svn":0,"sgxtcbcomp14svn":0,"sgxtcbcomp15svn":0,"sgxtcbcomp16svn":0,"pcesvn":11},` +
+	`"tcbDate":"2024-03-13T00:00:00Z","tcbStatus":"UpToDate"}]}`
+
+func TestTCBInfoV2Refused(t *testing.T) {
+	const want = "collateral: tcb info: TCB Info version 2 (PCS API v3) is not supported: fetch v3 from PCS API v4"
+	for name, body := range map[string]string{
+		"v2":           tcbInfoV2,
+		"v2 spaced":    strings.Replace(tcbInfoV2, `"version":2`, `"version" : 2 `, 1),
+		"v2 with id":   strings.Replace(tcbInfoV2, `{"version":2`, `{"id":"SGX","version":2`, 1),
+		"v2 reordered": strings.Replace(tcbInfoV2, `{"version":2,`, `{`, 1)[:len(tcbInfoV2)-len(`"version":2,`)-1] + `,"version":2}`,
+	} {
+		_, err := collateral.ParseTCBInfo([]byte(body))
+		if err == nil || err.Error() != want || !errors.Is(err, collateral.ErrTCBInfoV2) {
+			t.Errorf("%s: %v, want %q", name, err, want)
+		}
+	}
+	// Other versions keep their own error; version 3 is unaffected.
+	if _, err := collateral.ParseTCBInfo([]byte(strings.Replace(tcbInfoV2, `"version":2`, `"version":1`, 1))); err == nil || errors.Is(err, collateral.ErrTCBInfoV2) {
+		t.Errorf("version 1: %v", err)
+	}
+	c, _ := load(t, "sgx-dcap")
+	if _, err := collateral.ParseTCBInfo(c.TCBInfo); err != nil {
+		t.Errorf("real v3 body: %v", err)
+	}
+	if _, err := collateral.ParseTCBInfo([]byte(`{"version":"2"}`)); errors.Is(err, collateral.ErrTCBInfoV2) {
+		t.Error("string version taken for version 2")
+	}
+}

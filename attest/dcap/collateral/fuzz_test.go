@@ -42,8 +42,12 @@ func FuzzParseTCBInfo(f *testing.F) {
 		f.Add(c.TCBInfo)
 		f.Add(c.QEIdentity)
 	}
+	f.Add([]byte(tcbInfoV2))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if ti, err := collateral.ParseTCBInfo(b); err == nil {
+			if ti.Version != 3 {
+				t.Fatalf("TCB Info version %d accepted", ti.Version)
+			}
 			if len(ti.TCBLevels) == 0 || (ti.ID == "TDX") != (ti.TDXModule != nil) {
 				t.Fatalf("inconsistent TCB Info accepted: %+v", ti)
 			}

@@ -217,8 +217,14 @@ func components(w []wireComponent, name string) ([16]TCBComponent, error) {
 	return out, nil
 }
 
+// ErrTCBInfoV2 is returned (wrapped) for a TCB Info body of version 2, as
+// Intel PCS API v3 and PCCS caches still serving it return: it has no id
+// field and a different TCB component layout, and teeml verifies version 3
+// only.
+var ErrTCBInfoV2 = errors.New("TCB Info version 2 (PCS API v3) is not supported: fetch v3 from PCS API v4")
+
 // ParseTCBInfo parses a TCB Info body (the exact signed JSON). Version 3 is
-// supported, for both SGX and TDX.
+// supported, for both SGX and TDX; version 2 is refused with ErrTCBInfoV2.
 func ParseTCBInfo(b []byte) (*TCBInfo, error) {
 	t, err := parseTCBInfo(b)
 	if err != nil {
@@ -228,6 +234,14 @@ func ParseTCBInfo(b []byte) (*TCBInfo, error) {
 }
 
 func parseTCBInfo(b []byte) (*TCBInfo, error) {
+	// Name the version before the strict decode complains about version 2's
+	// layout (no id, sgxtcbcompNNsvn fields).
+	var peek struct {
+		Version json.RawMessage `json:"version"`
+	}
+	if json.Unmarshal(b, &peek) == nil && string(bytes.TrimSpace(peek.Version)) == "2" {
+		return nil, ErrTCBInfoV2
+	}
 	var w wireTCBInfo
 	if err := decodeStrict(b, &w); err != nil {
 		return nil, fmt.Errorf("json: %w", err)
