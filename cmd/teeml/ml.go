@@ -137,9 +137,9 @@ func newTrainCmd() *cobra.Command {
 					}
 					defer k.close()
 					c.Keys = ks
-					if o.Out != "" {
+					if o.Out != "" || c.Importance != "" {
 						if c.KeyID, err = k.defaultKeyID(ks); err != nil {
-							return fmt.Errorf("train: sealing %s: %w", o.Out, err)
+							return fmt.Errorf("train: sealing the outputs: %w", err)
 						}
 					}
 				}
@@ -174,6 +174,7 @@ func newTrainCmd() *cobra.Command {
 	classicalFlags(cmd, &c)
 	f.IntVar(&threads, "threads", 0, "compute threads (0: all cores)")
 	f.StringVar(&c.Input, "input", "", "rf, gbdt, kmeans: train on this CSV (features..., label column) instead of --dataset; may be sealed (--kms/--key-file)")
+	f.StringVar(&c.Importance, "importance", "", "rf, gbdt: write feature importances (CSV feature,gain,splits; sealed with --kms/--key-file) to this file")
 	f.StringVar(&c.Label, "label", "label", "with --input: the label column")
 	f.StringVar(&task, "task", string(datasets.Classification), "with --input: classification or regression")
 	k.register(cmd, "rf, gbdt, kmeans: key ID to seal --out under (default: the key file's only key)")

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -110,11 +112,12 @@ func TestTrainTreesSealed(t *testing.T) {
 	// A bundled dataset with a key file: the model is sealed and eval reads
 	// it back with the recorded split and prints what train printed.
 	out, e, code = run(t, bin, "train", "--model", "rf", "--dataset", "breast_cancer", "--trees", "20", "--key-file", p("keys.json"),
-		"--out", p("rf.sealed"), "--log-level", "warn")
+		"--out", p("rf.sealed"), "--importance", p("imp.sealed"), "--log-level", "warn")
 	if code != 0 {
 		t.Fatalf("train rf: exit %d %s", code, e)
 	}
 	checkSealedModel(t, p("rf.sealed"))
+	checkImportance(t, bin, p("imp.sealed"), p("keys.json"), out)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	ev, e, code := run(t, bin, "eval", "--key-file", p("keys.json"), "--weights", p("rf.sealed"), "--dataset", "breast_cancer", "--log-level", "warn")
 	if want := strings.Join(lines[len(lines)-2:], "\n"); code != 0 || !strings.HasSuffix(strings.TrimSpace(ev), want) {
@@ -136,6 +139,8 @@ func TestTrainTreesSealed(t *testing.T) {
 	}
 
 	// Flags that do not fit.
+	_, e, code = run(t, bin, "train", "--model", "kmeans", "--dataset", "digits", "--importance", p("km-imp.csv"))
+	refusedInOneLine(t, "train kmeans with --importance", e, code, "k-means has no feature importances")
 	_, e, code = run(t, bin, "train", "--model", "logreg", "--dataset", "breast_cancer", "--key-file", p("keys.json"))
 	refusedInOneLine(t, "train logreg with --key-file", e, code, "for rf, gbdt and kmeans")
 	_, e, code = run(t, bin, "train", "--model", "gbdt", "--dataset", "breast_cancer", "--input", p("bc.csv"))
@@ -164,4 +169,42 @@ func TestTrainTreesKMS(t *testing.T) {
 	refusedInOneLine(t, "eval --kms col-2", e, code, `member "col-2" (role collaborator) is not allowed`)
 	_, e, code = run(t, bin, "train", "--model", "gbdt", "--dataset", "breast_cancer", "--kms", col1, "--out", filepath.Join(dir, "x.sealed"))
 	refusedInOneLine(t, "train --kms without --key", e, code, "--key ID is required")
+}
+
+// checkImportance decrypts the sealed importance file and checks it against
+// what train printed: one row per breast_cancer feature, gains decreasing,
+// the first row the first printed feature.
+func checkImportance(t *testing.T, bin, path, keys, trainOut string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(b, []byte("TEEMLSEALED")) || bytes.Contains(b, []byte("gain")) {
+		t.Fatalf("%s is not sealed", path)
+	}
+	plain := path + ".csv"
+	if _, e, code := run(t, bin, "data", "decrypt", "--key-file", keys, "--in", path, "--out", plain); code != 0 {
+		t.Fatalf("decrypt importance: %s", e)
+	}
+	rows := readCSVFile(t, plain)
+	if len(rows) != 31 || strings.Join(rows[0], ",") != "feature,gain,splits" {
+		t.Fatalf("importance: %d rows, header %v; want 30 features under feature,gain,splits", len(rows), rows[0])
+	}
+	prev, total := math.Inf(1), 0
+	for _, r := range rows[1:] {
+		g, err1 := strconv.ParseFloat(r[1], 64)
+		n, err2 := strconv.Atoi(r[2])
+		if err1 != nil || err2 != nil || g > prev || g < 0 || n < 0 {
+			t.Fatalf("importance row %v after gain %v: want decreasing non-negative gain and a split count", r, prev)
+		}
+		prev, total = g, total+n
+	}
+	if total == 0 {
+		t.Error("importance: no splits at all")
+	}
+	_, after, _ := strings.Cut(trainOut, "feature importance (gain, splits):\n")
+	if !strings.HasPrefix(strings.TrimSpace(after), rows[1][0]+" ") {
+		t.Errorf("importance file starts with %q, train printed %.60q", rows[1][0], after)
+	}
 }

@@ -3,6 +3,7 @@ package job
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"fmt"
 	"io"
 	"log/slog"
@@ -62,6 +63,9 @@ type ClassicalOptions struct {
 	// model's plaintext never touches the disk.
 	Keys  sealed.KeySource
 	KeyID string
+	// Importance, when set (rf, gbdt), is a CSV file feature,gain,splits
+	// in decreasing gain, sealed like Out when the run has Keys.
+	Importance string
 }
 
 // loadClassical returns the raw training and test splits of o.Input or
@@ -96,20 +100,31 @@ func loadClassical(ctx context.Context, o ClassicalOptions) (train, test *datase
 	return train, test, "", nil
 }
 
-// writeModel writes the model file atomically, sealed under o.KeyID when the
-// run has a key source.
-func writeModel(ctx context.Context, o ClassicalOptions, enc func(io.Writer) error) error {
+// writeOutput writes path (what names it: "model", "importance")
+// atomically, sealed under o.KeyID when the run has a key source.
+func writeOutput(ctx context.Context, o ClassicalOptions, what, path string, enc func(io.Writer) error) error {
 	var err error
 	if o.Keys != nil {
-		err = sealed.WriteFile(ctx, o.Out, 0o600, o.Keys, o.KeyID, enc)
+		err = sealed.WriteFile(ctx, path, 0o600, o.Keys, o.KeyID, enc)
 	} else {
-		err = atomicfile.WriteFile(o.Out, 0o644, enc)
+		err = atomicfile.WriteFile(path, 0o644, enc)
 	}
 	if err != nil {
-		return fmt.Errorf("train: model %s: %w", o.Out, err)
+		return fmt.Errorf("train: %s %s: %w", what, path, err)
 	}
-	slog.Info("saved model", "path", o.Out, "sealed", o.Keys != nil, "key", o.KeyID)
+	slog.Info("saved "+what, "path", path, "sealed", o.Keys != nil, "key", o.KeyID)
 	return nil
+}
+
+// writeImportance writes feature,gain,splits rows in the given order.
+func writeImportance(w io.Writer, cols []datasets.Column, order []int, gain []float64, splits []int) error {
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"feature", "gain", "splits"})
+	for _, f := range order {
+		_ = cw.Write([]string{cols[f].Name, strconv.FormatFloat(gain[f], 'g', -1, 64), strconv.Itoa(splits[f])})
+	}
+	cw.Flush()
+	return cw.Error()
 }
 
 // TrainClassical trains a forest, boosted trees or k-means on the raw
@@ -122,8 +137,11 @@ func TrainClassical(ctx context.Context, o ClassicalOptions) error {
 	if o.TestFraction == 0 {
 		o.TestFraction = DefaultTestFraction
 	}
-	if o.Keys != nil && o.KeyID == "" && o.Out != "" {
-		return fmt.Errorf("train: model %s: no key ID to seal it under", o.Out)
+	if o.Keys != nil && o.KeyID == "" && (o.Out != "" || o.Importance != "") {
+		return fmt.Errorf("train: no key ID to seal the outputs under")
+	}
+	if o.Importance != "" && o.Model == "kmeans" {
+		return fmt.Errorf("train: --importance %s: k-means has no feature importances", o.Importance)
 	}
 	train, test, name, err := loadClassical(ctx, o)
 	if err != nil {
@@ -173,6 +191,13 @@ func TrainClassical(ctx context.Context, o ClassicalOptions) error {
 	for _, f := range order[:min(len(order), 15)] {
 		fmt.Fprintf(o.Output, "  %-20s gain=%.4g splits=%d\n", train.Columns[f].Name, gain[f], splits[f])
 	}
+	if o.Importance != "" {
+		if err := writeOutput(ctx, o, "importance", o.Importance, func(w io.Writer) error {
+			return writeImportance(w, train.Columns, order, gain, splits)
+		}); err != nil {
+			return err
+		}
+	}
 	if o.Out != "" {
 		m.Params = map[string]string{MetaSplitSeed: strconv.FormatInt(o.Seed, 10),
 			MetaTestFraction: strconv.FormatFloat(o.TestFraction, 'g', -1, 64), MetaVersion: buildinfo.Version}
@@ -181,7 +206,7 @@ func TrainClassical(ctx context.Context, o ClassicalOptions) error {
 		} else {
 			m.Params[MetaInput] = filepath.Base(o.Input)
 		}
-		if err := writeModel(ctx, o, func(w io.Writer) error { return trees.WriteText(w, m) }); err != nil {
+		if err := writeOutput(ctx, o, "model", o.Out, func(w io.Writer) error { return trees.WriteText(w, m) }); err != nil {
 			return err
 		}
 	}
@@ -224,7 +249,7 @@ func trainKMeans(ctx context.Context, o ClassicalOptions, train, test *datasets.
 	slog.Info("trained", "model", "kmeans", "k", m.K, "seconds", time.Since(start).Seconds())
 	fmt.Fprintf(o.Output, "kmeans k=%d inertia=%.4g iterations=%d\n", m.K, m.Inertia, m.Iter)
 	if o.Out != "" {
-		if err := writeModel(ctx, o, func(w io.Writer) error { return kmeans.Write(w, m) }); err != nil {
+		if err := writeOutput(ctx, o, "model", o.Out, func(w io.Writer) error { return kmeans.Write(w, m) }); err != nil {
 			return err
 		}
 	}
