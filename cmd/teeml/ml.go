@@ -104,6 +104,8 @@ func newTrainCmd() *cobra.Command {
 	var o job.TrainOptions
 	var threads int
 	var c job.ClassicalOptions // rf, gbdt, kmeans (see classicalFlags)
+	var task string
+	var k keyFlags
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Train a model locally on a dataset and report test metrics",
@@ -112,10 +114,42 @@ func newTrainCmd() *cobra.Command {
 			"Models: " + fmt.Sprint(ml.Kinds()) + ".",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			keyed := k.kms != "" || k.keyFile != ""
 			if job.IsClassical(o.Model) {
 				c.Dataset, c.Model, c.LR, c.Seed, c.TestFraction, c.Out, c.Threads = o.Dataset, o.Model, o.LR, o.Seed, o.TestFraction, o.Out, threads
 				c.Output = cmd.OutOrStdout()
+				switch {
+				case c.Input != "" && o.Dataset != "":
+					return fmt.Errorf("train: give --input or --dataset, not both")
+				case c.Input == "" && o.Dataset == "":
+					return fmt.Errorf("train: give --dataset NAME or --input FILE.csv")
+				}
+				switch datasets.Task(task) {
+				case datasets.Classification, datasets.Regression:
+					c.Task = datasets.Task(task)
+				default:
+					return fmt.Errorf("train: --task %q: want classification or regression", task)
+				}
+				if keyed {
+					ks, err := k.source(cmd)
+					if err != nil {
+						return fmt.Errorf("train: %w", err)
+					}
+					defer k.close()
+					c.Keys = ks
+					if o.Out != "" || c.Importance != "" {
+						if c.KeyID, err = k.defaultKeyID(ks); err != nil {
+							return fmt.Errorf("train: sealing the outputs: %w", err)
+						}
+					}
+				}
 				return job.TrainClassical(cmd.Context(), c)
+			}
+			switch {
+			case o.Dataset == "":
+				return fmt.Errorf("train: --dataset is required for model %q", o.Model)
+			case c.Input != "" || keyed:
+				return fmt.Errorf("train: --input, --kms and --key-file are for rf, gbdt and kmeans, not %q (seal neural weights with teeml data encrypt)", o.Model)
 			}
 			if threads > 0 {
 				ml.SetThreads(threads)
@@ -139,7 +173,11 @@ func newTrainCmd() *cobra.Command {
 	f.StringVar(&o.Out, "out", "", "write the trained weights to this .safetensors file (rf, gbdt: LightGBM model.txt; kmeans: JSON)")
 	classicalFlags(cmd, &c)
 	f.IntVar(&threads, "threads", 0, "compute threads (0: all cores)")
-	_ = cmd.MarkFlagRequired("dataset")
+	f.StringVar(&c.Input, "input", "", "rf, gbdt, kmeans: train on this CSV (features..., label column) instead of --dataset; may be sealed (--kms/--key-file)")
+	f.StringVar(&c.Importance, "importance", "", "rf, gbdt: write feature importances (CSV feature,gain,splits; sealed with --kms/--key-file) to this file")
+	f.StringVar(&c.Label, "label", "label", "with --input: the label column")
+	f.StringVar(&task, "task", string(datasets.Classification), "with --input: classification or regression")
+	k.register(cmd, "rf, gbdt, kmeans: key ID to seal --out under (default: the key file's only key)")
 	_ = cmd.MarkFlagRequired("model")
 	return cmd
 }

@@ -3,9 +3,11 @@ package job
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
@@ -17,6 +19,11 @@ import (
 	"github.com/teeml/teeml/ml/trees"
 	"github.com/teeml/teeml/sealed"
 )
+
+// MetaInput records, in a model trained on a CSV file (--input) rather than
+// a bundled dataset, the file's base name; eval refuses such a model (there
+// is no bundled split to re-create) and predict reads rows by column name.
+const MetaInput = "teeml.input"
 
 // TreeKinds are the classical models TrainClassical runs.
 var TreeKinds = []string{"rf", "gbdt", "kmeans"}
@@ -45,6 +52,79 @@ type ClassicalOptions struct {
 	TestFraction  float64
 	Out           string // rf/gbdt: LightGBM model.txt; kmeans: JSON
 	Output        io.Writer
+	// Input, when set, is a CSV file (features..., label column Label, as
+	// teeml datasets export writes) trained on instead of Dataset; it may be
+	// sealed (opened in memory with Keys). Task is its label's task
+	// (default classification).
+	Input string
+	Label string
+	Task  datasets.Task
+	// Keys, when set, opens a sealed Input and seals Out under KeyID: the
+	// model's plaintext never touches the disk.
+	Keys  sealed.KeySource
+	KeyID string
+	// Importance, when set (rf, gbdt), is a CSV file feature,gain,splits
+	// in decreasing gain, sealed like Out when the run has Keys.
+	Importance string
+}
+
+// loadClassical returns the raw training and test splits of o.Input or
+// o.Dataset, and the bundled dataset's name ("" for o.Input).
+func loadClassical(ctx context.Context, o ClassicalOptions) (train, test *datasets.Dataset, name string, err error) {
+	if o.Input == "" {
+		train, test, err = datasets.LoadSplit(o.Dataset, o.TestFraction, o.Seed)
+		return train, test, o.Dataset, err
+	}
+	if !(o.TestFraction > 0 && o.TestFraction < 1) {
+		return nil, nil, "", fmt.Errorf("train: input %s: test fraction %v outside (0, 1)", o.Input, o.TestFraction)
+	}
+	b, err := ReadMaybeSealed(ctx, o.Input, "input", o.Keys)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("train: %w", err)
+	}
+	label, task := o.Label, o.Task
+	if label == "" {
+		label = "label"
+	}
+	if task == "" {
+		task = datasets.Classification
+	}
+	ds, err := datasets.LoadCSV(bytes.NewReader(b), datasets.CSVOptions{Name: filepath.Base(o.Input), Label: label, Task: task})
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("train: input %s: %w", o.Input, err)
+	}
+	if ds.Task == datasets.Classification && ds.NumClasses < 2 {
+		return nil, nil, "", fmt.Errorf("train: input %s: label %q has %d class(es), want at least 2", o.Input, label, ds.NumClasses)
+	}
+	train, test = datasets.Split(ds, o.TestFraction, o.Seed)
+	return train, test, "", nil
+}
+
+// writeOutput writes path (what names it: "model", "importance")
+// atomically, sealed under o.KeyID when the run has a key source.
+func writeOutput(ctx context.Context, o ClassicalOptions, what, path string, enc func(io.Writer) error) error {
+	var err error
+	if o.Keys != nil {
+		err = sealed.WriteFile(ctx, path, 0o600, o.Keys, o.KeyID, enc)
+	} else {
+		err = atomicfile.WriteFile(path, 0o644, enc)
+	}
+	if err != nil {
+		return fmt.Errorf("train: %s %s: %w", what, path, err)
+	}
+	slog.Info("saved "+what, "path", path, "sealed", o.Keys != nil, "key", o.KeyID)
+	return nil
+}
+
+// writeImportance writes feature,gain,splits rows in the given order.
+func writeImportance(w io.Writer, cols []datasets.Column, order []int, gain []float64, splits []int) error {
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"feature", "gain", "splits"})
+	for _, f := range order {
+		_ = cw.Write([]string{cols[f].Name, strconv.FormatFloat(gain[f], 'g', -1, 64), strconv.Itoa(splits[f])})
+	}
+	cw.Flush()
+	return cw.Error()
 }
 
 // TrainClassical trains a forest, boosted trees or k-means on the raw
@@ -57,7 +137,13 @@ func TrainClassical(ctx context.Context, o ClassicalOptions) error {
 	if o.TestFraction == 0 {
 		o.TestFraction = DefaultTestFraction
 	}
-	train, test, err := datasets.LoadSplit(o.Dataset, o.TestFraction, o.Seed)
+	if o.Keys != nil && o.KeyID == "" && (o.Out != "" || o.Importance != "") {
+		return fmt.Errorf("train: no key ID to seal the outputs under")
+	}
+	if o.Importance != "" && o.Model == "kmeans" {
+		return fmt.Errorf("train: --importance %s: k-means has no feature importances", o.Importance)
+	}
+	train, test, name, err := loadClassical(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -105,13 +191,24 @@ func TrainClassical(ctx context.Context, o ClassicalOptions) error {
 	for _, f := range order[:min(len(order), 15)] {
 		fmt.Fprintf(o.Output, "  %-20s gain=%.4g splits=%d\n", train.Columns[f].Name, gain[f], splits[f])
 	}
-	if o.Out != "" {
-		m.Params = map[string]string{MetaDataset: o.Dataset, MetaSplitSeed: strconv.FormatInt(o.Seed, 10),
-			MetaTestFraction: strconv.FormatFloat(o.TestFraction, 'g', -1, 64), MetaVersion: buildinfo.Version}
-		if err := atomicfile.WriteFile(o.Out, 0o644, func(w io.Writer) error { return trees.WriteText(w, m) }); err != nil {
-			return fmt.Errorf("train: %w", err)
+	if o.Importance != "" {
+		if err := writeOutput(ctx, o, "importance", o.Importance, func(w io.Writer) error {
+			return writeImportance(w, train.Columns, order, gain, splits)
+		}); err != nil {
+			return err
 		}
-		slog.Info("saved model", "path", o.Out)
+	}
+	if o.Out != "" {
+		m.Params = map[string]string{MetaSplitSeed: strconv.FormatInt(o.Seed, 10),
+			MetaTestFraction: strconv.FormatFloat(o.TestFraction, 'g', -1, 64), MetaVersion: buildinfo.Version}
+		if name != "" {
+			m.Params[MetaDataset] = name
+		} else {
+			m.Params[MetaInput] = filepath.Base(o.Input)
+		}
+		if err := writeOutput(ctx, o, "model", o.Out, func(w io.Writer) error { return trees.WriteText(w, m) }); err != nil {
+			return err
+		}
 	}
 	s := trees.Evaluate(m, test)
 	fmt.Fprintln(o.Output, classicalFinalLine(test.Task, s))
@@ -152,8 +249,8 @@ func trainKMeans(ctx context.Context, o ClassicalOptions, train, test *datasets.
 	slog.Info("trained", "model", "kmeans", "k", m.K, "seconds", time.Since(start).Seconds())
 	fmt.Fprintf(o.Output, "kmeans k=%d inertia=%.4g iterations=%d\n", m.K, m.Inertia, m.Iter)
 	if o.Out != "" {
-		if err := atomicfile.WriteFile(o.Out, 0o644, func(w io.Writer) error { return kmeans.Write(w, m) }); err != nil {
-			return fmt.Errorf("train: %w", err)
+		if err := writeOutput(ctx, o, "model", o.Out, func(w io.Writer) error { return kmeans.Write(w, m) }); err != nil {
+			return err
 		}
 	}
 	if te.Task == datasets.Classification {
@@ -181,6 +278,9 @@ func evalClassical(b []byte, path, dataset string) (string, error) {
 	m, err := trees.ParseText(bytes.NewReader(b), path)
 	if err != nil {
 		return "", err
+	}
+	if in := m.Params[MetaInput]; in != "" {
+		return "", fmt.Errorf("model %s: trained on input file %s, not a bundled dataset: score it with teeml predict", path, in)
 	}
 	if d := m.Params[MetaDataset]; d != "" && d != dataset {
 		return "", fmt.Errorf("model %s: trained on dataset %q, not %q", path, d, dataset)
