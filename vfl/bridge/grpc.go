@@ -120,6 +120,14 @@ func (p *pipeEnd) Send(f *vflv1.Frame) error {
 }
 
 func (p *pipeEnd) Recv() (*vflv1.Frame, error) {
+	// Frames sent before the pipe was closed are delivered first, as a
+	// real transport delivers data before the end of the stream (a select
+	// over both would drop them at random: a peer's last Abort with them).
+	select {
+	case f := <-p.in:
+		return f, nil
+	default:
+	}
 	select {
 	case f := <-p.in:
 		return f, nil

@@ -139,6 +139,10 @@ type Session struct {
 		framesSent, framesRecv, bytesSent, bytesRecv, dups atomic.Int64
 	}
 
+	// peerAbort is the peer's Abort frame, kept even when it arrives after
+	// the session failed (see AwaitPeerAbort).
+	peerAbort *AbortError
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -201,6 +205,23 @@ func (s *Session) Close() {
 	s.fail(errClosed)
 }
 
+// AwaitPeerAbort waits at most grace for the session's goroutines to end
+// and returns the peer's Abort if its frame arrived, also after the session
+// had already failed: a peer that aborts and hangs up can make this side's
+// send fail (ErrPeerLost) before the reader reaches the Abort frame, and
+// the peer's reason is the one to report.
+func (s *Session) AwaitPeerAbort(grace time.Duration) *AbortError {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-s.done:
+	case <-t.C:
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peerAbort
+}
+
 // Wait blocks until the session's goroutines have exited.
 func (s *Session) Wait() { <-s.done }
 
@@ -261,11 +282,19 @@ func (s *Session) readLoop() {
 		}
 		s.stats.framesRecv.Add(1)
 		s.stats.bytesRecv.Add(int64(proto.Size(f)))
+		if s.Err() != nil {
+			// Failed already (a send error, a deadline, Close): only the
+			// peer's reason still matters; drain until it or the stream's end.
+			if a := f.GetAbort(); a != nil {
+				s.mu.Lock()
+				s.peerAbort = &AbortError{Reason: a.GetReason()}
+				s.mu.Unlock()
+				return
+			}
+			continue
+		}
 		if err := s.handle(f); err != nil {
 			s.fail(err)
-			return
-		}
-		if s.Err() != nil {
 			return
 		}
 	}
@@ -280,7 +309,8 @@ func (s *Session) handle(f *vflv1.Frame) error {
 	case *vflv1.Frame_Heartbeat:
 		return nil
 	case *vflv1.Frame_Abort:
-		return &AbortError{Reason: k.Abort.GetReason()}
+		s.peerAbort = &AbortError{Reason: k.Abort.GetReason()}
+		return s.peerAbort
 	case *vflv1.Frame_Hello:
 		return protoErr("%s sent a second hello", s.cfg.Peer)
 	case *vflv1.Frame_Start:

@@ -327,3 +327,29 @@ func TestWaitPeerEnd(t *testing.T) {
 		t.Fatalf("session error %v, want ErrPeerLost", err)
 	}
 }
+
+// sendFails is a stream whose sends fail (the peer hung up) while frames
+// it sent before hanging up are still to be read.
+type sendFails struct{ Stream }
+
+func (sendFails) Send(*vflv1.Frame) error { return errors.New("transport is closing") }
+
+// TestAbortAfterSendFailureIsKept: a peer that aborts and hangs up can make
+// this side's send fail before the reader reaches its Abort frame; the
+// session still records the peer's reason (behind a heartbeat), so the run
+// reports it instead of reconnecting to a peer that gave up.
+func TestAbortAfterSendFailureIsKept(t *testing.T) {
+	a, b := Pipe()
+	s := NewSession(sendFails{a}, 0, Config{Logger: slog.New(slog.NewTextHandler(&lockedBuf{}, nil))})
+	t.Cleanup(func() { s.Close(); a.Close(); s.Wait() })
+	if err := s.Start(1); !errors.Is(err, ErrPeerLost) {
+		t.Fatalf("start on a hung-up stream: %v", err)
+	}
+	send(t, b, &vflv1.Frame{Kind: &vflv1.Frame_Heartbeat{Heartbeat: &vflv1.Heartbeat{}}},
+		&vflv1.Frame{Kind: &vflv1.Frame_Abort{Abort: &vflv1.Abort{Reason: "act1_f[0] is NaN"}}})
+	b.Close()
+	ae := s.AwaitPeerAbort(time.Minute)
+	if ae == nil || ae.Reason != "act1_f[0] is NaN" {
+		t.Fatalf("peer abort after a failed send: %v", ae)
+	}
+}

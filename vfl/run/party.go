@@ -416,6 +416,12 @@ func (pt *party) session(ctx context.Context, c *bridge.Conn) (*Result, error) {
 		// Anything but a lost peer ends the run: tell the peer why, so it
 		// stops now instead of waiting reconnect_timeout for us.
 		var abort *bridge.AbortError
+		if errors.Is(err, bridge.ErrPeerLost) {
+			// The peer may have said why before hanging up.
+			if a := sess.AwaitPeerAbort(max(time.Second, time.Duration(nw.Heartbeat))); a != nil {
+				return nil, a
+			}
+		}
 		if !errors.Is(err, bridge.ErrPeerLost) && !errors.As(err, &abort) && ctx.Err() == nil {
 			sess.Abort(strings.Join(strings.Fields(err.Error()), " "))
 		}
