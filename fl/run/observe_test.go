@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -97,10 +96,7 @@ func TestAggregatorMetrics(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var aggOut lockedBuf
-	aggErr := make(chan error, 1)
-	go func() {
-		aggErr <- RunAggregator(ctx, AggregatorOptions{Workspace: ws, Out: &aggOut, Logger: quietLog(), MetricsAddr: "127.0.0.1:0"})
-	}()
+	waitAgg := startAggregator(ctx, AggregatorOptions{Workspace: ws, Out: &aggOut, Logger: quietLog(), MetricsAddr: "127.0.0.1:0"})
 	url := waitMatch(t, &aggOut, regexp.MustCompile(`Prometheus metrics: (http://\S+/metrics)`))[1]
 	aggAddr := waitMatch(t, &aggOut, regexp.MustCompile(`on (127\.0\.0\.1:\d+) \(RA-TLS\)`))[1]
 	body, err := get(t, url)
@@ -125,19 +121,9 @@ func TestAggregatorMetrics(t *testing.T) {
 		t.Errorf("scrape after a refused handshake lacks %q (last error %v)", w, err)
 	}
 
-	var wg sync.WaitGroup
 	names := []string{"col-1", "col-2"}
-	for _, n := range names {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := RunCollaborator(ctx, CollaboratorOptions{Workspace: ws, Name: n, ConnectTimeout: 30 * time.Second, Logger: quietLog()}); err != nil {
-				t.Errorf("%s: %v", n, err)
-			}
-		}()
-	}
-	wg.Wait()
-	if err := <-aggErr; err != nil {
+	runCollaborators(t, ctx, ws, names, nil)
+	if err := waitAgg(); err != nil {
 		t.Fatalf("aggregator: %v\n%s", err, aggOut.String())
 	}
 	if _, err := get(t, url); err == nil {

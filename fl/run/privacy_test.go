@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,31 +57,9 @@ func federateWithPrivacy(t *testing.T, noise string) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var aggOut, aggLog lockedBuf
-	aggErr := make(chan error, 1)
-	go func() {
-		aggErr <- RunAggregator(ctx, AggregatorOptions{Workspace: ws, Out: &aggOut, Logger: aggLog.Logger()})
-	}()
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
+	var aggLog lockedBuf
 	logs := make([]lockedBuf, 2)
-	for i, n := range []string{"col-1", "col-2"} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = RunCollaborator(ctx, CollaboratorOptions{Workspace: ws, Name: n, ConnectTimeout: 30 * time.Second, Logger: logs[i].Logger()})
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("col-%d: %v", i+1, err)
-		}
-	}
-	if err := <-aggErr; err != nil {
-		t.Fatalf("aggregator: %v\n%s", err, aggOut.String())
-	}
-	out := aggOut.String()
+	out := runFederation(t, ctx, AggregatorOptions{Workspace: ws, Logger: aggLog.Logger()}, []string{"col-1", "col-2"}, logs)
 	if !strings.Contains(out, "federation stopped early: privacy budget: round 3 would spend") {
 		t.Errorf("aggregator output lacks the budget stop:\n%s", out)
 	}

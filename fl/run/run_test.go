@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -44,30 +43,7 @@ func TestFederationInProcess(t *testing.T) {
 	ws := setup(t, 2, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var aggOut lockedBuf
-	aggErr := make(chan error, 1)
-	go func() {
-		aggErr <- RunAggregator(ctx, AggregatorOptions{Workspace: ws, Out: &aggOut, Logger: quietLog()})
-	}()
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, n := range []string{"col-1", "col-2"} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = RunCollaborator(ctx, CollaboratorOptions{Workspace: ws, Name: n, ConnectTimeout: 30 * time.Second, Logger: quietLog()})
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("col-%d: %v", i+1, err)
-		}
-	}
-	if err := <-aggErr; err != nil {
-		t.Fatalf("aggregator: %v\n%s", err, aggOut.String())
-	}
-	out := aggOut.String()
+	out := runFederation(t, ctx, AggregatorOptions{Workspace: ws}, []string{"col-1", "col-2"}, nil)
 	t.Logf("aggregator:\n%s", out)
 	for _, w := range []string{"SIMULATION", "round 1/2: participants 2, accepted 2, rejected 0", "round 2/2", FinalAccuracyPrefix} {
 		if !strings.Contains(out, w) {

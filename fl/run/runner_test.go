@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -68,31 +67,8 @@ func TestRunnerCrashSkipsRoundNotCollaborator(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var aggOut lockedBuf
-	aggErr := make(chan error, 1)
-	go func() {
-		aggErr <- RunAggregator(ctx, AggregatorOptions{Workspace: ws, Out: &aggOut, Logger: quietLog()})
-	}()
-	var wg sync.WaitGroup
-	errs := make([]error, 3)
 	logs := make([]lockedBuf, 3)
-	for i, n := range []string{"col-1", "col-2", "col-3"} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = RunCollaborator(ctx, CollaboratorOptions{Workspace: ws, Name: n, ConnectTimeout: 30 * time.Second, Logger: logs[i].Logger()})
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("col-%d: %v", i+1, err)
-		}
-	}
-	if err := <-aggErr; err != nil {
-		t.Fatalf("aggregator: %v\n%s", err, aggOut.String())
-	}
-	out := aggOut.String()
+	out := runFederation(t, ctx, AggregatorOptions{Workspace: ws}, []string{"col-1", "col-2", "col-3"}, logs)
 	t.Logf("aggregator:\n%s", out)
 	for _, w := range []string{"round 1/3: participants 3", "round 2/3: participants 2", "round 3/3: participants 3", "test_accuracy=0.5000"} {
 		if !strings.Contains(out, w) {
