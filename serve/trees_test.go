@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -62,21 +61,19 @@ type inferResp struct {
 	Error string `json:"error"`
 }
 
-func postJSON(t *testing.T, url string, body any) (int, inferResp) {
-	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest("POST", url, bytes.NewReader(b))
-	req.Header.Set("Authorization", "Bearer tok-a")
-	res, err := http.DefaultClient.Do(req)
+// postJSON posts body as JSON with analyst's token through post and
+// decodes the answer.
+func postJSON(t *testing.T, h http.Handler, path string, body any) (int, inferResp) {
+	b, err := json.Marshal(body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer res.Body.Close()
+	code, raw, _ := post(t, h, path, "tok-a", b, nil)
 	var r inferResp
-	raw, _ := io.ReadAll(res.Body)
 	if err := json.Unmarshal(raw, &r); err != nil {
-		t.Fatalf("%d %s: %v", res.StatusCode, raw, err)
+		t.Fatalf("%s: %d %s: %v", path, code, raw, err)
 	}
-	return res.StatusCode, r
+	return code, r
 }
 
 func closeTo(t *testing.T, what string, got, want []float64) {
@@ -145,7 +142,8 @@ func TestServeTreeModels(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close(context.Background()) })
-	hs := httptest.NewServer(s.Handler())
+	h := s.Handler()
+	hs := httptest.NewServer(h)
 	defer hs.Close()
 
 	for name, want := range map[string]string{"xgb": `"platform":"xgboost"`, "lgb": `"platform":"lightgbm"`} {
@@ -167,7 +165,7 @@ func TestServeTreeModels(t *testing.T) {
 		c               treetest.Case
 	}{{"xgb", "FP64", xgbBC}, {"xgb", "FP32", xgbBC}, {"lgb", "FP64", lgb}} {
 		x, want := flat(t, tc.c, 5)
-		code, resp := postJSON(t, hs.URL+"/v2/models/"+tc.model+"/infer", map[string]any{"inputs": []map[string]any{
+		code, resp := postJSON(t, h, "/v2/models/"+tc.model+"/infer", map[string]any{"inputs": []map[string]any{
 			{"name": "input", "datatype": tc.datatype, "shape": []int{5, 30}, "data": x}}})
 		if code != 200 || len(resp.Outputs) != 1 || resp.Outputs[0].Shape[0] != 5 || resp.Outputs[0].Shape[1] != 2 {
 			t.Fatalf("%s %s: %d %+v", tc.model, tc.datatype, code, resp)
@@ -182,7 +180,7 @@ func TestServeTreeModels(t *testing.T) {
 	}
 	// the sealed teeml model predicts as the model itself
 	x := test.X[:3*test.D]
-	code, resp := postJSON(t, hs.URL+"/v2/models/gbdt/infer", map[string]any{"inputs": []map[string]any{
+	code, resp := postJSON(t, h, "/v2/models/gbdt/infer", map[string]any{"inputs": []map[string]any{
 		{"name": "input", "datatype": "FP32", "shape": []int{3, test.D}, "data": x}}})
 	if code != 200 {
 		t.Fatalf("gbdt: %d %+v", code, resp)
@@ -202,7 +200,7 @@ func TestServeTreeModels(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-go1
-			code, resp := postJSON(t, hs.URL+"/v2/models/xgb/infer", map[string]any{"inputs": []map[string]any{
+			code, resp := postJSON(t, h, "/v2/models/xgb/infer", map[string]any{"inputs": []map[string]any{
 				{"name": "input", "datatype": "FP32", "shape": []int{1, 30}, "data": xs[i*30 : (i+1)*30]}}})
 			if code != 200 || len(resp.Outputs) != 1 || len(resp.Outputs[0].Data) != 2 {
 				errs <- fmt.Errorf("request %d: %d %+v", i, code, resp)
