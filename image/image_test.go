@@ -20,9 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,45 +32,16 @@ import (
 
 	"github.com/teeml/teeml/enclave"
 	"github.com/teeml/teeml/image"
+	"github.com/teeml/teeml/internal/testbin"
 )
 
-var (
-	staticOnce sync.Once
-	staticBin  string
-	staticErr  error
-)
-
-// teemlStatic builds the static teeml binary once per test run, exactly as
-// docs/deploy.md tells users to.
-func teemlStatic(t *testing.T) string {
-	t.Helper()
-	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
-		t.Skip("images are linux/amd64; this test builds the binary for the host")
-	}
-	staticOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "teeml-static-")
-		if err != nil {
-			staticErr = err
-			return
-		}
-		staticBin = filepath.Join(dir, "teeml")
-		cmd := exec.Command("go", "build", "-trimpath", "-tags", "netgo,osusergo",
-			"-ldflags", `-s -w -linkmode external -extldflags "-static"`, "-o", staticBin, "../cmd/teeml")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			staticErr = errors.New("building static teeml: " + err.Error() + ": " + string(out))
-		}
-	})
-	if staticErr != nil {
-		t.Fatal(staticErr)
-	}
-	return staticBin
-}
+// teemlStatic is the static teeml binary, exactly as docs/deploy.md tells
+// users to build it.
+func teemlStatic(t *testing.T) string { return testbin.Static(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if staticBin != "" {
-		os.RemoveAll(filepath.Dir(staticBin))
-	}
+	testbin.Cleanup()
 	os.Exit(code)
 }
 

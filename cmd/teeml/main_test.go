@@ -3,68 +3,26 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/teeml/teeml/internal/testbin"
 	"github.com/teeml/teeml/ml/job"
 )
 
-// testBinary is one build of the real binary, made once per test run so
-// tests exercise fresh processes, exit codes and stderr exactly as a user
-// sees them.
-type testBinary struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-var (
-	dynamicBin testBinary
-	// staticBin is statically linked as docs/deploy.md builds it: the image
-	// commands then package the very binary that runs them.
-	staticBin testBinary
-)
-
-func (b *testBinary) build(t *testing.T, flags ...string) string {
-	t.Helper()
-	b.once.Do(func() {
-		dir, err := os.MkdirTemp("", "teeml-test-bin")
-		if err != nil {
-			b.err = err
-			return
-		}
-		b.path = filepath.Join(dir, "teeml")
-		args := append(append([]string{"build"}, flags...), "-o", b.path, ".")
-		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go build %s: %v\n%s", strings.Join(flags, " "), err, out)
-		}
-	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	return b.path
-}
-
 // buildTeeml is the binary as `go build` makes it.
-func buildTeeml(t *testing.T) string { return dynamicBin.build(t) }
+func buildTeeml(t *testing.T) string { return testbin.Dynamic(t) }
 
-// buildStaticTeeml is the static binary of docs/deploy.md.
-func buildStaticTeeml(t *testing.T) string {
-	return staticBin.build(t, "-trimpath", "-tags", "netgo,osusergo", "-ldflags", `-s -w -linkmode external -extldflags "-static"`)
-}
+// buildStaticTeeml is the static binary of docs/deploy.md: the image
+// commands then package the very binary that runs them.
+func buildStaticTeeml(t *testing.T) string { return testbin.Static(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	for _, b := range []string{dynamicBin.path, staticBin.path} {
-		if b != "" {
-			os.RemoveAll(filepath.Dir(b))
-		}
-	}
+	testbin.Cleanup()
 	os.Exit(code)
 }
 
