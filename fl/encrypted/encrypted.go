@@ -14,14 +14,12 @@
 package encrypted
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -144,66 +142,18 @@ func writeConfigs(dir, addr string) error {
 }
 
 // startBroker runs `teeml kms serve` as its own process (log in
-// logs/kms.log) and waits until it serves; stop interrupts it and waits.
+// logs/kms.log, stdout lines copied to out) and waits until it serves;
+// stop interrupts it and waits.
 func startBroker(ctx context.Context, exe, dir string, out io.Writer) (func(), error) {
-	logf, err := os.Create(filepath.Join(dir, "logs", "kms.log"))
+	logPath := filepath.Join(dir, "logs", "kms.log")
+	p, err := childlog.Start(exe, logPath, "kms", out, "kms", "serve", "--config", filepath.Join(dir, BrokerConfigFile))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("key broker: %w", err)
 	}
-	cmd := exec.Command(exe, "kms", "serve", "--config", filepath.Join(dir, BrokerConfigFile))
-	cmd.Stderr = logf
-	childlog.OrphanProof(cmd)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		logf.Close()
-		return nil, err
+	if _, err := p.WaitLine(ctx, kms.ServingPrefix, 60*time.Second); err != nil {
+		return nil, fmt.Errorf("key broker %w (see %s)", err, logPath)
 	}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start key broker: %w", err)
-	}
-	ready, exited := make(chan struct{}), make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		once := false
-		for sc.Scan() {
-			line := sc.Text()
-			if !strings.HasPrefix(line, "***") {
-				fmt.Fprintf(out, "[kms] %s\n", line)
-			}
-			if !once && strings.HasPrefix(line, kms.ServingPrefix) {
-				once = true
-				close(ready)
-			}
-		}
-	}()
-	go func() { cmd.Wait(); logf.Close(); close(exited) }()
-	stop := func() {
-		select {
-		case <-exited:
-			return
-		default:
-		}
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	}
-	select {
-	case <-ready:
-		return stop, nil
-	case <-exited:
-		return nil, fmt.Errorf("key broker exited before serving (see %s)", filepath.Join(dir, "logs", "kms.log"))
-	case <-ctx.Done():
-		stop()
-		return nil, ctx.Err()
-	case <-time.After(60 * time.Second):
-		stop()
-		return nil, fmt.Errorf("key broker did not start within 60 s (see %s)", filepath.Join(dir, "logs", "kms.log"))
-	}
+	return p.Stop, nil
 }
 
 // Admin dials the broker as its administrator.
