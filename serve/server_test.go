@@ -40,7 +40,7 @@ var (
 )
 
 // digitsModel trains a small digits MLP once per test binary.
-func digitsModel(t *testing.T) string {
+func digitsModel(t testing.TB) string {
 	trainOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "teeml-serve-test")
 		if err != nil {
@@ -69,7 +69,7 @@ func tokenHash(tok string) string {
 	return hex.EncodeToString(s[:])
 }
 
-func writeRepo(t *testing.T, file, extra string) *Repository {
+func writeRepo(t testing.TB, file, extra string) *Repository {
 	dir := t.TempDir()
 	y := fmt.Sprintf("models:\n  - name: digits\n    kind: teeml\n    file: %s\n    batching: {max_batch_size: 32, max_queue_delay: 1ms, max_queue: 64}\n%s", file, extra)
 	p := filepath.Join(dir, "serving.yaml")
@@ -81,7 +81,7 @@ func writeRepo(t *testing.T, file, extra string) *Repository {
 	return r
 }
 
-func newServer(t *testing.T, r *Repository, ks sealed.KeySource) *Server {
+func newServer(t testing.TB, r *Repository, ks sealed.KeySource) *Server {
 	s, err := New(context.Background(), Options{Repo: r, Keys: ks, Tokens: map[string]string{tokenHash("tok-a"): "analyst", tokenHash("tok-b"): "other"}})
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +92,7 @@ func newServer(t *testing.T, r *Repository, ks sealed.KeySource) *Server {
 
 // expected computes the model's outputs for the first rows of digits
 // directly (no server).
-func expected(t *testing.T, path string, rows int) ([]float32, []float32) {
+func expected(t testing.TB, path string, rows int) ([]float32, []float32) {
 	l, err := job.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +113,7 @@ func expected(t *testing.T, path string, rows int) ([]float32, []float32) {
 	return rawTest.X[:rows*rawTest.D], p
 }
 
-func post(t *testing.T, h http.Handler, path, token string, body []byte, hdr map[string]string) (int, []byte, http.Header) {
+func post(t testing.TB, h http.Handler, path, token string, body []byte, hdr map[string]string) (int, []byte, http.Header) {
 	req := httptest.NewRequest("POST", path, bytes.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)

@@ -1,7 +1,8 @@
 // Package batch is dynamic batching for one model: concurrent requests of a
 // few rows each are queued, gathered into one batch of up to MaxBatch rows
-// (waiting at most MaxDelay for more after the first), run through the
-// model once, and the outputs handed back per request. A full queue refuses
+// (waiting at most MaxDelay for more after the first, and only when
+// requests have been overlapping), run through the model once, and the
+// outputs handed back per request. A full queue refuses
 // at once (back-pressure: HTTP 429, gRPC RESOURCE_EXHAUSTED) instead of
 // growing; a request whose context ends while queued is dropped from its
 // batch; Close stops intake and finishes what was accepted.
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,8 +26,12 @@ type Config struct {
 	InDim, OutDim int
 	// MaxBatch is the most rows per model call (1: batching off).
 	MaxBatch int
-	// MaxDelay is how long a batch waits for more requests after its first
-	// (0: take only what is already queued).
+	// MaxDelay is the longest a batch waits for more requests after its
+	// first (0: take only what is already queued). A batch waits only
+	// while requests overlap: when most recent requests arrived to find
+	// the model idle (no other request queued or running), the caller is
+	// alone or the traffic a trickle, and waiting would only add the
+	// delay to each request; under load batches form as configured.
 	MaxDelay time.Duration
 	// MaxQueue is how many requests may wait; one more is refused.
 	MaxQueue int
@@ -61,6 +67,14 @@ type Batcher struct {
 	mu     sync.RWMutex
 	closed bool
 	wg     sync.WaitGroup
+
+	inflight atomic.Int64 // requests in Do
+	// alone is the smoothed fraction of arrivals that found no other
+	// request in flight, in units of 1/aloneOne (0 at start: wait as
+	// configured).
+	alone atomic.Int64
+	// waits counts the batches that waited for company (tests read it).
+	waits atomic.Int64
 }
 
 // New starts cfg.Concurrency workers.
@@ -88,6 +102,8 @@ func (b *Batcher) Do(ctx context.Context, x []float32, rows int) ([]float32, err
 		return nil, fmt.Errorf("batch: %d values for %d rows of %d", len(x), rows, b.cfg.InDim)
 	}
 	it := &item{ctx: ctx, x: x, rows: rows, done: make(chan result, 1)}
+	b.arrived()
+	defer b.inflight.Add(-1)
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
@@ -128,6 +144,27 @@ func (b *Batcher) Close(ctx context.Context) error {
 	}
 }
 
+const aloneOne = 1 << 16
+
+// arrived counts a request in and updates the smoothed fraction of
+// arrivals that found the model idle (an exponentially weighted mean,
+// weight 1/4). Concurrent arrivals may lose an update to each other: it
+// is an estimate.
+func (b *Batcher) arrived() {
+	var sample int64
+	if b.inflight.Add(1) == 1 {
+		sample = aloneOne
+	}
+	old := b.alone.Load()
+	b.alone.Store(old + (sample-old)/4)
+}
+
+// shouldWait tells whether a batch should wait for more requests: only
+// when fewer than three in four recent requests arrived alone.
+func (b *Batcher) shouldWait() bool {
+	return b.cfg.MaxDelay > 0 && b.alone.Load() < aloneOne*3/4
+}
+
 func (b *Batcher) work() {
 	defer b.wg.Done()
 	var timer *time.Timer
@@ -139,7 +176,8 @@ func (b *Batcher) work() {
 		batch, rows := []*item{first}, first.rows
 		if rows < b.cfg.MaxBatch {
 			var deadline <-chan time.Time
-			if b.cfg.MaxDelay > 0 {
+			if b.shouldWait() {
+				b.waits.Add(1)
 				if timer == nil {
 					timer = time.NewTimer(b.cfg.MaxDelay)
 				} else {
@@ -180,8 +218,10 @@ func (b *Batcher) work() {
 				}
 				batch, rows = append(batch, it), rows+it.rows
 			}
-			if deadline != nil && !timer.Stop() {
-				<-timer.C
+			if deadline != nil {
+				// Since Go 1.23 a stopped timer delivers no stale value:
+				// nothing to drain before the next Reset.
+				timer.Stop()
 			}
 		}
 		b.run(batch, rows)

@@ -142,3 +142,29 @@ func TestModelErrorsAndBadInput(t *testing.T) {
 		t.Fatal("zero config accepted")
 	}
 }
+
+// TestLoneCallerIsNotHeld: a caller sending one request after another
+// (each finds the model idle) stops being held for company after four
+// requests; eight callers at once still gather into one batch
+// (TestGathersConcurrentRequestsIntoOneCall). Before, every batch waited
+// MaxDelay: a lone caller paid the delay on each request (bench/serve.sh at
+// concurrency 1: batching on gave 0.42× the throughput of batching off).
+func TestLoneCallerIsNotHeld(t *testing.T) {
+	b, err := New(Config{InDim: 2, OutDim: 1, MaxBatch: 8, MaxDelay: 20 * time.Millisecond, MaxQueue: 8, Concurrency: 1}, double)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	const calls = 40
+	for i := range calls {
+		y, err := b.Do(context.Background(), []float32{float32(i), 1}, 1)
+		if err != nil || y[0] != float32(i)+1 {
+			t.Fatalf("call %d: %v %v", i, y, err)
+		}
+	}
+	// The fraction found alone after k lone arrivals is 1-(3/4)^k: below
+	// 3/4 for k ≤ 4.
+	if w := b.waits.Load(); w != 4 {
+		t.Errorf("%d of %d batches waited for company, want the first 4", w, calls)
+	}
+}
