@@ -1,6 +1,8 @@
 package oip
 
 import (
+	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -66,4 +68,35 @@ func checkRequest(t *testing.T, r *Request) {
 			t.Fatalf("input %s: %d elements for shape %v", in.Name, len(in.Values), in.Shape)
 		}
 	}
+}
+
+// FuzzNumbersFast: wherever the fast numeric decoder takes a data array,
+// it is valid JSON and the token-by-token decoder takes it too, with the
+// very same values.
+func FuzzNumbersFast(f *testing.F) {
+	for _, s := range []string{`[1,2,3]`, `[[1.5,-2e3],[0,4E-2]]`, ` [ [ 1 ] , [ 2 ] ] `, `[1,,2]`, `[01]`, `[1.]`,
+		`[-0,1e400]`, `[[[[[1]]]]]`, `[1,"a"]`, `[true]`, `[1][2]`, `[1,2,3,4]`, `[-]`, `[1e+5]`, `[0.5e-3]`, `[300,1]`} {
+		f.Add([]byte(s), 3, "FP32")
+		f.Add([]byte(s), 2, "INT8")
+	}
+	l := Limits{MaxInputs: 4, MaxElements: 1 << 12, MaxDims: 4}
+	f.Fuzz(func(t *testing.T, data []byte, n int, dt string) {
+		if n < 0 || n > 64 || sizes[dt] == 0 || dt == "BYTES" || dt == "BOOL" {
+			return
+		}
+		fast, ok := numbersFast(data, n, l.MaxDims, dt)
+		if !ok {
+			return
+		}
+		if !json.Valid(data) {
+			t.Fatalf("fast path took invalid JSON %q", data)
+		}
+		slow := Tensor{Name: "x", Datatype: dt, Shape: []int64{int64(n)}}
+		if err := slow.setJSONTokens(data, n, l); err != nil {
+			t.Fatalf("%q: fast path took it, the token decoder refuses: %v", data, err)
+		}
+		if !slices.Equal(fast, slow.Values) {
+			t.Fatalf("%q: fast path %v, token decoder %v", data, fast, slow.Values)
+		}
+	})
 }
