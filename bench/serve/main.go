@@ -2,7 +2,9 @@
 // RA-TLS, dynamic batching on and off) against the same MLP in PyTorch
 // behind a minimal Python HTTPS server, same machine, same one-row JSON
 // requests, concurrency 1, 8 and 64, in one run. Prints throughput and
-// p50/p99 latency per side and the ratios.
+// p50/p99 latency per side and the ratios. A GBDT (teeml's, 100 rounds ×
+// 10 classes, LightGBM text format) is served beside it, batching on and
+// off, with no Python peer.
 package main
 
 import (
@@ -34,6 +36,7 @@ import (
 
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/job"
+	"github.com/teeml/teeml/ml/trees"
 	"github.com/teeml/teeml/party/partysim"
 	"github.com/teeml/teeml/serve"
 )
@@ -57,6 +60,15 @@ func main() {
 	model := filepath.Join(tmp, "digits.safetensors")
 	_, err = job.Train(ctx, job.TrainOptions{Dataset: "digits", Model: "mlp", Seed: 1, Out: model, Output: io.Discard})
 	check(err)
+	train, _, err := datasets.LoadSplit("digits", job.DefaultTestFraction, 1)
+	check(err)
+	gb, err := trees.TrainGBDT(ctx, train, trees.GBDTConfig{Iterations: 100, NumLeaves: 31, Seed: 1})
+	check(err)
+	gbdt := filepath.Join(tmp, "gbdt.txt")
+	f, err := os.Create(gbdt)
+	check(err)
+	check(trees.WriteText(f, gb))
+	check(f.Close())
 	check(partysim.Parties(tmp, map[string]string{"srv": serve.Role}))
 	repo := filepath.Join(tmp, "serving.yaml")
 	check(os.WriteFile(repo, []byte(fmt.Sprintf(`models:
@@ -68,7 +80,15 @@ func main() {
     kind: teeml
     file: %s
     batching: {max_batch_size: 1, max_queue: 8192}
-`, model, model)), 0o644))
+  - name: gbdt
+    kind: lightgbm
+    file: %s
+    batching: {max_batch_size: 64, max_queue_delay: 500us, max_queue: 8192}
+  - name: gbdt_nobatch
+    kind: lightgbm
+    file: %s
+    batching: {max_batch_size: 1, max_queue: 8192}
+`, model, model, gbdt, gbdt)), 0o644))
 	ready := make(chan string, 1)
 	go func() {
 		err := serve.Run(ctx, serve.RunOptions{Repository: repo, Workspace: tmp, Name: "srv", HTTPListen: "127.0.0.1:0", Anonymous: true,
@@ -108,24 +128,31 @@ func main() {
 	}
 	fmt.Printf("one-row JSON requests, %d per side and level; teeml over RA-TLS (REST), PyTorch %s behind Python's ThreadingHTTPServer over TLS; 2 threads each\n",
 		*n, torchVersion())
-	var rs []result
-	for _, c := range []int{1, 8, 64} {
+	levels := []int{1, 8, 64}
+	rs := map[string]map[int]result{}
+	for _, c := range levels {
 		for _, side := range []struct{ name, url string }{
-			{"teeml batching", "https://" + teeml + "/v2/models/digits/infer"},
-			{"teeml no batching", "https://" + teeml + "/v2/models/digits_nobatch/infer"},
-			{"pytorch", torchURL + "/v2/models/digits/infer"},
+			{"mlp teeml batching", "https://" + teeml + "/v2/models/digits/infer"},
+			{"mlp teeml no batching", "https://" + teeml + "/v2/models/digits_nobatch/infer"},
+			{"mlp pytorch", torchURL + "/v2/models/digits/infer"},
+			{"gbdt teeml batching", "https://" + teeml + "/v2/models/gbdt/infer"},
+			{"gbdt teeml no batching", "https://" + teeml + "/v2/models/gbdt_nobatch/infer"},
 		} {
 			r := run(side.url, bodies, *n, c)
 			r.side = side.name
-			rs = append(rs, r)
-			fmt.Printf("%-18s c=%-3d %8.0f req/s  p50 %8s  p99 %8s\n", r.side, c, r.rps, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond))
+			if rs[side.name] == nil {
+				rs[side.name] = map[int]result{}
+			}
+			rs[side.name][c] = r
+			fmt.Printf("%-23s c=%-3d %8.0f req/s  p50 %8s  p99 %8s\n", r.side, c, r.rps, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond))
 		}
 	}
 	fmt.Println()
-	for i := 0; i < len(rs); i += 3 {
-		b, nb, t := rs[i], rs[i+1], rs[i+2]
-		fmt.Printf("c=%-3d teeml(batching)/pytorch throughput %.2f×, p99 %.2f×; batching on/off throughput %.2f×\n",
-			b.conc, b.rps/t.rps, float64(b.p99)/float64(t.p99), b.rps/nb.rps)
+	for _, c := range levels {
+		b, nb, t := rs["mlp teeml batching"][c], rs["mlp teeml no batching"][c], rs["mlp pytorch"][c]
+		gb, gnb := rs["gbdt teeml batching"][c], rs["gbdt teeml no batching"][c]
+		fmt.Printf("c=%-3d mlp teeml(batching)/pytorch throughput %.2f×, p99 %.2f×; batching on/off: mlp %.2f×, gbdt %.2f×\n",
+			c, b.rps/t.rps, float64(b.p99)/float64(t.p99), b.rps/nb.rps, gb.rps/gnb.rps)
 	}
 }
 
