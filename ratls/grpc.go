@@ -30,6 +30,13 @@ const (
 	// the client does not verify the server (CCZoo
 	// GRPC_RA_TLS_CLIENT_VERIFICATION).
 	VerifyClient
+	// VerifyClientIfPresented (server side only): the server presents its
+	// certificate and asks for the client's; a client that presents one is
+	// verified like VerifyTwoWay (and refused at the handshake when it
+	// fails), a client that presents none is let through unverified (its
+	// AuthInfo has no Peer) to authenticate otherwise, e.g. by API token.
+	// Clients use VerifyTwoWay (with an identity) or VerifyServer.
+	VerifyClientIfPresented
 )
 
 func (m VerifyMode) String() string {
@@ -40,6 +47,8 @@ func (m VerifyMode) String() string {
 		return "server"
 	case VerifyClient:
 		return "client"
+	case VerifyClientIfPresented:
+		return "client-if-presented"
 	}
 	return fmt.Sprintf("VerifyMode(%d)", int(m))
 }
@@ -113,6 +122,7 @@ type transport struct {
 	side       side
 	verify     bool
 	present    bool
+	optional   bool // the client's certificate may be absent (VerifyClientIfPresented)
 	base       *tls.Config
 	serverName string
 }
@@ -130,12 +140,16 @@ func NewClientCredentials(cfg TransportConfig) (credentials.TransportCredentials
 }
 
 func newTransport(cfg TransportConfig, s side) (*transport, error) {
-	if cfg.Mode < VerifyTwoWay || cfg.Mode > VerifyClient {
+	if cfg.Mode < VerifyTwoWay || cfg.Mode > VerifyClientIfPresented {
 		return nil, fmt.Errorf("ratls: %s credentials: unknown verify mode %d", s, int(cfg.Mode))
+	}
+	if cfg.Mode == VerifyClientIfPresented && s != serverSide {
+		return nil, fmt.Errorf("ratls: client credentials: verify mode %s is for servers (clients use two-way or server)", cfg.Mode)
 	}
 	t := &transport{cfg: cfg, side: s}
 	if s == serverSide {
 		t.verify, t.present = cfg.Mode != VerifyServer, true
+		t.optional = cfg.Mode == VerifyClientIfPresented
 	} else {
 		t.verify, t.present = cfg.Mode != VerifyClient, cfg.Mode != VerifyServer
 	}
@@ -168,7 +182,10 @@ func newTransport(cfg TransportConfig, s side) (*transport, error) {
 	}
 	if s == serverSide {
 		b.GetCertificate = cfg.Certificates.GetCertificate
-		if t.verify {
+		switch {
+		case t.optional:
+			b.ClientAuth = tls.RequestClientCert
+		case t.verify:
 			b.ClientAuth = tls.RequireAnyClientCert
 		}
 	} else if t.present {
@@ -188,6 +205,9 @@ func (t *transport) handshakeConfig(ctx context.Context, out **Peer, refusal *er
 		return c
 	}
 	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if t.optional && len(cs.PeerCertificates) == 0 {
+			return nil // no certificate: unverified, authenticated otherwise
+		}
 		p, err := t.cfg.Verifier.VerifyPeer(ctx, cs.PeerCertificates, t.cfg.Now())
 		if err != nil {
 			if cs.NegotiatedProtocol == alpnVerdict {
@@ -234,7 +254,7 @@ func (t *transport) finish(conn *tls.Conn, remote string, verified *Peer) (net.C
 		err := &Error{Check: CheckHandshake, Msg: fmt.Sprintf("negotiated TLS version %#x protocol %q, want TLS 1.3 with h2", st.Version, st.NegotiatedProtocol)}
 		return nil, nil, t.handshakeError(err, remote, nil)
 	}
-	if t.verify && verified == nil {
+	if t.verify && verified == nil && !(t.optional && len(st.PeerCertificates) == 0) {
 		conn.Close()
 		err := &Error{Check: CheckChain, Msg: "handshake completed without peer verification"}
 		return nil, nil, t.handshakeError(err, remote, nil)
