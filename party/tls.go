@@ -15,15 +15,53 @@ import (
 	"github.com/teeml/teeml/ratls"
 )
 
-// ServerTLS is the RA-TLS side of a server whose clients are not attested
-// (they authenticate otherwise, e.g. by API token): a TLS configuration for
-// HTTP and gRPC credentials, both presenting the party's RA-TLS
-// certificate (renewed in the background; the returned function stops
-// that) and requesting no client certificate. Clients verify the server's
-// evidence (ClientTLS, or the pin teeml attest verify-server prints).
-func (p *Party) ServerTLS(ctx context.Context, log *slog.Logger) (*tls.Config, credentials.TransportCredentials, func(), error) {
+// ServerTLSOptions configure ServerTLS.
+type ServerTLSOptions struct {
+	// Clients, when set, lets clients authenticate by federation identity
+	// (the party needs one): clients are asked for a certificate, and one
+	// that is shown must be a member's RA-TLS certificate whose evidence
+	// satisfies Clients.Policy for the member's certified role, or the
+	// handshake fails; a client showing none is served unverified and
+	// authenticates otherwise (an API token). Nil: no client certificate
+	// is asked for.
+	Clients *Peer
+}
+
+// ServerChannel is the RA-TLS side of a server whose clients are not all
+// attested: HTTP and gRPC, both presenting the party's RA-TLS certificate
+// (renewed in the background until Close).
+type ServerChannel struct {
+	// HTTP gives the http.Server its TLSConfig and ConnContext; handlers
+	// read a verified client with ratls.HTTPPeer.
+	HTTP *ratls.HTTPServer
+	// GRPC are the gRPC server credentials; handlers read a verified client
+	// with ratls.PeerFromContext.
+	GRPC credentials.TransportCredentials
+	// Close stops certificate renewal.
+	Close func()
+}
+
+// ServerTLS is the RA-TLS side of a server whose clients authenticate by
+// API token, or (o.Clients) by federation identity. Clients verify the
+// server's evidence (ClientTLS, or the pin teeml attest verify-server
+// prints).
+func (p *Party) ServerTLS(ctx context.Context, o ServerTLSOptions, log *slog.Logger) (*ServerChannel, error) {
 	if log == nil {
 		log = slog.Default()
+	}
+	tc := ratls.TransportConfig{Mode: ratls.VerifyServer, Logger: log}
+	if o.Clients != nil {
+		if !p.PKI() {
+			return nil, fmt.Errorf("client certificates for %s: the server has no federation identity to verify them against", p.Name)
+		}
+		if o.Clients.Policy == nil {
+			return nil, fmt.Errorf("%w for the clients (role %s)", ErrNoPolicy, o.Clients.Role)
+		}
+		v, err := ratls.NewVerifier(ratls.Config{Evidence: p.Verifier, Policy: o.Clients.Policy, Identity: p.Federation, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		tc.Mode, tc.Verifier = ratls.VerifyClientIfPresented, v
 	}
 	so := ratls.SourceOptions{Logger: log}
 	if p.PKI() {
@@ -31,15 +69,31 @@ func (p *Party) ServerTLS(ctx context.Context, log *slog.Logger) (*tls.Config, c
 	}
 	src, err := ratls.NewCertSource(ctx, p.Issuer, so)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("RA-TLS certificate: %w", err)
+		return nil, fmt.Errorf("RA-TLS certificate: %w", err)
 	}
-	creds, err := ratls.NewServerCredentials(ratls.TransportConfig{Certificates: src, Mode: ratls.VerifyServer, Logger: log})
+	tc.Certificates = src
+	creds, err := ratls.NewServerCredentials(tc)
 	if err != nil {
 		src.Close()
-		return nil, nil, nil, err
+		return nil, err
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: src.GetCertificate, NextProtos: []string{"http/1.1"}}
-	return tc, creds, src.Close, nil
+	hs, err := ratls.NewHTTPServer(tc)
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	return &ServerChannel{HTTP: hs, GRPC: creds, Close: src.Close}, nil
+}
+
+// RecheckClient tells whether a client verified at its handshake is still a
+// member in good standing under the federation bundle in force now (a
+// revocation while it stays connected); nil for a client without a
+// federation identity or a party without one.
+func (p *Party) RecheckClient(peer *ratls.Peer) error {
+	if !p.PKI() || peer == nil || peer.Identity == nil {
+		return nil
+	}
+	return p.Federation.RecheckIdentity(peer.Identity, time.Now())
 }
 
 // ClientTLS verifies a server by its RA-TLS evidence against peer's policy
@@ -79,6 +133,31 @@ func (p *Party) ClientTLS(peer Peer, log *slog.Logger) (*tls.Config, credentials
 		},
 	}
 	return tc, creds, nil
+}
+
+// ClientTLSWithIdentity is ClientTLS for a party with a federation
+// identity that also presents it: its RA-TLS certificate, issued under the
+// identity key (renewed in the background until the returned function is
+// called), goes to servers that ask for one (ServerTLSOptions.Clients), so
+// that they know the client by its member name. The server is verified as
+// by ClientTLS.
+func (p *Party) ClientTLSWithIdentity(ctx context.Context, peer Peer, log *slog.Logger) (*tls.Config, func(), error) {
+	if !p.PKI() {
+		return nil, nil, fmt.Errorf("client %s has no federation identity to present", p.Name)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	tc, _, err := p.ClientTLS(peer, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	src, err := ratls.NewCertSource(ctx, p.Issuer, ratls.SourceOptions{Logger: log, Cert: ratls.CertOptions{Parent: p.Cert, ParentKey: p.Key}})
+	if err != nil {
+		return nil, nil, fmt.Errorf("RA-TLS certificate: %w", err)
+	}
+	tc.GetClientCertificate = src.GetClientCertificate
+	return tc, src.Close, nil
 }
 
 // VerifyServer connects to addr (host:port), verifies the RA-TLS

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	inferencev2 "github.com/teeml/teeml/api/proto/teeml/inference/v2"
+	"github.com/teeml/teeml/ratls"
 	"github.com/teeml/teeml/serve/oip"
 )
 
@@ -79,7 +80,9 @@ func (g *grpcService) ModelInfer(ctx context.Context, r *inferencev2.ModelInferR
 			token = bearerValue(v[0])
 		}
 	}
-	caller, err := g.s.Caller(token)
+	// The party's interceptors recheck the identity on every call.
+	peer, _ := ratls.PeerFromContext(ctx)
+	caller, err := g.s.Caller(peer, token)
 	if err != nil {
 		return nil, grpcErr(err)
 	}

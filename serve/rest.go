@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/teeml/teeml/ratls"
 	"github.com/teeml/teeml/serve/oip"
 )
 
@@ -99,7 +100,7 @@ func (s *Server) Handler() http.Handler {
 }
 
 func (s *Server) restInfer(w http.ResponseWriter, r *http.Request) {
-	caller, err := s.Caller(bearer(r))
+	caller, err := s.Caller(ratls.HTTPPeer(r), bearer(r))
 	if err != nil {
 		writeErr(w, err)
 		return

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"gopkg.in/yaml.v3"
 
+	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/internal/promserve"
 	"github.com/teeml/teeml/internal/yamlx"
@@ -45,6 +46,12 @@ type RunOptions struct {
 	MetricsListen string
 	Tokens        string // tokens file (TokensFile format)
 	Anonymous     bool
+	// ClientPolicy, when set, lets federation members authenticate by
+	// mutual RA-TLS (the server needs a federation identity): an
+	// attest/policy file with an entry per client role. A member's
+	// certificate must satisfy it; the caller is the member's name (for
+	// access lists); clients without a certificate still use tokens.
+	ClientPolicy string
 	// Drain bounds the graceful shutdown (default 30 s).
 	Drain time.Duration
 	Out   io.Writer
@@ -116,16 +123,25 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 	}
 	reg := prometheus.NewRegistry()
-	s, err := New(ctx, Options{Repo: repo, Keys: ks, Tokens: tokens, Anonymous: o.Anonymous, Log: o.Log, Registerer: reg})
+	var tlsOpts party.ServerTLSOptions
+	if o.ClientPolicy != "" {
+		pol, err := policy.Load(o.ClientPolicy)
+		if err != nil {
+			return fmt.Errorf("serve: client policy: %w", err)
+		}
+		tlsOpts.Clients = &party.Peer{Role: "client", Policy: pol}
+	}
+	ch, err := p.ServerTLS(ctx, tlsOpts, o.Log)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer ch.Close()
+	s, err := New(ctx, Options{Repo: repo, Keys: ks, Tokens: tokens, Anonymous: o.Anonymous, Log: o.Log, Registerer: reg,
+		Members: tlsOpts.Clients != nil, Recheck: p.RecheckClient})
 	if err != nil {
 		return err
 	}
 	defer s.Close(context.Background())
-	tc, creds, closeTLS, err := p.ServerTLS(ctx, o.Log)
-	if err != nil {
-		return err
-	}
-	defer closeTLS()
 	if o.MetricsListen != "" {
 		ms, err := promserve.Serve(ctx, o.MetricsListen, promserve.Options{Gatherer: reg, Logger: o.Log, Service: "serve",
 			Ready: func() error {
@@ -148,7 +164,7 @@ func Run(ctx context.Context, o RunOptions) error {
 			return fmt.Errorf("serve: listen %s: %w", o.HTTPListen, err)
 		}
 		httpAddr = lis.Addr().String()
-		hs = &http.Server{Handler: s.Handler(), TLSConfig: tc, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		hs = &http.Server{Handler: s.Handler(), TLSConfig: ch.HTTP.TLSConfig(), ConnContext: ch.HTTP.ConnContext, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 			WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 			ErrorLog: slog.NewLogLogger(o.Log.Handler(), slog.LevelWarn)}
 		go func() { errc <- hs.ServeTLS(lis, "", "") }()
@@ -161,7 +177,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 		grpcAddr = lis.Addr().String()
 		gs = grpc.NewServer(append(p.ServerOptions(o.Log),
-			grpc.Creds(creds), grpc.MaxRecvMsgSize(int(s.o.MaxBody)), grpc.MaxConcurrentStreams(1024))...)
+			grpc.Creds(ch.GRPC), grpc.MaxRecvMsgSize(int(s.o.MaxBody)), grpc.MaxConcurrentStreams(1024))...)
 		s.RegisterGRPC(gs)
 		go func() { errc <- gs.Serve(lis) }()
 	}

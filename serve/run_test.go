@@ -15,9 +15,11 @@ import (
 
 	inferencev2 "github.com/teeml/teeml/api/proto/teeml/inference/v2"
 	"github.com/teeml/teeml/attest/policy"
+	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/internal/testlog"
 	"github.com/teeml/teeml/party"
 	"github.com/teeml/teeml/party/partysim"
+	"github.com/teeml/teeml/pki"
 	"github.com/teeml/teeml/serve/client"
 	"github.com/teeml/teeml/serve/oip"
 )
@@ -126,6 +128,140 @@ func TestServeOverRATLS(t *testing.T) {
 	}
 	// Graceful drain: Run returns without error once stopped.
 	if err := srv.stop(); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("drain: %v", err)
+	}
+}
+
+// TestServeMembersByMutualRATLS (issue 17, trust on both sides): with
+// --client-policy, federation members authenticate by their RA-TLS
+// identity instead of a token: the caller is the member's name, held to
+// the model's access list; a member not on it is refused (403), a client
+// with neither certificate nor token is refused (401). When the CA revokes
+// a member and writes a new bundle, the server's next answer to that
+// member on its already open connection is a refusal (403), with no
+// restart.
+func TestServeMembersByMutualRATLS(t *testing.T) {
+	model := digitsModel(t)
+	dir := t.TempDir()
+	roles := map[string]string{"srv": Role, "ana": "analytics", "other": "analytics"}
+	pols := map[string]*policy.Policy{}
+	for _, r := range roles {
+		p, err := policy.Parse(partysim.Policy(r), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pols[r] = p
+	}
+	if err := partysim.Federation(context.Background(), dir, "serving-test", roles, pols); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := party.ConfigFile(dir, "srv")
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, append(b, "federation_reload: 100ms\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	repo := filepath.Join(dir, "serving.yaml")
+	os.WriteFile(repo, []byte(fmt.Sprintf("models:\n  - name: digits\n    kind: teeml\n    file: %s\n    access: [ana]\n", model)), 0o644)
+	clientPol := filepath.Join(dir, "clients.yaml")
+	os.WriteFile(clientPol, partysim.Policy("analytics"), 0o644)
+	serverPol := filepath.Join(dir, "server.yaml")
+	os.WriteFile(serverPol, partysim.Policy(Role), 0o644)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan [2]string, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- Run(ctx, RunOptions{Repository: repo, Workspace: dir, Name: "srv", HTTPListen: "127.0.0.1:0", GRPCListen: "127.0.0.1:0",
+			ClientPolicy: clientPol, Log: testlog.Discard(), Ready: func(h, g string) { ready <- [2]string{h, g} }})
+	}()
+	var url, grpcAddr string
+	select {
+	case a := <-ready:
+		url, grpcAddr = "https://"+a[0], a[1]
+	case err := <-errc:
+		t.Fatalf("serve: %v", err)
+	}
+	x, want := expected(t, model, 1)
+	rows := [][]float32{x}
+
+	ana, err := client.Dial(url, "", client.Trust{Workspace: dir, Name: "ana", Policy: serverPol, Log: testlog.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ana.Close()
+	got, err := ana.Infer(ctx, "digits", rows)
+	if err != nil || got[0][0] != want[0] {
+		t.Fatalf("member ana without a token: %v %v", got, err)
+	}
+	// gRPC: the member's mutual RA-TLS credentials, no token either.
+	anaParty, err := party.Load(party.WorkspaceFiles(dir, "ana"), "ana", "", testlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, stopCreds, err := anaParty.Credentials(ctx, party.Peer{Role: Role, Policy: pols[Role]}, false, testlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopCreds()
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r, err := inferencev2.NewGRPCInferenceServiceClient(conn).ModelInfer(ctx, &inferencev2.ModelInferRequest{ModelName: "digits",
+		Inputs: []*inferencev2.ModelInferRequest_InferInputTensor{{Name: "input", Datatype: "FP32", Shape: []int64{1, 64},
+			Contents: &inferencev2.InferTensorContents{Fp32Contents: x}}}})
+	if err != nil {
+		t.Fatalf("member ana over gRPC without a token: %v", err)
+	}
+	if out, err := oip.ValuesFromProto(r, 0); err != nil || float32(out.Values[0]) != want[0] {
+		t.Fatalf("gRPC answer %v %v", out, err)
+	}
+	other, err := client.Dial(url, "", client.Trust{Workspace: dir, Name: "other", Policy: serverPol, Log: testlog.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var ce *client.Error
+	if _, err := other.Infer(ctx, "digits", rows); !errors.As(err, &ce) || ce.Code != 403 || !strings.Contains(ce.Msg, `caller "other" may not use model digits`) {
+		t.Fatalf("member not on the access list: %v", err)
+	}
+	anon, err := client.Dial(url, "", client.Trust{PartyConfig: party.ConfigFile(dir, "ana"), Policy: serverPol, Log: testlog.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	if _, err := anon.Infer(ctx, "digits", rows); !errors.As(err, &ce) || ce.Code != 401 || !strings.Contains(ce.Msg, "no federation certificate and no API token") {
+		t.Fatalf("client with neither certificate nor token: %v", err)
+	}
+
+	ca, err := pki.OpenCA(filepath.Join(dir, "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if _, err := ca.Revoke("ana", "test: revoked while connected", now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.WriteBundle(party.WorkspaceFiles(dir, "").Bundle, now); err != nil {
+		t.Fatal(err)
+	}
+	var last error
+	if !testenv.WaitFor(30*time.Second, func() bool {
+		_, last = ana.Infer(ctx, "digits", rows)
+		return errors.As(last, &ce) && ce.Code == 403
+	}) {
+		t.Fatalf("revoked member still served (last answer %v)", last)
+	}
+	if !strings.Contains(ce.Msg, `federation identity "ana" no longer accepted`) || !strings.Contains(ce.Msg, "revoked") {
+		t.Errorf("refusal %q does not say the identity was revoked", ce.Msg)
+	}
+	cancel()
+	if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("drain: %v", err)
 	}
 }

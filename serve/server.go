@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/teeml/teeml/internal/buildinfo"
+	"github.com/teeml/teeml/ratls"
 	"github.com/teeml/teeml/sealed"
 	"github.com/teeml/teeml/serve/batch"
 	"github.com/teeml/teeml/serve/oip"
@@ -31,7 +32,14 @@ type Options struct {
 	// tokens every request is refused unless Anonymous is set.
 	Tokens    map[string]string
 	Anonymous bool
-	Limits    oip.Limits
+	// Members, when true, lets clients authenticate by federation identity
+	// (mutual RA-TLS: the transport verified the client's certificate): the
+	// caller is the member's name. Recheck, when set, is asked before each
+	// REST request whether that identity still holds (revocation while
+	// connected; gRPC calls are rechecked by the party's interceptors).
+	Members bool
+	Recheck func(*ratls.Peer) error
+	Limits  oip.Limits
 	// MaxBody bounds a request body (default 64 MiB).
 	MaxBody int64
 	// Timeout bounds one inference (default 30 s).
@@ -76,7 +84,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Second
 	}
-	if len(o.Tokens) == 0 && !o.Anonymous {
+	if len(o.Tokens) == 0 && !o.Anonymous && !o.Members {
 		return nil, errors.New("serve: no API tokens and anonymous access not allowed: every request would be refused")
 	}
 	s := &Server{o: o, models: map[string][]*version{}}
@@ -193,13 +201,27 @@ func StatusOf(err error) Status {
 	return StatusInternal
 }
 
-// Caller authenticates a bearer token and returns its name.
-func (s *Server) Caller(token string) (string, error) {
+// Caller authenticates a request: by the federation identity the transport
+// verified (peer, with Members set), else by bearer token; it returns the
+// caller's name.
+func (s *Server) Caller(peer *ratls.Peer, token string) (string, error) {
+	if peer != nil && peer.Identity != nil && s.o.Members {
+		if s.o.Recheck != nil {
+			if err := s.o.Recheck(peer); err != nil {
+				s.m.refusals.WithLabelValues("identity").Inc()
+				return "", refuse(StatusForbidden, "federation identity %q no longer accepted: %v", peer.Identity.Name, err)
+			}
+		}
+		return peer.Identity.Name, nil
+	}
 	if token == "" {
 		if s.o.Anonymous {
 			return "anonymous", nil
 		}
 		s.m.refusals.WithLabelValues("unauthenticated").Inc()
+		if s.o.Members {
+			return "", refuse(StatusUnauthenticated, "no federation certificate and no API token (send Authorization: Bearer <token>)")
+		}
 		return "", refuse(StatusUnauthenticated, "no API token (send Authorization: Bearer <token>)")
 	}
 	sum := sha256.Sum256([]byte(token))

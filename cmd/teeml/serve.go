@@ -43,6 +43,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&o.MetricsListen, "metrics", "", "Prometheus /metrics, /healthz, /readyz address (plain HTTP)")
 	f.StringVar(&o.Tokens, "tokens", "", "API tokens file (teeml serve token)")
 	f.BoolVar(&o.Anonymous, "anonymous", false, "accept requests without a token")
+	f.StringVar(&o.ClientPolicy, "client-policy", "", "attestation policy (a role per client role) for federation members authenticating by mutual RA-TLS instead of a token (needs -w/-n)")
 	cmd.MarkFlagRequired("repository")
 	cmd.AddCommand(newServeTokenCmd(), newServeQuickstartCmd(), newServeQueueCmd())
 	return cmd
@@ -95,7 +96,7 @@ func newInferCmd() *cobra.Command {
 	var t client.Trust
 	var url, token, model, input string
 	cmd := &cobra.Command{
-		Use:   "infer --server https://HOST:PORT --party CLIENT.yaml --policy SERVER-POLICY.yaml --model M --input ROWS.csv [--token T]",
+		Use:   "infer --server https://HOST:PORT (--party CLIENT.yaml | -w WORKSPACE -n MEMBER) --policy SERVER-POLICY.yaml --model M --input ROWS.csv [--token T]",
 		Short: "send rows to a teeml server after verifying its attestation; print one output row per input row",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -131,12 +132,17 @@ func newInferCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&url, "server", "", "server URL, https://HOST:PORT")
 	f.StringVar(&t.PartyConfig, "party", "", "this client's party configuration (evidence verifier, trusted simulation keys)")
+	f.StringVarP(&t.Workspace, "workspace", "w", "", "workspace of this client as a federation member (with -n: presents its identity, no token needed)")
+	f.StringVarP(&t.Name, "name", "n", "", "this client's member name in the workspace")
 	f.StringVar(&t.Policy, "policy", "", "attestation policy the server must satisfy")
 	f.StringVar(&t.Role, "role", "serving", "the policy role of the server")
 	f.StringVar(&token, "token", "", "API token (default $TEEML_TOKEN)")
 	f.StringVar(&model, "model", "", "model name")
 	f.StringVar(&input, "input", "", "CSV of feature rows (a header row and id/label columns are skipped); - for stdin")
-	for _, n := range []string{"server", "party", "policy", "model", "input"} {
+	cmd.MarkFlagsOneRequired("party", "workspace")
+	cmd.MarkFlagsMutuallyExclusive("party", "workspace")
+	cmd.MarkFlagsRequiredTogether("workspace", "name")
+	for _, n := range []string{"server", "policy", "model", "input"} {
 		cmd.MarkFlagRequired(n)
 	}
 	return cmd

@@ -17,9 +17,10 @@ import (
 
 // Client calls one server.
 type Client struct {
-	base  string
-	token string
-	http  *http.Client
+	base   string
+	token  string
+	http   *http.Client
+	closer func() // stops the client's certificate renewal (identity clients)
 }
 
 // New returns a client of the server at base (https://host:port) whose
@@ -29,8 +30,14 @@ func New(base string, tc *tls.Config, token string) *Client {
 	return &Client{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{Transport: tr, Timeout: time.Minute}}
 }
 
-// Close releases idle connections.
-func (c *Client) Close() { c.http.CloseIdleConnections() }
+// Close releases idle connections (and stops renewing the client's
+// certificate).
+func (c *Client) Close() {
+	c.http.CloseIdleConnections()
+	if c.closer != nil {
+		c.closer()
+	}
+}
 
 // Error is a refusal from the server.
 type Error struct {

@@ -13,9 +13,13 @@ import (
 
 // Trust is how a client verifies servers: its party configuration (which
 // evidence verifier and simulation keys it trusts) and the attestation
-// policy the server must satisfy for Role (default "serving").
+// policy the server must satisfy for Role (default "serving"). With
+// Workspace and Name instead of PartyConfig, the client is that federation
+// member and presents its identity to servers that ask (mutual RA-TLS; no
+// token needed).
 type Trust struct {
 	PartyConfig, Policy, Role string
+	Workspace, Name           string
 	Log                       *slog.Logger
 }
 
@@ -26,10 +30,17 @@ func (t Trust) load() (*party.Party, party.Peer, error) {
 	if t.Log == nil {
 		t.Log = slog.Default()
 	}
-	if t.PartyConfig == "" || t.Policy == "" {
-		return nil, party.Peer{}, fmt.Errorf("give the client's party configuration and the server policy")
+	member := t.Workspace != "" && t.Name != ""
+	if (t.PartyConfig == "" && !member) || t.Policy == "" {
+		return nil, party.Peer{}, fmt.Errorf("give the client's party configuration (or its workspace and member name) and the server policy")
 	}
-	p, err := party.LoadAttested(party.ConfigFiles(t.PartyConfig), "client", t.Log)
+	var p *party.Party
+	var err error
+	if member {
+		p, err = party.Load(party.WorkspaceFiles(t.Workspace, t.Name), t.Name, "", t.Log)
+	} else {
+		p, err = party.LoadAttested(party.ConfigFiles(t.PartyConfig), "client", t.Log)
+	}
 	if err != nil {
 		return nil, party.Peer{}, err
 	}
@@ -46,6 +57,15 @@ func Dial(url, token string, t Trust) (*Client, error) {
 	p, peer, err := t.load()
 	if err != nil {
 		return nil, err
+	}
+	if p.PKI() {
+		tc, stop, err := p.ClientTLSWithIdentity(context.Background(), peer, t.Log)
+		if err != nil {
+			return nil, err
+		}
+		c := New(url, tc, token)
+		c.closer = stop
+		return c, nil
 	}
 	tc, _, err := p.ClientTLS(peer, t.Log)
 	if err != nil {

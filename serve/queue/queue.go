@@ -215,7 +215,7 @@ func answer(ctx context.Context, s *serve.Server, model string, msg jetstream.Ms
 		b, _ := json.Marshal(map[string]string{"error": strings.Join(strings.Fields(err.Error()), " ")})
 		return httpCode[serve.StatusOf(err)], b
 	}
-	caller, err := s.Caller(strings.TrimPrefix(msg.Headers().Get(HeaderAuth), "Bearer "))
+	caller, err := s.Caller(nil, strings.TrimPrefix(msg.Headers().Get(HeaderAuth), "Bearer ")) // queued requests carry tokens only
 	if err != nil {
 		return fail(err)
 	}
