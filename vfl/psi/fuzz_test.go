@@ -8,6 +8,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"filippo.io/edwards25519"
 	"github.com/gtank/ristretto255"
 	"google.golang.org/protobuf/proto"
 
@@ -95,4 +96,25 @@ func mustSecret(tb testing.TB) *ristretto255.Scalar {
 		tb.Fatal(err)
 	}
 	return k
+}
+
+// FuzzDecodeRistretto: decodeRistretto, which parses the peer's points,
+// accepts exactly the canonical non-identity encodings that
+// gtank/ristretto255 accepts, and never panics.
+func FuzzDecodeRistretto(f *testing.F) {
+	f.Add(make([]byte, 32))
+	f.Add(bytes.Repeat([]byte{0xff}, 32))
+	f.Add(ristretto255.NewGeneratorElement().Bytes())
+	g2 := ristretto255.NewElement().Add(ristretto255.NewGeneratorElement(), ristretto255.NewGeneratorElement())
+	f.Add(g2.Bytes())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) != 32 {
+			var p edwards25519.Point
+			if decodeRistretto(&p, b) == nil {
+				t.Fatalf("%d bytes accepted", len(b))
+			}
+			return
+		}
+		checkDecodeAgrees(t, b)
+	})
 }

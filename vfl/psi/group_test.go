@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"crypto/sha512"
 	"encoding/hex"
+	"errors"
 	"strings"
 	"testing"
 
+	"filippo.io/edwards25519"
 	"github.com/gtank/ristretto255"
 )
 
@@ -26,7 +28,7 @@ func TestHashToGroupSeparation(t *testing.T) {
 	if a.Equal(hashToGroup(hashDST(s1), "alicf")) == 1 {
 		t.Fatal("different IDs map to the same element")
 	}
-	if len(hashDST(s1)) != 77 || !strings.HasPrefix(string(hashDST(s1)), "teeml-psi-v1:") {
+	if len(hashDST(s1)) != 77 || !strings.HasPrefix(string(hashDST(s1)), "teeml-psi-v2:") {
 		t.Fatalf("DST %q", hashDST(s1))
 	}
 }
@@ -94,7 +96,7 @@ func expandGeneric(dst []byte, msg string, n int) []byte {
 func TestDoubleBlindingCommutes(t *testing.T) {
 	a, _ := newSecret(rand.Reader)
 	b, _ := newSecret(rand.Reader)
-	dst := []byte("teeml-psi-v1:test")
+	dst := []byte("teeml-psi-v2:test")
 	ids := []string{"x", "y", "用户"}
 	pa, pb := make([]byte, 3*pointLen), make([]byte, 3*pointLen)
 	blindIDs(pa, dst, a, ids)
@@ -150,6 +152,148 @@ func TestOneWayMapVectors(t *testing.T) {
 		}
 		if got := hex.EncodeToString(e.Bytes()); got != v.want {
 			t.Errorf("RFC 9496 A.3 #%d: %s, want %s", i, got, v.want)
+		}
+	}
+}
+
+// TestDecodeRistrettoMatchesLibrary checks decodeRistretto against
+// gtank/ristretto255: for multiples of the generator it must give the
+// matching multiple of the Ed25519 base point (RFC 9496: the ristretto255
+// generator is the coset of that point), up to the 4-torsion that 8·P
+// removes; on random and mutated bytes it must accept exactly what the
+// library accepts.
+func TestDecodeRistrettoMatchesLibrary(t *testing.T) {
+	var p edwards25519.Point
+	for i := range 64 {
+		k, _ := newSecret(rand.Reader)
+		enc := ristretto255.NewElement().ScalarBaseMult(k).Bytes()
+		if err := decodeRistretto(&p, enc); err != nil {
+			t.Fatalf("#%d: %x: %v", i, enc, err)
+		}
+		ek, err := edwards25519.NewScalar().SetCanonicalBytes(k.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := new(edwards25519.Point).ScalarBaseMult(ek)
+		if new(edwards25519.Point).MultByCofactor(&p).Equal(want.MultByCofactor(want)) != 1 {
+			t.Fatalf("#%d: %x decodes to another point", i, enc)
+		}
+		// Mutations: flipping any bit must be accepted exactly when the
+		// library accepts it.
+		for bit := range 256 {
+			m := bytes.Clone(enc)
+			m[bit/8] ^= 1 << (bit % 8)
+			checkDecodeAgrees(t, m)
+		}
+	}
+	for range 2000 {
+		b := make([]byte, 32)
+		rand.Read(b)
+		checkDecodeAgrees(t, b)
+	}
+	// Edge cases: zero (the identity), p, p+1, 2^255-1, one (negative: odd).
+	pBytes, _ := hex.DecodeString("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")
+	for _, b := range [][]byte{make([]byte, 32), pBytes, bytes.Repeat([]byte{0xff}, 32), append([]byte{1}, make([]byte, 31)...)} {
+		checkDecodeAgrees(t, b)
+	}
+	if err := decodeRistretto(&p, make([]byte, 32)); !errors.Is(err, errIdentity) {
+		t.Fatalf("identity: %v", err)
+	}
+}
+
+func checkDecodeAgrees(t testing.TB, b []byte) {
+	t.Helper()
+	var p edwards25519.Point
+	_, libErr := ristretto255.NewElement().SetCanonicalBytes(b)
+	libOK := libErr == nil && !bytes.Equal(b, make([]byte, 32))
+	err := decodeRistretto(&p, b)
+	if (err == nil) != libOK {
+		t.Fatalf("%x: decodeRistretto says %v, the library %v", b, err, libErr)
+	}
+}
+
+// TestDigestPointsBatchInversion: the batch path (one inversion for all
+// points) gives the digests of the per-point standard encoding of 8·P, for
+// batch sizes around the edge cases.
+func TestDigestPointsBatchInversion(t *testing.T) {
+	k, _ := newSecret(rand.Reader)
+	for _, n := range []int{1, 2, 3, 17} {
+		enc := make([]byte, n*pointLen)
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = strings.Repeat("u", i+1)
+		}
+		blindIDs(enc, []byte("teeml-psi-v2:test"), k, ids)
+		pts := make([]edwards25519.Point, n)
+		want := make([]byte, n*DigestLen)
+		for i := range pts {
+			if err := decodeRistretto(&pts[i], enc[i*pointLen:(i+1)*pointLen]); err != nil {
+				t.Fatal(err)
+			}
+			digest(want[i*DigestLen:], new(edwards25519.Point).MultByCofactor(&pts[i]).Bytes())
+		}
+		got := make([]byte, n*DigestLen)
+		digestPoints(got, pts)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("n=%d: batch digests differ from per-point ones", n)
+		}
+	}
+}
+
+// TestBlindMatchesReference: the session's blinding (precomputed XMD
+// state, reused elements, in-place encoding) equals the plain
+// hashToGroup(id)^k.
+func TestBlindMatchesReference(t *testing.T) {
+	k, _ := newSecret(rand.Reader)
+	dst := hashDST([32]byte{7})
+	ids := []string{"", "a", "user-0000000001", strings.Repeat("長い", 100)}
+	got := make([]byte, len(ids)*pointLen)
+	blindIDs(got, dst, k, ids)
+	for i, id := range ids {
+		want := ristretto255.NewElement().ScalarMult(k, hashToGroup(dst, id)).Bytes()
+		if !bytes.Equal(got[i*pointLen:(i+1)*pointLen], want) {
+			t.Fatalf("id %q: %x, want %x", id, got[i*pointLen:(i+1)*pointLen], want)
+		}
+	}
+}
+
+// TestDigestVector pins the protocol's doubly blinded digest (version
+// teeml-psi-v2: hash to group, two exponentiations, digest of the Edwards
+// encoding of 8·P) for fixed secrets, so that a change in any step, or in a
+// library under it, fails here instead of making two builds silently find
+// an empty intersection.
+func TestDigestVector(t *testing.T) {
+	scalar := func(seed byte) *ristretto255.Scalar {
+		s, err := newSecret(bytes.NewReader(bytes.Repeat([]byte{seed}, 64)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a, b := scalar(1), scalar(2)
+	ids := []string{"alice", "bob"}
+	pts := make([]byte, len(ids)*pointLen)
+	blindIDs(pts, hashDST([32]byte{9}), a, ids)
+	out := make([]byte, len(ids)*DigestLen)
+	if err := reblind(out, b, pts); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := hex.EncodeToString(out), "6f2300ee61ae4d00edfa44fdf554c7cf85f0740f3dd75b94cfc2be67a7d2ba3e"; got != want {
+		t.Fatalf("digests %s, want %s", got, want)
+	}
+	// The same from the library's group operations and the per-point
+	// Edwards encoding.
+	for i, id := range ids {
+		q := ristretto255.NewElement().ScalarMult(a, hashToGroup(hashDST([32]byte{9}), id))
+		q.ScalarMult(b, q)
+		var p edwards25519.Point
+		if err := decodeRistretto(&p, q.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		want := make([]byte, DigestLen)
+		digest(want, p.MultByCofactor(&p).Bytes())
+		if !bytes.Equal(out[i*DigestLen:(i+1)*DigestLen], want) {
+			t.Fatalf("id %q: %x, want %x", id, out[i*DigestLen:(i+1)*DigestLen], want)
 		}
 	}
 }
