@@ -79,65 +79,105 @@ func newSecret(rnd io.Reader) (*ristretto255.Scalar, error) {
 	}
 }
 
-// blindIDs writes hashToGroup(id)^k for each id to out (32 bytes each).
+// The group is ristretto255's: the prime-order subgroup of edwards25519,
+// with the RFC 9496 one-way map for hashing to it. Points travel as the
+// standard compressed Edwards encoding (RFC 8032 5.1.2) of 8·P, which is
+// canonical for the ristretto255 element P stands for: the element is a
+// coset P + E[4] of the curve's 4-torsion, 8·(P + T) = 8·P for every T in
+// E[4], and multiplying by 8 is a bijection of the prime-order subgroup.
+// Unlike the ristretto255 encoding, which needs an inverse square root per
+// point, the Edwards encoding needs only the affine coordinates X/Z, Y/Z,
+// and those of a whole batch come from one field inversion (Montgomery's
+// trick: three multiplications per point).
+//
+// Every scalar multiplication is edwards25519's constant-time
+// Point.ScalarMult: the exponents are the parties' secrets and the points
+// stand for private IDs, so nothing here is variable time.
+
+// blindIDs writes enc(8·k·H(id)) for each id to out (pointLen bytes each).
 func blindIDs(out []byte, dst []byte, k *ristretto255.Scalar, ids []string) {
+	ek := edScalar(k)
 	var x xmd
 	x.init(dst)
-	var u [64]byte
-	h, p := ristretto255.NewElement(), ristretto255.NewElement()
+	pts := make([]edwards25519.Point, len(ids))
 	for i, id := range ids {
-		x.expand(u[:], id)
-		if _, err := h.SetUniformBytes(u[:]); err != nil {
-			panic("psi: hash to group: " + err.Error()) // unreachable: u is 64 bytes
-		}
-		p.ScalarMult(k, h)
-		p.Encode(out[i*pointLen : i*pointLen : (i+1)*pointLen])
+		x.hashToPoint(&pts[i], id)
+		pts[i].ScalarMult(ek, &pts[i])
+	}
+	if err := eachAffine(pts, func(i int, enc []byte) error {
+		copy(out[i*pointLen:(i+1)*pointLen], enc)
+		return nil
+	}); err != nil {
+		panic("psi: blind: " + err.Error()) // unreachable: H(id) is never of small order
 	}
 }
 
-var errIdentity = errors.New("the identity element")
-
-// reblind decodes the peer's blinded points in, raises each to k and writes
-// the digest of the result to out (DigestLen bytes each). Non-canonical
-// encodings and the identity element are refused: an honest peer never sends
-// them, and the identity would match every other identity.
-//
-// The digest is of the canonical Edwards encoding of 8·P (see digestPoints),
-// not of P's ristretto255 encoding: both are injective functions of the
-// ristretto255 element, but the Edwards form needs only a field inversion,
-// and all the inversions of a batch share one exponentiation, where each
-// ristretto255 encoding needs its own inverse square root.
-func reblind(out []byte, k *ristretto255.Scalar, in []byte) error {
+// edScalar is k as an edwards25519 scalar (the same integer mod ℓ).
+func edScalar(k *ristretto255.Scalar) *edwards25519.Scalar {
 	ek, err := edwards25519.NewScalar().SetCanonicalBytes(k.Bytes())
 	if err != nil {
-		panic("psi: secret scalar: " + err.Error()) // unreachable: ristretto255 scalars are canonical
+		panic("psi: secret scalar: " + err.Error()) // unreachable: both are canonical mod ℓ
 	}
+	return ek
+}
+
+var (
+	errIdentity     = errors.New("a point of small order (8·P is the identity)")
+	errNonCanonical = errors.New("not a canonical Edwards point encoding")
+)
+
+// reblind decodes the peer's blinded points in, raises each to k and writes
+// digest(enc(8·k·P)) to out (DigestLen bytes each). Non-canonical encodings,
+// encodings of no curve point and points of small order are refused: an
+// honest peer never sends them, and the identity would match every other
+// identity. A point with a torsion component gets the same answer as its
+// prime-order part (8· removes it), so it tells the sender nothing about k.
+func reblind(out []byte, k *ristretto255.Scalar, in []byte) error {
+	ek := edScalar(k)
 	n := len(in) / pointLen
 	pts := make([]edwards25519.Point, n)
 	for i := range n {
-		if err := decodeRistretto(&pts[i], in[i*pointLen:(i+1)*pointLen]); err != nil {
+		if err := decodePoint(&pts[i], in[i*pointLen:(i+1)*pointLen]); err != nil {
 			return fmt.Errorf("point %d: %w", i, err)
 		}
 		pts[i].ScalarMult(ek, &pts[i])
 	}
-	digestPoints(out, pts)
+	return eachAffine(pts, func(i int, enc []byte) error {
+		digest(out[i*DigestLen:(i+1)*DigestLen], enc)
+		return nil
+	})
+}
+
+// decodePoint decodes a compressed Edwards encoding, refusing the
+// non-canonical ones edwards25519's SetBytes accepts (y not reduced, or
+// x = 0 with the sign bit set). Small order is caught by eachAffine.
+func decodePoint(p *edwards25519.Point, b []byte) error {
+	var y field.Element
+	if _, err := y.SetBytes(b); err != nil {
+		return errNonCanonical
+	}
+	yb := y.Bytes()
+	if !bytes.Equal(yb[:31], b[:31]) || yb[31] != b[31]&0x7f {
+		return errNonCanonical
+	}
+	if _, err := p.SetBytes(b); err != nil {
+		return errors.New("not the encoding of a curve point")
+	}
+	if b[31]&0x80 != 0 {
+		X, _, _, _ := p.ExtendedCoordinates()
+		if X.Equal(new(field.Element)) == 1 {
+			return errNonCanonical
+		}
+	}
 	return nil
 }
 
-// digestPoints writes digest(encode(8·P)) for each point to out, where
-// encode is the standard compressed Edwards encoding (RFC 8032 5.1.2).
-//
-// A ristretto255 element is a coset P + E[4] of the curve's 4-torsion, and
-// 8·(P + T) = 8·P for every T in E[4], so 8·P is the same point whichever
-// representative the arithmetic produced; multiplying by 8 is a bijection
-// of the prime-order subgroup, so distinct elements keep distinct
-// encodings. The affine coordinates X/Z, Y/Z of the whole batch come from
-// one field inversion (Montgomery's trick: 3 multiplications per point).
-// pts is overwritten.
-func digestPoints(out []byte, pts []edwards25519.Point) {
+// eachAffine calls fn(i, enc(8·P_i)) for each point, refusing a point
+// whose 8·P is the identity. pts is overwritten.
+func eachAffine(pts []edwards25519.Point, fn func(i int, enc []byte) error) error {
 	n := len(pts)
 	if n == 0 {
-		return
+		return nil
 	}
 	zs := make([]field.Element, n)     // Z of each point
 	prefix := make([]field.Element, n) // prefix[i] = Z_0 * ... * Z_i
@@ -151,8 +191,8 @@ func digestPoints(out []byte, pts []edwards25519.Point) {
 			prefix[i].Multiply(&prefix[i-1], z)
 		}
 	}
-	var inv, zi, x, y field.Element
-	inv.Invert(&prefix[n-1]) // 1 / (Z_0 * ... * Z_{n-1}); Z is never 0
+	var inv, zi, x, y, zero field.Element
+	inv.Invert(&prefix[n-1]) // Z is never 0 for a point in extended coordinates
 	var enc [32]byte
 	for i := n - 1; i >= 0; i-- {
 		if i > 0 {
@@ -163,71 +203,93 @@ func digestPoints(out []byte, pts []edwards25519.Point) {
 		}
 		X, Y, _, _ := pts[i].ExtendedCoordinates()
 		x.Multiply(X, &zi)
+		if x.Equal(&zero) == 1 {
+			// In the prime-order subgroup only the identity has x = 0.
+			return fmt.Errorf("point %d: %w", i, errIdentity)
+		}
 		y.Multiply(Y, &zi)
 		copy(enc[:], y.Bytes())
 		enc[31] |= byte(x.IsNegative() << 7)
-		digest(out[i*DigestLen:(i+1)*DigestLen], enc[:])
+		if err := fn(i, enc[:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Constants of RFC 9496 section 4.1 (little-endian field elements).
+var (
+	edD            = feConst("a3785913ca4deb75abd841414d0a700098e879777940c78c73fe6f2bee6c0352")
+	sqrtM1         = feConst("b0a00e4a271beec478e42fad0618432fa7d7fb3d99004d2b0bdfc14f8024832b")
+	sqrtADMinusOne = feConst("1b2e7b49a0f6977ebd54781b0c8e9daffdd1f531c9fc3c0fac48832bbf316937")
+	oneMinusDSq    = feConst("76c15f94c1097ce20f355ecd38a1812ce4df70beddab9499d7e0b3b2a8729002")
+	dMinusOneSq    = feConst("204ded44aa5aad3199191eb02c4a9ed2eb4e9b522fd3dc4c41226cf67ab36859")
+)
+
+func feConst(h string) *field.Element {
+	b, err := hex.DecodeString(h)
+	if err == nil {
+		var e *field.Element
+		if e, err = new(field.Element).SetBytes(b); err == nil {
+			return e
+		}
+	}
+	panic("psi: field constant: " + err.Error())
+}
+
+// mapToPoint is the ristretto255 MAP of RFC 9496 section 4.3.4 (one
+// Elligator 2 map), giving an Edwards representative of the element.
+func mapToPoint(out *edwards25519.Point, t *field.Element) {
+	var one, minusOne, r, u, v, rd, s, sPrime, c, nn, s2, w0, w1, w2, w3 field.Element
+	one.One()
+	minusOne.Negate(&one)
+	r.Square(t)
+	r.Multiply(&r, sqrtM1) // r = SQRT_M1 * t^2
+	u.Add(&r, &one)
+	u.Multiply(&u, oneMinusDSq) // u = (r + 1) * ONE_MINUS_D_SQ
+	rd.Multiply(&r, edD)
+	v.Subtract(&minusOne, &rd)
+	rd.Add(&r, edD)
+	v.Multiply(&v, &rd) // v = (-1 - r*D) * (r + D)
+	_, wasSquare := s.SqrtRatio(&u, &v)
+	sPrime.Multiply(&s, t)
+	sPrime.Absolute(&sPrime)
+	sPrime.Negate(&sPrime) // s' = -|s*t|
+	s.Select(&s, &sPrime, wasSquare)
+	c.Select(&minusOne, &r, wasSquare)
+	nn.Subtract(&r, &one)
+	nn.Multiply(&nn, &c)
+	nn.Multiply(&nn, dMinusOneSq)
+	nn.Subtract(&nn, &v) // N = c * (r - 1) * D_MINUS_ONE_SQ - v
+	s2.Square(&s)
+	w0.Multiply(&s, &v)
+	w0.Add(&w0, &w0) // w0 = 2 * s * v
+	w1.Multiply(&nn, sqrtADMinusOne)
+	w2.Subtract(&one, &s2)
+	w3.Add(&one, &s2)
+	var X, Y, Z, T field.Element
+	X.Multiply(&w0, &w3)
+	Y.Multiply(&w2, &w1)
+	Z.Multiply(&w1, &w3)
+	T.Multiply(&w0, &w2)
+	if _, err := out.SetExtendedCoordinates(&X, &Y, &Z, &T); err != nil {
+		panic("psi: ristretto255 map gave a point off the curve") // unreachable
 	}
 }
 
-// edD is the Edwards curve constant d = -121665/121666.
-var edD = func() *field.Element {
-	b, _ := hex.DecodeString("a3785913ca4deb75abd841414d0a700098e879777940c78c73fe6f2bee6c0352")
-	d, err := new(field.Element).SetBytes(b)
-	if err != nil {
-		panic(err)
-	}
-	return d
-}()
-
-var errNonCanonical = errors.New("not a canonical ristretto255 encoding")
-
-// decodeRistretto is the ristretto255 decoding of RFC 9496 section 4.3.1
-// into an Edwards point (a representative of the element), refusing
-// non-canonical encodings and the identity. It is constant time in the
-// value of a valid encoding.
-func decodeRistretto(p *edwards25519.Point, b []byte) error {
-	var s field.Element
-	if _, err := s.SetBytes(b); err != nil {
-		return errNonCanonical
-	}
-	// SetBytes ignores the top bit and reduces values >= p: a canonical
-	// encoding is the one that re-encodes to itself, and s is non-negative.
-	if !bytes.Equal(s.Bytes(), b) || s.IsNegative() == 1 {
-		return errNonCanonical
-	}
-	var zero, one field.Element
-	zero.Zero()
-	one.One()
-	if s.Equal(&zero) == 1 {
-		return errIdentity // the identity's unique encoding is all zeros
-	}
-	var ss, u1, u2, u2sq, v, t0, invsqrt, denX, denY, x, y, t field.Element
-	ss.Square(&s)
-	u1.Subtract(&one, &ss)
-	u2.Add(&one, &ss)
-	u2sq.Square(&u2)
-	v.Square(&u1)
-	v.Multiply(&v, edD)
-	v.Negate(&v)
-	v.Subtract(&v, &u2sq) // v = -(d * u1^2) - u2^2
-	t0.Multiply(&v, &u2sq)
-	_, wasSquare := invsqrt.SqrtRatio(&one, &t0)
-	denX.Multiply(&invsqrt, &u2)
-	denY.Multiply(&invsqrt, &denX)
-	denY.Multiply(&denY, &v)
-	x.Multiply(&s, &denX)
-	x.Add(&x, &x)
-	x.Absolute(&x)
-	y.Multiply(&u1, &denY)
-	t.Multiply(&x, &y)
-	if wasSquare == 0 || t.IsNegative() == 1 || y.Equal(&zero) == 1 {
-		return errNonCanonical
-	}
-	if _, err := p.SetExtendedCoordinates(&x, &y, &one, &t); err != nil {
-		return errNonCanonical // unreachable: the formulas give a curve point
-	}
-	return nil
+// hashToPoint is H(id): RFC 9380 ristretto255_XMD:SHA-512_R255MAP_RO_ —
+// 64 bytes of expand_message_xmd, each half (top bit ignored) through MAP,
+// the two points added (RFC 9496 section 4.3.4, element derivation).
+func (x *xmd) hashToPoint(out *edwards25519.Point, id string) {
+	var u [64]byte
+	x.expand(u[:], id)
+	var t field.Element
+	var p2 edwards25519.Point
+	t.SetBytes(u[:32])
+	mapToPoint(out, &t)
+	t.SetBytes(u[32:])
+	mapToPoint(&p2, &t)
+	out.Add(out, &p2)
 }
 
 // xmd is expandXMD with the per-session parts precomputed: the SHA-512

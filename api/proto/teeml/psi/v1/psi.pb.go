@@ -511,8 +511,8 @@ func (x *Confirm) GetSessionId() []byte {
 	return nil
 }
 
-// Points is a batch of blinded IDs: count canonical ristretto255 encodings
-// of 32 bytes each, concatenated.
+// Points is a batch of blinded IDs: count canonical compressed Edwards
+// encodings (RFC 8032) of 8·k·H(id), 32 bytes each, concatenated.
 type Points struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
