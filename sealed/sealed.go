@@ -107,8 +107,9 @@ func NewWriter(ctx context.Context, w io.Writer, ks KeySource, keyID string, opt
 		clear(plain)
 		return nil, err
 	}
-	p, err := primitive(plain, h, len(raw))
-	if err != nil {
+	// Tink's constructor checks the key size and the segment parameters
+	// exactly as Tink's reader will.
+	if _, err := primitive(plain, h, len(raw)); err != nil {
 		clear(plain)
 		return nil, fmt.Errorf("sealed: %w", err)
 	}
@@ -116,7 +117,6 @@ func NewWriter(ctx context.Context, w io.Writer, ks KeySource, keyID string, opt
 		clear(plain)
 		return nil, fmt.Errorf("sealed: write header: %w", err)
 	}
-	_ = p // checks the key size and segment parameters exactly as Tink will on reading
 	return &Writer{ctx: ctx, dst: w, header: h, raw: raw, dataKey: plain}, nil
 }
 

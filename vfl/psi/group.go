@@ -36,32 +36,6 @@ func hashDST(session [32]byte) []byte {
 	return []byte(Version + ":" + hex.EncodeToString(session[:]))
 }
 
-// hashToGroup maps id to a ristretto255 element as the RFC 9380 suite
-// ristretto255_XMD:SHA-512_R255MAP_RO_ does: expand_message_xmd with SHA-512
-// to 64 uniform bytes, then the ristretto255 one-way map (SetUniformBytes).
-// The result is a random oracle into the prime-order group, so nobody knows
-// a discrete-log relation between the images of two IDs.
-func hashToGroup(dst []byte, id string) *ristretto255.Element {
-	var u [64]byte
-	expandXMD(u[:], dst, id)
-	e, err := ristretto255.NewElement().SetUniformBytes(u[:])
-	if err != nil {
-		// Unreachable: u is always 64 bytes.
-		panic("psi: hash to group: " + err.Error())
-	}
-	return e
-}
-
-// expandXMD is RFC 9380 section 5.3.1 expand_message_xmd with SHA-512 for
-// len_in_bytes = 64 (one output block, so ell = 1). dst must be at most 255
-// bytes. blindIDs uses the same code (xmd) with the per-session part
-// precomputed.
-func expandXMD(out []byte, dst []byte, msg string) {
-	var x xmd
-	x.init(dst)
-	x.expand(out, msg)
-}
-
 // newSecret returns a uniformly random non-zero scalar from rnd.
 func newSecret(rnd io.Reader) (*ristretto255.Scalar, error) {
 	var b [64]byte

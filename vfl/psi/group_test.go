@@ -14,6 +14,33 @@ import (
 	"github.com/gtank/ristretto255"
 )
 
+// hashToGroup is the tests' reference hash to group, on
+// gtank/ristretto255: id to a ristretto255 element as the RFC 9380 suite
+// ristretto255_XMD:SHA-512_R255MAP_RO_ does: expand_message_xmd with SHA-512
+// to 64 uniform bytes, then the ristretto255 one-way map (SetUniformBytes).
+// The result is a random oracle into the prime-order group, so nobody knows
+// a discrete-log relation between the images of two IDs.
+func hashToGroup(dst []byte, id string) *ristretto255.Element {
+	var u [64]byte
+	expandXMD(u[:], dst, id)
+	e, err := ristretto255.NewElement().SetUniformBytes(u[:])
+	if err != nil {
+		// Unreachable: u is always 64 bytes.
+		panic("psi: hash to group: " + err.Error())
+	}
+	return e
+}
+
+// expandXMD is RFC 9380 section 5.3.1 expand_message_xmd with SHA-512 for
+// len_in_bytes = 64 (one output block, so ell = 1). dst must be at most 255
+// bytes; the same code (xmd) as blindIDs, without the per-session
+// precomputation kept.
+func expandXMD(out []byte, dst []byte, msg string) {
+	var x xmd
+	x.init(dst)
+	x.expand(out, msg)
+}
+
 // TestHashToGroupSeparation: hash-to-group is deterministic and separated
 // by session and by ID.
 func TestHashToGroupSeparation(t *testing.T) {
