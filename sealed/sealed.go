@@ -17,7 +17,6 @@
 package sealed
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/aes"
@@ -601,8 +600,8 @@ func EncryptFile(ctx context.Context, src, dst string, ks KeySource, keyID strin
 	return h, n, nil
 }
 
-// WriteFile writes path sealed under keyID: enc writes the plaintext (through
-// a 1 MiB buffer) into the sealing writer, and the file appears atomically
+// WriteFile writes path sealed under keyID: enc writes the plaintext into the
+// sealing writer (which buffers one segment), and the file appears atomically
 // (temp file, fsync, rename, mode perm) only when every segment is sealed —
 // so plaintext produced in memory (a shard, a model) never touches the disk.
 func WriteFile(ctx context.Context, path string, perm os.FileMode, ks KeySource, keyID string, enc func(io.Writer) error) error {
@@ -611,11 +610,10 @@ func WriteFile(ctx context.Context, path string, perm os.FileMode, ks KeySource,
 		if err != nil {
 			return err
 		}
-		bw := bufio.NewWriterSize(sw, 1<<20)
-		if err := enc(bw); err != nil {
-			return err
-		}
-		if err := bw.Flush(); err != nil {
+		// No bufio: the Writer itself collects small writes in its segment
+		// buffer (one copy, as bufio would make) and seals large ones
+		// straight from the caller's slice.
+		if err := enc(sw); err != nil {
 			return err
 		}
 		return sw.Close()

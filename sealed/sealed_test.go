@@ -587,3 +587,46 @@ func TestFileAPIsLeaveNothingOnError(t *testing.T) {
 		t.Fatalf("want only p.bin and p.sealed, got %v", ents)
 	}
 }
+
+// TestWriteFileMixedWrites: WriteFile's writer takes tiny and
+// multi-segment writes in any order (no bufio in between any more), the
+// file decrypts to exactly what was written, and an error from enc leaves
+// no file.
+func TestWriteFileMixedWrites(t *testing.T) {
+	ks := testKeys(t, "k1")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out.sealed")
+	var want bytes.Buffer
+	err := WriteFile(context.Background(), path, 0o600, ks, "k1", func(w io.Writer) error {
+		for _, n := range []int{1, 1, 7, 3*DefaultSegmentSize + 5, 2, DefaultSegmentSize - 3, DefaultSegmentSize, 1, 0, 2*DefaultSegmentSize + 1} {
+			b := randBytes(n)
+			want.Write(b)
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.plain")
+	if _, _, err := DecryptFile(context.Background(), path, out, ks, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil || !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("round trip differs (%d bytes, want %d): %v", len(got), want.Len(), err)
+	}
+	failed := filepath.Join(dir, "failed.sealed")
+	boom := errors.New("boom")
+	if err := WriteFile(context.Background(), failed, 0o600, ks, "k1", func(w io.Writer) error {
+		w.Write(randBytes(2 * DefaultSegmentSize))
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("enc error: %v", err)
+	}
+	if _, err := os.Stat(failed); !os.IsNotExist(err) {
+		t.Fatalf("a failed WriteFile left %s: %v", failed, err)
+	}
+}
