@@ -28,6 +28,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"sync"
 
 	"github.com/tink-crypto/tink-go/v2/streamingaead/subtle"
 	tinksubtle "github.com/tink-crypto/tink-go/v2/subtle"
@@ -174,9 +175,22 @@ func (w *Writer) start() error {
 		w.err = err
 		return err
 	}
-	w.fast.buf = make([]byte, w.header.SegmentSize)
+	if w.header.SegmentSize == DefaultSegmentSize {
+		w.fast.buf = *segPool.Get().(*[]byte)
+	} else {
+		w.fast.buf = make([]byte, w.header.SegmentSize)
+	}
 	return nil
 }
+
+// segPool recycles the segment buffers of default-size Writers (a 1 MiB
+// allocation, zeroed, per file otherwise). A buffer goes back only after a
+// successful Close, when it holds nothing but ciphertext: every plaintext
+// byte copied into it was sealed in place, at the same offsets.
+var segPool = sync.Pool{New: func() any {
+	b := make([]byte, DefaultSegmentSize)
+	return &b
+}}
 
 // segmentSealer writes Tink's AES-GCM-HKDF stream format directly (stream
 // header, then segments sealed from the caller's slice or in place).
@@ -319,6 +333,10 @@ func (w *Writer) Close() error {
 	if err := w.sealSegment(w.fast.held, true); err != nil {
 		w.err = err
 		return err
+	}
+	if b := w.fast.buf; len(b) == DefaultSegmentSize {
+		w.fast.buf = nil
+		segPool.Put(&b)
 	}
 	clear(w.dataKey)
 	w.err = errors.New("sealed: write after close")
