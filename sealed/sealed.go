@@ -374,8 +374,9 @@ func (e *IntegrityError) Unwrap() error { return e.Err }
 // Reader also implements io.WriterTo (used by io.Copy): when nothing has been
 // Read yet, WriteTo decrypts each segment in place and hands it to the writer,
 // saving the copy Tink's Reader makes into its own plaintext buffer. It
-// implements the same Tink stream format (the nonce and key derivation below)
-// and is tested against Tink's writer and Tink's reader on every tamper case.
+// implements the same Tink stream format (the nonce and key derivation below);
+// tests decrypt Tink's writer's output with it and compare it with Tink's
+// reader on every tamper case.
 type Reader struct {
 	ctx        context.Context
 	header     *Header
