@@ -17,7 +17,6 @@
 package sealed
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/aes"
@@ -29,6 +28,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"sync"
 
 	"github.com/tink-crypto/tink-go/v2/streamingaead/subtle"
 	tinksubtle "github.com/tink-crypto/tink-go/v2/subtle"
@@ -72,11 +72,9 @@ type Writer struct {
 	ctx     context.Context
 	dst     io.Writer
 	header  *Header
-	raw     []byte             // header bytes: the associated data
-	tink    *subtle.AESGCMHKDF // Tink's primitive, for the Write path
-	enc     io.WriteCloser     // Tink's encrypting writer, made on the first Write
-	dataKey []byte             // kept until the path is chosen, then cleared
-	fast    *segmentSealer     // the ReadFrom path
+	raw     []byte         // header bytes: the associated data
+	dataKey []byte         // kept until the stream header is written, then cleared
+	fast    *segmentSealer // made on the first Write or ReadFrom
 	n       int64
 	err     error
 }
@@ -84,10 +82,13 @@ type Writer struct {
 // NewWriter writes a header for a fresh data key of keyID to w and returns a
 // Writer for the body.
 //
-// Writer has two equivalent paths producing Tink's stream format: Write goes
-// through Tink's encrypting writer; ReadFrom (used by io.Copy) reads
-// plaintext straight into segment-aligned buffers and seals them in place,
-// saving Tink's copy. A Writer uses the path of its first call.
+// The body is Tink's AES-GCM-HKDF stream format, written by teeml's own
+// segment loop (tests decrypt it with Tink's reader and compare it with
+// Tink's writer): Write seals whole segments straight from the caller's
+// slice into the Writer's one segment buffer, copying only the bytes of a
+// segment that is not complete yet (or may be the final one); ReadFrom
+// (used by io.Copy from readers without WriteTo) reads plaintext into that
+// buffer and seals it in place. The two can be mixed freely.
 func NewWriter(ctx context.Context, w io.Writer, ks KeySource, keyID string, opt *Options) (*Writer, error) {
 	seg := DefaultSegmentSize
 	if opt != nil && opt.SegmentSize != 0 {
@@ -106,8 +107,9 @@ func NewWriter(ctx context.Context, w io.Writer, ks KeySource, keyID string, opt
 		clear(plain)
 		return nil, err
 	}
-	p, err := primitive(plain, h, len(raw))
-	if err != nil {
+	// Tink's constructor checks the key size and the segment parameters
+	// exactly as Tink's reader will.
+	if _, err := primitive(plain, h, len(raw)); err != nil {
 		clear(plain)
 		return nil, fmt.Errorf("sealed: %w", err)
 	}
@@ -115,49 +117,89 @@ func NewWriter(ctx context.Context, w io.Writer, ks KeySource, keyID string, opt
 		clear(plain)
 		return nil, fmt.Errorf("sealed: write header: %w", err)
 	}
-	return &Writer{ctx: ctx, dst: w, header: h, raw: raw, tink: p, dataKey: plain}, nil
+	return &Writer{ctx: ctx, dst: w, header: h, raw: raw, dataKey: plain}, nil
 }
 
 // Header returns the header written for this stream.
 func (w *Writer) Header() *Header { return w.header }
 
-// Write encrypts p. After an error every later call fails: Tink's writer may
-// have consumed part of p, so the stream cannot be continued.
+// Write encrypts p. After an error every later call fails: part of p may
+// have been sealed and written, so the stream cannot be continued.
+//
+// Only the last segment's worth of p is copied (it may be the final
+// segment, which is sealed by Close); every segment known to be followed by
+// more data is sealed from p directly into the segment buffer.
 func (w *Writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	if w.fast != nil {
-		w.err = errors.New("sealed: Write after ReadFrom is not supported")
-		return 0, w.err
+	if err := w.start(); err != nil {
+		return 0, err
 	}
-	if w.enc == nil {
-		enc, err := w.tink.NewEncryptingWriter(w.dst, w.raw)
-		if err != nil {
-			w.err = fmt.Errorf("sealed: write stream header: %w", err)
-			return 0, w.err
+	f := w.fast
+	n := 0
+	for len(p) > 0 {
+		c := w.plainCap(f.seg)
+		if f.held == 0 && len(p) > c {
+			// A whole segment with more data after it: seal it out of
+			// place, no copy.
+			if err := w.sealFrom(p[:c], false); err != nil {
+				w.err = err
+				return n, err
+			}
+			p, n = p[c:], n+c
+			w.n += int64(c)
+			continue
 		}
-		w.enc = enc
-		clear(w.dataKey)
-	}
-	n, err := w.enc.Write(p)
-	w.n += int64(n)
-	if err != nil {
-		w.err = fmt.Errorf("sealed: encrypt: %w", err)
-		return n, w.err
+		k := copy(f.buf[f.held:c], p)
+		f.held += k
+		p, n = p[k:], n+k
+		w.n += int64(k)
+		if f.held == c && len(p) > 0 {
+			if err := w.sealSegment(f.held, false); err != nil {
+				w.err = err
+				return n, err
+			}
+			f.held = 0
+		}
 	}
 	return n, nil
 }
 
-// segmentSealer is the ReadFrom path: Tink's AES-GCM-HKDF stream format
-// written directly (stream header, then segments sealed in place).
+// start writes Tink's stream header and sets up the segment sealer, once.
+func (w *Writer) start() error {
+	if w.fast != nil {
+		return nil
+	}
+	if err := w.startFast(); err != nil {
+		w.err = err
+		return err
+	}
+	if w.header.SegmentSize == DefaultSegmentSize {
+		w.fast.buf = *segPool.Get().(*[]byte)
+	} else {
+		w.fast.buf = make([]byte, w.header.SegmentSize)
+	}
+	return nil
+}
+
+// segPool recycles the segment buffers of default-size Writers (a 1 MiB
+// allocation, zeroed, per file otherwise). A buffer goes back only after a
+// successful Close, when it holds nothing but ciphertext: every plaintext
+// byte copied into it was sealed in place, at the same offsets.
+var segPool = sync.Pool{New: func() any {
+	b := make([]byte, DefaultSegmentSize)
+	return &b
+}}
+
+// segmentSealer writes Tink's AES-GCM-HKDF stream format directly (stream
+// header, then segments sealed from the caller's slice or in place).
 type segmentSealer struct {
-	aead   cipher.AEAD
-	nonce  []byte
-	buf    []byte // one segment, sealed in place
-	seg    int    // index of the next segment to seal
-	held   int    // plaintext bytes in buf not yet sealed (the possible final segment)
-	filled bool
+	aead  cipher.AEAD
+	nonce []byte
+	buf   []byte // one segment, sealed in place
+	seg   int    // index of the next segment to seal
+	held  int    // plaintext bytes in buf not yet sealed (the possible final segment)
 }
 
 func (w *Writer) startFast() error {
@@ -199,6 +241,12 @@ func (w *Writer) plainCap(i int) int {
 
 // sealSegment seals buf[:n] as segment f.seg in place and writes it.
 func (w *Writer) sealSegment(n int, last bool) error {
+	return w.sealFrom(w.fast.buf[:n], last)
+}
+
+// sealFrom seals pt (buf[:n], in place, or a caller's slice that does not
+// overlap buf) as segment f.seg into buf and writes it.
+func (w *Writer) sealFrom(pt []byte, last bool) error {
 	f := w.fast
 	if f.seg >= math.MaxUint32 {
 		return errors.New("sealed: too many segments")
@@ -208,7 +256,7 @@ func (w *Writer) sealSegment(n int, last bool) error {
 	if last {
 		f.nonce[len(f.nonce)-1] = 1
 	}
-	ct := f.aead.Seal(f.buf[:0], f.nonce, f.buf[:n], nil)
+	ct := f.aead.Seal(f.buf[:0], f.nonce, pt, nil)
 	f.seg++
 	if _, err := w.dst.Write(ct); err != nil {
 		return fmt.Errorf("sealed: write: %w", err)
@@ -222,24 +270,10 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	if w.enc != nil {
-		// Already on Tink's path: copy through Write.
-		return io.Copy(struct{ io.Writer }{w}, r)
-	}
-	if w.fast == nil {
-		if err := w.startFast(); err != nil {
-			w.err = err
-			return 0, err
-		}
-		S := w.header.SegmentSize
-		w.fast.buf = make([]byte, S)
+	if err := w.start(); err != nil {
+		return 0, err
 	}
 	f := w.fast
-	if f.filled {
-		w.err = errors.New("sealed: a second ReadFrom is not supported")
-		return 0, w.err
-	}
-	f.filled = true
 	var total int64
 	for {
 		if err := w.ctx.Err(); err != nil {
@@ -293,22 +327,16 @@ func (w *Writer) Close() error {
 	if w.err != nil {
 		return w.err
 	}
-	switch {
-	case w.fast != nil:
-		if err := w.sealSegment(w.fast.held, true); err != nil {
-			w.err = err
-			return err
-		}
-	default:
-		if w.enc == nil { // nothing written: an empty stream, through Tink
-			if _, err := w.Write(nil); err != nil {
-				return err
-			}
-		}
-		if err := w.enc.Close(); err != nil {
-			w.err = fmt.Errorf("sealed: encrypt final segment: %w", err)
-			return w.err
-		}
+	if err := w.start(); err != nil { // nothing written: an empty stream
+		return err
+	}
+	if err := w.sealSegment(w.fast.held, true); err != nil {
+		w.err = err
+		return err
+	}
+	if b := w.fast.buf; len(b) == DefaultSegmentSize {
+		w.fast.buf = nil
+		segPool.Put(&b)
 	}
 	clear(w.dataKey)
 	w.err = errors.New("sealed: write after close")
@@ -346,8 +374,9 @@ func (e *IntegrityError) Unwrap() error { return e.Err }
 // Reader also implements io.WriterTo (used by io.Copy): when nothing has been
 // Read yet, WriteTo decrypts each segment in place and hands it to the writer,
 // saving the copy Tink's Reader makes into its own plaintext buffer. It
-// implements the same Tink stream format (the nonce and key derivation below)
-// and is tested against Tink's writer and Tink's reader on every tamper case.
+// implements the same Tink stream format (the nonce and key derivation below);
+// tests decrypt Tink's writer's output with it and compare it with Tink's
+// reader on every tamper case.
 type Reader struct {
 	ctx        context.Context
 	header     *Header
@@ -590,8 +619,8 @@ func EncryptFile(ctx context.Context, src, dst string, ks KeySource, keyID strin
 	return h, n, nil
 }
 
-// WriteFile writes path sealed under keyID: enc writes the plaintext (through
-// a 1 MiB buffer) into the sealing writer, and the file appears atomically
+// WriteFile writes path sealed under keyID: enc writes the plaintext into the
+// sealing writer (which buffers one segment), and the file appears atomically
 // (temp file, fsync, rename, mode perm) only when every segment is sealed —
 // so plaintext produced in memory (a shard, a model) never touches the disk.
 func WriteFile(ctx context.Context, path string, perm os.FileMode, ks KeySource, keyID string, enc func(io.Writer) error) error {
@@ -600,11 +629,10 @@ func WriteFile(ctx context.Context, path string, perm os.FileMode, ks KeySource,
 		if err != nil {
 			return err
 		}
-		bw := bufio.NewWriterSize(sw, 1<<20)
-		if err := enc(bw); err != nil {
-			return err
-		}
-		if err := bw.Flush(); err != nil {
+		// No bufio: the Writer itself collects small writes in its segment
+		// buffer (one copy, as bufio would make) and seals large ones
+		// straight from the caller's slice.
+		if err := enc(sw); err != nil {
 			return err
 		}
 		return sw.Close()

@@ -63,8 +63,41 @@ func seal(t testing.TB, ks KeySource, keyID string, data []byte, seg, chunk int)
 	return buf.Bytes()
 }
 
+// sealTink encrypts data exactly as NewWriter sets up a file (teeml header,
+// data key from ks) but with Tink's own encrypting writer: the reference
+// for the format teeml's segment loop writes.
+func sealTink(t testing.TB, ks KeySource, keyID string, data []byte, seg int) []byte {
+	t.Helper()
+	plain, wrapped, err := ks.NewDataKey(context.Background(), keyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Header{Algorithm: AlgAES256GCMHKDF, SegmentSize: seg, KeyID: keyID, Wrapped: wrapped}
+	raw, err := h.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := primitive(plain, h, len(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	buf.Write(raw)
+	enc, err := p.NewEncryptingWriter(&buf, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := enc.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := enc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 // sealFast encrypts through Writer.ReadFrom (teeml's in-place segment
-// loop) instead of Write (Tink's writer).
+// loop) instead of Write.
 func sealFast(t testing.TB, ks KeySource, keyID string, src io.Reader, seg int) []byte {
 	t.Helper()
 	var buf bytes.Buffer
@@ -149,6 +182,24 @@ func TestRoundTripSizes(t *testing.T) {
 		}
 		if !bytes.Equal(got, data) {
 			t.Fatalf("%d bytes: WriteTo round trip differs", n)
+		}
+		// Tink's own writer produces the same layout, and both readers
+		// decrypt it.
+		ref := sealTink(t, ks, "k1", data, S)
+		if len(ref) != len(ct) {
+			t.Fatalf("%d bytes: Write wrote %d bytes, Tink's writer %d", n, len(ct), len(ref))
+		}
+		if got, err := openWT(ks, ref); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes: WriteTo on Tink's output: %v", n, err)
+		}
+		// Write in uneven pieces (whole segments sealed from the slice,
+		// partial ones copied) gives the same layout.
+		for _, chunk := range []int{1000, later - 1, later + 1, 2*later + 3} {
+			if pieces := seal(t, ks, "k1", data, S, chunk); len(pieces) != len(ct) {
+				t.Fatalf("%d bytes in %d-byte writes: %d bytes, want %d", n, chunk, len(pieces), len(ct))
+			} else if got, err := open(ks, pieces, false); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%d bytes in %d-byte writes: Tink's reader: %v", n, chunk, err)
+			}
 		}
 		// The ReadFrom writer produces the same format: same length, and
 		// Tink's reader (Read) decrypts it.
@@ -465,26 +516,39 @@ func TestWriteToAfterReadContinues(t *testing.T) {
 	}
 }
 
-func TestWriterPathsAreExclusive(t *testing.T) {
+// TestWriterMixesWriteAndReadFrom: Write and ReadFrom share one segment
+// loop, so they can alternate (also across segment boundaries, and with a
+// second ReadFrom), and Close after no write is an empty stream.
+func TestWriterMixesWriteAndReadFrom(t *testing.T) {
 	ks := testKeys(t, "k1")
-	w, err := NewWriter(context.Background(), io.Discard, ks, "k1", nil)
+	data := randBytes(5*MinSegmentSize + 321)
+	var buf bytes.Buffer
+	w, err := NewWriter(context.Background(), &buf, ks, "k1", &Options{SegmentSize: MinSegmentSize})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.ReadFrom(bytes.NewReader([]byte("abc"))); err != nil {
+	cuts := []int{0, 7, MinSegmentSize + 3, 3 * MinSegmentSize, 3*MinSegmentSize + 1, len(data)}
+	for i := 0; i+1 < len(cuts); i++ {
+		part := data[cuts[i]:cuts[i+1]]
+		if i%2 == 0 {
+			if _, err := w.ReadFrom(bytes.NewReader(part)); err != nil {
+				t.Fatal(err)
+			}
+		} else if _, err := w.Write(part); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Write([]byte("x")); err == nil {
-		t.Fatal("Write after ReadFrom accepted")
+	if got, err := open(ks, buf.Bytes(), false); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("mixed writes: %v", err)
 	}
-	// Write then ReadFrom continues on Tink's path.
-	var buf bytes.Buffer
-	w, _ = NewWriter(context.Background(), &buf, ks, "k1", nil)
-	w.Write([]byte("head-"))
-	w.ReadFrom(bytes.NewReader([]byte("tail")))
-	w.Close()
-	if got, err := open(ks, buf.Bytes(), false); err != nil || string(got) != "head-tail" {
-		t.Fatalf("%q %v", got, err)
+	if ref := sealTink(t, ks, "k1", data, MinSegmentSize); len(ref) != buf.Len() {
+		t.Fatalf("mixed writes: %d bytes, Tink's writer %d", buf.Len(), len(ref))
+	}
+	if _, err := w.Write([]byte("x")); err == nil {
+		t.Fatal("Write after Close accepted")
 	}
 	// Close without any write is an empty stream.
 	buf.Reset()
@@ -521,5 +585,48 @@ func TestFileAPIsLeaveNothingOnError(t *testing.T) {
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 2 {
 		t.Fatalf("want only p.bin and p.sealed, got %v", ents)
+	}
+}
+
+// TestWriteFileMixedWrites: WriteFile's writer takes tiny and
+// multi-segment writes in any order (no bufio in between any more), the
+// file decrypts to exactly what was written, and an error from enc leaves
+// no file.
+func TestWriteFileMixedWrites(t *testing.T) {
+	ks := testKeys(t, "k1")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out.sealed")
+	var want bytes.Buffer
+	err := WriteFile(context.Background(), path, 0o600, ks, "k1", func(w io.Writer) error {
+		for _, n := range []int{1, 1, 7, 3*DefaultSegmentSize + 5, 2, DefaultSegmentSize - 3, DefaultSegmentSize, 1, 0, 2*DefaultSegmentSize + 1} {
+			b := randBytes(n)
+			want.Write(b)
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.plain")
+	if _, _, err := DecryptFile(context.Background(), path, out, ks, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil || !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("round trip differs (%d bytes, want %d): %v", len(got), want.Len(), err)
+	}
+	failed := filepath.Join(dir, "failed.sealed")
+	boom := errors.New("boom")
+	if err := WriteFile(context.Background(), failed, 0o600, ks, "k1", func(w io.Writer) error {
+		w.Write(randBytes(2 * DefaultSegmentSize))
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("enc error: %v", err)
+	}
+	if _, err := os.Stat(failed); !os.IsNotExist(err) {
+		t.Fatalf("a failed WriteFile left %s: %v", failed, err)
 	}
 }

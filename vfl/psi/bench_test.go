@@ -115,3 +115,23 @@ func BenchmarkBlindWorkers(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkScalarMult is the physical limit the protocol is measured
+// against: one constant-time variable-base ristretto255 scalar
+// multiplication by a secret scalar, single-threaded, no encoding. Each ID
+// of the protocol costs two of them (its owner's and the peer's), so the
+// protocol's ceiling in IDs per CPU-second is half this rate.
+func BenchmarkScalarMult(b *testing.B) {
+	k, _ := newSecret(rand.Reader)
+	p := hashToGroup(hashDST([32]byte{1}), "user-0000000001")
+	const perOp = 1024
+	c0 := cpuTime()
+	for b.Loop() {
+		for range perOp {
+			p.ScalarMult(k, p)
+		}
+	}
+	rate := float64(b.N*perOp) / (cpuTime() - c0).Seconds()
+	b.ReportMetric(rate, "mults/cpu-s")
+	b.ReportMetric(rate/2, "ceiling-ids/cpu-s")
+}

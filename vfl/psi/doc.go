@@ -29,11 +29,15 @@
 //     LeaderLearns the leader intersects locally.
 //  5. Done{intersection size} both ways (sizes must agree in mode Both).
 //
-// digest truncates SHA-256 of the point's encoding to DigestLen (16) bytes.
-// Points are decoded canonically; non-canonical encodings and the identity
-// element are refused. The common IDs are written ordered by their doubly
-// blinded digest: the same order on both sides, independent of either
-// input's order and unpredictable without both secrets.
+// Points travel as the canonical compressed Edwards encoding of 8·P, the
+// ristretto255 element's unique prime-order representative; digest
+// truncates SHA-256 of the encoding of 8·(k·P) to DigestLen (16) bytes.
+// The affine coordinates of a batch share one field inversion, so no point
+// needs the inverse square root of a ristretto255 encoding. Non-canonical
+// encodings and points of small order are refused. Every scalar
+// multiplication is constant time. The common IDs are written ordered by
+// their doubly blinded digest: the same order on both sides, independent
+// of either input's order and unpredictable without both secrets.
 //
 // # Transport
 //

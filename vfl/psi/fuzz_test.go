@@ -8,6 +8,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"filippo.io/edwards25519"
 	"github.com/gtank/ristretto255"
 	"google.golang.org/protobuf/proto"
 
@@ -42,7 +43,7 @@ func FuzzIDReader(f *testing.F) {
 
 // FuzzPeerMessage feeds arbitrary bytes as a peer's message to the checks
 // and the group arithmetic that handle it: no panic, and points that are
-// accepted are valid non-identity group elements.
+// accepted are canonical encodings of curve points not of small order.
 func FuzzPeerMessage(f *testing.F) {
 	good := make([]byte, 2*pointLen)
 	blindIDs(good, []byte("dst"), mustSecret(f), []string{"a", "b"})
@@ -67,9 +68,10 @@ func FuzzPeerMessage(f *testing.F) {
 			out := make([]byte, len(data)/pointLen*DigestLen)
 			if err := reblind(out, k, data); err == nil {
 				for i := 0; i < len(data); i += pointLen {
-					var e ristretto255.Element
-					if _, err := e.SetCanonicalBytes(data[i : i+pointLen]); err != nil || e.Equal(ristretto255.NewElement()) == 1 {
-						t.Fatalf("accepted invalid point %x", data[i:i+pointLen])
+					enc := data[i : i+pointLen]
+					q, err := new(edwards25519.Point).SetBytes(enc)
+					if err != nil || !bytes.Equal(q.Bytes(), enc) || q.MultByCofactor(q).Equal(edwards25519.NewIdentityPoint()) == 1 {
+						t.Fatalf("accepted invalid point %x", enc)
 					}
 				}
 			}
@@ -95,4 +97,23 @@ func mustSecret(tb testing.TB) *ristretto255.Scalar {
 		tb.Fatal(err)
 	}
 	return k
+}
+
+// FuzzDecodePoint: decodePoint, which parses the peer's points, accepts
+// exactly the canonical encodings of curve points, and never panics.
+func FuzzDecodePoint(f *testing.F) {
+	f.Add(make([]byte, 32))
+	f.Add(bytes.Repeat([]byte{0xff}, 32))
+	f.Add(new(edwards25519.Point).ScalarBaseMult(edwards25519.NewScalar()).Bytes())
+	f.Add(edwards25519.NewGeneratorPoint().Bytes())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) != 32 {
+			var p edwards25519.Point
+			if decodePoint(&p, b) == nil {
+				t.Fatalf("%d bytes accepted", len(b))
+			}
+			return
+		}
+		checkDecodePoint(t, b)
+	})
 }

@@ -10,7 +10,7 @@ import (
 	psiv1 "github.com/teeml/teeml/api/proto/teeml/psi/v1"
 )
 
-// commitment is SHA-256("teeml-psi-v1 commit" || nonce).
+// commitment is SHA-256("teeml-psi-v2 commit" || nonce).
 func commitment(nonce []byte) []byte {
 	h := sha256.Sum256(append([]byte(Version+" commit"), nonce...))
 	return h[:]

@@ -324,14 +324,14 @@ func (*PSIMessage_Confirm) isPSIMessage_Body() {}
 // config_hash and digest_len, and complementary roles.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// version is "teeml-psi-v1".
+	// version is "teeml-psi-v2".
 	Version string  `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
 	Role    PSIRole `protobuf:"varint,2,opt,name=role,proto3,enum=teeml.psi.v1.PSIRole" json:"role,omitempty"`
 	Mode    PSIMode `protobuf:"varint,3,opt,name=mode,proto3,enum=teeml.psi.v1.PSIMode" json:"mode,omitempty"`
 	// config_hash is the hex SHA-256 of the agreed configuration (e.g. the
 	// frozen plan); both must be equal.
 	ConfigHash string `protobuf:"bytes,4,opt,name=config_hash,json=configHash,proto3" json:"config_hash,omitempty"`
-	// commit is SHA-256("teeml-psi-v1 commit" || nonce), sent by the dialer
+	// commit is SHA-256("teeml-psi-v2 commit" || nonce), sent by the dialer
 	// before it sees the listener's nonce.
 	Commit []byte `protobuf:"bytes,5,opt,name=commit,proto3" json:"commit,omitempty"`
 	// nonce is the listener's 32 random bytes.
@@ -511,8 +511,8 @@ func (x *Confirm) GetSessionId() []byte {
 	return nil
 }
 
-// Points is a batch of blinded IDs: count canonical ristretto255 encodings
-// of 32 bytes each, concatenated.
+// Points is a batch of blinded IDs: count canonical compressed Edwards
+// encodings (RFC 8032) of 8·k·H(id), 32 bytes each, concatenated.
 type Points struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
