@@ -7,7 +7,7 @@
 // tasks (aggregated_model_validation, train, locally_tuned_model_validation)
 // and config; it downloads the global model (streamed in ≤ 1 MiB chunks),
 // evaluates it and reports the metrics, trains, evaluates the trained model
-// and reports, then uploads the update (streamed, SHA-256 checked, shapes
+// and reports, then uploads the update (streamed, CRC-32C checked, shapes
 // checked against the global model). When all expected collaborators have
 // uploaded, when the straggler policy allows (StragglerPolicy), or at the
 // round timeout with at least MinCollaborators, the round closes: updates
