@@ -102,8 +102,12 @@ type AggregatorConfig struct {
 	// its own minimum on top.
 	MinCollaborators int
 	// RetryAfter is the WAIT hint given to collaborators that finished the
-	// current round (default 500 ms).
+	// current round and did not ask for a long poll (default 500 ms).
 	RetryAfter time.Duration
+	// MaxLongPoll caps how long a GetTasks long poll (TaskRequest.wait_ms)
+	// is held before it is answered WAIT (default 20 s; negative: never
+	// hold, answer at once).
+	MaxLongPoll time.Duration
 	// StatusEvery is the interval of the "round waits for …" log line
 	// (default 10 s).
 	StatusEvery time.Duration
@@ -164,6 +168,9 @@ func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
 	}
 	if cfg.RequireRole == "" {
 		cfg.RequireRole = CollaboratorRole
+	}
+	if cfg.MaxLongPoll == 0 {
+		cfg.MaxLongPoll = 20 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -267,8 +274,14 @@ func (a *Aggregator) GetTasks(ctx context.Context, req *flv1.TaskRequest) (*flv1
 	if err != nil {
 		return nil, err
 	}
-	as, err := a.s.Tasks(name)
+	// A long poll: held while the answer is WAIT, so that the collaborator
+	// hears of the next round when it opens rather than at its next poll.
+	wait := min(time.Duration(req.GetWaitMs())*time.Millisecond, a.cfg.MaxLongPoll)
+	as, held, err := a.s.TasksWait(ctx, name, wait)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
 		return nil, toStatus(err)
 	}
 	resp := &flv1.TaskResponse{Round: int64(as.Round), RoundsTotal: int64(a.cfg.Rounds)}
@@ -278,6 +291,7 @@ func (a *Aggregator) GetTasks(ctx context.Context, req *flv1.TaskRequest) (*flv1
 	case scheduler.Wait:
 		resp.Action = flv1.TaskAction_TASK_ACTION_WAIT
 		resp.RetryAfterMs = a.cfg.RetryAfter.Milliseconds()
+		resp.Held = held
 	default:
 		resp.Action = flv1.TaskAction_TASK_ACTION_RUN
 		resp.Tasks = as.Tasks

@@ -217,9 +217,13 @@ type TaskResponse struct {
 	Tasks []string `protobuf:"bytes,3,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	// config is the round's instructions (strategy.Config): learning rate,
 	// epochs, server_round, proximal_mu...
-	Config        map[string]float64 `protobuf:"bytes,4,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
-	RetryAfterMs  int64              `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
-	RoundsTotal   int64              `protobuf:"varint,6,opt,name=rounds_total,json=roundsTotal,proto3" json:"rounds_total,omitempty"`
+	Config       map[string]float64 `protobuf:"bytes,4,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	RetryAfterMs int64              `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	RoundsTotal  int64              `protobuf:"varint,6,opt,name=rounds_total,json=roundsTotal,proto3" json:"rounds_total,omitempty"`
+	// held (WAIT only): the aggregator honoured wait_ms and held the call
+	// until it passed, so the collaborator may ask again at once instead of
+	// after retry_after_ms (which is for aggregators that answer at once).
+	Held          bool `protobuf:"varint,7,opt,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -294,6 +298,13 @@ func (x *TaskResponse) GetRoundsTotal() int64 {
 		return x.RoundsTotal
 	}
 	return 0
+}
+
+func (x *TaskResponse) GetHeld() bool {
+	if x != nil {
+		return x.Held
+	}
+	return false
 }
 
 type ModelRequest struct {
@@ -944,14 +955,15 @@ const file_teeml_fl_v1_fl_proto_rawDesc = "" +
 	"\x05round\x18\x01 \x01(\x03R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1b\n" +
 	"\tplan_hash\x18\x03 \x01(\tR\bplanHash\x12\x17\n" +
-	"\await_ms\x18\x04 \x01(\x03R\x06waitMs\"\xae\x02\n" +
+	"\await_ms\x18\x04 \x01(\x03R\x06waitMs\"\xc2\x02\n" +
 	"\fTaskResponse\x12/\n" +
 	"\x06action\x18\x01 \x01(\x0e2\x17.teeml.fl.v1.TaskActionR\x06action\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x03R\x05round\x12\x14\n" +
 	"\x05tasks\x18\x03 \x03(\tR\x05tasks\x12=\n" +
 	"\x06config\x18\x04 \x03(\v2%.teeml.fl.v1.TaskResponse.ConfigEntryR\x06config\x12$\n" +
 	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\x12!\n" +
-	"\frounds_total\x18\x06 \x01(\x03R\vroundsTotal\x1a9\n" +
+	"\frounds_total\x18\x06 \x01(\x03R\vroundsTotal\x12\x12\n" +
+	"\x04held\x18\a \x01(\bR\x04held\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"Y\n" +
