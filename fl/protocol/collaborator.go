@@ -386,7 +386,7 @@ func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error
 func (c *Collaborator) download(ctx context.Context, round int64) (tensor.Weights, error) {
 	tctx, cancel := context.WithTimeout(ctx, c.cfg.TransferTimeout)
 	defer cancel()
-	stream, err := c.cl.DownloadModel(tctx, &flv1.ModelRequest{Round: round, Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash})
+	stream, err := c.cl.DownloadModel(tctx, &flv1.ModelRequest{Round: round, Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash}, callOptions()...)
 	if err != nil {
 		return nil, err
 	}

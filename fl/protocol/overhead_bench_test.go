@@ -227,7 +227,7 @@ func (e *fedEnv) federation(initial tensor.Weights, names []string, rounds int) 
 		e.t.Fatal(err)
 	}
 	var wire atomic.Int64
-	srv := grpc.NewServer(grpc.Creds(creds))
+	srv := grpc.NewServer(append(ServerOptions(), grpc.Creds(creds))...)
 	agg.Register(srv)
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(countingListener{Listener: lis, n: &wire}) }()

@@ -1,0 +1,77 @@
+package protocol
+
+import (
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec chunkCodec delegates to
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	flv1 "github.com/teeml/teeml/api/proto/teeml/fl/v1"
+)
+
+// chunkCodec is gRPC's protobuf codec with one copy fewer when a data
+// Chunk is received: gRPC hands the codec a message in pieces (HTTP/2
+// frames), which it copies into one buffer; the standard codec then copies
+// the chunk's bytes field out of that buffer again, and frees the buffer.
+// chunkCodec copies into a buffer of its own and lets the Chunk's data
+// alias it. The wire format is unchanged (it is the "proto" codec, content
+// subtype included): peers with the standard codec interoperate. Every
+// other message, and every Chunk that is not a lone data field (headers,
+// trailers, unknown fields), goes through the standard codec.
+type chunkCodec struct{ std encoding.CodecV2 }
+
+// codec is the FL service's codec; nil if the proto codec is missing.
+var codec = func() encoding.CodecV2 {
+	std := encoding.GetCodecV2("proto")
+	if std == nil {
+		return nil
+	}
+	return chunkCodec{std: std}
+}()
+
+func (chunkCodec) Name() string { return "proto" }
+
+func (c chunkCodec) Marshal(v any) (mem.BufferSlice, error) { return c.std.Marshal(v) }
+
+func (c chunkCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	ch, ok := v.(*flv1.Chunk)
+	if !ok {
+		return c.std.Unmarshal(data, v)
+	}
+	b := data.Materialize() // a new slice: the data may alias it
+	if num, typ, n := protowire.ConsumeTag(b); n > 0 && num == 2 && typ == protowire.BytesType {
+		if d, m := protowire.ConsumeBytes(b[n:]); m >= 0 && n+m == len(b) {
+			ch.Reset()
+			ch.Body = &flv1.Chunk_Data{Data: d}
+			return nil
+		}
+	}
+	if err := proto.Unmarshal(b, ch); err != nil {
+		return fmt.Errorf("chunk: %w", err)
+	}
+	return nil
+}
+
+// ServerOptions are the gRPC server options an Aggregator's server should
+// be created with: the codec that receives uploaded chunks with one copy
+// fewer (the server works without them, only slower). They apply to every
+// service on that server and change nothing for messages other than the
+// FL service's Chunks.
+func ServerOptions() []grpc.ServerOption {
+	if codec == nil {
+		return nil
+	}
+	return []grpc.ServerOption{grpc.ForceServerCodecV2(codec)}
+}
+
+// callOptions are the options of a Collaborator's model download.
+func callOptions() []grpc.CallOption {
+	if codec == nil {
+		return nil
+	}
+	return []grpc.CallOption{grpc.ForceCodecV2(codec)}
+}
