@@ -125,11 +125,11 @@ func PayloadCRC32C(w tensor.Weights) uint32 {
 // the payload's CRC-32C, computed while sending (one pass over w).
 //
 // On little-endian hosts most data Chunks are views of w's memory, not
-// copies: w must not change until EncodeWeights returns, and send must be
-// done with a Chunk when it returns (gRPC's Send is: it marshals the
-// message before returning; a stats handler that keeps the message and
-// reads it later would see later changes to w). Memory use is w plus the
-// chunks in flight. It returns the bytes handed to send (the chunks'
+// copies, and with chunkCodec gRPC copies them into its HTTP/2 frames only
+// when it writes them, which may be after Send returned: w must not change
+// until the transfer's RPC has ended. (The aggregator never changes a
+// global model in place; a collaborator uploads its update and drops it.)
+// Memory use is w plus the chunks in flight. It returns the bytes handed to send (the chunks'
 // encoded sizes).
 func EncodeWeights(w tensor.Weights, h *flv1.Header, send func(*flv1.Chunk) error) (int64, error) {
 	if err := w.Validate(); err != nil {

@@ -430,7 +430,7 @@ func (c *Collaborator) evaluate(ctx context.Context, round int64, task string, w
 func (c *Collaborator) upload(ctx context.Context, round int64, w tensor.Weights, n int, metrics map[string]float64, timings *flv1.CollaboratorTimings) error {
 	tctx, cancel := context.WithTimeout(ctx, c.cfg.TransferTimeout)
 	defer cancel()
-	stream, err := c.cl.UploadUpdate(tctx)
+	stream, err := c.cl.UploadUpdate(tctx, callOptions()...)
 	if err != nil {
 		return err
 	}

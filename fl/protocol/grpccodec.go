@@ -13,12 +13,16 @@ import (
 	flv1 "github.com/teeml/teeml/api/proto/teeml/fl/v1"
 )
 
-// chunkCodec is gRPC's protobuf codec with one copy fewer when a data
-// Chunk is received: gRPC hands the codec a message in pieces (HTTP/2
-// frames), which it copies into one buffer; the standard codec then copies
-// the chunk's bytes field out of that buffer again, and frees the buffer.
-// chunkCodec copies into a buffer of its own and lets the Chunk's data
-// alias it. The wire format is unchanged (it is the "proto" codec, content
+// chunkCodec is gRPC's protobuf codec with one copy fewer for each data
+// Chunk sent and received. Sending, the standard codec copies the data
+// into the marshalled message; chunkCodec hands gRPC the field's 3–5 byte
+// tag and length and the data itself (often a view of a tensor: see
+// EncodeWeights), which gRPC copies into its HTTP/2 frames when it writes
+// them. Receiving, gRPC hands the codec a message in pieces (HTTP/2
+// frames), which the standard codec copies into one pooled buffer, then
+// copies the bytes field out of it again; chunkCodec copies into a buffer
+// of its own and lets the Chunk's data alias it. The wire format is
+// unchanged (it is the "proto" codec, content
 // subtype included): peers with the standard codec interoperate. Every
 // other message, and every Chunk that is not a lone data field (headers,
 // trailers, unknown fields), goes through the standard codec.
@@ -35,7 +39,19 @@ var codec = func() encoding.CodecV2 {
 
 func (chunkCodec) Name() string { return "proto" }
 
-func (c chunkCodec) Marshal(v any) (mem.BufferSlice, error) { return c.std.Marshal(v) }
+// minZeroCopy is the smallest data chunk chunkCodec sends without copying
+// (below it, one more small buffer costs more than the copy).
+const minZeroCopy = 4 << 10
+
+func (c chunkCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if ch, ok := v.(*flv1.Chunk); ok {
+		if d, ok := ch.GetBody().(*flv1.Chunk_Data); ok && len(d.Data) >= minZeroCopy {
+			prefix := protowire.AppendVarint(protowire.AppendTag(make([]byte, 0, 12), 2, protowire.BytesType), uint64(len(d.Data)))
+			return mem.BufferSlice{mem.SliceBuffer(prefix), mem.SliceBuffer(d.Data)}, nil
+		}
+	}
+	return c.std.Marshal(v)
+}
 
 func (c chunkCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	ch, ok := v.(*flv1.Chunk)
@@ -57,8 +73,8 @@ func (c chunkCodec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 // ServerOptions are the gRPC server options an Aggregator's server should
-// be created with: the codec that receives uploaded chunks with one copy
-// fewer (the server works without them, only slower). They apply to every
+// be created with: the codec that sends and receives chunks with one copy
+// fewer each (the server works without them, only slower). They apply to every
 // service on that server and change nothing for messages other than the
 // FL service's Chunks.
 func ServerOptions() []grpc.ServerOption {
@@ -68,7 +84,8 @@ func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.ForceServerCodecV2(codec)}
 }
 
-// callOptions are the options of a Collaborator's model download.
+// callOptions are the options of a Collaborator's model download and
+// upload.
 func callOptions() []grpc.CallOption {
 	if codec == nil {
 		return nil

@@ -82,6 +82,28 @@ func TestChunkCodec(t *testing.T) {
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) { sameAsProto(t, b, 2) })
 	}
+	// Sending: a large data chunk is marshalled without a copy of its data,
+	// to the bytes the standard codec produces; small ones and the others
+	// as the standard codec does.
+	big := &flv1.Chunk{Body: &flv1.Chunk_Data{Data: floatBytes(w[0].Data)}}
+	for _, c := range []*flv1.Chunk{big, {Body: &flv1.Chunk_Data{Data: []byte{1, 2, 3}}}, {Body: &flv1.Chunk_Trailer{Trailer: &flv1.Trailer{}}}} {
+		out, err := codec.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := proto.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := out.Materialize(); string(got) != string(want) {
+			t.Fatalf("marshalled %d bytes differ from proto.Marshal's %d", len(got), len(want))
+		}
+		if c == big && &out[len(out)-1].ReadOnlyData()[0] != &floatBytes(w[0].Data)[0] {
+			t.Error("large data chunk was copied")
+		}
+		out.Free()
+	}
+
 	// Other messages go through the standard codec.
 	m := &flv1.TaskRequest{Round: 4, Sender: "col-2", WaitMs: 100}
 	b, err := proto.Marshal(m)
