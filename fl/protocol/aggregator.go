@@ -327,7 +327,7 @@ func (a *Aggregator) UploadUpdate(stream grpc.ClientStreamingServer[flv1.Chunk, 
 	var name string
 	var release func()
 	start := time.Now()
-	dec, err := DecodeWeights(stream.Recv, func(h *flv1.Header) error {
+	dec, err := DecodeStream(stream.RecvMsg, func(h *flv1.Header) error {
 		var err error
 		name, release, err = a.beginUpload(ctx, h)
 		return err

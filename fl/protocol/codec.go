@@ -199,7 +199,30 @@ type Decoded struct {
 // predates the Trailer put one there (such a transfer may end without a
 // Trailer).
 func DecodeWeights(recv func() (*flv1.Chunk, error), check func(*flv1.Header) error) (*Decoded, error) {
-	c, err := recv()
+	return decode(func() (*rawChunk, error) {
+		c, err := recv()
+		return &rawChunk{Chunk: c}, err
+	}, check)
+}
+
+// DecodeStream is DecodeWeights reading from a gRPC stream's RecvMsg. With
+// chunkCodec on the stream (a Collaborator's calls; an Aggregator's server
+// built with ServerOptions) each data chunk is copied from gRPC's receive
+// buffers straight into the tensors.
+func DecodeStream(recvMsg func(any) error, check func(*flv1.Header) error) (*Decoded, error) {
+	return decode(func() (*rawChunk, error) {
+		rc := &rawChunk{Chunk: new(flv1.Chunk)}
+		return rc, recvMsg(rc)
+	}, check)
+}
+
+func decode(recv func() (*rawChunk, error), check func(*flv1.Header) error) (*Decoded, error) {
+	rc, err := recv()
+	if err == nil && rc.raw != nil {
+		rc.raw.Free()
+		return nil, decodeErr("first chunk is not a header")
+	}
+	c := rc.Chunk
 	if err == io.EOF {
 		return nil, decodeErr("transfer ended before its header")
 	}
@@ -232,16 +255,46 @@ func DecodeWeights(recv func() (*flv1.Chunk, error), check func(*flv1.Header) er
 	var crc uint32
 	var trailer *flv1.Trailer
 	for {
-		c, err := recv()
+		rc, err := recv()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return nil, err
 		}
+		if rc.raw != nil {
+			// A data chunk still in gRPC's receive buffers.
+			n := rc.raw.Len()
+			out.WireBytes += int64(n)
+			err := trailerFirst(trailer)
+			if err == nil && n-rc.skip > MaxChunkData {
+				err = decodeErr("chunk of %d bytes exceeds %d", n-rc.skip, MaxChunkData)
+			}
+			skip := rc.skip
+			for _, b := range rc.raw {
+				if err != nil {
+					break
+				}
+				data := b.ReadOnlyData()
+				k := min(skip, len(data))
+				data, skip = data[k:], skip-k
+				if err = dec.write(data); err == nil {
+					crc = crc32.Update(crc, castagnoli, data)
+					if sh != nil {
+						sh.Write(data)
+					}
+				}
+			}
+			rc.raw.Free()
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		c := rc.Chunk
 		out.WireBytes += int64(proto.Size(c))
-		if trailer != nil {
-			return nil, decodeErr("chunk after the trailer")
+		if err := trailerFirst(trailer); err != nil {
+			return nil, err
 		}
 		switch b := c.GetBody().(type) {
 		case *flv1.Chunk_Data:
@@ -284,6 +337,14 @@ func DecodeWeights(recv func() (*flv1.Chunk, error), check func(*flv1.Header) er
 	}
 	out.Weights = w
 	return out, nil
+}
+
+// trailerFirst refuses a chunk after the trailer.
+func trailerFirst(trailer *flv1.Trailer) error {
+	if trailer != nil {
+		return decodeErr("chunk after the trailer")
+	}
+	return nil
 }
 
 // allocate builds zeroed tensors for hd's directory after checking it

@@ -390,7 +390,7 @@ func (c *Collaborator) download(ctx context.Context, round int64) (tensor.Weight
 	if err != nil {
 		return nil, err
 	}
-	dec, err := DecodeWeights(stream.Recv, func(h *flv1.Header) error {
+	dec, err := DecodeStream(stream.RecvMsg, func(h *flv1.Header) error {
 		if h.Kind != flv1.PayloadKind_PAYLOAD_KIND_MODEL || h.Round != round || h.PlanHash != c.cfg.PlanHash {
 			return fmt.Errorf("model header for round %d kind %s plan %s, want round %d kind MODEL plan %s",
 				h.Round, h.Kind, ShortHash(h.PlanHash), round, ShortHash(c.cfg.PlanHash))

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"google.golang.org/grpc"
@@ -53,7 +54,49 @@ func (c chunkCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.std.Marshal(v)
 }
 
+// rawChunk is a received Chunk (DecodeStream). Through chunkCodec a lone
+// data field stays in gRPC's receive buffers: raw holds them (a reference
+// of ours, freed once copied into the tensors) and the payload starts skip
+// bytes in (after the field's tag and length); Chunk is then empty. Every
+// other message, and every message under the standard codec (a proto
+// message through the embedded Chunk), is decoded into Chunk.
+type rawChunk struct {
+	*flv1.Chunk
+	raw  mem.BufferSlice
+	skip int
+}
+
+// loneData says whether msg is exactly one data field (field 2, length
+// delimited, nothing after it) and where its bytes start.
+func loneData(msg mem.BufferSlice) (skip int, ok bool) {
+	var pre [1 + binary.MaxVarintLen64]byte // a one-byte tag and the length
+	n := 0
+	for _, b := range msg {
+		if n += copy(pre[n:], b.ReadOnlyData()); n == len(pre) {
+			break
+		}
+	}
+	num, typ, tn := protowire.ConsumeTag(pre[:n])
+	if tn < 0 || num != 2 || typ != protowire.BytesType {
+		return 0, false
+	}
+	l, ln := protowire.ConsumeVarint(pre[tn:n])
+	if ln < 0 || uint64(msg.Len()-tn-ln) != l {
+		return 0, false
+	}
+	return tn + ln, true
+}
+
 func (c chunkCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if rc, ok := v.(*rawChunk); ok {
+		if skip, ok := loneData(data); ok {
+			data.Ref()
+			rc.Chunk.Reset()
+			rc.raw, rc.skip = data, skip
+			return nil
+		}
+		v = rc.Chunk
+	}
 	ch, ok := v.(*flv1.Chunk)
 	if !ok {
 		return c.std.Unmarshal(data, v)

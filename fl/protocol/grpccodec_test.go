@@ -1,8 +1,11 @@
 package protocol
 
 import (
+	"errors"
+	"io"
 	"testing"
 
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -32,6 +35,81 @@ func sameAsProto(t *testing.T, b []byte, step int) {
 	}
 	if err == nil && !proto.Equal(got, want) {
 		t.Fatalf("chunkCodec decoded %v, proto.Unmarshal %v", got, want)
+	}
+	// The same through a rawChunk (DecodeStream): a lone data field stays
+	// in the received buffers, anything else is decoded.
+	rc := &rawChunk{Chunk: new(flv1.Chunk)}
+	err = codec.Unmarshal(pieces(b, step), rc)
+	if (err == nil) != (wantErr == nil) {
+		t.Fatalf("chunkCodec (raw) error %v, proto.Unmarshal error %v", err, wantErr)
+	}
+	if err != nil {
+		return
+	}
+	if rc.raw != nil {
+		d := rc.raw.Materialize()[rc.skip:]
+		if w, ok := want.GetBody().(*flv1.Chunk_Data); !ok || string(w.Data) != string(d) || rc.Chunk.GetBody() != nil {
+			t.Fatalf("raw data chunk of %d bytes, proto.Unmarshal decoded %v", len(d), want)
+		}
+	} else if !proto.Equal(rc.Chunk, want) {
+		t.Fatalf("chunkCodec (raw) decoded %v, proto.Unmarshal %v", rc.Chunk, want)
+	}
+}
+
+// TestDecodeStream: a transfer received through chunkCodec in odd pieces,
+// with data chunks left in the received buffers, decodes to the weights
+// sent; through the standard codec (a server without ServerOptions) too;
+// a corrupted one is refused.
+func TestDecodeStream(t *testing.T) {
+	w := testWeights([]int{3, MaxChunkData/4 - 1}, []int{}, []int{7, 11}, []int{MaxChunkData/4 + 3})
+	var msgs [][]byte
+	for _, c := range chunks(t, w, &flv1.Header{Round: 1, Kind: flv1.PayloadKind_PAYLOAD_KIND_MODEL}) {
+		b, err := proto.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, b)
+	}
+	stream := func(cd interface {
+		Unmarshal(mem.BufferSlice, any) error
+	}, msgs [][]byte, raws *int) func(any) error {
+		i := 0
+		return func(m any) error {
+			if i == len(msgs) {
+				return io.EOF
+			}
+			i++
+			err := cd.Unmarshal(pieces(msgs[i-1], 16384+i), m)
+			if rc, ok := m.(*rawChunk); ok && rc.raw != nil {
+				*raws++
+			}
+			return err
+		}
+	}
+	for name, cd := range map[string]encoding.CodecV2{"chunkCodec": codec, "standard codec": encoding.GetCodecV2("proto")} {
+		raws := 0
+		dec, err := DecodeStream(stream(cd, msgs, &raws), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		sameWeights(t, w, dec.Weights)
+		if want := map[bool]int{true: len(msgs) - 2, false: 0}[cd == codec]; raws != want {
+			t.Errorf("%s: %d data chunks left in the received buffers, want %d", name, raws, want)
+		}
+	}
+	bad := append([][]byte(nil), msgs...)
+	bad[2] = append([]byte(nil), bad[2]...)
+	bad[2][100] ^= 1
+	raws := 0
+	if _, err := DecodeStream(stream(codec, bad, &raws), nil); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("corrupted chunk: %v, want a checksum error", err)
+	}
+	// A data chunk first, and one after the trailer, are refused.
+	for name, ms := range map[string][][]byte{"data first": msgs[1:], "data after trailer": append(append([][]byte(nil), msgs...), msgs[1])} {
+		var de *DecodeError
+		if _, err := DecodeStream(stream(codec, ms, &raws), nil); !errors.As(err, &de) || de.Checksum {
+			t.Errorf("%s: %v, want a framing DecodeError", name, err)
+		}
 	}
 }
 
