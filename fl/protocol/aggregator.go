@@ -16,7 +16,9 @@
 // strategy.Strategy, evaluates the new global model on the server if
 // configured (AggregatorConfig.Evaluator), makes the round durable (Commit)
 // and only then opens the next round; after the last one GetTasks answers
-// DONE.
+// DONE. A collaborator with nothing to do (it uploaded, the round is being
+// aggregated) is not told to come back later but held in its GetTasks
+// call (a long poll, TaskRequest.wait_ms) until the next round opens.
 //
 // The rounds themselves are run by fl/scheduler, which knows nothing of
 // gRPC: the Aggregator is a thin service that authenticates every RPC,

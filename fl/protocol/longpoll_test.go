@@ -15,11 +15,12 @@ import (
 // minute on it, so the three rounds finish within the test's 60 s only if
 // no collaborator ever waits for a poll interval. Then the old behaviour:
 // an aggregator that does not hold calls (MaxLongPoll < 0) is polled at
-// its retry_after_ms.
+// its retry_after_ms, and a collaborator that does not ask for a long
+// poll (as before wait_ms existed) is answered at once.
 func TestLongPollStartsRoundsAtOnce(t *testing.T) {
 	names := []string{"col-1", "col-2"}
 	env := newFedEnv(t, names...)
-	run := func(t *testing.T, retryAfter, maxLongPoll time.Duration) {
+	run := func(t *testing.T, retryAfter, maxLongPoll, longPoll time.Duration) {
 		agg, err := NewAggregator(AggregatorConfig{PlanHash: planHash, Strategy: &strategy.FedAvg{},
 			Initial: testWeights([]int{3, 4}, []int{4}), Collaborators: names, Rounds: 3, RoundTimeout: time.Minute,
 			RetryAfter: retryAfter, MaxLongPoll: maxLongPoll, StatusEvery: time.Minute, Logger: quiet()})
@@ -35,7 +36,7 @@ func TestLongPollStartsRoundsAtOnce(t *testing.T) {
 		errs := make([]error, len(names))
 		for i, n := range names {
 			c, err := NewCollaborator(CollaboratorConfig{Name: n, PlanHash: planHash, Conn: env.dial(addr, env.leaf(env.members[n], mrGood), quiet()),
-				Trainer: nopTrainer{}, MinBackoff: 10 * time.Millisecond, MaxBackoff: time.Minute, Logger: quiet()})
+				Trainer: nopTrainer{}, MinBackoff: 10 * time.Millisecond, MaxBackoff: time.Minute, LongPoll: longPoll, Logger: quiet()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -52,6 +53,7 @@ func TestLongPollStartsRoundsAtOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Run("long poll", func(t *testing.T) { run(t, time.Hour, 0) })
-	t.Run("aggregator without long poll", func(t *testing.T) { run(t, 10*time.Millisecond, -1) })
+	t.Run("long poll", func(t *testing.T) { run(t, time.Hour, 0, 0) })
+	t.Run("aggregator without long poll", func(t *testing.T) { run(t, 10*time.Millisecond, -1, 0) })
+	t.Run("collaborator without long poll", func(t *testing.T) { run(t, 10*time.Millisecond, 0, -1) })
 }
