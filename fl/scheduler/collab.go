@@ -149,11 +149,15 @@ func (s *Scheduler) TasksWait(ctx context.Context, name string, wait time.Durati
 			timeout = t.C
 		}
 		held = true
+		s.polls.Add(1)
 		select {
 		case <-changed:
+			s.polls.Add(-1)
 		case <-timeout:
+			s.polls.Add(-1)
 			return a, held, nil
 		case <-ctx.Done():
+			s.polls.Add(-1)
 			return Assignment{}, held, ctx.Err()
 		}
 	}

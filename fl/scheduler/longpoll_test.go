@@ -14,7 +14,8 @@ import (
 // wait that runs out answers WAIT with held set; a caller that goes away
 // is released with its context's error.
 func TestTasksWaitLongPoll(t *testing.T) {
-	s, err := New(Config{PlanHash: "plan", Strategy: &strategy.FedAvg{}, Initial: weights(), Collaborators: []string{"a"},
+	ev := &blockingEvaluator{started: make(chan int, 1), release: make(chan struct{})}
+	s, err := New(Config{PlanHash: "plan", Strategy: &strategy.FedAvg{}, Evaluator: ev, Initial: weights(), Collaborators: []string{"a"},
 		Rounds: 2, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -46,24 +47,41 @@ func TestTasksWaitLongPoll(t *testing.T) {
 	}
 
 	// A long poll is held until Run opens round 2 (an hour's wait: only the
-	// round opening can end it before the test's deadline).
+	// round opening can end it before the test's deadline). Round 2 opens
+	// only after the evaluation of round 1, which waits until the poll is
+	// held.
 	type answer struct {
 		a    Assignment
 		held bool
 		err  error
+	}
+	runDone := make(chan error, 1)
+	go func() { _, _, err := s.Run(ctx); runDone <- err }()
+	if r := <-ev.started; r != 1 {
+		t.Fatalf("evaluation of round %d, want 1", r)
 	}
 	polled := make(chan answer, 1)
 	go func() {
 		a, held, err := s.TasksWait(ctx, "a", time.Hour)
 		polled <- answer{a, held, err}
 	}()
-	runDone := make(chan error, 1)
-	go func() { _, _, err := s.Run(ctx); runDone <- err }()
+	for s.polls.Load() != 1 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the long poll was never held")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	ev.release <- struct{}{}
 	got := <-polled
 	if got.err != nil || got.a.Action != Run || got.a.Round != 2 || !got.held {
 		t.Fatalf("long poll across the round's close: %+v, want a held RUN 2", got)
 	}
 	upload(t, s, "a", 2, weights())
+	go func() {
+		<-ev.started
+		ev.release <- struct{}{}
+	}()
 	// A poll after the last upload is held (unless Run was quicker) and
 	// answered DONE once the last round is aggregated.
 	a, _, err = s.TasksWait(ctx, "a", time.Hour)

@@ -186,6 +186,7 @@ type Scheduler struct {
 	collabs  map[string]*collabState
 	inflight map[string]bool // collaborators with an upload being received
 	changed  chan struct{}   // closed (and replaced) when what Tasks answers may change
+	polls    atomic.Int64    // TasksWait calls being held
 	done     bool
 	failed   error
 	bytesIn  atomic.Int64
