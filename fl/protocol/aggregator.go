@@ -7,7 +7,7 @@
 // tasks (aggregated_model_validation, train, locally_tuned_model_validation)
 // and config; it downloads the global model (streamed in ≤ 1 MiB chunks),
 // evaluates it and reports the metrics, trains, evaluates the trained model
-// and reports, then uploads the update (streamed, SHA-256 checked, shapes
+// and reports, then uploads the update (streamed, CRC-32C checked, shapes
 // checked against the global model). When all expected collaborators have
 // uploaded, when the straggler policy allows (StragglerPolicy), or at the
 // round timeout with at least MinCollaborators, the round closes: updates
@@ -16,7 +16,9 @@
 // strategy.Strategy, evaluates the new global model on the server if
 // configured (AggregatorConfig.Evaluator), makes the round durable (Commit)
 // and only then opens the next round; after the last one GetTasks answers
-// DONE.
+// DONE. A collaborator with nothing to do (it uploaded, the round is being
+// aggregated) is not told to come back later but held in its GetTasks
+// call (a long poll, TaskRequest.wait_ms) until the next round opens.
 //
 // The rounds themselves are run by fl/scheduler, which knows nothing of
 // gRPC: the Aggregator is a thin service that authenticates every RPC,
@@ -102,8 +104,12 @@ type AggregatorConfig struct {
 	// its own minimum on top.
 	MinCollaborators int
 	// RetryAfter is the WAIT hint given to collaborators that finished the
-	// current round (default 500 ms).
+	// current round and did not ask for a long poll (default 500 ms).
 	RetryAfter time.Duration
+	// MaxLongPoll caps how long a GetTasks long poll (TaskRequest.wait_ms)
+	// is held before it is answered WAIT (default 20 s; negative: never
+	// hold, answer at once).
+	MaxLongPoll time.Duration
 	// StatusEvery is the interval of the "round waits for …" log line
 	// (default 10 s).
 	StatusEvery time.Duration
@@ -164,6 +170,9 @@ func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
 	}
 	if cfg.RequireRole == "" {
 		cfg.RequireRole = CollaboratorRole
+	}
+	if cfg.MaxLongPoll == 0 {
+		cfg.MaxLongPoll = 20 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -267,8 +276,14 @@ func (a *Aggregator) GetTasks(ctx context.Context, req *flv1.TaskRequest) (*flv1
 	if err != nil {
 		return nil, err
 	}
-	as, err := a.s.Tasks(name)
+	// A long poll: held while the answer is WAIT, so that the collaborator
+	// hears of the next round when it opens rather than at its next poll.
+	wait := min(time.Duration(req.GetWaitMs())*time.Millisecond, a.cfg.MaxLongPoll)
+	as, held, err := a.s.TasksWait(ctx, name, wait)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
 		return nil, toStatus(err)
 	}
 	resp := &flv1.TaskResponse{Round: int64(as.Round), RoundsTotal: int64(a.cfg.Rounds)}
@@ -278,6 +293,7 @@ func (a *Aggregator) GetTasks(ctx context.Context, req *flv1.TaskRequest) (*flv1
 	case scheduler.Wait:
 		resp.Action = flv1.TaskAction_TASK_ACTION_WAIT
 		resp.RetryAfterMs = a.cfg.RetryAfter.Milliseconds()
+		resp.Held = held
 	default:
 		resp.Action = flv1.TaskAction_TASK_ACTION_RUN
 		resp.Tasks = as.Tasks
@@ -313,7 +329,7 @@ func (a *Aggregator) UploadUpdate(stream grpc.ClientStreamingServer[flv1.Chunk, 
 	var name string
 	var release func()
 	start := time.Now()
-	dec, err := DecodeWeights(stream.Recv, func(h *flv1.Header) error {
+	dec, err := DecodeStream(stream.RecvMsg, func(h *flv1.Header) error {
 		var err error
 		name, release, err = a.beginUpload(ctx, h)
 		return err

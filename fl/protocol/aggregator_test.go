@@ -39,7 +39,10 @@ func upload(ctx context.Context, cl flv1.AggregatorClient, w tensor.Weights, h *
 	_, err = EncodeWeights(w, h, func(c *flv1.Chunk) error {
 		n++
 		if corrupt && n == 2 {
-			c.GetData()[3] ^= 0x10
+			// A copy: the chunk may be a view of w's memory.
+			d := append([]byte(nil), c.GetData()...)
+			d[3] ^= 0x10
+			c = &flv1.Chunk{Body: &flv1.Chunk_Data{Data: d}}
 		}
 		return stream.Send(c)
 	})
@@ -92,7 +95,7 @@ func TestAggregatorRefusals(t *testing.T) {
 	update := initial.Clone()
 	update.ScaleInPlace(3)
 	err = upload(ctx, col1, update, hdr(), true)
-	wantCode(t, "corrupt payload", err, codes.DataLoss, "sha256")
+	wantCode(t, "corrupt payload", err, codes.DataLoss, "crc32c")
 
 	h := hdr()
 	h.Round = 7

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 	"math"
+	"unsafe"
 
 	"google.golang.org/protobuf/proto"
 
@@ -38,42 +40,60 @@ func Directory(w tensor.Weights) []*flv1.TensorInfo {
 	return dir
 }
 
-// putFloats writes vals as little-endian float32 into b (len(b) = 4·len(vals)).
-func putFloats(b []byte, vals []float32) {
-	for i, v := range vals {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+// nativeLE is whether float32 values are little-endian in memory (every
+// platform Go supports but the big-endian ones: s390x, ppc64, mips…). Then
+// a tensor's memory is its wire payload and the codec copies it as bytes;
+// else it converts value by value. A variable so tests run both paths.
+var nativeLE = func() bool {
+	x := uint32(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()
+
+// floatBytes is the memory of vals as bytes (no copy): only meaningful as
+// the wire payload when nativeLE.
+func floatBytes(vals []float32) []byte {
+	if len(vals) == 0 {
+		return nil
 	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&vals[0])), 4*len(vals))
+}
+
+// appendFloats appends vals to b as little-endian float32.
+func appendFloats(b []byte, vals []float32) []byte {
+	if nativeLE {
+		return append(b, floatBytes(vals)...)
+	}
+	for _, v := range vals {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+	}
+	return b
 }
 
 // walkPayload calls fn with consecutive pieces of the little-endian payload
-// of w, each at most MaxChunkData bytes; a new buffer each call when fresh,
-// else one reused scratch buffer.
-func walkPayload(w tensor.Weights, fresh bool, fn func([]byte) error) error {
-	var scratch []byte
-	buf := func(n int) []byte {
-		if fresh {
-			return make([]byte, n)
-		}
-		if scratch == nil {
-			scratch = make([]byte, MaxChunkData)
-		}
-		return scratch[:n]
-	}
+// of w, each MaxChunkData bytes but the last. On little-endian hosts a
+// piece that lies inside one tensor is a view of the tensor's memory (no
+// copy; fn must not keep it or write to it); pieces that straddle tensors,
+// and every piece on big-endian hosts, are new buffers.
+func walkPayload(w tensor.Weights, fn func([]byte) error) error {
 	const per = MaxChunkData / 4
-	var pending []byte // partially filled chunk
-	fill := 0
+	var pending []byte // a piece being filled from several tensors
 	for _, t := range w {
 		data := t.Data
 		for len(data) > 0 {
-			if pending == nil {
-				pending = buf(MaxChunkData)
-				fill = 0
+			if nativeLE && len(pending) == 0 && len(data) >= per {
+				if err := fn(floatBytes(data[:per])); err != nil {
+					return err
+				}
+				data = data[per:]
+				continue
 			}
-			n := min(len(data), per-fill/4)
-			putFloats(pending[fill:fill+4*n], data[:n])
-			fill += 4 * n
+			if pending == nil {
+				pending = make([]byte, 0, MaxChunkData)
+			}
+			n := min(len(data), (MaxChunkData-len(pending))/4)
+			pending = appendFloats(pending, data[:n])
 			data = data[n:]
-			if fill == MaxChunkData {
+			if len(pending) == MaxChunkData {
 				if err := fn(pending); err != nil {
 					return err
 				}
@@ -81,25 +101,36 @@ func walkPayload(w tensor.Weights, fresh bool, fn func([]byte) error) error {
 			}
 		}
 	}
-	if pending != nil && fill > 0 {
-		return fn(pending[:fill])
+	if len(pending) > 0 {
+		return fn(pending)
 	}
 	return nil
 }
 
-// PayloadSHA256 returns the SHA-256 of w's little-endian float32 payload.
-func PayloadSHA256(w tensor.Weights) []byte {
-	h := sha256.New()
-	_ = walkPayload(w, false, func(b []byte) error { h.Write(b); return nil })
-	return h.Sum(nil)
+// castagnoli is the CRC-32C table (hardware-accelerated on amd64 and
+// arm64).
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// PayloadCRC32C returns the CRC-32C of w's little-endian float32 payload,
+// the value a transfer's Trailer carries.
+func PayloadCRC32C(w tensor.Weights) uint32 {
+	var sum uint32
+	_ = walkPayload(w, func(b []byte) error { sum = crc32.Update(sum, castagnoli, b); return nil })
+	return sum
 }
 
 // EncodeWeights sends w as a model transfer: first a Chunk carrying h,
-// completed with w's tensor directory, total_bytes and the payload's
-// SHA-256, then the payload in Chunks of at most MaxChunkData bytes. Every
-// chunk is a new message (gRPC may keep a sent message until it is
-// written), so memory use is w plus the chunks in flight. It returns the
-// bytes handed to send (the chunks' encoded sizes).
+// completed with w's tensor directory and total_bytes, then the payload in
+// Chunks of MaxChunkData bytes (the last one shorter), then a Trailer with
+// the payload's CRC-32C, computed while sending (one pass over w).
+//
+// On little-endian hosts most data Chunks are views of w's memory, not
+// copies, and with chunkCodec gRPC copies them into its HTTP/2 frames only
+// when it writes them, which may be after Send returned: w must not change
+// until the transfer's RPC has ended. (The aggregator never changes a
+// global model in place; a collaborator uploads its update and drops it.)
+// Memory use is w plus the chunks in flight. It returns the bytes handed to send (the chunks'
+// encoded sizes).
 func EncodeWeights(w tensor.Weights, h *flv1.Header, send func(*flv1.Chunk) error) (int64, error) {
 	if err := w.Validate(); err != nil {
 		return 0, err
@@ -107,26 +138,34 @@ func EncodeWeights(w tensor.Weights, h *flv1.Header, send func(*flv1.Chunk) erro
 	hd := proto.Clone(h).(*flv1.Header)
 	hd.Tensors = Directory(w)
 	hd.TotalBytes = 4 * int64(w.NumParams())
-	hd.Sha256 = PayloadSHA256(w)
+	hd.Sha256 = nil
 	first := &flv1.Chunk{Body: &flv1.Chunk_Header{Header: hd}}
 	sent := int64(proto.Size(first))
 	if err := send(first); err != nil {
 		return sent, err
 	}
-	err := walkPayload(w, true, func(b []byte) error {
+	var sum uint32
+	err := walkPayload(w, func(b []byte) error {
+		sum = crc32.Update(sum, castagnoli, b)
 		c := &flv1.Chunk{Body: &flv1.Chunk_Data{Data: b}}
 		sent += int64(proto.Size(c))
 		return send(c)
 	})
-	return sent, err
+	if err != nil {
+		return sent, err
+	}
+	last := &flv1.Chunk{Body: &flv1.Chunk_Trailer{Trailer: &flv1.Trailer{Crc32C: &sum}}}
+	sent += int64(proto.Size(last))
+	return sent, send(last)
 }
 
 // ErrChecksum is returned (wrapped) by DecodeWeights when the payload's
-// SHA-256 differs from the header's.
+// CRC-32C differs from the trailer's (or its SHA-256 from a legacy
+// header's).
 var ErrChecksum = errors.New("payload checksum mismatch")
 
 // DecodeError is a refusal of a received transfer: malformed framing or
-// header (Checksum false) or a payload whose SHA-256 does not match
+// header (Checksum false) or a payload whose checksum does not match
 // (Checksum true).
 type DecodeError struct {
 	Msg      string
@@ -152,12 +191,38 @@ type Decoded struct {
 
 // DecodeWeights reads one transfer from recv (which returns io.EOF after
 // the last chunk): the header, which check (if not nil) may refuse before
-// any tensor is allocated, then exactly total_bytes of payload written
-// straight into the tensors the directory describes. Memory use is the
-// decoded tensors plus the chunk being read. The payload's SHA-256 must
-// match the header's.
+// any tensor is allocated, then exactly total_bytes of payload copied
+// straight into the tensors the directory describes, then the Trailer.
+// Memory use is the decoded tensors plus the chunk being read. The
+// payload's checksums are computed while it is received: the Trailer's
+// CRC-32C must match, and so must the header's SHA-256 when a sender that
+// predates the Trailer put one there (such a transfer may end without a
+// Trailer).
 func DecodeWeights(recv func() (*flv1.Chunk, error), check func(*flv1.Header) error) (*Decoded, error) {
-	c, err := recv()
+	return decode(func() (*rawChunk, error) {
+		c, err := recv()
+		return &rawChunk{Chunk: c}, err
+	}, check)
+}
+
+// DecodeStream is DecodeWeights reading from a gRPC stream's RecvMsg. With
+// chunkCodec on the stream (a Collaborator's calls; an Aggregator's server
+// built with ServerOptions) each data chunk is copied from gRPC's receive
+// buffers straight into the tensors.
+func DecodeStream(recvMsg func(any) error, check func(*flv1.Header) error) (*Decoded, error) {
+	return decode(func() (*rawChunk, error) {
+		rc := &rawChunk{Chunk: new(flv1.Chunk)}
+		return rc, recvMsg(rc)
+	}, check)
+}
+
+func decode(recv func() (*rawChunk, error), check func(*flv1.Header) error) (*Decoded, error) {
+	rc, err := recv()
+	if err == nil && rc.raw != nil {
+		rc.raw.Free()
+		return nil, decodeErr("first chunk is not a header")
+	}
+	c := rc.Chunk
 	if err == io.EOF {
 		return nil, decodeErr("transfer ended before its header")
 	}
@@ -174,43 +239,112 @@ func DecodeWeights(recv func() (*flv1.Chunk, error), check func(*flv1.Header) er
 			return nil, err
 		}
 	}
+	var sh hash.Hash // the legacy header digest, if any
+	switch len(hd.Sha256) {
+	case 0:
+	case sha256.Size:
+		sh = sha256.New()
+	default:
+		return nil, decodeErr("header has a %d-byte sha256, want %d or none", len(hd.Sha256), sha256.Size)
+	}
 	w, err := allocate(hd)
 	if err != nil {
 		return nil, err
 	}
-	if len(hd.Sha256) != sha256.Size {
-		return nil, decodeErr("header has a %d-byte sha256, want %d", len(hd.Sha256), sha256.Size)
-	}
-	dec := payloadWriter{w: w, h: sha256.New()}
+	dec := payloadWriter{w: w}
+	var crc uint32
+	var trailer *flv1.Trailer
 	for {
-		c, err := recv()
+		rc, err := recv()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return nil, err
 		}
+		if rc.raw != nil {
+			// A data chunk still in gRPC's receive buffers.
+			n := rc.raw.Len()
+			out.WireBytes += int64(n)
+			err := trailerFirst(trailer)
+			if err == nil && n-rc.skip > MaxChunkData {
+				err = decodeErr("chunk of %d bytes exceeds %d", n-rc.skip, MaxChunkData)
+			}
+			skip := rc.skip
+			for _, b := range rc.raw {
+				if err != nil {
+					break
+				}
+				data := b.ReadOnlyData()
+				k := min(skip, len(data))
+				data, skip = data[k:], skip-k
+				if err = dec.write(data); err == nil {
+					crc = crc32.Update(crc, castagnoli, data)
+					if sh != nil {
+						sh.Write(data)
+					}
+				}
+			}
+			rc.raw.Free()
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		c := rc.Chunk
 		out.WireBytes += int64(proto.Size(c))
-		if c.GetHeader() != nil {
-			return nil, decodeErr("second header in one transfer")
-		}
-		data := c.GetData()
-		if len(data) > MaxChunkData {
-			return nil, decodeErr("chunk of %d bytes exceeds %d", len(data), MaxChunkData)
-		}
-		if err := dec.write(data); err != nil {
+		if err := trailerFirst(trailer); err != nil {
 			return nil, err
+		}
+		switch b := c.GetBody().(type) {
+		case *flv1.Chunk_Data:
+			data := b.Data
+			if len(data) > MaxChunkData {
+				return nil, decodeErr("chunk of %d bytes exceeds %d", len(data), MaxChunkData)
+			}
+			if err := dec.write(data); err != nil {
+				return nil, err
+			}
+			crc = crc32.Update(crc, castagnoli, data)
+			if sh != nil {
+				sh.Write(data)
+			}
+		case *flv1.Chunk_Trailer:
+			if trailer = b.Trailer; trailer == nil || trailer.Crc32C == nil {
+				return nil, decodeErr("trailer without a crc32c")
+			}
+		case *flv1.Chunk_Header:
+			return nil, decodeErr("second header in one transfer")
+		default:
+			return nil, decodeErr("chunk with no body after %d payload bytes", dec.n)
 		}
 	}
 	if dec.n != hd.TotalBytes {
 		return nil, decodeErr("payload ended after %d of %d bytes", dec.n, hd.TotalBytes)
 	}
-	if sum := dec.h.Sum(nil); !bytes.Equal(sum, hd.Sha256) {
-		return nil, &DecodeError{Checksum: true, Msg: fmt.Sprintf("payload sha256 %s… differs from the header's %s…: %v",
-			hex.EncodeToString(sum[:4]), hex.EncodeToString(hd.Sha256[:4]), ErrChecksum)}
+	if trailer == nil && sh == nil {
+		return nil, decodeErr("transfer ended without its trailer (the payload's crc32c)")
+	}
+	if trailer != nil && crc != trailer.GetCrc32C() {
+		return nil, &DecodeError{Checksum: true, Msg: fmt.Sprintf("payload crc32c %08x differs from the trailer's %08x: %v",
+			crc, trailer.GetCrc32C(), ErrChecksum)}
+	}
+	if sh != nil {
+		if sum := sh.Sum(nil); !bytes.Equal(sum, hd.Sha256) {
+			return nil, &DecodeError{Checksum: true, Msg: fmt.Sprintf("payload sha256 %s… differs from the header's %s…: %v",
+				hex.EncodeToString(sum[:4]), hex.EncodeToString(hd.Sha256[:4]), ErrChecksum)}
+		}
 	}
 	out.Weights = w
 	return out, nil
+}
+
+// trailerFirst refuses a chunk after the trailer.
+func trailerFirst(trailer *flv1.Trailer) error {
+	if trailer != nil {
+		return decodeErr("chunk after the trailer")
+	}
+	return nil
 }
 
 // allocate builds zeroed tensors for hd's directory after checking it
@@ -253,22 +387,48 @@ func allocate(hd *flv1.Header) (tensor.Weights, error) {
 // payloadWriter writes little-endian float32 bytes into consecutive tensors.
 type payloadWriter struct {
 	w    tensor.Weights
-	h    hash.Hash
-	t, i int   // current tensor and value index
+	t    int   // current tensor
+	off  int   // bytes written into it (nativeLE)
+	i    int   // values written into it (!nativeLE)
 	n    int64 // bytes written
 	part [4]byte
-	np   int // bytes held in part (a value split across chunks)
+	np   int // bytes held in part (a value split across chunks; !nativeLE)
+}
+
+// errLonger is the refusal of payload beyond the directory.
+func (p *payloadWriter) errLonger() error {
+	return decodeErr("payload longer than the tensor directory (%d bytes so far)", p.n)
 }
 
 func (p *payloadWriter) write(b []byte) error {
-	p.h.Write(b)
 	p.n += int64(len(b))
+	if !nativeLE {
+		return p.writeValues(b)
+	}
+	// The tensors' memory is the payload's layout: copy bytes, values
+	// split across chunks included.
+	for len(b) > 0 {
+		for p.t < len(p.w) && p.off == 4*len(p.w[p.t].Data) {
+			p.t, p.off = p.t+1, 0
+		}
+		if p.t == len(p.w) {
+			return p.errLonger()
+		}
+		k := copy(floatBytes(p.w[p.t].Data)[p.off:], b)
+		p.off += k
+		b = b[k:]
+	}
+	return nil
+}
+
+// writeValues is write converting value by value (big-endian hosts).
+func (p *payloadWriter) writeValues(b []byte) error {
 	for len(b) > 0 {
 		for p.t < len(p.w) && p.i == len(p.w[p.t].Data) {
 			p.t, p.i = p.t+1, 0
 		}
 		if p.t == len(p.w) {
-			return decodeErr("payload longer than the tensor directory (%d bytes so far)", p.n)
+			return p.errLonger()
 		}
 		if p.np > 0 || len(b) < 4 {
 			k := copy(p.part[p.np:], b)

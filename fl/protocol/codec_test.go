@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"math"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/stats"
+	"google.golang.org/protobuf/proto"
 
 	flv1 "github.com/teeml/teeml/api/proto/teeml/fl/v1"
 	"github.com/teeml/teeml/ml/tensor"
@@ -78,13 +80,16 @@ func TestCodecRoundTrip(t *testing.T) {
 	w[3].Data[2] = float32(math.NaN())
 	cs := chunks(t, w, &flv1.Header{Round: 2, Sender: "col-1", PlanHash: "abc", Kind: flv1.PayloadKind_PAYLOAD_KIND_UPDATE, NumExamples: 9})
 	var payload int
-	for _, c := range cs[1:] {
+	for _, c := range cs[1 : len(cs)-1] {
 		if n := len(c.GetData()); n == 0 || n > MaxChunkData {
 			t.Fatalf("chunk of %d bytes", n)
 		}
 		payload += len(c.GetData())
 	}
-	if payload != 4*w.NumParams() || len(cs) != 1+(payload+MaxChunkData-1)/MaxChunkData {
+	if cs[len(cs)-1].GetTrailer() == nil {
+		t.Fatal("last chunk is not the trailer")
+	}
+	if payload != 4*w.NumParams() || len(cs) != 2+(payload+MaxChunkData-1)/MaxChunkData {
 		t.Fatalf("%d chunks, %d payload bytes for %d params", len(cs), payload, w.NumParams())
 	}
 	dec, err := DecodeWeights(recvFrom(cs), nil)
@@ -107,6 +112,7 @@ func TestCodecRoundTrip(t *testing.T) {
 		odd = append(odd, &flv1.Chunk{Body: &flv1.Chunk_Data{Data: flat[i:j]}})
 		i = j
 	}
+	odd = append(odd, cs[len(cs)-1])
 	dec, err = DecodeWeights(recvFrom(odd), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +129,7 @@ func TestCodecRefusals(t *testing.T) {
 			if d := c.GetData(); d != nil {
 				out[i] = &flv1.Chunk{Body: &flv1.Chunk_Data{Data: append([]byte(nil), d...)}}
 			} else {
-				out[i] = &flv1.Chunk{Body: &flv1.Chunk_Header{Header: c.GetHeader()}}
+				out[i] = proto.Clone(c).(*flv1.Chunk)
 			}
 		}
 		return out
@@ -314,5 +320,140 @@ func TestLargeModelOverGRPC(t *testing.T) {
 	}
 	if elapsed > 30*time.Second {
 		t.Errorf("300 MB took %s, want < 30 s", elapsed)
+	}
+}
+
+// withValueCodec runs f with the value-by-value (big-endian host) codec
+// path, whatever this host is.
+func withValueCodec(t *testing.T, f func(t *testing.T)) {
+	t.Helper()
+	saved := nativeLE
+	nativeLE = false
+	defer func() { nativeLE = saved }()
+	f(t)
+}
+
+// TestCodecPortablePath: the value-by-value path produces the same bytes
+// as the native one and decodes both, values split across chunks included.
+func TestCodecPortablePath(t *testing.T) {
+	w := testWeights([]int{3, MaxChunkData/4 - 1}, []int{}, []int{7, 11}, []int{MaxChunkData/4 + 3})
+	h := &flv1.Header{Round: 1, Kind: flv1.PayloadKind_PAYLOAD_KIND_UPDATE, NumExamples: 1}
+	native := chunks(t, w, h)
+	var portable []*flv1.Chunk
+	withValueCodec(t, func(t *testing.T) {
+		portable = chunks(t, w, h)
+		dec, err := DecodeWeights(recvFrom(native), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameWeights(t, w, dec.Weights)
+		// Odd cuts, so that values straddle chunks.
+		var flat []byte
+		for _, c := range native[1 : len(native)-1] {
+			flat = append(flat, c.GetData()...)
+		}
+		odd := []*flv1.Chunk{native[0]}
+		for i := 0; i < len(flat); i += 4097 {
+			odd = append(odd, &flv1.Chunk{Body: &flv1.Chunk_Data{Data: flat[i:min(len(flat), i+4097)]}})
+		}
+		odd = append(odd, native[len(native)-1])
+		if dec, err = DecodeWeights(recvFrom(odd), nil); err != nil {
+			t.Fatal(err)
+		}
+		sameWeights(t, w, dec.Weights)
+	})
+	if len(portable) != len(native) {
+		t.Fatalf("portable path: %d chunks, native %d", len(portable), len(native))
+	}
+	for i := range native {
+		if !proto.Equal(native[i], portable[i]) {
+			t.Fatalf("chunk %d differs between the native and the portable path", i)
+		}
+	}
+}
+
+// TestEncodeZeroCopy: on a little-endian host, a chunk inside one tensor is
+// a view of the tensor (no copy), chunks straddling tensors are copies,
+// and encoding leaves the weights as they were.
+func TestEncodeZeroCopy(t *testing.T) {
+	if !nativeLE {
+		t.Skip("big-endian host: every chunk is converted")
+	}
+	w := testWeights([]int{MaxChunkData/4 + 10}, []int{2 * MaxChunkData / 4})
+	orig := w.Clone()
+	cs := chunks(t, w, &flv1.Header{Kind: flv1.PayloadKind_PAYLOAD_KIND_MODEL})
+	if len(cs) != 6 { // header, 4 data chunks (the last 10 values), trailer
+		t.Fatalf("%d chunks, want 6", len(cs))
+	}
+	if &cs[1].GetData()[0] != &floatBytes(w[0].Data)[0] {
+		t.Error("first chunk is a copy, want a view of the first tensor")
+	}
+	if &cs[2].GetData()[0] == &floatBytes(w[0].Data)[MaxChunkData] {
+		t.Error("chunk straddling two tensors is a view of the first")
+	}
+	if &cs[3].GetData()[0] != &floatBytes(w[1].Data)[MaxChunkData-40] {
+		t.Error("third chunk is a copy, want a view of the second tensor")
+	}
+	sameWeights(t, orig, w)
+}
+
+// TestCodecTrailer: the trailer's presence, position and CRC, and the
+// legacy header SHA-256 of senders that predate it.
+func TestCodecTrailer(t *testing.T) {
+	w := testWeights([]int{4, 300000}, []int{10})
+	good := chunks(t, w, &flv1.Header{Kind: flv1.PayloadKind_PAYLOAD_KIND_UPDATE})
+	last := len(good) - 1
+	if good[last].GetTrailer().GetCrc32C() != PayloadCRC32C(w) {
+		t.Fatal("trailer does not carry the payload's crc32c")
+	}
+	body := good[1:last]
+	badCRC := good[last].GetTrailer().GetCrc32C() ^ 1
+	framing := map[string][]*flv1.Chunk{
+		"no trailer":          good[:last],
+		"data after trailer":  append(append([]*flv1.Chunk{}, good...), &flv1.Chunk{Body: &flv1.Chunk_Data{Data: nil}}),
+		"two trailers":        append(append([]*flv1.Chunk{}, good...), good[last]),
+		"trailer without crc": append(append([]*flv1.Chunk{good[0]}, body...), &flv1.Chunk{Body: &flv1.Chunk_Trailer{Trailer: &flv1.Trailer{}}}),
+		"empty chunk":         append(append([]*flv1.Chunk{good[0]}, &flv1.Chunk{}), good[1:]...),
+		"early trailer":       append([]*flv1.Chunk{good[0], good[1], good[last]}, good[2:last]...),
+	}
+	for name, cs := range framing {
+		var de *DecodeError
+		_, err := DecodeWeights(recvFrom(cs), nil)
+		if !errors.As(err, &de) || de.Checksum {
+			t.Errorf("%s: %v, want a framing DecodeError", name, err)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	wrong := append(append([]*flv1.Chunk{good[0]}, body...), &flv1.Chunk{Body: &flv1.Chunk_Trailer{Trailer: &flv1.Trailer{Crc32C: &badCRC}}})
+	if _, err := DecodeWeights(recvFrom(wrong), nil); !errors.Is(err, ErrChecksum) {
+		t.Errorf("wrong crc32c: %v, want a checksum error", err)
+	}
+
+	// A sender that predates the trailer: SHA-256 in the header, no trailer.
+	var flat []byte
+	for _, c := range body {
+		flat = append(flat, c.GetData()...)
+	}
+	sum := sha256.Sum256(flat)
+	legacy := proto.Clone(good[0].GetHeader()).(*flv1.Header)
+	legacy.Sha256 = sum[:]
+	old := append([]*flv1.Chunk{{Body: &flv1.Chunk_Header{Header: legacy}}}, body...)
+	dec, err := DecodeWeights(recvFrom(old), nil)
+	if err != nil {
+		t.Fatalf("legacy transfer: %v", err)
+	}
+	sameWeights(t, w, dec.Weights)
+	bad := proto.Clone(legacy).(*flv1.Header)
+	bad.Sha256 = append([]byte(nil), sum[:]...)
+	bad.Sha256[0] ^= 1
+	if _, err := DecodeWeights(recvFrom(append([]*flv1.Chunk{{Body: &flv1.Chunk_Header{Header: bad}}}, body...)), nil); !errors.Is(err, ErrChecksum) {
+		t.Errorf("legacy transfer with a wrong sha256: %v, want a checksum error", err)
+	}
+	short := proto.Clone(legacy).(*flv1.Header)
+	short.Sha256 = sum[:5]
+	var de *DecodeError
+	if _, err := DecodeWeights(recvFrom(append([]*flv1.Chunk{{Body: &flv1.Chunk_Header{Header: short}}}, body...)), nil); !errors.As(err, &de) || de.Checksum {
+		t.Errorf("5-byte sha256: %v, want a framing DecodeError", err)
 	}
 }

@@ -44,6 +44,13 @@ type CollaboratorConfig struct {
 	// CallTimeout bounds each unary call (default 30 s); TransferTimeout
 	// bounds each model download or upload (default 10 min).
 	CallTimeout, TransferTimeout time.Duration
+	// LongPoll is how long GetTasks asks the aggregator to hold the call
+	// while there is nothing to do (TaskRequest.wait_ms), so that a new
+	// round starts here as soon as it opens instead of at the next poll;
+	// the call's deadline is CallTimeout + LongPoll. Default 15 s;
+	// negative: no long poll (poll every retry_after_ms). An aggregator
+	// that predates long polls answers at once, and is polled as before.
+	LongPoll time.Duration
 	// MinBackoff and MaxBackoff bound the exponential, jittered backoff
 	// while the aggregator is unavailable (defaults 200 ms and 10 s).
 	MinBackoff, MaxBackoff time.Duration
@@ -90,6 +97,10 @@ func NewCollaborator(cfg CollaboratorConfig) (*Collaborator, error) {
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(10*time.Second, cfg.MinBackoff)
 	}
+	if cfg.LongPoll == 0 {
+		cfg.LongPoll = 15 * time.Second
+	}
+	cfg.LongPoll = max(cfg.LongPoll, 0)
 	if cfg.GiveUpAfter <= 0 {
 		cfg.GiveUpAfter = 10 * time.Minute
 	}
@@ -191,9 +202,11 @@ func (c *Collaborator) Run(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout+c.cfg.LongPoll)
+		asked := time.Now()
 		var server peer.Peer
-		resp, err := c.cl.GetTasks(cctx, &flv1.TaskRequest{Round: int64(lastRound), Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash}, grpc.Peer(&server))
+		resp, err := c.cl.GetTasks(cctx, &flv1.TaskRequest{Round: int64(lastRound), Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash,
+			WaitMs: c.cfg.LongPoll.Milliseconds()}, grpc.Peer(&server))
 		cancel()
 		if err == nil {
 			if ref := c.checkServer(&server); ref != nil {
@@ -226,6 +239,9 @@ func (c *Collaborator) Run(ctx context.Context) error {
 			c.log.Info("federation finished", "rounds", resp.RoundsTotal)
 			return nil
 		case flv1.TaskAction_TASK_ACTION_WAIT:
+			if resp.Held && time.Since(asked) >= c.cfg.LongPoll/2 {
+				continue // a long poll that ran out: ask again at once
+			}
 			d := time.Duration(resp.RetryAfterMs) * time.Millisecond
 			if d <= 0 {
 				d = c.cfg.MinBackoff
@@ -370,11 +386,11 @@ func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error
 func (c *Collaborator) download(ctx context.Context, round int64) (tensor.Weights, error) {
 	tctx, cancel := context.WithTimeout(ctx, c.cfg.TransferTimeout)
 	defer cancel()
-	stream, err := c.cl.DownloadModel(tctx, &flv1.ModelRequest{Round: round, Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash})
+	stream, err := c.cl.DownloadModel(tctx, &flv1.ModelRequest{Round: round, Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash}, callOptions()...)
 	if err != nil {
 		return nil, err
 	}
-	dec, err := DecodeWeights(stream.Recv, func(h *flv1.Header) error {
+	dec, err := DecodeStream(stream.RecvMsg, func(h *flv1.Header) error {
 		if h.Kind != flv1.PayloadKind_PAYLOAD_KIND_MODEL || h.Round != round || h.PlanHash != c.cfg.PlanHash {
 			return fmt.Errorf("model header for round %d kind %s plan %s, want round %d kind MODEL plan %s",
 				h.Round, h.Kind, ShortHash(h.PlanHash), round, ShortHash(c.cfg.PlanHash))
@@ -414,7 +430,7 @@ func (c *Collaborator) evaluate(ctx context.Context, round int64, task string, w
 func (c *Collaborator) upload(ctx context.Context, round int64, w tensor.Weights, n int, metrics map[string]float64, timings *flv1.CollaboratorTimings) error {
 	tctx, cancel := context.WithTimeout(ctx, c.cfg.TransferTimeout)
 	defer cancel()
-	stream, err := c.cl.UploadUpdate(tctx)
+	stream, err := c.cl.UploadUpdate(tctx, callOptions()...)
 	if err != nil {
 		return err
 	}

@@ -119,7 +119,7 @@ func (e *fedEnv) serveMeasured(lis net.Listener, m *member, mr [32]byte, a *Aggr
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.Creds(creds))
+	srv := grpc.NewServer(append(ServerOptions(), grpc.Creds(creds))...)
 	a.Register(srv)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()

@@ -1,7 +1,8 @@
 package protocol
 
 import (
-	"io"
+	"bytes"
+	"crypto/sha256"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -9,9 +10,11 @@ import (
 	flv1 "github.com/teeml/teeml/api/proto/teeml/fl/v1"
 )
 
-// FuzzDecodeWeights feeds arbitrary headers and payload cut into arbitrary
-// chunk sizes to the decoder: it must not panic, and what it accepts must
-// re-encode to the same payload checksum.
+// FuzzDecodeWeights feeds arbitrary headers, payloads cut into arbitrary
+// chunk sizes and trailers to the decoder: it must not panic, and what it
+// accepts must re-encode to exactly the payload it was given, with the
+// checksums it was given (the trailer's CRC-32C, the header's SHA-256 of a
+// legacy sender).
 func FuzzDecodeWeights(f *testing.F) {
 	w := testWeights([]int{3, 5}, []int{}, []int{2})
 	var cs []*flv1.Chunk
@@ -22,10 +25,26 @@ func FuzzDecodeWeights(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add(hb, cs[1].GetData(), uint16(7))
-	f.Add(hb, cs[1].GetData()[1:], uint16(3))
-	f.Add([]byte{}, []byte{}, uint16(0))
-	f.Fuzz(func(t *testing.T, hb, payload []byte, cut uint16) {
+	tb, err := proto.Marshal(cs[len(cs)-1].GetTrailer())
+	if err != nil {
+		f.Fatal(err)
+	}
+	payload := cs[1].GetData()
+	// A legacy header: the SHA-256 in the header, no trailer.
+	legacy := proto.Clone(cs[0].GetHeader()).(*flv1.Header)
+	sum := sha256.Sum256(payload)
+	legacy.Sha256 = sum[:]
+	lb, err := proto.Marshal(legacy)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(hb, payload, uint16(7), tb)
+	f.Add(hb, payload[1:], uint16(3), tb)
+	f.Add(hb, payload, uint16(5), []byte{})
+	f.Add(lb, payload, uint16(9), []byte{})
+	f.Add(lb, payload, uint16(2), tb)
+	f.Add([]byte{}, []byte{}, uint16(0), []byte{})
+	f.Fuzz(func(t *testing.T, hb, payload []byte, cut uint16, tb []byte) {
 		h := &flv1.Header{}
 		if err := proto.Unmarshal(hb, h); err != nil || h.TotalBytes > 1<<20 || h.TotalBytes < 0 {
 			return
@@ -35,19 +54,35 @@ func FuzzDecodeWeights(f *testing.F) {
 		for i := 0; i < len(payload); i += step {
 			chunks = append(chunks, &flv1.Chunk{Body: &flv1.Chunk_Data{Data: payload[i:min(len(payload), i+step)]}})
 		}
-		i := 0
-		dec, err := DecodeWeights(func() (*flv1.Chunk, error) {
-			if i == len(chunks) {
-				return nil, io.EOF
+		var tr *flv1.Trailer
+		if len(tb) > 0 {
+			tr = &flv1.Trailer{}
+			if err := proto.Unmarshal(tb, tr); err != nil {
+				return
 			}
-			i++
-			return chunks[i-1], nil
-		}, nil)
+			chunks = append(chunks, &flv1.Chunk{Body: &flv1.Chunk_Trailer{Trailer: tr}})
+		}
+		dec, err := DecodeWeights(recvFrom(chunks), nil)
 		if err != nil {
 			return
 		}
-		if got := PayloadSHA256(dec.Weights); string(got) != string(h.Sha256) {
-			t.Fatalf("accepted payload re-encodes to another checksum")
+		var again []byte
+		if err := walkPayload(dec.Weights, func(b []byte) error { again = append(again, b...); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(again, payload) {
+			t.Fatalf("accepted %d payload bytes re-encode to %d other bytes", len(payload), len(again))
+		}
+		if tr == nil && len(h.Sha256) == 0 {
+			t.Fatal("accepted a transfer without any checksum")
+		}
+		if tr != nil && PayloadCRC32C(dec.Weights) != tr.GetCrc32C() {
+			t.Fatal("accepted payload re-encodes to another crc32c")
+		}
+		if len(h.Sha256) > 0 {
+			if s := sha256.Sum256(again); !bytes.Equal(s[:], h.Sha256) {
+				t.Fatal("accepted payload re-encodes to another sha256")
+			}
 		}
 	})
 }

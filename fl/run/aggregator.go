@@ -292,7 +292,7 @@ func serveAggregator(ctx context.Context, o AggregatorOptions, p *plan.Plan, has
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	srv := grpc.NewServer(append(opts, grpc.Creds(creds))...)
+	srv := grpc.NewServer(append(append(opts, protocol.ServerOptions()...), grpc.Creds(creds))...)
 	agg.Register(srv)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()

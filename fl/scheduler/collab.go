@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -126,6 +127,42 @@ func (s *Scheduler) Tasks(name string) (Assignment, error) {
 
 // stopped is the answer once Run failed: Stopped, so that collaborators
 // keep retrying and continue once the aggregator is restarted; s.mu held.
+// TasksWait is Tasks as a long poll: while the answer is Wait it holds
+// the caller, at most wait, until the answer may have changed (a round
+// opened, the federation finished or failed), and asks again. It returns
+// the first answer that is not Wait, or Wait once wait has passed; held
+// says whether it waited at all. A ctx that ends (the caller went away)
+// ends the wait with ctx's error.
+func (s *Scheduler) TasksWait(ctx context.Context, name string, wait time.Duration) (a Assignment, held bool, err error) {
+	var timeout <-chan time.Time
+	for {
+		s.mu.Lock()
+		changed := s.changed // before Tasks: a change after it closes this one
+		s.mu.Unlock()
+		a, err = s.Tasks(name)
+		if err != nil || a.Action != Wait || wait <= 0 {
+			return a, held, err
+		}
+		if timeout == nil {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		held = true
+		s.polls.Add(1)
+		select {
+		case <-changed:
+			s.polls.Add(-1)
+		case <-timeout:
+			s.polls.Add(-1)
+			return a, held, nil
+		case <-ctx.Done():
+			s.polls.Add(-1)
+			return Assignment{}, held, ctx.Err()
+		}
+	}
+}
+
 func (s *Scheduler) stopped() error {
 	return refuse(Stopped, "aggregator stopped: %v; it resumes from its last completed round when restarted", s.failed)
 }

@@ -23,6 +23,7 @@ func (s *Scheduler) Run(ctx context.Context) (tensor.Weights, []RoundSummary, er
 		if err != nil {
 			s.mu.Lock()
 			s.failed = err
+			s.notify()
 			s.mu.Unlock()
 			s.log.Error("federation failed", "round", r, "err", err)
 			return nil, history, err
@@ -31,6 +32,7 @@ func (s *Scheduler) Run(ctx context.Context) (tensor.Weights, []RoundSummary, er
 	}
 	s.mu.Lock()
 	s.done = true
+	s.notify()
 	final := s.global
 	s.mu.Unlock()
 	s.log.Info("federation finished; telling collaborators", "rounds", s.cfg.Rounds)

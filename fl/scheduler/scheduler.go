@@ -185,6 +185,8 @@ type Scheduler struct {
 	local    map[string]strategy.EvalResult
 	collabs  map[string]*collabState
 	inflight map[string]bool // collaborators with an upload being received
+	changed  chan struct{}   // closed (and replaced) when what Tasks answers may change
+	polls    atomic.Int64    // TasksWait calls being held
 	done     bool
 	failed   error
 	bytesIn  atomic.Int64
@@ -227,6 +229,7 @@ func New(cfg Config) (*Scheduler, error) {
 		global:   cfg.Initial.Clone(),
 		collabs:  map[string]*collabState{},
 		inflight: map[string]bool{},
+		changed:  make(chan struct{}),
 	}
 	if e, ok := cfg.Strategy.(strategy.Evaluator); ok && s.eval == nil {
 		s.eval = e
@@ -271,6 +274,7 @@ func (s *Scheduler) gate(r int) error {
 func (s *Scheduler) stop(r int, err error) {
 	s.gateStop = err
 	s.done = true
+	s.notify()
 	s.round = s.cfg.Rounds + 1
 	s.log.Warn("federation stops early: "+err.Error(), "reason", err.Error())
 	if o, ok := s.cfg.Observer.(StopObserver); ok {
@@ -339,6 +343,7 @@ func (s *Scheduler) NextRound() int { return s.first }
 // openRound resets the per-round state; s.mu held or not yet shared.
 func (s *Scheduler) openRound(r int) {
 	s.round = r
+	s.notify()
 	s.in0, s.out0 = s.bytesIn.Load(), s.bytesOut.Load()
 	s.updates = map[string]strategy.FitResult{}
 	s.evals = map[string]strategy.EvalResult{}
@@ -351,6 +356,13 @@ func (s *Scheduler) openRound(r int) {
 		s.config[k] = v
 	}
 	s.cfg.Observer.RoundOpened(r)
+}
+
+// notify wakes the long polls of TasksWait: a round opened, or the
+// federation finished or failed; s.mu held or not yet shared.
+func (s *Scheduler) notify() {
+	close(s.changed)
+	s.changed = make(chan struct{})
 }
 
 func (s *Scheduler) signal() {

@@ -139,9 +139,13 @@ func (PayloadKind) EnumDescriptor() ([]byte, []int) {
 type TaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// round is the last round this collaborator finished (0 before the first).
-	Round         int64  `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
-	Sender        string `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
-	PlanHash      string `protobuf:"bytes,3,opt,name=plan_hash,json=planHash,proto3" json:"plan_hash,omitempty"`
+	Round    int64  `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	Sender   string `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
+	PlanHash string `protobuf:"bytes,3,opt,name=plan_hash,json=planHash,proto3" json:"plan_hash,omitempty"`
+	// wait_ms (optional) makes the call a long poll: the aggregator may hold
+	// it up to this long (capped by the aggregator) rather than answer WAIT.
+	// 0, and aggregators that predate the field, answer at once.
+	WaitMs        int64 `protobuf:"varint,4,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -197,6 +201,13 @@ func (x *TaskRequest) GetPlanHash() string {
 	return ""
 }
 
+func (x *TaskRequest) GetWaitMs() int64 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
 type TaskResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Action TaskAction             `protobuf:"varint,1,opt,name=action,proto3,enum=teeml.fl.v1.TaskAction" json:"action,omitempty"`
@@ -206,9 +217,13 @@ type TaskResponse struct {
 	Tasks []string `protobuf:"bytes,3,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	// config is the round's instructions (strategy.Config): learning rate,
 	// epochs, server_round, proximal_mu...
-	Config        map[string]float64 `protobuf:"bytes,4,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
-	RetryAfterMs  int64              `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
-	RoundsTotal   int64              `protobuf:"varint,6,opt,name=rounds_total,json=roundsTotal,proto3" json:"rounds_total,omitempty"`
+	Config       map[string]float64 `protobuf:"bytes,4,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	RetryAfterMs int64              `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	RoundsTotal  int64              `protobuf:"varint,6,opt,name=rounds_total,json=roundsTotal,proto3" json:"rounds_total,omitempty"`
+	// held (WAIT only): the aggregator honoured wait_ms and held the call
+	// until it passed, so the collaborator may ask again at once instead of
+	// after retry_after_ms (which is for aggregators that answer at once).
+	Held          bool `protobuf:"varint,7,opt,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -283,6 +298,13 @@ func (x *TaskResponse) GetRoundsTotal() int64 {
 		return x.RoundsTotal
 	}
 	return 0
+}
+
+func (x *TaskResponse) GetHeld() bool {
+	if x != nil {
+		return x.Held
+	}
+	return false
 }
 
 type ModelRequest struct {
@@ -411,7 +433,11 @@ type Header struct {
 	Metrics     map[string]float64     `protobuf:"bytes,7,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	// total_bytes is the payload length: 4 × the number of values.
 	TotalBytes int64 `protobuf:"varint,8,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
-	// sha256 is the SHA-256 of the whole payload.
+	// sha256 is the SHA-256 of the whole payload, sent by senders that
+	// predate the Trailer; receivers still check it when it is present.
+	// Current senders leave it empty and end the transfer with a Trailer
+	// (the header goes out before the payload, so a digest here costs the
+	// sender an extra pass over the model).
 	Sha256 []byte `protobuf:"bytes,9,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	// timings (UPDATE only, optional) is the collaborator's own measurement
 	// of this round's phases, for the aggregator's metrics; absent from
@@ -578,14 +604,67 @@ func (x *CollaboratorTimings) GetTrainSeconds() float64 {
 	return 0
 }
 
+// Trailer is the last Chunk of a model transfer (required when the
+// Header carries no sha256).
+type Trailer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// crc32c is the CRC-32C (Castagnoli) of the whole payload, computed by
+	// the sender while it sends and by the receiver while it receives. It
+	// detects codec and framing faults end to end (a lost, repeated or
+	// misplaced chunk, a bad copy); integrity against an attacker is the
+	// RA-TLS channel's AEAD, which authenticates every byte, trailer
+	// included, as coming from the attested peer.
+	Crc32C        *uint32 `protobuf:"fixed32,1,opt,name=crc32c,proto3,oneof" json:"crc32c,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Trailer) Reset() {
+	*x = Trailer{}
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Trailer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Trailer) ProtoMessage() {}
+
+func (x *Trailer) ProtoReflect() protoreflect.Message {
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Trailer.ProtoReflect.Descriptor instead.
+func (*Trailer) Descriptor() ([]byte, []int) {
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Trailer) GetCrc32C() uint32 {
+	if x != nil && x.Crc32C != nil {
+		return *x.Crc32C
+	}
+	return 0
+}
+
 // Chunk is one message of a model transfer: the Header first, then raw
-// little-endian float32 values, at most 1 MiB per chunk.
+// little-endian float32 values, at most 1 MiB per chunk, then the Trailer.
 type Chunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Body:
 	//
 	//	*Chunk_Header
 	//	*Chunk_Data
+	//	*Chunk_Trailer
 	Body          isChunk_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -593,7 +672,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[6]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +684,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[6]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +697,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{6}
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Chunk) GetBody() isChunk_Body {
@@ -646,6 +725,15 @@ func (x *Chunk) GetData() []byte {
 	return nil
 }
 
+func (x *Chunk) GetTrailer() *Trailer {
+	if x != nil {
+		if x, ok := x.Body.(*Chunk_Trailer); ok {
+			return x.Trailer
+		}
+	}
+	return nil
+}
+
 type isChunk_Body interface {
 	isChunk_Body()
 }
@@ -658,9 +746,15 @@ type Chunk_Data struct {
 	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
 }
 
+type Chunk_Trailer struct {
+	Trailer *Trailer `protobuf:"bytes,3,opt,name=trailer,proto3,oneof"`
+}
+
 func (*Chunk_Header) isChunk_Body() {}
 
 func (*Chunk_Data) isChunk_Body() {}
+
+func (*Chunk_Trailer) isChunk_Body() {}
 
 type UploadAck struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -672,7 +766,7 @@ type UploadAck struct {
 
 func (x *UploadAck) Reset() {
 	*x = UploadAck{}
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[7]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +778,7 @@ func (x *UploadAck) String() string {
 func (*UploadAck) ProtoMessage() {}
 
 func (x *UploadAck) ProtoReflect() protoreflect.Message {
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[7]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +791,7 @@ func (x *UploadAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadAck.ProtoReflect.Descriptor instead.
 func (*UploadAck) Descriptor() ([]byte, []int) {
-	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{7}
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UploadAck) GetRound() int64 {
@@ -732,7 +826,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[8]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +838,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[8]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +851,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{8}
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Metrics) GetRound() int64 {
@@ -824,7 +918,7 @@ type MetricsAck struct {
 
 func (x *MetricsAck) Reset() {
 	*x = MetricsAck{}
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[9]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +930,7 @@ func (x *MetricsAck) String() string {
 func (*MetricsAck) ProtoMessage() {}
 
 func (x *MetricsAck) ProtoReflect() protoreflect.Message {
-	mi := &file_teeml_fl_v1_fl_proto_msgTypes[9]
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,25 +943,27 @@ func (x *MetricsAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsAck.ProtoReflect.Descriptor instead.
 func (*MetricsAck) Descriptor() ([]byte, []int) {
-	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{9}
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{10}
 }
 
 var File_teeml_fl_v1_fl_proto protoreflect.FileDescriptor
 
 const file_teeml_fl_v1_fl_proto_rawDesc = "" +
 	"\n" +
-	"\x14teeml/fl/v1/fl.proto\x12\vteeml.fl.v1\"X\n" +
+	"\x14teeml/fl/v1/fl.proto\x12\vteeml.fl.v1\"q\n" +
 	"\vTaskRequest\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x03R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1b\n" +
-	"\tplan_hash\x18\x03 \x01(\tR\bplanHash\"\xae\x02\n" +
+	"\tplan_hash\x18\x03 \x01(\tR\bplanHash\x12\x17\n" +
+	"\await_ms\x18\x04 \x01(\x03R\x06waitMs\"\xc2\x02\n" +
 	"\fTaskResponse\x12/\n" +
 	"\x06action\x18\x01 \x01(\x0e2\x17.teeml.fl.v1.TaskActionR\x06action\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x03R\x05round\x12\x14\n" +
 	"\x05tasks\x18\x03 \x03(\tR\x05tasks\x12=\n" +
 	"\x06config\x18\x04 \x03(\v2%.teeml.fl.v1.TaskResponse.ConfigEntryR\x06config\x12$\n" +
 	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\x12!\n" +
-	"\frounds_total\x18\x06 \x01(\x03R\vroundsTotal\x1a9\n" +
+	"\frounds_total\x18\x06 \x01(\x03R\vroundsTotal\x12\x12\n" +
+	"\x04held\x18\a \x01(\bR\x04held\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"Y\n" +
@@ -897,10 +993,14 @@ const file_teeml_fl_v1_fl_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"e\n" +
 	"\x13CollaboratorTimings\x12)\n" +
 	"\x10download_seconds\x18\x01 \x01(\x01R\x0fdownloadSeconds\x12#\n" +
-	"\rtrain_seconds\x18\x02 \x01(\x01R\ftrainSeconds\"T\n" +
+	"\rtrain_seconds\x18\x02 \x01(\x01R\ftrainSeconds\"1\n" +
+	"\aTrailer\x12\x1b\n" +
+	"\x06crc32c\x18\x01 \x01(\aH\x00R\x06crc32c\x88\x01\x01B\t\n" +
+	"\a_crc32c\"\x86\x01\n" +
 	"\x05Chunk\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x13.teeml.fl.v1.HeaderH\x00R\x06header\x12\x14\n" +
-	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x06\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04data\x120\n" +
+	"\atrailer\x18\x03 \x01(\v2\x14.teeml.fl.v1.TrailerH\x00R\atrailerB\x06\n" +
 	"\x04body\"H\n" +
 	"\tUploadAck\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x03R\x05round\x12%\n" +
@@ -950,7 +1050,7 @@ func file_teeml_fl_v1_fl_proto_rawDescGZIP() []byte {
 }
 
 var file_teeml_fl_v1_fl_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_teeml_fl_v1_fl_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_teeml_fl_v1_fl_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_teeml_fl_v1_fl_proto_goTypes = []any{
 	(TaskAction)(0),             // 0: teeml.fl.v1.TaskAction
 	(PayloadKind)(0),            // 1: teeml.fl.v1.PayloadKind
@@ -960,36 +1060,38 @@ var file_teeml_fl_v1_fl_proto_goTypes = []any{
 	(*TensorInfo)(nil),          // 5: teeml.fl.v1.TensorInfo
 	(*Header)(nil),              // 6: teeml.fl.v1.Header
 	(*CollaboratorTimings)(nil), // 7: teeml.fl.v1.CollaboratorTimings
-	(*Chunk)(nil),               // 8: teeml.fl.v1.Chunk
-	(*UploadAck)(nil),           // 9: teeml.fl.v1.UploadAck
-	(*Metrics)(nil),             // 10: teeml.fl.v1.Metrics
-	(*MetricsAck)(nil),          // 11: teeml.fl.v1.MetricsAck
-	nil,                         // 12: teeml.fl.v1.TaskResponse.ConfigEntry
-	nil,                         // 13: teeml.fl.v1.Header.MetricsEntry
-	nil,                         // 14: teeml.fl.v1.Metrics.MetricsEntry
+	(*Trailer)(nil),             // 8: teeml.fl.v1.Trailer
+	(*Chunk)(nil),               // 9: teeml.fl.v1.Chunk
+	(*UploadAck)(nil),           // 10: teeml.fl.v1.UploadAck
+	(*Metrics)(nil),             // 11: teeml.fl.v1.Metrics
+	(*MetricsAck)(nil),          // 12: teeml.fl.v1.MetricsAck
+	nil,                         // 13: teeml.fl.v1.TaskResponse.ConfigEntry
+	nil,                         // 14: teeml.fl.v1.Header.MetricsEntry
+	nil,                         // 15: teeml.fl.v1.Metrics.MetricsEntry
 }
 var file_teeml_fl_v1_fl_proto_depIdxs = []int32{
 	0,  // 0: teeml.fl.v1.TaskResponse.action:type_name -> teeml.fl.v1.TaskAction
-	12, // 1: teeml.fl.v1.TaskResponse.config:type_name -> teeml.fl.v1.TaskResponse.ConfigEntry
+	13, // 1: teeml.fl.v1.TaskResponse.config:type_name -> teeml.fl.v1.TaskResponse.ConfigEntry
 	1,  // 2: teeml.fl.v1.Header.kind:type_name -> teeml.fl.v1.PayloadKind
 	5,  // 3: teeml.fl.v1.Header.tensors:type_name -> teeml.fl.v1.TensorInfo
-	13, // 4: teeml.fl.v1.Header.metrics:type_name -> teeml.fl.v1.Header.MetricsEntry
+	14, // 4: teeml.fl.v1.Header.metrics:type_name -> teeml.fl.v1.Header.MetricsEntry
 	7,  // 5: teeml.fl.v1.Header.timings:type_name -> teeml.fl.v1.CollaboratorTimings
 	6,  // 6: teeml.fl.v1.Chunk.header:type_name -> teeml.fl.v1.Header
-	14, // 7: teeml.fl.v1.Metrics.metrics:type_name -> teeml.fl.v1.Metrics.MetricsEntry
-	2,  // 8: teeml.fl.v1.Aggregator.GetTasks:input_type -> teeml.fl.v1.TaskRequest
-	4,  // 9: teeml.fl.v1.Aggregator.DownloadModel:input_type -> teeml.fl.v1.ModelRequest
-	8,  // 10: teeml.fl.v1.Aggregator.UploadUpdate:input_type -> teeml.fl.v1.Chunk
-	10, // 11: teeml.fl.v1.Aggregator.ReportMetrics:input_type -> teeml.fl.v1.Metrics
-	3,  // 12: teeml.fl.v1.Aggregator.GetTasks:output_type -> teeml.fl.v1.TaskResponse
-	8,  // 13: teeml.fl.v1.Aggregator.DownloadModel:output_type -> teeml.fl.v1.Chunk
-	9,  // 14: teeml.fl.v1.Aggregator.UploadUpdate:output_type -> teeml.fl.v1.UploadAck
-	11, // 15: teeml.fl.v1.Aggregator.ReportMetrics:output_type -> teeml.fl.v1.MetricsAck
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	8,  // 7: teeml.fl.v1.Chunk.trailer:type_name -> teeml.fl.v1.Trailer
+	15, // 8: teeml.fl.v1.Metrics.metrics:type_name -> teeml.fl.v1.Metrics.MetricsEntry
+	2,  // 9: teeml.fl.v1.Aggregator.GetTasks:input_type -> teeml.fl.v1.TaskRequest
+	4,  // 10: teeml.fl.v1.Aggregator.DownloadModel:input_type -> teeml.fl.v1.ModelRequest
+	9,  // 11: teeml.fl.v1.Aggregator.UploadUpdate:input_type -> teeml.fl.v1.Chunk
+	11, // 12: teeml.fl.v1.Aggregator.ReportMetrics:input_type -> teeml.fl.v1.Metrics
+	3,  // 13: teeml.fl.v1.Aggregator.GetTasks:output_type -> teeml.fl.v1.TaskResponse
+	9,  // 14: teeml.fl.v1.Aggregator.DownloadModel:output_type -> teeml.fl.v1.Chunk
+	10, // 15: teeml.fl.v1.Aggregator.UploadUpdate:output_type -> teeml.fl.v1.UploadAck
+	12, // 16: teeml.fl.v1.Aggregator.ReportMetrics:output_type -> teeml.fl.v1.MetricsAck
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_teeml_fl_v1_fl_proto_init() }
@@ -997,9 +1099,11 @@ func file_teeml_fl_v1_fl_proto_init() {
 	if File_teeml_fl_v1_fl_proto != nil {
 		return
 	}
-	file_teeml_fl_v1_fl_proto_msgTypes[6].OneofWrappers = []any{
+	file_teeml_fl_v1_fl_proto_msgTypes[6].OneofWrappers = []any{}
+	file_teeml_fl_v1_fl_proto_msgTypes[7].OneofWrappers = []any{
 		(*Chunk_Header)(nil),
 		(*Chunk_Data)(nil),
+		(*Chunk_Trailer)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1007,7 +1111,7 @@ func file_teeml_fl_v1_fl_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_teeml_fl_v1_fl_proto_rawDesc), len(file_teeml_fl_v1_fl_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,13 +37,18 @@ const (
 // Aggregator is served by the aggregator; collaborators pull work from it.
 type AggregatorClient interface {
 	// GetTasks tells a collaborator what to do next: run the round's tasks,
-	// wait and ask again, or stop because the federation is done.
+	// wait and ask again, or stop because the federation is done. With
+	// TaskRequest.wait_ms it is a long poll: instead of answering WAIT at
+	// once, the aggregator holds the call until there is something to do
+	// (the next round opened, the federation finished or failed) or wait_ms
+	// passed, so a collaborator learns of a new round as soon as it opens.
 	GetTasks(ctx context.Context, in *TaskRequest, opts ...grpc.CallOption) (*TaskResponse, error)
 	// DownloadModel streams the global model of a round: one Chunk with a
-	// Header (kind MODEL), then the payload in Chunks of at most 1 MiB.
+	// Header (kind MODEL), then the payload in Chunks of at most 1 MiB, then
+	// a Trailer.
 	DownloadModel(ctx context.Context, in *ModelRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error)
 	// UploadUpdate receives a collaborator's locally trained model: one
-	// Chunk with a Header (kind UPDATE), then the payload.
+	// Chunk with a Header (kind UPDATE), then the payload, then a Trailer.
 	UploadUpdate(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Chunk, UploadAck], error)
 	// ReportMetrics receives the result of a validation task.
 	ReportMetrics(ctx context.Context, in *Metrics, opts ...grpc.CallOption) (*MetricsAck, error)
@@ -116,13 +121,18 @@ func (c *aggregatorClient) ReportMetrics(ctx context.Context, in *Metrics, opts 
 // Aggregator is served by the aggregator; collaborators pull work from it.
 type AggregatorServer interface {
 	// GetTasks tells a collaborator what to do next: run the round's tasks,
-	// wait and ask again, or stop because the federation is done.
+	// wait and ask again, or stop because the federation is done. With
+	// TaskRequest.wait_ms it is a long poll: instead of answering WAIT at
+	// once, the aggregator holds the call until there is something to do
+	// (the next round opened, the federation finished or failed) or wait_ms
+	// passed, so a collaborator learns of a new round as soon as it opens.
 	GetTasks(context.Context, *TaskRequest) (*TaskResponse, error)
 	// DownloadModel streams the global model of a round: one Chunk with a
-	// Header (kind MODEL), then the payload in Chunks of at most 1 MiB.
+	// Header (kind MODEL), then the payload in Chunks of at most 1 MiB, then
+	// a Trailer.
 	DownloadModel(*ModelRequest, grpc.ServerStreamingServer[Chunk]) error
 	// UploadUpdate receives a collaborator's locally trained model: one
-	// Chunk with a Header (kind UPDATE), then the payload.
+	// Chunk with a Header (kind UPDATE), then the payload, then a Trailer.
 	UploadUpdate(grpc.ClientStreamingServer[Chunk, UploadAck]) error
 	// ReportMetrics receives the result of a validation task.
 	ReportMetrics(context.Context, *Metrics) (*MetricsAck, error)
