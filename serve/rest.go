@@ -105,6 +105,13 @@ func (s *Server) restInfer(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	// Counted in flight while its body is read and decoded: a batch
+	// forming meanwhile waits for it (serve/batch).
+	if v, err := s.find(r.PathValue("name"), r.PathValue("version")); err == nil {
+		ctx, leave := v.b.Arrive(r.Context())
+		defer leave()
+		r = r.WithContext(ctx)
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.o.MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError

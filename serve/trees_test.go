@@ -190,7 +190,11 @@ func TestServeTreeModels(t *testing.T) {
 		closeTo(t, "sealed gbdt", resp.Outputs[0].Data[2*i:2*i+2], []float64{float64(float32(1 - p)), float64(float32(p))})
 	}
 
-	// batching: 16 concurrent one-row requests, max_batch_size 8
+	// 16 concurrent one-row requests through the batcher (max_batch_size
+	// 8): each gets its own rows back. A tree ensemble costs the same per
+	// row however many a call has, so its batches are not held for company
+	// (serve/batch: TestWaitIsBoundedByTheCallsFixedCost); rows that queue
+	// while a call runs still share the next call.
 	xs, want := flat(t, xgbBC, 16)
 	var wg sync.WaitGroup
 	go1 := make(chan struct{})
@@ -232,8 +236,8 @@ func TestServeTreeModels(t *testing.T) {
 			if m.Label[0].GetValue() == "xgb" {
 				h := m.GetHistogram()
 				t.Logf("xgb: %d model calls for %v rows", h.GetSampleCount(), h.GetSampleSum())
-				if h.GetSampleSum() != 2*5+16 || h.GetSampleCount() >= 2+16 {
-					t.Errorf("xgb: %d model calls for %v rows: the 16 concurrent requests were not batched", h.GetSampleCount(), h.GetSampleSum())
+				if h.GetSampleSum() != 2*5+16 || h.GetSampleCount() > 2+16 {
+					t.Errorf("xgb: %d model calls for %v rows, want the 26 rows in at most 18 calls", h.GetSampleCount(), h.GetSampleSum())
 				}
 			}
 		}

@@ -19,20 +19,33 @@ func double(ctx context.Context, x []float32, rows int) ([]float32, error) {
 	return y, nil
 }
 
+// TestGathersConcurrentRequestsIntoOneCall: eight requests that queue up
+// while the model is busy with a first one are gathered into the next call
+// (MaxBatch 8: it runs at once, well before the ten-second delay).
 func TestGathersConcurrentRequestsIntoOneCall(t *testing.T) {
-	var calls atomic.Int32
 	var sizes []int
 	var mu sync.Mutex
+	release := make(chan struct{})
 	b, err := New(Config{InDim: 2, OutDim: 1, MaxBatch: 8, MaxDelay: 10 * time.Second, MaxQueue: 64, Concurrency: 1,
 		OnBatch: func(rows, reqs int) { mu.Lock(); sizes = append(sizes, rows); mu.Unlock() }},
 		func(ctx context.Context, x []float32, rows int) ([]float32, error) {
-			calls.Add(1)
+			if x[1] == -1 { // the first request holds the model until the others queue
+				<-release
+			}
 			return double(ctx, x, rows)
 		})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := b.Do(context.Background(), []float32{0, -1}, 1)
+		first <- err
+	}()
+	if !testenv.WaitFor(10*time.Second, func() bool { return b.inflight.Load() == 1 && b.QueueDepth() == 0 }) {
+		t.Fatal("the first request did not reach the model")
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for i := range 8 {
@@ -46,6 +59,10 @@ func TestGathersConcurrentRequestsIntoOneCall(t *testing.T) {
 			errs <- err
 		}()
 	}
+	if !testenv.WaitFor(10*time.Second, func() bool { return b.QueueDepth() == 8 }) {
+		t.Fatalf("%d of 8 requests queued", b.QueueDepth())
+	}
+	close(release)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -53,9 +70,13 @@ func TestGathersConcurrentRequestsIntoOneCall(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Eight rows fill the batch: it runs at once, well before the delay.
-	if calls.Load() != 1 || len(sizes) != 1 || sizes[0] != 8 {
-		t.Fatalf("%d calls, batch sizes %v", calls.Load(), sizes)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sizes) != 2 || sizes[0] != 1 || sizes[1] != 8 {
+		t.Fatalf("batch sizes %v, want [1 8]", sizes)
 	}
 }
 
@@ -143,28 +164,170 @@ func TestModelErrorsAndBadInput(t *testing.T) {
 	}
 }
 
-// TestLoneCallerIsNotHeld: a caller sending one request after another
-// (each finds the model idle) stops being held for company after four
-// requests; eight callers at once still gather into one batch
-// (TestGathersConcurrentRequestsIntoOneCall). Before, every batch waited
-// MaxDelay: a lone caller paid the delay on each request (bench/serve.sh at
-// concurrency 1: batching on gave 0.42× the throughput of batching off).
+// TestLoneCallerIsNotHeld: a caller sending one request after another is
+// never held for company (nobody else is in flight). Before, every batch
+// waited MaxDelay: a lone caller paid the delay on each request
+// (bench/serve.sh at concurrency 1: batching on gave 0.42× the throughput
+// of batching off).
 func TestLoneCallerIsNotHeld(t *testing.T) {
-	b, err := New(Config{InDim: 2, OutDim: 1, MaxBatch: 8, MaxDelay: 20 * time.Millisecond, MaxQueue: 8, Concurrency: 1}, double)
+	b, err := New(Config{InDim: 2, OutDim: 1, MaxBatch: 8, MaxDelay: time.Hour, MaxQueue: 8, Concurrency: 1}, double)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	const calls = 40
 	for i := range calls {
-		y, err := b.Do(context.Background(), []float32{float32(i), 1}, 1)
+		y, err := b.Do(ctx, []float32{float32(i), 1}, 1)
 		if err != nil || y[0] != float32(i)+1 {
 			t.Fatalf("call %d: %v %v", i, y, err)
 		}
 	}
-	// The fraction found alone after k lone arrivals is 1-(3/4)^k: below
-	// 3/4 for k ≤ 4.
-	if w := b.waits.Load(); w != 4 {
-		t.Errorf("%d of %d batches waited for company, want the first 4", w, calls)
+	if w := b.waits.Load(); w != 0 {
+		t.Errorf("%d of %d batches waited for company, want none", w, calls)
+	}
+}
+
+// TestWaitIsBoundedByTheCallsFixedCost: the wait for company is bounded by
+// the fixed cost of a call (a in a + b·rows), estimated from a one-row and a
+// four-row call timed on a test clock: a model whose calls cost only per
+// row (a tree ensemble) is not held at all, one with a fixed cost (a GoMLX
+// execution) at most that long; before any call, MaxDelay.
+func TestWaitIsBoundedByTheCallsFixedCost(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		fixed, perRow time.Duration
+		want          time.Duration
+	}{
+		{"per-row cost only", 0, 100 * time.Microsecond, 0},
+		{"fixed cost", 50 * time.Microsecond, 2 * time.Microsecond, 50 * time.Microsecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := &fakeClock{t: time.Unix(1_000_000, 0)}
+			b, err := New(Config{InDim: 2, OutDim: 1, MaxBatch: 8, MaxDelay: 5 * time.Millisecond, MaxQueue: 8, Concurrency: 1},
+				func(ctx context.Context, x []float32, rows int) ([]float32, error) {
+					clk.add(tc.fixed + time.Duration(rows)*tc.perRow)
+					return double(ctx, x, rows)
+				})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close(context.Background())
+			b.now = clk.now
+			if d := b.waitFor(); d != 5*time.Millisecond {
+				t.Fatalf("before any call: wait %s, want MaxDelay", d)
+			}
+			if _, err := b.Do(context.Background(), []float32{1, 2}, 1); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Do(context.Background(), []float32{1, 2, 3, 4, 5, 6, 7, 8}, 4); err != nil {
+				t.Fatal(err)
+			}
+			if d := b.waitFor(); d != tc.want {
+				t.Errorf("wait %s, want %s (one-row call %s, per further row %s)", d, tc.want,
+					time.Duration(b.one.Load()), time.Duration(b.perRow.Load()))
+			}
+		})
+	}
+}
+
+// fakeClock is a clock the test moves by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// TestBatchStopsWaitingWhenEveryCallerIsIn: eight callers, each sending its
+// next request only after its answer (a closed loop, like a client pool of
+// fixed size), with MaxDelay an hour and room for 64 rows: once all eight
+// are in the batch nobody else can come, so it runs at once instead of
+// waiting the hour; every round answers all eight.
+func TestBatchStopsWaitingWhenEveryCallerIsIn(t *testing.T) {
+	var sizes []int
+	var mu sync.Mutex
+	b, err := New(Config{InDim: 2, OutDim: 1, MaxBatch: 64, MaxDelay: time.Hour, MaxQueue: 64, Concurrency: 1,
+		OnBatch: func(rows, _ int) { mu.Lock(); sizes = append(sizes, rows); mu.Unlock() }}, double)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := range 5 {
+				y, err := b.Do(ctx, []float32{float32(i), float32(round)}, 1)
+				if err != nil || y[0] != float32(i+round) {
+					t.Errorf("caller %d round %d: %v %v", i, round, y, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	total := 0
+	for _, s := range sizes {
+		total += s
+	}
+	if total != 40 {
+		t.Errorf("batches %v hold %d rows, want 40", sizes, total)
+	}
+	t.Logf("batch sizes %v", sizes)
+}
+
+// TestArrivedRequestIsWaitedFor: a request counted in flight by Arrive
+// (its body still being decoded) holds a forming batch until it joins, so
+// both rows share one call even with an hour's MaxDelay.
+func TestArrivedRequestIsWaitedFor(t *testing.T) {
+	var sizes []int
+	var mu sync.Mutex
+	b, err := New(Config{InDim: 2, OutDim: 1, MaxBatch: 8, MaxDelay: time.Hour, MaxQueue: 8, Concurrency: 1,
+		OnBatch: func(rows, _ int) { mu.Lock(); sizes = append(sizes, rows); mu.Unlock() }}, double)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	actx, leave := b.Arrive(ctx)
+	first := make(chan error, 1)
+	go func() {
+		y, err := b.Do(ctx, []float32{1, 2}, 1)
+		if err == nil && y[0] != 3 {
+			err = errors.New("wrong row")
+		}
+		first <- err
+	}()
+	if !testenv.WaitFor(10*time.Second, func() bool { return b.inflight.Load() == 2 && b.QueueDepth() == 0 }) {
+		t.Fatal("the first request was not taken")
+	}
+	y, err := b.Do(actx, []float32{3, 4}, 1)
+	leave()
+	if err != nil || y[0] != 7 {
+		t.Fatalf("arrived request: %v %v", y, err)
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sizes) != 1 || sizes[0] != 2 {
+		t.Fatalf("batch sizes %v, want one call of 2 rows", sizes)
+	}
+	if n := b.inflight.Load(); n != 0 {
+		t.Fatalf("%d requests still counted in flight", n)
 	}
 }
