@@ -428,8 +428,12 @@ func Serve(ctx context.Context, d *Dashboard, o ServeOptions) (*Server, error) {
 			return nil, err
 		}
 	}
-	fp := sha256.Sum256(cert.Certificate[0])
-	s := &Server{lis: lis, served: make(chan struct{}), Fingerprint: hex.EncodeToString(fp[:])}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("dashboard: server certificate: %w", err)
+	}
+	s := &Server{lis: lis, served: make(chan struct{}), Fingerprint: Fingerprint(leaf)}
 	s.srv = &http.Server{
 		Handler:           d,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -494,6 +498,12 @@ func (s *Server) Done() <-chan struct{} { return s.served }
 func (s *Server) Err() error {
 	<-s.served
 	return s.err
+}
+
+// Fingerprint is the SHA-256 of a certificate's DER (hex).
+func Fingerprint(c *x509.Certificate) string {
+	fp := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(fp[:])
 }
 
 // SelfSigned makes a self-signed ECDSA P-256 server certificate for host
