@@ -40,6 +40,23 @@ type Source struct {
 	Workspace string
 	// Metrics, if set, are the metrics files to read instead of RunsGlob's.
 	Metrics []string
+	// Root and Bundle, if set, are the pinned root and federation bundle
+	// files instead of the workspace's RootFile and BundleFile.
+	Root, Bundle string
+}
+
+func (s *Source) rootPath() string {
+	if s.Root != "" {
+		return s.Root
+	}
+	return filepath.Join(s.Workspace, filepath.FromSlash(RootFile))
+}
+
+func (s *Source) bundlePath() string {
+	if s.Bundle != "" {
+		return s.Bundle
+	}
+	return filepath.Join(s.Workspace, filepath.FromSlash(BundleFile))
 }
 
 // New returns a Source over workspace ws.
@@ -52,7 +69,7 @@ var (
 )
 
 func (s *Source) metricsFiles() ([]string, error) {
-	if len(s.Metrics) > 0 {
+	if len(s.Metrics) > 0 || s.Workspace == "" {
 		return s.Metrics, nil
 	}
 	files, err := filepath.Glob(filepath.Join(s.Workspace, filepath.FromSlash(RunsGlob)))
@@ -67,13 +84,12 @@ func (s *Source) metricsFiles() ([]string, error) {
 // federation bundle and every metrics file (found again on each call).
 func (s *Source) WatchedFiles() []string {
 	files, _ := s.metricsFiles()
-	return append([]string{filepath.Join(s.Workspace, filepath.FromSlash(BundleFile))}, files...)
+	return append([]string{s.bundlePath()}, files...)
 }
 
 // federation loads the bundle against the pinned root.
 func (s *Source) federation() (*pki.Federation, *pki.Bundle, error) {
-	rootPath := filepath.Join(s.Workspace, filepath.FromSlash(RootFile))
-	bundlePath := filepath.Join(s.Workspace, filepath.FromSlash(BundleFile))
+	rootPath, bundlePath := s.rootPath(), s.bundlePath()
 	root, err := pki.LoadCertificate(rootPath)
 	if err != nil {
 		return nil, nil, err

@@ -10,6 +10,7 @@ package kmssource
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/teeml/teeml/dashboard"
@@ -29,6 +30,22 @@ type Source struct {
 func New(path string) *Source { return &Source{Config: path} }
 
 var _ dashboard.BrokerSource = (*Source)(nil)
+
+// FederationFiles are the pinned root and federation bundle the broker's
+// configuration names (relative paths resolved against its directory).
+func (s *Source) FederationFiles() (root, bundle string, err error) {
+	c, err := kms.LoadConfig(s.Config)
+	if err != nil {
+		return "", "", err
+	}
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(filepath.Dir(s.Config), p)
+	}
+	return abs(c.Federation.Root), abs(c.Federation.Bundle), nil
+}
 
 // WatchedFiles are the broker's SQLite store and its write-ahead log (none
 // for PostgreSQL: the page then updates on reload only).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"os/exec"
@@ -101,6 +102,29 @@ func quickstart(t *testing.T) string {
 		t.Fatal(qs.err)
 	}
 	return qs.ws
+}
+
+// copyWorkspace copies the quickstart workspace src to dst with each
+// file's permissions (the broker refuses a root key others can read).
+func copyWorkspace(t *testing.T, src, dst string) {
+	t.Helper()
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		return os.Chmod(filepath.Join(dst, rel), fi.Mode().Perm())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func needBrowser(t *testing.T) {
@@ -636,9 +660,7 @@ func TestWrongChartDataIsCaught(t *testing.T) {
 func TestLiveRoundWithin2s(t *testing.T) {
 	needBrowser(t)
 	ws := filepath.Join(t.TempDir(), "ws")
-	if err := os.CopyFS(ws, os.DirFS(quickstart(t))); err != nil {
-		t.Fatal(err)
-	}
+	copyWorkspace(t, quickstart(t), ws)
 	r := startDashboard(t, ws)
 	ctx, con := tab(t)
 	login(t, ctx, r)

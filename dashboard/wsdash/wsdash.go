@@ -125,22 +125,6 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	srv, err := dashboard.Serve(ctx, d, dashboard.ServeOptions{Addr: o.Addr, Certificate: cert})
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	r := &Running{Dashboard: d, Server: srv, cancel: cancel, watched: make(chan struct{})}
-	if o.MetricsAddr != "" {
-		m, err := promserve.Serve(ctx, o.MetricsAddr, promserve.Options{Gatherer: d.Registry(), Logger: o.Logger, Service: "dashboard"})
-		if err != nil {
-			cancel()
-			srv.Close()
-			return nil, err
-		}
-		r.metrics = m
-	}
 	files := func() []string {
 		f := fl.WatchedFiles()
 		if ks != nil {
@@ -148,19 +132,82 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 		}
 		return f
 	}
+	return serveDashboard(ctx, d, o.Addr, o.MetricsAddr, cert, o.Poll, files, o.Out, o.Logger)
+}
+
+func serveDashboard(ctx context.Context, d *dashboard.Dashboard, addr, metricsAddr string, cert *tls.Certificate, poll time.Duration,
+	files func() []string, out io.Writer, log *slog.Logger) (*Running, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	srv, err := dashboard.Serve(ctx, d, dashboard.ServeOptions{Addr: addr, Certificate: cert})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	r := &Running{Dashboard: d, Server: srv, cancel: cancel, watched: make(chan struct{})}
+	if metricsAddr != "" {
+		m, err := promserve.Serve(ctx, metricsAddr, promserve.Options{Gatherer: d.Registry(), Logger: log, Service: "dashboard"})
+		if err != nil {
+			cancel()
+			srv.Close()
+			return nil, err
+		}
+		r.metrics = m
+	}
 	go func() {
 		defer close(r.watched)
-		dashboard.WatchFiles(ctx, o.Poll, files, d.Notify)
+		dashboard.WatchFiles(ctx, poll, files, d.Notify)
 	}()
-	fmt.Fprintf(o.Out, "dashboard: %s/ (read-only; server certificate SHA-256 %s)\n", srv.URL(), srv.Fingerprint)
+	fmt.Fprintf(out, "dashboard: %s/ (read-only; server certificate SHA-256 %s)\n", srv.URL(), srv.Fingerprint)
 	if tok := d.LoginToken(); tok != "" {
-		fmt.Fprintf(o.Out, "dashboard: one-time login: %s\n", d.LoginURL(srv.URL()))
+		fmt.Fprintf(out, "dashboard: one-time login: %s\n", d.LoginURL(srv.URL()))
 	}
-	fmt.Fprintln(o.Out, "dashboard: federation members may instead present their identity certificate as a client certificate")
+	fmt.Fprintln(out, "dashboard: federation members may instead present their identity certificate as a client certificate")
 	if r.metrics != nil {
-		fmt.Fprintf(o.Out, "dashboard: metrics and health: http://%s/metrics\n", r.metrics.Addr())
+		fmt.Fprintf(out, "dashboard: metrics and health: http://%s/metrics\n", r.metrics.Addr())
 	}
 	return r, nil
+}
+
+// BrokerOptions configures StartBroker.
+type BrokerOptions struct {
+	// KMSConfig is the broker's configuration file (required).
+	KMSConfig string
+	// Addr to listen on (required).
+	Addr   string
+	Poll   time.Duration
+	Out    io.Writer
+	Logger *slog.Logger
+}
+
+// StartBroker serves the dashboard of a key broker next to it (`teeml kms
+// serve --ui-addr`): its keys, release policies and audit log with the
+// chain verification, read-only from its store, and its federation
+// (members, client certificates) from the files its configuration names.
+func StartBroker(ctx context.Context, o BrokerOptions) (*Running, error) {
+	if o.KMSConfig == "" || o.Addr == "" {
+		return nil, errors.New("dashboard: a key broker configuration and an address are required")
+	}
+	if o.Poll <= 0 {
+		o.Poll = DefaultPoll
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	ks := kmssource.New(o.KMSConfig)
+	root, bundle, err := ks.FederationFiles()
+	if err != nil {
+		return nil, err
+	}
+	fed := &flsource.Source{Root: root, Bundle: bundle}
+	d, err := dashboard.New(dashboard.Options{Title: "key broker · " + o.KMSConfig, Federation: fed, Attestation: fed, Broker: ks,
+		ClientVerifier: fed.VerifyClient, Logger: o.Logger})
+	if err != nil {
+		return nil, err
+	}
+	return serveDashboard(ctx, d, o.Addr, "", nil, o.Poll, func() []string { return append(fed.WatchedFiles(), ks.WatchedFiles()...) }, o.Out, o.Logger)
 }
 
 // Run is Start, then waits until ctx ends or a server stops early.
