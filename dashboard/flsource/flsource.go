@@ -13,7 +13,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/teeml/teeml/dashboard"
+	"github.com/teeml/teeml/dashboard/pkisource"
 	"github.com/teeml/teeml/fl/metrics"
 	"github.com/teeml/teeml/pki"
 )
@@ -34,7 +34,8 @@ const (
 	RunsGlob = "runs/*/" + metrics.FileName
 )
 
-// Source reads one workspace.
+// Source reads one workspace. Its Federation and VerifyClient are
+// pkisource's over the workspace's (or the given) root and bundle.
 type Source struct {
 	// Workspace is the workspace directory.
 	Workspace string
@@ -43,6 +44,20 @@ type Source struct {
 	// Root and Bundle, if set, are the pinned root and federation bundle
 	// files instead of the workspace's RootFile and BundleFile.
 	Root, Bundle string
+}
+
+func (s *Source) pki() *pkisource.Source {
+	return &pkisource.Source{Root: s.rootPath(), Bundle: s.bundlePath()}
+}
+
+// Federation implements dashboard.FederationSource.
+func (s *Source) Federation(ctx context.Context) (*dashboard.Federation, error) {
+	return s.pki().Federation(ctx)
+}
+
+// VerifyClient checks a browser's client certificate (pkisource.Source.VerifyClient).
+func (s *Source) VerifyClient(chain []*x509.Certificate, now time.Time) (string, error) {
+	return s.pki().VerifyClient(chain, now)
 }
 
 func (s *Source) rootPath() string {
@@ -85,85 +100,6 @@ func (s *Source) metricsFiles() ([]string, error) {
 func (s *Source) WatchedFiles() []string {
 	files, _ := s.metricsFiles()
 	return append([]string{s.bundlePath()}, files...)
-}
-
-// federation loads the bundle against the pinned root.
-func (s *Source) federation() (*pki.Federation, *pki.Bundle, error) {
-	rootPath, bundlePath := s.rootPath(), s.bundlePath()
-	root, err := pki.LoadCertificate(rootPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	b, err := os.ReadFile(bundlePath)
-	if err != nil {
-		return nil, nil, fmt.Errorf("flsource: federation bundle: %w", err)
-	}
-	f, err := pki.NewFederation(b, root)
-	if err != nil {
-		return nil, nil, fmt.Errorf("flsource: %s: %w", bundlePath, err)
-	}
-	pb, err := pki.ParseBundle(b)
-	if err != nil {
-		return nil, nil, fmt.Errorf("flsource: %s: %w", bundlePath, err)
-	}
-	return f, pb, nil
-}
-
-// Federation implements dashboard.FederationSource.
-func (s *Source) Federation(ctx context.Context) (*dashboard.Federation, error) {
-	f, _, err := s.federation()
-	if err != nil {
-		return nil, err
-	}
-	out := &dashboard.Federation{Name: f.Name(), CRLNextUpdate: f.CRLNextUpdate()}
-	for _, m := range f.Members() {
-		dm := dashboard.Member{Name: m.Name, Role: m.Role, Serial: m.Serial, Status: string(m.Status),
-			CertifiedAt: m.CertifiedAt, NotAfter: m.NotAfter, RevocationReason: m.RevocationReason,
-			Platform: m.Evidence.TEE, Measurement: m.Evidence.Measurement, TCBStatus: m.Evidence.TCBStatus,
-			Debug: m.Evidence.Debug, Simulated: m.Evidence.Simulated, Policy: m.Evidence.Policy}
-		if m.RevokedAt != nil {
-			dm.RevokedAt = *m.RevokedAt
-		}
-		out.Members = append(out.Members, dm)
-	}
-	return out, nil
-}
-
-// VerifyClient checks a browser's client certificate: chain[0] must be an
-// identity certificate of this federation (signed by its signing CA under
-// the pinned root, valid at now), not revoked by a current CRL, and active
-// in the member list. It returns the member's name.
-func (s *Source) VerifyClient(chain []*x509.Certificate, now time.Time) (string, error) {
-	if len(chain) == 0 {
-		return "", errors.New("no client certificate")
-	}
-	f, b, err := s.federation()
-	if err != nil {
-		return "", err
-	}
-	leaf := chain[0]
-	roots, inter := x509.NewCertPool(), x509.NewCertPool()
-	roots.AddCert(f.Root())
-	inter.AddCert(b.SigningCA)
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return "", fmt.Errorf("%q is not a certificate of federation %s: %w", leaf.Subject.CommonName, f.Name(), err)
-	}
-	if !now.Before(b.CRL.NextUpdate) {
-		return "", fmt.Errorf("federation %s: the CRL expired at %s: refusing every identity until a fresh bundle is loaded", f.Name(), b.CRL.NextUpdate.UTC().Format(time.RFC3339))
-	}
-	serial := leaf.SerialNumber.Text(16)
-	for _, e := range b.CRL.RevokedCertificateEntries {
-		if e.SerialNumber.Cmp(leaf.SerialNumber) == 0 {
-			return "", fmt.Errorf("%q (serial %s) is revoked", leaf.Subject.CommonName, serial)
-		}
-	}
-	for _, m := range f.Members() {
-		if m.Serial == serial && m.Status == pki.Active && m.Name == leaf.Subject.CommonName {
-			return m.Name, nil
-		}
-	}
-	return "", fmt.Errorf("%q (serial %s) is not an active member of federation %s", leaf.Subject.CommonName, serial, f.Name())
 }
 
 // FLRuns implements dashboard.FLSource: one run per metrics file.
@@ -275,7 +211,7 @@ func (s *Source) Attestations(ctx context.Context) ([]dashboard.Attestation, err
 	var out []dashboard.Attestation
 	idx := map[string]int{}
 	var errs []error
-	if f, _, err := s.federation(); err != nil {
+	if f, _, err := s.pki().Load(); err != nil {
 		errs = append(errs, err)
 	} else {
 		for _, m := range f.Members() {
