@@ -199,3 +199,47 @@ type ServiceStats struct {
 	// LatencySeconds is the mean latency of served requests.
 	LatencySeconds float64
 }
+
+// VFLSource lists vertical-FL sessions (one per party state directory).
+type VFLSource interface {
+	VFLSessions(ctx context.Context) ([]VFLSession, error)
+}
+
+// VFLSession is one side (leader or follower) of a vertical-FL run.
+type VFLSession struct {
+	Name string // the run (plan hash prefix)
+	Role string
+	// PSI is the private set intersection that aligned the rows (nil: not
+	// run yet).
+	PSI *PSISession
+	// Checkpoints are the checkpoints this side holds, oldest first.
+	Checkpoints []Checkpoint
+	// Model is the exported half's model card (nil: not exported yet).
+	Model *VFLModel
+}
+
+// PSISession is one side's PSI record.
+type PSISession struct {
+	SessionID, Mode, Self, Peer string
+	Distinct, Duplicates        int
+	PeerDistinct, Intersection  int
+	Learned, Simulated          bool
+}
+
+// Checkpoint is one training checkpoint.
+type Checkpoint struct {
+	Iteration int64
+	Time      time.Time
+	Bytes     int64
+}
+
+// VFLModel is what an exported half's model card says.
+type VFLModel struct {
+	Plan                       string
+	Iterations, AppliedUpdates int64
+	Resumes                    int
+	TrainRows, TestRows        int
+	Metrics                    map[string]float64
+	Simulated                  bool
+	Created                    time.Time
+}

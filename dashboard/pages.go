@@ -29,6 +29,7 @@ var pages = []struct{ Path, Page, Name string }{
 	{"/federation", "federation", "Federation"},
 	{"/attestation", "attestation", "Attestation"},
 	{"/fl", "fl", "FL runs"},
+	{"/vfl", "vfl", "VFL sessions"},
 	{"/kms", "kms", "Key broker"},
 	{"/serving", "serving", "Serving & SQL"},
 }
@@ -152,6 +153,12 @@ type view struct {
 	AuditRows   []AuditEntry
 	AuditShown  int
 	Services    []ServiceStats
+	VFL         []vflView
+}
+
+type vflView struct {
+	VFLSession
+	PSIChart template.HTML
 }
 
 func (d *Dashboard) static(w http.ResponseWriter, r *http.Request) {
@@ -282,6 +289,28 @@ func (d *Dashboard) collect(ctx context.Context, page string) *view {
 			}
 		}
 	}
+	if d.o.VFL != nil && need("vfl") {
+		ss, err := d.o.VFL.VFLSessions(ctx)
+		if err != nil {
+			fail("vfl", err)
+		}
+		for i, s := range ss {
+			vv := vflView{VFLSession: s}
+			if s.PSI != nil {
+				if s.PSI.Simulated {
+					v.Simulated = true
+				}
+				vv.PSIChart = barChart(fmt.Sprintf("psi-%d", i), "PSI set sizes", []bar{
+					{Label: s.PSI.Self + " (here)", Key: "distinct", Value: float64(s.PSI.Distinct)},
+					{Label: s.PSI.Peer + " (peer)", Key: "peer_distinct", Value: float64(s.PSI.PeerDistinct)},
+					{Label: "intersection", Key: "intersection", Value: float64(s.PSI.Intersection)}}, count)
+			}
+			if s.Model != nil && s.Model.Simulated {
+				v.Simulated = true
+			}
+			v.VFL = append(v.VFL, vv)
+		}
+	}
 	if d.o.Services != nil && need("serving") {
 		s, err := d.o.Services.Services(ctx)
 		if err != nil {
@@ -326,7 +355,7 @@ func newRunView(run FLRun, idx int) runView {
 			bars = append(bars, bar{Label: p.Participant + " · " + p.Phase, Key: p.Participant + "/" + p.Phase, Value: p.Mean()})
 		}
 	}
-	v.PhaseChart = barChart(fmt.Sprintf("phases-%d", idx), "Mean seconds per phase", bars)
+	v.PhaseChart = barChart(fmt.Sprintf("phases-%d", idx), "Mean seconds per phase", bars, Dur)
 	return v
 }
 
@@ -343,9 +372,9 @@ type series struct {
 // Chart geometry (viewBox units). The test reads these from the SVG's
 // data-* attributes to check each point's position against its value.
 const (
-	chartW, chartH                 = 640, 260
+	chartW, chartH                 = 640, 272
 	plotL, plotR, plotT, plotB     = 56.0, 620.0, 16.0, 210.0
-	legendY                        = 246.0
+	legendY                        = 262.0
 	barRowH, barLabelW, barPlotMax = 18.0, 230.0, 380.0
 )
 
@@ -431,7 +460,9 @@ type bar struct {
 	Value      float64
 }
 
-func barChart(id, title string, bars []bar) template.HTML {
+func count(v float64) string { return strconv.FormatFloat(v, 'f', 0, 64) }
+
+func barChart(id, title string, bars []bar, format func(float64) string) template.HTML {
 	var b strings.Builder
 	esc := template.HTMLEscapeString
 	fmt.Fprintf(&b, `<figure><figcaption>%s</figcaption>`, esc(title))
@@ -455,8 +486,8 @@ func barChart(id, title string, bars []bar) template.HTML {
 		cls := fmt.Sprintf("s%d", i%5)
 		fmt.Fprintf(&b, `<text x="%s" y="%s" text-anchor="end">%s</text>`, px(barLabelW-6), px(y+12), esc(x.Label))
 		fmt.Fprintf(&b, `<rect class="bar %s" x="%s" y="%s" width="%s" height="%s" data-key="%s" data-value="%s"><title>%s: %s</title></rect>`,
-			cls, px(barLabelW), px(y+2), px(w), px(barRowH-5), esc(x.Key), strconv.FormatFloat(x.Value, 'g', -1, 64), esc(x.Label), Dur(x.Value))
-		fmt.Fprintf(&b, `<text x="%s" y="%s">%s</text>`, px(barLabelW+w+4), px(y+12), Dur(x.Value))
+			cls, px(barLabelW), px(y+2), px(w), px(barRowH-5), esc(x.Key), strconv.FormatFloat(x.Value, 'g', -1, 64), esc(x.Label), format(x.Value))
+		fmt.Fprintf(&b, `<text x="%s" y="%s">%s</text>`, px(barLabelW+w+4), px(y+12), format(x.Value))
 	}
 	b.WriteString(`</svg></figure>`)
 	return template.HTML(b.String())

@@ -59,6 +59,7 @@ type Options struct {
 	FL          FLSource
 	Broker      BrokerSource
 	Services    ServiceSource
+	VFL         VFLSource
 
 	// ClientVerifier checks a client certificate chain (leaf first) against
 	// the federation CA and CRL and returns the member's name; nil refuses

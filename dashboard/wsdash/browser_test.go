@@ -30,6 +30,7 @@ import (
 	"github.com/teeml/teeml/kms/audit"
 	"github.com/teeml/teeml/kms/store"
 	"github.com/teeml/teeml/pki"
+	"github.com/teeml/teeml/vfl/psi"
 )
 
 var updateScreenshots = flag.Bool("update-screenshots", false, "copy the pages' screenshots into docs/dashboard/")
@@ -61,47 +62,77 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	cancel()
-	if qs.dir != "" {
-		os.RemoveAll(qs.dir)
+	if bin.dir != "" {
+		os.RemoveAll(bin.dir)
 	}
 	os.Exit(code)
 }
 
-// qs is one real encrypted quickstart (the teeml binary, a federation of
-// two collaborators for two rounds, a key broker), run once per test
-// binary and only read by the tests (the live test works on a copy).
-var qs struct {
+// bin is the teeml binary, built once per test binary.
+var bin struct {
 	once sync.Once
 	dir  string
-	ws   string
+	path string
 	err  error
 }
 
-func quickstart(t *testing.T) string {
+func teeml(t *testing.T) string {
 	t.Helper()
-	qs.once.Do(func() {
-		qs.dir, qs.err = os.MkdirTemp("", "teeml-dashboard-test")
-		if qs.err != nil {
+	bin.once.Do(func() {
+		bin.dir, bin.err = os.MkdirTemp("", "teeml-dashboard-test")
+		if bin.err != nil {
 			return
 		}
-		bin := filepath.Join(qs.dir, "teeml")
-		if out, err := exec.Command("go", "build", "-o", bin, "github.com/teeml/teeml/cmd/teeml").CombinedOutput(); err != nil {
-			qs.err = fmt.Errorf("go build: %v\n%s", err, out)
-			return
-		}
-		qs.ws = filepath.Join(qs.dir, "ws")
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, "quickstart", "--encrypted", "--dir", qs.ws, "--template", "digits_mlp",
-			"--rounds", "2", "--epochs", "1", "--collaborators", "2", "--timeout", "120s", "--log-level", "warn")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			qs.err = fmt.Errorf("teeml quickstart --encrypted: %v\n%s", err, out)
+		bin.path = filepath.Join(bin.dir, "teeml")
+		if out, err := exec.Command("go", "build", "-o", bin.path, "github.com/teeml/teeml/cmd/teeml").CombinedOutput(); err != nil {
+			bin.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
-	if qs.err != nil {
-		t.Fatal(qs.err)
+	if bin.err != nil {
+		t.Fatal(bin.err)
 	}
-	return qs.ws
+	return bin.path
+}
+
+// fixture is one real run of a teeml command, made once per test binary
+// and only read by the tests (tests that change files work on a copy).
+type fixture struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+func (f *fixture) make(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	exe := teeml(t)
+	f.once.Do(func() {
+		f.dir = filepath.Join(bin.dir, name)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, exe, append(args, "--dir", f.dir, "--log-level", "warn")...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			f.err = fmt.Errorf("teeml %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	})
+	if f.err != nil {
+		t.Fatal(f.err)
+	}
+	return f.dir
+}
+
+var qs, vflqs fixture
+
+// quickstart is a real encrypted quickstart: the teeml binary, a
+// federation of two collaborators for two rounds, a key broker.
+func quickstart(t *testing.T) string {
+	return qs.make(t, "ws", "quickstart", "--encrypted", "--template", "digits_mlp", "--rounds", "2", "--epochs", "1",
+		"--collaborators", "2", "--timeout", "120s")
+}
+
+// vflQuickstart is a real VFL quickstart (leader and follower processes,
+// PSI, split logistic regression); it returns the plan directory.
+func vflQuickstart(t *testing.T) string {
+	return filepath.Join(vflqs.make(t, "vfl", "vfl", "quickstart", "--dataset", "breast_cancer", "--model", "lr", "--epochs", "2"), "breast_cancer")
 }
 
 // copyWorkspace copies the quickstart workspace src to dst with each
@@ -741,4 +772,84 @@ func TestBrowserWithoutTokenIsRefused(t *testing.T) {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Fatal(ctx.Err())
 	}
+}
+
+// TestVFLPage loads the VFL page of a real VFL quickstart: each side's PSI
+// sizes, checkpoints and model card as the files say, simulation in red.
+func TestVFLPage(t *testing.T) {
+	needBrowser(t)
+	dir := vflQuickstart(t)
+	ctx0, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := wsdash.Start(ctx0, wsdash.Options{Workspace: dir, Addr: "127.0.0.1:0", Logger: testlog.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, con := tab(t)
+	login(t, ctx, r)
+	con.take() // the overview reads a federation this VFL plan does not have: its error line is not a console error
+	open(t, ctx, r, "/vfl", "vfl")
+	type side struct {
+		Run          string   `json:"run"`
+		Role         string   `json:"role"`
+		Distinct     string   `json:"distinct"`
+		Peer         string   `json:"peer"`
+		Intersection string   `json:"intersection"`
+		Checkpoints  []string `json:"checkpoints"`
+		Iterations   string   `json:"iterations"`
+		AUC          string   `json:"auc"`
+		Sim          bool     `json:"sim"`
+	}
+	sides := eval[[]side](t, ctx, `Array.from(document.querySelectorAll('section.vfl')).map(s => {
+		const f = sel => { const e = s.querySelector(sel); return e ? e.textContent.trim() : ''; };
+		return {run: s.dataset.run, role: s.dataset.role, distinct: f('[data-field=distinct]'), peer: f('[data-field=peer_distinct]'),
+			intersection: f('[data-field=intersection]'), checkpoints: Array.from(s.querySelectorAll('tr[data-iteration]')).map(tr => tr.dataset.iteration),
+			iterations: f('[data-field=iterations]'), auc: f('[data-metric=auc]'), sim: !!document.getElementById('simulated')};
+	})`)
+	states, _ := filepath.Glob(filepath.Join(dir, "runs", "*", "*"))
+	if len(sides) != 2 || len(states) != 2 {
+		t.Fatalf("%d sides shown, %d state directories", len(sides), len(states))
+	}
+	for _, st := range states {
+		rec, err := psi.ReadSessionFile(filepath.Join(st, "psi", "session.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var card struct {
+			Iterations int64              `json:"iterations"`
+			Metrics    map[string]float64 `json:"test_metrics"`
+		}
+		role := filepath.Base(st)
+		b, err := os.ReadFile(filepath.Join(st, "model", role+".model-card.json"))
+		if err != nil || json.Unmarshal(b, &card) != nil {
+			t.Fatalf("model card of %s: %v", role, err)
+		}
+		ck, _ := filepath.Glob(filepath.Join(st, "checkpoints", "ckpt-*.safetensors"))
+		var its []string
+		for _, c := range ck {
+			n := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(c), "ckpt-"), ".safetensors")
+			it, _ := strconv.ParseInt(n, 10, 64)
+			its = append(its, strconv.FormatInt(it, 10))
+		}
+		found := false
+		for _, sd := range sides {
+			if sd.Role != role || sd.Run != filepath.Base(filepath.Dir(st)) {
+				continue
+			}
+			found = true
+			want := side{Run: sd.Run, Role: role, Distinct: strconv.Itoa(rec.Distinct), Peer: strconv.Itoa(rec.PeerDistinct),
+				Intersection: strconv.Itoa(rec.Intersection), Checkpoints: its, Iterations: strconv.FormatInt(card.Iterations, 10), Sim: true}
+			if auc, ok := card.Metrics["auc"]; ok { // the leader holds the labels: only its card has test metrics
+				want.AUC = dashboard.F4(auc)
+			}
+			if fmt.Sprint(sd) != fmt.Sprint(want) {
+				t.Errorf("%s shows %+v, the files say %+v", role, sd, want)
+			}
+		}
+		if !found {
+			t.Errorf("%s not shown", role)
+		}
+	}
+	noConsoleErrors(t, con, "/vfl")
 }

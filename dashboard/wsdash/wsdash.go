@@ -1,5 +1,6 @@
 // Package wsdash is `teeml dashboard`: the dashboard over a workspace's
-// files, read-only — the federation and FL runs (dashboard/flsource) and,
+// files, read-only — the federation and FL runs (dashboard/flsource), VFL
+// sessions of a VFL plan directory (dashboard/vflsource) and,
 // given a broker configuration, the key broker (dashboard/kmssource) —
 // served over HTTPS with its own metrics and health (internal/promserve).
 // It composes the two sources; it starts no party and opens no channel.
@@ -18,6 +19,7 @@ import (
 	"github.com/teeml/teeml/dashboard"
 	"github.com/teeml/teeml/dashboard/flsource"
 	"github.com/teeml/teeml/dashboard/kmssource"
+	"github.com/teeml/teeml/dashboard/vflsource"
 	"github.com/teeml/teeml/internal/promserve"
 )
 
@@ -114,7 +116,8 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 		cert = &c
 	}
 	fl := flsource.New(o.Workspace)
-	opts := dashboard.Options{Title: o.Workspace, Federation: fl, Attestation: fl, FL: fl,
+	vfl := vflsource.New(o.Workspace)
+	opts := dashboard.Options{Title: o.Workspace, Federation: fl, Attestation: fl, FL: fl, VFL: vfl,
 		ClientVerifier: fl.VerifyClient, NoToken: o.NoToken, Logger: o.Logger}
 	var ks *kmssource.Source
 	if o.KMSConfig != "" {
@@ -126,7 +129,7 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 		return nil, err
 	}
 	files := func() []string {
-		f := fl.WatchedFiles()
+		f := append(fl.WatchedFiles(), vfl.WatchedFiles()...)
 		if ks != nil {
 			f = append(f, ks.WatchedFiles()...)
 		}
