@@ -93,7 +93,7 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 	if fi, err := os.Stat(o.Workspace); err != nil {
 		return nil, fmt.Errorf("dashboard: workspace: %w", err)
 	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("dashboard: workspace %s: not a directory", o.Workspace)
+		return nil, fmt.Errorf("dashboard: workspace %s: is not a directory", o.Workspace)
 	}
 	if o.Addr == "" {
 		o.Addr = DefaultAddr
