@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +27,7 @@ import (
 	"github.com/teeml/teeml/dashboard/flsource"
 	"github.com/teeml/teeml/dashboard/wsdash"
 	"github.com/teeml/teeml/fl/metrics"
+	flrun "github.com/teeml/teeml/fl/run"
 	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/internal/testlog"
 	"github.com/teeml/teeml/kms/audit"
@@ -852,4 +855,104 @@ func TestVFLPage(t *testing.T) {
 		}
 	}
 	noConsoleErrors(t, con, "/vfl")
+}
+
+// TestAggregatorRoundsLiveInBrowser: the aggregator's own dashboard
+// (`fl aggregator start --ui-addr`) is open in Chromium on the FL page
+// before the collaborators connect; each round appears on the page, without
+// a reload, within 2 s of the aggregator writing its record.
+func TestAggregatorRoundsLiveInBrowser(t *testing.T) {
+	needBrowser(t)
+	const rounds = 3
+	ws := filepath.Join(t.TempDir(), "ws")
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := flrun.SetupSimulated(context.Background(), ws, "digits_mlp", rounds, 1, 2, port); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var aggOut testlog.Buffer
+	aggErr := make(chan error, 1)
+	go func() {
+		aggErr <- flrun.RunAggregator(ctx, flrun.AggregatorOptions{Workspace: ws, UIAddr: "127.0.0.1:0", Out: &aggOut, Logger: testlog.Discard()})
+	}()
+	loginRE := regexp.MustCompile(`dashboard: one-time login: (https://\S+)`)
+	var login string
+	testenv.Eventually(t, 30*time.Second, "the aggregator's dashboard login line", func() bool {
+		if m := loginRE.FindStringSubmatch(aggOut.String()); m != nil {
+			login = m[1]
+		}
+		return login != ""
+	})
+	base := login[:strings.Index(login, "/login")]
+	bctx, con := tab(t)
+	if resp, err := chromedp.Run(bctx, chromedp.NavigateResponse(login)); err != nil || resp.Status != 200 {
+		t.Fatalf("login: %v %v", resp, err)
+	}
+	resp, err := chromedp.Run(bctx, chromedp.NavigateResponse(base+"/fl"))
+	if err != nil || resp.Status != 200 {
+		t.Fatalf("/fl: %v %v", resp, err)
+	}
+	if !testenv.WaitFor(10*time.Second, func() bool {
+		ok, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`document.getElementById('live').classList.contains('ok')`))
+		return err == nil && ok
+	}) {
+		t.Fatal("the live-update stream did not connect")
+	}
+	eval[chromedp.Void](t, bctx, `window.teemlNotReloaded = true`)
+
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, n := range []string{"col-1", "col-2"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = flrun.RunCollaborator(ctx, flrun.CollaboratorOptions{Workspace: ws, Name: n, ConnectTimeout: 30 * time.Second, Logger: testlog.Discard()})
+		}()
+	}
+	seen := map[int]time.Time{}
+	for rd := 1; rd <= rounds; rd++ {
+		sel := fmt.Sprintf(`table.timeline tr[data-round="%d"]`, rd)
+		if _, err := chromedp.Run(bctx, chromedp.Poll[bool](fmt.Sprintf(`document.querySelector('%s') !== null`, sel),
+			chromedp.WithPollingTimeout(90*time.Second), chromedp.WithPollingInterval(10*time.Millisecond))); err != nil {
+			t.Fatalf("round %d never appeared: %v", rd, err)
+		}
+		seen[rd] = time.Now()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("col-%d: %v", i+1, err)
+		}
+	}
+	if !eval[bool](t, bctx, `window.teemlNotReloaded === true`) {
+		t.Error("the page was reloaded")
+	}
+	screenshot(t, bctx, "fl-live")
+	if err := <-aggErr; err != nil {
+		t.Fatalf("aggregator: %v", err)
+	}
+	for _, rec := range readMetrics(t, metricsFile(t, ws)) {
+		if rec.Phase != metrics.PhaseRound {
+			continue
+		}
+		lag := seen[rec.Round].Sub(rec.Time)
+		t.Logf("round %d on the page %v after the aggregator wrote it", rec.Round, lag.Round(time.Millisecond))
+		if lag > 2*time.Second {
+			t.Errorf("round %d appeared %v after it closed, limit 2 s", rec.Round, lag)
+		}
+	}
+	noConsoleErrors(t, con, "aggregator /fl")
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
