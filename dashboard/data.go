@@ -71,9 +71,11 @@ type Attestation struct {
 	Platform    string
 	Measurement string
 	TCBStatus   string
-	Advisories  []string
-	Debug       bool
-	Simulated   bool
+	// Advisories and CachedUntil are empty when the source does not
+	// record them (the page says so rather than "none").
+	Advisories []string
+	Debug      bool
+	Simulated  bool
 	// LastVerified is the last handshake verdict's time (zero: none seen),
 	// LastResult accepted or refused, LastReason a refusal's reason.
 	LastVerified      time.Time

@@ -132,6 +132,17 @@ func New(o Options) (*Dashboard, error) {
 // internal/promserve).
 func (d *Dashboard) Registry() *prometheus.Registry { return d.reg }
 
+// Register adds the dashboard's metrics to r as well (a service's own
+// registry, so its /metrics shows them).
+func (d *Dashboard) Register(r prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{d.requests, d.refusals, d.streams, d.srcErrs} {
+		if err := r.Register(c); err != nil {
+			return fmt.Errorf("dashboard: metrics: %w", err)
+		}
+	}
+	return nil
+}
+
 // LoginToken is the one-time login token ("" when disabled). Print it
 // once at start; LoginURL is the address to open.
 func (d *Dashboard) LoginToken() string {

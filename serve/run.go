@@ -301,6 +301,9 @@ func serveDashboard(ctx context.Context, o RunOptions, pkiParty bool, reg *prome
 	if err != nil {
 		return nil, err
 	}
+	if err := d.Register(reg); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	srv, err := dashboard.Serve(ctx, d, dashboard.ServeOptions{Addr: o.UIAddr})
 	if err != nil {

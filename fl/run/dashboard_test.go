@@ -29,7 +29,7 @@ func TestAggregatorDashboard(t *testing.T) {
 	var aggOut lockedBuf
 	aggErr := make(chan error, 1)
 	go func() {
-		aggErr <- RunAggregator(ctx, AggregatorOptions{Workspace: ws, UIAddr: "127.0.0.1:0", Out: &aggOut, Logger: quietLog()})
+		aggErr <- RunAggregator(ctx, AggregatorOptions{Workspace: ws, UIAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0", Out: &aggOut, Logger: quietLog()})
 	}()
 	loginRE := regexp.MustCompile(`dashboard: one-time login: (https://\S+)`)
 	var login string
@@ -105,6 +105,20 @@ func TestAggregatorDashboard(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("round %d not pushed to the dashboard", round)
 		}
+	}
+	// The dashboard's own metrics are on the aggregator's /metrics.
+	mm := regexp.MustCompile(`Prometheus metrics: (http://\S+)`).FindStringSubmatch(aggOut.String())
+	if mm == nil {
+		t.Fatal("no metrics address printed")
+	}
+	mresp, err := http.Get(mm[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if !strings.Contains(string(mb), `teeml_dashboard_requests_total{code="303",page="/login"} 1`) || !strings.Contains(string(mb), "teeml_dashboard_event_streams 1") {
+		t.Errorf("the aggregator's /metrics lacks the dashboard's:\n%s", mb)
 	}
 	wg.Wait()
 	for i, err := range errs {

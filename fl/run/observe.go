@@ -79,6 +79,12 @@ func openObservability(ctx context.Context, ws, hash, addr, uiAddr string, out i
 		rec = notifyingRecorder{Recorder: j, notify: d.Notify}
 	}
 	prom := metrics.NewProm()
+	if d != nil {
+		if err := d.Register(prom.Registry()); err != nil {
+			j.Close()
+			return nil, err
+		}
+	}
 	o := &observability{obs: metrics.NewObserver(rec, prom, log), jsonl: j}
 	if addr != "" {
 		if o.srv, err = metrics.Serve(ctx, addr, prom, log); err != nil {
