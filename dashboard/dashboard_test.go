@@ -294,3 +294,35 @@ func abs(v float64) float64 {
 	}
 	return v
 }
+
+// TestCloseEndsOpenStreams: Close does not wait for an open event stream
+// (a browser left open must not hold a service's shutdown).
+func TestCloseEndsOpenStreams(t *testing.T) {
+	d, err := dashboard.New(dashboard.Options{FL: &fakeFL{}, Logger: testlog.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := dashboard.Serve(context.Background(), d, dashboard.ServeOptions{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client(t, s, nil)
+	if resp, _ := get(t, c, "GET", d.LoginURL(s.URL())); resp.StatusCode != 303 {
+		t.Fatal("login failed")
+	}
+	resp, err := c.Get(s.URL() + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("Close took %v with an event stream open", el)
+	}
+}

@@ -446,6 +446,7 @@ func Serve(ctx context.Context, d *Dashboard, o ServeOptions) (*Server, error) {
 		return nil, fmt.Errorf("dashboard: server certificate: %w", err)
 	}
 	s := &Server{lis: lis, served: make(chan struct{}), Fingerprint: Fingerprint(leaf)}
+	reqCtx, cancelReqs := context.WithCancel(ctx)
 	s.srv = &http.Server{
 		Handler:           d,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -454,14 +455,18 @@ func Serve(ctx context.Context, d *Dashboard, o ServeOptions) (*Server, error) {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// Requests run under a context that Shutdown cancels: open event
+		// streams end at once instead of holding the shutdown.
+		BaseContext: func(net.Listener) context.Context { return reqCtx },
 		TLSConfig: &tls.Config{
 			MinVersion:   tls.VersionTLS12,
 			Certificates: []tls.Certificate{*cert},
 			ClientAuth:   tls.RequestClientCert,
 		},
 	}
+	s.srv.RegisterOnShutdown(cancelReqs)
 	go func() {
+		defer cancelReqs()
 		err := s.srv.ServeTLS(lis, "", "")
 		if !errors.Is(err, http.ErrServerClosed) {
 			s.err = fmt.Errorf("dashboard: %w", err)
