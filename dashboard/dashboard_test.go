@@ -163,8 +163,10 @@ func TestAccess(t *testing.T) {
 			t.Errorf("%s /fl: %d Allow %q, want 405 GET, HEAD", m, resp.StatusCode, resp.Header.Get("Allow"))
 		}
 	}
-	if resp, _ := get(t, c, "HEAD", s.URL()+"/fl"); resp.StatusCode != 200 {
-		t.Errorf("HEAD /fl: %d", resp.StatusCode)
+	for _, p := range []string{"/fl", "/events"} { // HEAD of the event stream answers, it does not stream
+		if resp, _ := get(t, c, "HEAD", s.URL()+p); resp.StatusCode != 200 {
+			t.Errorf("HEAD %s: %d", p, resp.StatusCode)
+		}
 	}
 	if resp, _ := get(t, c, "GET", s.URL()+"/static/templates.html"); resp.StatusCode != 404 {
 		t.Errorf("templates served as a static file: %d", resp.StatusCode)

@@ -339,6 +339,10 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 // events streams "update" events: one when the stream opens (with the
 // current version) and one per Notify.
 func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", "text/event-stream")
+		return
+	}
 	d.mu.Lock()
 	if d.clients >= MaxEventClients {
 		d.mu.Unlock()
