@@ -279,7 +279,7 @@ func (d *Dashboard) authorize(r *http.Request) (int, string) {
 		if err != nil {
 			return http.StatusForbidden, "client certificate refused: " + oneLine(err.Error())
 		}
-		_ = name
+		d.log.Debug("dashboard: client certificate accepted", "member", name, "path", r.URL.Path)
 		return 0, ""
 	}
 	c, err := r.Cookie(SessionCookie)
