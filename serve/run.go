@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/teeml/teeml/attest/policy"
+	"github.com/teeml/teeml/dashboard"
+	"github.com/teeml/teeml/dashboard/pkisource"
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/internal/promserve"
 	"github.com/teeml/teeml/internal/yamlx"
@@ -44,8 +47,12 @@ type RunOptions struct {
 	// MetricsListen serves /metrics, /healthz, /readyz (plain HTTP; ""
 	// none).
 	MetricsListen string
-	Tokens        string // tokens file (TokensFile format)
-	Anonymous     bool
+	// UIAddr, if set, serves the web dashboard of this server (HTTPS,
+	// read-only: request counts, rates, refusals, latency per model;
+	// docs/dashboard.md).
+	UIAddr    string
+	Tokens    string // tokens file (TokensFile format)
+	Anonymous bool
 	// ClientPolicy, when set, lets federation members authenticate by
 	// mutual RA-TLS (the server needs a federation identity): an
 	// attest/policy file with an entry per client role. A member's
@@ -154,6 +161,13 @@ func Run(ctx context.Context, o RunOptions) error {
 			return err
 		}
 		defer ms.Close()
+	}
+	if o.UIAddr != "" {
+		stop, err := serveDashboard(ctx, o, p.PKI(), reg)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	errc := make(chan error, 2)
 	var httpAddr, grpcAddr string
@@ -283,4 +297,51 @@ func NewToken(path, name string) (string, error) {
 		return "", err
 	}
 	return tok, nil
+}
+
+// serveDashboard serves the dashboard of this server on o.UIAddr: its
+// Prometheus registry's request counts (pushed to open pages when they
+// change) and, for a PKI party, its federation (members, client
+// certificates).
+func serveDashboard(ctx context.Context, o RunOptions, pkiParty bool, reg *prometheus.Registry) (func(), error) {
+	src := &dashboard.PromSource{Service: "inference", Gatherer: reg, Since: time.Now(), Requests: "teeml_serve_requests_total",
+		Latency: "teeml_serve_request_seconds", Refusals: "teeml_serve_refusals_total", OKOutcome: statusNames[StatusOK],
+		ErrorOutcome: statusNames[StatusInternal]}
+	opts := dashboard.Options{Title: "inference server", Services: src, Logger: o.Log}
+	if pkiParty {
+		f := party.WorkspaceFiles(o.Workspace, o.Name)
+		fed := &pkisource.Source{Root: f.Root, Bundle: f.Bundle}
+		opts.Federation, opts.ClientVerifier = fed, fed.VerifyClient
+	}
+	d, err := dashboard.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Register(reg); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	srv, err := dashboard.Serve(ctx, d, dashboard.ServeOptions{Addr: o.UIAddr})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		dashboard.WatchValue(ctx, 500*time.Millisecond, func() string {
+			t, err := src.Total()
+			if err != nil {
+				return err.Error()
+			}
+			return strconv.FormatFloat(t, 'f', -1, 64)
+		}, d.Notify)
+	}()
+	fmt.Fprintf(o.Out, "dashboard: %s/ (read-only; server certificate SHA-256 %s)\n", srv.URL(), srv.Fingerprint)
+	fmt.Fprintf(o.Out, "dashboard: one-time login: %s\n", d.LoginURL(srv.URL()))
+	return func() {
+		cancel()
+		<-watched
+		srv.Close()
+	}, nil
 }

@@ -2,10 +2,15 @@ package serve
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -29,13 +34,17 @@ type running struct {
 	stop       func() error
 }
 
-func start(t *testing.T, dir, member, repo, tokens string) *running {
+func start(t *testing.T, dir, member, repo, tokens string, opts ...func(*RunOptions)) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan [2]string, 1)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- Run(ctx, RunOptions{Repository: repo, Workspace: dir, Name: member, HTTPListen: "127.0.0.1:0", GRPCListen: "127.0.0.1:0", Tokens: tokens,
-			Log: testlog.Discard(), Ready: func(h, g string) { ready <- [2]string{h, g} }})
+		o := RunOptions{Repository: repo, Workspace: dir, Name: member, HTTPListen: "127.0.0.1:0", GRPCListen: "127.0.0.1:0", Tokens: tokens,
+			Log: testlog.Discard(), Ready: func(h, g string) { ready <- [2]string{h, g} }}
+		for _, f := range opts {
+			f(&o)
+		}
+		errc <- Run(ctx, o)
 	}()
 	select {
 	case a := <-ready:
@@ -68,7 +77,8 @@ func TestServeOverRATLS(t *testing.T) {
 	if _, err := NewToken(tokens, "analyst"); err == nil {
 		t.Fatal("second token under one name accepted")
 	}
-	srv := start(t, dir, "srv", repo, tokens)
+	var srvOut testlog.Buffer
+	srv := start(t, dir, "srv", repo, tokens, func(o *RunOptions) { o.UIAddr, o.Out = "127.0.0.1:0", &srvOut })
 	evil := start(t, dir, "evil", repo, tokens)
 
 	cli, err := party.LoadAttested(party.Files{Dir: dir, Config: party.ConfigFile(dir, "cli")}, "client", testlog.Discard())
@@ -126,6 +136,8 @@ func TestServeOverRATLS(t *testing.T) {
 	if err != nil || float32(out.Values[39]) != want[39] {
 		t.Fatalf("gRPC over RA-TLS: %v %v", out, err)
 	}
+	// The dashboard (--ui-addr) counts the two served requests.
+	checkDashboard(t, srvOut.String(), "digits", 2)
 	// Graceful drain: Run returns without error once stopped.
 	if err := srv.stop(); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("drain: %v", err)
@@ -263,5 +275,43 @@ func TestServeMembersByMutualRATLS(t *testing.T) {
 	cancel()
 	if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("drain: %v", err)
+	}
+}
+
+// checkDashboard logs in to the server's dashboard with the one-time
+// token printed in out and finds model's row with requests served.
+func checkDashboard(t *testing.T, out, model string, requests int) {
+	t.Helper()
+	m := regexp.MustCompile(`dashboard: one-time login: (https://\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no dashboard login line in:\n%s", out)
+	}
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 20 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the dashboard's self-signed certificate
+	resp, err := c.Get(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("dashboard login: %d", resp.StatusCode)
+	}
+	resp, err = c.Get(strings.TrimSuffix(m[1][:strings.Index(m[1], "/login")], "/") + "/serving")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := fmt.Sprintf(`<tr data-service="inference"><td>inference</td><td>%s</td>`, model)
+	i := strings.Index(string(b), want)
+	if resp.StatusCode != 200 || i < 0 {
+		t.Fatalf("dashboard /serving: %d, no row for %s:\n%s", resp.StatusCode, model, b)
+	}
+	row := string(b[i:])
+	row = row[:strings.Index(row, "</tr>")]
+	if cells := strings.Split(row, `<td class="num">`); len(cells) < 2 || !strings.HasPrefix(cells[1], fmt.Sprintf("%d<", requests)) {
+		t.Errorf("dashboard row %s, want %d requests", row, requests)
 	}
 }

@@ -12,7 +12,7 @@ import (
 // newFLAggregatorCmd is `teeml fl aggregator start`.
 func newFLAggregatorCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "aggregator", Short: "Run the federation's aggregator"}
-	var ws, name, listen, metricsAddr string
+	var ws, name, listen, metricsAddr, uiAddr string
 	start := &cobra.Command{
 		Use:   "start",
 		Short: "Serve the frozen plan's federation over RA-TLS until every round is done",
@@ -21,7 +21,8 @@ func newFLAggregatorCmd() *cobra.Command {
 			"pki/NAME-key.pem (identity), party/NAME.yaml (evidence platform: auto, gramine, tsm or sim).\n" +
 			"Prints one line per round and writes the best and last global models (safetensors, loadable\n" +
 			"with teeml eval). Every round's phases, bytes and metrics are appended to\n" +
-			"runs/<plan hash>/metrics.jsonl (see teeml fl report); --metrics-addr also serves Prometheus /metrics.\n\n" +
+			"runs/<plan hash>/metrics.jsonl (see teeml fl report); --metrics-addr also serves Prometheus /metrics,\n" +
+			"--ui-addr the web dashboard of the federation and this run (HTTPS, read-only; docs/dashboard.md).\n\n" +
 			"Every completed round is checkpointed (runs/<plan hash>/state/checkpoint.safetensors, written\n" +
 			"atomically) before the next round opens. Started again after a crash, the aggregator resumes at\n" +
 			"the next round (\"resuming from checkpoint: round 3 of 8 completed\"); collaborators reconnect\n" +
@@ -29,13 +30,14 @@ func newFLAggregatorCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return flrun.RunAggregator(cmd.Context(), flrun.AggregatorOptions{
-				Workspace: ws, Name: name, Listen: listen, MetricsAddr: metricsAddr, Out: cmd.OutOrStdout(), Logger: slog.Default()})
+				Workspace: ws, Name: name, Listen: listen, MetricsAddr: metricsAddr, UIAddr: uiAddr, Out: cmd.OutOrStdout(), Logger: slog.Default()})
 		},
 	}
 	start.Flags().StringVarP(&ws, "workspace", "w", ".", "workspace directory")
 	start.Flags().StringVarP(&name, "name", "n", "aggregator", "aggregator member name (its identity certificate's CN)")
 	start.Flags().StringVar(&listen, "listen", "", "listen address (default: the plan's network.agg_addr:agg_port), e.g. :50051")
 	start.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address, e.g. 127.0.0.1:9464 (default: off)")
+	start.Flags().StringVar(&uiAddr, "ui-addr", "", "serve the web dashboard (HTTPS, read-only) on this address, e.g. 127.0.0.1:8443 (default: off)")
 	cmd.AddCommand(start)
 	return cmd
 }

@@ -17,6 +17,7 @@ import (
 
 	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
 	"github.com/teeml/teeml/attest/sim"
+	"github.com/teeml/teeml/dashboard/wsdash"
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/internal/yamlx"
 	"github.com/teeml/teeml/kms"
@@ -34,7 +35,7 @@ func newKMSCmd() *cobra.Command {
 }
 
 func newKMSServeCmd() *cobra.Command {
-	var config string
+	var config, uiAddr string
 	var adopt bool
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -48,11 +49,20 @@ func newKMSServeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if uiAddr != "" {
+				ui, err := wsdash.StartBroker(cmd.Context(), wsdash.BrokerOptions{KMSConfig: config, Addr: uiAddr,
+					Out: cmd.OutOrStdout(), Logger: slog.Default()})
+				if err != nil {
+					return err
+				}
+				defer ui.Close()
+			}
 			return kms.Serve(cmd.Context(), c, kms.ServeOptions{Out: cmd.OutOrStdout(), Logger: slog.Default(),
 				RootKeyOpener: kms.OpenRootKey, AdoptHead: adopt})
 		},
 	}
 	cmd.Flags().StringVar(&config, "config", "kms.yaml", "broker configuration file")
+	cmd.Flags().StringVar(&uiAddr, "ui-addr", "", "also serve the web dashboard of the broker (keys, policies, audit log and its verification; HTTPS, read-only), e.g. 127.0.0.1:8444")
 	cmd.Flags().BoolVar(&adopt, "adopt-audit-head", false, "accept a store with audit entries but no audit anchor yet (new replica, upgrade) and anchor its head; check the head against a witness first")
 	return cmd
 }

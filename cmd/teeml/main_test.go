@@ -130,6 +130,10 @@ func TestBadInputGivesOneLineErrorAndNonZeroExit(t *testing.T) {
 		{[]string{"train", "--dataset", "digits"}, `"model" not set`},
 		{[]string{"train", "--dataset", "digits", "--model", "mlp", "--batch", "-5"}, "none may be negative"},
 		{[]string{"train", "--dataset", "digits", "--model", "mlp", "--test-fraction", "1.5"}, "test fraction"},
+		{[]string{"dashboard", "-w", filepath.Join(dir, "no-workspace")}, "dashboard: workspace: stat " + filepath.Join(dir, "no-workspace")},
+		{[]string{"dashboard", "-w", w}, "is not a directory"},
+		{[]string{"dashboard", "-w", dir, "--addr", "256.0.0.1:1"}, "dashboard: listen 256.0.0.1:1"},
+		{[]string{"dashboard", "-w", dir, "--tls-cert", garbage, "--tls-key", garbage}, "dashboard: server certificate " + garbage},
 	}
 	for _, c := range cases {
 		_, stderr, code := run(t, bin, c.args...)

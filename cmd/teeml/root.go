@@ -27,7 +27,7 @@ func newRootCmd() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	root.AddCommand(newVersionCmd(), newDatasetsCmd(), newTrainCmd(), newEvalCmd(), newPredictCmd(), newAttestCmd(), newEnclaveCmd(), newFLCmd(), newPKICmd(), newQuickstartCmd(), newKMSCmd(), newVFLCmd(), newDataCmd(), newSQLCmd(), newCleanroomCmd(), newServeCmd(), newInferCmd(), newImageCmd(), newDeployCmd())
+	root.AddCommand(newVersionCmd(), newDatasetsCmd(), newTrainCmd(), newEvalCmd(), newPredictCmd(), newAttestCmd(), newEnclaveCmd(), newFLCmd(), newPKICmd(), newQuickstartCmd(), newKMSCmd(), newVFLCmd(), newDataCmd(), newSQLCmd(), newCleanroomCmd(), newServeCmd(), newInferCmd(), newImageCmd(), newDeployCmd(), newDashboardCmd())
 	return root
 }
 

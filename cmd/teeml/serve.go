@@ -41,6 +41,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&o.HTTPListen, "http", "", "REST address (https, RA-TLS), e.g. 127.0.0.1:8443")
 	f.StringVar(&o.GRPCListen, "grpc", "", "gRPC address (RA-TLS)")
 	f.StringVar(&o.MetricsListen, "metrics", "", "Prometheus /metrics, /healthz, /readyz address (plain HTTP)")
+	f.StringVar(&o.UIAddr, "ui-addr", "", "web dashboard address (HTTPS, read-only: requests, refusals, latency per model), e.g. 127.0.0.1:8445")
 	f.StringVar(&o.Tokens, "tokens", "", "API tokens file (teeml serve token)")
 	f.BoolVar(&o.Anonymous, "anonymous", false, "accept requests without a token")
 	f.StringVar(&o.ClientPolicy, "client-policy", "", "attestation policy (a role per client role) for federation members authenticating by mutual RA-TLS instead of a token (needs -w/-n)")

@@ -46,6 +46,9 @@ type AggregatorOptions struct {
 	// 127.0.0.1:9464); the metrics file RunDir/metrics.jsonl is always
 	// written.
 	MetricsAddr string
+	// UIAddr, if set, is where the web dashboard is served (HTTPS,
+	// read-only; docs/dashboard.md), e.g. 127.0.0.1:8443.
+	UIAddr string
 }
 
 // Result line prefixes printed by RunAggregator, parsed by Quickstart.
@@ -111,7 +114,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	if d, ok := strat.(*privacy.DPFedAvg); ok {
 		d.SetLogger(log)
 	}
-	ob, err := openObservability(ctx, ws, hash, o.MetricsAddr, o.Out, log)
+	ob, err := openObservability(ctx, ws, hash, o.MetricsAddr, o.UIAddr, o.Out, log)
 	if err != nil {
 		return err
 	}

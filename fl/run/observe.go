@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/teeml/teeml/dashboard"
+	"github.com/teeml/teeml/dashboard/flsource"
 	"github.com/teeml/teeml/fl/metrics"
 	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/ml"
@@ -18,6 +20,31 @@ type observability struct {
 	obs   *metrics.Observer
 	jsonl *metrics.JSONL
 	srv   *metrics.Server
+	ui    *dashboard.Server
+}
+
+// notifyingRecorder tells the dashboard when what it shows changed: a
+// round closed (its records are synced at the boundary), the evaluation of
+// a round's model (written after the round), a verdict, a rejection, a
+// resume or a stop. The records are written to the file before.
+type notifyingRecorder struct {
+	metrics.Recorder
+	notify func()
+}
+
+func (r notifyingRecorder) Record(rec metrics.Record) error {
+	err := r.Recorder.Record(rec)
+	switch rec.Phase {
+	case metrics.PhaseEvaluate, metrics.PhaseAttestation, metrics.PhaseRejected, metrics.PhaseRefused, metrics.PhaseResume, metrics.PhaseStopped:
+		r.notify()
+	}
+	return err
+}
+
+func (r notifyingRecorder) Sync() error {
+	err := r.Recorder.Sync()
+	r.notify()
+	return err
 }
 
 // MetricsFile is the path of the metrics file of the run of plan hash in
@@ -30,20 +57,49 @@ func MetricsFile(ws, planHash string) string {
 // run continues it; see metrics.JSONL for the resume rule) and serves
 // /metrics on addr unless it is empty. The server stops when ctx ends or
 // at close.
-func openObservability(ctx context.Context, ws, hash, addr string, out io.Writer, log *slog.Logger) (*observability, error) {
+//
+// With uiAddr, the aggregator also serves the web dashboard (package
+// dashboard, read-only, HTTPS) of its federation and this run: every round
+// boundary pushes the new round to open pages.
+func openObservability(ctx context.Context, ws, hash, addr, uiAddr string, out io.Writer, log *slog.Logger) (*observability, error) {
 	path := MetricsFile(ws, hash)
 	j, err := metrics.OpenJSONL(path, log)
 	if err != nil {
 		return nil, err
 	}
+	var rec metrics.Recorder = j
+	var d *dashboard.Dashboard
+	if uiAddr != "" {
+		src := &flsource.Source{Workspace: ws, Metrics: []string{path}}
+		if d, err = dashboard.New(dashboard.Options{Title: "aggregator · " + ws, Federation: src, Attestation: src, FL: src,
+			ClientVerifier: src.VerifyClient, Logger: log}); err != nil {
+			j.Close()
+			return nil, err
+		}
+		rec = notifyingRecorder{Recorder: j, notify: d.Notify}
+	}
 	prom := metrics.NewProm()
-	o := &observability{obs: metrics.NewObserver(j, prom, log), jsonl: j}
+	if d != nil {
+		if err := d.Register(prom.Registry()); err != nil {
+			j.Close()
+			return nil, err
+		}
+	}
+	o := &observability{obs: metrics.NewObserver(rec, prom, log), jsonl: j}
 	if addr != "" {
 		if o.srv, err = metrics.Serve(ctx, addr, prom, log); err != nil {
 			j.Close()
 			return nil, err
 		}
 		fmt.Fprintf(out, "Prometheus metrics: http://%s/metrics\n", o.srv.Addr())
+	}
+	if d != nil {
+		if o.ui, err = dashboard.Serve(ctx, d, dashboard.ServeOptions{Addr: uiAddr}); err != nil {
+			o.close()
+			return nil, err
+		}
+		fmt.Fprintf(out, "dashboard: %s/ (read-only; server certificate SHA-256 %s)\n", o.ui.URL(), o.ui.Fingerprint)
+		fmt.Fprintf(out, "dashboard: one-time login: %s\n", d.LoginURL(o.ui.URL()))
 	}
 	log.Info("metrics file", "path", path, "report", "teeml fl report "+RunDir(ws, hash))
 	fmt.Fprintf(out, "metrics file: %s (plot and table: teeml fl report %s)\n", path, RunDir(ws, hash))
@@ -93,6 +149,9 @@ func (o *observability) resume(history []protocol.RoundSummary, out io.Writer, l
 }
 
 func (o *observability) close() {
+	if o.ui != nil {
+		o.ui.Close()
+	}
 	if o.srv != nil {
 		o.srv.Close()
 	}
