@@ -13,6 +13,7 @@ import (
 func newFLAggregatorCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "aggregator", Short: "Run the federation's aggregator"}
 	var ws, name, listen, metricsAddr, uiAddr string
+	var uiLinger time.Duration
 	start := &cobra.Command{
 		Use:   "start",
 		Short: "Serve the frozen plan's federation over RA-TLS until every round is done",
@@ -30,7 +31,7 @@ func newFLAggregatorCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return flrun.RunAggregator(cmd.Context(), flrun.AggregatorOptions{
-				Workspace: ws, Name: name, Listen: listen, MetricsAddr: metricsAddr, UIAddr: uiAddr, Out: cmd.OutOrStdout(), Logger: slog.Default()})
+				Workspace: ws, Name: name, Listen: listen, MetricsAddr: metricsAddr, UIAddr: uiAddr, UILinger: uiLinger, Out: cmd.OutOrStdout(), Logger: slog.Default()})
 		},
 	}
 	start.Flags().StringVarP(&ws, "workspace", "w", ".", "workspace directory")
@@ -38,6 +39,7 @@ func newFLAggregatorCmd() *cobra.Command {
 	start.Flags().StringVar(&listen, "listen", "", "listen address (default: the plan's network.agg_addr:agg_port), e.g. :50051")
 	start.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address, e.g. 127.0.0.1:9464 (default: off)")
 	start.Flags().StringVar(&uiAddr, "ui-addr", "", "serve the web dashboard (HTTPS, read-only) on this address, e.g. 127.0.0.1:8443 (default: off)")
+	start.Flags().DurationVar(&uiLinger, "ui-linger", 0, "keep the dashboard up this long after the federation ends (default: it closes with the run)")
 	cmd.AddCommand(start)
 	return cmd
 }

@@ -877,7 +877,9 @@ func TestAggregatorRoundsLiveInBrowser(t *testing.T) {
 	var aggOut testlog.Buffer
 	aggErr := make(chan error, 1)
 	go func() {
-		aggErr <- flrun.RunAggregator(ctx, flrun.AggregatorOptions{Workspace: ws, UIAddr: "127.0.0.1:0", Out: &aggOut, Logger: testlog.Discard()})
+		// The dashboard outlives the run (until cancel below): the last
+		// round may close before the page has fetched it.
+		aggErr <- flrun.RunAggregator(ctx, flrun.AggregatorOptions{Workspace: ws, UIAddr: "127.0.0.1:0", UILinger: time.Minute, Out: &aggOut, Logger: testlog.Discard()})
 	}()
 	loginRE := regexp.MustCompile(`dashboard: one-time login: (https://\S+)`)
 	var login string
@@ -932,6 +934,11 @@ func TestAggregatorRoundsLiveInBrowser(t *testing.T) {
 		t.Error("the page was reloaded")
 	}
 	screenshot(t, bctx, "fl-live")
+	noConsoleErrors(t, con, "aggregator /fl")
+	testenv.Eventually(t, time.Minute, "the aggregator to finish the run", func() bool {
+		return strings.Contains(aggOut.String(), "dashboard: kept for")
+	})
+	cancel()
 	if err := <-aggErr; err != nil {
 		t.Fatalf("aggregator: %v", err)
 	}
@@ -945,7 +952,6 @@ func TestAggregatorRoundsLiveInBrowser(t *testing.T) {
 			t.Errorf("round %d appeared %v after it closed, limit 2 s", rec.Round, lag)
 		}
 	}
-	noConsoleErrors(t, con, "aggregator /fl")
 }
 
 func freePort() (int, error) {

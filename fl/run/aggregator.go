@@ -49,6 +49,10 @@ type AggregatorOptions struct {
 	// UIAddr, if set, is where the web dashboard is served (HTTPS,
 	// read-only; docs/dashboard.md), e.g. 127.0.0.1:8443.
 	UIAddr string
+	// UILinger keeps the dashboard up this long after the federation
+	// ended (or until ctx ends), so that its last rounds can still be
+	// looked at (0: it closes with the run).
+	UILinger time.Duration
 }
 
 // Result line prefixes printed by RunAggregator, parsed by Quickstart.
@@ -118,7 +122,18 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	if err != nil {
 		return err
 	}
-	defer ob.close()
+	defer func() {
+		if ob.ui != nil && o.UILinger > 0 {
+			fmt.Fprintf(o.Out, "dashboard: kept for %s after the run (interrupt to stop)\n", o.UILinger)
+			t := time.NewTimer(o.UILinger)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
+		ob.close()
+	}()
 	ckptPath := CheckpointFile(ws, hash)
 	cfg, err := aggregatorConfig(p, hash, strat, tr, initial, names, ckptPath, ob.obs, log)
 	if err != nil {

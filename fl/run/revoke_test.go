@@ -47,7 +47,10 @@ func TestRevokedCollaboratorRefusedWhileRunning(t *testing.T) {
 	ws := setup(t, 4, 3)
 	const reload = 300 * time.Millisecond
 	editPlan(t, ws, func(p *plan.Plan) {
-		p.Collaborator.EpochsPerRound = 2
+		// Long enough rounds (≈ 1–3 s) that the revocation lands while col-3
+		// trains round 2: with pushed task readiness a 2-epoch round of
+		// digits takes ≈ 0.15 s and the run could end before the reload.
+		p.Collaborator.EpochsPerRound = 30
 		p.StragglerHandling = plan.StragglerPolicy{Policy: plan.StragglerCutoffTime, CutoffTime: 3 * time.Second, MinimumReporting: 2}
 	})
 	setReload(t, ws, reload, "aggregator", "col-1", "col-2", "col-3")
