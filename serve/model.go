@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -23,6 +24,7 @@ import (
 	"github.com/teeml/teeml/ml/job"
 	"github.com/teeml/teeml/ml/trees"
 	"github.com/teeml/teeml/sealed"
+	"github.com/teeml/teeml/serve/pyrunner"
 )
 
 // Model is one loaded model version.
@@ -93,6 +95,30 @@ type ModelConfig struct {
 	Batching    Batching `yaml:"batching"`
 	Concurrency int      `yaml:"concurrency"`
 	Access      []string `yaml:"access"`
+	// Runner configures kind pytorch (and only it).
+	Runner *RunnerConfig `yaml:"runner"`
+}
+
+// RunnerConfig is a pytorch model's external runner (package pyrunner):
+// persistent processes, `concurrency` of them, each loading the
+// TorchScript file (unsealed in memory, handed over a pipe).
+type RunnerConfig struct {
+	// InputDim is the number of features per row (required: a TorchScript
+	// module does not record it).
+	InputDim int `yaml:"input_dim"`
+	// Classes labels the outputs (optional).
+	Classes []string `yaml:"classes"`
+	// Command replaces the embedded TorchScript runner (default
+	// /usr/bin/python3 -I -c <embedded serve_torchscript.py>); its first
+	// element must be an absolute path; the working directory is the
+	// repository's.
+	Command []string `yaml:"command"`
+	// Env is added to the runner's minimal environment (e.g.
+	// TEEML_THREADS: "2").
+	Env map[string]string `yaml:"env"`
+	// StartTimeout bounds loading the model (default 2m).
+	StartTimeout string `yaml:"start_timeout"`
+	startTimeout time.Duration
 }
 
 // Batching is a model's dynamic batching.
@@ -141,7 +167,28 @@ func LoadRepository(path string) (*Repository, error) {
 		}
 		seen[m.Name+"/"+m.Version] = true
 		if !slices.Contains(Kinds, m.Kind) {
-			return nil, errf(key+".kind", "%q: want teeml (safetensors written by teeml train), lightgbm (a model.txt: teeml's or LightGBM's) or xgboost (an XGBoost binary model)", m.Kind)
+			return nil, errf(key+".kind", "%q: want teeml (safetensors written by teeml train), lightgbm (a model.txt: teeml's or LightGBM's), xgboost (an XGBoost binary model) or pytorch (a TorchScript file, served by an external runner)", m.Kind)
+		}
+		switch {
+		case m.Kind == "pytorch" && m.Runner == nil:
+			return nil, errf(key+".runner", "kind pytorch needs a runner section (at least input_dim)")
+		case m.Kind != "pytorch" && m.Runner != nil:
+			return nil, errf(key+".runner", "only kind pytorch has a runner")
+		case m.Runner != nil:
+			rc := m.Runner
+			if rc.InputDim < 1 || rc.InputDim > 1<<20 {
+				return nil, errf(key+".runner.input_dim", "%d: want 1..1048576 features", rc.InputDim)
+			}
+			if len(rc.Command) > 0 && !filepath.IsAbs(rc.Command[0]) {
+				return nil, errf(key+".runner.command", "%q: the program must be an absolute path (it is never looked up in PATH)", rc.Command[0])
+			}
+			if rc.StartTimeout != "" {
+				d, err := time.ParseDuration(rc.StartTimeout)
+				if err != nil || d < time.Second || d > time.Hour {
+					return nil, errf(key+".runner.start_timeout", "%q: want a duration from 1s to 1h", rc.StartTimeout)
+				}
+				rc.startTimeout = d
+			}
 		}
 		if m.File == "" {
 			return nil, errf(key+".file", "missing")
@@ -183,12 +230,15 @@ func (r *Repository) path(f string) string {
 var ErrSealedNoKeys = errors.New("sealed model and no key broker")
 
 // Kinds are the model kinds of a repository.
-var Kinds = []string{"teeml", "lightgbm", "xgboost"}
+var Kinds = []string{"teeml", "lightgbm", "xgboost", "pytorch"}
 
 // load opens one model; ks unwraps sealed files (in memory only).
-func (r *Repository) load(ctx context.Context, mc *ModelConfig, ks sealed.KeySource) (Model, error) {
+func (r *Repository) load(ctx context.Context, mc *ModelConfig, ks sealed.KeySource, log *slog.Logger) (Model, error) {
 	if mc.Kind == "lightgbm" || mc.Kind == "xgboost" {
 		return r.loadTrees(ctx, mc, ks)
+	}
+	if mc.Kind == "pytorch" {
+		return r.loadTorch(ctx, mc, ks, log)
 	}
 	l, err := job.LoadSealed(ctx, r.path(mc.File), ks)
 	if err != nil {
@@ -252,4 +302,41 @@ func (r *Repository) loadTrees(ctx context.Context, mc *ModelConfig, ks sealed.K
 		m.classes = append(m.classes, strconv.Itoa(c))
 	}
 	return m, nil
+}
+
+// torchModel is a TorchScript module served by external runner processes
+// (kind pytorch): raw features in, the module's outputs out.
+type torchModel struct {
+	p       *pyrunner.Pool
+	in      int
+	classes []string
+}
+
+func (m *torchModel) Platform() string  { return "pytorch_torchscript" }
+func (m *torchModel) InDim() int        { return m.in }
+func (m *torchModel) OutDim() int       { return m.p.OutputWidth() }
+func (m *torchModel) Classes() []string { return m.classes }
+func (m *torchModel) Predict(ctx context.Context, x []float32, rows int) ([]float32, error) {
+	return m.p.Predict(ctx, x, rows)
+}
+func (m *torchModel) Close() { m.p.Close() }
+
+// loadTorch unseals a TorchScript file in memory and starts its runners.
+func (r *Repository) loadTorch(ctx context.Context, mc *ModelConfig, ks sealed.KeySource, log *slog.Logger) (Model, error) {
+	fail := func(err error) error { return fmt.Errorf("model %s version %s: %w", mc.Name, mc.Version, err) }
+	b, err := job.ReadMaybeSealed(ctx, r.path(mc.File), "file", ks)
+	if err != nil {
+		return nil, fail(err)
+	}
+	rc := mc.Runner
+	p, err := pyrunner.Start(ctx, pyrunner.Config{Command: rc.Command, Dir: r.dir, Env: rc.Env, Model: b, InputWidth: rc.InputDim,
+		StartTimeout: rc.startTimeout, Log: log.With("model", mc.Name, "version", mc.Version)}, mc.Concurrency)
+	if err != nil {
+		return nil, fail(err)
+	}
+	if len(rc.Classes) > 0 && len(rc.Classes) != p.OutputWidth() {
+		p.Close()
+		return nil, fail(fmt.Errorf("runner.classes names %d classes, the module answers %d outputs", len(rc.Classes), p.OutputWidth()))
+	}
+	return &torchModel{p: p, in: rc.InputDim, classes: rc.Classes}, nil
 }

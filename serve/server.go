@@ -100,7 +100,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	collectors = append(collectors, s.m.requests, s.m.latency, s.m.rows, s.m.refusals)
 	for i := range o.Repo.Models {
 		mc := o.Repo.Models[i]
-		m, err := o.Repo.load(ctx, &mc, o.Keys)
+		m, err := o.Repo.load(ctx, &mc, o.Keys, o.Log)
 		if err != nil {
 			s.Close(context.Background())
 			return nil, err
@@ -110,6 +110,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 			MaxQueue: mc.Batching.MaxQueue, Concurrency: mc.Concurrency,
 			OnBatch: func(rows, _ int) { s.m.rows.WithLabelValues(name).Observe(float64(rows)) }}, m.Predict)
 		if err != nil {
+			if c, ok := m.(interface{ Close() }); ok {
+				c.Close()
+			}
 			s.Close(context.Background())
 			return nil, fmt.Errorf("model %s: %w", name, err)
 		}
@@ -142,6 +145,9 @@ func (s *Server) Close(ctx context.Context) error {
 	for _, vs := range s.models {
 		for _, v := range vs {
 			errs = append(errs, v.b.Close(ctx))
+			if c, ok := v.model.(interface{ Close() }); ok {
+				c.Close() // external runner processes
+			}
 		}
 	}
 	return errors.Join(errs...)
