@@ -15,11 +15,14 @@ package queue
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -73,6 +76,9 @@ func StartEmbedded(dir, listen string) (*Embedded, error) {
 			port = -1
 		}
 	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("queue: listen %q: the embedded NATS server has neither TLS nor authentication, so it listens on loopback only (run a NATS cluster with TLS for remote clients and give its URL)", listen)
+	}
 	ns, err := server.NewServer(&server.Options{Host: host, Port: port, JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true,
 		// Every write is fsynced before it is acknowledged: an acknowledged
 		// request or result survives the process being killed.
@@ -111,9 +117,59 @@ func Setup(ctx context.Context, js jetstream.JetStream, window time.Duration) er
 	return nil
 }
 
-// Connect dials url and returns the connection and its JetStream context.
-func Connect(url string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url, nats.Name("teeml"), nats.Timeout(10*time.Second), nats.MaxReconnects(-1))
+// Auth is how teeml authenticates to an external NATS cluster and
+// verifies it: NATS's own TLS and credentials (the RA-TLS trust of teeml
+// serve is between clients and the server; the queue is infrastructure).
+type Auth struct {
+	// CA is a PEM file of the CAs the NATS servers' certificates must
+	// chain to; setting it (or Cert) requires TLS.
+	CA string
+	// Cert and Key are a PEM client certificate and key (mutual TLS).
+	Cert, Key string
+	// Creds is a NATS credentials file (user JWT and NKey seed).
+	Creds string
+}
+
+func (a Auth) options() ([]nats.Option, error) {
+	var opts []nats.Option
+	if (a.Cert == "") != (a.Key == "") {
+		return nil, errors.New("queue: NATS client certificate and key go together (give both or neither)")
+	}
+	for what, f := range map[string]string{"CA": a.CA, "client certificate": a.Cert, "client key": a.Key, "credentials": a.Creds} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			return nil, fmt.Errorf("queue: NATS %s: %w", what, err)
+		}
+	}
+	if a.CA != "" {
+		opts = append(opts, nats.RootCAs(a.CA))
+	}
+	if a.Cert != "" {
+		opts = append(opts, nats.ClientCert(a.Cert, a.Key))
+	}
+	if a.CA != "" || a.Cert != "" {
+		opts = append(opts, nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12}))
+	}
+	if a.Creds != "" {
+		opts = append(opts, nats.UserCredentials(a.Creds))
+	}
+	return opts, nil
+}
+
+// Connect dials url (with auth for an external cluster) and returns the
+// connection and its JetStream context.
+func Connect(url string, auth ...Auth) (*nats.Conn, jetstream.JetStream, error) {
+	opts := []nats.Option{nats.Name("teeml"), nats.Timeout(10 * time.Second), nats.MaxReconnects(-1)}
+	for _, a := range auth {
+		o, err := a.options()
+		if err != nil {
+			return nil, nil, err
+		}
+		opts = append(opts, o...)
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("queue: connect %s: %w", url, err)
 	}
@@ -241,10 +297,12 @@ type ServeOptions struct {
 	// URL is an external NATS server; empty runs one embedded, storing in
 	// StoreDir and listening on Listen (loopback by default).
 	URL, StoreDir, Listen string
-	Tokens                map[string]string // hash → name (serve.LoadTokens); nil with Anonymous
-	Anonymous             bool
-	Out                   io.Writer
-	Log                   *slog.Logger
+	// Auth authenticates to, and verifies, the external cluster at URL.
+	Auth      Auth
+	Tokens    map[string]string // hash → name (serve.LoadTokens); nil with Anonymous
+	Anonymous bool
+	Out       io.Writer
+	Log       *slog.Logger
 }
 
 // Serve runs queue mode until ctx ends: the models of the repository answer
@@ -257,6 +315,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		o.Out = io.Discard
 	}
 	url := o.URL
+	if url == "" && o.Auth != (Auth{}) {
+		return errors.New("queue: NATS TLS and credentials are for an external cluster (--nats URL), not the embedded server")
+	}
 	if url == "" {
 		if o.StoreDir == "" {
 			return errors.New("queue: give a NATS URL or a store directory for the embedded server")
@@ -268,7 +329,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		defer e.Close()
 		url = e.URL()
 	}
-	nc, js, err := Connect(url)
+	nc, js, err := Connect(url, o.Auth)
 	if err != nil {
 		return err
 	}
