@@ -86,42 +86,14 @@ func Run(ctx context.Context, o RunOptions) error {
 	if o.HTTPListen == "" && o.GRPCListen == "" {
 		return errors.New("serve: give an HTTP or a gRPC address to listen on")
 	}
-	var p *party.Party
-	var err error
-	switch {
-	case o.PartyConfig != "":
-		p, err = party.LoadAttested(party.ConfigFiles(o.PartyConfig), Role, o.Log)
-	case o.Workspace != "" && o.Name != "":
-		f := party.WorkspaceFiles(o.Workspace, o.Name)
-		if _, serr := os.Stat(f.Cert); serr == nil {
-			p, err = party.Load(f, o.Name, Role, o.Log)
-		} else {
-			p, err = party.LoadAttested(f, Role, o.Log)
-		}
-	default:
-		return errors.New("serve: give the server's party (--workspace and --name, or --party)")
-	}
+	p, ks, closeParty, err := StartParty(ctx, o.Workspace, o.Name, o.PartyConfig, o.Out, o.Log)
 	if err != nil {
 		return err
 	}
-	p.Announce(o.Out, o.Log)
-	defer p.WatchFederation(ctx, o.Log)()
+	defer closeParty()
 	repo, err := LoadRepository(o.Repository)
 	if err != nil {
 		return err
-	}
-	var ks sealed.KeySource
-	if p.PKI() {
-		src, closeKS, ok, err := p.KeySource(ctx, o.Log)
-		if err != nil {
-			return err
-		}
-		if closeKS != nil {
-			defer closeKS()
-		}
-		if ok {
-			ks = src
-		}
 	}
 	var tokens map[string]string
 	if o.Tokens != "" {
@@ -225,6 +197,53 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	errs = append(errs, s.Close(dctx))
 	return errors.Join(errs...)
+}
+
+// StartParty loads an inference server's party — member name of workspace
+// ws (a PKI identity when pki/<name>.crt exists, else attestation only), or
+// the attestation-only configuration partyConfig — announces a simulation,
+// watches the federation bundle, and connects to its key broker (sealed
+// models; nil key source without one). close releases all of it. Queue
+// mode starts its party the same way.
+func StartParty(ctx context.Context, ws, name, partyConfig string, out io.Writer, log *slog.Logger) (p *party.Party, ks sealed.KeySource, close func(), err error) {
+	switch {
+	case partyConfig != "":
+		p, err = party.LoadAttested(party.ConfigFiles(partyConfig), Role, log)
+	case ws != "" && name != "":
+		f := party.WorkspaceFiles(ws, name)
+		if _, serr := os.Stat(f.Cert); serr == nil {
+			p, err = party.Load(f, name, Role, log)
+		} else {
+			p, err = party.LoadAttested(f, Role, log)
+		}
+	default:
+		return nil, nil, nil, errors.New("serve: give the server's party (--workspace and --name, or --party)")
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	p.Announce(out, log)
+	stopWatch := p.WatchFederation(ctx, log)
+	closers := []func(){stopWatch}
+	close = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	if p.PKI() {
+		src, closeKS, ok, err := p.KeySource(ctx, log)
+		if err != nil {
+			close()
+			return nil, nil, nil, err
+		}
+		if closeKS != nil {
+			closers = append(closers, closeKS)
+		}
+		if ok {
+			ks = src
+		}
+	}
+	return p, ks, close, nil
 }
 
 // TokensFile is the API tokens file: names and the SHA-256 (hex) of each

@@ -230,7 +230,7 @@ func newServeQueueCmd() *cobra.Command {
 	var o queue.ServeOptions
 	var tokens string
 	cmd := &cobra.Command{
-		Use:   "queue --repository serving.yaml (--nats URL [--nats-ca F --nats-cert F --nats-key F --nats-creds F] | --store DIR [--listen ADDR]) [--tokens F | --anonymous]",
+		Use:   "queue --repository serving.yaml (-w WORKSPACE -n NAME | --party CONFIG) (--nats URL [--nats-ca F --nats-cert F --nats-key F --nats-creds F] | --store DIR [--listen ADDR]) [--tokens F | --anonymous]",
 		Short: "queue mode: answer requests from a NATS JetStream stream (embedded by default), results by request id, at least once, answered once",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -250,6 +250,9 @@ func newServeQueueCmd() *cobra.Command {
 	f.StringVar(&o.URL, "nats", "", "external NATS URL (default: an embedded server)")
 	f.StringVar(&o.StoreDir, "store", "", "embedded JetStream store directory")
 	f.StringVar(&o.Listen, "listen", "127.0.0.1:4222", "embedded NATS address (loopback only)")
+	f.StringVarP(&o.Workspace, "workspace", "w", "", "workspace holding the server's party files")
+	f.StringVarP(&o.Name, "name", "n", "", "the server's member name in the workspace")
+	f.StringVar(&o.PartyConfig, "party", "", "attestation-only party configuration (instead of -w/-n)")
 	f.StringVar(&o.Auth.CA, "nats-ca", "", "PEM CAs the external NATS servers' certificates must chain to (requires TLS)")
 	f.StringVar(&o.Auth.Cert, "nats-cert", "", "PEM client certificate for the external NATS cluster (mutual TLS; with --nats-key)")
 	f.StringVar(&o.Auth.Key, "nats-key", "", "PEM key of --nats-cert")

@@ -298,11 +298,15 @@ type ServeOptions struct {
 	// StoreDir and listening on Listen (loopback by default).
 	URL, StoreDir, Listen string
 	// Auth authenticates to, and verifies, the external cluster at URL.
-	Auth      Auth
-	Tokens    map[string]string // hash → name (serve.LoadTokens); nil with Anonymous
-	Anonymous bool
-	Out       io.Writer
-	Log       *slog.Logger
+	Auth Auth
+	// Workspace and Name, or PartyConfig, are the server's party
+	// (serve.StartParty): its simulation notice, and its key broker for
+	// sealed models.
+	Workspace, Name, PartyConfig string
+	Tokens                       map[string]string // hash → name (serve.LoadTokens); nil with Anonymous
+	Anonymous                    bool
+	Out                          io.Writer
+	Log                          *slog.Logger
 }
 
 // Serve runs queue mode until ctx ends: the models of the repository answer
@@ -318,6 +322,11 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if url == "" && o.Auth != (Auth{}) {
 		return errors.New("queue: NATS TLS and credentials are for an external cluster (--nats URL), not the embedded server")
 	}
+	_, ks, closeParty, err := serve.StartParty(ctx, o.Workspace, o.Name, o.PartyConfig, o.Out, o.Log)
+	if err != nil {
+		return err
+	}
+	defer closeParty()
 	if url == "" {
 		if o.StoreDir == "" {
 			return errors.New("queue: give a NATS URL or a store directory for the embedded server")
@@ -341,7 +350,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	s, err := serve.New(ctx, serve.Options{Repo: repo, Tokens: o.Tokens, Anonymous: o.Anonymous, Log: o.Log})
+	s, err := serve.New(ctx, serve.Options{Repo: repo, Keys: ks, Tokens: o.Tokens, Anonymous: o.Anonymous, Log: o.Log})
 	if err != nil {
 		return err
 	}
