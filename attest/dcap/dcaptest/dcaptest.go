@@ -212,6 +212,9 @@ type QuoteParams struct {
 	PCKKey           *ecdsa.PrivateKey
 	Chain            []*x509.Certificate // PCK chain to embed; default PCK, CA, root
 	PKI              *PKI
+	// CertData, when set, replaces the certification data (type 5 with
+	// Chain) inside the QE report certification data.
+	CertData *abi.CertificationData
 }
 
 // Quote builds and signs a quote (v3 for SGX, v4 for TDX).
@@ -236,6 +239,9 @@ func Quote(tb testing.TB, qp QuoteParams) []byte {
 	qeCert := &abi.QEReportCertificationData{
 		QEReport: &qe, RawQEReport: qeBytes, QEAuthData: qp.QEAuthData,
 		CertificationData: &abi.CertificationData{Type: abi.CertDataPCKChain, Data: []byte(PEM(chain...))},
+	}
+	if qp.CertData != nil {
+		qeCert.CertificationData = qp.CertData
 	}
 	copy(qeCert.QEReportSignature[:], Sign(tb, qp.PCKKey, qeBytes))
 	q := &abi.Quote{
