@@ -12,6 +12,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"math/big"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -290,5 +292,40 @@ func TestSignRefusesOtherCurves(t *testing.T) {
 	b, _ := json.Marshal(res)
 	if _, err := Parse(b); err != nil {
 		t.Fatalf("minimal claims set: %v", err)
+	}
+}
+
+// TestVeraisonRustEARToken checks the JWS layer against a token another
+// implementation signed: Veraison's rust-ear README example. Its
+// signature must verify with its published key (so the refusal is the
+// profile "test", checked after the signature), and not with another key.
+func TestVeraisonRustEARToken(t *testing.T) {
+	tok, err := os.ReadFile("testdata/rust-ear-readme.jwt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwkBytes, err := os.ReadFile("testdata/rust-ear-readme.jwk.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jwk struct{ Kty, Crv, X, Y string }
+	if err := json.Unmarshal(jwkBytes, &jwk); err != nil || jwk.Kty != "EC" || jwk.Crv != "P-256" {
+		t.Fatalf("jwk %+v %v", jwk, err)
+	}
+	x, _ := base64.RawURLEncoding.DecodeString(jwk.X)
+	y, _ := base64.RawURLEncoding.DecodeString(jwk.Y)
+	pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
+	_, err = Verify(string(tok), VerifyOptions{Keys: []*ecdsa.PublicKey{pub}, Now: time.Unix(100, 0)})
+	if !errors.Is(err, ErrProfile) || !strings.Contains(err.Error(), `"test"`) {
+		t.Fatalf("rust-ear token with its key: %v, want the profile refused after the signature verified", err)
+	}
+	if _, err := Verify(string(tok), VerifyOptions{Keys: []*ecdsa.PublicKey{&key(t).PublicKey}, Now: time.Unix(100, 0)}); !errors.Is(err, ErrSignature) {
+		t.Fatalf("rust-ear token with another key: %v", err)
+	}
+	// Its claims set, apart from the profile, is what teeml reads.
+	payload := decodePart(t, strings.TrimSpace(string(tok)), 1)
+	var r Result
+	if err := json.Unmarshal(payload, &r); err != nil || r.VerifierID.Developer != "https://veraison-project.org" || r.Submods["test"] == nil || r.Submods["test"].Status != None {
+		t.Fatalf("claims %+v %v", r, err)
 	}
 }
