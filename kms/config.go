@@ -3,6 +3,7 @@ package kms
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"io"
@@ -229,6 +230,14 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 	if c.RootKey == "" {
 		return errors.New("kms config: root_key is not set")
 	}
+	var earKeys []*ecdsa.PublicKey
+	if c.EARVerifiers != "" {
+		var err error
+		if earKeys, err = ear.LoadPublicKeys(c.EARVerifiers); err != nil {
+			return fmt.Errorf("kms config: ear_verifiers: %w", err)
+		}
+		log.Info("kms: accepting attestation results (EAR) from trusted verifiers", "keys", len(earKeys), "file", c.EARVerifiers)
+	}
 	p, err := c.load("kms", log)
 	if err != nil {
 		return err
@@ -261,12 +270,7 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 	if p.Federation != nil {
 		bc.Federation = p.Federation
 	}
-	if c.EARVerifiers != "" {
-		if bc.EARVerifiers, err = ear.LoadPublicKeys(c.EARVerifiers); err != nil {
-			return fmt.Errorf("kms config: ear_verifiers: %w", err)
-		}
-		log.Info("kms: accepting attestation results (EAR) from trusted verifiers", "keys", len(bc.EARVerifiers), "file", c.EARVerifiers)
-	}
+	bc.EARVerifiers = earKeys
 	b, err := NewBroker(ctx, bc)
 	if err != nil {
 		return err
