@@ -24,10 +24,11 @@ import (
 // The broker checks, in order: the token's ES256 signature by a trusted
 // verifier key, its profile, iat within max_age (and exp, when present),
 // exactly one submod with ear.status affirming, that the result binds the
-// caller — its teeml.report-data is SHA-256 of the caller's RA-TLS leaf
-// public key (DER SubjectPublicKeyInfo) followed by 32 zero bytes, the
-// binding of the RA-TLS legacy extension, so a result obtained for one
-// connection's key cannot be replayed on another — and then the key's
+// caller — its teeml.report-data is SHA-256 of the DER SubjectPublicKeyInfo
+// of the caller's RA-TLS leaf key or of its federation identity key,
+// followed by 32 zero bytes (the binding of the RA-TLS legacy extension and
+// of enrolment CSRs), so only the holder of that key, authenticated by the
+// handshake, can use the result — and then the key's
 // members, roles and attestation section against the result's claims
 // (teeml.measurements, teeml.tcb-status, teeml.simulated), exactly as it
 // would judge verified evidence. The caller's federation identity still
@@ -67,14 +68,19 @@ func (c *call) earPeer(id string, rp *ReleasePolicy) (*ratls.Peer, error) {
 	if err != nil {
 		return nil, c.refuse(codes.PermissionDenied, "key %q: attestation result: %v", id, err)
 	}
-	want := make([]byte, 64)
-	copy(want, c.peer.LeafKeyHash[:])
-	if !bytes.Equal(claims.ReportData, want) {
+	leafBinding := make([]byte, 64)
+	copy(leafBinding, c.peer.LeafKeyHash[:])
+	idBinding := make([]byte, 64)
+	copy(idBinding, c.peer.Identity.KeyHash[:])
+	var zero [32]byte
+	bound := bytes.Equal(claims.ReportData, leafBinding) ||
+		(c.peer.Identity.KeyHash != zero && bytes.Equal(claims.ReportData, idBinding))
+	if !bound {
 		got := claims.ReportData
 		if len(got) > 8 {
 			got = got[:8]
 		}
-		return nil, c.refuse(codes.PermissionDenied, "key %q: attestation result binds report data %s…, not the caller's RA-TLS key %s… (SHA-256 of its public key, zero padded)", id, hex.EncodeToString(got), hex.EncodeToString(want[:8]))
+		return nil, c.refuse(codes.PermissionDenied, "key %q: attestation result binds report data %s…, neither the caller's RA-TLS key %s… nor its identity key %s… (SHA-256 of the public key, zero padded)", id, hex.EncodeToString(got), hex.EncodeToString(leafBinding[:8]), hex.EncodeToString(idBinding[:8]))
 	}
 	p := *c.peer
 	p.Claims, p.Simulated, p.Cached = claims, claims.Simulated, false

@@ -33,6 +33,12 @@ const tdxMRTD = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a40
 // key of leaf, issued at iat and signed with k.
 func tdxResult(t *testing.T, pol string, leaf *tls.Certificate, iat time.Time, k *ecdsa.PrivateKey) string {
 	t.Helper()
+	return tdxResultFor(t, pol, sha256.Sum256(leaf.Leaf.RawSubjectPublicKeyInfo), iat, k)
+}
+
+// tdxResultFor is tdxResult bound to the key whose SPKI hashes to keyHash.
+func tdxResultFor(t *testing.T, pol string, keyHash [32]byte, iat time.Time, k *ecdsa.PrivateKey) string {
+	t.Helper()
 	v, err := verifier.New(verifier.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -51,8 +57,7 @@ func tdxResult(t *testing.T, pol string, leaf *tls.Certificate, iat time.Time, k
 		t.Fatal(err)
 	}
 	rd := make([]byte, 64)
-	h := sha256.Sum256(leaf.Leaf.RawSubjectPublicKeyInfo)
-	copy(rd, h[:])
+	copy(rd, keyHash[:])
 	res.Submods["tdx"].ReportData = hex.EncodeToString(rd)
 	tok, err := ear.Sign(res, k)
 	if err != nil {
@@ -109,6 +114,16 @@ func TestBrokerReleasesOnTrustedAttestationResult(t *testing.T) {
 	if err != nil || string(u.Plaintext) != string(g.Plaintext) {
 		t.Fatalf("unwrap on a trusted result: %v", err)
 	}
+	// A result bound to col-1's identity key (the enrolment binding) serves
+	// every connection of col-1.
+	idTok := tdxResultFor(t, tdxPol, sha256.Sum256(e.members["col-1"].Issued.Cert.RawSubjectPublicKeyInfo), issued, vk)
+	for i := 0; i < 2; i++ {
+		c, closeC := e.dialLeaf(addr, e.leaf("col-1", mrGood, false))
+		if _, err := c.Unwrap(ctx, &kmsv1.UnwrapRequest{Wrapped: g.Wrapped, AttestationResult: idTok}); err != nil {
+			t.Fatalf("identity-bound result, connection %d: %v", i, err)
+		}
+		closeC()
+	}
 	// Without the result, its own evidence does not satisfy the policy.
 	_, err = col1.Unwrap(ctx, &kmsv1.UnwrapRequest{Wrapped: g.Wrapped})
 	wantRefused(t, "raw evidence", err, codes.PermissionDenied, "sgx")
@@ -128,7 +143,8 @@ func TestBrokerReleasesOnTrustedAttestationResult(t *testing.T) {
 		{"measurement not in the release policy", col1, "ear-other", tok, issued, codes.PermissionDenied, []string{"mrtd", "not in accepted list"}},
 		{"not affirming", col1, "ear-key", tdxResult(t, strings.Replace(tdxPol, tdxMRTD[:16], strings.Repeat("0", 16), 1), leaf, issued, vk), issued, codes.PermissionDenied, []string{"ear.status contraindicated, want affirming"}},
 		{"collateral expired by now", col1, "ear-key", tdxResult(t, tdxPol, leaf, time.Now(), vk), time.Now(), codes.PermissionDenied, []string{"claims expired at 2025-07-19"}},
-		{"not bound to this connection", e.dial(addr, "col-1", mrGood, false), "ear-key", tok, issued, codes.PermissionDenied, []string{"binds report data", "not the caller's RA-TLS key"}},
+		{"not bound to this connection", e.dial(addr, "col-1", mrGood, false), "ear-key", tok, issued, codes.PermissionDenied, []string{"binds report data", "neither the caller's RA-TLS key"}},
+		{"bound to another member's identity", col1, "ear-key", tdxResultFor(t, tdxPol, sha256.Sum256(e.members["col-2"].Issued.Cert.RawSubjectPublicKeyInfo), issued, vk), issued, codes.PermissionDenied, []string{"nor its identity key"}},
 		{"malformed", col1, "ear-key", "x.y.z", issued, codes.PermissionDenied, []string{"malformed token"}},
 	}
 	// A member the policy does not name, with a result bound to its own key.
