@@ -771,6 +771,10 @@ func claims(q *abi.Quote, res *Result) *attest.Claims {
 		c.Debug = r.Debug()
 		c.ReportData = clone(r.ReportData[:])
 	}
+	if r := q.TDReport15; r != nil {
+		c.MRServiceTD = clone(r.MRServiceTD[:])
+		c.TEETCBSVN2 = clone(r.TEETCBSVN2[:])
+	}
 	return c
 }
 

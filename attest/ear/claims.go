@@ -117,6 +117,7 @@ func measurements(c *attest.Claims) *Measurements {
 	case attest.TDX:
 		m.MRTD, m.MRConfigID, m.MROwner = hexOf(c.MRTD), hexOf(c.MRConfigID), hexOf(c.MROwner)
 		m.TDAttributes, m.XFAM = hexOf(c.TDAttributes), hexOf(c.XFAM)
+		m.MRServiceTD, m.TEETCBSVN2 = hexOf(c.MRServiceTD), hexOf(c.TEETCBSVN2)
 		for _, r := range c.RTMR {
 			m.RTMR = append(m.RTMR, hex.EncodeToString(r))
 		}
@@ -165,6 +166,8 @@ func (a *Appraisal) Claims() (*attest.Claims, error) {
 		{"measurements.mr-owner", m.MROwner, &c.MROwner, 48},
 		{"measurements.td-attributes", m.TDAttributes, &c.TDAttributes, 8},
 		{"measurements.xfam", m.XFAM, &c.XFAM, 8},
+		{"measurements.mr-service-td", m.MRServiceTD, &c.MRServiceTD, 48},
+		{"measurements.tee-tcb-svn-2", m.TEETCBSVN2, &c.TEETCBSVN2, 16},
 		{"measurements.measurement", m.Measurement, &c.Measurement, 48},
 		{"measurements.host-data", m.HostData, &c.HostData, 32},
 	}

@@ -177,6 +177,8 @@ type Measurements struct {
 	MROwner         string   `json:"mr-owner,omitempty"`
 	TDAttributes    string   `json:"td-attributes,omitempty"`
 	XFAM            string   `json:"xfam,omitempty"`
+	MRServiceTD     string   `json:"mr-service-td,omitempty"`
+	TEETCBSVN2      string   `json:"tee-tcb-svn-2,omitempty"`
 	Measurement     string   `json:"measurement,omitempty"`
 	SNPPolicy       uint64   `json:"snp-policy,omitempty"`
 	HostData        string   `json:"host-data,omitempty"`
