@@ -52,7 +52,6 @@ func (c *call) earPeer(id string, rp *ReleasePolicy) (*ratls.Peer, error) {
 		return nil, c.refuse(codes.FailedPrecondition, "key %q: the broker trusts no attestation result verifier (kms config ear_verifiers)", id)
 	}
 	sum := sha256.Sum256([]byte(c.ear))
-	c.rec.Evidence = nil
 	r, err := ear.Verify(c.ear, ear.VerifyOptions{Keys: c.b.cfg.EARVerifiers, Now: c.b.cfg.Now(), MaxAge: rp.AcceptEAR.MaxAge})
 	if err != nil {
 		return nil, c.refuse(codes.PermissionDenied, "key %q: attestation result: %v", id, err)
