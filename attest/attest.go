@@ -75,6 +75,12 @@ type Claims struct {
 	MROwner      []byte
 	TDAttributes []byte // 8 bytes
 	XFAM         []byte
+	// MRServiceTD and TEETCBSVN2 are the TDX 1.5 TD report's MRSERVICETD
+	// (48 bytes: the measurement of the service TDs bound to this TD, e.g.
+	// a migration TD; zero when none) and TEE_TCB_SVN_2 (16 bytes); nil for
+	// TDX 1.0 reports (quote v4, or v5 with body type 2).
+	MRServiceTD []byte
+	TEETCBSVN2  []byte
 
 	// SEV-SNP guest identity.
 	Measurement []byte // 48 bytes

@@ -39,6 +39,10 @@ func (c *Claims) Fields() []Field {
 		add("mr_owner", Hex(c.MROwner))
 		add("td_attributes", Hex(c.TDAttributes))
 		add("xfam", Hex(c.XFAM))
+		if c.MRServiceTD != nil {
+			add("mr_service_td", Hex(c.MRServiceTD))
+			add("tee_tcb_svn_2", Hex(c.TEETCBSVN2))
+		}
 	case SNP:
 		add("measurement", Hex(c.Measurement))
 		add("policy", fmt.Sprintf("%#x", c.SNPPolicy))

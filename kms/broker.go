@@ -8,6 +8,7 @@ package kms
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -69,6 +70,11 @@ type BrokerConfig struct {
 	// every audit commit. Empty: no anchor (tests of other parts only;
 	// Serve always sets it).
 	AnchorPath string
+	// EARVerifiers are the public keys of the verifiers whose attestation
+	// results (EAR tokens, attest/ear) the broker accepts instead of a
+	// caller's RA-TLS evidence, for keys whose release policy says
+	// accept_ear. None: every request carrying a result is refused.
+	EARVerifiers []*ecdsa.PublicKey
 	// AdoptHead accepts a missing anchor on a store that already has audit
 	// entries (a new replica, an upgrade) and anchors the current head.
 	AdoptHead bool
@@ -196,6 +202,9 @@ type call struct {
 	ctx  context.Context
 	rec  *audit.Record
 	peer *ratls.Peer
+	// ear is the request's attestation result (EAR token), if any: the
+	// release policy is then judged on its claims (ear.go).
+	ear string
 }
 
 func (b *Broker) begin(ctx context.Context, op string) *call {
@@ -522,10 +531,19 @@ func (c *call) releaseFor(id string, q *kmsv1.CleanRoomQuery) (*store.Key, *room
 		return nil, nil, err
 	}
 	if q != nil {
+		if c.ear != "" {
+			return nil, nil, c.refuse(codes.InvalidArgument, "key %q: a clean-room key is released on the caller's RA-TLS evidence only, not on an attestation result", id)
+		}
 		ch, err := c.cleanRoom(k, rp, q)
 		return k, ch, err
 	}
-	if err := rp.Judge(c.peer, c.b.cfg.Now(), c.b.log); err != nil {
+	p := c.peer
+	if c.ear != "" {
+		if p, err = c.earPeer(id, rp); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := rp.Judge(p, c.b.cfg.Now(), c.b.log); err != nil {
 		return nil, nil, c.refuse(codes.PermissionDenied, "key %q: %v", id, err)
 	}
 	return k, nil, nil
@@ -561,6 +579,7 @@ func checkContext(ctx []byte) error {
 // GenerateDataKey implements KeyBrokerServer.
 func (b *Broker) GenerateDataKey(ctx context.Context, r *kmsv1.GenerateDataKeyRequest) (*kmsv1.GenerateDataKeyResponse, error) {
 	c := b.begin(ctx, OpGenerate)
+	c.ear = r.GetAttestationResult()
 	c.rec.KeyID = r.GetKeyId()
 	if err := checkContext(r.GetContext()); err != nil {
 		return nil, c.refuse(codes.InvalidArgument, "%v", err)
@@ -631,6 +650,7 @@ func (c *call) openFor(wrapped, context []byte, q *kmsv1.CleanRoomQuery) (*Wrapp
 // Unwrap implements KeyBrokerServer.
 func (b *Broker) Unwrap(ctx context.Context, r *kmsv1.UnwrapRequest) (*kmsv1.UnwrapResponse, error) {
 	c := b.begin(ctx, OpUnwrap)
+	c.ear = r.GetAttestationResult()
 	w, dk, ch, err := c.openFor(r.GetWrapped(), r.GetContext(), r.GetCleanroom())
 	if err != nil {
 		return nil, err
@@ -650,6 +670,7 @@ func (b *Broker) Unwrap(ctx context.Context, r *kmsv1.UnwrapRequest) (*kmsv1.Unw
 // Rewrap implements KeyBrokerServer.
 func (b *Broker) Rewrap(ctx context.Context, r *kmsv1.UnwrapRequest) (*kmsv1.RewrapResponse, error) {
 	c := b.begin(ctx, OpRewrap)
+	c.ear = r.GetAttestationResult()
 	if r.GetCleanroom() != nil {
 		return nil, c.refuse(codes.InvalidArgument, "a clean-room key is released by unwrap only, never rewrapped")
 	}

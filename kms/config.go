@@ -3,6 +3,7 @@ package kms
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
+	"github.com/teeml/teeml/attest/ear"
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/internal/promserve"
 	"github.com/teeml/teeml/internal/yamlx"
@@ -50,6 +52,8 @@ import (
 //	                                   # the store (default audit.anchor, or
 //	                                   # audit-REPLICA.anchor for a named replica, in the
 //	                                   # SQLite store's directory or next to this file)
+//	ear_verifiers: verifiers.pem       # server, optional: trusted EAR verifier keys
+//	                                   # (PEM PUBLIC KEY, P-256; see AcceptEAR)
 type Config struct {
 	Name          string `yaml:"name,omitempty"`
 	Replica       string `yaml:"replica,omitempty"`
@@ -71,7 +75,11 @@ type Config struct {
 	Admins   []string     `yaml:"admins,omitempty"`
 	// AuditAnchor is the broker's audit anchor file (see AnchorPath).
 	AuditAnchor string `yaml:"audit_anchor,omitempty"`
-	dir         string
+	// EARVerifiers is a PEM file of the public keys (PUBLIC KEY, ECDSA
+	// P-256) of the verifiers whose attestation results the broker accepts
+	// for keys whose release policy says accept_ear (server, optional).
+	EARVerifiers string `yaml:"ear_verifiers,omitempty"`
+	dir          string
 }
 
 // LoadConfig reads a configuration file strictly (unknown keys refused).
@@ -96,6 +104,7 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("kms config %s: platform: %w", path, err)
 	}
 	c.dir = filepath.Dir(path)
+	c.EARVerifiers = c.path(c.EARVerifiers)
 	if c.Store.Driver == "sqlite" {
 		c.Store.Path = c.path(c.Store.Path)
 	}
@@ -221,6 +230,14 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 	if c.RootKey == "" {
 		return errors.New("kms config: root_key is not set")
 	}
+	var earKeys []*ecdsa.PublicKey
+	if c.EARVerifiers != "" {
+		var err error
+		if earKeys, err = ear.LoadPublicKeys(c.EARVerifiers); err != nil {
+			return fmt.Errorf("kms config: ear_verifiers: %w", err)
+		}
+		log.Info("kms: accepting attestation results (EAR) from trusted verifiers", "keys", len(earKeys), "file", c.EARVerifiers)
+	}
 	p, err := c.load("kms", log)
 	if err != nil {
 		return err
@@ -253,6 +270,7 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 	if p.Federation != nil {
 		bc.Federation = p.Federation
 	}
+	bc.EARVerifiers = earKeys
 	b, err := NewBroker(ctx, bc)
 	if err != nil {
 		return err

@@ -37,6 +37,10 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("%s: %v, want an error naming the file and %q", c.name, err, c.want)
 		}
 	}
+	// ear_verifiers is relative to the file.
+	if c, err := LoadConfig(write("ear.yaml", string(base)+"ear_verifiers: keys/verifiers.pem\n")); err != nil || c.EARVerifiers != filepath.Join(dir, "keys", "verifiers.pem") {
+		t.Errorf("ear_verifiers: %q %v", c.EARVerifiers, err)
+	}
 	if _, err := LoadConfig(filepath.Join(dir, "missing.yaml")); err == nil {
 		t.Error("missing file loaded")
 	}
@@ -61,6 +65,9 @@ func TestConfigErrors(t *testing.T) {
 		{func(c *Config) { c.Listen = "" }, "listen is not set"},
 		{func(c *Config) { c.Identity.Cert = "pki/admin.crt"; c.Identity.Key = "pki/admin-key.pem" }, `names "admin", not "kms"`},
 		{func(c *Config) { c.Store.Driver = "oracle" }, `driver "oracle"`},
+		{func(c *Config) { c.EARVerifiers = filepath.Join(dir, "no-verifiers.pem") }, "ear_verifiers: ear verifier keys: open"},
+		{func(c *Config) { c.EARVerifiers = filepath.Join(dir, "kms.yaml") }, "no PEM PUBLIC KEY block"},
+		{func(c *Config) { c.EARVerifiers = filepath.Join(dir, "root.key") }, "ear_verifiers"},
 	} {
 		if err := serve(c.mut); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("serve: %v, want %q", err, c.want)

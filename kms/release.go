@@ -34,6 +34,8 @@ import (
 //	  tcb_statuses: [UpToDate]
 //	  allow_debug: false
 //	  allow_simulation: false
+//	accept_ear:                 # optional: accept a trusted verifier's EAR
+//	  max_age: 10m              # (kms ear.go, AcceptEAR)
 //	contracts:                  # optional: clean-room contracts (sha256 hex)
 //	  - 3f5a…                   # the key may also be released under
 //
@@ -54,6 +56,9 @@ type ReleasePolicy struct {
 	Contracts []string
 	// Attestation is a one-role attest/policy policy (role releaseRole).
 	Attestation *policy.Policy
+	// AcceptEAR, when set, lets the key be released on an attestation
+	// result from a trusted verifier instead of RA-TLS evidence (ear.go).
+	AcceptEAR *AcceptEAR
 	// Source is the YAML as given; SHA256 its hash (hex), which audit
 	// entries record.
 	Source string
@@ -117,6 +122,12 @@ func ParseReleasePolicy(src string) (*ReleasePolicy, error) {
 			}
 		case "attestation":
 			att = v
+		case "accept_ear":
+			a, err := parseAcceptEAR(v)
+			if err != nil {
+				return nil, fail("line %d: accept_ear: %v", k.Line, err)
+			}
+			rp.AcceptEAR = a
 		case "contracts":
 			var list []string
 			if err := v.Decode(&list); err != nil {
@@ -129,7 +140,7 @@ func ParseReleasePolicy(src string) (*ReleasePolicy, error) {
 			}
 			rp.Contracts = list
 		default:
-			return nil, fail("line %d: unknown key %q (known: members, roles, attestation, contracts)", k.Line, k.Value)
+			return nil, fail("line %d: unknown key %q (known: members, roles, attestation, contracts, accept_ear)", k.Line, k.Value)
 		}
 	}
 	if len(rp.Members) == 0 && len(rp.Roles) == 0 && len(rp.Contracts) == 0 {
@@ -191,6 +202,36 @@ func (rp *ReleasePolicy) Judge(p *ratls.Peer, now time.Time, log *slog.Logger) e
 	}
 	d := rp.Attestation.Evaluate(releaseRole, p.Claims, policy.At(now), policy.Peer(name), policy.Logger(log))
 	return d.Err()
+}
+
+func parseAcceptEAR(v *yaml.Node) (*AcceptEAR, error) {
+	if v.Kind != yaml.MappingNode {
+		return nil, errors.New("want a mapping with max_age")
+	}
+	a := &AcceptEAR{}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, val := v.Content[i], v.Content[i+1]
+		switch k.Value {
+		case "max_age":
+			if a.MaxAge != 0 {
+				return nil, errors.New("duplicate key \"max_age\"")
+			}
+			d, err := time.ParseDuration(val.Value)
+			if err != nil || val.Kind != yaml.ScalarNode {
+				return nil, fmt.Errorf("max_age %q: want a duration such as 10m", val.Value)
+			}
+			if d <= 0 || d > MaxEARAge {
+				return nil, fmt.Errorf("max_age %s: want more than 0 and at most %s", d, MaxEARAge)
+			}
+			a.MaxAge = d
+		default:
+			return nil, fmt.Errorf("unknown key %q (known: max_age)", k.Value)
+		}
+	}
+	if a.MaxAge == 0 {
+		return nil, errors.New("missing max_age (how old a result may be)")
+	}
+	return a, nil
 }
 
 func (rp *ReleasePolicy) allows(name, role string) bool {

@@ -70,6 +70,9 @@ type SimConfig struct {
 //	  broker: 127.0.0.1:7443        # the broker's address
 //	  policy: policies/kms.yaml     # attest/policy file with role kms: what the
 //	                                # broker must run (relative to the base directory)
+//	  attestation_result: ear.jwt   # optional: an EAR token file (teeml attest verify
+//	                                # --output ear) sent with every data key request,
+//	                                # read at each request (relative to the base directory)
 //
 // The party connects with its own federation identity over mutual RA-TLS
 // (the same certificate and evidence as on its other channels); the broker
@@ -78,6 +81,10 @@ type SimConfig struct {
 type KMSConfig struct {
 	Broker string `yaml:"broker"`
 	Policy string `yaml:"policy"`
+	// AttestationResult is a file holding an EAR token from a verifier the
+	// broker trusts, bound to this party's identity key (docs/kms.md,
+	// accept_ear); empty: none is sent.
+	AttestationResult string `yaml:"attestation_result,omitempty"`
 }
 
 // Evidence platforms a Config may name.

@@ -31,7 +31,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -430,5 +432,32 @@ func (p *Party) KeySource(ctx context.Context, log *slog.Logger) (ks *kmskeys.So
 		log = slog.Default()
 	}
 	log.Info("data keys from the key broker", "broker", k.Broker, "policy", k.Policy)
-	return kmskeys.New(kmsv1.NewKeyBrokerClient(conn), k.Broker), closeConn, true, nil
+	ks = kmskeys.New(kmsv1.NewKeyBrokerClient(conn), k.Broker)
+	if k.AttestationResult != "" {
+		path := resolve(p.Dir, k.AttestationResult)
+		log.Info("sending an attestation result with every data key request", "file", path)
+		ks = ks.WithAttestationResult(func() (string, error) { return ReadAttestationResult(path) })
+	}
+	return ks, closeConn, true, nil
+}
+
+// maxAttestationResult bounds an attestation result file (attest/ear's
+// token limit).
+const maxAttestationResult = 1 << 20
+
+// ReadAttestationResult reads an EAR token file: one JWT (three
+// dot-separated parts), surrounding whitespace ignored.
+func ReadAttestationResult(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("attestation result: %w", err)
+	}
+	if len(b) > maxAttestationResult {
+		return "", fmt.Errorf("attestation result %s: %d bytes, at most %d", path, len(b), maxAttestationResult)
+	}
+	tok := strings.TrimSpace(string(b))
+	if strings.Count(tok, ".") != 2 || strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("attestation result %s: not a JWT (three dot-separated parts)", path)
+	}
+	return tok, nil
 }

@@ -266,3 +266,25 @@ func TestKeySource(t *testing.T) {
 		t.Fatalf("policy without role kms: %v", err)
 	}
 }
+
+func TestReadAttestationResult(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if tok, err := party.ReadAttestationResult(write("ok.jwt", "\n aGVhZA.cGF5bG9hZA.c2ln \n")); err != nil || tok != "aGVhZA.cGF5bG9hZA.c2ln" {
+		t.Fatalf("token %q %v", tok, err)
+	}
+	for name, body := range map[string]string{"two.jwt": "a.b", "space.jwt": "a.b c.d", "empty.jwt": ""} {
+		if _, err := party.ReadAttestationResult(write(name, body)); err == nil || !strings.Contains(err.Error(), "not a JWT") || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := party.ReadAttestationResult(filepath.Join(dir, "missing.jwt")); err == nil || !strings.Contains(err.Error(), "missing.jwt") {
+		t.Errorf("missing file: %v", err)
+	}
+}

@@ -18,12 +18,18 @@ import (
 
 // OIDEvidence identifies the CSR extension (requested through the PKCS #9
 // extensionRequest attribute) that carries the TEE evidence of the identity
-// key. It lies in teeml's provisional arc 1.3.6.1.4.1.99999.1, which is NOT
-// registered with IANA: it must be replaced by a registered private
-// enterprise number (or the IETF CSR-attestation attribute, once assigned)
-// before CSRs are exchanged with software other than teeml. The CA never
-// copies it into a certificate.
-var OIDEvidence = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1, 1}
+// key: the TCG DICE tcg-dice-conceptual-message-wrapper extension
+// (2.23.133.5.4.9, TCG DICE Attestation Architecture; the OID RA-TLS's TCG
+// extension uses too), whose value is a conceptual message wrapper
+// (draft-ietf-rats-msg-wrap) CBOR record [CMWType, TeemlEvidence DER]. The
+// CA never copies it into a certificate. See docs/trust-model.md for why.
+var OIDEvidence = asn1.ObjectIdentifier{2, 23, 133, 5, 4, 9}
+
+// OIDEvidenceV1 is the extension teeml wrote before: the bare TeemlEvidence
+// DER under the provisional, unregistered arc 1.3.6.1.4.1.99999.1.1. CSRs
+// carrying it are still parsed (made by an older teeml pki csr); new CSRs
+// never use it.
+var OIDEvidenceV1 = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1, 1}
 
 // evidenceVersion is the only evidence extension version.
 const evidenceVersion = 1
@@ -63,6 +69,22 @@ func marshalEvidence(ev *attest.Evidence) ([]byte, error) {
 	}
 	return asn1.Marshal(evidenceExt{Version: evidenceVersion, TEE: string(ev.TEE), Simulated: ev.Simulated,
 		Quote: ev.Quote, Collateral: ev.Collateral})
+}
+
+// parseEvidenceExtension decodes the value of extension OIDEvidence (a
+// CMW of type CMWType), or of OIDEvidenceV1 (bare DER) when v1.
+func parseEvidenceExtension(value []byte, v1 bool) (*attest.Evidence, error) {
+	if v1 {
+		return parseEvidence(value)
+	}
+	typ, der, err := parseCMW(value)
+	if err != nil {
+		return nil, fmt.Errorf("evidence extension %s: %w", OIDEvidence, err)
+	}
+	if typ != CMWType {
+		return nil, fmt.Errorf("evidence extension %s: CMW type %q, want %q", OIDEvidence, typ, CMWType)
+	}
+	return parseEvidence(der)
 }
 
 func parseEvidence(der []byte) (*attest.Evidence, error) {
@@ -126,6 +148,7 @@ func NewCSR(ctx context.Context, key crypto.Signer, name, role string, issuer at
 	if err != nil {
 		return nil, fmt.Errorf("pki: csr %q: %w", name, err)
 	}
+	ext = marshalCMW(CMWType, ext)
 	tmpl := &x509.CertificateRequest{
 		Subject:         pkix.Name{CommonName: name, OrganizationalUnit: []string{role}},
 		ExtraExtensions: []pkix.Extension{{Id: OIDEvidence, Value: ext}},
@@ -190,13 +213,14 @@ func parseCSRDER(der []byte) (*CSR, error) {
 	}
 	var ev *attest.Evidence
 	for _, e := range req.Extensions {
-		if !e.Id.Equal(OIDEvidence) {
+		v1 := e.Id.Equal(OIDEvidenceV1)
+		if !v1 && !e.Id.Equal(OIDEvidence) {
 			continue
 		}
 		if ev != nil {
-			return nil, fmt.Errorf("pki: csr %q: evidence extension appears twice", name)
+			return nil, fmt.Errorf("pki: csr %q: evidence extension appears twice (%s, %s)", name, OIDEvidence, OIDEvidenceV1)
 		}
-		if ev, err = parseEvidence(e.Value); err != nil {
+		if ev, err = parseEvidenceExtension(e.Value, v1); err != nil {
 			return nil, fmt.Errorf("pki: csr %q: %w", name, err)
 		}
 	}

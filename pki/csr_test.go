@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
@@ -41,7 +42,7 @@ func handCSR(t *testing.T, kind string, withEvidence bool) []byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tmpl.ExtraExtensions = []pkix.Extension{{Id: OIDEvidence, Value: ext}}
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: OIDEvidence, Value: marshalCMW(CMWType, ext)}}
 	}
 	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
 	if err != nil {
@@ -117,6 +118,7 @@ func FuzzParseCSR(f *testing.F) {
 	}
 	ext, _ := marshalEvidence(c.Evidence)
 	f.Add(ext)
+	f.Add(marshalCMW(CMWType, ext))
 	f.Add([]byte("-----BEGIN CERTIFICATE REQUEST-----\nMAA=\n-----END CERTIFICATE REQUEST-----\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, parse := range []func([]byte) (*CSR, error){ParseCSR, parseCSRDER} {
@@ -130,6 +132,11 @@ func FuzzParseCSR(f *testing.F) {
 			if CheckName(c.Name) != nil || CheckRole(c.Role) != nil || c.Evidence == nil || len(c.Evidence.Quote) == 0 ||
 				c.KeyHash != KeyHash(c.SPKI) || c.Request.CheckSignature() != nil {
 				t.Fatalf("accepted CSR breaks invariants: %+v", c)
+			}
+		}
+		if typ, v, err := parseCMW(data); err == nil {
+			if again := marshalCMW(typ, v); !bytes.Equal(again, data) {
+				t.Fatalf("accepted CMW is not canonical: % x re-encodes as % x", data, again)
 			}
 		}
 		if ev, err := parseEvidence(data); err == nil {

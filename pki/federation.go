@@ -186,5 +186,5 @@ func (f *Federation) VerifyIdentity(chain []*x509.Certificate, now time.Time) (*
 	if !ok || m.Name != name || m.Role != role || m.Status != Active {
 		return nil, fail("not a federation member for role %s", role)
 	}
-	return &ratls.Identity{Name: name, Role: role, Serial: serial, NotAfter: id.NotAfter}, nil
+	return &ratls.Identity{Name: name, Role: role, Serial: serial, NotAfter: id.NotAfter, KeyHash: KeyHash(id.RawSubjectPublicKeyInfo)}, nil
 }

@@ -17,6 +17,10 @@ type Identity struct {
 	Serial string
 	// NotAfter is the identity certificate's expiry.
 	NotAfter time.Time
+	// KeyHash is SHA-256 of the identity certificate's DER
+	// SubjectPublicKeyInfo: the report data binding of the evidence the
+	// member enrolled with (pki.KeyHash), zero when not known.
+	KeyHash [32]byte
 }
 
 // IdentityVerifier checks the identity part of a peer's certificate chain.

@@ -69,4 +69,8 @@ var (
 	ErrTCBRevoked = errors.New("TCB revoked")
 	// ErrTCBNotSupported: no TCB level matches the platform.
 	ErrTCBNotSupported = errors.New("TCB not supported")
+	// ErrPCKCertMissing: the quote's certification data (types 1 to 3:
+	// the platform's PCK certificate ID only; type 4 without collateral:
+	// the PCK leaf without its CA) does not carry what verification needs.
+	ErrPCKCertMissing = errors.New("PCK certificate chain not in the quote")
 )

@@ -31,6 +31,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
@@ -137,6 +138,51 @@ type Result struct {
 	// Info and QE Identity used.
 	ValidUntil time.Time
 	Claims     *attest.Claims
+}
+
+// pckCertificationData returns certification data of type 5 (the PCK
+// chain) for the quote's certification data cd: cd itself, or for type 4
+// (the PCK leaf alone) the leaf followed by the PCK CA and root of the
+// collateral's PCK CRL issuer chain (the CA that issues the PCK
+// certificates is the one that signs their CRL; the chain is then checked
+// as any type 5 chain is, to the pinned root). Types 1 to 3 identify the
+// platform (PPID, CPUSVN, PCESVN, PCEID) but carry no certificate: they are
+// refused naming what is missing, as is type 4 without collateral.
+func pckCertificationData(cd *abi.CertificationData, tc *trustedCollateral) (*abi.CertificationData, error) {
+	switch cd.Type {
+	case abi.CertDataPCKChain:
+		return cd, nil
+	case abi.CertDataPPIDCleartext, abi.CertDataPPIDRSA2048, abi.CertDataPPIDRSA3072:
+		id, err := abi.ParsePCKCertID(cd)
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: certification data %s: fetch the PCK certificate for this platform from Intel PCS (GET /sgx/certification/v4/pckcert) and have the quote generated with certification data type 5, or verify with a PCCS that does", ErrPCKCertMissing, id)
+	case abi.CertDataPCKLeaf:
+		der, err := abi.PCKLeafDER(cd)
+		if err != nil {
+			return nil, err
+		}
+		if tc == nil {
+			return nil, fmt.Errorf("%w: certification data type 4 (PCK leaf certificate) needs the PCK CA from collateral (pck_crl_issuer_chain): give collateral", ErrPCKCertMissing)
+		}
+		if tc.pckCRLErr != nil {
+			return nil, fmt.Errorf("certification data type 4 (PCK leaf certificate): the PCK CA comes from the collateral's PCK CRL issuer chain: %w", tc.pckCRLErr)
+		}
+		if len(tc.pckCRLChain) != 2 {
+			return nil, fmt.Errorf("certification data type 4 (PCK leaf certificate): PCK CRL issuer chain has %d certificates, want 2 (PCK CA, root)", len(tc.pckCRLChain))
+		}
+		leaf, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("certification data type 4 (PCK leaf certificate): %w", err)
+		}
+		var b strings.Builder
+		for _, c := range []*x509.Certificate{leaf, tc.pckCRLChain[0], tc.pckCRLChain[1]} {
+			_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+		}
+		return &abi.CertificationData{Type: abi.CertDataPCKChain, Data: []byte(b.String())}, nil
+	}
+	return nil, fmt.Errorf("certification data type %d (%s) inside the QE report certification data: want 5 (PCK certificate chain) or 4 (PCK leaf certificate)", cd.Type, abi.CertDataName(cd.Type))
 }
 
 // trustedPCK is a PCK chain from a quote's certification data whose
@@ -419,7 +465,11 @@ func (v *Verifier) verify(ctx context.Context, raw []byte, tc *trustedCollateral
 
 	// The PCK chain identifies the platform (FMSPC, CA) and therefore the
 	// collateral when none was given.
-	pck := v.pckChain(qeData.CertificationData)
+	cd, err := pckCertificationData(qeData.CertificationData, tc)
+	if err != nil {
+		return nil, stepErr(StepPCKChain, err)
+	}
+	pck := v.pckChain(cd)
 	if pck.err != nil {
 		return nil, stepErr(StepPCKChain, pck.err)
 	}
@@ -720,6 +770,10 @@ func claims(q *abi.Quote, res *Result) *attest.Claims {
 		c.XFAM = clone(r.XFAM[:])
 		c.Debug = r.Debug()
 		c.ReportData = clone(r.ReportData[:])
+	}
+	if r := q.TDReport15; r != nil {
+		c.MRServiceTD = clone(r.MRServiceTD[:])
+		c.TEETCBSVN2 = clone(r.TEETCBSVN2[:])
 	}
 	return c
 }

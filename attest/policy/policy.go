@@ -84,6 +84,9 @@ type TDXEntry struct {
 	MROwner      []byte    // 48 bytes
 	TDAttributes []byte    // 8 bytes, exact
 	XFAM         []byte    // 8 bytes, exact
+	// MRServiceTD is the TDX 1.5 MRSERVICETD (48 bytes, exact; all zero:
+	// no service TD bound). A TDX 1.0 report, which has none, is refused.
+	MRServiceTD []byte
 }
 
 // SNPEntry is one accepted SEV-SNP guest identity. Measurement is required:
@@ -523,6 +526,9 @@ func (e *TDXEntry) checks(c *attest.Claims) []check {
 	if e.XFAM != nil {
 		cs = append(cs, bytesCheck("xfam", false, e.XFAM, c.XFAM))
 	}
+	if e.MRServiceTD != nil {
+		cs = append(cs, bytesCheck("mr_service_td", false, e.MRServiceTD, c.MRServiceTD))
+	}
 	return cs
 }
 
@@ -745,7 +751,8 @@ func (e *TDXEntry) validate() error {
 		return errors.New("needs mrtd or an rtmr")
 	}
 	errs := []error{checkLen("mrtd", e.MRTD, 48), checkLen("mr_config_id", e.MRConfigID, 48),
-		checkLen("mr_owner", e.MROwner, 48), checkLen("td_attributes", e.TDAttributes, 8), checkLen("xfam", e.XFAM, 8)}
+		checkLen("mr_owner", e.MROwner, 48), checkLen("td_attributes", e.TDAttributes, 8), checkLen("xfam", e.XFAM, 8),
+		checkLen("mr_service_td", e.MRServiceTD, 48)}
 	for i := range e.RTMR {
 		errs = append(errs, checkLen(fmt.Sprintf("rtmr%d", i), e.RTMR[i], 48))
 	}

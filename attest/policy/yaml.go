@@ -31,6 +31,7 @@ import (
 //	        rtmr0: <96 hex>           # rtmr1, rtmr2, rtmr3 alike
 //	        mr_config_id: <96 hex>
 //	        mr_owner: <96 hex>
+//	        mr_service_td: <96 hex>  # TDX 1.5 only (a TDX 1.0 report is refused)
 //	        td_attributes: <16 hex>   # exact, 8 bytes as in the quote
 //	        xfam: <16 hex>
 //	    snp:
@@ -275,7 +276,7 @@ func (ps *parser) sgxEntry(key string, n *yaml.Node) (SGXEntry, error) {
 	return e, err
 }
 
-var tdxKeys = []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mr_config_id", "mr_owner", "td_attributes", "xfam"}
+var tdxKeys = []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mr_config_id", "mr_owner", "td_attributes", "xfam", "mr_service_td"}
 
 func (ps *parser) tdxEntry(key string, n *yaml.Node) (TDXEntry, error) {
 	var e TDXEntry
@@ -294,6 +295,8 @@ func (ps *parser) tdxEntry(key string, n *yaml.Node) (TDXEntry, error) {
 			e.TDAttributes, err = ps.hexField(key, v, 8)
 		case "xfam":
 			e.XFAM, err = ps.hexField(key, v, 8)
+		case "mr_service_td":
+			e.MRServiceTD, err = ps.hexField(key, v, 48)
 		}
 		return err
 	}))

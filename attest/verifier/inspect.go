@@ -79,6 +79,10 @@ func Inspect(b []byte) ([]attest.Field, error) {
 			add("mrseam", h(r.MRSEAM[:]))
 			add("report_data", h(r.ReportData[:]))
 		}
+		if r := q.TDReport15; r != nil {
+			add("tee_tcb_svn_2", h(r.TEETCBSVN2[:]))
+			add("mr_service_td", h(r.MRServiceTD[:]))
+		}
 	}
 	return f, nil
 }

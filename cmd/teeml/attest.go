@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/teeml/teeml/attest"
+	"github.com/teeml/teeml/attest/ear"
 	"github.com/teeml/teeml/attest/gramine"
 	"github.com/teeml/teeml/attest/platform"
 	"github.com/teeml/teeml/attest/policy"
@@ -21,6 +24,7 @@ import (
 	"github.com/teeml/teeml/attest/tsm"
 	"github.com/teeml/teeml/attest/verifier"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/buildinfo"
 )
 
 // errRefused makes the process exit non-zero after the report was printed.
@@ -28,13 +32,14 @@ var errRefused = errors.New("attestation refused")
 
 func newAttestCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "attest", Short: "Verify, inspect and produce TEE evidence (SGX/TDX DCAP, SEV-SNP, simulation)"}
-	cmd.AddCommand(newAttestVerifyCmd(), newAttestInspectCmd(), newAttestQuoteCmd(), newAttestSimKeyCmd(), newAttestVerifyServerCmd())
+	cmd.AddCommand(newAttestVerifyCmd(), newAttestInspectCmd(), newAttestQuoteCmd(), newAttestSimKeyCmd(), newAttestVerifyServerCmd(), newAttestEARCmd())
 	return cmd
 }
 
 func newAttestVerifyCmd() *cobra.Command {
-	var evidence, collateral, policyFile, cczoo, role, peer, at, simKeys, reportData string
+	var evidence, collateral, policyFile, cczoo, role, peer, at, simKeys, reportData, output string
 	var asJSON bool
+	var earf earFlags
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Verify evidence offline against its collateral and (optionally) a policy; exit 0 only if accepted",
@@ -44,6 +49,30 @@ func newAttestVerifyCmd() *cobra.Command {
 			"cryptographically valid and the output says that no policy was applied.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if asJSON {
+				if output != "text" && output != "json" {
+					return fmt.Errorf("give --json or --output %s, not both", output)
+				}
+				output = "json"
+			}
+			var earKey *ecdsa.PrivateKey
+			switch output {
+			case "text", "json":
+				if earf.key != "" {
+					return fmt.Errorf("--ear-key is for --output ear")
+				}
+			case "ear":
+				if earf.key == "" {
+					return fmt.Errorf("--output ear: give the verifier's signing key with --ear-key (PEM ECDSA P-256)")
+				}
+				k, err := ear.LoadSigningKey(earf.key)
+				if err != nil {
+					return err
+				}
+				earKey = k
+			default:
+				return fmt.Errorf("--output %q: want text, json or ear", output)
+			}
 			q, err := os.ReadFile(evidence)
 			if err != nil {
 				return fmt.Errorf("evidence: %w", err)
@@ -65,6 +94,7 @@ func newAttestVerifyCmd() *cobra.Command {
 				return err
 			}
 			j := verifier.Judge{Role: role}
+			var policySrc []byte
 			switch {
 			case policyFile != "" && cczoo != "":
 				return fmt.Errorf("give --policy or --cczoo, not both")
@@ -72,6 +102,7 @@ func newAttestVerifyCmd() *cobra.Command {
 				if j.Policy, err = policy.Load(policyFile); err != nil {
 					return err
 				}
+				policySrc, _ = os.ReadFile(policyFile)
 			case cczoo != "":
 				if role == "" {
 					j.Role = "peer"
@@ -79,6 +110,7 @@ func newAttestVerifyCmd() *cobra.Command {
 				if j.Policy, err = policy.LoadCCZoo(cczoo, j.Role); err != nil {
 					return err
 				}
+				policySrc, _ = os.ReadFile(cczoo)
 			}
 			if peer != "" {
 				j.Opts = append(j.Opts, policy.Peer(peer))
@@ -94,11 +126,14 @@ func newAttestVerifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
+			switch output {
+			case "json":
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				err = enc.Encode(r)
-			} else {
+			case "ear":
+				err = earf.write(cmd.OutOrStdout(), r, earKey, ev.Quote, policySrc)
+			default:
 				err = r.WriteText(cmd.OutOrStdout())
 			}
 			if err != nil {
@@ -120,7 +155,9 @@ func newAttestVerifyCmd() *cobra.Command {
 	f.StringVar(&at, "at", "", "verify at this time (RFC 3339) instead of now")
 	f.StringVar(&simKeys, "sim-key", "", "PEM file of trusted simulation public keys (simulated evidence is refused without)")
 	f.StringVar(&reportData, "report-data", "", "require this report data (hex, zero-padded to 64 bytes)")
-	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON (--output json)")
+	f.StringVar(&output, "output", "text", "text, json, or ear: an EAT Attestation Result (draft-ietf-rats-ear), a JWT signed ES256 with --ear-key")
+	earf.register(f)
 	_ = cmd.MarkFlagRequired("evidence")
 	return cmd
 }
@@ -293,5 +330,95 @@ func newAttestSimKeyCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&out, "out", "o", "sim-key.pem", "private key file (public key goes to FILE.pub)")
+	return cmd
+}
+
+// earFlags are the flags of `teeml attest verify --output ear`.
+type earFlags struct {
+	key, nonce, developer string
+	validity              time.Duration
+	rawEvidence           bool
+}
+
+func (e *earFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&e.key, "ear-key", "", "--output ear: the verifier's signing key (PEM ECDSA P-256); relying parties trust its public key")
+	f.DurationVar(&e.validity, "ear-validity", 10*time.Minute, "--output ear: the result expires (exp) this long after it is issued (0: no exp)")
+	f.StringVar(&e.nonce, "ear-nonce", "", "--output ear: the relying party's nonce, as eat_nonce")
+	f.StringVar(&e.developer, "ear-verifier", "https://github.com/teeml/teeml", "--output ear: ear.verifier-id developer")
+	f.BoolVar(&e.rawEvidence, "ear-raw-evidence", false, "--output ear: include the evidence as ear.raw-evidence")
+}
+
+// write prints r as a signed EAR token and a newline.
+func (e *earFlags) write(w io.Writer, r *verifier.Report, key *ecdsa.PrivateKey, quote, policySrc []byte) error {
+	if e.validity < 0 {
+		return fmt.Errorf("--ear-validity %s: want a positive duration or 0", e.validity)
+	}
+	// iat is the verification time (--at when given: the result is as of then).
+	o := ear.Options{VerifierID: ear.VerifierID{Developer: e.developer, Build: "teeml " + buildinfo.Read().Version}, Now: r.At,
+		Validity: e.validity, Nonce: e.nonce, PolicySource: policySrc}
+	if e.rawEvidence {
+		o.RawEvidence = quote
+	}
+	res, err := ear.New(r, o)
+	if err != nil {
+		return err
+	}
+	tok, err := ear.Sign(res, key)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, tok)
+	return err
+}
+
+func newAttestEARCmd() *cobra.Command {
+	var keys, nonce, at string
+	var maxAge time.Duration
+	cmd := &cobra.Command{
+		Use:   "ear-verify TOKEN-FILE",
+		Short: "Verify an EAT Attestation Result (EAR JWT, ES256) against trusted verifier keys and print its claims",
+		Long: "Verify an EAR token (teeml attest verify --output ear, or another verifier's): the signature by one\n" +
+			"of the --keys (PEM PUBLIC KEY blocks, ECDSA P-256), alg ES256 only, the profile\n" +
+			"tag:github.com,2023:veraison/ear, iat not in the future, exp not passed, --max-age and --nonce.\n" +
+			"Exit 0 only if the token verifies and every submod's ear.status is affirming.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tok, err := os.ReadFile(args[0])
+			if err != nil {
+				return fmt.Errorf("ear token: %w", err)
+			}
+			trusted, err := ear.LoadPublicKeys(keys)
+			if err != nil {
+				return err
+			}
+			o := ear.VerifyOptions{Keys: trusted, MaxAge: maxAge, Nonce: nonce}
+			if at != "" {
+				if o.Now, err = time.Parse(time.RFC3339, at); err != nil {
+					return fmt.Errorf("--at %q: want RFC 3339, e.g. 2025-07-01T00:00:00Z", at)
+				}
+			}
+			r, err := ear.Verify(string(tok), o)
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+			for name, a := range r.Submods {
+				if a.Status != ear.Affirming {
+					return fmt.Errorf("%w: %s: submod %q: ear.status %s", errRefused, args[0], name, a.Status)
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&keys, "keys", "", "trusted verifier public keys (PEM PUBLIC KEY blocks)")
+	f.StringVar(&nonce, "nonce", "", "require this eat_nonce")
+	f.StringVar(&at, "at", "", "check freshness at this time (RFC 3339) instead of now")
+	f.DurationVar(&maxAge, "max-age", 0, "refuse results issued longer ago (0: exp only)")
+	_ = cmd.MarkFlagRequired("keys")
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	kmsv1 "github.com/teeml/teeml/api/proto/teeml/kms/v1"
+	"github.com/teeml/teeml/attest/ear"
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/dashboard/wsdash"
 	"github.com/teeml/teeml/internal/atomicfile"
@@ -271,14 +273,18 @@ func newKMSKeyCmd() *cobra.Command {
 
 func newKMSDataKeyCmd() *cobra.Command {
 	var cf clientFlags
-	var key, out, plainOut, dctx string
+	var key, out, plainOut, dctx, result string
 	cmd := &cobra.Command{
 		Use:   "datakey",
 		Short: "Generate an AES-256 data key: write it wrapped (and, if asked and allowed, in plaintext)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			tok, err := readAttestationResult(result)
+			if err != nil {
+				return err
+			}
 			return cf.with(cmd, func(ctx context.Context, c *kms.Client) error {
-				r, err := c.GenerateDataKey(ctx, &kmsv1.GenerateDataKeyRequest{KeyId: key, Context: []byte(dctx), WithPlaintext: plainOut != ""})
+				r, err := c.GenerateDataKey(ctx, &kmsv1.GenerateDataKeyRequest{KeyId: key, Context: []byte(dctx), WithPlaintext: plainOut != "", AttestationResult: tok})
 				if err != nil {
 					return err
 				}
@@ -305,14 +311,36 @@ func newKMSDataKeyCmd() *cobra.Command {
 	cmd.Flags().StringVar(&out, "out", "", "file for the wrapped data key")
 	cmd.Flags().StringVar(&plainOut, "plaintext-out", "", "file for the plaintext data key (0600); omitted: not requested")
 	cmd.Flags().StringVar(&dctx, "context", "", "authenticated context bound to the wrapped key (needed again to unwrap)")
+	cmd.Flags().StringVar(&result, "attestation-result", "", attestationResultUsage)
 	_ = cmd.MarkFlagRequired("key")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }
 
+const attestationResultUsage = "file with an EAR token (teeml attest verify --output ear) from a verifier the broker trusts, bound to this member's identity key, sent instead of relying on the connection's evidence (keys with accept_ear)"
+
+// readAttestationResult reads an EAR token file ("" for none).
+func readAttestationResult(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--attestation-result: %w", err)
+	}
+	if len(b) > ear.MaxTokenSize {
+		return "", fmt.Errorf("--attestation-result %s: %d bytes, at most %d", path, len(b), ear.MaxTokenSize)
+	}
+	tok := strings.TrimSpace(string(b))
+	if strings.Count(tok, ".") != 2 {
+		return "", fmt.Errorf("--attestation-result %s: not a JWT (three dot-separated parts)", path)
+	}
+	return tok, nil
+}
+
 func newKMSUnwrapCmd(use, short string) *cobra.Command {
 	var cf clientFlags
-	var in, out, dctx string
+	var in, out, dctx, result string
 	cmd := &cobra.Command{
 		Use:   use,
 		Short: short,
@@ -325,8 +353,12 @@ func newKMSUnwrapCmd(use, short string) *cobra.Command {
 			if _, err := kms.ParseWrapped(w); err != nil {
 				return fmt.Errorf("%s: %w", in, err)
 			}
+			tok, err := readAttestationResult(result)
+			if err != nil {
+				return err
+			}
 			return cf.with(cmd, func(ctx context.Context, c *kms.Client) error {
-				req := &kmsv1.UnwrapRequest{Wrapped: w, Context: []byte(dctx)}
+				req := &kmsv1.UnwrapRequest{Wrapped: w, Context: []byte(dctx), AttestationResult: tok}
 				if use == "unwrap" {
 					r, err := c.Unwrap(ctx, req)
 					if err != nil {
@@ -356,6 +388,7 @@ func newKMSUnwrapCmd(use, short string) *cobra.Command {
 	cmd.Flags().StringVar(&in, "in", "", "wrapped data key file")
 	cmd.Flags().StringVar(&out, "out", "", "output file")
 	cmd.Flags().StringVar(&dctx, "context", "", "the context given when the key was generated")
+	cmd.Flags().StringVar(&result, "attestation-result", "", attestationResultUsage)
 	_ = cmd.MarkFlagRequired("in")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd

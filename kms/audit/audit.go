@@ -60,6 +60,9 @@ type Evidence struct {
 	Measurement string `json:"measurement,omitempty"` // MRENCLAVE, MRTD or SNP measurement (hex)
 	Signer      string `json:"signer,omitempty"`      // MRSIGNER (hex), SGX only
 	Cached      bool   `json:"cached,omitempty"`      // evidence verification result came from the cache
+	// Result names the attestation result (EAR) the claims came from, when
+	// the caller presented one instead of its RA-TLS evidence.
+	Result string `json:"result,omitempty"`
 }
 
 // Record is one decision. Its JSON encoding (Go's encoding/json of this

@@ -37,6 +37,30 @@ type Source struct {
 	broker  string
 	timeout time.Duration
 	room    *kmsv1.CleanRoomQuery
+	result  func() (string, error)
+}
+
+// WithAttestationResult returns a Source that sends, with every data key
+// request, the attestation result (an EAR token, attest/ear) that result
+// returns — called per request, so a token refreshed on disk is picked up.
+// The broker then judges keys whose release policy says accept_ear on the
+// result instead of the connection's evidence (docs/kms.md). Clean-room
+// requests never carry it.
+func (s *Source) WithAttestationResult(result func() (string, error)) *Source {
+	c := *s
+	c.result = result
+	return &c
+}
+
+func (s *Source) attestationResult(keyID string) (string, error) {
+	if s.result == nil || s.room != nil {
+		return "", nil
+	}
+	tok, err := s.result()
+	if err != nil {
+		return "", &sealed.KeyError{KeyID: keyID, Reason: fmt.Sprintf("attestation result for key broker %s: %v", s.broker, err)}
+	}
+	return tok, nil
 }
 
 // ForQuery returns a Source whose unwrap requests name the clean-room
@@ -71,9 +95,13 @@ func (s *Source) NewDataKey(ctx context.Context, keyID string) ([]byte, []byte, 
 	if s.room != nil {
 		return nil, nil, &sealed.KeyError{KeyID: keyID, Reason: "a clean-room key source only unwraps"}
 	}
+	tok, err := s.attestationResult(keyID)
+	if err != nil {
+		return nil, nil, err
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	r, err := s.c.GenerateDataKey(ctx, &kmsv1.GenerateDataKeyRequest{KeyId: keyID, Context: []byte(Context), WithPlaintext: true})
+	r, err := s.c.GenerateDataKey(ctx, &kmsv1.GenerateDataKeyRequest{KeyId: keyID, Context: []byte(Context), WithPlaintext: true, AttestationResult: tok})
 	if err != nil {
 		return nil, nil, s.refusal(keyID, "new data key", err)
 	}
@@ -88,9 +116,13 @@ func (s *Source) NewDataKey(ctx context.Context, keyID string) ([]byte, []byte, 
 
 // Unwrap implements sealed.KeySource.
 func (s *Source) Unwrap(ctx context.Context, keyID string, wrapped []byte) ([]byte, error) {
+	tok, err := s.attestationResult(keyID)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	r, err := s.c.Unwrap(ctx, &kmsv1.UnwrapRequest{Wrapped: wrapped, Context: []byte(Context), Cleanroom: s.room})
+	r, err := s.c.Unwrap(ctx, &kmsv1.UnwrapRequest{Wrapped: wrapped, Context: []byte(Context), Cleanroom: s.room, AttestationResult: tok})
 	if err != nil {
 		return nil, s.refusal(keyID, "unwrap", err)
 	}

@@ -3,6 +3,8 @@ package kmskeys
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -22,12 +24,13 @@ type fakeBroker struct {
 	answerID string // key ID to answer with ("" = the asked one)
 	refuse   error
 	sawCtx   []byte
+	sawEAR   string
 	deadline bool
 }
 
 func (f *fakeBroker) GenerateDataKey(ctx context.Context, r *kmsv1.GenerateDataKeyRequest, _ ...grpc.CallOption) (*kmsv1.GenerateDataKeyResponse, error) {
 	_, f.deadline = ctx.Deadline()
-	f.sawCtx = r.GetContext()
+	f.sawCtx, f.sawEAR = r.GetContext(), r.GetAttestationResult()
 	if f.refuse != nil {
 		return nil, f.refuse
 	}
@@ -40,7 +43,7 @@ func (f *fakeBroker) GenerateDataKey(ctx context.Context, r *kmsv1.GenerateDataK
 
 func (f *fakeBroker) Unwrap(ctx context.Context, r *kmsv1.UnwrapRequest, _ ...grpc.CallOption) (*kmsv1.UnwrapResponse, error) {
 	_, f.deadline = ctx.Deadline()
-	f.sawCtx = r.GetContext()
+	f.sawCtx, f.sawEAR = r.GetContext(), r.GetAttestationResult()
 	if f.refuse != nil {
 		return nil, f.refuse
 	}
@@ -112,4 +115,34 @@ func asKeyError(err error, ke **sealed.KeyError) bool {
 	e, ok := err.(*sealed.KeyError)
 	*ke = e
 	return ok
+}
+
+func TestSourceSendsAttestationResult(t *testing.T) {
+	ctx := context.Background()
+	fb := &fakeBroker{key: bytes.Repeat([]byte{7}, sealed.DataKeySize)}
+	n := 0
+	s := New(fb, "broker:1").WithAttestationResult(func() (string, error) {
+		n++
+		return fmt.Sprintf("h.p%d.s", n), nil
+	})
+	if _, w, err := s.NewDataKey(ctx, "k1"); err != nil || fb.sawEAR != "h.p1.s" {
+		t.Fatalf("new data key sent %q (%v)", fb.sawEAR, err)
+	} else if _, err := s.Unwrap(ctx, "k1", w); err != nil || fb.sawEAR != "h.p2.s" {
+		t.Fatalf("unwrap sent %q (%v): the result is read per request", fb.sawEAR, err)
+	}
+	// Clean-room requests never carry it.
+	if _, err := s.ForQuery(&kmsv1.CleanRoomQuery{QueryId: "q"}).Unwrap(ctx, "k1", []byte("w:k1")); err != nil || fb.sawEAR != "" {
+		t.Fatalf("clean-room unwrap sent %q (%v)", fb.sawEAR, err)
+	}
+	// No source: nothing sent; a failing source: nothing asked, a key error.
+	if _, _, err := New(fb, "b").NewDataKey(ctx, "k1"); err != nil || fb.sawEAR != "" {
+		t.Fatalf("plain source sent %q", fb.sawEAR)
+	}
+	fb.sawCtx = nil
+	bad := New(fb, "b").WithAttestationResult(func() (string, error) { return "", errors.New("result.jwt: no such file") })
+	_, _, err := bad.NewDataKey(ctx, "k1")
+	var ke *sealed.KeyError
+	if !errors.As(err, &ke) || !strings.Contains(err.Error(), "attestation result for key broker b: result.jwt: no such file") || fb.sawCtx != nil {
+		t.Fatalf("failing result source: %v (broker asked: %v)", err, fb.sawCtx != nil)
+	}
 }

@@ -212,6 +212,12 @@ type QuoteParams struct {
 	PCKKey           *ecdsa.PrivateKey
 	Chain            []*x509.Certificate // PCK chain to embed; default PCK, CA, root
 	PKI              *PKI
+	// TD15, when set with TD, makes a v5 quote with a TDX 1.5 body
+	// (TD15's 1.0 part is taken from TD).
+	TD15 *abi.TDReport15
+	// CertData, when set, replaces the certification data (type 5 with
+	// Chain) inside the QE report certification data.
+	CertData *abi.CertificationData
 }
 
 // Quote builds and signs a quote (v3 for SGX, v4 for TDX).
@@ -237,6 +243,9 @@ func Quote(tb testing.TB, qp QuoteParams) []byte {
 		QEReport: &qe, RawQEReport: qeBytes, QEAuthData: qp.QEAuthData,
 		CertificationData: &abi.CertificationData{Type: abi.CertDataPCKChain, Data: []byte(PEM(chain...))},
 	}
+	if qp.CertData != nil {
+		qeCert.CertificationData = qp.CertData
+	}
 	copy(qeCert.QEReportSignature[:], Sign(tb, qp.PCKKey, qeBytes))
 	q := &abi.Quote{
 		Header: &abi.Header{AttestationKeyType: abi.AttestationKeyTypeECDSAP256, QEVendorID: abi.IntelQEVendorID},
@@ -246,6 +255,11 @@ func Quote(tb testing.TB, qp QuoteParams) []byte {
 	}
 	if qp.SGX != nil {
 		q.Header.Version, q.Header.TEEType, q.BodyType, q.SGXReport = abi.QuoteVersion3, abi.TEETypeSGX, abi.BodyTypeSGX, qp.SGX
+	} else if qp.TD15 != nil {
+		td := *qp.TD15
+		td.TDReport10 = *qp.TD
+		q.Header.Version, q.Header.TEEType, q.BodyType, q.TDReport15 = abi.QuoteVersion5, abi.TEETypeTDX, abi.BodyTypeTD15, &td
+		q.TDReport = &q.TDReport15.TDReport10
 	} else {
 		q.Header.Version, q.Header.TEEType, q.BodyType, q.TDReport = abi.QuoteVersion4, abi.TEETypeTDX, abi.BodyTypeTD10, qp.TD
 	}

@@ -433,8 +433,14 @@ type GenerateDataKeyRequest struct {
 	Context []byte `protobuf:"bytes,2,opt,name=context,proto3" json:"context,omitempty"`
 	// Return the plaintext too (otherwise only the wrapped key).
 	WithPlaintext bool `protobuf:"varint,3,opt,name=with_plaintext,json=withPlaintext,proto3" json:"with_plaintext,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// An EAT Attestation Result (EAR, draft-ietf-rats-ear; a signed JWT)
+	// from a verifier the broker trusts (kms config ear_verifiers), used
+	// instead of the caller's RA-TLS evidence to judge the key's release
+	// policy when the policy allows it (accept_ear). It must bind the caller's
+	// RA-TLS key (docs/kms.md).
+	AttestationResult string `protobuf:"bytes,4,opt,name=attestation_result,json=attestationResult,proto3" json:"attestation_result,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GenerateDataKeyRequest) Reset() {
@@ -486,6 +492,13 @@ func (x *GenerateDataKeyRequest) GetWithPlaintext() bool {
 		return x.WithPlaintext
 	}
 	return false
+}
+
+func (x *GenerateDataKeyRequest) GetAttestationResult() string {
+	if x != nil {
+		return x.AttestationResult
+	}
+	return ""
 }
 
 type GenerateDataKeyResponse struct {
@@ -571,9 +584,15 @@ type UnwrapRequest struct {
 	// Set to ask for a key bound to a clean-room contract (docs/cleanroom.md):
 	// the broker releases it only for this contract, to its attested analytics
 	// party, for one of its templates, within the owner's ε budget.
-	Cleanroom     *CleanRoomQuery `protobuf:"bytes,3,opt,name=cleanroom,proto3" json:"cleanroom,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Cleanroom *CleanRoomQuery `protobuf:"bytes,3,opt,name=cleanroom,proto3" json:"cleanroom,omitempty"`
+	// An EAT Attestation Result (EAR, draft-ietf-rats-ear; a signed JWT)
+	// from a verifier the broker trusts (kms config ear_verifiers), used
+	// instead of the caller's RA-TLS evidence to judge the key's release
+	// policy when the policy allows it (accept_ear). It must bind the caller's
+	// RA-TLS key (docs/kms.md).
+	AttestationResult string `protobuf:"bytes,4,opt,name=attestation_result,json=attestationResult,proto3" json:"attestation_result,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *UnwrapRequest) Reset() {
@@ -625,6 +644,13 @@ func (x *UnwrapRequest) GetCleanroom() *CleanRoomQuery {
 		return x.Cleanroom
 	}
 	return nil
+}
+
+func (x *UnwrapRequest) GetAttestationResult() string {
+	if x != nil {
+		return x.AttestationResult
+	}
+	return ""
 }
 
 // CleanRoomQuery names the contract and the query a key is asked for.
@@ -1096,22 +1122,24 @@ const file_teeml_kms_v1_kms_proto_rawDesc = "" +
 	"\x0fListKeysRequest\"k\n" +
 	"\x10ListKeysResponse\x12)\n" +
 	"\x04keys\x18\x01 \x03(\v2\x15.teeml.kms.v1.KeyInfoR\x04keys\x12,\n" +
-	"\x05audit\x18\x02 \x01(\v2\x16.teeml.kms.v1.AuditRefR\x05audit\"p\n" +
+	"\x05audit\x18\x02 \x01(\v2\x16.teeml.kms.v1.AuditRefR\x05audit\"\x9f\x01\n" +
 	"\x16GenerateDataKeyRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
 	"\acontext\x18\x02 \x01(\fR\acontext\x12%\n" +
-	"\x0ewith_plaintext\x18\x03 \x01(\bR\rwithPlaintext\"\xb7\x01\n" +
+	"\x0ewith_plaintext\x18\x03 \x01(\bR\rwithPlaintext\x12-\n" +
+	"\x12attestation_result\x18\x04 \x01(\tR\x11attestationResult\"\xb7\x01\n" +
 	"\x17GenerateDataKeyResponse\x12\x18\n" +
 	"\awrapped\x18\x01 \x01(\fR\awrapped\x12\x1c\n" +
 	"\tplaintext\x18\x02 \x01(\fR\tplaintext\x12\x15\n" +
 	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x12\x1f\n" +
 	"\vkey_version\x18\x04 \x01(\rR\n" +
 	"keyVersion\x12,\n" +
-	"\x05audit\x18\x05 \x01(\v2\x16.teeml.kms.v1.AuditRefR\x05audit\"\x7f\n" +
+	"\x05audit\x18\x05 \x01(\v2\x16.teeml.kms.v1.AuditRefR\x05audit\"\xae\x01\n" +
 	"\rUnwrapRequest\x12\x18\n" +
 	"\awrapped\x18\x01 \x01(\fR\awrapped\x12\x18\n" +
 	"\acontext\x18\x02 \x01(\fR\acontext\x12:\n" +
-	"\tcleanroom\x18\x03 \x01(\v2\x1c.teeml.kms.v1.CleanRoomQueryR\tcleanroom\"\x80\x02\n" +
+	"\tcleanroom\x18\x03 \x01(\v2\x1c.teeml.kms.v1.CleanRoomQueryR\tcleanroom\x12-\n" +
+	"\x12attestation_result\x18\x04 \x01(\tR\x11attestationResult\"\x80\x02\n" +
 	"\x0eCleanRoomQuery\x12\x1a\n" +
 	"\bcontract\x18\x01 \x01(\fR\bcontract\x12\x1e\n" +
 	"\n" +
