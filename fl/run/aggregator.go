@@ -258,7 +258,7 @@ func aggregatorConfig(p *plan.Plan, hash string, strat strategy.Strategy, tr *tr
 	return protocol.AggregatorConfig{
 		PlanHash: hash, Strategy: strat, Evaluator: tr, Initial: initial, Collaborators: names,
 		Rounds: p.Aggregator.RoundsToTrain, RoundTimeout: timeout, MinCollaborators: minCols, Straggler: straggler,
-		RetryAfter: 200 * time.Millisecond, Logger: log, Observer: obs,
+		RetryAfter: 200 * time.Millisecond, Logger: log, Observer: obs, SecAgg: p.SecAgg(),
 		Commit: func(_ context.Context, c *protocol.Checkpoint) error { return tr.commit(ckptPath, c) },
 	}, nil
 }
