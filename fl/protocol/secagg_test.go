@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -282,4 +283,94 @@ func TestSecAggMalformedReveal(t *testing.T) {
 		t.Errorf("aggregator did not log the refusal:\n%s", f.aggLog.String())
 	}
 	f.check(1, sa, f.names, f.names)
+}
+
+// killOnUpdate calls kill on the first update of round.
+type killOnUpdate struct {
+	scheduler.NopObserver
+	round int
+	once  sync.Once
+	kill  func()
+}
+
+func (k *killOnUpdate) UpdateReceived(e UpdateEvent) {
+	if e.Round == k.round {
+		k.once.Do(k.kill)
+	}
+}
+
+// TestSecAggResumeMidRound: the aggregator dies in round 2 after the
+// shares were exchanged and a masked update arrived. Restarted on the same
+// address from the round-1 checkpoint, it redoes round 2 from the start:
+// the collaborators (still running) draw fresh keys, exchange fresh shares
+// and upload again, and the unmasked sum equals the plain sum bit for bit.
+func TestSecAggResumeMidRound(t *testing.T) {
+	sa := scheduler.SecAgg{Dropout: 0.34, FracBits: 16, Clip: 0.5, PhaseTimeout: 5 * time.Second}
+	f := &saFed{t: t, rec: &saRecord{in: map[int]map[string]saInput{}}, sums: map[int][]uint32{}, globals: map[int]tensor.Weights{},
+		names: []string{"col-1", "col-2", "col-3"}}
+	f.env = newFedEnv(t, f.names...)
+	sa.OnSum = func(r int, sum []uint32) {
+		f.mu.Lock()
+		f.sums[r] = sum
+		f.mu.Unlock()
+	}
+	var ckpt []byte
+	aggCtx, kill := context.WithCancel(context.Background())
+	defer kill()
+	cfg := func(resume *Checkpoint, obs Observer) AggregatorConfig {
+		return AggregatorConfig{PlanHash: planHash, Strategy: &strategy.FedAvg{}, Initial: saModel(), Collaborators: f.names, Rounds: 2,
+			RoundTimeout: time.Minute, RetryAfter: 20 * time.Millisecond, Resume: resume, Logger: f.aggLog.Logger(), SecAgg: &sa,
+			DoneGrace: 5 * time.Second, Observer: obs,
+			Commit: func(_ context.Context, c *Checkpoint) error {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				f.globals[c.Round] = c.Global.Clone()
+				var b bytes.Buffer
+				if err := EncodeCheckpoint(&b, c); err != nil {
+					return err
+				}
+				ckpt = b.Bytes()
+				return nil
+			}}
+	}
+	agg, err := NewAggregator(cfg(nil, &killOnUpdate{round: 2, kill: kill}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := f.env.serveAt("127.0.0.1:0", agg)
+	f.agg, f.addr = agg, s.addr
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	errs := make(chan error, len(f.names))
+	for i := range f.names {
+		c := f.collaborator(i)
+		go func() { errs <- c.Run(ctx) }()
+	}
+	if _, _, err := agg.Run(aggCtx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first aggregator: %v, want it killed in round 2", err)
+	}
+	s.stop()
+	f.mu.Lock()
+	if _, ok := f.sums[2]; ok {
+		t.Fatal("round 2 was unmasked before the kill")
+	}
+	c, err := DecodeCheckpoint(bytes.NewReader(ckpt))
+	f.mu.Unlock()
+	if err != nil || c.Round != 1 {
+		t.Fatalf("checkpoint of round %d: %v", c.Round, err)
+	}
+	agg2, err := NewAggregator(cfg(c, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.env.serveAt(s.addr, agg2)
+	if _, _, err := agg2.Run(ctx); err != nil {
+		t.Fatalf("resumed aggregator: %v\n%s", err, f.aggLog.String())
+	}
+	for range f.names {
+		if err := <-errs; err != nil {
+			t.Errorf("collaborator: %v", err)
+		}
+	}
+	f.check(2, sa, f.names, f.names)
 }
