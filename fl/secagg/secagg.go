@@ -394,16 +394,17 @@ func Aggregate(p Params, keys []PublicKey, masked map[int][]uint32, reveals []Re
 	if len(from) < p.Threshold {
 		return nil, fmt.Errorf("secagg: %d reveals, threshold %d: the sum cannot be unmasked", len(from), p.Threshold)
 	}
+	lg := lagrange{}
 	for _, j := range survivors {
-		if !consistent(seedShares[j], p.Threshold) {
+		if !consistent(lg, seedShares[j], p.Threshold) {
 			return nil, fmt.Errorf("secagg: the shares of survivor %d's seed revealed by %v are inconsistent (a corrupt share): refusing a wrong sum", j, sortedKeys(seedShares[j]))
 		}
 		var seed [32]byte
-		copy(seed[:], combine(seedShares[j], p.Threshold))
+		copy(seed[:], combineWith(lg, seedShares[j], p.Threshold))
 		addPRG(sum, seed, -1)
 	}
 	for _, j := range dropped {
-		skb := combine(keyShares[j], p.Threshold)
+		skb := combineWith(lg, keyShares[j], p.Threshold)
 		sk, err := ecdh.X25519().NewPrivateKey(skb)
 		if err != nil || !slices.Equal(sk.PublicKey().Bytes(), pks[j].Bytes()) {
 			return nil, fmt.Errorf("secagg: rebuilt mask key of dropped client %d does not match its public key (a corrupt share among %v)", j, sortedKeys(keyShares[j]))
