@@ -374,3 +374,39 @@ func TestSecAggResumeMidRound(t *testing.T) {
 	}
 	f.check(2, sa, f.names, f.names)
 }
+
+// TestSecAggCorruptReveal: one of five collaborators reveals a well-formed
+// reveal with one wrong seed share. The aggregator's consistency check
+// (more than t shares) catches it, finds whose it is by leaving reveals
+// out, refuses it naming the sender, and the round completes with the
+// exact sum from the other four (threshold 3).
+func TestSecAggCorruptReveal(t *testing.T) {
+	sa := scheduler.SecAgg{Dropout: 0.4, FracBits: 16, Clip: 0.5, PhaseTimeout: 5 * time.Second}
+	f := newSAFed(t, 5, 1, sa, time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 5)
+	for i := range 5 {
+		c := f.collaborator(i)
+		if i == 4 {
+			c.corruptReveal = func(b []byte) []byte { b[5] ^= 0x40; return b } // first seed share's first byte
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = c.Run(ctx) }()
+	}
+	if _, _, err := f.agg.Run(ctx); err != nil {
+		t.Fatalf("federation: %v\n%s", err, f.aggLog.String())
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("%s: %v", f.names[i], err)
+		}
+	}
+	lg := f.aggLog.String()
+	if !strings.Contains(lg, `round 1: reveal from \"col-5\" refused: its shares are inconsistent with the other 4 reveals`) {
+		t.Errorf("aggregator did not name col-5:\n%s", lg)
+	}
+	f.check(1, sa, f.names, f.names)
+}

@@ -453,6 +453,28 @@ func (s *Scheduler) saUnmask(ctx context.Context, r int, global tensor.Weights) 
 	start := time.Now()
 	sum, err := secagg.Aggregate(p, keys, masked, reveals)
 	if err != nil {
+		// A corrupt share (well formed, wrong value): find whose reveal
+		// it is by leaving out one at a time. Only sets of more than t
+		// reveals are checked (with exactly t a corrupt seed share cannot
+		// be told apart from a good one), so at least t+2 must have
+		// arrived.
+		for i := 0; i < len(reveals) && len(reveals)-1 > a.threshold; i++ {
+			rest := slices.Delete(slices.Clone(reveals), i, i+1)
+			if s2, err2 := secagg.Aggregate(p, keys, masked, rest); err2 == nil {
+				msg := fmt.Sprintf("round %d: reveal from %q refused: its shares are inconsistent with the other %d reveals (%v)", r, from[i], len(rest), err)
+				s.log.Warn(msg, "collaborator", from[i], "round", r)
+				s.mu.Lock()
+				if st := s.collabs[from[i]]; st != nil {
+					st.lastErr = msg
+				}
+				s.mu.Unlock()
+				sum, err = s2, nil
+				from = slices.Delete(from, i, i+1)
+				break
+			}
+		}
+	}
+	if err != nil {
 		return fail(fmt.Errorf("round %d: %w", r, err))
 	}
 	s.log.Info("secure aggregation: sum unmasked", "round", r, "survivors", a.survivors, "dropped", a.dropped,
