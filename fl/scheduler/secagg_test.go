@@ -1,0 +1,173 @@
+package scheduler
+
+import (
+	"context"
+	"crypto/rand"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/teeml/teeml/fl/secagg"
+	"github.com/teeml/teeml/fl/strategy"
+	"github.com/teeml/teeml/ml/tensor"
+)
+
+// TestSecAggPhases drives one secure-aggregation round through the
+// scheduler without a transport (the envelopes carry the shares in the
+// clear: the scheduler relays them as opaque bytes). d misses the
+// advertise phase: the phase timeout fixes a, b and c as the members, d
+// is told to wait and refused if it advertises late. Uploads before the
+// share exchange, envelopes to non-members and repeated reveals are
+// refused; the unmasked sum is the plain fixed-point sum, and the new
+// model is global + the mean update.
+func TestSecAggPhases(t *testing.T) {
+	var got []uint32
+	sa := &SecAgg{Dropout: 0, FracBits: 12, Clip: 2, PhaseTimeout: 300 * time.Millisecond,
+		OnSum: func(_ int, s []uint32) { got = s }}
+	names := []string{"a", "b", "c", "d"}
+	s, err := New(Config{PlanHash: "h", Strategy: &strategy.FedAvg{}, Initial: weights(), Collaborators: names,
+		Rounds: 1, Logger: quietLogger(), SecAgg: sa, DoneGrace: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := s.config; cfg[KeySecAgg] != 1 || cfg[KeySecAggFracBits] != 12 || cfg[KeySecAggClip] != 2 {
+		t.Fatalf("round config %v lacks the SecAgg keys", cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var final tensor.Weights
+	runErr := make(chan error, 1)
+	go func() {
+		var err error
+		final, _, err = s.Run(ctx)
+		runErr <- err
+	}()
+
+	members := names[:3]
+	p := secagg.Params{N: 3, Threshold: 3, Len: weights().NumParams() + 1, FracBits: 12}
+	clients := make([]*secagg.Client, 3)
+	var wg sync.WaitGroup
+	advErr := make([]error, 3)
+	for i, n := range members {
+		c, err := secagg.NewClient(p, i, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[i] = c
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			adv, th, err := s.SecAggAdvertise(ctx, n, 1, SecAggAdvert{MaskKey: c.Advertise().Key})
+			if err == nil && (len(adv) != 3 || th != 3 || adv[i].Name != n) {
+				t.Errorf("%s: members %v threshold %d", n, adv, th)
+			}
+			if err == nil {
+				keys := make([]secagg.PublicKey, len(adv))
+				for j, a := range adv {
+					keys[j] = secagg.PublicKey{ID: j, Key: a.MaskKey}
+				}
+				err = c.SetKeys(keys)
+			}
+			advErr[i] = err
+		}()
+	}
+	wg.Wait()
+	for i, err := range advErr {
+		if err != nil {
+			t.Fatalf("%s: advertise: %v", members[i], err)
+		}
+	}
+	if _, _, err := s.SecAggAdvertise(ctx, "d", 1, SecAggAdvert{MaskKey: clients[0].Advertise().Key}); !IsKind(err, Closed) || !strings.Contains(err.Error(), `"d" advertised too late`) {
+		t.Errorf("late advertisement: %v", err)
+	}
+	if a, err := s.Tasks("d"); err != nil || a.Action != Wait {
+		t.Errorf("Tasks(d) after the members were fixed: %+v, %v, want Wait", a, err)
+	}
+	if _, err := s.BeginUpload("a", 1, nil); !IsKind(err, Closed) || !strings.Contains(err.Error(), "before the secure-aggregation shares were exchanged") {
+		t.Errorf("upload before the shares: %v", err)
+	}
+	if _, err := s.SecAggShare(ctx, "a", 1, []Envelope{{From: "a", To: "b"}, {From: "a", To: "d"}}); !IsKind(err, Invalid) || !strings.Contains(err.Error(), `envelope from "a" to "d" is not one to another member`) {
+		t.Errorf("envelope to a non-member: %v", err)
+	}
+	shareErr := make([]error, 3)
+	for i, n := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sh, err := clients[i].Shares(rand.Reader)
+			if err != nil {
+				shareErr[i] = err
+				return
+			}
+			var env []Envelope
+			for j, m := range members {
+				if j != i {
+					env = append(env, Envelope{From: n, To: m, Ciphertext: sh[j]})
+				}
+			}
+			in, err := s.SecAggShare(ctx, n, 1, env)
+			for _, e := range in {
+				if err == nil {
+					err = clients[i].Receive(slices.Index(members, e.From), e.Ciphertext)
+				}
+			}
+			shareErr[i] = err
+		}()
+	}
+	wg.Wait()
+	for i, err := range shareErr {
+		if err != nil {
+			t.Fatalf("%s: shares: %v", members[i], err)
+		}
+	}
+	global := weights()
+	plain := make([]uint32, p.Len)
+	for i, n := range members {
+		local := global.Clone()
+		local[0].Data[0] += float32(i+1) * 0.25
+		local[0].Data[1] -= float32(i) * 3 // beyond the clip: −2 at most
+		x, err := ClientInput(p, global, local, 10*(i+1), sa.Clip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range x {
+			plain[k] += v
+		}
+		y, err := clients[i].Mask(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		upload(t, s, n, 1, MaskedWeights(y))
+	}
+	for i, n := range members {
+		surv, dropped, err := s.SecAggUnmask(ctx, n, 1)
+		if err != nil || !slices.Equal(surv, members) || len(dropped) != 0 {
+			t.Fatalf("%s: unmask: %v %v %v", n, surv, dropped, err)
+		}
+		rv, err := clients[i].Unmask([]int{0, 1, 2}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SecAggReveal(n, 1, rv.Encode()); err != nil {
+			t.Fatalf("%s: reveal: %v", n, err)
+		}
+		if i == 0 {
+			if err := s.SecAggReveal(n, 1, rv.Encode()); !IsKind(err, Duplicate) {
+				t.Errorf("second reveal: %v", err)
+			}
+		}
+	}
+	if err := <-runErr; err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, plain) {
+		t.Fatalf("unmasked sum %v, plain sum %v", got, plain)
+	}
+	// Δ0 = (0.25 + 0.5 + 0.75)/3, Δ1 = (0 − 2 − 2)/3 (clipped).
+	want := []float32{float32(1 + 0.5), float32(2 - 4.0/3)}
+	if !slices.Equal(final[0].Data, want) {
+		t.Errorf("final model %v, want %v", final[0].Data, want)
+	}
+}
