@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,5 +57,54 @@ func TestFederationWithSecureAggregation(t *testing.T) {
 	}
 	if p, err := plan.Load(planPath); err != nil || p.SecAgg() == nil {
 		t.Errorf("frozen plan: %v", err)
+	}
+}
+
+// TestKillCollaboratorAfterMasking: secure aggregation with three
+// collaborator processes, dropout tolerance 0.34 (threshold 2) and a
+// 5 s straggler cutoff with minimum_reporting 2. col-3 is SIGKILLed as
+// soon as the aggregator has its masked round-1 update. Round 1 still
+// unmasks with col-3's input in the sum, from the two others' reveals.
+// The federation completes. If col-3 was the last to upload, it may have
+// revealed before the kill landed; the kill then lands in round 2, and
+// col-3 is either not a member of it or a dropped member whose mask key
+// the others' shares rebuild. Each outcome is logged and checked.
+// (TestSecAggFederation in fl/protocol kills deterministically between
+// upload and reveal.)
+func TestKillCollaboratorAfterMasking(t *testing.T) {
+	ws := setup(t, 2, 3)
+	editPlan(t, ws, func(p *plan.Plan) {
+		p.Collaborator.EpochsPerRound = 3
+		p.SecureAggregation = plan.SecureAggregation{Enabled: true, Dropout: 0.34, Clip: 0.5, FracBits: 16, PhaseTimeout: 3 * time.Second}
+		p.StragglerHandling = plan.StragglerPolicy{Policy: plan.StragglerCutoffTime, CutoffTime: 5 * time.Second, MinimumReporting: 2}
+	})
+	agg := startParty(t, ws, "aggregator")
+	cols := []*proc{startParty(t, ws, "col-1"), startParty(t, ws, "col-2"), startParty(t, ws, "col-3")}
+	waitFor(t, 2*time.Minute, "col-3's masked round-1 update", func() bool {
+		return strings.Contains(agg.stderr.String(), `msg="update received" component=aggregator collaborator=col-3 round=1`)
+	})
+	cols[2].kill(t)
+	agg.wait(t, 2*time.Minute)
+	cols[0].wait(t, 30*time.Second)
+	cols[1].wait(t, 30*time.Second)
+	log, out := agg.stderr.String(), agg.stdout.String()
+	if got := roundLines(out); !slices.Equal(got, []int{1, 2}) {
+		t.Fatalf("round lines %v, want [1 2]:\n%s", got, out)
+	}
+	if !strings.Contains(log, `msg="secure aggregation: sum unmasked" component=aggregator round=1 survivors="[col-1 col-2 col-3]" dropped=[]`) {
+		t.Fatalf("round 1 was not unmasked with col-3's input:\n%s", tail(log, 40))
+	}
+	switch {
+	case strings.Contains(log, `round=1 survivors="[col-1 col-2 col-3]" dropped=[] reveals="[col-1 col-2]"`):
+		t.Logf("col-3 killed between its masked upload and its reveal: round 1 unmasked from col-1 and col-2")
+	case strings.Contains(log, `msg="secure aggregation: members fixed" component=aggregator round=2 members="[col-1 col-2]"`):
+		t.Logf("col-3 revealed in round 1 before the kill landed; round 2's members are col-1 and col-2")
+	case strings.Contains(log, `round=2 survivors="[col-1 col-2]" dropped=[col-3]`):
+		t.Logf("col-3 revealed in round 1 and was killed in round 2 after the share exchange: its mask key was rebuilt")
+	default:
+		t.Fatalf("no outcome of the kill found in the log:\n%s", tail(log, 60))
+	}
+	if !strings.Contains(out, FinalAccuracyPrefix) {
+		t.Errorf("no final model line:\n%s", out)
 	}
 }

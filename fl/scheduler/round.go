@@ -248,6 +248,11 @@ func (s *Scheduler) closeRound(r int, closedBy string) *roundInput {
 	}
 	in := &roundInput{global: s.global, closedBy: closedBy,
 		bytesIn: s.bytesIn.Load() - s.in0, bytesOut: s.bytesOut.Load() - s.out0}
+	if closedBy == ClosedAll && s.sa != nil {
+		// All members uploaded; expected collaborators that missed the
+		// advertise phase are the round's stragglers.
+		in.stragglers, _ = s.lateReport(r)
+	}
 	if closedBy != ClosedAll {
 		var why string
 		in.stragglers, why = s.lateReport(r)

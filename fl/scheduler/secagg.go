@@ -344,7 +344,9 @@ func (s *Scheduler) saSetup(ctx context.Context, r int) error {
 		s.mu.Unlock()
 		return fail(fmt.Errorf("round %d: secure aggregation: %d of %d collaborators advertised keys within %s, need %d", r, len(a.members), len(s.expected), timeout, need))
 	}
-	a.threshold = max(secagg.Threshold(len(a.members), s.cfg.SecAgg.Dropout), min(s.cfg.MinCollaborators, len(a.members)))
+	// The Shamir threshold is the plan's dropout tolerance alone; how many
+	// masked inputs a round needs is MinCollaborators on top (waitClose).
+	a.threshold = secagg.Threshold(len(a.members), s.cfg.SecAgg.Dropout)
 	close(a.advDone)
 	s.mu.Unlock()
 	s.log.Info("secure aggregation: members fixed", "round", r, "members", a.members, "threshold", a.threshold)
