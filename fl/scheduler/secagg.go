@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -313,10 +314,11 @@ func (s *Scheduler) saFail(err error) {
 	}
 }
 
-// saSetup runs round r's advertise and share phases: members are those
-// who advertised when every expected collaborator has or PhaseTimeout
-// passed; then every member must send its shares within PhaseTimeout.
-func (s *Scheduler) saSetup(ctx context.Context, r int) error {
+// saSetupOnce runs round r's advertise and share phases once: members are
+// those who advertised when every expected collaborator has or
+// PhaseTimeout passed; then every member must send its shares within
+// PhaseTimeout (else a *setupRetry).
+func (s *Scheduler) saSetupOnce(ctx context.Context, r int) error {
 	timeout := s.cfg.SecAgg.PhaseTimeout
 	need := max(2, s.cfg.MinCollaborators)
 	fail := func(err error) error {
@@ -364,10 +366,42 @@ func (s *Scheduler) saSetup(ctx context.Context, r int) error {
 		}
 		err := fmt.Errorf("round %d: secure aggregation: no shares from %s within %s (every member's shares are needed before masking)", r, strings.Join(missing, ", "), timeout)
 		s.saFail(err)
-		return err
+		return &setupRetry{err}
 	}
 	close(a.shareDone)
 	return nil
+}
+
+// setupRetry is a share phase that lost members: the round's secure
+// aggregation starts over without them.
+type setupRetry struct{ err error }
+
+func (e *setupRetry) Error() string { return e.err.Error() }
+
+// saSetupRetries is how many times a round's secure aggregation starts
+// over after members were lost between advertising and sharing.
+const saSetupRetries = 3
+
+// saSetup runs round r's advertise and share phases (saSetupOnce). When
+// members are lost between the two, the members that did share are told
+// (their share call fails: they ask for tasks again) and the round's
+// secure aggregation starts over with fresh keys among those who
+// advertise again, at most saSetupRetries times.
+func (s *Scheduler) saSetup(ctx context.Context, r int) error {
+	for attempt := 0; ; attempt++ {
+		err := s.saSetupOnce(ctx, r)
+		var retry *setupRetry
+		if !errors.As(err, &retry) {
+			return err
+		}
+		if attempt == saSetupRetries {
+			return retry.err
+		}
+		s.log.Warn(retry.err.Error()+"; secure aggregation of the round starts over", "round", r, "attempt", attempt+2)
+		s.mu.Lock()
+		s.sa = newSARound(r)
+		s.mu.Unlock()
+	}
 }
 
 // waitUntil polls done on every progress signal until it holds or

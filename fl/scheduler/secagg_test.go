@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"crypto/rand"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -170,4 +171,170 @@ func TestSecAggPhases(t *testing.T) {
 	if !slices.Equal(final[0].Data, want) {
 		t.Errorf("final model %v, want %v", final[0].Data, want)
 	}
+}
+
+// saMember plays one collaborator of a scheduler SecAgg round.
+type saMember struct {
+	name string
+	c    *secagg.Client
+}
+
+// saAdvertiseAll advertises every member's fresh keys concurrently (the
+// calls block until the members are fixed) and returns the errors.
+func saAdvertiseAll(ctx context.Context, t *testing.T, s *Scheduler, r int, ms []*saMember, p secagg.Params) []error {
+	t.Helper()
+	errs := make([]error, len(ms))
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		c, err := secagg.NewClient(p, i, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.c = c
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			adv, _, err := s.SecAggAdvertise(ctx, m.name, int64(r), SecAggAdvert{MaskKey: c.Advertise().Key})
+			if err == nil {
+				keys := make([]secagg.PublicKey, len(adv))
+				for j, a := range adv {
+					keys[j] = secagg.PublicKey{ID: j, Key: a.MaskKey}
+				}
+				err = c.SetKeys(keys)
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// saShareAll sends the first senders members' shares to every member
+// concurrently and feeds each the shares it gets back.
+func saShareAll(ctx context.Context, s *Scheduler, r int, ms []*saMember, senders int) []error {
+	errs := make([]error, senders)
+	var wg sync.WaitGroup
+	for i, m := range ms[:senders] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sh, err := m.c.Shares(rand.Reader)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			var env []Envelope
+			for j, o := range ms {
+				if j != i {
+					env = append(env, Envelope{From: m.name, To: o.name, Ciphertext: sh[j]})
+				}
+			}
+			in, err := s.SecAggShare(ctx, m.name, int64(r), env)
+			for _, e := range in {
+				if err == nil {
+					err = m.c.Receive(slices.IndexFunc(ms, func(o *saMember) bool { return o.name == e.From }), e.Ciphertext)
+				}
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// TestSecAggStartsOverWithoutMemberLostBeforeSharing: c advertises and
+// then never sends its shares. a's and b's share calls are told the
+// round's secure aggregation failed; it starts over, a and b advertise
+// fresh keys, the phase timeout fixes them as the members and the round
+// completes with their exact sum.
+func TestSecAggStartsOverWithoutMemberLostBeforeSharing(t *testing.T) {
+	var got []uint32
+	var logs strings.Builder
+	var logMu sync.Mutex
+	sa := &SecAgg{Dropout: 0, FracBits: 10, Clip: 1, PhaseTimeout: 300 * time.Millisecond, OnSum: func(_ int, s []uint32) { got = s }}
+	s, err := New(Config{PlanHash: "h", Strategy: &strategy.FedAvg{}, Initial: weights(), Collaborators: []string{"a", "b", "c"},
+		Rounds: 1, Logger: slog.New(slog.NewTextHandler(lockedWriter{&logs, &logMu}, nil)), SecAgg: sa, DoneGrace: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { _, _, err := s.Run(ctx); runErr <- err }()
+
+	all := []*saMember{{name: "a"}, {name: "b"}, {name: "c"}}
+	p3 := secagg.Params{N: 3, Threshold: 3, Len: 3, FracBits: 10}
+	for _, err := range saAdvertiseAll(ctx, t, s, 1, all, p3) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, err := range saShareAll(ctx, s, 1, all, 2) { // c is lost
+		if !IsKind(err, Closed) || !strings.Contains(err.Error(), "no shares from c within 300ms") {
+			t.Fatalf("%s: share call after c was lost: %v", all[i].name, err)
+		}
+	}
+	two := all[:2]
+	p2 := secagg.Params{N: 2, Threshold: 2, Len: 3, FracBits: 10}
+	for _, err := range saAdvertiseAll(ctx, t, s, 1, two, p2) {
+		if err != nil {
+			t.Fatalf("second attempt: %v", err)
+		}
+	}
+	for _, err := range saShareAll(ctx, s, 1, two, 2) {
+		if err != nil {
+			t.Fatalf("second attempt: %v", err)
+		}
+	}
+	plain := make([]uint32, 3)
+	for i, m := range two {
+		local := weights()
+		local[0].Data[i] += 0.5
+		x, err := ClientInput(p2, weights(), local, 4, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range x {
+			plain[k] += v
+		}
+		y, err := m.c.Mask(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		upload(t, s, m.name, 1, MaskedWeights(y))
+	}
+	for _, m := range two {
+		if _, _, err := s.SecAggUnmask(ctx, m.name, 1); err != nil {
+			t.Fatal(err)
+		}
+		rv, err := m.c.Unmask([]int{0, 1}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SecAggReveal(m.name, 1, rv.Encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-runErr; err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, plain) {
+		t.Fatalf("unmasked sum %v, plain %v", got, plain)
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if !strings.Contains(logs.String(), "secure aggregation of the round starts over") {
+		t.Errorf("no start-over line in the log:\n%s", logs.String())
+	}
+}
+
+type lockedWriter struct {
+	w  *strings.Builder
+	mu *sync.Mutex
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
