@@ -139,6 +139,11 @@ type AggregatorConfig struct {
 	// secagg.go): collaborators upload masked updates (kind
 	// MASKED_UPDATE) and the strategy gets only their unmasked sum.
 	SecAgg *scheduler.SecAgg
+	// SecAggVerifier, if set, checks every advertised key certificate
+	// chain against the federation before it is relayed, so one member's
+	// bad certificate is refused (naming it) rather than failing every
+	// member's round (they check it anyway).
+	SecAggVerifier IdentityVerifier
 }
 
 // StragglerPolicy lets a round close before every expected collaborator has

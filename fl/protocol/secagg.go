@@ -434,6 +434,15 @@ func (a *Aggregator) SecAggAdvertise(ctx context.Context, req *flv1.SecAggAdvert
 	if err == nil && kc.Subject.CommonName != name {
 		err = fmt.Errorf("key certificate names %q", kc.Subject.CommonName)
 	}
+	if err == nil && a.cfg.SecAggVerifier != nil {
+		var ic *x509.Certificate
+		if ic, err = x509.ParseCertificate(req.GetIdentityCert()); err == nil {
+			var who *ratls.Identity
+			if who, err = a.cfg.SecAggVerifier.VerifyIdentity([]*x509.Certificate{kc, ic}, time.Now()); err == nil && who.Name != name {
+				err = fmt.Errorf("key certificate belongs to %q", who.Name)
+			}
+		}
+	}
 	if err != nil {
 		return nil, refused("secagg", codes.InvalidArgument, "round %d: keys advertised by %q refused: %v", req.GetRound(), name, err)
 	}

@@ -107,7 +107,7 @@ type saFed struct {
 	globals map[int]tensor.Weights
 }
 
-func newSAFed(t *testing.T, n, rounds int, sa scheduler.SecAgg, roundTimeout time.Duration) *saFed {
+func newSAFed(t *testing.T, n, rounds int, sa scheduler.SecAgg, roundTimeout time.Duration, mod ...func(*saFed, *AggregatorConfig)) *saFed {
 	t.Helper()
 	f := &saFed{t: t, rec: &saRecord{in: map[int]map[string]saInput{}}, sums: map[int][]uint32{}, globals: map[int]tensor.Weights{}}
 	for i := range n {
@@ -119,8 +119,7 @@ func newSAFed(t *testing.T, n, rounds int, sa scheduler.SecAgg, roundTimeout tim
 		f.sums[r] = sum
 		f.mu.Unlock()
 	}
-	var err error
-	f.agg, err = NewAggregator(AggregatorConfig{
+	cfg := AggregatorConfig{
 		PlanHash: planHash, Strategy: &strategy.FedAvg{}, Initial: saModel(),
 		Collaborators: f.names, Rounds: rounds, RoundTimeout: roundTimeout, RetryAfter: 50 * time.Millisecond,
 		StatusEvery: time.Second, Logger: f.aggLog.Logger(), SecAgg: &sa, DoneGrace: 3 * time.Second,
@@ -130,8 +129,12 @@ func newSAFed(t *testing.T, n, rounds int, sa scheduler.SecAgg, roundTimeout tim
 			f.mu.Unlock()
 			return nil
 		},
-	})
-	if err != nil {
+	}
+	for _, m := range mod {
+		m(f, &cfg)
+	}
+	var err error
+	if f.agg, err = NewAggregator(cfg); err != nil {
 		t.Fatal(err)
 	}
 	f.addr = f.env.serve(f.agg, f.aggLog.Logger())
@@ -409,4 +412,41 @@ func TestSecAggCorruptReveal(t *testing.T) {
 		t.Errorf("aggregator did not name col-5:\n%s", lg)
 	}
 	f.check(1, sa, f.names, f.names)
+}
+
+// TestSecAggImpersonatedKeysRefused: col-1 (its RA-TLS identity) holds
+// col-2's identity key and certificate and advertises round keys under
+// them. The aggregator (with the federation as SecAggVerifier) refuses
+// them in one line naming col-1 and relays nothing; col-2 and col-3 are
+// the round's members and it completes with their exact sum.
+func TestSecAggImpersonatedKeysRefused(t *testing.T) {
+	sa := scheduler.SecAgg{Dropout: 0, FracBits: 16, Clip: 0.5, PhaseTimeout: time.Second}
+	f := newSAFed(t, 3, 1, sa, time.Minute, func(f *saFed, c *AggregatorConfig) { c.SecAggVerifier = f.env.fe.Fed })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range 3 {
+		c := f.collaborator(i)
+		if i == 0 {
+			c.cfg.SecAgg.Key, c.cfg.SecAgg.Cert = f.env.members["col-2"].Key, f.env.members["col-2"].Issued.Cert
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = c.Run(ctx) }()
+	}
+	if _, _, err := f.agg.Run(ctx); err != nil {
+		t.Fatalf("federation: %v\n%s", err, f.aggLog.String())
+	}
+	wg.Wait()
+	var ref *RefusedError
+	if !errors.As(errs[0], &ref) || ref.Code != codes.InvalidArgument {
+		t.Fatalf("col-1: %v, want an InvalidArgument refusal", errs[0])
+	}
+	oneLine(t, "impersonation refusal", errs[0].Error(), `keys advertised by "col-1" refused: key certificate belongs to "col-2"`)
+	for i := 1; i < 3; i++ {
+		if errs[i] != nil {
+			t.Errorf("%s: %v", f.names[i], errs[i])
+		}
+	}
+	f.check(1, sa, f.names[1:], f.names[1:])
 }

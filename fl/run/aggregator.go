@@ -118,6 +118,9 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	defer ob.close()
 	ckptPath := CheckpointFile(ws, hash)
 	cfg, err := aggregatorConfig(p, hash, strat, tr, initial, names, ckptPath, ob.obs, log)
+	if err == nil && cfg.SecAgg != nil {
+		cfg.SecAggVerifier = id.Federation // refuse a member's bad key certificate before relaying it
+	}
 	if err != nil {
 		return err
 	}
