@@ -238,6 +238,7 @@ func (e *fedEnv) federationWith(initial tensor.Weights, names []string, rounds i
 		PlanHash: planHash, Strategy: &strategy.FedAvg{}, Initial: initial,
 		Collaborators: names, Rounds: rounds, RoundTimeout: 5 * time.Minute,
 		RetryAfter: 10 * time.Millisecond, StatusEvery: time.Minute, Logger: quiet(), SecAgg: sa,
+		SecAggVerifier: secaggVerifier(e, sa),
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -319,6 +320,15 @@ func (e *fedEnv) federationWith(initial tensor.Weights, names []string, rounds i
 		}
 	}
 	return res.history, wire.Load() - start
+}
+
+// secaggVerifier is the aggregator's key-certificate check, as fl/run
+// sets it, when sa is set.
+func secaggVerifier(e *fedEnv, sa *scheduler.SecAgg) IdentityVerifier {
+	if sa == nil {
+		return nil
+	}
+	return e.fe.Fed
 }
 
 // rawTLSTransfer pushes, over n concurrent TLS 1.3 loopback connections
