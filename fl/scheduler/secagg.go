@@ -366,6 +366,9 @@ func (s *Scheduler) saSetupOnce(ctx context.Context, r int) error {
 		}
 		err := fmt.Errorf("round %d: secure aggregation: no shares from %s within %s (every member's shares are needed before masking)", r, strings.Join(missing, ", "), timeout)
 		s.saFail(err)
+		// A fresh start in the same critical section: whoever the failure
+		// wakes finds the new one when it advertises again.
+		s.sa = newSARound(r)
 		return &setupRetry{err}
 	}
 	close(a.shareDone)
@@ -395,12 +398,12 @@ func (s *Scheduler) saSetup(ctx context.Context, r int) error {
 			return err
 		}
 		if attempt == saSetupRetries {
+			s.mu.Lock()
+			s.saFail(retry.err)
+			s.mu.Unlock()
 			return retry.err
 		}
 		s.log.Warn(retry.err.Error()+"; secure aggregation of the round starts over", "round", r, "attempt", attempt+2)
-		s.mu.Lock()
-		s.sa = newSARound(r)
-		s.mu.Unlock()
 	}
 }
 
