@@ -81,10 +81,12 @@ type Collaborator struct {
 	log   *slog.Logger
 	noise *privacy.Noise // local DP noise, keyed from crypto/rand
 
-	// Test hooks: afterMasked runs after the masked upload was
-	// acknowledged; corruptReveal rewrites the reveal before it is sent.
-	afterMasked   func(round int64)
-	corruptReveal func([]byte) []byte
+	// Test hooks: afterAdvertise runs when the round's members are known,
+	// afterMasked after the masked upload was acknowledged; corruptReveal
+	// rewrites the reveal before it is sent.
+	afterAdvertise func(round int64)
+	afterMasked    func(round int64)
+	corruptReveal  func([]byte) []byte
 }
 
 // NewCollaborator checks cfg and returns a Collaborator.

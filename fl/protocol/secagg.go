@@ -265,6 +265,9 @@ func (c *Collaborator) secaggSetup(ctx context.Context, round int64, n int, frac
 	if err != nil {
 		return nil, err
 	}
+	if c.afterAdvertise != nil {
+		c.afterAdvertise(round)
+	}
 	now := time.Now()
 	self := -1
 	for i, m := range adv.Members {

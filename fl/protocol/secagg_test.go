@@ -450,3 +450,44 @@ func TestSecAggImpersonatedKeysRefused(t *testing.T) {
 	}
 	f.check(1, sa, f.names[1:], f.names[1:])
 }
+
+// TestSecAggMemberLostBeforeSharing: col-3 is killed (its context ends)
+// right after it learnt the round's members, before it sends its shares.
+// The share phase times out, col-1 and col-2's share calls are told, they
+// ask for tasks again, advertise fresh keys and the round completes with
+// their exact sum.
+func TestSecAggMemberLostBeforeSharing(t *testing.T) {
+	sa := scheduler.SecAgg{Dropout: 0.34, FracBits: 16, Clip: 0.5, PhaseTimeout: time.Second}
+	f := newSAFed(t, 3, 1, sa, time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range 3 {
+		c := f.collaborator(i)
+		cctx, ccancel := context.WithCancel(ctx)
+		defer ccancel()
+		if i == 2 {
+			c.afterAdvertise = func(int64) { ccancel() }
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = c.Run(cctx) }()
+	}
+	if _, _, err := f.agg.Run(ctx); err != nil {
+		t.Fatalf("federation: %v\n%s", err, f.aggLog.String())
+	}
+	wg.Wait()
+	if !errors.Is(errs[2], context.Canceled) {
+		t.Errorf("col-3: %v, want context.Canceled", errs[2])
+	}
+	for i := range 2 {
+		if errs[i] != nil {
+			t.Errorf("%s: %v", f.names[i], errs[i])
+		}
+	}
+	lg := f.aggLog.String()
+	if !strings.Contains(lg, "no shares from col-3 within 1s (every member's shares are needed before masking); secure aggregation of the round starts over") {
+		t.Errorf("no start-over in the aggregator log:\n%s", lg)
+	}
+	f.check(1, sa, f.names[:2], f.names[:2])
+}
