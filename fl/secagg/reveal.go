@@ -1,7 +1,6 @@
 package secagg
 
 import (
-	"encoding/binary"
 	"fmt"
 	"slices"
 )
@@ -80,11 +79,4 @@ func CheckReveal(r Reveal, from int, survivors, dropped []int) error {
 func Threshold(n int, dropout float64) int {
 	t := n - int(dropout*float64(n))
 	return max(t, n/2+1)
-}
-
-// PutUint32s writes a fixed-point vector in little-endian order (4 bytes a value).
-func PutUint32s(b []byte, v []uint32) {
-	for i, x := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], x)
-	}
 }
