@@ -958,10 +958,12 @@ type SecAggAdvertiseRequest struct {
 	Sender   string                 `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
 	PlanHash string                 `protobuf:"bytes,3,opt,name=plan_hash,json=planHash,proto3" json:"plan_hash,omitempty"`
 	// key_cert is a DER X.509 certificate signed by the sender's federation
-	// identity key (the issuer is its identity certificate), valid for
-	// minutes, whose extension 1.3.6.1.4.1.57264.20.2.1 holds the round's
-	// keys (see fl/protocol SecAggKeys): peers verify [key_cert,
-	// identity_cert] against the federation as for an RA-TLS peer.
+	// identity key (the issuer is its identity certificate), valid for an
+	// hour, whose one URI SAN holds the round's keys:
+	// urn:teeml:secagg:v1:<plan hash>:<round>:<mask key hex>:<enc key hex>
+	// (fl/protocol SecAggKeys). Peers (and the aggregator) verify
+	// [key_cert, identity_cert] against the federation as for an RA-TLS
+	// peer.
 	KeyCert       []byte `protobuf:"bytes,4,opt,name=key_cert,json=keyCert,proto3" json:"key_cert,omitempty"`
 	IdentityCert  []byte `protobuf:"bytes,5,opt,name=identity_cert,json=identityCert,proto3" json:"identity_cert,omitempty"`
 	unknownFields protoimpl.UnknownFields
