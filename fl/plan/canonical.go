@@ -68,6 +68,7 @@ func (p *Plan) Canonical() []byte {
 	}
 	p.canonicalEncryption(w, cq)
 	p.canonicalPrivacy(w)
+	p.canonicalSecureAggregation(w)
 	return b.Bytes()
 }
 

@@ -33,7 +33,9 @@ const MaxSize = 1 << 20
 // aggregation.validator and its keys [0], the straggler_handling_policy
 // section [absent] and its minimum_reporting [1], the privacy section
 // [absent] with its adaptive_clipping [absent], sample_rate [1],
-// sample_seed [task_runner.seed] and epsilon_budget [0, none]).
+// sample_seed [task_runner.seed] and epsilon_budget [0, none], the
+// secure_aggregation section [absent] with its frac_bits [16] and
+// phase_timeout [1m]).
 func Parse(data []byte, name string) (*Plan, error) {
 	p := &Plan{name: name, lines: map[string]int{}}
 	root, err := yamlx.Document(data, fileName(name), "plan", MaxSize)
@@ -56,6 +58,7 @@ func Parse(data []byte, name string) (*Plan, error) {
 		{"attestation", true, ps.attestation},
 		{"encryption", false, ps.encryption},
 		{"privacy", false, ps.privacy},
+		{"secure_aggregation", false, ps.secureAggregation},
 	}); err != nil {
 		return nil, err
 	}

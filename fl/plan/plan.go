@@ -50,6 +50,9 @@ type Plan struct {
 	Encryption Encryption
 	// Privacy is the optional privacy section (DP-FedAvg, privacy.go).
 	Privacy Privacy
+	// SecureAggregation is the optional secure_aggregation section
+	// (secagg.go).
+	SecureAggregation SecureAggregation
 
 	name  string         // file name for errors
 	lines map[string]int // dotted key → line, when parsed
@@ -302,6 +305,7 @@ func (p *Plan) Validate() error {
 		p.validateStraggler,
 		p.validateEncryption,
 		p.validatePrivacy,
+		p.validateSecureAggregation,
 		p.validateAttestation,
 	} {
 		if err := check(); err != nil {

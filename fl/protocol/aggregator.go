@@ -135,6 +135,15 @@ type AggregatorConfig struct {
 	// Observer, if set, receives the aggregator's events (fl/metrics:
 	// metrics file and Prometheus); default NopObserver.
 	Observer Observer
+	// SecAgg, if set, runs every round with secure aggregation (see
+	// secagg.go): collaborators upload masked updates (kind
+	// MASKED_UPDATE) and the strategy gets only their unmasked sum.
+	SecAgg *scheduler.SecAgg
+	// SecAggVerifier, if set, checks every advertised key certificate
+	// chain against the federation before it is relayed, so one member's
+	// bad certificate is refused (naming it) rather than failing every
+	// member's round (they check it anyway).
+	SecAggVerifier IdentityVerifier
 }
 
 // StragglerPolicy lets a round close before every expected collaborator has
@@ -183,6 +192,7 @@ func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
 		Collaborators: cfg.Collaborators, Rounds: cfg.Rounds, RoundTimeout: cfg.RoundTimeout,
 		MinCollaborators: cfg.MinCollaborators, StatusEvery: cfg.StatusEvery, DoneGrace: cfg.DoneGrace,
 		Straggler: cfg.Straggler, Resume: cfg.Resume, Commit: cfg.Commit, Logger: a.log, Observer: cfg.Observer,
+		SecAgg: cfg.SecAgg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("protocol: aggregator: %w", err)
@@ -360,11 +370,16 @@ func (a *Aggregator) beginUpload(ctx context.Context, h *flv1.Header) (name stri
 	if name, err = a.authorize(ctx, "UploadUpdate", h.GetSender(), h.GetPlanHash()); err != nil {
 		return "", nil, err
 	}
-	if h.Kind != flv1.PayloadKind_PAYLOAD_KIND_UPDATE {
-		return name, nil, refused("kind", codes.InvalidArgument, "upload from %q is of kind %s, want %s", name, h.Kind, flv1.PayloadKind_PAYLOAD_KIND_UPDATE)
+	want, dir := flv1.PayloadKind_PAYLOAD_KIND_UPDATE, a.dir
+	if a.cfg.SecAgg != nil {
+		want = flv1.PayloadKind_PAYLOAD_KIND_MASKED_UPDATE
+		dir = []*flv1.TensorInfo{{Name: scheduler.MaskedTensor, Shape: []int64{int64(a.cfg.Initial.NumParams() + 1)}}}
+	}
+	if h.Kind != want {
+		return name, nil, refused("kind", codes.InvalidArgument, "upload from %q is of kind %s, want %s", name, h.Kind, want)
 	}
 	release, err = a.s.BeginUpload(name, h.Round, func() error {
-		if err := sameDirectory(a.dir, h.Tensors); err != nil {
+		if err := sameDirectory(dir, h.Tensors); err != nil {
 			return refused("shape", codes.InvalidArgument, "update from %q does not fit the global model: %v", name, err)
 		}
 		if h.NumExamples <= 0 {

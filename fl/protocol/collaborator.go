@@ -17,6 +17,7 @@ import (
 
 	flv1 "github.com/teeml/teeml/api/proto/teeml/fl/v1"
 	"github.com/teeml/teeml/fl/privacy"
+	"github.com/teeml/teeml/fl/scheduler"
 	"github.com/teeml/teeml/ml/tensor"
 	"github.com/teeml/teeml/ratls"
 )
@@ -63,6 +64,14 @@ type CollaboratorConfig struct {
 	// identity name.
 	AggregatorRole, AggregatorName string
 	Logger                         *slog.Logger
+	// SecAgg is this collaborator's identity for rounds with secure
+	// aggregation (their config has scheduler.KeySecAgg = 1); a
+	// collaborator without one fails such rounds.
+	SecAgg *SecAggIdentity
+	// SecAggPhaseWait is how much longer than CallTimeout a SecAgg call
+	// the aggregator holds (advertise, share, unmask) may take (default
+	// 2 minutes; it should exceed the plan's phase timeout).
+	SecAggPhaseWait time.Duration
 }
 
 // Collaborator is the client side of the protocol.
@@ -71,6 +80,13 @@ type Collaborator struct {
 	cl    flv1.AggregatorClient
 	log   *slog.Logger
 	noise *privacy.Noise // local DP noise, keyed from crypto/rand
+
+	// Test hooks: afterAdvertise runs when the round's members are known,
+	// afterMasked after the masked upload was acknowledged; corruptReveal
+	// rewrites the reveal before it is sent.
+	afterAdvertise func(round int64)
+	afterMasked    func(round int64)
+	corruptReveal  func([]byte) []byte
 }
 
 // NewCollaborator checks cfg and returns a Collaborator.
@@ -109,6 +125,9 @@ func NewCollaborator(cfg CollaboratorConfig) (*Collaborator, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.SecAggPhaseWait <= 0 {
+		cfg.SecAggPhaseWait = 2 * time.Minute
 	}
 	noise, err := privacy.NewNoise(nil)
 	if err != nil {
@@ -334,6 +353,13 @@ func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error
 	if err != nil {
 		return err
 	}
+	var sr *secaggRound
+	if t.Config[scheduler.KeySecAgg] == 1 {
+		// Keys and shares first: every member must be there before masking.
+		if sr, err = c.secaggSetup(ctx, round, global.NumParams(), int(t.Config[scheduler.KeySecAggFracBits])); err != nil {
+			return err
+		}
+	}
 	timings := &flv1.CollaboratorTimings{DownloadSeconds: time.Since(start).Seconds()}
 	has := func(name string) bool {
 		for _, x := range t.Tasks {
@@ -379,6 +405,9 @@ func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error
 	if dp {
 		c.log.Info("update clipped for differential privacy", "round", round, "clip_norm", t.Config[privacy.KeyClipNorm],
 			"local_noise_std", t.Config[privacy.KeyLocalNoiseStd])
+	}
+	if sr != nil {
+		return sr.maskedUpload(ctx, global, up, n, t.Config[scheduler.KeySecAggClip], metrics, timings)
 	}
 	return c.upload(ctx, round, up, n, metrics, timings)
 }
@@ -428,6 +457,10 @@ func (c *Collaborator) evaluate(ctx context.Context, round int64, task string, w
 }
 
 func (c *Collaborator) upload(ctx context.Context, round int64, w tensor.Weights, n int, metrics map[string]float64, timings *flv1.CollaboratorTimings) error {
+	return c.uploadKind(ctx, round, w, n, flv1.PayloadKind_PAYLOAD_KIND_UPDATE, metrics, timings)
+}
+
+func (c *Collaborator) uploadKind(ctx context.Context, round int64, w tensor.Weights, n int, kind flv1.PayloadKind, metrics map[string]float64, timings *flv1.CollaboratorTimings) error {
 	tctx, cancel := context.WithTimeout(ctx, c.cfg.TransferTimeout)
 	defer cancel()
 	stream, err := c.cl.UploadUpdate(tctx, callOptions()...)
@@ -435,7 +468,7 @@ func (c *Collaborator) upload(ctx context.Context, round int64, w tensor.Weights
 		return err
 	}
 	sent, err := EncodeWeights(w, &flv1.Header{Round: round, Sender: c.cfg.Name, PlanHash: c.cfg.PlanHash,
-		Kind: flv1.PayloadKind_PAYLOAD_KIND_UPDATE, NumExamples: int64(n), Metrics: metrics, Timings: timings}, stream.Send)
+		Kind: kind, NumExamples: int64(n), Metrics: metrics, Timings: timings}, stream.Send)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}

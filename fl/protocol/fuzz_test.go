@@ -86,3 +86,32 @@ func FuzzDecodeWeights(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseSecAggURI: a key certificate's URI (relayed, untrusted) never
+// panics the parser, and whatever parses renders back to the same URI.
+func FuzzParseSecAggURI(f *testing.F) {
+	k := SecAggKeys{PlanHash: planHash, Round: 3, Mask: make([]byte, 32), Enc: make([]byte, 32)}
+	k.Mask[0], k.Enc[0] = 9, 9 // the X25519 base point: a valid key
+	u, err := k.uri()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(u.String())
+	f.Add(secaggURN + "x:1:00:00")
+	f.Add(secaggURN + ":::")
+	f.Add("urn:other")
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := parseSecAggURI(s)
+		if err != nil {
+			return
+		}
+		u, err := k.uri()
+		if err != nil {
+			return // a plan hash that is no URI part cannot come from a plan
+		}
+		k2, err := parseSecAggURI(u.String())
+		if err != nil || k2.Round != k.Round || string(k2.Mask) != string(k.Mask) || string(k2.Enc) != string(k.Enc) || k2.PlanHash != k.PlanHash {
+			t.Fatalf("%q parsed to %+v, which renders to %q: %+v, %v", s, k, u, k2, err)
+		}
+	})
+}

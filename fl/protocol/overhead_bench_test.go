@@ -20,6 +20,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/teeml/teeml/fl/scheduler"
 	"github.com/teeml/teeml/fl/strategy"
 	"github.com/teeml/teeml/ml/tensor"
 	"github.com/teeml/teeml/ratls"
@@ -227,11 +228,17 @@ func (e *fedEnv) transport(name string) ratls.TransportConfig {
 // returns its round summaries and the bytes on the aggregator's TCP
 // connections.
 func (e *fedEnv) federation(initial tensor.Weights, names []string, rounds int) ([]RoundSummary, int64) {
+	return e.federationWith(initial, names, rounds, nil)
+}
+
+// federationWith is federation, with secure aggregation if sa is set.
+func (e *fedEnv) federationWith(initial tensor.Weights, names []string, rounds int, sa *scheduler.SecAgg) ([]RoundSummary, int64) {
 	e.t.Helper()
 	agg, err := NewAggregator(AggregatorConfig{
 		PlanHash: planHash, Strategy: &strategy.FedAvg{}, Initial: initial,
 		Collaborators: names, Rounds: rounds, RoundTimeout: 5 * time.Minute,
-		RetryAfter: 10 * time.Millisecond, StatusEvery: time.Minute, Logger: quiet(),
+		RetryAfter: 10 * time.Millisecond, StatusEvery: time.Minute, Logger: quiet(), SecAgg: sa,
+		SecAggVerifier: secaggVerifier(e, sa),
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -264,9 +271,14 @@ func (e *fedEnv) federation(initial tensor.Weights, names []string, rounds int) 
 			e.t.Fatal(err)
 		}
 		defer conn.Close()
+		var id *SecAggIdentity
+		if sa != nil {
+			m := e.members[n]
+			id = &SecAggIdentity{Key: m.Key, Cert: m.Issued.Cert, Verifier: e.fe.Fed}
+		}
 		if cols[i], err = NewCollaborator(CollaboratorConfig{Name: n, PlanHash: planHash, Conn: conn,
 			Trainer: &benchTrainer{id: i}, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
-			Logger: quiet()}); err != nil {
+			Logger: quiet(), SecAgg: id}); err != nil {
 			e.t.Fatal(err)
 		}
 	}
@@ -300,11 +312,23 @@ func (e *fedEnv) federation(initial tensor.Weights, names []string, rounds int) 
 		e.t.Fatalf("%d rounds, want %d", len(res.history), rounds)
 	}
 	for _, s := range res.history {
+		if sa != nil && len(s.Participants) == len(names) && len(s.Accepted) == 1 {
+			continue // one result: the unmasked sum
+		}
 		if len(s.Accepted) != len(names) {
 			e.t.Fatalf("round %d: accepted %v rejected %v", s.Round, s.Accepted, s.Rejected)
 		}
 	}
 	return res.history, wire.Load() - start
+}
+
+// secaggVerifier is the aggregator's key-certificate check, as fl/run
+// sets it, when sa is set.
+func secaggVerifier(e *fedEnv, sa *scheduler.SecAgg) IdentityVerifier {
+	if sa == nil {
+		return nil
+	}
+	return e.fe.Fed
 }
 
 // rawTLSTransfer pushes, over n concurrent TLS 1.3 loopback connections

@@ -136,6 +136,9 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	}()
 	ckptPath := CheckpointFile(ws, hash)
 	cfg, err := aggregatorConfig(p, hash, strat, tr, initial, names, ckptPath, ob.obs, log)
+	if err == nil && cfg.SecAgg != nil {
+		cfg.SecAggVerifier = id.Federation // refuse a member's bad key certificate before relaying it
+	}
 	if err != nil {
 		return err
 	}
@@ -276,7 +279,7 @@ func aggregatorConfig(p *plan.Plan, hash string, strat strategy.Strategy, tr *tr
 	return protocol.AggregatorConfig{
 		PlanHash: hash, Strategy: strat, Evaluator: tr, Initial: initial, Collaborators: names,
 		Rounds: p.Aggregator.RoundsToTrain, RoundTimeout: timeout, MinCollaborators: minCols, Straggler: straggler,
-		RetryAfter: 200 * time.Millisecond, Logger: log, Observer: obs,
+		RetryAfter: 200 * time.Millisecond, Logger: log, Observer: obs, SecAgg: p.SecAgg(),
 		Commit: func(_ context.Context, c *protocol.Checkpoint) error { return tr.commit(ckptPath, c) },
 	}, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/fl/workspace"
 )
@@ -27,6 +28,15 @@ type CollaboratorOptions struct {
 }
 
 // RunCollaborator is `teeml fl collaborator start`: it loads the frozen
+// secAggWait bounds how long the aggregator may hold a secure-aggregation
+// call: the unmask call waits for the round to close.
+func secAggWait(p *plan.Plan) time.Duration {
+	if s := p.SecAgg(); s != nil {
+		return max(2*time.Minute, 2*s.PhaseTimeout, p.Network.RoundTimeout)
+	}
+	return 0
+}
+
 // plan, the aggregator's policy, the federation bundle and pinned root, its
 // identity and party configuration and its data shard, connects to the
 // aggregator over RA-TLS and trains until the aggregator says DONE.
@@ -77,11 +87,17 @@ func RunCollaborator(ctx context.Context, o CollaboratorOptions) error {
 		return fmt.Errorf("aggregator %s: %w", addr, err)
 	}
 	defer conn.Close()
+	var sa *protocol.SecAggIdentity
+	if s := p.SecAgg(); s != nil {
+		// Round keys are signed by the identity key; the other members'
+		// are checked against the federation bundle in force.
+		sa = &protocol.SecAggIdentity{Key: id.Key, Cert: id.Cert, Verifier: id.Federation}
+	}
 	c, err := protocol.NewCollaborator(protocol.CollaboratorConfig{
 		Name: o.Name, PlanHash: hash, Conn: conn,
 		Trainer:    trainer,
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, GiveUpAfter: o.ConnectTimeout,
-		Logger: log,
+		Logger: log, SecAgg: sa, SecAggPhaseWait: secAggWait(p),
 	})
 	if err != nil {
 		return err

@@ -115,7 +115,7 @@ func (s *Scheduler) Tasks(name string) (Assignment, error) {
 		}
 		return Assignment{Action: Done, Round: s.cfg.Rounds}, nil
 	}
-	if _, ok := s.updates[name]; ok || s.round <= 0 {
+	if _, ok := s.updates[name]; ok || s.round <= 0 || s.saLateComer(name) {
 		return Assignment{Action: Wait, Round: max(s.round, -s.round)}, nil
 	}
 	s.touch(name, "asked for tasks")
@@ -237,6 +237,16 @@ func (s *Scheduler) BeginUpload(name string, round int64, validate func() error)
 	}
 	if s.inflight[name] {
 		return nil, refuse(Duplicate, "collaborator %q is already uploading an update", name)
+	}
+	if s.sa != nil {
+		select {
+		case <-s.sa.shareDone:
+		default:
+			return nil, refuse(Closed, "round %d: masked update from %q before the secure-aggregation shares were exchanged", round, name)
+		}
+		if err := s.saCheck(name, round, true); err != nil {
+			return nil, err
+		}
 	}
 	if validate != nil {
 		if err := validate(); err != nil {

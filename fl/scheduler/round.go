@@ -93,11 +93,23 @@ func (s *Scheduler) needed() int {
 func (s *Scheduler) runRound(ctx context.Context, r int, history []RoundSummary) (RoundSummary, error) {
 	start := s.now()
 	s.log.Info("round open", "round", r, "of", s.cfg.Rounds, "timeout", s.cfg.RoundTimeout)
+	if s.cfg.SecAgg != nil {
+		if err := s.saSetup(ctx, r); err != nil {
+			return RoundSummary{}, err
+		}
+	}
 	closedBy, err := s.waitClose(ctx, r)
 	if err != nil {
 		return RoundSummary{}, err
 	}
 	in := s.closeRound(r, closedBy)
+	if s.cfg.SecAgg != nil {
+		res, err := s.saUnmask(ctx, r, in.global)
+		if err != nil {
+			return RoundSummary{}, err
+		}
+		in.results = []strategy.FitResult{res}
+	}
 	next, sum, err := s.aggregate(ctx, r, in)
 	if err != nil {
 		return RoundSummary{}, err
@@ -157,17 +169,24 @@ func (s *Scheduler) waitClose(ctx context.Context, r int) (string, error) {
 		cutoff = t.C
 	}
 	cutoffPassed := false
-	need := s.needed()
+	need, all, least := s.needed(), len(s.expected), s.cfg.MinCollaborators
+	if s.cfg.SecAgg != nil {
+		// Only the members can upload, and the sum needs the threshold.
+		s.mu.Lock()
+		all, least = len(s.sa.members), max(least, s.sa.threshold)
+		need = max(min(need, all), least)
+		s.mu.Unlock()
+	}
 	for {
 		s.mu.Lock()
 		n := len(s.updates)
 		s.mu.Unlock()
 		switch {
-		case n == len(s.expected):
+		case n == all:
 			return ClosedAll, nil
 		case n >= need:
 			return ClosedPercentage, nil
-		case cutoffPassed && n >= s.cfg.MinCollaborators:
+		case cutoffPassed && n >= least:
 			return ClosedCutoff, nil
 		}
 		select {
@@ -184,21 +203,21 @@ func (s *Scheduler) waitClose(ctx context.Context, r int) (string, error) {
 			s.log.Info(fmt.Sprintf("round %d waits for %d of %d collaborators: %s", r, len(late), len(s.expected), why),
 				"round", r, "late", late, "elapsed", time.Since(start).Round(time.Second))
 		case <-timeout.C:
-			return s.timedOut(r)
+			return s.timedOut(r, least)
 		}
 	}
 }
 
 // timedOut is round r reaching its timeout: it closes if it has
 // MinCollaborators updates, else the federation fails.
-func (s *Scheduler) timedOut(r int) (string, error) {
+func (s *Scheduler) timedOut(r, least int) (string, error) {
 	s.mu.Lock()
 	late, why := s.lateReport(r)
 	n := len(s.updates)
 	s.mu.Unlock()
-	if n < s.cfg.MinCollaborators {
+	if n < least {
 		return "", fmt.Errorf("round %d timed out after %s with %d of %d updates (need %d): %s",
-			r, s.cfg.RoundTimeout, n, len(s.expected), s.cfg.MinCollaborators, why)
+			r, s.cfg.RoundTimeout, n, len(s.expected), least, why)
 	}
 	s.log.Warn(fmt.Sprintf("round %d timed out; closing with %d of %d updates; late: %s", r, n, len(s.expected), why),
 		"round", r, "late", late)
@@ -224,8 +243,16 @@ func (s *Scheduler) closeRound(r int, closedBy string) *roundInput {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.round = -r
+	if s.sa != nil {
+		s.saClose()
+	}
 	in := &roundInput{global: s.global, closedBy: closedBy,
 		bytesIn: s.bytesIn.Load() - s.in0, bytesOut: s.bytesOut.Load() - s.out0}
+	if closedBy == ClosedAll && s.sa != nil {
+		// All members uploaded; expected collaborators that missed the
+		// advertise phase are the round's stragglers.
+		in.stragglers, _ = s.lateReport(r)
+	}
 	if closedBy != ClosedAll {
 		var why string
 		in.stragglers, why = s.lateReport(r)

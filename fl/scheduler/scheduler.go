@@ -81,6 +81,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer receives the events; default NopObserver.
 	Observer Observer
+	// SecAgg, if set, runs every round with secure aggregation.
+	SecAgg *SecAgg
 }
 
 // StragglerPolicy lets a round close before every expected collaborator has
@@ -195,6 +197,8 @@ type Scheduler struct {
 	out0     int64
 
 	gateStop error // a RoundGate refusal: the federation ended early
+
+	sa *saRound // the current round's secure aggregation (Config.SecAgg)
 }
 
 // New checks cfg and returns a Scheduler whose first round is open.
@@ -218,6 +222,9 @@ func New(cfg Config) (*Scheduler, error) {
 	cfg = withDefaults(cfg)
 	if cfg.Straggler.Cutoff < 0 || cfg.Straggler.Needed < 0 {
 		return nil, fmt.Errorf("negative straggler policy %+v", cfg.Straggler)
+	}
+	if sa := cfg.SecAgg; sa != nil && (!(sa.Dropout >= 0 && sa.Dropout < 0.5) || sa.FracBits < 0 || sa.FracBits > 24 || !(sa.Clip > 0)) {
+		return nil, fmt.Errorf("secure aggregation: dropout %v (need 0 ≤ d < 0.5), %d fraction bits (need 0..24), clip %v (need > 0)", sa.Dropout, sa.FracBits, sa.Clip)
 	}
 	s := &Scheduler{
 		cfg:      cfg,
@@ -309,6 +316,13 @@ func withDefaults(cfg Config) Config {
 	if cfg.Observer == nil {
 		cfg.Observer = NopObserver{}
 	}
+	if cfg.SecAgg != nil {
+		sa := *cfg.SecAgg
+		if sa.PhaseTimeout <= 0 {
+			sa.PhaseTimeout = time.Minute
+		}
+		cfg.SecAgg = &sa
+	}
 	return cfg
 }
 
@@ -354,6 +368,12 @@ func (s *Scheduler) openRound(r int) {
 	}
 	for k, v := range s.cfg.Strategy.ConfigureFit(r, s.global) {
 		s.config[k] = v
+	}
+	if sa := s.cfg.SecAgg; sa != nil {
+		s.sa = newSARound(r)
+		s.config[KeySecAgg] = 1
+		s.config[KeySecAggFracBits] = float64(sa.FracBits)
+		s.config[KeySecAggClip] = sa.Clip
 	}
 	s.cfg.Observer.RoundOpened(r)
 }

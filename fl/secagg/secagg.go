@@ -5,7 +5,8 @@
 // vectors and nothing else, and the sum survives clients dropping out.
 // It is the pure algorithm, with no transport: the messages are values and
 // bytes that a protocol would carry over authenticated (RA-TLS) channels.
-// Nothing here is wired into fl/protocol yet.
+// fl/protocol carries these messages (over RA-TLS, the pairwise shares
+// end-to-end encrypted) and fl/scheduler drives the phases.
 //
 // Per round, with n clients, threshold t (t > n/2) and every pair of clients
 // as neighbours (SecAgg+'s sparse neighbour graph is not implemented):
@@ -116,15 +117,25 @@ type Client struct {
 
 // NewClient draws client id's keys and self-mask seed from rand.
 func NewClient(p Params, id int, rand io.Reader) (*Client, error) {
+	sk, err := ecdh.X25519().GenerateKey(rand)
+	if err != nil {
+		return nil, fmt.Errorf("secagg: client %d: %w", id, err)
+	}
+	return NewClientWithKey(p, id, sk, rand)
+}
+
+// NewClientWithKey is NewClient with a mask key drawn beforehand (a
+// protocol advertises the key before it knows the round's members, so
+// before it knows N and its id); the self-mask seed is drawn from rand.
+func NewClientWithKey(p Params, id int, sk *ecdh.PrivateKey, rand io.Reader) (*Client, error) {
 	if err := p.check(); err != nil {
 		return nil, err
 	}
 	if id < 0 || id >= p.N {
 		return nil, fmt.Errorf("secagg: client id %d: need 0..%d", id, p.N-1)
 	}
-	sk, err := ecdh.X25519().GenerateKey(rand)
-	if err != nil {
-		return nil, fmt.Errorf("secagg: client %d: %w", id, err)
+	if sk == nil || sk.Curve() != ecdh.X25519() {
+		return nil, fmt.Errorf("secagg: client %d: mask key is not an X25519 key", id)
 	}
 	c := &Client{p: p, id: id, sk: sk, shares: map[int]Share{}}
 	if _, err := io.ReadFull(rand, c.b[:]); err != nil {
@@ -383,16 +394,17 @@ func Aggregate(p Params, keys []PublicKey, masked map[int][]uint32, reveals []Re
 	if len(from) < p.Threshold {
 		return nil, fmt.Errorf("secagg: %d reveals, threshold %d: the sum cannot be unmasked", len(from), p.Threshold)
 	}
+	lg := lagrange{}
 	for _, j := range survivors {
-		if !consistent(seedShares[j], p.Threshold) {
+		if !consistent(lg, seedShares[j], p.Threshold) {
 			return nil, fmt.Errorf("secagg: the shares of survivor %d's seed revealed by %v are inconsistent (a corrupt share): refusing a wrong sum", j, sortedKeys(seedShares[j]))
 		}
 		var seed [32]byte
-		copy(seed[:], combine(seedShares[j], p.Threshold))
+		copy(seed[:], combineWith(lg, seedShares[j], p.Threshold))
 		addPRG(sum, seed, -1)
 	}
 	for _, j := range dropped {
-		skb := combine(keyShares[j], p.Threshold)
+		skb := combineWith(lg, keyShares[j], p.Threshold)
 		sk, err := ecdh.X25519().NewPrivateKey(skb)
 		if err != nil || !slices.Equal(sk.PublicKey().Bytes(), pks[j].Bytes()) {
 			return nil, fmt.Errorf("secagg: rebuilt mask key of dropped client %d does not match its public key (a corrupt share among %v)", j, sortedKeys(keyShares[j]))

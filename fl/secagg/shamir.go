@@ -63,20 +63,22 @@ func split(secret []byte, n, t int, rand io.Reader) ([][]byte, error) {
 
 // combine rebuilds a secret from the first t shares (by holder id) of
 // shares (holder → share), by Lagrange interpolation at 0.
-func combine(shares map[int][32]byte, t int) []byte {
-	return interpolate(shares, firstHolders(shares, t), 0)
+func combine(shares map[int][32]byte, t int) []byte { return combineWith(nil, shares, t) }
+
+func combineWith(lg lagrange, shares map[int][32]byte, t int) []byte {
+	return interpolate(lg, shares, firstHolders(shares, t), 0)
 }
 
 // consistent reports whether every share of shares lies on the polynomial
 // through the first t of them (false means a corrupt share among them;
 // with exactly t shares nothing can be checked).
-func consistent(shares map[int][32]byte, t int) bool {
+func consistent(lg lagrange, shares map[int][32]byte, t int) bool {
 	base := firstHolders(shares, t)
 	for k, s := range shares {
 		if slices.Contains(base, k) {
 			continue
 		}
-		if !slices.Equal(interpolate(shares, base, byte(k+1)), s[:]) {
+		if !slices.Equal(interpolate(lg, shares, base, byte(k+1)), s[:]) {
 			return false
 		}
 	}
@@ -93,11 +95,25 @@ func firstHolders(shares map[int][32]byte, t int) []int {
 	return holders
 }
 
-// interpolate evaluates at x the polynomial through the holders' shares:
-// Σ_i s_i·Π_{j≠i} (x − x_j)/(x_i − x_j), with − being ⊕ in GF(2⁸).
-func interpolate(shares map[int][32]byte, holders []int, x byte) []byte {
-	out := make([]byte, 32)
-	for _, i := range holders {
+// lagrange caches Lagrange coefficients by holder set and point. They
+// depend only on the holders' public x-coordinates, so an aggregator that
+// rebuilds many secrets from the same holders computes them (and their
+// field inversions) once, not once per secret. nil computes afresh.
+type lagrange map[string][]byte
+
+// coeffs are the coefficients l_i = Π_{j≠i} (x − x_j)/(x_i − x_j) of the
+// holders at x, with − being ⊕ in GF(2⁸).
+func (lg lagrange) coeffs(holders []int, x byte) []byte {
+	key := make([]byte, 0, len(holders)+1)
+	for _, h := range holders {
+		key = append(key, byte(h))
+	}
+	key = append(key, x)
+	if c, ok := lg[string(key)]; ok {
+		return c
+	}
+	c := make([]byte, len(holders))
+	for n, i := range holders {
 		xi := byte(i + 1)
 		l := byte(1)
 		for _, j := range holders {
@@ -107,7 +123,20 @@ func interpolate(shares map[int][32]byte, holders []int, x byte) []byte {
 			xj := byte(j + 1)
 			l = gfMul(l, gfMul(x^xj, gfInv(xi^xj)))
 		}
-		s := shares[i]
+		c[n] = l
+	}
+	if lg != nil {
+		lg[string(key)] = c
+	}
+	return c
+}
+
+// interpolate evaluates at x the polynomial through the holders' shares:
+// Σ_i s_i·l_i.
+func interpolate(lg lagrange, shares map[int][32]byte, holders []int, x byte) []byte {
+	out := make([]byte, 32)
+	for n, l := range lg.coeffs(holders, x) {
+		s := shares[holders[n]]
 		for k := range out {
 			out[k] ^= gfMul(l, s[k])
 		}

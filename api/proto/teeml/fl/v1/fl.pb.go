@@ -91,6 +91,10 @@ const (
 	PayloadKind_PAYLOAD_KIND_UPDATE PayloadKind = 2
 	// METRICS: metrics only, no tensors.
 	PayloadKind_PAYLOAD_KIND_METRICS PayloadKind = 3
+	// MASKED_UPDATE: a secure-aggregation masked fixed-point vector
+	// (collaborator to aggregator): one tensor "secagg/masked" of shape [n],
+	// each value a uint32 sent as the bits of a float32.
+	PayloadKind_PAYLOAD_KIND_MASKED_UPDATE PayloadKind = 4
 )
 
 // Enum value maps for PayloadKind.
@@ -100,12 +104,14 @@ var (
 		1: "PAYLOAD_KIND_MODEL",
 		2: "PAYLOAD_KIND_UPDATE",
 		3: "PAYLOAD_KIND_METRICS",
+		4: "PAYLOAD_KIND_MASKED_UPDATE",
 	}
 	PayloadKind_value = map[string]int32{
-		"PAYLOAD_KIND_UNSPECIFIED": 0,
-		"PAYLOAD_KIND_MODEL":       1,
-		"PAYLOAD_KIND_UPDATE":      2,
-		"PAYLOAD_KIND_METRICS":     3,
+		"PAYLOAD_KIND_UNSPECIFIED":   0,
+		"PAYLOAD_KIND_MODEL":         1,
+		"PAYLOAD_KIND_UPDATE":        2,
+		"PAYLOAD_KIND_METRICS":       3,
+		"PAYLOAD_KIND_MASKED_UPDATE": 4,
 	}
 )
 
@@ -946,6 +952,601 @@ func (*MetricsAck) Descriptor() ([]byte, []int) {
 	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{10}
 }
 
+type SecAggAdvertiseRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Round    int64                  `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	Sender   string                 `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
+	PlanHash string                 `protobuf:"bytes,3,opt,name=plan_hash,json=planHash,proto3" json:"plan_hash,omitempty"`
+	// key_cert is a DER X.509 certificate signed by the sender's federation
+	// identity key (the issuer is its identity certificate), valid for an
+	// hour, whose one URI SAN holds the round's keys:
+	// urn:teeml:secagg:v1:<plan hash>:<round>:<mask key hex>:<enc key hex>
+	// (fl/protocol SecAggKeys). Peers (and the aggregator) verify
+	// [key_cert, identity_cert] against the federation as for an RA-TLS
+	// peer.
+	KeyCert       []byte `protobuf:"bytes,4,opt,name=key_cert,json=keyCert,proto3" json:"key_cert,omitempty"`
+	IdentityCert  []byte `protobuf:"bytes,5,opt,name=identity_cert,json=identityCert,proto3" json:"identity_cert,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggAdvertiseRequest) Reset() {
+	*x = SecAggAdvertiseRequest{}
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggAdvertiseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggAdvertiseRequest) ProtoMessage() {}
+
+func (x *SecAggAdvertiseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggAdvertiseRequest.ProtoReflect.Descriptor instead.
+func (*SecAggAdvertiseRequest) Descriptor() ([]byte, []int) {
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SecAggAdvertiseRequest) GetRound() int64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *SecAggAdvertiseRequest) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *SecAggAdvertiseRequest) GetPlanHash() string {
+	if x != nil {
+		return x.PlanHash
+	}
+	return ""
+}
+
+func (x *SecAggAdvertiseRequest) GetKeyCert() []byte {
+	if x != nil {
+		return x.KeyCert
+	}
+	return nil
+}
+
+func (x *SecAggAdvertiseRequest) GetIdentityCert() []byte {
+	if x != nil {
+		return x.IdentityCert
+	}
+	return nil
+}
+
+// SecAggMember is one member of a round's secure aggregation, in id
+// order (id = index).
+type SecAggMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	KeyCert       []byte                 `protobuf:"bytes,2,opt,name=key_cert,json=keyCert,proto3" json:"key_cert,omitempty"`
+	IdentityCert  []byte                 `protobuf:"bytes,3,opt,name=identity_cert,json=identityCert,proto3" json:"identity_cert,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggMember) Reset() {
+	*x = SecAggMember{}
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggMember) ProtoMessage() {}
+
+func (x *SecAggMember) ProtoReflect() protoreflect.Message {
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggMember.ProtoReflect.Descriptor instead.
+func (*SecAggMember) Descriptor() ([]byte, []int) {
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SecAggMember) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SecAggMember) GetKeyCert() []byte {
+	if x != nil {
+		return x.KeyCert
+	}
+	return nil
+}
+
+func (x *SecAggMember) GetIdentityCert() []byte {
+	if x != nil {
+		return x.IdentityCert
+	}
+	return nil
+}
+
+type SecAggAdvertiseResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Members []*SecAggMember        `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// threshold is the Shamir threshold t of the round.
+	Threshold     int64 `protobuf:"varint,2,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggAdvertiseResponse) Reset() {
+	*x = SecAggAdvertiseResponse{}
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggAdvertiseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggAdvertiseResponse) ProtoMessage() {}
+
+func (x *SecAggAdvertiseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggAdvertiseResponse.ProtoReflect.Descriptor instead.
+func (*SecAggAdvertiseResponse) Descriptor() ([]byte, []int) {
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SecAggAdvertiseResponse) GetMembers() []*SecAggMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *SecAggAdvertiseResponse) GetThreshold() int64 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+// SecAggEnvelope is one Shamir share pair, AES-256-GCM encrypted under the
+// X25519 agreement of the sender's and recipient's encryption keys: the
+// aggregator relays ciphertext only.
+type SecAggEnvelope struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	Ciphertext    []byte                 `protobuf:"bytes,3,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggEnvelope) Reset() {
+	*x = SecAggEnvelope{}
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggEnvelope) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggEnvelope) ProtoMessage() {}
+
+func (x *SecAggEnvelope) ProtoReflect() protoreflect.Message {
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggEnvelope.ProtoReflect.Descriptor instead.
+func (*SecAggEnvelope) Descriptor() ([]byte, []int) {
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SecAggEnvelope) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *SecAggEnvelope) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *SecAggEnvelope) GetCiphertext() []byte {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return nil
+}
+
+type SecAggShareRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Round    int64                  `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	Sender   string                 `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
+	PlanHash string                 `protobuf:"bytes,3,opt,name=plan_hash,json=planHash,proto3" json:"plan_hash,omitempty"`
+	// shares: one envelope to every other member.
+	Shares        []*SecAggEnvelope `protobuf:"bytes,4,rep,name=shares,proto3" json:"shares,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggShareRequest) Reset() {
+	*x = SecAggShareRequest{}
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggShareRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggShareRequest) ProtoMessage() {}
+
+func (x *SecAggShareRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggShareRequest.ProtoReflect.Descriptor instead.
+func (*SecAggShareRequest) Descriptor() ([]byte, []int) {
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SecAggShareRequest) GetRound() int64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *SecAggShareRequest) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *SecAggShareRequest) GetPlanHash() string {
+	if x != nil {
+		return x.PlanHash
+	}
+	return ""
+}
+
+func (x *SecAggShareRequest) GetShares() []*SecAggEnvelope {
+	if x != nil {
+		return x.Shares
+	}
+	return nil
+}
+
+type SecAggShareResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// shares: the envelopes addressed to the caller, one from every other
+	// member.
+	Shares        []*SecAggEnvelope `protobuf:"bytes,1,rep,name=shares,proto3" json:"shares,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggShareResponse) Reset() {
+	*x = SecAggShareResponse{}
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggShareResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggShareResponse) ProtoMessage() {}
+
+func (x *SecAggShareResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggShareResponse.ProtoReflect.Descriptor instead.
+func (*SecAggShareResponse) Descriptor() ([]byte, []int) {
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SecAggShareResponse) GetShares() []*SecAggEnvelope {
+	if x != nil {
+		return x.Shares
+	}
+	return nil
+}
+
+type SecAggUnmaskRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Round         int64                  `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	Sender        string                 `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
+	PlanHash      string                 `protobuf:"bytes,3,opt,name=plan_hash,json=planHash,proto3" json:"plan_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggUnmaskRequest) Reset() {
+	*x = SecAggUnmaskRequest{}
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggUnmaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggUnmaskRequest) ProtoMessage() {}
+
+func (x *SecAggUnmaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggUnmaskRequest.ProtoReflect.Descriptor instead.
+func (*SecAggUnmaskRequest) Descriptor() ([]byte, []int) {
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SecAggUnmaskRequest) GetRound() int64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *SecAggUnmaskRequest) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *SecAggUnmaskRequest) GetPlanHash() string {
+	if x != nil {
+		return x.PlanHash
+	}
+	return ""
+}
+
+type SecAggUnmaskResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// survivors uploaded their masked input before the round closed;
+	// dropped are the other members.
+	Survivors     []string `protobuf:"bytes,1,rep,name=survivors,proto3" json:"survivors,omitempty"`
+	Dropped       []string `protobuf:"bytes,2,rep,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggUnmaskResponse) Reset() {
+	*x = SecAggUnmaskResponse{}
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggUnmaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggUnmaskResponse) ProtoMessage() {}
+
+func (x *SecAggUnmaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggUnmaskResponse.ProtoReflect.Descriptor instead.
+func (*SecAggUnmaskResponse) Descriptor() ([]byte, []int) {
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SecAggUnmaskResponse) GetSurvivors() []string {
+	if x != nil {
+		return x.Survivors
+	}
+	return nil
+}
+
+func (x *SecAggUnmaskResponse) GetDropped() []string {
+	if x != nil {
+		return x.Dropped
+	}
+	return nil
+}
+
+type SecAggRevealRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Round    int64                  `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	Sender   string                 `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
+	PlanHash string                 `protobuf:"bytes,3,opt,name=plan_hash,json=planHash,proto3" json:"plan_hash,omitempty"`
+	// reveal is fl/secagg's Reveal wire form (secagg.DecodeReveal).
+	Reveal        []byte `protobuf:"bytes,4,opt,name=reveal,proto3" json:"reveal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggRevealRequest) Reset() {
+	*x = SecAggRevealRequest{}
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggRevealRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggRevealRequest) ProtoMessage() {}
+
+func (x *SecAggRevealRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggRevealRequest.ProtoReflect.Descriptor instead.
+func (*SecAggRevealRequest) Descriptor() ([]byte, []int) {
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SecAggRevealRequest) GetRound() int64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *SecAggRevealRequest) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *SecAggRevealRequest) GetPlanHash() string {
+	if x != nil {
+		return x.PlanHash
+	}
+	return ""
+}
+
+func (x *SecAggRevealRequest) GetReveal() []byte {
+	if x != nil {
+		return x.Reveal
+	}
+	return nil
+}
+
+type SecAggRevealAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggRevealAck) Reset() {
+	*x = SecAggRevealAck{}
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggRevealAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggRevealAck) ProtoMessage() {}
+
+func (x *SecAggRevealAck) ProtoReflect() protoreflect.Message {
+	mi := &file_teeml_fl_v1_fl_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggRevealAck.ProtoReflect.Descriptor instead.
+func (*SecAggRevealAck) Descriptor() ([]byte, []int) {
+	return file_teeml_fl_v1_fl_proto_rawDescGZIP(), []int{20}
+}
+
 var File_teeml_fl_v1_fl_proto protoreflect.FileDescriptor
 
 const file_teeml_fl_v1_fl_proto_rawDesc = "" +
@@ -1018,24 +1619,68 @@ const file_teeml_fl_v1_fl_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\f\n" +
 	"\n" +
-	"MetricsAck*j\n" +
+	"MetricsAck\"\xa3\x01\n" +
+	"\x16SecAggAdvertiseRequest\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x03R\x05round\x12\x16\n" +
+	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1b\n" +
+	"\tplan_hash\x18\x03 \x01(\tR\bplanHash\x12\x19\n" +
+	"\bkey_cert\x18\x04 \x01(\fR\akeyCert\x12#\n" +
+	"\ridentity_cert\x18\x05 \x01(\fR\fidentityCert\"b\n" +
+	"\fSecAggMember\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\bkey_cert\x18\x02 \x01(\fR\akeyCert\x12#\n" +
+	"\ridentity_cert\x18\x03 \x01(\fR\fidentityCert\"l\n" +
+	"\x17SecAggAdvertiseResponse\x123\n" +
+	"\amembers\x18\x01 \x03(\v2\x19.teeml.fl.v1.SecAggMemberR\amembers\x12\x1c\n" +
+	"\tthreshold\x18\x02 \x01(\x03R\tthreshold\"T\n" +
+	"\x0eSecAggEnvelope\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x1e\n" +
+	"\n" +
+	"ciphertext\x18\x03 \x01(\fR\n" +
+	"ciphertext\"\x94\x01\n" +
+	"\x12SecAggShareRequest\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x03R\x05round\x12\x16\n" +
+	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1b\n" +
+	"\tplan_hash\x18\x03 \x01(\tR\bplanHash\x123\n" +
+	"\x06shares\x18\x04 \x03(\v2\x1b.teeml.fl.v1.SecAggEnvelopeR\x06shares\"J\n" +
+	"\x13SecAggShareResponse\x123\n" +
+	"\x06shares\x18\x01 \x03(\v2\x1b.teeml.fl.v1.SecAggEnvelopeR\x06shares\"`\n" +
+	"\x13SecAggUnmaskRequest\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x03R\x05round\x12\x16\n" +
+	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1b\n" +
+	"\tplan_hash\x18\x03 \x01(\tR\bplanHash\"N\n" +
+	"\x14SecAggUnmaskResponse\x12\x1c\n" +
+	"\tsurvivors\x18\x01 \x03(\tR\tsurvivors\x12\x18\n" +
+	"\adropped\x18\x02 \x03(\tR\adropped\"x\n" +
+	"\x13SecAggRevealRequest\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x03R\x05round\x12\x16\n" +
+	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1b\n" +
+	"\tplan_hash\x18\x03 \x01(\tR\bplanHash\x12\x16\n" +
+	"\x06reveal\x18\x04 \x01(\fR\x06reveal\"\x11\n" +
+	"\x0fSecAggRevealAck*j\n" +
 	"\n" +
 	"TaskAction\x12\x1b\n" +
 	"\x17TASK_ACTION_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fTASK_ACTION_RUN\x10\x01\x12\x14\n" +
 	"\x10TASK_ACTION_WAIT\x10\x02\x12\x14\n" +
-	"\x10TASK_ACTION_DONE\x10\x03*v\n" +
+	"\x10TASK_ACTION_DONE\x10\x03*\x96\x01\n" +
 	"\vPayloadKind\x12\x1c\n" +
 	"\x18PAYLOAD_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PAYLOAD_KIND_MODEL\x10\x01\x12\x17\n" +
 	"\x13PAYLOAD_KIND_UPDATE\x10\x02\x12\x18\n" +
-	"\x14PAYLOAD_KIND_METRICS\x10\x032\x8d\x02\n" +
+	"\x14PAYLOAD_KIND_METRICS\x10\x03\x12\x1e\n" +
+	"\x1aPAYLOAD_KIND_MASKED_UPDATE\x10\x042\xe2\x04\n" +
 	"\n" +
 	"Aggregator\x12?\n" +
 	"\bGetTasks\x12\x18.teeml.fl.v1.TaskRequest\x1a\x19.teeml.fl.v1.TaskResponse\x12@\n" +
 	"\rDownloadModel\x12\x19.teeml.fl.v1.ModelRequest\x1a\x12.teeml.fl.v1.Chunk0\x01\x12<\n" +
 	"\fUploadUpdate\x12\x12.teeml.fl.v1.Chunk\x1a\x16.teeml.fl.v1.UploadAck(\x01\x12>\n" +
-	"\rReportMetrics\x12\x14.teeml.fl.v1.Metrics\x1a\x17.teeml.fl.v1.MetricsAckB3Z1github.com/teeml/teeml/api/proto/teeml/fl/v1;flv1b\x06proto3"
+	"\rReportMetrics\x12\x14.teeml.fl.v1.Metrics\x1a\x17.teeml.fl.v1.MetricsAck\x12\\\n" +
+	"\x0fSecAggAdvertise\x12#.teeml.fl.v1.SecAggAdvertiseRequest\x1a$.teeml.fl.v1.SecAggAdvertiseResponse\x12P\n" +
+	"\vSecAggShare\x12\x1f.teeml.fl.v1.SecAggShareRequest\x1a .teeml.fl.v1.SecAggShareResponse\x12S\n" +
+	"\fSecAggUnmask\x12 .teeml.fl.v1.SecAggUnmaskRequest\x1a!.teeml.fl.v1.SecAggUnmaskResponse\x12N\n" +
+	"\fSecAggReveal\x12 .teeml.fl.v1.SecAggRevealRequest\x1a\x1c.teeml.fl.v1.SecAggRevealAckB3Z1github.com/teeml/teeml/api/proto/teeml/fl/v1;flv1b\x06proto3"
 
 var (
 	file_teeml_fl_v1_fl_proto_rawDescOnce sync.Once
@@ -1050,48 +1695,69 @@ func file_teeml_fl_v1_fl_proto_rawDescGZIP() []byte {
 }
 
 var file_teeml_fl_v1_fl_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_teeml_fl_v1_fl_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_teeml_fl_v1_fl_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_teeml_fl_v1_fl_proto_goTypes = []any{
-	(TaskAction)(0),             // 0: teeml.fl.v1.TaskAction
-	(PayloadKind)(0),            // 1: teeml.fl.v1.PayloadKind
-	(*TaskRequest)(nil),         // 2: teeml.fl.v1.TaskRequest
-	(*TaskResponse)(nil),        // 3: teeml.fl.v1.TaskResponse
-	(*ModelRequest)(nil),        // 4: teeml.fl.v1.ModelRequest
-	(*TensorInfo)(nil),          // 5: teeml.fl.v1.TensorInfo
-	(*Header)(nil),              // 6: teeml.fl.v1.Header
-	(*CollaboratorTimings)(nil), // 7: teeml.fl.v1.CollaboratorTimings
-	(*Trailer)(nil),             // 8: teeml.fl.v1.Trailer
-	(*Chunk)(nil),               // 9: teeml.fl.v1.Chunk
-	(*UploadAck)(nil),           // 10: teeml.fl.v1.UploadAck
-	(*Metrics)(nil),             // 11: teeml.fl.v1.Metrics
-	(*MetricsAck)(nil),          // 12: teeml.fl.v1.MetricsAck
-	nil,                         // 13: teeml.fl.v1.TaskResponse.ConfigEntry
-	nil,                         // 14: teeml.fl.v1.Header.MetricsEntry
-	nil,                         // 15: teeml.fl.v1.Metrics.MetricsEntry
+	(TaskAction)(0),                 // 0: teeml.fl.v1.TaskAction
+	(PayloadKind)(0),                // 1: teeml.fl.v1.PayloadKind
+	(*TaskRequest)(nil),             // 2: teeml.fl.v1.TaskRequest
+	(*TaskResponse)(nil),            // 3: teeml.fl.v1.TaskResponse
+	(*ModelRequest)(nil),            // 4: teeml.fl.v1.ModelRequest
+	(*TensorInfo)(nil),              // 5: teeml.fl.v1.TensorInfo
+	(*Header)(nil),                  // 6: teeml.fl.v1.Header
+	(*CollaboratorTimings)(nil),     // 7: teeml.fl.v1.CollaboratorTimings
+	(*Trailer)(nil),                 // 8: teeml.fl.v1.Trailer
+	(*Chunk)(nil),                   // 9: teeml.fl.v1.Chunk
+	(*UploadAck)(nil),               // 10: teeml.fl.v1.UploadAck
+	(*Metrics)(nil),                 // 11: teeml.fl.v1.Metrics
+	(*MetricsAck)(nil),              // 12: teeml.fl.v1.MetricsAck
+	(*SecAggAdvertiseRequest)(nil),  // 13: teeml.fl.v1.SecAggAdvertiseRequest
+	(*SecAggMember)(nil),            // 14: teeml.fl.v1.SecAggMember
+	(*SecAggAdvertiseResponse)(nil), // 15: teeml.fl.v1.SecAggAdvertiseResponse
+	(*SecAggEnvelope)(nil),          // 16: teeml.fl.v1.SecAggEnvelope
+	(*SecAggShareRequest)(nil),      // 17: teeml.fl.v1.SecAggShareRequest
+	(*SecAggShareResponse)(nil),     // 18: teeml.fl.v1.SecAggShareResponse
+	(*SecAggUnmaskRequest)(nil),     // 19: teeml.fl.v1.SecAggUnmaskRequest
+	(*SecAggUnmaskResponse)(nil),    // 20: teeml.fl.v1.SecAggUnmaskResponse
+	(*SecAggRevealRequest)(nil),     // 21: teeml.fl.v1.SecAggRevealRequest
+	(*SecAggRevealAck)(nil),         // 22: teeml.fl.v1.SecAggRevealAck
+	nil,                             // 23: teeml.fl.v1.TaskResponse.ConfigEntry
+	nil,                             // 24: teeml.fl.v1.Header.MetricsEntry
+	nil,                             // 25: teeml.fl.v1.Metrics.MetricsEntry
 }
 var file_teeml_fl_v1_fl_proto_depIdxs = []int32{
 	0,  // 0: teeml.fl.v1.TaskResponse.action:type_name -> teeml.fl.v1.TaskAction
-	13, // 1: teeml.fl.v1.TaskResponse.config:type_name -> teeml.fl.v1.TaskResponse.ConfigEntry
+	23, // 1: teeml.fl.v1.TaskResponse.config:type_name -> teeml.fl.v1.TaskResponse.ConfigEntry
 	1,  // 2: teeml.fl.v1.Header.kind:type_name -> teeml.fl.v1.PayloadKind
 	5,  // 3: teeml.fl.v1.Header.tensors:type_name -> teeml.fl.v1.TensorInfo
-	14, // 4: teeml.fl.v1.Header.metrics:type_name -> teeml.fl.v1.Header.MetricsEntry
+	24, // 4: teeml.fl.v1.Header.metrics:type_name -> teeml.fl.v1.Header.MetricsEntry
 	7,  // 5: teeml.fl.v1.Header.timings:type_name -> teeml.fl.v1.CollaboratorTimings
 	6,  // 6: teeml.fl.v1.Chunk.header:type_name -> teeml.fl.v1.Header
 	8,  // 7: teeml.fl.v1.Chunk.trailer:type_name -> teeml.fl.v1.Trailer
-	15, // 8: teeml.fl.v1.Metrics.metrics:type_name -> teeml.fl.v1.Metrics.MetricsEntry
-	2,  // 9: teeml.fl.v1.Aggregator.GetTasks:input_type -> teeml.fl.v1.TaskRequest
-	4,  // 10: teeml.fl.v1.Aggregator.DownloadModel:input_type -> teeml.fl.v1.ModelRequest
-	9,  // 11: teeml.fl.v1.Aggregator.UploadUpdate:input_type -> teeml.fl.v1.Chunk
-	11, // 12: teeml.fl.v1.Aggregator.ReportMetrics:input_type -> teeml.fl.v1.Metrics
-	3,  // 13: teeml.fl.v1.Aggregator.GetTasks:output_type -> teeml.fl.v1.TaskResponse
-	9,  // 14: teeml.fl.v1.Aggregator.DownloadModel:output_type -> teeml.fl.v1.Chunk
-	10, // 15: teeml.fl.v1.Aggregator.UploadUpdate:output_type -> teeml.fl.v1.UploadAck
-	12, // 16: teeml.fl.v1.Aggregator.ReportMetrics:output_type -> teeml.fl.v1.MetricsAck
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	25, // 8: teeml.fl.v1.Metrics.metrics:type_name -> teeml.fl.v1.Metrics.MetricsEntry
+	14, // 9: teeml.fl.v1.SecAggAdvertiseResponse.members:type_name -> teeml.fl.v1.SecAggMember
+	16, // 10: teeml.fl.v1.SecAggShareRequest.shares:type_name -> teeml.fl.v1.SecAggEnvelope
+	16, // 11: teeml.fl.v1.SecAggShareResponse.shares:type_name -> teeml.fl.v1.SecAggEnvelope
+	2,  // 12: teeml.fl.v1.Aggregator.GetTasks:input_type -> teeml.fl.v1.TaskRequest
+	4,  // 13: teeml.fl.v1.Aggregator.DownloadModel:input_type -> teeml.fl.v1.ModelRequest
+	9,  // 14: teeml.fl.v1.Aggregator.UploadUpdate:input_type -> teeml.fl.v1.Chunk
+	11, // 15: teeml.fl.v1.Aggregator.ReportMetrics:input_type -> teeml.fl.v1.Metrics
+	13, // 16: teeml.fl.v1.Aggregator.SecAggAdvertise:input_type -> teeml.fl.v1.SecAggAdvertiseRequest
+	17, // 17: teeml.fl.v1.Aggregator.SecAggShare:input_type -> teeml.fl.v1.SecAggShareRequest
+	19, // 18: teeml.fl.v1.Aggregator.SecAggUnmask:input_type -> teeml.fl.v1.SecAggUnmaskRequest
+	21, // 19: teeml.fl.v1.Aggregator.SecAggReveal:input_type -> teeml.fl.v1.SecAggRevealRequest
+	3,  // 20: teeml.fl.v1.Aggregator.GetTasks:output_type -> teeml.fl.v1.TaskResponse
+	9,  // 21: teeml.fl.v1.Aggregator.DownloadModel:output_type -> teeml.fl.v1.Chunk
+	10, // 22: teeml.fl.v1.Aggregator.UploadUpdate:output_type -> teeml.fl.v1.UploadAck
+	12, // 23: teeml.fl.v1.Aggregator.ReportMetrics:output_type -> teeml.fl.v1.MetricsAck
+	15, // 24: teeml.fl.v1.Aggregator.SecAggAdvertise:output_type -> teeml.fl.v1.SecAggAdvertiseResponse
+	18, // 25: teeml.fl.v1.Aggregator.SecAggShare:output_type -> teeml.fl.v1.SecAggShareResponse
+	20, // 26: teeml.fl.v1.Aggregator.SecAggUnmask:output_type -> teeml.fl.v1.SecAggUnmaskResponse
+	22, // 27: teeml.fl.v1.Aggregator.SecAggReveal:output_type -> teeml.fl.v1.SecAggRevealAck
+	20, // [20:28] is the sub-list for method output_type
+	12, // [12:20] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_teeml_fl_v1_fl_proto_init() }
@@ -1111,7 +1777,7 @@ func file_teeml_fl_v1_fl_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_teeml_fl_v1_fl_proto_rawDesc), len(file_teeml_fl_v1_fl_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

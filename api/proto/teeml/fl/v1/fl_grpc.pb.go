@@ -24,10 +24,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Aggregator_GetTasks_FullMethodName      = "/teeml.fl.v1.Aggregator/GetTasks"
-	Aggregator_DownloadModel_FullMethodName = "/teeml.fl.v1.Aggregator/DownloadModel"
-	Aggregator_UploadUpdate_FullMethodName  = "/teeml.fl.v1.Aggregator/UploadUpdate"
-	Aggregator_ReportMetrics_FullMethodName = "/teeml.fl.v1.Aggregator/ReportMetrics"
+	Aggregator_GetTasks_FullMethodName        = "/teeml.fl.v1.Aggregator/GetTasks"
+	Aggregator_DownloadModel_FullMethodName   = "/teeml.fl.v1.Aggregator/DownloadModel"
+	Aggregator_UploadUpdate_FullMethodName    = "/teeml.fl.v1.Aggregator/UploadUpdate"
+	Aggregator_ReportMetrics_FullMethodName   = "/teeml.fl.v1.Aggregator/ReportMetrics"
+	Aggregator_SecAggAdvertise_FullMethodName = "/teeml.fl.v1.Aggregator/SecAggAdvertise"
+	Aggregator_SecAggShare_FullMethodName     = "/teeml.fl.v1.Aggregator/SecAggShare"
+	Aggregator_SecAggUnmask_FullMethodName    = "/teeml.fl.v1.Aggregator/SecAggUnmask"
+	Aggregator_SecAggReveal_FullMethodName    = "/teeml.fl.v1.Aggregator/SecAggReveal"
 )
 
 // AggregatorClient is the client API for Aggregator service.
@@ -52,6 +56,19 @@ type AggregatorClient interface {
 	UploadUpdate(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Chunk, UploadAck], error)
 	// ReportMetrics receives the result of a validation task.
 	ReportMetrics(ctx context.Context, in *Metrics, opts ...grpc.CallOption) (*MetricsAck, error)
+	// Secure aggregation (plan.yaml secure_aggregation; SecAgg, Bonawitz et
+	// al. 2017 / Bell et al. 2020, fl/secagg). In a round whose config has
+	// secagg = 1, a collaborator calls, in order: SecAggAdvertise (its
+	// round's public keys; held until the round's members are known),
+	// SecAggShare (its Shamir shares, end-to-end encrypted to each member;
+	// held until every member's shares are in), UploadUpdate with kind
+	// MASKED_UPDATE, SecAggUnmask (held until the round closes: who
+	// survived) and SecAggReveal (its shares of the survivors' seeds and the
+	// dropped members' mask keys). The aggregator learns only the sum.
+	SecAggAdvertise(ctx context.Context, in *SecAggAdvertiseRequest, opts ...grpc.CallOption) (*SecAggAdvertiseResponse, error)
+	SecAggShare(ctx context.Context, in *SecAggShareRequest, opts ...grpc.CallOption) (*SecAggShareResponse, error)
+	SecAggUnmask(ctx context.Context, in *SecAggUnmaskRequest, opts ...grpc.CallOption) (*SecAggUnmaskResponse, error)
+	SecAggReveal(ctx context.Context, in *SecAggRevealRequest, opts ...grpc.CallOption) (*SecAggRevealAck, error)
 }
 
 type aggregatorClient struct {
@@ -114,6 +131,46 @@ func (c *aggregatorClient) ReportMetrics(ctx context.Context, in *Metrics, opts 
 	return out, nil
 }
 
+func (c *aggregatorClient) SecAggAdvertise(ctx context.Context, in *SecAggAdvertiseRequest, opts ...grpc.CallOption) (*SecAggAdvertiseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SecAggAdvertiseResponse)
+	err := c.cc.Invoke(ctx, Aggregator_SecAggAdvertise_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *aggregatorClient) SecAggShare(ctx context.Context, in *SecAggShareRequest, opts ...grpc.CallOption) (*SecAggShareResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SecAggShareResponse)
+	err := c.cc.Invoke(ctx, Aggregator_SecAggShare_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *aggregatorClient) SecAggUnmask(ctx context.Context, in *SecAggUnmaskRequest, opts ...grpc.CallOption) (*SecAggUnmaskResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SecAggUnmaskResponse)
+	err := c.cc.Invoke(ctx, Aggregator_SecAggUnmask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *aggregatorClient) SecAggReveal(ctx context.Context, in *SecAggRevealRequest, opts ...grpc.CallOption) (*SecAggRevealAck, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SecAggRevealAck)
+	err := c.cc.Invoke(ctx, Aggregator_SecAggReveal_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AggregatorServer is the server API for Aggregator service.
 // All implementations must embed UnimplementedAggregatorServer
 // for forward compatibility.
@@ -136,6 +193,19 @@ type AggregatorServer interface {
 	UploadUpdate(grpc.ClientStreamingServer[Chunk, UploadAck]) error
 	// ReportMetrics receives the result of a validation task.
 	ReportMetrics(context.Context, *Metrics) (*MetricsAck, error)
+	// Secure aggregation (plan.yaml secure_aggregation; SecAgg, Bonawitz et
+	// al. 2017 / Bell et al. 2020, fl/secagg). In a round whose config has
+	// secagg = 1, a collaborator calls, in order: SecAggAdvertise (its
+	// round's public keys; held until the round's members are known),
+	// SecAggShare (its Shamir shares, end-to-end encrypted to each member;
+	// held until every member's shares are in), UploadUpdate with kind
+	// MASKED_UPDATE, SecAggUnmask (held until the round closes: who
+	// survived) and SecAggReveal (its shares of the survivors' seeds and the
+	// dropped members' mask keys). The aggregator learns only the sum.
+	SecAggAdvertise(context.Context, *SecAggAdvertiseRequest) (*SecAggAdvertiseResponse, error)
+	SecAggShare(context.Context, *SecAggShareRequest) (*SecAggShareResponse, error)
+	SecAggUnmask(context.Context, *SecAggUnmaskRequest) (*SecAggUnmaskResponse, error)
+	SecAggReveal(context.Context, *SecAggRevealRequest) (*SecAggRevealAck, error)
 	mustEmbedUnimplementedAggregatorServer()
 }
 
@@ -157,6 +227,18 @@ func (UnimplementedAggregatorServer) UploadUpdate(grpc.ClientStreamingServer[Chu
 }
 func (UnimplementedAggregatorServer) ReportMetrics(context.Context, *Metrics) (*MetricsAck, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ReportMetrics not implemented")
+}
+func (UnimplementedAggregatorServer) SecAggAdvertise(context.Context, *SecAggAdvertiseRequest) (*SecAggAdvertiseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SecAggAdvertise not implemented")
+}
+func (UnimplementedAggregatorServer) SecAggShare(context.Context, *SecAggShareRequest) (*SecAggShareResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SecAggShare not implemented")
+}
+func (UnimplementedAggregatorServer) SecAggUnmask(context.Context, *SecAggUnmaskRequest) (*SecAggUnmaskResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SecAggUnmask not implemented")
+}
+func (UnimplementedAggregatorServer) SecAggReveal(context.Context, *SecAggRevealRequest) (*SecAggRevealAck, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SecAggReveal not implemented")
 }
 func (UnimplementedAggregatorServer) mustEmbedUnimplementedAggregatorServer() {}
 func (UnimplementedAggregatorServer) testEmbeddedByValue()                    {}
@@ -233,6 +315,78 @@ func _Aggregator_ReportMetrics_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Aggregator_SecAggAdvertise_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SecAggAdvertiseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AggregatorServer).SecAggAdvertise(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Aggregator_SecAggAdvertise_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AggregatorServer).SecAggAdvertise(ctx, req.(*SecAggAdvertiseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Aggregator_SecAggShare_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SecAggShareRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AggregatorServer).SecAggShare(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Aggregator_SecAggShare_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AggregatorServer).SecAggShare(ctx, req.(*SecAggShareRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Aggregator_SecAggUnmask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SecAggUnmaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AggregatorServer).SecAggUnmask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Aggregator_SecAggUnmask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AggregatorServer).SecAggUnmask(ctx, req.(*SecAggUnmaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Aggregator_SecAggReveal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SecAggRevealRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AggregatorServer).SecAggReveal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Aggregator_SecAggReveal_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AggregatorServer).SecAggReveal(ctx, req.(*SecAggRevealRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Aggregator_ServiceDesc is the grpc.ServiceDesc for Aggregator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -247,6 +401,22 @@ var Aggregator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportMetrics",
 			Handler:    _Aggregator_ReportMetrics_Handler,
+		},
+		{
+			MethodName: "SecAggAdvertise",
+			Handler:    _Aggregator_SecAggAdvertise_Handler,
+		},
+		{
+			MethodName: "SecAggShare",
+			Handler:    _Aggregator_SecAggShare_Handler,
+		},
+		{
+			MethodName: "SecAggUnmask",
+			Handler:    _Aggregator_SecAggUnmask_Handler,
+		},
+		{
+			MethodName: "SecAggReveal",
+			Handler:    _Aggregator_SecAggReveal_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
