@@ -366,7 +366,9 @@ func (a *Aggregator) beginUpload(ctx context.Context, h *flv1.Header) (name stri
 	release, err = a.s.BeginUpload(name, h.Round, func() error {
 		check := sameDirectory
 		if sf, ok := a.cfg.Strategy.(strategy.ShapeFree); ok { // fl/treefed: a model file's bytes
-			check = func(want, got []*flv1.TensorInfo) error { return sameNamesDirectory(want, got, int64(sf.MaxElements())) }
+			check = func(want, got []*flv1.TensorInfo) error {
+				return sameNamesDirectory(want, got, int64(sf.MaxElements()))
+			}
 		}
 		if err := check(a.dir, h.Tensors); err != nil {
 			return refused("shape", codes.InvalidArgument, "update from %q does not fit the global model: %v", name, err)
