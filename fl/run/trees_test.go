@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,8 +15,10 @@ import (
 	"github.com/teeml/teeml/fl/treefed"
 	"github.com/teeml/teeml/fl/workspace"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/trees"
+	"github.com/teeml/teeml/sealed"
 )
 
 // setupTrees is a simulated workspace of template with cols collaborators
@@ -117,5 +120,58 @@ func TestFederatedTrees(t *testing.T) {
 				t.Errorf("merged accuracy %.4f more than 3 points below the central model's %.4f", fed, cen)
 			}
 		})
+	}
+}
+
+// TestTreeModelSealed: with an encryption section the aggregator's tree
+// model files are sealed LightGBM text (no plaintext on disk) that opens
+// with the key source and parses back to the same trees; without one
+// they are plain model.txt.
+func TestTreeModelSealed(t *testing.T) {
+	ctx := context.Background()
+	train, _, err := datasets.LoadSplit("breast_cancer", 0.2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := treefed.Train(ctx, train, treefed.Config{Model: "gbdt", Trees: 5, NumLeaves: 4, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := treefed.Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := map[string]string{workspace.MetaModel: "gbdt", "teeml.dataset": "breast_cancer", workspace.MetaPlanHash: "ab12"}
+	p := &plan.Plan{Encryption: plan.Encryption{Key: "fl-data"}}
+	rest := newAtRest(ctx, p, testKeys(t, "fl-data"))
+	dir := t.TempDir()
+	sealedPath, plainPath := filepath.Join(dir, "save", "last.model.txt"), filepath.Join(dir, "plain", "last.model.txt")
+	if err := rest.saveWeights(sealedPath, w, md, ml.Metrics{}); err != nil {
+		t.Fatal(err)
+	}
+	var plain *atRest
+	if err := plain.saveWeights(plainPath, w, md, ml.Metrics{}); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(sealedPath)
+	if !bytes.HasPrefix(raw, []byte(sealed.Magic)) || bytes.Contains(raw, []byte("Tree=")) {
+		t.Fatalf("%s is not sealed", sealedPath)
+	}
+	opened, err := rest.open(sealedPath, "model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := os.ReadFile(plainPath)
+	for name, b := range map[string][]byte{"sealed": opened, "plain": text} {
+		back, err := trees.ParseText(bytes.NewReader(b), name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(back.Trees) != len(m.Trees) || back.Params["teeml.dataset"] != "breast_cancer" || back.Params[workspace.MetaPlanHash] != "ab12" {
+			t.Errorf("%s: %d trees, params %v", name, len(back.Trees), back.Params)
+		}
+		if a, b := back.Raw(train.Row(0))[0], m.Raw(train.Row(0))[0]; math.Abs(a-b) > 1e-12 {
+			t.Errorf("%s: raw %v, want %v", name, a, b)
+		}
 	}
 }
