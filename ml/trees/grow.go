@@ -149,13 +149,13 @@ type growParams struct {
 	minHess     float64
 	lambda      float64
 	shrinkage   float64
-	maxFeatures int   // per node; 0: all allowed features
+	maxFeatures int // per node; 0: all allowed features
 	// lgbCat (boosting) applies LightGBM's categorical rules in full:
 	// one-vs-rest for at most maxCatToOneHot categories, cat_l2, both scan
 	// directions, max_cat_threshold, min_data_per_group (catSplit).
-	lgbCat bool
-	features    []int // allowed features for this tree
-	rng         *rand.Rand
+	lgbCat   bool
+	features []int // allowed features for this tree
+	rng      *rand.Rand
 }
 
 // split is the best split found for a leaf.
