@@ -454,6 +454,7 @@ func TestTreePlans(t *testing.T) {
 		{"lambda: 0 ", "lambda: -1 ", "task_runner.trees.lambda", "must be ≥ 0"},
 		{"lambda: 0 ", "bogus: 0 ", "task_runner.trees.bogus", "unknown key"},
 		{"model: gbdt", "model: mlp", "task_runner.trees", "only for models [rf gbdt]"},
+		{"    min_accepted: 1", "    max_update_norm: 3\n    min_accepted: 1", "aggregation.validator", "do not apply to merged ensembles"},
 	} {
 		if !strings.Contains(base, c.old) {
 			t.Fatalf("template lacks %q", c.old)
@@ -470,5 +471,20 @@ func TestTreePlans(t *testing.T) {
 	}
 	if c := p.TreesConfig(); c.Model != "gbdt" || c.Trees != 60 || c.NumLeaves != 15 || c.MinLeaf != 5 || c.LR != 0.1 {
 		t.Errorf("trees config %+v", c)
+	}
+}
+
+// TestTreePlanLint: a tree plan's lint names the knobs that apply to the
+// merge, not the norm and example bounds that do not.
+func TestTreePlanLint(t *testing.T) {
+	p := mustParse(t, template(t, "digits_rf"))
+	got := strings.Join(p.Lint(), "\n")
+	for _, want := range []string{"aggregation.validator.min_accepted: 1:", "task_runner.model: rf: the merge averages"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("lint lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "max_update_norm") || strings.Contains(got, "max_num_examples") {
+		t.Errorf("lint warns about bounds trees do not use:\n%s", got)
 	}
 }

@@ -102,6 +102,9 @@ func (p *Plan) validateTrees(info datasets.Info) error {
 		return p.errf("aggregation.strategy", "model %s merges the collaborators' ensembles: the strategy must be fedavg without settings, got %q",
 			t.Model, p.Aggregation.Strategy)
 	}
+	if v := p.Aggregation.Validator; v.MaxUpdateNorm != 0 || v.MaxNumExamples != 0 {
+		return p.errf("aggregation.validator", "model %s: max_update_norm and max_num_examples do not apply to merged ensembles (no norms; every ensemble weighs the same)", t.Model)
+	}
 	if p.Privacy.Enabled() {
 		return p.errf("privacy", "model %s: DP-FedAvg (clipping and noising weights) does not apply to tree ensembles", t.Model)
 	}
