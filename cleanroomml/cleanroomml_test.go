@@ -62,7 +62,8 @@ func TestTable(t *testing.T) {
 	}
 }
 
-// TestTrainOnTheJoin runs a training template of the example contract on
+// TestTrainOnTheJoin runs the example contract's training template
+// (segment_model: gbdt, 30 rounds, 8 leaves, min_leaf 12) on
 // the sealed demo tables through sql/cleanroom.Run with this Trainer: the
 // released model is a LightGBM file that ml/trees reads, trained on the
 // joined rows, every leaf summarising at least min_leaf (≥ k) of them.
@@ -73,13 +74,6 @@ func TestTrainOnTheJoin(t *testing.T) {
 	}
 	raw := contract.Example(contract.ExampleOptions{Attestation: fedtest.SimRole("", fedtest.MRGood),
 		Recipients: map[string]*ecdh.PublicKey{"bank": priv.PublicKey()}, BankEpsilon: 3, RetailEpsilon: 3, MinGroupSize: 5})
-	raw = append(raw, `  segment_model:
-    tables: [bank_customers, retail_customers]
-    train: {model: gbdt, label: segment, task: classification, trees: 30, num_leaves: 8, min_leaf: 12}
-    sql: |
-      SELECT b.balance, r.spend, r.segment
-      FROM bank_customers b JOIN retail_customers r ON b.customer_id = r.customer_id
-`...)
 	c, err := contract.Parse(raw, "contract.yaml")
 	if err != nil {
 		t.Fatal(err)
