@@ -35,8 +35,11 @@ type QueryOptions struct {
 	OutDir        string            // sealed results, one per recipient
 	QueryID       string            // default: random
 	Engine        engine.Options
-	Out           io.Writer
-	Log           *slog.Logger
+	// Trainer trains training templates' models (cleanroomml.Trainer; the
+	// CLI passes it: this package links no learning code).
+	Trainer sqlcleanroom.Trainer
+	Out     io.Writer
+	Log     *slog.Logger
 }
 
 // ErrNotInContract: the query is not one the contract allows; no key was
@@ -142,11 +145,16 @@ func Query(ctx context.Context, o QueryOptions) ([]string, error) {
 		keys[owner] = cl.KeySource().ForQuery(q)
 	}
 	fmt.Fprintf(o.Out, "query %s: template %s %s (contract %s, sha256 %.16s…)\n", o.QueryID, t.Name, b.Canonical(), c.Name, c.SHA256)
-	res, err := sqlcleanroom.Run(ctx, sqlcleanroom.Request{Contract: c, Query: b, Tables: o.Tables, Keys: keys, Engine: o.Engine, Log: o.Log})
+	res, err := sqlcleanroom.Run(ctx, sqlcleanroom.Request{Contract: c, Query: b, Tables: o.Tables, Keys: keys, Engine: o.Engine,
+		Trainer: o.Trainer, Log: o.Log})
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(o.Out, "query %s: %d groups released, %d suppressed (fewer than k=%d)", o.QueryID, len(res.Rows), res.Suppressed, c.MinGroupSize)
+	if res.Model != nil {
+		fmt.Fprintf(o.Out, "query %s: model released (%s); the training table is not", o.QueryID, res.ModelSummary)
+	} else {
+		fmt.Fprintf(o.Out, "query %s: %d groups released, %d suppressed (fewer than k=%d)", o.QueryID, len(res.Rows), res.Suppressed, c.MinGroupSize)
+	}
 	if res.Epsilon > 0 {
 		fmt.Fprintf(o.Out, ", Laplace noise ε=%g on %s", res.Epsilon, strings.Join(res.Noised, ", "))
 	}

@@ -140,7 +140,7 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 	}
 	res := &QuickstartResult{Contract: c, Audit: map[string][]*audit.Record{}}
 	fmt.Fprintf(out, "contract %s: sha256 %s, signed by bank and retailer (%s)\n", c.Name, c.SHA256, SignatureFile)
-	fmt.Fprintf(out, "  templates: spend_by_segment, noisy_spend_by_segment (Laplace, ε=1 per query), flagged_shoppers; k=%d; ε budget %d per owner\n", c.MinGroupSize, QuickstartEpsilon)
+	fmt.Fprintf(out, "  templates: spend_by_segment, noisy_spend_by_segment (Laplace, ε=1 per query), flagged_shoppers, segment_model (trains a GBDT, releases only the model); k=%d; ε budget %d per owner\n", c.MinGroupSize, QuickstartEpsilon)
 	addrs := map[string]string{}
 	for _, ow := range Owners {
 		p, addr, err := startBroker(ctx, o.Exe, o.Dir, ow.Name, out)
@@ -173,6 +173,7 @@ func Quickstart(ctx context.Context, o QuickstartOptions) (*QuickstartResult, er
 		{What: "noisy aggregate, 1st (ε 1 of 2)", Args: []string{"--template", "noisy_spend_by_segment", "--param", "since=2023-01-01"}},
 		{What: "noisy aggregate, 2nd (ε 2 of 2)", Args: []string{"--template", "noisy_spend_by_segment", "--param", "since=2023-01-01"}},
 		{What: "noisy aggregate, 3rd (budget spent)", Args: []string{"--template", "noisy_spend_by_segment", "--param", "since=2023-01-01"}, Refused: true},
+		{What: "training template: a GBDT on the join, only the model released", Args: []string{"--template", "segment_model"}},
 	}
 	for i := range runs {
 		r := &runs[i]

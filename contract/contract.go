@@ -106,6 +106,26 @@ type Template struct {
 	// Noise, when set, adds Laplace noise to columns and spends Epsilon of
 	// every owner whose tables the template reads.
 	Noise *Noise
+	// Train, when set, makes the template a training template ("release:
+	// model"): its result is the training table, which never leaves the
+	// analytics party; only the tree model trained on it is released.
+	Train *Train
+}
+
+// Train is a training template's model (docs/classical-ml.md): a random
+// forest or GBDT on the result's columns, Label the target. MinLeaf ≥ the
+// contract's min_group_size: every leaf of the released model summarises
+// at least k joined rows, the tree analogue of suppressing small groups.
+type Train struct {
+	Model     string // "rf" or "gbdt"
+	Label     string // result column: the target (classes: its distinct values)
+	Task      string // "classification" or "regression"
+	Trees     int    // rf trees, gbdt rounds (1..10000)
+	NumLeaves int    // gbdt (0: 31)
+	MaxDepth  int    // 0: unbounded
+	MinLeaf   int    // ≥ min_group_size (0: min_group_size)
+	LR        float64
+	Lambda    float64
 }
 
 // Noise is a template's differential-privacy mechanism.
@@ -221,7 +241,20 @@ type templateDoc struct {
 	Params    map[string]paramDoc `yaml:"params"`
 	GroupSize string              `yaml:"group_size"`
 	Noise     *noiseDoc           `yaml:"noise"`
+	Train     *trainDoc           `yaml:"train"`
 	SQL       string              `yaml:"sql"`
+}
+
+type trainDoc struct {
+	Model     string  `yaml:"model"`
+	Label     string  `yaml:"label"`
+	Task      string  `yaml:"task"`
+	Trees     int     `yaml:"trees"`
+	NumLeaves int     `yaml:"num_leaves"`
+	MaxDepth  int     `yaml:"max_depth"`
+	MinLeaf   int     `yaml:"min_leaf"`
+	LR        float64 `yaml:"lr"`
+	Lambda    float64 `yaml:"lambda"`
 }
 
 type noiseDoc struct {
@@ -466,7 +499,13 @@ func (p *parser) template(c *Contract, name string, d templateDoc) (*Template, e
 		}
 		t.Tables = append(t.Tables, tn)
 	}
-	if !identRE.MatchString(t.GroupSize) {
+	if d.Train != nil {
+		tr, err := p.train(c, key, d)
+		if err != nil {
+			return nil, err
+		}
+		t.Train = tr
+	} else if !identRE.MatchString(t.GroupSize) {
 		return nil, p.errf(key+".group_size", "missing or not an identifier: the result column that counts each group's rows (checked against min_group_size)")
 	}
 	for _, pn := range sortedKeys(d.Params) {
@@ -528,6 +567,39 @@ func (p *parser) template(c *Contract, name string, d templateDoc) (*Template, e
 		t.Noise = n
 	}
 	return t, nil
+}
+
+// train checks a training template's train section.
+func (p *parser) train(c *Contract, key string, d templateDoc) (*Train, error) {
+	tk := key + ".train"
+	td := d.Train
+	switch {
+	case d.GroupSize != "":
+		return nil, p.errf(key+".group_size", "a training template releases a model, not groups: min_leaf (≥ min_group_size) takes its place")
+	case d.Noise != nil:
+		return nil, p.errf(key+".noise", "a training template releases a model: no Laplace noise applies")
+	case td.Model != "rf" && td.Model != "gbdt":
+		return nil, p.errf(tk+".model", "want rf or gbdt, got %q", td.Model)
+	case !identRE.MatchString(td.Label):
+		return nil, p.errf(tk+".label", "missing or not an identifier: the result column to predict")
+	case td.Task != "classification" && td.Task != "regression":
+		return nil, p.errf(tk+".task", "want classification or regression, got %q", td.Task)
+	case td.Trees < 1 || td.Trees > 10000:
+		return nil, p.errf(tk+".trees", "must be in 1..10000, got %d", td.Trees)
+	case td.NumLeaves != 0 && (td.NumLeaves < 2 || td.NumLeaves > 1024 || td.Model != "gbdt"):
+		return nil, p.errf(tk+".num_leaves", "gbdt only, in 2..1024 (0: 31), got %d", td.NumLeaves)
+	case td.MaxDepth < 0 || td.MaxDepth > 64:
+		return nil, p.errf(tk+".max_depth", "must be in 0..64, got %d", td.MaxDepth)
+	case td.MinLeaf != 0 && td.MinLeaf < c.MinGroupSize:
+		return nil, p.errf(tk+".min_leaf", "%d is below min_group_size %d: a leaf would summarise fewer than k rows", td.MinLeaf, c.MinGroupSize)
+	case !finite(td.LR) || td.LR < 0 || td.LR > 1:
+		return nil, p.errf(tk+".lr", "must be in [0, 1] (0: 0.1), got %v", td.LR)
+	case !finite(td.Lambda) || td.Lambda < 0:
+		return nil, p.errf(tk+".lambda", "must be ≥ 0, got %v", td.Lambda)
+	}
+	tr := &Train{Model: td.Model, Label: td.Label, Task: td.Task, Trees: td.Trees, NumLeaves: td.NumLeaves,
+		MaxDepth: td.MaxDepth, MinLeaf: max(td.MinLeaf, c.MinGroupSize), LR: td.LR, Lambda: td.Lambda}
+	return tr, nil
 }
 
 func (t *Template) param(name string) *Param {

@@ -34,8 +34,11 @@ func TestParseExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Name != "bank-retail-demo" || c.MinGroupSize != 5 || len(c.Templates) != 3 || c.SHA256 != Hash(raw) {
+	if c.Name != "bank-retail-demo" || c.MinGroupSize != 5 || len(c.Templates) != 4 || c.SHA256 != Hash(raw) {
 		t.Fatalf("parsed %+v", c)
+	}
+	if tr := c.Templates["segment_model"].Train; tr == nil || tr.Model != "gbdt" || tr.Label != "segment" || tr.MinLeaf != 12 || tr.Trees != 30 {
+		t.Fatalf("training template segment_model: %+v", tr)
 	}
 	if o, ok := c.OwnerOfKey("retail-data"); !ok || o != "retailer" {
 		t.Fatalf("owner of retail-data: %q %v", o, ok)

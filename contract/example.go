@@ -21,8 +21,9 @@ type ExampleOptions struct {
 
 // Example is the clean-room contract of teeml cleanroom quickstart: a bank
 // and a retailer, their customer tables joined on a shared customer ID, an
-// analytics party, and three templates (a segment join aggregate with k
-// suppression, the same with Laplace noise, and a fraud-ring count).
+// analytics party, and four templates (a segment join aggregate with k
+// suppression, the same with Laplace noise, a fraud-ring count, and a
+// training template that releases only a GBDT predicting the segment).
 func Example(o ExampleOptions) []byte {
 	var rec strings.Builder
 	for _, name := range sortedKeys(o.Recipients) {
@@ -97,6 +98,12 @@ templates:
       FROM bank_customers b JOIN retail_customers r ON b.customer_id = r.customer_id
       WHERE b.flagged AND r.segment = $segment
       GROUP BY r.segment
+  segment_model:
+    tables: [bank_customers, retail_customers]
+    train: {model: gbdt, label: segment, task: classification, trees: 30, num_leaves: 8, min_leaf: 12}
+    sql: |
+      SELECT b.balance, r.spend, r.segment
+      FROM bank_customers b JOIN retail_customers r ON b.customer_id = r.customer_id
 `, o.MinGroupSize, o.BankEpsilon, o.RetailEpsilon, indent(o.Attestation, "    "), rec.String())
 }
 

@@ -8,6 +8,7 @@ import (
 // FuzzParse: any bytes give a contract or a one-line error, never a panic.
 func FuzzParse(f *testing.F) {
 	f.Add(example(f))
+	f.Add(append(example(f), "  m:\n    tables: [bank_customers]\n    train: {model: rf, label: flagged, task: classification, trees: 5}\n    sql: SELECT balance, flagged FROM bank_customers\n"...))
 	f.Add([]byte("contract: x\nmin_group_size: 1\n"))
 	f.Add([]byte("contract: [\n"))
 	f.Add([]byte("a: &x 1\nb: *x\n"))
@@ -23,6 +24,9 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted an incomplete contract: %+v", c)
 		}
 		for _, tm := range c.Templates {
+			if tr := tm.Train; tr != nil && (tr.MinLeaf < c.MinGroupSize || tm.Noise != nil) {
+				t.Fatalf("training template %s: min_leaf %d below k %d, or noised", tm.Name, tr.MinLeaf, c.MinGroupSize)
+			}
 			for _, r := range paramRefs(tm.SQL) {
 				if tm.param(r) == nil {
 					t.Fatalf("template %s uses undeclared $%s", tm.Name, r)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/teeml/teeml/attest/sim"
 	"github.com/teeml/teeml/cleanroom"
+	"github.com/teeml/teeml/cleanroomml"
 	"github.com/teeml/teeml/contract"
 	"github.com/teeml/teeml/internal/atomicfile"
 	"github.com/teeml/teeml/internal/yamlx"
@@ -110,6 +111,7 @@ func newCleanroomQueryCmd() *cobra.Command {
 				return errors.New("--out-dir is required (sealed results are written there)")
 			}
 			o.Engine, o.Out = e.options(), cmd.OutOrStdout()
+			o.Trainer = cleanroomml.Trainer{} // training templates (release: the model only)
 			_, err = cleanroom.Query(cmd.Context(), o)
 			return err
 		},
@@ -131,15 +133,26 @@ func newCleanroomQueryCmd() *cobra.Command {
 }
 
 func newCleanroomOpenCmd() *cobra.Command {
-	var contractPath, key, recipient string
+	var contractPath, key, recipient, modelOut string
 	cmd := &cobra.Command{
 		Use:   "open --contract C --key K --recipient NAME RESULT",
-		Short: "open a sealed result as its recipient and print it as CSV",
+		Short: "open a sealed result as its recipient and print it as CSV (a training template's model: --model-out)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := cleanroom.OpenResult(args[0], contractPath, key, recipient)
 			if err != nil {
 				return err
+			}
+			if r.Model != nil {
+				if modelOut == "" {
+					return fmt.Errorf("%s holds a model (query %s): give --model-out FILE", args[0], r.QueryID)
+				}
+				if err := atomicfile.WriteBytes(modelOut, r.Model, 0o600); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "contract %s (sha256 %.16s…), query %s %s: model written to %s (LightGBM text; teeml predict reads it)\n",
+					r.Contract, r.ContractSHA256, r.QueryID, r.Query, modelOut)
+				return nil
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "contract %s (sha256 %.16s…), query %s %s: %d groups, %d suppressed (k=%d)\n",
 				r.Contract, r.ContractSHA256, r.QueryID, r.Query, len(r.Rows), r.Suppressed, r.MinGroupSize)
@@ -162,6 +175,7 @@ func newCleanroomOpenCmd() *cobra.Command {
 	cmd.Flags().StringVar(&contractPath, "contract", "", "the contract the result was computed under")
 	cmd.Flags().StringVar(&key, "key", "", "the recipient's HPKE private key (teeml cleanroom keygen)")
 	cmd.Flags().StringVar(&recipient, "recipient", "", "the recipient's member name")
+	cmd.Flags().StringVar(&modelOut, "model-out", "", "where to write a training template's model (model.txt)")
 	for _, n := range []string{"contract", "key", "recipient"} {
 		cmd.MarkFlagRequired(n)
 	}

@@ -18,6 +18,7 @@ func TestCleanroomQuickstart(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("quickstart exit %d\n%s\n%s", code, out, errOut)
 	}
+	quickstartOut := out
 	for _, want := range []string{
 		"SIMULATION",
 		"3 groups released, 1 suppressed (fewer than k=5)",
@@ -57,6 +58,32 @@ func TestCleanroomQuickstart(t *testing.T) {
 		t.Fatalf("verify: exit %d\n%s\n%s", code, out, errOut)
 	}
 	// One byte of the contract changed: verify refuses, naming the owner.
+	// The training template released a model, not rows: the bank writes it
+	// out and predicts with it.
+	if !strings.Contains(quickstartOut, "model released (gbdt, 120 trees, ") || !strings.Contains(quickstartOut, "the training table is not") {
+		t.Errorf("quickstart output lacks the training template's release")
+	}
+	models, _ := filepath.Glob(filepath.Join(dir, "results", "*.segment_model.bank.result"))
+	if len(models) != 1 {
+		t.Fatalf("bank's model results: %v", models)
+	}
+	modelTxt := filepath.Join(t.TempDir(), "segment.model.txt")
+	_, errOut, code = run(t, bin, "cleanroom", "open", "--contract", contractPath, "--key", filepath.Join(dir, "bank.hpke"), "--recipient", "bank", models[0])
+	if code == 0 || !strings.Contains(errOut, "holds a model") {
+		t.Fatalf("open a model without --model-out: exit %d: %s", code, errOut)
+	}
+	_, errOut, code = run(t, bin, "cleanroom", "open", "--contract", contractPath, "--key", filepath.Join(dir, "bank.hpke"), "--recipient", "bank",
+		"--model-out", modelTxt, models[0])
+	if code != 0 || !strings.Contains(errOut, "model written to "+modelTxt) {
+		t.Fatalf("open the model: exit %d: %s", code, errOut)
+	}
+	rows := filepath.Join(t.TempDir(), "rows.csv")
+	os.WriteFile(rows, []byte("balance,spend\n1000,20\n50000,900\n"), 0o644)
+	pred, errOut, code := run(t, bin, "predict", "--weights", modelTxt, "--input", rows)
+	if code != 0 || !strings.HasPrefix(pred, "id,prediction,p_0,p_1,p_2,p_3\n") || len(strings.Split(strings.TrimSpace(pred), "\n")) != 3 {
+		t.Fatalf("predict with the released model: exit %d: %s\n%s", code, pred, errOut)
+	}
+	t.Logf("predictions of the released model:\n%s", pred)
 	raw, _ := os.ReadFile(contractPath)
 	changed := filepath.Join(t.TempDir(), "contract.yaml")
 	os.WriteFile(changed, []byte(strings.Replace(string(raw), "min_group_size: 5", "min_group_size: 4", 1)), 0o644)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 
 	flencrypted "github.com/teeml/teeml/fl/encrypted"
@@ -34,7 +36,7 @@ func newQuickstartCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Dir, "dir", "", "workspace directory to create and keep (default: a new temporary directory)")
-	f.IntVar(&o.Rounds, "rounds", flrun.DefaultQuickstartRounds, "federated rounds")
+	f.IntVar(&o.Rounds, "rounds", 0, fmt.Sprintf("federated rounds (0: %d; 1 for the tree templates digits_rf, digits_gbdt)", flrun.DefaultQuickstartRounds))
 	f.IntVar(&o.Collaborators, "collaborators", flrun.DefaultQuickstartCollaborators, "number of collaborators")
 	f.IntVar(&o.EpochsPerRound, "epochs", flrun.DefaultQuickstartEpochs, "local epochs per round")
 	f.StringVar(&o.Template, "template", flrun.DefaultQuickstartTemplate, "workspace template")

@@ -81,6 +81,10 @@ func (p *Plan) Lint() []string {
 	}
 	ag := &p.Aggregation
 	v := p.Validator()
+	if IsTreeModel(p.TaskRunner.Model) {
+		p.lintTrees(warn)
+		return out
+	}
 	if m := p.minUpdates(); ag.Validator.MaxUpdateNorm == 0 && m < strategy.MinNormSample {
 		warn("aggregation.validator.max_update_norm",
 			"0: the derived bound (%g × the round's median update norm) needs %d updates per round, but a round may close with %d (min_collaborators, minimum_reporting, or the shards when it waits for all); set an explicit bound",
@@ -106,6 +110,19 @@ func (p *Plan) Lint() []string {
 		warn("network.round_timeout", "0: no limit; a round waits forever for a collaborator that stopped")
 	}
 	return out
+}
+
+// lintTrees is Lint for the tree models: the merge weighs every accepted
+// ensemble equally (example counts do not weigh, norms do not exist), so
+// only the minimum, the timeout and the merge itself are knobs.
+func (p *Plan) lintTrees(warn func(key, format string, args ...any)) {
+	if p.Validator().MinAccepted <= 1 {
+		warn("aggregation.validator.min_accepted", "%d: the merged model may be one collaborator's ensemble", p.Aggregation.Validator.MinAccepted)
+	}
+	warn("task_runner.model", "%s: the merge averages every accepted ensemble (a poisoned one weighs 1/S); no robust merge exists yet", p.TaskRunner.Model)
+	if p.Network.RoundTimeout == 0 {
+		warn("network.round_timeout", "0: no limit; a round waits forever for a collaborator that stopped")
+	}
 }
 
 // minUpdates is the fewest updates a round may close with, as far as the

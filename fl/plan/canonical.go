@@ -140,6 +140,9 @@ func (p *Plan) canonicalTraining(b *bytes.Buffer, w func(indent int, key, value 
 	if t.Runner != nil {
 		t.Runner.canonical(b)
 	}
+	if t.Trees != nil {
+		t.Trees.canonical(w)
+	}
 }
 
 // canonicalTasks writes the assigner and tasks sections.

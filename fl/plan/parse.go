@@ -316,6 +316,7 @@ func (ps *parser) taskRunner(key string, v *yaml.Node) error {
 		{"lr", true, ps.float(&t.LR)},
 		{"seed", true, ps.seed(&t.Seed)},
 		{"runner", false, ps.runner(&t.Runner)},
+		{"trees", false, ps.trees(&t.Trees)},
 	})
 }
 

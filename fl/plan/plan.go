@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/teeml/teeml/fl/strategy"
+	"github.com/teeml/teeml/fl/treefed"
 	"github.com/teeml/teeml/internal/yamlx"
 	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
@@ -114,6 +115,9 @@ type TaskRunner struct {
 	// Runner (runner, model external only) launches the external
 	// training runner; see runner.go.
 	Runner *Runner
+	// Trees (trees, models rf and gbdt only) are the ensembles'
+	// hyper-parameters; see trees.go.
+	Trees *Trees
 }
 
 // TLS is the only transport: mutually attested TLS.
@@ -394,8 +398,12 @@ func (p *Plan) validateTaskRunner(info datasets.Info) error {
 	if err := p.validateRunner(); err != nil {
 		return err
 	}
-	if t.Model != ModelExternal && !slices.Contains(ml.Kinds(), t.Model) {
-		return p.errf("task_runner.model", "unknown model %q (known: %s, %s)", t.Model, strings.Join(ml.Kinds(), ", "), ModelExternal)
+	if err := p.validateTrees(info); err != nil {
+		return err
+	}
+	if t.Model != ModelExternal && !IsTreeModel(t.Model) && !slices.Contains(ml.Kinds(), t.Model) {
+		return p.errf("task_runner.model", "unknown model %q (known: %s, %s, %s)", t.Model, strings.Join(ml.Kinds(), ", "),
+			strings.Join(treefed.Kinds, ", "), ModelExternal)
 	}
 	switch {
 	case t.Model == ml.KindLogReg && info.Task != datasets.Classification,
@@ -629,6 +637,9 @@ func (p *Plan) StrategyFor(workers int, collaborators []string) (strategy.Strate
 	ag := &p.Aggregation
 	v := p.Validator()
 	o := strategy.Options{Workers: workers, Validator: v}
+	if IsTreeModel(p.TaskRunner.Model) {
+		return &treefed.Merge{Options: strategy.Options{Workers: workers}, MinAccepted: v.MinAccepted}, nil
+	}
 	if p.Privacy.Enabled() {
 		o.Validator = strategy.Validator{}
 	}

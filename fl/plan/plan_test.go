@@ -36,8 +36,8 @@ func mustParse(t testing.TB, data []byte) *plan.Plan {
 }
 
 func TestTemplatesParse(t *testing.T) {
-	if len(workspace.Templates()) != 6 {
-		t.Fatalf("templates %v, want 6", workspace.Templates())
+	if len(workspace.Templates()) != 8 {
+		t.Fatalf("templates %v, want 8", workspace.Templates())
 	}
 	for _, name := range workspace.Templates() {
 		p := mustParse(t, template(t, name))
@@ -436,5 +436,56 @@ func TestStrategyAndTrainConfig(t *testing.T) {
 	c := p.TrainConfig()
 	if c.Epochs != 1 || c.BatchSize != 32 || c.LR != 0.01 || c.Optimizer != "adam" || c.Seed != 1 {
 		t.Errorf("train config %+v", c)
+	}
+}
+
+// TestTreePlans: the tree models' settings are checked in one line naming
+// the key, and a tree plan builds the merge strategy and its ensembles'
+// configuration.
+func TestTreePlans(t *testing.T) {
+	base := string(template(t, "digits_gbdt"))
+	for _, c := range []struct{ old, new, key, msg string }{
+		{"rounds_to_train: 1 ", "rounds_to_train: 3 ", "aggregator.rounds_to_train", "trains in one round"},
+		{"strategy: fedavg", "strategy: median", "aggregation.strategy", "must be fedavg"},
+		{"delta_updates: false", "delta_updates: true", "collaborator.delta_updates", "whole ensembles"},
+		{"num_leaves: 15", "num_leaves: 1", "task_runner.trees.num_leaves", "must be ≥ 2"},
+		{"num_leaves: 15", "num_leaves: -4", "task_runner.trees.num_leaves", "must be in 0..131072"},
+		{"num_leaves: 15", "max_features: 3", "task_runner.trees.max_features", "an rf setting"},
+		{"lambda: 0 ", "lambda: -1 ", "task_runner.trees.lambda", "must be ≥ 0"},
+		{"lambda: 0 ", "bogus: 0 ", "task_runner.trees.bogus", "unknown key"},
+		{"model: gbdt", "model: mlp", "task_runner.trees", "only for models [rf gbdt]"},
+		{"    min_accepted: 1", "    max_update_norm: 3\n    min_accepted: 1", "aggregation.validator", "do not apply to merged ensembles"},
+		{"  delta_updates: false\n", "  delta_updates: false\nsecure_aggregation:\n  enabled: true\n  dropout_tolerance: 0\n  clip: 1\n", "secure_aggregation", "merges whole ensembles"},
+	} {
+		if !strings.Contains(base, c.old) {
+			t.Fatalf("template lacks %q", c.old)
+		}
+		_, err := plan.Parse([]byte(strings.Replace(base, c.old, c.new, 1)), "plan.yaml")
+		if err == nil || !strings.Contains(err.Error(), c.key+": ") || !strings.Contains(err.Error(), c.msg) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s → %s: err = %v, want %s: …%s…", c.old, c.new, err, c.key, c.msg)
+		}
+	}
+	p := mustParse(t, []byte(base))
+	s, err := p.Strategy(1)
+	if err != nil || s.Name() != "treemerge" {
+		t.Fatalf("strategy %v, %v", s, err)
+	}
+	if c := p.TreesConfig(); c.Model != "gbdt" || c.Trees != 60 || c.NumLeaves != 15 || c.MinLeaf != 5 || c.LR != 0.1 {
+		t.Errorf("trees config %+v", c)
+	}
+}
+
+// TestTreePlanLint: a tree plan's lint names the knobs that apply to the
+// merge, not the norm and example bounds that do not.
+func TestTreePlanLint(t *testing.T) {
+	p := mustParse(t, template(t, "digits_rf"))
+	got := strings.Join(p.Lint(), "\n")
+	for _, want := range []string{"aggregation.validator.min_accepted: 1:", "task_runner.model: rf: the merge averages"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("lint lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "max_update_norm") || strings.Contains(got, "max_num_examples") {
+		t.Errorf("lint warns about bounds trees do not use:\n%s", got)
 	}
 }

@@ -379,7 +379,13 @@ func (a *Aggregator) beginUpload(ctx context.Context, h *flv1.Header) (name stri
 		return name, nil, refused("kind", codes.InvalidArgument, "upload from %q is of kind %s, want %s", name, h.Kind, want)
 	}
 	release, err = a.s.BeginUpload(name, h.Round, func() error {
-		if err := sameDirectory(dir, h.Tensors); err != nil {
+		check := sameDirectory
+		if sf, ok := a.cfg.Strategy.(strategy.ShapeFree); ok && a.cfg.SecAgg == nil { // fl/treefed: a model file's bytes
+			check = func(want, got []*flv1.TensorInfo) error {
+				return sameNamesDirectory(want, got, int64(sf.MaxElements()))
+			}
+		}
+		if err := check(dir, h.Tensors); err != nil {
 			return refused("shape", codes.InvalidArgument, "update from %q does not fit the global model: %v", name, err)
 		}
 		if h.NumExamples <= 0 {
@@ -424,6 +430,30 @@ func sameDirectory(want, got []*flv1.TensorInfo) error {
 		}
 		if !slices.Equal(want[i].Shape, got[i].Shape) {
 			return fmt.Errorf("tensor %q has shape %v, the global model has %v", got[i].Name, got[i].Shape, want[i].Shape)
+		}
+	}
+	return nil
+}
+
+// sameNamesDirectory is sameDirectory for a strategy.ShapeFree model:
+// same names and ranks, each tensor at most maxElements elements.
+func sameNamesDirectory(want, got []*flv1.TensorInfo, maxElements int64) error {
+	if len(want) != len(got) {
+		return fmt.Errorf("%d tensors, the global model has %d", len(got), len(want))
+	}
+	for i := range want {
+		if want[i].Name != got[i].Name {
+			return fmt.Errorf("tensor %d is %q, the global model has %q", i, got[i].Name, want[i].Name)
+		}
+		if len(want[i].Shape) != len(got[i].Shape) {
+			return fmt.Errorf("tensor %q has shape %v, the global model's has rank %d", got[i].Name, got[i].Shape, len(want[i].Shape))
+		}
+		n := int64(1)
+		for _, d := range got[i].Shape {
+			if d < 0 || (d > 0 && n > maxElements/d) {
+				return fmt.Errorf("tensor %q has shape %v, more than %d elements", got[i].Name, got[i].Shape, maxElements)
+			}
+			n *= d
 		}
 	}
 	return nil

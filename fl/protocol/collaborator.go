@@ -18,6 +18,7 @@ import (
 	flv1 "github.com/teeml/teeml/api/proto/teeml/fl/v1"
 	"github.com/teeml/teeml/fl/privacy"
 	"github.com/teeml/teeml/fl/scheduler"
+	"github.com/teeml/teeml/fl/strategy"
 	"github.com/teeml/teeml/ml/tensor"
 	"github.com/teeml/teeml/ratls"
 )
@@ -381,7 +382,11 @@ func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error
 	local, n, metrics, err := c.cfg.Trainer.Train(ctx, global, t.Config)
 	timings.TrainSeconds = time.Since(trainStart).Seconds()
 	if err == nil {
-		if cerr := global.Compatible(local); cerr != nil {
+		cerr := global.Compatible(local)
+		if sf, ok := c.cfg.Trainer.(strategy.ShapeFree); ok { // fl/treefed: a model file's bytes
+			cerr = strategy.SameNames(global, local, sf.MaxElements())
+		}
+		if cerr != nil {
 			err = fmt.Errorf("trainer returned weights that do not fit the global model: %w", cerr)
 		}
 	}

@@ -212,6 +212,12 @@ func newTracker(ctx context.Context, ws string, p *plan.Plan, name string, rest 
 		tr.ext = ext
 		return tr, closeEval, nil
 	}
+	if plan.IsTreeModel(p.TaskRunner.Model) {
+		if tr.ext, err = treeEvaluator(p); err != nil {
+			return nil, nil, err
+		}
+		return tr, func() {}, nil
+	}
 	if tr.model, err = ml.NewFromMetadata(md); err != nil {
 		return nil, nil, fmt.Errorf("initial weights: %w", err)
 	}

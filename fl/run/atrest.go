@@ -11,11 +11,15 @@ import (
 
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/protocol"
+	"github.com/teeml/teeml/fl/treefed"
+	"github.com/teeml/teeml/fl/workspace"
 	"github.com/teeml/teeml/internal/atomicfile"
+	"github.com/teeml/teeml/internal/buildinfo"
 	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/job"
 	"github.com/teeml/teeml/ml/safetensors"
 	"github.com/teeml/teeml/ml/tensor"
+	"github.com/teeml/teeml/ml/trees"
 	"github.com/teeml/teeml/party"
 	"github.com/teeml/teeml/sealed"
 )
@@ -112,6 +116,9 @@ func (a *atRest) open(path, what string) ([]byte, error) {
 
 // saveWeights writes a model file (see job.WriteWeights).
 func (a *atRest) saveWeights(path string, w tensor.Weights, md map[string]string, met ml.Metrics) error {
+	if plan.IsTreeModel(md[workspace.MetaModel]) {
+		return a.saveTrees(path, w, md)
+	}
 	if a == nil {
 		return saveWeights(path, w, md, met)
 	}
@@ -119,6 +126,27 @@ func (a *atRest) saveWeights(path string, w tensor.Weights, md map[string]string
 		return err
 	}
 	return a.write(path, func(out io.Writer) error { return job.EncodeWeights(out, w, md, met) })
+}
+
+// saveTrees writes a tree model's weights as its LightGBM model.txt
+// (sealed when a is not nil), its parameters section recording the plan's
+// dataset and split so that teeml eval and predict re-create the test rows.
+func (a *atRest) saveTrees(path string, w tensor.Weights, md map[string]string) error {
+	m, err := treefed.Decode(w, path)
+	if err != nil {
+		return err
+	}
+	m.Params = map[string]string{}
+	for _, k := range []string{job.MetaDataset, job.MetaSplitSeed, job.MetaTestFraction, workspace.MetaPlanHash} {
+		if v := md[k]; v != "" {
+			m.Params[k] = v
+		}
+	}
+	m.Params[job.MetaVersion] = buildinfo.Version
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return a.write(path, func(out io.Writer) error { return trees.WriteText(out, m) })
 }
 
 // writeCheckpoint is protocol.WriteCheckpoint, sealed when a is not nil.

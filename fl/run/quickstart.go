@@ -213,6 +213,11 @@ func (o *QuickstartOptions) defaults() error {
 	}
 	if o.Rounds == 0 {
 		o.Rounds = DefaultQuickstartRounds
+		if b, err := workspace.TemplatePlan(o.Template); err == nil {
+			if p, err := plan.Parse(b, o.Template); err == nil && plan.IsTreeModel(p.TaskRunner.Model) {
+				o.Rounds = 1 // trees: grow, then merge (fl/treefed)
+			}
+		}
 	}
 	if o.EpochsPerRound == 0 {
 		o.EpochsPerRound = DefaultQuickstartEpochs

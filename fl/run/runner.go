@@ -7,6 +7,7 @@ import (
 
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/protocol"
+	"github.com/teeml/teeml/fl/treefed"
 	"github.com/teeml/teeml/fl/workspace"
 	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
@@ -25,11 +26,32 @@ func collaboratorTrainer(ws string, p *plan.Plan, name string, shard *workspace.
 		}
 		return r, func() { r.Close() }, nil
 	}
+	if plan.IsTreeModel(p.TaskRunner.Model) {
+		// Trees train on the raw rows (missing values routed natively),
+		// like teeml train --model rf|gbdt.
+		return &treefed.Trainer{Config: p.TreesConfig(), Data: shard.RawTrain, Validation: shard.RawTest}, func() {}, nil
+	}
 	model, _, err := workspace.NewModel(p)
 	if err != nil {
 		return nil, nil, err
 	}
 	return &protocol.MLTrainer{Model: model, Data: shard.Train, Validation: shard.Test, Config: p.TrainConfig()}, func() {}, nil
+}
+
+// treeEvaluator is the aggregator's evaluation of merged tree models on
+// the raw held-out test split.
+func treeEvaluator(p *plan.Plan) (evalFunc, error) {
+	_, test, err := datasets.LoadSplit(p.DataLoader.Dataset, p.DataLoader.TestFraction, p.DataLoader.Seed)
+	if err != nil {
+		return nil, err
+	}
+	return func(w tensor.Weights) (ml.Metrics, error) {
+		m, err := treefed.Decode(w, "global model")
+		if err != nil {
+			return ml.Metrics{}, err
+		}
+		return treefed.Metrics(m, test)
+	}, nil
 }
 
 // evalFunc evaluates a global model on the aggregator's held-out test split.

@@ -338,7 +338,11 @@ func (s *Scheduler) resume(c *Checkpoint) error {
 	case c.Rounds != s.cfg.Rounds:
 		return fmt.Errorf("resume: checkpoint of a %d-round federation, this one has %d", c.Rounds, s.cfg.Rounds)
 	}
-	if err := s.cfg.Initial.Compatible(c.Global); err != nil {
+	compatible := s.cfg.Initial.Compatible(c.Global)
+	if sf, ok := s.cfg.Strategy.(strategy.ShapeFree); ok { // fl/treefed: a model file's bytes
+		compatible = strategy.SameNames(s.cfg.Initial, c.Global, sf.MaxElements())
+	}
+	if err := compatible; err != nil {
 		return fmt.Errorf("resume: checkpoint model does not fit the initial model: %w", err)
 	}
 	if err := s.cfg.Strategy.Restore(c.Strategy); err != nil {

@@ -183,6 +183,36 @@ type Evaluator interface {
 	Evaluate(ctx context.Context, round int, global tensor.Weights) (map[string]float64, error)
 }
 
+// ShapeFree is implemented by a strategy whose models change shape from
+// round to round (fl/treefed: the bytes of a model file), and by the
+// matching collaborator trainers. Updates must then carry the initial
+// model's tensor names, in order, each with its rank and at most
+// MaxElements elements, instead of its exact shapes; the strategy
+// validates their contents itself.
+type ShapeFree interface {
+	MaxElements() int
+}
+
+// SameNames reports the first difference between w and the names and
+// ranks of initial, or a tensor of w above maxElements elements: the
+// check that replaces Weights.Compatible for a ShapeFree model.
+func SameNames(initial, w tensor.Weights, maxElements int) error {
+	if len(initial) != len(w) {
+		return fmt.Errorf("%d tensors, the model has %d", len(w), len(initial))
+	}
+	for i := range initial {
+		switch {
+		case initial[i].Name != w[i].Name:
+			return fmt.Errorf("tensor %d is %q, the model has %q", i, w[i].Name, initial[i].Name)
+		case len(initial[i].Shape) != len(w[i].Shape):
+			return fmt.Errorf("tensor %q has shape %v, the model's has rank %d", w[i].Name, w[i].Shape, len(initial[i].Shape))
+		case tensor.NumElements(w[i].Shape) > maxElements:
+			return fmt.Errorf("tensor %q has shape %v, more than %d elements", w[i].Name, w[i].Shape, maxElements)
+		}
+	}
+	return nil
+}
+
 // Options are shared by all strategies.
 type Options struct {
 	// Validator configures the checks run on every FitResult before

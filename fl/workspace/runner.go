@@ -11,6 +11,7 @@ import (
 
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/runner"
+	"github.com/teeml/teeml/fl/treefed"
 	"github.com/teeml/teeml/ml/datasets"
 	"github.com/teeml/teeml/ml/job"
 	"github.com/teeml/teeml/ml/safetensors"
@@ -95,8 +96,29 @@ func initExternalPlan(ws string, p *plan.Plan) (string, error) {
 	return p.Freeze(ws)
 }
 
-// MetaModel marks weights of an external runner's model ("external"): no
-// Go model can load them.
+// initTreePlan is InitPlan for the tree models (rf, gbdt): the initial
+// global model is treefed.Empty (no trees), written with the dataset,
+// split and plan hash metadata and MetaModel, then the plan is frozen.
+func initTreePlan(ws string, p *plan.Plan) (string, error) {
+	md := map[string]string{
+		job.MetaDataset:      p.DataLoader.Dataset,
+		job.MetaSplitSeed:    strconv.FormatInt(p.DataLoader.Seed, 10),
+		job.MetaTestFraction: strconv.FormatFloat(p.DataLoader.TestFraction, 'g', -1, 64),
+		MetaPlanHash:         p.Hash(),
+		MetaModel:            p.TaskRunner.Model,
+	}
+	out := filepath.Join(ws, filepath.FromSlash(p.Aggregator.InitStatePath))
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return "", fmt.Errorf("workspace: plan init: %w", err)
+	}
+	if err := safetensors.WriteFile(out, treefed.Empty(), md); err != nil {
+		return "", fmt.Errorf("workspace: plan init: %s: %w", p.Aggregator.InitStatePath, err)
+	}
+	return p.Freeze(ws)
+}
+
+// MetaModel marks weights of a model no ml.Model loads: an external
+// runner's ("external") or a tree model's ("rf", "gbdt": treefed).
 const MetaModel = "teeml.fl.model"
 
 // templateRunnerFiles adds a template's external runner code to files: a

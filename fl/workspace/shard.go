@@ -17,6 +17,9 @@ type Shard struct {
 	Train, Test *datasets.Dataset
 	// Pipeline is the preprocessing applied to both.
 	Pipeline datasets.Pipeline
+	// RawTrain and RawTest are Train and Test before preprocessing (with
+	// their missing values): what tree models train and evaluate on.
+	RawTrain, RawTest *datasets.Dataset
 }
 
 // LoadShard returns collaborator name's data per the workspace's (frozen or
@@ -91,7 +94,7 @@ func LoadShardWith(ws, name string, o ShardOptions) (*Shard, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Shard{Collaborator: c, Train: train, Test: test, Pipeline: pipe}, nil
+	return &Shard{Collaborator: c, Train: train, Test: test, Pipeline: pipe, RawTrain: part, RawTest: rawTest}, nil
 }
 
 // Partition deals a (raw) training split into the plan's shards.

@@ -225,6 +225,9 @@ func InitPlan(ws, aggAddr string) (string, error) {
 	if p.TaskRunner.Model == plan.ModelExternal {
 		return initExternalPlan(ws, p)
 	}
+	if plan.IsTreeModel(p.TaskRunner.Model) {
+		return initTreePlan(ws, p)
+	}
 	m, pipe, err := NewModel(p)
 	if err != nil {
 		return "", err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/fl/plan"
+	"github.com/teeml/teeml/fl/treefed"
 	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
@@ -88,6 +89,13 @@ func TestTemplatesCreateValidateInit(t *testing.T) {
 			}
 			if p.TaskRunner.Model == plan.ModelExternal {
 				checkExternalInit(t, ws, frozen, ws2, md)
+				return
+			}
+			if plan.IsTreeModel(p.TaskRunner.Model) {
+				// No trees before the one round: the empty model.
+				if md[MetaModel] != p.TaskRunner.Model || !treefed.IsEmpty(ws2) {
+					t.Errorf("tree plan init wrote %v with metadata %v, want treefed.Empty and %s %s", ws2, md, MetaModel, p.TaskRunner.Model)
+				}
 				return
 			}
 			m, err := ml.NewFromMetadata(md)

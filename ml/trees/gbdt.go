@@ -97,7 +97,7 @@ func TrainGBDT(ctx context.Context, ds *datasets.Dataset, c GBDTConfig) (*Model,
 	inner := max(1, c.Threads/k)
 	growers := make([]*grower, k)
 	for j := range growers {
-		growers[j] = &grower{b: b, m: 1, threads: inner, p: growParams{maxLeaves: c.NumLeaves, maxDepth: c.MaxDepth,
+		growers[j] = &grower{b: b, m: 1, threads: inner, p: growParams{lgbCat: true, maxLeaves: c.NumLeaves, maxDepth: c.MaxDepth,
 			minLeaf: c.MinDataInLeaf, minHess: c.MinHessInLeaf, lambda: c.Lambda, shrinkage: c.LR}}
 	}
 	best, bestIter := math.Inf(1), 0

@@ -149,9 +149,13 @@ type growParams struct {
 	minHess     float64
 	lambda      float64
 	shrinkage   float64
-	maxFeatures int   // per node; 0: all allowed features
-	features    []int // allowed features for this tree
-	rng         *rand.Rand
+	maxFeatures int // per node; 0: all allowed features
+	// lgbCat (boosting) applies LightGBM's categorical rules in full:
+	// one-vs-rest for at most maxCatToOneHot categories, cat_l2, both scan
+	// directions, max_cat_threshold, min_data_per_group (catSplit).
+	lgbCat   bool
+	features []int // allowed features for this tree
+	rng      *rand.Rand
 }
 
 // split is the best split found for a leaf.
@@ -718,10 +722,28 @@ func (gr *grower) featureSplit(w, f int, l *leafState, H *hist, parent float64) 
 	return best, ok
 }
 
+// LightGBM's categorical split parameters (its defaults).
+const (
+	catSmooth       = 10.0 // cat_smooth
+	catL2           = 10.0 // cat_l2
+	maxCatToOneHot  = 4    // max_cat_to_onehot
+	maxCatThreshold = 32   // max_cat_threshold
+	minDataPerGroup = 100  // min_data_per_group
+)
+
 // catSplit is LightGBM's sorted-gradient categorical split: categories
-// ordered by G/H (of the first output), then the best prefix goes left;
-// missing values go right.
+// ordered by G/(H+cat_smooth) (of the first output), then the best prefix
+// goes left; missing values go right. With lgbCat (boosting) it follows
+// LightGBM's FindBestThresholdCategorical in full: at most
+// max_cat_to_onehot categories give one-vs-rest splits; otherwise only
+// categories with at least cat_smooth rows are sorted, the gain uses
+// λ + cat_l2, prefixes are scanned from both ends, each side holds at
+// least min_data_per_group rows, and at most max_cat_threshold
+// categories go left.
 func (gr *grower) catSplit(f int, l *leafState, hg, hh []float64, hc []int32, parent float64, minLeaf int) (split, bool) {
+	if gr.p.lgbCat {
+		return gr.catSplitLGB(f, l, hg, hh, hc, minLeaf)
+	}
 	m := gr.m
 	nb := gr.b.numBins[f]
 	var cats []int
@@ -767,4 +789,97 @@ func (gr *grower) catSplit(f int, l *leafState, hg, hh []float64, hc []int32, pa
 	left := slices.Clone(cats[:bestN])
 	slices.Sort(left)
 	return split{gain: bestGain, feature: f, catLeft: left}, true
+}
+
+// catSplitLGB is catSplit with LightGBM's rules (one output: boosting).
+func (gr *grower) catSplitLGB(f int, l *leafState, hg, hh []float64, hc []int32, minLeaf int) (split, bool) {
+	nb := gr.b.numBins[f]
+	minHess := gr.p.minHess
+	sumG, sumH, n := l.sumG[0], l.sumH, len(l.rows)
+	used := 0
+	for c := range nb {
+		if hc[c] > 0 {
+			used++
+		}
+	}
+	if used < 2 {
+		return split{}, false
+	}
+	if nb <= maxCatToOneHot {
+		// One category left, everything else (and missing) right.
+		lambda := gr.p.lambda
+		parent := sumG * sumG / (sumH + lambda)
+		best, bestGain := -1, 0.0
+		for c := range nb {
+			lc, lh, lg := int(hc[c]), hh[c], hg[c]
+			rc, rh := n-lc, sumH-lh
+			if lc < minLeaf || rc < minLeaf || lh < minHess || rh < minHess {
+				continue
+			}
+			rg := sumG - lg
+			gain := lg*lg/(lh+lambda) + rg*rg/(rh+lambda) - parent
+			if gain > 1e-12 && (best < 0 || gain > bestGain) {
+				best, bestGain = c, gain
+			}
+		}
+		if best < 0 {
+			return split{}, false
+		}
+		return split{gain: bestGain, feature: f, catLeft: []int{best}}, true
+	}
+	lambda := gr.p.lambda + catL2
+	parent := sumG * sumG / (sumH + lambda)
+	var cats []int
+	for c := range nb {
+		if float64(hc[c]) >= catSmooth {
+			cats = append(cats, c)
+		}
+	}
+	if len(cats) < 2 {
+		return split{}, false
+	}
+	slices.SortStableFunc(cats, func(a, b int) int {
+		return cmp.Compare(hg[a]/(hh[a]+catSmooth), hg[b]/(hh[b]+catSmooth))
+	})
+	minGroup := max(minDataPerGroup, minLeaf)
+	maxLeft := min(maxCatThreshold, (len(cats)+1)/2)
+	var best []int
+	bestGain := 0.0
+	for _, fromEnd := range []bool{false, true} {
+		var lg, lh float64
+		var lc, group int
+		for i := 0; i < len(cats) && i < maxLeft; i++ {
+			c := cats[i]
+			if fromEnd {
+				c = cats[len(cats)-1-i]
+			}
+			lg, lh, lc, group = lg+hg[c], lh+hh[c], lc+int(hc[c]), group+int(hc[c])
+			if lc < minLeaf || lh < minHess {
+				continue
+			}
+			rc, rh := n-lc, sumH-lh
+			if rc < minLeaf || rh < minHess || rc < minGroup {
+				break
+			}
+			if group < minGroup {
+				continue
+			}
+			group = 0
+			rg := sumG - lg
+			gain := lg*lg/(lh+lambda) + rg*rg/(rh+lambda) - parent
+			if gain > 1e-12 && (best == nil || gain > bestGain) {
+				bestGain = gain
+				if fromEnd {
+					best = slices.Clone(cats[len(cats)-1-i:])
+				} else {
+					best = slices.Clone(cats[:i+1])
+				}
+			}
+		}
+	}
+	if best == nil {
+		return split{}, false
+	}
+	slices.Sort(best)
+	return split{gain: bestGain, feature: f, catLeft: best}, true
 }

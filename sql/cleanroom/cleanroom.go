@@ -45,6 +45,9 @@ type Request struct {
 	// Rand is the noise source (default crypto/rand.Reader).
 	Rand io.Reader
 	Log  *slog.Logger
+	// Trainer trains a training template's model (contract.Template.Train);
+	// required for those templates only.
+	Trainer Trainer
 }
 
 // Result is what a query may release.
@@ -57,9 +60,23 @@ type Result struct {
 	Noised  []string
 	Epsilon float64
 	// Loaded is the row count of each table.
-	Loaded map[string]int64
-	Load   time.Duration
-	Query  time.Duration
+	// Model is a training template's released model (then Columns and
+	// Rows are empty: the training table never leaves), ModelSummary its
+	// one-line description (kind, trees, rows trained on).
+	Model        []byte
+	ModelSummary string
+	Loaded       map[string]int64
+	Load         time.Duration
+	Query        time.Duration
+}
+
+// Trainer trains a training template's tree model on its result — the
+// joined, approved table, which never leaves the analytics party — and
+// returns the model file (LightGBM text) and a one-line summary. The
+// implementation lives outside sql/ (package cleanroomml): the analytics
+// service links no learning code.
+type Trainer interface {
+	Train(ctx context.Context, spec *contract.Train, columns []string, rows [][]engine.Value) (model []byte, summary string, err error)
 }
 
 // Run loads the template's tables (each owner's key through its
@@ -117,6 +134,18 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		return nil, fmt.Errorf("cleanroom: template %s: %w", q.Template.Name, err)
 	}
 	res.Query = time.Since(start)
+	if tr := q.Template.Train; tr != nil {
+		if req.Trainer == nil {
+			return nil, fmt.Errorf("cleanroom: template %s trains a %s model: no trainer given", q.Template.Name, tr.Model)
+		}
+		model, summary, err := req.Trainer.Train(ctx, tr, out.Columns, out.Rows)
+		if err != nil {
+			return nil, fmt.Errorf("cleanroom: template %s: train: %w", q.Template.Name, err)
+		}
+		res.Model, res.ModelSummary = model, summary
+		req.Log.Info("cleanroom: model trained", "template", q.Template.Name, "rows", len(out.Rows), "model", summary)
+		return res, nil
+	}
 	res.Columns = out.Columns
 	if err := applyRules(c, q.Template, out, res, req.Rand); err != nil {
 		return nil, err

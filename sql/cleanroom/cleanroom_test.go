@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -255,5 +256,101 @@ func TestTamperAndWrongKeyNameTheTable(t *testing.T) {
 	_, err = f.run(t, "spend_by_segment", map[string]string{"min_balance": "0"})
 	if err == nil || !strings.Contains(err.Error(), "the contract says") {
 		t.Fatalf("other columns: %v", err)
+	}
+}
+
+// trainTemplate is a training template appended to the example contract.
+const trainTemplate = `  flagged_model:
+    tables: [bank_customers, retail_customers]
+    train: {model: gbdt, label: flagged, task: classification, trees: 20, min_leaf: 10}
+    sql: |
+      SELECT b.balance, r.segment, r.spend, b.flagged
+      FROM bank_customers b JOIN retail_customers r ON b.customer_id = r.customer_id
+`
+
+// recordingTrainer records what it is given and returns a fixed model.
+type recordingTrainer struct {
+	spec    *contract.Train
+	columns []string
+	rows    int
+}
+
+func (r *recordingTrainer) Train(_ context.Context, spec *contract.Train, columns []string, rows [][]engine.Value) ([]byte, string, error) {
+	r.spec, r.columns, r.rows = spec, columns, len(rows)
+	return []byte("tree\nmodel bytes\n"), "test model", nil
+}
+
+// TestTrainingTemplateReleasesOnlyTheModel: a training template's joined
+// rows go to the Trainer, and the result (and every recipient's release)
+// holds the model and no row; without a Trainer the query is refused.
+func TestTrainingTemplateReleasesOnlyTheModel(t *testing.T) {
+	f := newFixture(t)
+	raw := append(slices.Clone(f.c.Raw), trainTemplate...)
+	c, err := contract.Parse(raw, "contract.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.c = c
+	tm, err := c.Template("flagged_model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tm.Train == nil || tm.Train.MinLeaf != 10 || tm.Train.Label != "flagged" {
+		t.Fatalf("train spec %+v", tm.Train)
+	}
+	b, err := tm.Bind(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), Request{Contract: c, Query: b, Tables: f.files, Keys: f.keys, Engine: engine.Options{Threads: 1}}); err == nil || !strings.Contains(err.Error(), "no trainer") {
+		t.Fatalf("no trainer: err = %v", err)
+	}
+	rec := &recordingTrainer{}
+	res, err := Run(context.Background(), Request{Contract: c, Query: b, Tables: f.files, Keys: f.keys, Engine: engine.Options{Threads: 1}, Trainer: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := 0
+	for _, n := range truth(t, f.bank, f.retail, math.Inf(-1)) {
+		joined += n
+	}
+	if rec.rows != joined || !slices.Equal(rec.columns, []string{"balance", "segment", "spend", "flagged"}) || rec.spec != tm.Train {
+		t.Fatalf("trainer got %d rows %v (spec %p), want the %d joined rows", rec.rows, rec.columns, rec.spec, joined)
+	}
+	if string(res.Model) != "tree\nmodel bytes\n" || len(res.Rows) != 0 || len(res.Columns) != 0 {
+		t.Fatalf("result: model %q, %d rows, columns %v", res.Model, len(res.Rows), res.Columns)
+	}
+	rel := NewRelease(c, b, "q1", "bank", res)
+	sb, err := Seal(rel, f.priv.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Open(sb, f.priv, c.SHA256, "bank")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(back.Model) != string(res.Model) || len(back.Rows) != 0 {
+		t.Fatalf("opened release: model %q, %d rows", back.Model, len(back.Rows))
+	}
+}
+
+// TestTrainingTemplateRules: a training template's min_leaf may not go
+// below k, and it takes neither group_size nor noise.
+func TestTrainingTemplateRules(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct{ old, new, msg string }{
+		{"min_leaf: 10", "min_leaf: 3", "train.min_leaf: 3 is below min_group_size 5"},
+		{"trees: 20,", "trees: 0,", "train.trees: must be in 1..10000"},
+		{"model: gbdt", "model: svm", "train.model: want rf or gbdt"},
+		{"    tables: [bank_customers, retail_customers]\n    train", "    tables: [bank_customers, retail_customers]\n    group_size: n\n    train", "group_size: a training template releases a model"},
+	} {
+		tt := strings.Replace(trainTemplate, c.old, c.new, 1)
+		if tt == trainTemplate {
+			t.Fatalf("%q not in the template", c.old)
+		}
+		_, err := contract.Parse(append(slices.Clone(f.c.Raw), tt...), "contract.yaml")
+		if err == nil || !strings.Contains(err.Error(), c.msg) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s → %s: err = %v, want …%s…", c.old, c.new, err, c.msg)
+		}
 	}
 }

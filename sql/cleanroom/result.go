@@ -27,13 +27,16 @@ type Release struct {
 	MinGroupSize   int         `json:"min_group_size"`
 	Noised         []string    `json:"noised,omitempty"`
 	Epsilon        float64     `json:"epsilon,omitempty"`
+	// Model is a training template's model file (LightGBM text), the only
+	// thing such a template releases.
+	Model []byte `json:"model,omitempty"`
 }
 
 // NewRelease describes res for recipient.
 func NewRelease(c *contract.Contract, q *contract.Bound, queryID, recipient string, res *Result) *Release {
 	r := &Release{Contract: c.Name, ContractSHA256: c.SHA256, Template: q.Template.Name, Query: string(q.Canonical()),
 		QueryID: queryID, Recipient: recipient, Columns: res.Columns, Rows: [][]*string{}, Suppressed: res.Suppressed,
-		MinGroupSize: c.MinGroupSize, Noised: res.Noised, Epsilon: res.Epsilon}
+		MinGroupSize: c.MinGroupSize, Noised: res.Noised, Epsilon: res.Epsilon, Model: res.Model}
 	for _, row := range res.Rows {
 		out := make([]*string, len(row))
 		for i, v := range row {
