@@ -13,10 +13,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/teeml/teeml/attest/policy"
 	"github.com/teeml/teeml/internal/testenv"
 	"github.com/teeml/teeml/internal/testlog"
-	"github.com/teeml/teeml/party"
 	"github.com/teeml/teeml/party/partysim"
 )
 
@@ -54,20 +52,13 @@ func TestPythonClientPinnedKey(t *testing.T) {
 	srv := start(t, dir, "srv", repo, tokens)
 	other := start(t, dir, "other", repo, tokens)
 
-	cli, err := party.LoadAttested(party.Files{Dir: dir, Config: party.ConfigFile(dir, "cli")}, "client", testlog.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, err := policy.Parse(partysim.Policy(Role), "policy")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cli, peer := simClient(t, dir)
 	ctx := context.Background()
-	_, pin, err := cli.VerifyServer(ctx, srv.http, party.Peer{Role: Role, Policy: pol}, testlog.Discard())
+	_, pin, err := cli.VerifyServer(ctx, srv.http, peer, testlog.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, otherPin, err := cli.VerifyServer(ctx, other.http, party.Peer{Role: Role, Policy: pol}, testlog.Discard())
+	_, otherPin, err := cli.VerifyServer(ctx, other.http, peer, testlog.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}

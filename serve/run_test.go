@@ -29,6 +29,21 @@ import (
 	"github.com/teeml/teeml/serve/oip"
 )
 
+// simClient loads dir's attestation-only party "cli" and the peer it holds
+// servers to: role serving under partysim's policy.
+func simClient(t *testing.T, dir string) (*party.Party, party.Peer) {
+	t.Helper()
+	cli, err := party.LoadAttested(party.Files{Dir: dir, Config: party.ConfigFile(dir, "cli")}, "client", testlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Parse(partysim.Policy(Role), "policy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cli, party.Peer{Role: Role, Policy: pol}
+}
+
 type running struct {
 	http, grpc string
 	stop       func() error
@@ -81,15 +96,7 @@ func TestServeOverRATLS(t *testing.T) {
 	srv := start(t, dir, "srv", repo, tokens, func(o *RunOptions) { o.UIAddr, o.Out = "127.0.0.1:0", &srvOut })
 	evil := start(t, dir, "evil", repo, tokens)
 
-	cli, err := party.LoadAttested(party.Files{Dir: dir, Config: party.ConfigFile(dir, "cli")}, "client", testlog.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, err := policy.Parse(partysim.Policy(Role), "policy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := party.Peer{Role: Role, Policy: pol}
+	cli, peer := simClient(t, dir)
 	tc, creds, err := cli.ClientTLS(peer, testlog.Discard())
 	if err != nil {
 		t.Fatal(err)

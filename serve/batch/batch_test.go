@@ -3,6 +3,7 @@ package batch
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -251,14 +252,7 @@ func (c *fakeClock) add(d time.Duration) {
 // are in the batch nobody else can come, so it runs at once instead of
 // waiting the hour; every round answers all eight.
 func TestBatchStopsWaitingWhenEveryCallerIsIn(t *testing.T) {
-	var sizes []int
-	var mu sync.Mutex
-	b, err := New(Config{InDim: 2, OutDim: 1, MaxBatch: 64, MaxDelay: time.Hour, MaxQueue: 64, Concurrency: 1,
-		OnBatch: func(rows, _ int) { mu.Lock(); sizes = append(sizes, rows); mu.Unlock() }}, double)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(context.Background())
+	b, batches := recording(t, Config{InDim: 2, OutDim: 1, MaxBatch: 64, MaxDelay: time.Hour, MaxQueue: 64, Concurrency: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -276,8 +270,7 @@ func TestBatchStopsWaitingWhenEveryCallerIsIn(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
+	sizes := batches()
 	total := 0
 	for _, s := range sizes {
 		total += s
@@ -292,14 +285,7 @@ func TestBatchStopsWaitingWhenEveryCallerIsIn(t *testing.T) {
 // (its body still being decoded) holds a forming batch until it joins, so
 // both rows share one call even with an hour's MaxDelay.
 func TestArrivedRequestIsWaitedFor(t *testing.T) {
-	var sizes []int
-	var mu sync.Mutex
-	b, err := New(Config{InDim: 2, OutDim: 1, MaxBatch: 8, MaxDelay: time.Hour, MaxQueue: 8, Concurrency: 1,
-		OnBatch: func(rows, _ int) { mu.Lock(); sizes = append(sizes, rows); mu.Unlock() }}, double)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(context.Background())
+	b, batches := recording(t, Config{InDim: 2, OutDim: 1, MaxBatch: 8, MaxDelay: time.Hour, MaxQueue: 8, Concurrency: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	actx, leave := b.Arrive(ctx)
@@ -322,12 +308,25 @@ func TestArrivedRequestIsWaitedFor(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(sizes) != 1 || sizes[0] != 2 {
-		t.Fatalf("batch sizes %v, want one call of 2 rows", sizes)
+	if sizes := batches(); len(sizes) != 1 || sizes[0] != 2 {
+		t.Fatalf("batch sizes %v, want one call of 2 rows", batches())
 	}
 	if n := b.inflight.Load(); n != 0 {
 		t.Fatalf("%d requests still counted in flight", n)
 	}
+}
+
+// recording starts a Batcher over double with cfg (OnBatch replaced) and
+// returns it and a function giving the batch sizes in rows so far.
+func recording(t *testing.T, cfg Config) (*Batcher, func() []int) {
+	t.Helper()
+	var sizes []int
+	var mu sync.Mutex
+	cfg.OnBatch = func(rows, _ int) { mu.Lock(); sizes = append(sizes, rows); mu.Unlock() }
+	b, err := New(cfg, double)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(context.Background()) })
+	return b, func() []int { mu.Lock(); defer mu.Unlock(); return slices.Clone(sizes) }
 }
