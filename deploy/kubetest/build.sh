@@ -24,7 +24,7 @@ staging=(api apiextensions-apiserver apimachinery apiserver cli-runtime client-g
   controller-manager cri-api cri-client csi-translation-lib dynamic-resource-allocation
   endpointslice externaljwt kms kube-aggregator kube-controller-manager kube-proxy
   kube-scheduler kubectl kubelet metrics mount-utils pod-security-admission
-  sample-apiserver sample-cli-plugin sample-controller ${TEEML_KUBE_EXTRA_STAGING:-})
+  sample-apiserver sample-cli-plugin sample-controller streaming)
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
