@@ -58,7 +58,7 @@ func freePort(t *testing.T) int {
 
 // startProcess runs bin with args until the test ends (SIGTERM, then kill
 // after 10s), its output in a log file that is printed if the test fails.
-func startProcess(t *testing.T, name, bin string, args ...string) {
+func startProcess(t *testing.T, name, bin string, args ...string) <-chan struct{} {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	logf, err := os.Create(logPath)
@@ -75,9 +75,14 @@ func startProcess(t *testing.T, name, bin string, args ...string) {
 		logf.Close()
 		t.Fatalf("start %s: %v", name, err)
 	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
 	t.Cleanup(func() {
 		cancel()
-		cmd.Wait()
+		<-exited
 		logf.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
@@ -87,13 +92,22 @@ func startProcess(t *testing.T, name, bin string, args ...string) {
 			t.Logf("%s log (tail):\n%s", name, b)
 		}
 	})
+	return exited
 }
 
-// waitHTTP polls url until it answers 200 or the deadline passes.
-func waitHTTP(t *testing.T, c *http.Client, url, token string, timeout time.Duration) {
+// waitHTTP polls url until it answers 200, the deadline passes or the
+// process serving it exits.
+func waitHTTP(t *testing.T, exited <-chan struct{}, c *http.Client, url, token string, timeout time.Duration) {
 	t.Helper()
 	var last string
+	gone := false
 	ok := testenv.WaitFor(timeout, func() bool {
+		select {
+		case <-exited:
+			gone = true
+			return true
+		default:
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -110,6 +124,9 @@ func waitHTTP(t *testing.T, c *http.Client, url, token string, timeout time.Dura
 		last = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, b)
 		return resp.StatusCode == http.StatusOK
 	})
+	if gone {
+		t.Fatalf("%s: the server exited before it was ready (log below)", url)
+	}
 	if !ok {
 		t.Fatalf("%s not ready after %v: %s", url, timeout, last)
 	}
@@ -129,23 +146,30 @@ func startKube(t *testing.T) *kubeAPI {
 
 	clientURL := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	startProcess(t, "etcd", etcdBin, "--name=teeml-test", "--data-dir="+filepath.Join(dir, "etcd"),
+	etcdExited := startProcess(t, "etcd", etcdBin, "--name=teeml-test", "--data-dir="+filepath.Join(dir, "etcd"),
 		"--listen-client-urls="+clientURL, "--advertise-client-urls="+clientURL,
 		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
 		"--initial-cluster=teeml-test="+peerURL, "--log-level=warn")
-	waitHTTP(t, http.DefaultClient, clientURL+"/health", "", 30*time.Second)
+	waitHTTP(t, etcdExited, http.DefaultClient, clientURL+"/health", "", 30*time.Second)
 
 	// The service-account signing key and a static admin token (system:masters).
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	der, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	saKey := filepath.Join(dir, "sa-key.pem")
-	if err := os.WriteFile(saKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saKey, saPub := filepath.Join(dir, "sa-key.pem"), filepath.Join(dir, "sa-pub.pem")
+	if err := os.WriteFile(saKey, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(saPub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	tok := make([]byte, 16)
@@ -157,12 +181,12 @@ func startKube(t *testing.T) *kubeAPI {
 	}
 	certDir := filepath.Join(dir, "certs")
 	port := freePort(t)
-	startProcess(t, "kube-apiserver", apiBin,
+	apiExited := startProcess(t, "kube-apiserver", apiBin,
 		"--etcd-servers="+clientURL,
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port="+strconv.Itoa(port),
+		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none", "--secure-port="+strconv.Itoa(port),
 		"--cert-dir="+certDir,
 		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file="+saKey, "--service-account-signing-key-file="+saKey,
+		"--service-account-key-file="+saPub, "--service-account-signing-key-file="+saKey,
 		"--token-auth-file="+tokens, "--authorization-mode=RBAC",
 		"--service-cluster-ip-range=10.96.0.0/24")
 
@@ -181,7 +205,7 @@ func startKube(t *testing.T) *kubeAPI {
 	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	t.Cleanup(c.CloseIdleConnections)
 	k := &kubeAPI{url: fmt.Sprintf("https://127.0.0.1:%d", port), token: token, client: c}
-	waitHTTP(t, c, k.url+"/readyz", token, 120*time.Second)
+	waitHTTP(t, apiExited, c, k.url+"/readyz", token, 120*time.Second)
 	return k
 }
 
