@@ -132,14 +132,21 @@ func waitHTTP(t *testing.T, exited <-chan struct{}, c *http.Client, url, token s
 	}
 }
 
-// startKube starts etcd and kube-apiserver, or skips (fails under CI=true)
-// when TEEML_TEST_ETCD / TEEML_TEST_KUBE_APISERVER are not set.
+// startKube starts etcd and kube-apiserver. Without the binaries
+// (TEEML_TEST_ETCD, TEEML_TEST_KUBE_APISERVER) it skips, except with
+// TEEML_KUBE_TESTS=1: .ci/run builds them in the background while the
+// README's tests run and then runs this test in its own step with that set,
+// where missing binaries fail it.
 func startKube(t *testing.T) *kubeAPI {
 	t.Helper()
 	etcdBin, apiBin := os.Getenv("TEEML_TEST_ETCD"), os.Getenv("TEEML_TEST_KUBE_APISERVER")
 	for _, b := range []string{etcdBin, apiBin} {
 		if fi, err := os.Stat(b); b == "" || err != nil || fi.IsDir() {
-			testenv.MustRun(t, "TEEML_TEST_ETCD=%q and TEEML_TEST_KUBE_APISERVER=%q must name the binaries built by deploy/kubetest/build.sh", etcdBin, apiBin)
+			msg := fmt.Sprintf("TEEML_TEST_ETCD=%q and TEEML_TEST_KUBE_APISERVER=%q must name the binaries built by deploy/kubetest/build.sh", etcdBin, apiBin)
+			if os.Getenv("TEEML_KUBE_TESTS") == "1" {
+				t.Fatal(msg)
+			}
+			t.Skip(msg + " (.ci/run runs this test in its own step, TEEML_KUBE_TESTS=1)")
 		}
 	}
 	dir := t.TempDir()
