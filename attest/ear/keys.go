@@ -1,7 +1,6 @@
 package ear
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/x509"
@@ -34,34 +33,11 @@ func LoadSigningKey(path string) (*ecdsa.PrivateKey, error) {
 // KEY" blocks (PKIX), each ECDSA P-256. Text between blocks is allowed
 // (RFC 7468); anything that is not a key block is refused.
 func ParsePublicKeys(b []byte) ([]*ecdsa.PublicKey, error) {
-	var keys []*ecdsa.PublicKey
-	rest := b
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "PUBLIC KEY" {
-			return nil, fmt.Errorf("key %d: PEM block %q, want PUBLIC KEY", len(keys)+1, block.Type)
-		}
-		k, err := x509.ParsePKIXPublicKey(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("key %d: %w", len(keys)+1, err)
-		}
-		ek, ok := k.(*ecdsa.PublicKey)
-		if !ok || ek.Curve != elliptic.P256() {
-			return nil, fmt.Errorf("key %d: %w: want an ECDSA P-256 key (ES256)", len(keys)+1, ErrAlgorithm)
-		}
-		keys = append(keys, ek)
+	keys, err := ecpem.ParsePublicKeys(b, true)
+	if errors.Is(err, ecpem.ErrNotP256) {
+		return nil, fmt.Errorf("%w: %w (ES256)", ErrAlgorithm, err)
 	}
-	if bytes.Contains(rest, []byte("-----BEGIN")) {
-		return nil, errors.New("a PEM block after the keys does not parse")
-	}
-	if len(keys) == 0 {
-		return nil, errors.New("no PEM PUBLIC KEY block")
-	}
-	return keys, nil
+	return keys, err
 }
 
 // LoadPublicKeys reads ParsePublicKeys's format from path.

@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -106,32 +105,9 @@ func ParsePrivateKey(pemBytes []byte) (*ecdsa.PrivateKey, error) {
 // ParsePublicKeys decodes one or more PEM "PUBLIC KEY" blocks (P-256 only).
 // It refuses input with no key or with anything else in it.
 func ParsePublicKeys(pemBytes []byte) ([]*ecdsa.PublicKey, error) {
-	var keys []*ecdsa.PublicKey
-	rest := pemBytes
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "PUBLIC KEY" {
-			return nil, fmt.Errorf("sim: trusted simulation keys: PEM block %q, want PUBLIC KEY", block.Type)
-		}
-		k, err := x509.ParsePKIXPublicKey(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("sim: trusted simulation keys: %w", err)
-		}
-		ek, ok := k.(*ecdsa.PublicKey)
-		if !ok || ek.Curve != elliptic.P256() {
-			return nil, fmt.Errorf("sim: trusted simulation keys: key %d is %T, want ECDSA P-256", len(keys), k)
-		}
-		keys = append(keys, ek)
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("sim: trusted simulation keys: data that is not a PEM block")
-	}
-	if len(keys) == 0 {
-		return nil, errors.New("sim: trusted simulation keys: no PUBLIC KEY block")
+	keys, err := ecpem.ParsePublicKeys(pemBytes, false)
+	if err != nil {
+		return nil, fmt.Errorf("sim: trusted simulation keys: %w", err)
 	}
 	return keys, nil
 }

@@ -282,7 +282,7 @@ func TestKeyFiles(t *testing.T) {
 	if err := os.WriteFile(pubPath, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadPublicKeys(pubPath); err == nil || !strings.Contains(err.Error(), "no PUBLIC KEY block") {
+	if _, err := LoadPublicKeys(pubPath); err == nil || !strings.Contains(err.Error(), "no PEM PUBLIC KEY block") {
 		t.Fatalf("empty trusted-key file: %v", err)
 	}
 }
