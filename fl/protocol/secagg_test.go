@@ -141,6 +141,32 @@ func newSAFed(t *testing.T, n, rounds int, sa scheduler.SecAgg, roundTimeout tim
 	return f
 }
 
+// run starts every collaborator (set, when not nil, adjusts collaborator i
+// and may cancel that collaborator's own context to kill it), runs the
+// aggregator to the end — a failed federation fails the test — and returns
+// the round summaries and each collaborator's error.
+func (f *saFed) run(ctx context.Context, set func(i int, c *Collaborator, kill context.CancelFunc)) ([]RoundSummary, []error) {
+	f.t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(f.names))
+	for i := range f.names {
+		c := f.collaborator(i)
+		cctx, kill := context.WithCancel(ctx)
+		defer kill()
+		if set != nil {
+			set(i, c, kill)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = c.Run(cctx) }()
+	}
+	_, sums, err := f.agg.Run(ctx)
+	if err != nil {
+		f.t.Fatalf("federation: %v\n%s", err, f.aggLog.String())
+	}
+	wg.Wait()
+	return sums, errs
+}
+
 func (f *saFed) collaborator(i int) *Collaborator {
 	f.t.Helper()
 	name := f.names[i]
@@ -209,27 +235,15 @@ func TestSecAggFederation(t *testing.T) {
 	f := newSAFed(t, 6, 3, sa, time.Minute)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, 6)
-	for i := range 6 {
-		c := f.collaborator(i)
-		cctx, ccancel := context.WithCancel(ctx)
-		defer ccancel()
+	sums, errs := f.run(ctx, func(i int, c *Collaborator, kill context.CancelFunc) {
 		if i >= 4 {
 			c.afterMasked = func(r int64) {
 				if r == 2 {
-					ccancel() // killed after masking
+					kill() // killed after masking
 				}
 			}
 		}
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = c.Run(cctx) }()
-	}
-	_, sums, err := f.agg.Run(ctx)
-	if err != nil {
-		t.Fatalf("federation: %v\n%s", err, f.aggLog.String())
-	}
-	wg.Wait()
+	})
 	for i, err := range errs {
 		if i < 4 && err != nil {
 			t.Errorf("%s: %v", f.names[i], err)
@@ -258,20 +272,11 @@ func TestSecAggMalformedReveal(t *testing.T) {
 	f := newSAFed(t, 4, 1, sa, time.Minute)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, 4)
-	for i := range 4 {
-		c := f.collaborator(i)
+	_, errs := f.run(ctx, func(i int, c *Collaborator, _ context.CancelFunc) {
 		if i == 3 {
 			c.corruptReveal = func(b []byte) []byte { return b[:len(b)-1] }
 		}
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = c.Run(ctx) }()
-	}
-	if _, _, err := f.agg.Run(ctx); err != nil {
-		t.Fatalf("federation: %v\n%s", err, f.aggLog.String())
-	}
-	wg.Wait()
+	})
 	for i := range 3 {
 		if errs[i] != nil {
 			t.Errorf("%s: %v", f.names[i], errs[i])
@@ -388,20 +393,11 @@ func TestSecAggCorruptReveal(t *testing.T) {
 	f := newSAFed(t, 5, 1, sa, time.Minute)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, 5)
-	for i := range 5 {
-		c := f.collaborator(i)
+	_, errs := f.run(ctx, func(i int, c *Collaborator, _ context.CancelFunc) {
 		if i == 4 {
 			c.corruptReveal = func(b []byte) []byte { b[5] ^= 0x40; return b } // first seed share's first byte
 		}
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = c.Run(ctx) }()
-	}
-	if _, _, err := f.agg.Run(ctx); err != nil {
-		t.Fatalf("federation: %v\n%s", err, f.aggLog.String())
-	}
-	wg.Wait()
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("%s: %v", f.names[i], err)
@@ -424,20 +420,11 @@ func TestSecAggImpersonatedKeysRefused(t *testing.T) {
 	f := newSAFed(t, 3, 1, sa, time.Minute, func(f *saFed, c *AggregatorConfig) { c.SecAggVerifier = f.env.fe.Fed })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, 3)
-	for i := range 3 {
-		c := f.collaborator(i)
+	_, errs := f.run(ctx, func(i int, c *Collaborator, _ context.CancelFunc) {
 		if i == 0 {
 			c.cfg.SecAgg.Key, c.cfg.SecAgg.Cert = f.env.members["col-2"].Key, f.env.members["col-2"].Issued.Cert
 		}
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = c.Run(ctx) }()
-	}
-	if _, _, err := f.agg.Run(ctx); err != nil {
-		t.Fatalf("federation: %v\n%s", err, f.aggLog.String())
-	}
-	wg.Wait()
+	})
 	var ref *RefusedError
 	if !errors.As(errs[0], &ref) || ref.Code != codes.InvalidArgument {
 		t.Fatalf("col-1: %v, want an InvalidArgument refusal", errs[0])
@@ -461,22 +448,11 @@ func TestSecAggMemberLostBeforeSharing(t *testing.T) {
 	f := newSAFed(t, 3, 1, sa, time.Minute)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, 3)
-	for i := range 3 {
-		c := f.collaborator(i)
-		cctx, ccancel := context.WithCancel(ctx)
-		defer ccancel()
+	_, errs := f.run(ctx, func(i int, c *Collaborator, kill context.CancelFunc) {
 		if i == 2 {
-			c.afterAdvertise = func(int64) { ccancel() }
+			c.afterAdvertise = func(int64) { kill() }
 		}
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = c.Run(cctx) }()
-	}
-	if _, _, err := f.agg.Run(ctx); err != nil {
-		t.Fatalf("federation: %v\n%s", err, f.aggLog.String())
-	}
-	wg.Wait()
+	})
 	if !errors.Is(errs[2], context.Canceled) {
 		t.Errorf("col-3: %v, want context.Canceled", errs[2])
 	}

@@ -82,9 +82,8 @@ type Batcher struct {
 	// further row in larger calls, ns (0: none measured yet).
 	one, perRow atomic.Int64
 	now         func() time.Time // times model calls; tests replace it
-	// waits counts the batches that waited for company, lastWait is the
-	// latest wait chosen (tests read them).
-	waits, lastWait atomic.Int64
+	// waits counts the batches that waited for company (tests read it).
+	waits atomic.Int64
 }
 
 // New starts cfg.Concurrency workers.
@@ -200,7 +199,6 @@ func (b *Batcher) waitFor() time.Duration {
 		}
 		d = min(d, time.Duration(fixed))
 	}
-	b.lastWait.Store(int64(d))
 	return d
 }
 
