@@ -420,10 +420,22 @@ type Server struct {
 
 // ServeOptions configures Serve.
 type ServeOptions struct {
-	// Addr to listen on (host:port).
+	// Addr to listen on (host:port), unless Listener is set.
 	Addr string
-	// Certificate is the server's TLS certificate; nil makes a self-signed
-	// ECDSA P-256 certificate for the listening host, valid 30 days.
+	// Listener, when set, is the listening socket to serve on (a caller
+	// that checks its address before starting anything else).
+	Listener net.Listener
+	// GetCertificate, when set, gives the server's certificate at each
+	// handshake: the RA-TLS certificate of the party the dashboard runs in
+	// (party.ServerTLS), renewed by its source, so that a client can check
+	// what code serves the pages (teeml attest verify-server). Only the
+	// certificate is taken from the party's channel: the dashboard still
+	// requests (not requires) client certificates and checks them per
+	// request with its ClientVerifier.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// Certificate is a fixed server certificate (an operator's, used when
+	// GetCertificate is nil); with neither, a self-signed ECDSA P-256
+	// certificate for the listening host, valid 30 days.
 	Certificate *tls.Certificate
 }
 
@@ -431,23 +443,45 @@ type ServeOptions struct {
 // certificates are requested (not required) and checked per request by
 // d's ClientVerifier.
 func Serve(ctx context.Context, d *Dashboard, o ServeOptions) (*Server, error) {
-	var lc net.ListenConfig
-	lis, err := lc.Listen(ctx, "tcp", o.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("dashboard: listen %s: %w", o.Addr, err)
+	lis := o.Listener
+	if lis == nil {
+		var err error
+		if lis, err = Listen(ctx, o.Addr); err != nil {
+			return nil, err
+		}
 	}
+	var err error
+	host, _, _ := net.SplitHostPort(lis.Addr().String())
+	getCert := o.GetCertificate
 	cert := o.Certificate
-	if cert == nil {
-		host, _, _ := net.SplitHostPort(o.Addr)
+	switch {
+	case getCert != nil:
+		// The certificate of the first handshake, for the fingerprint
+		// printed at start (a renewed RA-TLS certificate has a new one).
+		if cert, err = getCert(&tls.ClientHelloInfo{ServerName: host}); err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("dashboard: server certificate: %w", err)
+		}
+	case cert == nil:
 		if cert, err = SelfSigned(host, time.Now()); err != nil {
 			lis.Close()
 			return nil, err
 		}
 	}
+	if cert == nil || len(cert.Certificate) == 0 {
+		lis.Close()
+		return nil, errors.New("dashboard: server certificate: empty")
+	}
 	leaf, err := x509.ParseCertificate(cert.Certificate[0])
 	if err != nil {
 		lis.Close()
 		return nil, fmt.Errorf("dashboard: server certificate: %w", err)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}
+	if getCert != nil {
+		tc.GetCertificate = getCert
+	} else {
+		tc.Certificates = []tls.Certificate{*cert}
 	}
 	s := &Server{lis: lis, served: make(chan struct{}), Fingerprint: Fingerprint(leaf)}
 	reqCtx, cancelReqs := context.WithCancel(ctx)
@@ -462,11 +496,7 @@ func Serve(ctx context.Context, d *Dashboard, o ServeOptions) (*Server, error) {
 		// Requests run under a context that Shutdown cancels: open event
 		// streams end at once instead of holding the shutdown.
 		BaseContext: func(net.Listener) context.Context { return reqCtx },
-		TLSConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{*cert},
-			ClientAuth:   tls.RequestClientCert,
-		},
+		TLSConfig:   tc,
 	}
 	s.srv.RegisterOnShutdown(cancelReqs)
 	go func() {
@@ -486,6 +516,16 @@ func Serve(ctx context.Context, d *Dashboard, o ServeOptions) (*Server, error) {
 	}()
 	d.log.Info("dashboard: serving", "addr", s.Addr(), "certificate_sha256", s.Fingerprint)
 	return s, nil
+}
+
+// Listen listens on addr for Serve, with the error Serve would give.
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dashboard: listen %s: %w", addr, err)
+	}
+	return lis, nil
 }
 
 // Addr is the listening address.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -207,6 +208,11 @@ type ServeOptions struct {
 	// AdoptHead accepts a missing audit anchor on a store that already has
 	// entries (see BrokerConfig.AdoptHead).
 	AdoptHead bool
+	// UI, when set, is started once the broker's party is loaded, with the
+	// party's RA-TLS server certificate (the read-only web dashboard of
+	// `teeml kms serve --ui-addr`, which the broker does not link); its
+	// stop runs when Serve returns.
+	UI func(ctx context.Context, getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) (stop func(), err error)
 }
 
 // ServingPrefix starts the line Serve prints once it accepts connections.
@@ -253,6 +259,18 @@ func Serve(ctx context.Context, c *Config, o ServeOptions) error {
 	}
 	p.Announce(o.Out, log, also...)
 	defer p.WatchFederation(ctx, log)()
+	if o.UI != nil {
+		getCert, stopCert, err := p.ServerCertificate(ctx, log)
+		if err != nil {
+			return fmt.Errorf("kms: dashboard: %w", err)
+		}
+		defer stopCert()
+		stopUI, err := o.UI(ctx, getCert)
+		if err != nil {
+			return err
+		}
+		defer stopUI()
+	}
 	log.Info("kms: root key", "root_key", root.Describe())
 	st, err := store.Open(ctx, c.Store)
 	if err != nil {

@@ -2,10 +2,16 @@ package kms
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/teeml/teeml/ratls"
 )
 
 func TestConfigErrors(t *testing.T) {
@@ -82,5 +88,50 @@ func TestConfigErrors(t *testing.T) {
 	cc.Policy = "policies/broker.yaml"
 	if _, err := Dial(ctx, cc, quiet()); err == nil || !strings.Contains(err.Error(), "has no role kms") {
 		t.Errorf("dial with a policy lacking role kms: %v", err)
+	}
+}
+
+// TestServeHandsItsRATLSCertificateToTheUI: with ServeOptions.UI, Serve
+// gives the dashboard the broker party's own RA-TLS certificate (chained to
+// its federation identity, carrying evidence), and a UI that fails to start
+// stops Serve with its error.
+func TestServeHandsItsRATLSCertificateToTheUI(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := SetupSimulated(ctx, dir, SetupOptions{Listen: "127.0.0.1:0"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(filepath.Join(dir, "kms.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaf *x509.Certificate
+	uiErr := errors.New("ui: listen refused")
+	err = Serve(ctx, c, ServeOptions{Logger: quiet(), UI: func(_ context.Context, getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) (func(), error) {
+		cert, err := getCert(&tls.ClientHelloInfo{})
+		if err != nil {
+			return nil, err
+		}
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, err
+		}
+		return nil, uiErr
+	}})
+	if !errors.Is(err, uiErr) {
+		t.Fatalf("Serve with a failing UI: %v, want the UI's error", err)
+	}
+	if leaf == nil {
+		t.Fatal("the UI got no certificate")
+	}
+	if leaf.Issuer.CommonName != "kms" {
+		t.Errorf("dashboard certificate issued by %q, want the broker's identity \"kms\"", leaf.Issuer.CommonName)
+	}
+	var evidence bool
+	for _, e := range leaf.Extensions {
+		evidence = evidence || e.Id.Equal(ratls.OIDTaggedEvidence)
+	}
+	if !evidence {
+		t.Error("dashboard certificate carries no RA-TLS evidence extension")
 	}
 }

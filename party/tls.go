@@ -63,13 +63,9 @@ func (p *Party) ServerTLS(ctx context.Context, o ServerTLSOptions, log *slog.Log
 		}
 		tc.Mode, tc.Verifier = ratls.VerifyClientIfPresented, v
 	}
-	so := ratls.SourceOptions{Logger: log}
-	if p.PKI() {
-		so.Cert = ratls.CertOptions{Parent: p.Cert, ParentKey: p.Key}
-	}
-	src, err := ratls.NewCertSource(ctx, p.Issuer, so)
+	src, err := p.certSource(ctx, log)
 	if err != nil {
-		return nil, fmt.Errorf("RA-TLS certificate: %w", err)
+		return nil, err
 	}
 	tc.Certificates = src
 	creds, err := ratls.NewServerCredentials(tc)
@@ -83,6 +79,33 @@ func (p *Party) ServerTLS(ctx context.Context, o ServerTLSOptions, log *slog.Log
 		return nil, err
 	}
 	return &ServerChannel{HTTP: hs, GRPC: creds, Close: src.Close}, nil
+}
+
+func (p *Party) certSource(ctx context.Context, log *slog.Logger) (*ratls.CertSource, error) {
+	so := ratls.SourceOptions{Logger: log}
+	if p.PKI() {
+		so.Cert = ratls.CertOptions{Parent: p.Cert, ParentKey: p.Key}
+	}
+	src, err := ratls.NewCertSource(ctx, p.Issuer, so)
+	if err != nil {
+		return nil, fmt.Errorf("RA-TLS certificate: %w", err)
+	}
+	return src, nil
+}
+
+// ServerCertificate is the party's RA-TLS server certificate alone, for a
+// server that checks its clients itself (the web dashboard: browsers
+// present plain federation identity certificates, checked per request):
+// a tls.Config GetCertificate, renewed in the background until stop.
+func (p *Party) ServerCertificate(ctx context.Context, log *slog.Logger) (get func(*tls.ClientHelloInfo) (*tls.Certificate, error), stop func(), err error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	src, err := p.certSource(ctx, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return src.GetCertificate, src.Close, nil
 }
 
 // RecheckClient tells whether a client verified at its handshake is still a

@@ -135,7 +135,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		defer ms.Close()
 	}
 	if o.UIAddr != "" {
-		stop, err := serveDashboard(ctx, o, p.PKI(), reg)
+		stop, err := serveDashboard(ctx, o, p, reg)
 		if err != nil {
 			return err
 		}
@@ -322,12 +322,14 @@ func NewToken(path, name string) (string, error) {
 // Prometheus registry's request counts (pushed to open pages when they
 // change) and, for a PKI party, its federation (members, client
 // certificates).
-func serveDashboard(ctx context.Context, o RunOptions, pkiParty bool, reg *prometheus.Registry) (func(), error) {
+// serveDashboard serves the server's dashboard under the serving party's
+// RA-TLS certificate (a client checks it with teeml attest verify-server).
+func serveDashboard(ctx context.Context, o RunOptions, p *party.Party, reg *prometheus.Registry) (func(), error) {
 	src := &dashboard.PromSource{Service: "inference", Gatherer: reg, Since: time.Now(), Requests: "teeml_serve_requests_total",
 		Latency: "teeml_serve_request_seconds", Refusals: "teeml_serve_refusals_total", OKOutcome: statusNames[StatusOK],
 		ErrorOutcome: statusNames[StatusInternal]}
 	opts := dashboard.Options{Title: "inference server", Services: src, Logger: o.Log}
-	if pkiParty {
+	if p.PKI() {
 		f := party.WorkspaceFiles(o.Workspace, o.Name)
 		fed := &pkisource.Source{Root: f.Root, Bundle: f.Bundle}
 		opts.Federation, opts.ClientVerifier = fed, fed.VerifyClient
@@ -340,9 +342,15 @@ func serveDashboard(ctx context.Context, o RunOptions, pkiParty bool, reg *prome
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	srv, err := dashboard.Serve(ctx, d, dashboard.ServeOptions{Addr: o.UIAddr})
+	getCert, stopCert, err := p.ServerCertificate(ctx, o.Log)
 	if err != nil {
 		cancel()
+		return nil, fmt.Errorf("dashboard: %w", err)
+	}
+	srv, err := dashboard.Serve(ctx, d, dashboard.ServeOptions{Addr: o.UIAddr, GetCertificate: getCert})
+	if err != nil {
+		cancel()
+		stopCert()
 		return nil, err
 	}
 	watched := make(chan struct{})
@@ -356,11 +364,13 @@ func serveDashboard(ctx context.Context, o RunOptions, pkiParty bool, reg *prome
 			return strconv.FormatFloat(t, 'f', -1, 64)
 		}, d.Notify)
 	}()
-	fmt.Fprintf(o.Out, "dashboard: %s/ (read-only; server certificate SHA-256 %s)\n", srv.URL(), srv.Fingerprint)
+	fmt.Fprintf(o.Out, "dashboard: %s/ (read-only; the server's RA-TLS certificate, SHA-256 %s: check it with teeml attest verify-server %s)\n",
+		srv.URL(), srv.Fingerprint, srv.Addr())
 	fmt.Fprintf(o.Out, "dashboard: one-time login: %s\n", d.LoginURL(srv.URL()))
 	return func() {
 		cancel()
 		<-watched
 		srv.Close()
+		stopCert()
 	}, nil
 }

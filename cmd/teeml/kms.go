@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -51,16 +52,18 @@ func newKMSServeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			so := kms.ServeOptions{Out: cmd.OutOrStdout(), Logger: slog.Default(), RootKeyOpener: kms.OpenRootKey, AdoptHead: adopt}
 			if uiAddr != "" {
-				ui, err := wsdash.StartBroker(cmd.Context(), wsdash.BrokerOptions{KMSConfig: config, Addr: uiAddr,
-					Out: cmd.OutOrStdout(), Logger: slog.Default()})
-				if err != nil {
-					return err
+				so.UI = func(ctx context.Context, getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) (func(), error) {
+					ui, err := wsdash.StartBroker(ctx, wsdash.BrokerOptions{KMSConfig: config, Addr: uiAddr, GetCertificate: getCert,
+						Out: cmd.OutOrStdout(), Logger: slog.Default()})
+					if err != nil {
+						return nil, err
+					}
+					return func() { ui.Close() }, nil
 				}
-				defer ui.Close()
 			}
-			return kms.Serve(cmd.Context(), c, kms.ServeOptions{Out: cmd.OutOrStdout(), Logger: slog.Default(),
-				RootKeyOpener: kms.OpenRootKey, AdoptHead: adopt})
+			return kms.Serve(cmd.Context(), c, so)
 		},
 	}
 	cmd.Flags().StringVar(&config, "config", "kms.yaml", "broker configuration file")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/teeml/teeml/internal/testbin"
 	"github.com/teeml/teeml/ml/job"
+	"github.com/teeml/teeml/party/partysim"
 )
 
 // buildTeeml is the binary as `go build` makes it.
@@ -113,6 +114,10 @@ func TestBadInputGivesOneLineErrorAndNonZeroExit(t *testing.T) {
 	if err := os.WriteFile(csvBad, []byte("id,foo\n1,2\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	dashWS := filepath.Join(dir, "dash")
+	if err := partysim.Parties(dashWS, map[string]string{partysim.DashboardRole: partysim.DashboardRole}); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args []string
 		want string
@@ -132,7 +137,9 @@ func TestBadInputGivesOneLineErrorAndNonZeroExit(t *testing.T) {
 		{[]string{"train", "--dataset", "digits", "--model", "mlp", "--test-fraction", "1.5"}, "test fraction"},
 		{[]string{"dashboard", "-w", filepath.Join(dir, "no-workspace")}, "dashboard: workspace: stat " + filepath.Join(dir, "no-workspace")},
 		{[]string{"dashboard", "-w", w}, "is not a directory"},
-		{[]string{"dashboard", "-w", dir, "--addr", "256.0.0.1:1"}, "dashboard: listen 256.0.0.1:1"},
+		{[]string{"dashboard", "-w", dir}, "dashboard: party configuration " + filepath.Join(dir, "party", "dashboard.yaml")},
+		{[]string{"dashboard", "-w", dir, "--party", garbage}, "dashboard: party " + garbage},
+		{[]string{"dashboard", "-w", dashWS, "--addr", "256.0.0.1:1"}, "dashboard: listen 256.0.0.1:1"},
 		{[]string{"dashboard", "-w", dir, "--tls-cert", garbage, "--tls-key", garbage}, "dashboard: server certificate " + garbage},
 	}
 	for _, c := range cases {

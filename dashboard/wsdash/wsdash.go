@@ -3,7 +3,9 @@
 // sessions of a VFL plan directory (dashboard/vflsource) and,
 // given a broker configuration, the key broker (dashboard/kmssource) —
 // served over HTTPS with its own metrics and health (internal/promserve).
-// It composes the two sources; it starts no party and opens no channel.
+// It composes the sources and starts the dashboard's own party (package
+// party, role Role, attestation only) whose RA-TLS certificate the pages
+// are served under; it opens no channel to another party.
 package wsdash
 
 import (
@@ -13,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"time"
 
@@ -21,10 +24,16 @@ import (
 	"github.com/teeml/teeml/dashboard/kmssource"
 	"github.com/teeml/teeml/dashboard/vflsource"
 	"github.com/teeml/teeml/internal/promserve"
+	"github.com/teeml/teeml/party"
 )
 
 // DefaultAddr is where the dashboard listens by default (loopback).
 const DefaultAddr = "127.0.0.1:8443"
+
+// Role is the attestation role of a standalone dashboard's party: a
+// client checks the server with teeml attest verify-server ADDR --role
+// dashboard against a policy for it.
+const Role = "dashboard"
 
 // DefaultPoll is how often the workspace's files are checked for changes.
 const DefaultPoll = 250 * time.Millisecond
@@ -33,13 +42,18 @@ const DefaultPoll = 250 * time.Millisecond
 type Options struct {
 	// Workspace is the FL workspace to show (required).
 	Workspace string
+	// PartyConfig is the dashboard's party configuration (attestation
+	// only, role Role); default Workspace/party/dashboard.yaml, which
+	// simulated workspaces (partysim.Federation) carry.
+	PartyConfig string
 	// KMSConfig, if set, is a key broker's configuration: its store is
 	// read and its audit chain verified (read-only).
 	KMSConfig string
 	// Addr to listen on (default DefaultAddr).
 	Addr string
-	// CertFile and KeyFile are the server certificate (PEM); empty makes a
-	// self-signed one whose SHA-256 is printed.
+	// CertFile and KeyFile are an operator's server certificate (PEM),
+	// served instead of the party's RA-TLS certificate (a browser that
+	// trusts the operator's CA then checks no evidence).
 	CertFile, KeyFile string
 	// MetricsAddr, if set, serves /metrics, /healthz and /readyz.
 	MetricsAddr string
@@ -59,6 +73,7 @@ type Running struct {
 	metrics   *promserve.Server
 	cancel    context.CancelFunc
 	watched   chan struct{}
+	stopCert  func()
 }
 
 // URL is the dashboard's base address.
@@ -80,6 +95,9 @@ func (r *Running) Close() error {
 	err := r.Server.Close()
 	if r.metrics != nil {
 		err = errors.Join(err, r.metrics.Close())
+	}
+	if r.stopCert != nil {
+		r.stopCert()
 	}
 	return err
 }
@@ -115,6 +133,34 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 		}
 		cert = &c
 	}
+	// The address first: nothing is started (no evidence issued) for a
+	// dashboard that cannot listen.
+	lis, err := dashboard.Listen(ctx, o.Addr)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Running, error) {
+		lis.Close()
+		return nil, err
+	}
+	cfgPath := o.PartyConfig
+	if cfgPath == "" {
+		cfgPath = party.ConfigFile(o.Workspace, Role)
+		if _, err := os.Stat(cfgPath); err != nil {
+			return fail(fmt.Errorf("dashboard: party configuration %s: %w (give --party, an attestation-only configuration for role %s)", cfgPath, err, Role))
+		}
+	}
+	p, err := party.LoadAttested(party.ConfigFiles(cfgPath), Role, o.Logger)
+	if err != nil {
+		return fail(fmt.Errorf("dashboard: party %s: %w", cfgPath, err))
+	}
+	p.Announce(o.Out, o.Logger)
+	ss := serveSpec{lis: lis, metricsAddr: o.MetricsAddr, cert: cert, poll: o.Poll}
+	if cert == nil {
+		if ss.getCert, ss.stopCert, err = p.ServerCertificate(ctx, o.Logger); err != nil {
+			return fail(fmt.Errorf("dashboard: %w", err))
+		}
+	}
 	fl := flsource.New(o.Workspace)
 	vfl := vflsource.New(o.Workspace)
 	opts := dashboard.Options{Title: o.Workspace, Federation: fl, Attestation: fl, FL: fl, VFL: vfl,
@@ -126,7 +172,8 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 	}
 	d, err := dashboard.New(opts)
 	if err != nil {
-		return nil, err
+		ss.stop()
+		return fail(err)
 	}
 	files := func() []string {
 		f := append(fl.WatchedFiles(), vfl.WatchedFiles()...)
@@ -135,32 +182,63 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 		}
 		return f
 	}
-	return serveDashboard(ctx, d, o.Addr, o.MetricsAddr, cert, o.Poll, files, o.Out, o.Logger)
+	ss.files, ss.role = files, Role
+	return serveDashboard(ctx, d, ss, o.Out, o.Logger)
 }
 
-func serveDashboard(ctx context.Context, d *dashboard.Dashboard, addr, metricsAddr string, cert *tls.Certificate, poll time.Duration,
-	files func() []string, out io.Writer, log *slog.Logger) (*Running, error) {
+// serveSpec is how a dashboard is served: where, under which certificate
+// (a party's RA-TLS certificate renewed by getCert, or a fixed one), and
+// which files to watch.
+type serveSpec struct {
+	addr, metricsAddr string
+	lis               net.Listener // instead of addr
+	getCert           func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	stopCert          func()
+	cert              *tls.Certificate
+	role              string // the party's role, for the verify-server hint
+	poll              time.Duration
+	files             func() []string
+}
+
+func (ss serveSpec) stop() {
+	if ss.stopCert != nil {
+		ss.stopCert()
+	}
+}
+
+func serveDashboard(ctx context.Context, d *dashboard.Dashboard, ss serveSpec, out io.Writer, log *slog.Logger) (*Running, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	srv, err := dashboard.Serve(ctx, d, dashboard.ServeOptions{Addr: addr, Certificate: cert})
+	srv, err := dashboard.Serve(ctx, d, dashboard.ServeOptions{Addr: ss.addr, Listener: ss.lis, GetCertificate: ss.getCert, Certificate: ss.cert})
 	if err != nil {
 		cancel()
+		ss.stop()
 		return nil, err
 	}
-	r := &Running{Dashboard: d, Server: srv, cancel: cancel, watched: make(chan struct{})}
-	if metricsAddr != "" {
-		m, err := promserve.Serve(ctx, metricsAddr, promserve.Options{Gatherer: d.Registry(), Logger: log, Service: "dashboard"})
+	r := &Running{Dashboard: d, Server: srv, cancel: cancel, watched: make(chan struct{}), stopCert: ss.stopCert}
+	if ss.metricsAddr != "" {
+		m, err := promserve.Serve(ctx, ss.metricsAddr, promserve.Options{Gatherer: d.Registry(), Logger: log, Service: "dashboard"})
 		if err != nil {
 			cancel()
 			srv.Close()
+			ss.stop()
 			return nil, err
 		}
 		r.metrics = m
 	}
 	go func() {
 		defer close(r.watched)
-		dashboard.WatchFiles(ctx, poll, files, d.Notify)
+		dashboard.WatchFiles(ctx, ss.poll, ss.files, d.Notify)
 	}()
-	fmt.Fprintf(out, "dashboard: %s/ (read-only; server certificate SHA-256 %s)\n", srv.URL(), srv.Fingerprint)
+	switch {
+	case ss.getCert != nil && ss.role != "":
+		fmt.Fprintf(out, "dashboard: %s/ (read-only; RA-TLS certificate SHA-256 %s: check it with teeml attest verify-server %s --role %s)\n",
+			srv.URL(), srv.Fingerprint, srv.Addr(), ss.role)
+	case ss.getCert != nil:
+		fmt.Fprintf(out, "dashboard: %s/ (read-only; RA-TLS certificate SHA-256 %s: check it with teeml attest verify-server %s)\n",
+			srv.URL(), srv.Fingerprint, srv.Addr())
+	default:
+		fmt.Fprintf(out, "dashboard: %s/ (read-only; server certificate SHA-256 %s)\n", srv.URL(), srv.Fingerprint)
+	}
 	if tok := d.LoginToken(); tok != "" {
 		fmt.Fprintf(out, "dashboard: one-time login: %s\n", d.LoginURL(srv.URL()))
 	}
@@ -175,6 +253,9 @@ func serveDashboard(ctx context.Context, d *dashboard.Dashboard, addr, metricsAd
 type BrokerOptions struct {
 	// KMSConfig is the broker's configuration file (required).
 	KMSConfig string
+	// GetCertificate is the broker party's RA-TLS server certificate
+	// (kms.ServeOptions.UI hands it over); nil: a self-signed one.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// Addr to listen on (required).
 	Addr   string
 	Poll   time.Duration
@@ -210,7 +291,8 @@ func StartBroker(ctx context.Context, o BrokerOptions) (*Running, error) {
 	if err != nil {
 		return nil, err
 	}
-	return serveDashboard(ctx, d, o.Addr, "", nil, o.Poll, func() []string { return append(fed.WatchedFiles(), ks.WatchedFiles()...) }, o.Out, o.Logger)
+	return serveDashboard(ctx, d, serveSpec{addr: o.Addr, getCert: o.GetCertificate, role: "kms", poll: o.Poll,
+		files: func() []string { return append(fed.WatchedFiles(), ks.WatchedFiles()...) }}, o.Out, o.Logger)
 }
 
 // Run is Start, then waits until ctx ends or a server stops early.

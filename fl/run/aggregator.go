@@ -118,7 +118,7 @@ func RunAggregator(ctx context.Context, o AggregatorOptions) error {
 	if d, ok := strat.(*privacy.DPFedAvg); ok {
 		d.SetLogger(log)
 	}
-	ob, err := openObservability(ctx, ws, hash, o.MetricsAddr, o.UIAddr, o.Out, log)
+	ob, err := openObservability(ctx, id, ws, hash, o.MetricsAddr, o.UIAddr, o.Out, log)
 	if err != nil {
 		return err
 	}

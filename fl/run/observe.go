@@ -12,6 +12,7 @@ import (
 	"github.com/teeml/teeml/fl/metrics"
 	"github.com/teeml/teeml/fl/protocol"
 	"github.com/teeml/teeml/ml"
+	"github.com/teeml/teeml/party"
 )
 
 // observability is the aggregator's metrics file (RunDir/metrics.jsonl)
@@ -21,6 +22,8 @@ type observability struct {
 	jsonl *metrics.JSONL
 	srv   *metrics.Server
 	ui    *dashboard.Server
+	// stopCert stops the renewal of the dashboard's RA-TLS certificate.
+	stopCert func()
 }
 
 // notifyingRecorder tells the dashboard when what it shows changed: a
@@ -60,8 +63,10 @@ func MetricsFile(ws, planHash string) string {
 //
 // With uiAddr, the aggregator also serves the web dashboard (package
 // dashboard, read-only, HTTPS) of its federation and this run: every round
-// boundary pushes the new round to open pages.
-func openObservability(ctx context.Context, ws, hash, addr, uiAddr string, out io.Writer, log *slog.Logger) (*observability, error) {
+// boundary pushes the new round to open pages. The pages are served under
+// the aggregator party's RA-TLS certificate (id), which a client checks
+// with teeml attest verify-server.
+func openObservability(ctx context.Context, id *party.Party, ws, hash, addr, uiAddr string, out io.Writer, log *slog.Logger) (*observability, error) {
 	path := MetricsFile(ws, hash)
 	j, err := metrics.OpenJSONL(path, log)
 	if err != nil {
@@ -94,11 +99,18 @@ func openObservability(ctx context.Context, ws, hash, addr, uiAddr string, out i
 		fmt.Fprintf(out, "Prometheus metrics: http://%s/metrics\n", o.srv.Addr())
 	}
 	if d != nil {
-		if o.ui, err = dashboard.Serve(ctx, d, dashboard.ServeOptions{Addr: uiAddr}); err != nil {
+		getCert, stopCert, err := id.ServerCertificate(ctx, log)
+		if err != nil {
+			o.close()
+			return nil, fmt.Errorf("dashboard: %w", err)
+		}
+		o.stopCert = stopCert
+		if o.ui, err = dashboard.Serve(ctx, d, dashboard.ServeOptions{Addr: uiAddr, GetCertificate: getCert}); err != nil {
 			o.close()
 			return nil, err
 		}
-		fmt.Fprintf(out, "dashboard: %s/ (read-only; server certificate SHA-256 %s)\n", o.ui.URL(), o.ui.Fingerprint)
+		fmt.Fprintf(out, "dashboard: %s/ (read-only; the aggregator's RA-TLS certificate, SHA-256 %s: check it with teeml attest verify-server %s --role aggregator)\n",
+			o.ui.URL(), o.ui.Fingerprint, o.ui.Addr())
 		fmt.Fprintf(out, "dashboard: one-time login: %s\n", d.LoginURL(o.ui.URL()))
 	}
 	log.Info("metrics file", "path", path, "report", "teeml fl report "+RunDir(ws, hash))
@@ -151,6 +163,9 @@ func (o *observability) resume(history []protocol.RoundSummary, out io.Writer, l
 func (o *observability) close() {
 	if o.ui != nil {
 		o.ui.Close()
+	}
+	if o.stopCert != nil {
+		o.stopCert()
 	}
 	if o.srv != nil {
 		o.srv.Close()

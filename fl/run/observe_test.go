@@ -199,7 +199,7 @@ func TestRestartDropsAbandonedRounds(t *testing.T) {
 	ws, hash := t.TempDir(), strings.Repeat("ab", 32)
 	ctx := context.Background()
 	var out lockedBuf
-	ob, err := openObservability(ctx, ws, hash, "", "", &out, quietLog())
+	ob, err := openObservability(ctx, nil, ws, hash, "", "", &out, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestRestartDropsAbandonedRounds(t *testing.T) {
 		t.Fatalf("first run: %d records, %v; want 3 (no resume record)", len(recs), err)
 	}
 
-	ob, err = openObservability(ctx, ws, hash, "", "", &out, quietLog())
+	ob, err = openObservability(ctx, nil, ws, hash, "", "", &out, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +290,7 @@ func TestResumeKeepsCheckpointedRounds(t *testing.T) {
 	ws, hash := t.TempDir(), strings.Repeat("cd", 32)
 	ctx := context.Background()
 	var out lockedBuf
-	ob, err := openObservability(ctx, ws, hash, "", "", &out, quietLog())
+	ob, err := openObservability(ctx, nil, ws, hash, "", "", &out, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +304,7 @@ func TestResumeKeepsCheckpointedRounds(t *testing.T) {
 	ob.obs.Evaluated(3, 0.1, map[string]float64{"test_accuracy": 0.5}) // never checkpointed
 	ob.close()
 
-	ob, err = openObservability(ctx, ws, hash, "", "", &out, quietLog())
+	ob, err = openObservability(ctx, nil, ws, hash, "", "", &out, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}

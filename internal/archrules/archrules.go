@@ -86,7 +86,7 @@ var Rules = []Rule{
 		Why: "door: the key-broker source calls kms.VerifyStoreAnchored, the broker's own read-only audit verification (as `teeml kms audit verify --local`), rather than re-implementing it; it links no other service and no learning code"},
 	{From: []string{"dashboard/wsdash"},
 		To:  []string{"sql/...", "serve/...", "cleanroom/...", "cmd/...", "fl/run/...", "fl/encrypted/...", "vfl/run/..."},
-		Why: "`teeml dashboard` composes the FL and key-broker sources over a workspace's files; it starts no party and runs no service"},
+		Why: "`teeml dashboard` composes the FL and key-broker sources over a workspace's files and starts its own party (role dashboard) through party; it runs no service"},
 	{From: []string{"cmd/teeml"}, To: []string{"party/...", "ratls/...", "net", "google.golang.org/grpc"}, Direct: true,
 		Why: "the CLI parses flags and calls a service; it opens no channel and starts no party itself"},
 }

@@ -131,13 +131,24 @@ func WriteConfig(dir, name string, c *party.Config, what string) error {
 	return atomicfile.WriteBytes(party.ConfigFile(dir, name), append([]byte(Header(what)), c.Marshal()...), 0o644)
 }
 
+// DashboardRole is the role (and party name) of a simulated workspace's
+// dashboard party (dashboard/wsdash.Role).
+const DashboardRole = "dashboard"
+
 // Federation sets dir up as a simulated federation workspace for the
 // parties (name -> pki role): Parties, then a new CA (dir/ca) named
 // federation, one identity per party certified under pols[role] (which
 // must accept Measurement(role), as Policy does), the federation bundle and
-// the pinned root, at the places party.WorkspaceFiles names.
+// the pinned root, at the places party.WorkspaceFiles names. It also
+// writes party/dashboard.yaml, the attestation-only party of a standalone
+// `teeml dashboard` over the workspace (role DashboardRole, its own
+// simulated measurement, no identity).
 func Federation(ctx context.Context, dir, federation string, roles map[string]string, pols map[string]*policy.Policy) error {
-	if err := Parties(dir, roles); err != nil {
+	all := maps.Clone(roles)
+	if _, taken := all[DashboardRole]; !taken {
+		all[DashboardRole] = DashboardRole
+	}
+	if err := Parties(dir, all); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, party.PKIDir), 0o755); err != nil {

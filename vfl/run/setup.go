@@ -135,7 +135,7 @@ network:
 			return "", err
 		}
 	}
-	if err := partysim.Parties(dir, map[string]string{RoleLeader: RoleLeader, RoleFollower: RoleFollower}); err != nil {
+	if err := partysim.Parties(dir, map[string]string{RoleLeader: RoleLeader, RoleFollower: RoleFollower, partysim.DashboardRole: partysim.DashboardRole}); err != nil {
 		return "", err
 	}
 	return planPath, nil
