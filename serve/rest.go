@@ -107,7 +107,8 @@ func (s *Server) restInfer(w http.ResponseWriter, r *http.Request) {
 	}
 	// Counted in flight while its body is read and decoded: a batch
 	// forming meanwhile waits for it (serve/batch).
-	if v, err := s.find(r.PathValue("name"), r.PathValue("version")); err == nil {
+	v, findErr := s.find(r.PathValue("name"), r.PathValue("version"))
+	if findErr == nil {
 		ctx, leave := v.b.Arrive(r.Context())
 		defer leave()
 		r = r.WithContext(ctx)
@@ -137,7 +138,7 @@ func (s *Server) restInfer(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	resp, err := s.Infer(r.Context(), "rest", caller, r.PathValue("name"), r.PathValue("version"), req)
+	resp, err := s.infer(r.Context(), "rest", caller, r.PathValue("name"), v, findErr, req)
 	if err != nil {
 		if StatusOf(err) == StatusInternal {
 			s.o.Log.Error("serve: inference failed", "model", r.PathValue("name"), "err", err)

@@ -318,6 +318,13 @@ func ServerMeta() (name, ver string, extensions []string) {
 
 // Infer runs one request for caller on a model version.
 func (s *Server) Infer(ctx context.Context, protocol, caller, name, ver string, req *oip.Request) (resp *oip.Response, err error) {
+	v, findErr := s.find(name, ver)
+	return s.infer(ctx, protocol, caller, name, v, findErr, req)
+}
+
+// infer is Infer on the version a caller already looked up (v, or the
+// lookup's error findErr), so that a request finds its model once.
+func (s *Server) infer(ctx context.Context, protocol, caller, name string, v *version, findErr error, req *oip.Request) (resp *oip.Response, err error) {
 	start := time.Now()
 	defer func() {
 		st := StatusOf(err)
@@ -331,9 +338,8 @@ func (s *Server) Infer(ctx context.Context, protocol, caller, name, ver string, 
 	if !s.Ready() {
 		return nil, refuse(StatusUnavailable, "server is shutting down")
 	}
-	v, err := s.find(name, ver)
-	if err != nil {
-		return nil, err
+	if findErr != nil {
+		return nil, findErr
 	}
 	if len(v.cfg.Access) > 0 && !slices.Contains(v.cfg.Access, caller) {
 		return nil, refuse(StatusForbidden, "caller %q may not use model %s (access: %s)", caller, name, strings.Join(v.cfg.Access, ", "))
