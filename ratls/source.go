@@ -204,14 +204,26 @@ func (s *CertSource) Close() {
 	s.wg.Wait()
 }
 
-// GetCertificate implements tls.Config.GetCertificate.
+// GetCertificate implements tls.Config.GetCertificate. A hello made
+// outside a handshake (no context) waits at most the issue timeout.
 func (s *CertSource) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return s.Certificate(hello.Context())
+	return s.Certificate(orBackground(hello.Context()))
 }
 
 // GetClientCertificate implements tls.Config.GetClientCertificate.
 func (s *CertSource) GetClientCertificate(req *tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	return s.Certificate(req.Context())
+	return s.Certificate(orBackground(req.Context()))
+}
+
+// orBackground is ctx, or context.Background for the nil context of a
+// ClientHelloInfo or CertificateRequestInfo made outside a handshake
+// (Certificate would otherwise fail on it while waiting for a renewal).
+// Issuance is bounded by SourceOptions.IssueTimeout either way.
+func orBackground(ctx context.Context) context.Context {
+	if ctx == nil {
+		return context.Background()
+	}
+	return ctx
 }
 
 // Certificates supplies this side's certificate to TLS handshakes; a

@@ -219,3 +219,27 @@ func TestCertSourceConcurrent(t *testing.T) {
 		t.Fatalf("%d issues, want 2 (initial + one shared renewal)", n)
 	}
 }
+
+// TestCertSourceHelloWithoutContext: a ClientHelloInfo made outside a
+// handshake has no context (the dashboard asks for the certificate it will
+// serve that way); with the certificate expired, GetCertificate waits for
+// the renewal instead of failing on the nil context.
+func TestCertSourceHelloWithoutContext(t *testing.T) {
+	env := newSimEnv(t)
+	iss := &countingIssuer{Issuer: env.issuer(t, mrGood, false)}
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clk := &clock{t: t0}
+	s := newSource(t, iss, clk, &logBuf{})
+	first, err := s.GetCertificate(&tls.ClientHelloInfo{})
+	if err != nil || first == nil {
+		t.Fatalf("current certificate: %v %v", first, err)
+	}
+	clk.Set(t0.Add(3 * time.Hour)) // expired: the call must wait for a renewal
+	c, err := s.GetCertificate(&tls.ClientHelloInfo{})
+	if err != nil || c == nil || c == first || !clk.Now().Before(c.Leaf.NotAfter) {
+		t.Fatalf("after expiry: %v %v, want a renewed certificate", c, err)
+	}
+	if _, err := s.GetClientCertificate(&tls.CertificateRequestInfo{}); err != nil {
+		t.Fatalf("client certificate without a context: %v", err)
+	}
+}
