@@ -11,6 +11,7 @@ import (
 	"net/http/cookiejar"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -326,5 +327,57 @@ func TestCloseEndsOpenStreams(t *testing.T) {
 	}
 	if el := time.Since(start); el > time.Second {
 		t.Errorf("Close took %v with an event stream open", el)
+	}
+}
+
+// TestServeUnderGetCertificate: with GetCertificate the pages are served
+// under the certificate it gives (a party's RA-TLS certificate), the
+// start line says how to check it, and a failing GetCertificate is an error
+// at start, not at the first handshake.
+func TestServeUnderGetCertificate(t *testing.T) {
+	d, err := dashboard.New(dashboard.Options{FL: &fakeFL{}, Logger: testlog.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := dashboard.SelfSigned("127.0.0.1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls atomic.Int32
+	s, err := dashboard.Serve(ctx, d, dashboard.ServeOptions{Addr: "127.0.0.1:0",
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { calls.Add(1); return cert, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	if s.Fingerprint != dashboard.Fingerprint(leaf) {
+		t.Errorf("fingerprint %s, want the GetCertificate certificate's", s.Fingerprint)
+	}
+	if got := s.Describe("aggregator"); !strings.Contains(got, "RA-TLS certificate SHA-256 "+s.Fingerprint) ||
+		!strings.Contains(got, "teeml attest verify-server "+s.Addr()+" --role aggregator") {
+		t.Errorf("Describe: %q", got)
+	}
+	var served []byte
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error { served = cs.PeerCertificates[0].Raw; return nil }}}}
+	resp, err := c.Get(s.URL() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if string(served) != string(leaf.Raw) || calls.Load() < 2 {
+		t.Errorf("handshake served another certificate (GetCertificate called %d times)", calls.Load())
+	}
+	_, plain := serve(t, dashboard.Options{FL: &fakeFL{}})
+	if got := plain.Describe("x"); strings.Contains(got, "RA-TLS") || !strings.Contains(got, "server certificate SHA-256 "+plain.Fingerprint) {
+		t.Errorf("Describe of a self-signed dashboard: %q", got)
+	}
+	if _, err := dashboard.Serve(ctx, d, dashboard.ServeOptions{Addr: "127.0.0.1:0",
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return nil, errors.New("no evidence") }}); err == nil ||
+		!strings.Contains(err.Error(), "dashboard: server certificate: no evidence") {
+		t.Errorf("failing GetCertificate: %v", err)
 	}
 }

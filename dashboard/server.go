@@ -416,6 +416,22 @@ type Server struct {
 	// Fingerprint is the SHA-256 of the server certificate (hex), to
 	// compare with what the browser shows for a self-signed certificate.
 	Fingerprint string
+	ratls       bool // served under a party's certificate (GetCertificate)
+}
+
+// Describe is the line a service prints when its dashboard starts: the
+// address and the certificate to compare with the browser's, and for a
+// party's RA-TLS certificate how to check it (role: the party's role, ""
+// when the verifier's default applies).
+func (s *Server) Describe(role string) string {
+	if !s.ratls {
+		return fmt.Sprintf("dashboard: %s/ (read-only; server certificate SHA-256 %s)", s.URL(), s.Fingerprint)
+	}
+	check := "teeml attest verify-server " + s.Addr()
+	if role != "" {
+		check += " --role " + role
+	}
+	return fmt.Sprintf("dashboard: %s/ (read-only; RA-TLS certificate SHA-256 %s: check it with %s)", s.URL(), s.Fingerprint, check)
 }
 
 // ServeOptions configures Serve.
@@ -444,13 +460,12 @@ type ServeOptions struct {
 // d's ClientVerifier.
 func Serve(ctx context.Context, d *Dashboard, o ServeOptions) (*Server, error) {
 	lis := o.Listener
+	var err error
 	if lis == nil {
-		var err error
 		if lis, err = Listen(ctx, o.Addr); err != nil {
 			return nil, err
 		}
 	}
-	var err error
 	host, _, _ := net.SplitHostPort(lis.Addr().String())
 	getCert := o.GetCertificate
 	cert := o.Certificate
@@ -483,7 +498,7 @@ func Serve(ctx context.Context, d *Dashboard, o ServeOptions) (*Server, error) {
 	} else {
 		tc.Certificates = []tls.Certificate{*cert}
 	}
-	s := &Server{lis: lis, served: make(chan struct{}), Fingerprint: Fingerprint(leaf)}
+	s := &Server{lis: lis, served: make(chan struct{}), Fingerprint: Fingerprint(leaf), ratls: getCert != nil}
 	reqCtx, cancelReqs := context.WithCancel(ctx)
 	s.srv = &http.Server{
 		Handler:           d,

@@ -364,8 +364,7 @@ func serveDashboard(ctx context.Context, o RunOptions, p *party.Party, reg *prom
 			return strconv.FormatFloat(t, 'f', -1, 64)
 		}, d.Notify)
 	}()
-	fmt.Fprintf(o.Out, "dashboard: %s/ (read-only; the server's RA-TLS certificate, SHA-256 %s: check it with teeml attest verify-server %s)\n",
-		srv.URL(), srv.Fingerprint, srv.Addr())
+	fmt.Fprintln(o.Out, srv.Describe(""))
 	fmt.Fprintf(o.Out, "dashboard: one-time login: %s\n", d.LoginURL(srv.URL()))
 	return func() {
 		cancel()

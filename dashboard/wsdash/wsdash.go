@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -146,12 +147,12 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 	cfgPath := o.PartyConfig
 	if cfgPath == "" {
 		cfgPath = party.ConfigFile(o.Workspace, Role)
-		if _, err := os.Stat(cfgPath); err != nil {
-			return fail(fmt.Errorf("dashboard: party configuration %s: %w (give --party, an attestation-only configuration for role %s)", cfgPath, err, Role))
-		}
 	}
 	p, err := party.LoadAttested(party.ConfigFiles(cfgPath), Role, o.Logger)
 	if err != nil {
+		if o.PartyConfig == "" && errors.Is(err, fs.ErrNotExist) {
+			return fail(fmt.Errorf("dashboard: party configuration %s: %w (give --party, an attestation-only configuration for role %s)", cfgPath, err, Role))
+		}
 		return fail(fmt.Errorf("dashboard: party %s: %w", cfgPath, err))
 	}
 	p.Announce(o.Out, o.Logger)
@@ -195,7 +196,7 @@ type serveSpec struct {
 	getCert           func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	stopCert          func()
 	cert              *tls.Certificate
-	role              string // the party's role, for the verify-server hint
+	role              string // the party's role, for the verify-server hint (Server.Describe)
 	poll              time.Duration
 	files             func() []string
 }
@@ -229,16 +230,7 @@ func serveDashboard(ctx context.Context, d *dashboard.Dashboard, ss serveSpec, o
 		defer close(r.watched)
 		dashboard.WatchFiles(ctx, ss.poll, ss.files, d.Notify)
 	}()
-	switch {
-	case ss.getCert != nil && ss.role != "":
-		fmt.Fprintf(out, "dashboard: %s/ (read-only; RA-TLS certificate SHA-256 %s: check it with teeml attest verify-server %s --role %s)\n",
-			srv.URL(), srv.Fingerprint, srv.Addr(), ss.role)
-	case ss.getCert != nil:
-		fmt.Fprintf(out, "dashboard: %s/ (read-only; RA-TLS certificate SHA-256 %s: check it with teeml attest verify-server %s)\n",
-			srv.URL(), srv.Fingerprint, srv.Addr())
-	default:
-		fmt.Fprintf(out, "dashboard: %s/ (read-only; server certificate SHA-256 %s)\n", srv.URL(), srv.Fingerprint)
-	}
+	fmt.Fprintln(out, srv.Describe(ss.role))
 	if tok := d.LoginToken(); tok != "" {
 		fmt.Fprintf(out, "dashboard: one-time login: %s\n", d.LoginURL(srv.URL()))
 	}

@@ -109,8 +109,7 @@ func openObservability(ctx context.Context, id *party.Party, ws, hash, addr, uiA
 			o.close()
 			return nil, err
 		}
-		fmt.Fprintf(out, "dashboard: %s/ (read-only; the aggregator's RA-TLS certificate, SHA-256 %s: check it with teeml attest verify-server %s --role aggregator)\n",
-			o.ui.URL(), o.ui.Fingerprint, o.ui.Addr())
+		fmt.Fprintln(out, o.ui.Describe(id.Role))
 		fmt.Fprintf(out, "dashboard: one-time login: %s\n", d.LoginURL(o.ui.URL()))
 	}
 	log.Info("metrics file", "path", path, "report", "teeml fl report "+RunDir(ws, hash))
