@@ -146,7 +146,11 @@ func (p *Plan) canonicalPrivacy(w func(indent int, key, value string)) {
 // over the plan's collaborators.
 func (p *Plan) privacyStrategy(inner strategy.Strategy, v strategy.Validator, workers int, collaborators []string) (strategy.Strategy, error) {
 	pr := &p.Privacy
-	d, err := privacy.NewDPFedAvg(inner, privacy.Config{
+	sa, err := p.secAggDP(len(collaborators))
+	if err != nil {
+		return nil, err
+	}
+	d, err := privacy.NewDPFedAvg(inner, privacy.Config{SecAgg: sa,
 		Clients: collaborators, SampleRate: pr.SampleRate, Seed: pr.SampleSeed,
 		NoiseMultiplier: pr.NoiseMultiplier, Noise: pr.Noise, ClipNorm: pr.ClipNorm, Adaptive: pr.Adaptive,
 		Delta: pr.TargetDelta, EpsilonBudget: pr.EpsilonBudget, Validator: v, Workers: workers,
@@ -155,4 +159,49 @@ func (p *Plan) privacyStrategy(inner strategy.Strategy, v strategy.Validator, wo
 		return nil, fmt.Errorf("plan: privacy: %w", err)
 	}
 	return d, nil
+}
+
+// secAggDP is DP-FedAvg's secure-aggregation config for n collaborators
+// (nil without the section), and the checks that need n:
+//   - every round that closes has at least ⌈(1−d)·n⌉ masked inputs, the
+//     number the local noise is calibrated for: the round's minimum
+//     (aggregator.min_collaborators, or the straggler policy's
+//     minimum_reporting; 0 is all) must be at least that;
+//   - the per-member discrete Gaussian is wide enough that the sum of
+//     discrete Gaussians is accounted as a Gaussian (privacy.MinLatticeSigma);
+//   - the noised sum of n members stays inside the 32-bit fixed point.
+func (p *Plan) secAggDP(n int) (*privacy.SecAggDP, error) {
+	s, pr := &p.SecureAggregation, &p.Privacy
+	if !s.Enabled {
+		return nil, nil
+	}
+	kmin := n - int(math.Floor(s.Dropout*float64(n))) // ⌈(1−d)·n⌉, secagg.Threshold's first term
+	least := p.Aggregator.MinCollaborators
+	if p.StragglerHandling.Enabled() {
+		least = p.StragglerHandling.MinimumReporting
+	}
+	if least == 0 {
+		least = n
+	}
+	if least < kmin {
+		return nil, p.errf("aggregator.min_collaborators", "%d with privacy and secure_aggregation.dropout_tolerance %v: a round must close with at least ⌈(1−d)·n⌉ = %d of the %d collaborators, whose noise is what the accountant counts (set min_collaborators or straggler minimum_reporting to at least %d)",
+			least, s.Dropout, kmin, n, kmin)
+	}
+	sigma := 0.0
+	if pr.Noise == privacy.NoiseLocal {
+		// Without the model's size: the rounding term √dim/2 is at most
+		// clip·2^f for models up to (2·clip·2^f)² parameters, so twice
+		// the clip's share bounds σ_L for the range check.
+		lo := pr.NoiseMultiplier * math.Ldexp(pr.ClipNorm, s.FracBits) / math.Sqrt(float64(kmin))
+		if lo < privacy.MinLatticeSigma {
+			return nil, p.errf("privacy.noise_multiplier", "%v with clip_norm %v and secure_aggregation.frac_bits %d gives each of %d members a discrete Gaussian of std %.3g fixed-point steps, below %d: raise frac_bits, clip_norm or noise_multiplier",
+				pr.NoiseMultiplier, pr.ClipNorm, s.FracBits, kmin, lo, privacy.MinLatticeSigma)
+		}
+		sigma = 2 * lo
+	}
+	if !privacy.SecAggRangeOK(min(s.Clip, pr.ClipNorm), s.FracBits, n, sigma) {
+		return nil, p.errf("secure_aggregation.frac_bits", "%d with secure_aggregation.clip %v, privacy.clip_norm %v and noise_multiplier %v: the noised sum of %d members could leave the 32-bit fixed point; lower frac_bits or clip_norm",
+			s.FracBits, s.Clip, pr.ClipNorm, pr.NoiseMultiplier, n)
+	}
+	return &privacy.SecAggDP{FracBits: s.FracBits, MinSurvivors: kmin}, nil
 }

@@ -76,8 +76,13 @@ func (p *Plan) validateSecureAggregation() error {
 	if v := p.Aggregation.Validator; v.MaxUpdateNorm > 0 || v.MaxNumExamples > 0 {
 		return p.errf("aggregation.validator", "max_update_norm and max_num_examples bound individual updates, which secure aggregation hides from the aggregator (secure_aggregation.clip bounds each coordinate instead): leave them 0")
 	}
-	if p.Privacy.Enabled() {
-		return p.errf("privacy", "DP-FedAvg with secure_aggregation is not supported: its sampling, clipping and accounting run on the individual updates in the aggregator (central noise would need them, local noise its fixed-denominator mean of individual updates); use one or the other")
+	if pr := &p.Privacy; pr.Enabled() {
+		switch {
+		case pr.Adaptive != nil:
+			return p.errf("privacy.adaptive_clipping", "not supported with secure_aggregation: the aggregator cannot count the unclipped updates it cannot see (the count would need its own masked, noised coordinate); use a fixed clip_norm")
+		case pr.SampleRate != 1:
+			return p.errf("privacy.sample_rate", "%v with secure_aggregation: must be 1 (client sampling under secure aggregation is not implemented: every member takes part in the round's masking)", pr.SampleRate)
+		}
 	}
 	return nil
 }

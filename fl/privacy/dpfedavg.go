@@ -71,6 +71,12 @@ type Config struct {
 	Workers   int
 	// Orders are the accountant's RDP orders (DefaultOrders when empty).
 	Orders []float64
+	// SecAgg, if set, runs DP-FedAvg over secure aggregation: the one
+	// result AggregateFit gets is the survivors' unmasked mean (scheduler
+	// SecAgg), collaborators clip (and, with local noise, add lattice
+	// noise before masking), no sampling (SampleRate must be 1) and no
+	// adaptive clipping.
+	SecAgg *SecAggDP
 	// NoiseKey fixes the noise generator's key (tests); nil: crypto/rand.
 	NoiseKey *[32]byte
 	Logger   *slog.Logger
@@ -119,6 +125,12 @@ func NewDPFedAvg(inner strategy.Strategy, cfg Config) (*DPFedAvg, error) {
 		return nil, fmt.Errorf("privacy: epsilon budget %v: must be finite and ≥ 0: %w", cfg.EpsilonBudget, ErrParameter)
 	case cfg.Adaptive != nil && cfg.Noise == NoiseLocal:
 		return nil, fmt.Errorf("privacy: adaptive clipping needs central noise (the aggregator cannot see the norms of locally noised updates): %w", ErrParameter)
+	case cfg.SecAgg != nil && cfg.Adaptive != nil:
+		return nil, fmt.Errorf("privacy: adaptive clipping with secure aggregation is not supported (the unclipped count would need its own masked, noised coordinate): %w", ErrParameter)
+	case cfg.SecAgg != nil && cfg.SampleRate != 1:
+		return nil, fmt.Errorf("privacy: sample rate %v with secure aggregation: must be 1 (every member takes part in the round's masking): %w", cfg.SampleRate, ErrParameter)
+	case cfg.SecAgg != nil && !(cfg.SecAgg.MinSurvivors >= 1 && cfg.SecAgg.MinSurvivors <= len(cfg.Clients)):
+		return nil, fmt.Errorf("privacy: secure aggregation: minimum survivors %d: must be in 1..%d: %w", cfg.SecAgg.MinSurvivors, len(cfg.Clients), ErrParameter)
 	}
 	d := &DPFedAvg{inner: inner, cfg: cfg, clip: cfg.ClipNorm, zDelta: cfg.NoiseMultiplier, log: cfg.Logger}
 	d.cfg.Clients = slices.Clone(cfg.Clients)
@@ -217,6 +229,12 @@ func (d *DPFedAvg) BeforeRound(r int) error {
 func (d *DPFedAvg) ConfigureFit(round int, global tensor.Weights) strategy.Config {
 	c := d.inner.ConfigureFit(round, global)
 	c[KeyClipNorm] = d.clip
+	if sa := d.cfg.SecAgg; sa != nil {
+		if d.cfg.Noise == NoiseLocal {
+			c[KeyLatticeSigma] = LatticeSigma(d.cfg.NoiseMultiplier, d.clip, sa.FracBits, global.NumParams(), sa.MinSurvivors)
+		}
+		return c
+	}
 	if d.cfg.Noise == NoiseLocal {
 		c[KeyLocalNoiseStd] = d.cfg.NoiseMultiplier * d.clip
 	}
@@ -250,6 +268,9 @@ const (
 // clips them (central noise), averages them over m = q·N, adds the noise,
 // accounts for the round and lets the inner strategy apply the noised mean.
 func (d *DPFedAvg) AggregateFit(r int, global tensor.Weights, results []strategy.FitResult) (tensor.Weights, strategy.AggregateReport, error) {
+	if d.cfg.SecAgg != nil {
+		return d.aggregateSecAgg(r, global, results)
+	}
 	acc, rep, err := d.cfg.Validator.Validate(r, global, results, d.cfg.Workers)
 	if err != nil {
 		return nil, rep, err
@@ -327,6 +348,64 @@ func (d *DPFedAvg) AggregateFit(r int, global tensor.Weights, results []strategy
 	d.log.Info("privacy: round accounted", "round", r, "epsilon", priv[ReportEpsilon], "delta", d.cfg.Delta,
 		"sampled", len(used), "of", len(d.cfg.Clients), "clip_norm", clipUsed, "next_clip_norm", d.clip, "noise_std", std,
 		"noise", d.cfg.Noise, "budget", d.cfg.EpsilonBudget)
+	return next, rep, nil
+}
+
+// aggregateSecAgg is AggregateFit over secure aggregation: results is the
+// scheduler's one result, global plus the unmasked sum over its k
+// survivors divided by k. The sum is divided by the fixed denominator
+// m = N instead (as the central path does: with add/remove neighbours k
+// depends on whether the user took part, m does not); with central noise
+// the aggregator adds N(0, (z·C'/m)²), C' the clip norm plus the rounding
+// of the fixed point; with local noise it only checks that at least the
+// calibrated number of members' noise is in the sum.
+func (d *DPFedAvg) aggregateSecAgg(r int, global tensor.Weights, results []strategy.FitResult) (tensor.Weights, strategy.AggregateReport, error) {
+	var rep strategy.AggregateReport
+	if len(results) != 1 {
+		return nil, rep, fmt.Errorf("privacy: round %d: secure aggregation: %d results, want the one unmasked sum", r, len(results))
+	}
+	res := results[0]
+	kf, ok := res.Metrics[ResultSurvivors]
+	k := int(kf)
+	if !ok || kf != float64(k) || k < 1 {
+		return nil, rep, fmt.Errorf("privacy: round %d: secure aggregation: the sum's result has no survivor count (metric %s)", r, ResultSurvivors)
+	}
+	sa := d.cfg.SecAgg
+	if d.cfg.Noise == NoiseLocal && k < sa.MinSurvivors {
+		return nil, rep, fmt.Errorf("privacy: round %d: %d masked inputs, fewer than the %d the local noise was calibrated for: not released", r, k, sa.MinSurvivors)
+	}
+	delta, err := res.Weights.Sub(global)
+	if err != nil {
+		return nil, rep, fmt.Errorf("privacy: round %d: unmasked mean: %w", r, err)
+	}
+	m := d.expected()
+	delta.ScaleInPlace(float32(float64(k) / m)) // sum/k → sum/m
+	dim := global.NumParams()
+	std := 0.0
+	if d.cfg.Noise == NoiseCentral {
+		std = d.cfg.NoiseMultiplier * math.Ldexp(LatticeClip(d.clip, sa.FracBits, dim), -sa.FracBits) / m
+		d.noise.AddInPlace(delta, std)
+	} else {
+		std = math.Ldexp(LatticeSigma(d.cfg.NoiseMultiplier, d.clip, sa.FracBits, dim, sa.MinSurvivors), -sa.FracBits) * math.Sqrt(float64(k)) / m
+	}
+	if err := d.acc.Compose(1, d.cfg.NoiseMultiplier, 1); err != nil {
+		return nil, rep, fmt.Errorf("privacy: round %d: %w", r, err)
+	}
+	priv := map[string]float64{ReportClipNorm: d.clip, ReportNoiseStd: std, ReportSampled: float64(k),
+		ReportNoiseMultiplier: d.cfg.NoiseMultiplier, ReportSampleRate: 1, ReportDelta: d.cfg.Delta,
+		ReportEpsilon: d.Epsilon(), ReportRoundsAccounted: float64(d.acc.Steps())}
+	mean := global.Clone()
+	if err := mean.AddScaledInPlace(1, delta); err != nil {
+		return nil, rep, fmt.Errorf("privacy: round %d: %w", r, err)
+	}
+	next, _, err := d.inner.AggregateFit(r, global, []strategy.FitResult{{Client: "dp-secagg-mean", Weights: mean, NumExamples: 1}})
+	if err != nil {
+		return nil, rep, fmt.Errorf("privacy: round %d: %s on the noised mean: %w", r, d.inner.Name(), err)
+	}
+	rep.Selected, rep.NumExamples, rep.Privacy = []string{res.Client}, res.NumExamples, priv
+	d.log.Info("privacy: round accounted", "round", r, "epsilon", priv[ReportEpsilon], "delta", d.cfg.Delta,
+		"survivors", k, "of", len(d.cfg.Clients), "clip_norm", d.clip, "noise_std", std,
+		"noise", d.cfg.Noise, "secure_aggregation", true, "budget", d.cfg.EpsilonBudget)
 	return next, rep, nil
 }
 

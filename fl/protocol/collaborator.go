@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"time"
@@ -412,7 +413,13 @@ func (c *Collaborator) runRound(ctx context.Context, t *flv1.TaskResponse) error
 			"local_noise_std", t.Config[privacy.KeyLocalNoiseStd])
 	}
 	if sr != nil {
-		return sr.maskedUpload(ctx, global, up, n, t.Config[scheduler.KeySecAggClip], metrics, timings)
+		// DP under secure aggregation: the discrete Gaussian share of the
+		// noise goes on the quantised update, before masking.
+		sigma, ok := t.Config[privacy.KeyLatticeSigma]
+		if ok && !(sigma > 0 && !math.IsInf(sigma, 0)) {
+			return &TaskError{Task: TaskTrain, Round: round, Err: fmt.Errorf("fit config %s = %v: must be finite and > 0", privacy.KeyLatticeSigma, sigma)}
+		}
+		return sr.maskedUpload(ctx, global, up, n, t.Config[scheduler.KeySecAggClip], sigma, metrics, timings)
 	}
 	return c.upload(ctx, round, up, n, metrics, timings)
 }

@@ -352,11 +352,21 @@ func indexOf(names []string, n string) int {
 
 // maskedUpload quantises and masks the update and uploads it, then takes
 // part in the unmasking.
-func (sr *secaggRound) maskedUpload(ctx context.Context, global, local tensor.Weights, n int, clip float64, metrics map[string]float64, timings *flv1.CollaboratorTimings) error {
+// With latticeSigma > 0 (DP-FedAvg's local noise under secure
+// aggregation) every model coordinate of the quantised update gets an
+// independent discrete Gaussian N_Z(0, latticeSigma²) before masking; the
+// example count does not.
+func (sr *secaggRound) maskedUpload(ctx context.Context, global, local tensor.Weights, n int, clip, latticeSigma float64, metrics map[string]float64, timings *flv1.CollaboratorTimings) error {
 	c, round := sr.c, sr.round
 	x, err := scheduler.ClientInput(sr.p, global, local, n, clip)
 	if err != nil {
 		return &TaskError{Task: "secure_aggregation", Round: round, Err: err}
+	}
+	if latticeSigma > 0 {
+		if err := c.noise.AddLattice(x[:len(x)-1], latticeSigma); err != nil {
+			return &TaskError{Task: "secure_aggregation", Round: round, Err: err}
+		}
+		c.log.Info("discrete Gaussian noise added before masking", "round", round, "lattice_sigma", latticeSigma, "frac_bits", sr.p.FracBits)
 	}
 	y, err := sr.client.Mask(x)
 	if err != nil {
