@@ -176,15 +176,15 @@ func (p *Plan) secAggDP(n int) (*privacy.SecAggDP, error) {
 		return nil, nil
 	}
 	kmin := n - int(math.Floor(s.Dropout*float64(n))) // ⌈(1−d)·n⌉, secagg.Threshold's first term
-	least := p.Aggregator.MinCollaborators
+	least, key := p.Aggregator.MinCollaborators, "aggregator.min_collaborators"
 	if p.StragglerHandling.Enabled() {
-		least = p.StragglerHandling.MinimumReporting
+		least, key = p.StragglerHandling.MinimumReporting, "straggler_handling_policy.minimum_reporting"
 	}
 	if least == 0 {
 		least = n
 	}
 	if least < kmin {
-		return nil, p.errf("aggregator.min_collaborators", "%d with privacy and secure_aggregation.dropout_tolerance %v: a round must close with at least ⌈(1−d)·n⌉ = %d of the %d collaborators, whose noise is what the accountant counts (set min_collaborators or straggler minimum_reporting to at least %d)",
+		return nil, p.errf(key, "%d with privacy and secure_aggregation.dropout_tolerance %v: a round must close with at least ⌈(1−d)·n⌉ = %d of the %d collaborators, whose noise is what the accountant counts (set min_collaborators or straggler minimum_reporting to at least %d)",
 			least, s.Dropout, kmin, n, kmin)
 	}
 	sigma := 0.0

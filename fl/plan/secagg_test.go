@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"github.com/teeml/teeml/fl/plan"
+	"github.com/teeml/teeml/fl/privacy"
+	"github.com/teeml/teeml/fl/scheduler"
 	"github.com/teeml/teeml/internal/yamlx"
+	"github.com/teeml/teeml/ml/tensor"
 )
 
 const secaggSection = `secure_aggregation:
@@ -94,8 +97,79 @@ func TestSecureAggregationSectionErrors(t *testing.T) {
 			t.Errorf("%s with secure aggregation: err = %v", s, err)
 		}
 	}
+	// What DP-FedAvg under secure aggregation cannot do: adaptive
+	// clipping and client sampling.
 	data := withPrivacy(t, privacySection+secaggSection)
-	if _, err := plan.Parse(data, "plan.yaml"); err == nil || !strings.Contains(err.Error(), "privacy: DP-FedAvg with secure_aggregation is not supported") {
-		t.Errorf("privacy with secure aggregation: err = %v", err)
+	if _, err := plan.Parse(data, "plan.yaml"); err == nil || !strings.Contains(err.Error(), "privacy.adaptive_clipping: not supported with secure_aggregation") ||
+		strings.Contains(err.Error(), "\n") {
+		t.Errorf("adaptive clipping with secure aggregation: err = %v", err)
 	}
+	data = withPrivacy(t, strings.Replace(dpSecAggSection, "sample_rate: 1", "sample_rate: 0.5", 1)+secaggSection)
+	if _, err := plan.Parse(data, "plan.yaml"); err == nil || !strings.Contains(err.Error(), "privacy.sample_rate: 0.5 with secure_aggregation: must be 1") ||
+		strings.Contains(err.Error(), "\n") {
+		t.Errorf("sampling with secure aggregation: err = %v", err)
+	}
+}
+
+const dpSecAggSection = `privacy:
+  noise: local
+  noise_multiplier: 1.1
+  clip_norm: 0.5
+  sample_rate: 1
+  target_delta: 1e-5
+  epsilon_budget: 8
+`
+
+// DP-FedAvg over secure aggregation: the plan builds it for N
+// collaborators (the noise is calibrated for ⌈(1−d)·N⌉ survivors), and
+// refuses, one line each, a round minimum below that, per-member noise
+// too narrow for the sum bound, and a noised sum that could overflow.
+func TestPrivacyWithSecureAggregation(t *testing.T) {
+	names := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}
+	for _, noise := range []string{"local", "central"} {
+		p := mustParse(t, withPrivacy(t, strings.Replace(dpSecAggSection, "noise: local", "noise: "+noise, 1)+secaggSection))
+		s, err := p.StrategyFor(1, names)
+		if err != nil {
+			t.Fatalf("%s: %v", noise, err)
+		}
+		d, ok := s.(*privacy.DPFedAvg)
+		if !ok {
+			t.Fatalf("%s: strategy %T", noise, s)
+		}
+		cfg := d.ConfigureFit(1, saModel())
+		sigma, has := cfg[privacy.KeyLatticeSigma]
+		if noise == "central" {
+			if has {
+				t.Errorf("central: lattice noise %v sent to the collaborators", sigma)
+			}
+			continue
+		}
+		// d = 0.3 of 10: at least 7 survivors.
+		if want := privacy.LatticeSigma(1.1, 0.5, 18, saModel().NumParams(), 7); sigma != want {
+			t.Errorf("local: lattice sigma %v, want %v", sigma, want)
+		}
+		if _, ok := cfg[privacy.KeyLocalNoiseStd]; ok {
+			t.Error("local: continuous noise asked for on top of the lattice noise")
+		}
+	}
+	if scheduler.MetricSurvivors != privacy.ResultSurvivors {
+		t.Fatalf("survivor metric: scheduler %q, privacy %q", scheduler.MetricSurvivors, privacy.ResultSurvivors)
+	}
+	for _, c := range []struct{ name, from, to, want string }{
+		{"minimum", "min_collaborators: 0 ", "min_collaborators: 6 ", "aggregator.min_collaborators: 6 with privacy and secure_aggregation.dropout_tolerance 0.3: a round must close with at least ⌈(1−d)·n⌉ = 7 of the 10"},
+		{"narrow", "noise_multiplier: 1.1", "noise_multiplier: 0.0001", "privacy.noise_multiplier: 0.0001 with clip_norm 0.5 and secure_aggregation.frac_bits 18"},
+		{"range", "noise_multiplier: 1.1", "noise_multiplier: 1000", "secure_aggregation.frac_bits: 18 with secure_aggregation.clip 0.5, privacy.clip_norm 0.5 and noise_multiplier 1000: the noised sum of 10 members could leave"},
+	} {
+		data := withPrivacy(t, dpSecAggSection+secaggSection)
+		data = []byte(strings.Replace(string(data), c.from, c.to, 1))
+		p := mustParse(t, data)
+		_, err := p.StrategyFor(1, names)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: err = %v, want one line with %q", c.name, err, c.want)
+		}
+	}
+}
+
+func saModel() tensor.Weights {
+	return tensor.Weights{{Name: "w", Shape: []int{64, 10}, Data: make([]float32, 640)}}
 }
