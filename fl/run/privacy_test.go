@@ -25,11 +25,22 @@ import (
 // Under -race, run with -gcflags=all=-d=checkptr=0 (see .ci/run).
 func TestFederationWithPrivacyBudget(t *testing.T) {
 	for _, noise := range []string{privacy.NoiseCentral, privacy.NoiseLocal} {
-		t.Run(noise, func(t *testing.T) { federateWithPrivacy(t, noise) })
+		t.Run(noise, func(t *testing.T) { federateWithPrivacy(t, noise, false) })
 	}
 }
 
-func federateWithPrivacy(t *testing.T, noise string) {
+// TestFederationWithPrivacyAndSecureAggregation is the same federation
+// with secure_aggregation on: the collaborators clip (and with local
+// noise add their discrete Gaussian share) before masking, the
+// aggregator sees only the sum, and ε, the budget stop, metrics.jsonl
+// and the report are the same as without it.
+func TestFederationWithPrivacyAndSecureAggregation(t *testing.T) {
+	for _, noise := range []string{privacy.NoiseCentral, privacy.NoiseLocal} {
+		t.Run(noise, func(t *testing.T) { federateWithPrivacy(t, noise, true) })
+	}
+}
+
+func federateWithPrivacy(t *testing.T, noise string, secagg bool) {
 	const z, delta = 4.0, 1e-5
 	acc, _ := privacy.NewAccountant()
 	var eps []float64
@@ -47,6 +58,9 @@ func federateWithPrivacy(t *testing.T, noise string) {
 		t.Fatal(err)
 	}
 	section := fmt.Sprintf("\nprivacy:\n  noise: %s\n  noise_multiplier: %v\n  clip_norm: 0.5\n  target_delta: %v\n  epsilon_budget: %v\n", noise, z, delta, budget)
+	if secagg {
+		section += "\nsecure_aggregation:\n  enabled: true\n  dropout_tolerance: 0.34\n  clip: 0.5\n  phase_timeout: 30s\n"
+	}
 	if err := os.WriteFile(planPath, append(b, section...), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +88,9 @@ func federateWithPrivacy(t *testing.T, noise string) {
 	}
 	for i := range logs {
 		want := "msg=\"update clipped for differential privacy\""
-		if noise == privacy.NoiseLocal { // z·C = 4·0.5
+		if secagg && noise == privacy.NoiseLocal {
+			want = "msg=\"discrete Gaussian noise added before masking\" collaborator=col-" + fmt.Sprint(i+1) + " round=1 lattice_sigma="
+		} else if noise == privacy.NoiseLocal { // z·C = 4·0.5
 			want += " collaborator=col-" + fmt.Sprint(i+1) + " round=1 clip_norm=0.5 local_noise_std=2"
 		}
 		if !strings.Contains(logs[i].String(), want) {
@@ -95,6 +111,9 @@ func federateWithPrivacy(t *testing.T, noise string) {
 	s := res.Summary
 	if len(s.Rounds) != 2 || s.Rounds[1].Epsilon != eps[1] || !strings.HasPrefix(s.Stopped, "before round 3: privacy budget:") {
 		t.Errorf("report: %d rounds, round 2 ε %v (want %v), stopped %q", len(s.Rounds), s.Rounds[len(s.Rounds)-1].Epsilon, eps[1], s.Stopped)
+	}
+	if secagg && !strings.Contains(lg, "secure aggregation: sum unmasked") {
+		t.Errorf("aggregator did not unmask a secure-aggregation sum:\n%s", lg)
 	}
 	if p, err := plan.Load(planPath); err != nil || !p.Privacy.Enabled() {
 		t.Errorf("frozen plan: %v", err)
