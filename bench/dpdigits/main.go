@@ -47,6 +47,11 @@ func run() error {
 	epsList := flag.String("eps", "1,3,8", "target ε values (comma separated)")
 	delta := flag.Float64("delta", 1e-5, "target δ")
 	seed := flag.Int64("seed", 1, "seed of the split, model, sampling and local shuffles")
+	sampled := flag.Bool("sampled-table", true, "run the first table (Poisson-sampled clients, central noise)")
+	saClients := flag.Int("secagg-clients", 250, "clients of the secure-aggregation table (0: skip it; fl/secagg takes at most 254)")
+	saRounds := flag.Int("secagg-rounds", 10, "rounds of the secure-aggregation table (every client in every round: no sampling under SecAgg)")
+	saDropout := flag.Float64("secagg-dropout", 0.1, "secure_aggregation.dropout_tolerance d: the local noise is calibrated for ⌈(1−d)·N⌉ survivors")
+	saFracBits := flag.Int("secagg-frac-bits", 16, "secure_aggregation.frac_bits")
 	flag.Parse()
 
 	tr, te, err := datasets.Prepare("digits", 0.2, *seed)
@@ -128,6 +133,9 @@ func run() error {
 		return acc, eps, time.Since(start).Seconds(), err
 	}
 
+	if !*sampled {
+		return secaggTable(*saClients, *saRounds, *saDropout, *saFracBits, *clip, *localEpochs, *lr, *delta, *seed, *epsList, tr, te, quiet)
+	}
 	fmt.Println()
 	fmt.Println("| run | noise multiplier z | ε (δ = 1e-5) | test accuracy | seconds |")
 	fmt.Println("|---|---:|---:|---:|---:|")
@@ -157,7 +165,10 @@ func run() error {
 		}
 		fmt.Printf("| DP-FedAvg central, C = %g | %.3f | %.3f | %.4f | %.1f |\n", *clip, z, eps, acc, secs)
 	}
-	return nil
+	if *saClients == 0 {
+		return nil
+	}
+	return secaggTable(*saClients, *saRounds, *saDropout, *saFracBits, *clip, *localEpochs, *lr, *delta, *seed, *epsList, tr, te, quiet)
 }
 
 // noiseFor is the smallest z (to 1e-3) whose ε after rounds at rate q is ≤ target.
