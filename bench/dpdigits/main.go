@@ -47,6 +47,7 @@ func run() error {
 	epsList := flag.String("eps", "1,3,8", "target ε values (comma separated)")
 	delta := flag.Float64("delta", 1e-5, "target δ")
 	seed := flag.Int64("seed", 1, "seed of the split, model, sampling and local shuffles")
+	noiseSeed := flag.Int("noise-seed", 0, "varies the noise keys of the secure-aggregation table (0–255) without changing split, model or training")
 	sampled := flag.Bool("sampled-table", true, "run the first table (Poisson-sampled clients, central noise)")
 	saClients := flag.Int("secagg-clients", 250, "clients of the secure-aggregation table (0: skip it; fl/secagg takes at most 254)")
 	saRounds := flag.Int("secagg-rounds", 10, "rounds of the secure-aggregation table (every client in every round: no sampling under SecAgg)")
@@ -134,7 +135,7 @@ func run() error {
 	}
 
 	if !*sampled {
-		return secaggTable(*saClients, *saRounds, *saDropout, *saFracBits, *clip, *localEpochs, *lr, *delta, *seed, *epsList, tr, te, quiet)
+		return secaggTable(*saClients, *saRounds, *saDropout, *saFracBits, *clip, *localEpochs, *lr, *delta, *seed, byte(*noiseSeed), *epsList, tr, te, quiet)
 	}
 	fmt.Println()
 	fmt.Println("| run | noise multiplier z | ε (δ = 1e-5) | test accuracy | seconds |")
@@ -168,7 +169,7 @@ func run() error {
 	if *saClients == 0 {
 		return nil
 	}
-	return secaggTable(*saClients, *saRounds, *saDropout, *saFracBits, *clip, *localEpochs, *lr, *delta, *seed, *epsList, tr, te, quiet)
+	return secaggTable(*saClients, *saRounds, *saDropout, *saFracBits, *clip, *localEpochs, *lr, *delta, *seed, byte(*noiseSeed), *epsList, tr, te, quiet)
 }
 
 // noiseFor is the smallest z (to 1e-3) whose ε after rounds at rate q is ≤ target.

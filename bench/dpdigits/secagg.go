@@ -32,7 +32,7 @@ import (
 // (fl/secagg and fl/protocol test the unmasked sum bit for bit against
 // the plain fixed-point sum computed here), and 250 clients masking
 // 17 226 parameters pairwise would only add time.
-func secaggTable(n, rounds int, dropout float64, fracBits int, clip float64, localEpochs int, lr, delta float64, seed int64,
+func secaggTable(n, rounds int, dropout float64, fracBits int, clip float64, localEpochs int, lr, delta float64, seed int64, noiseSeed byte,
 	epsList string, tr, te *datasets.Dataset, quiet *slog.Logger) error {
 	shards := make([][]int, n)
 	for i := 0; i < tr.N; i++ {
@@ -73,7 +73,7 @@ func secaggTable(n, rounds int, dropout float64, fracBits int, clip float64, loc
 		m, err := model.Evaluate(te)
 		return m.Accuracy, err
 	}
-	noiseKey := [32]byte{byte(seed), 's'}
+	noiseKey := [32]byte{byte(seed), 's', noiseSeed}
 	noise, err := privacy.NewNoise(&noiseKey)
 	if err != nil {
 		return err
@@ -147,7 +147,7 @@ func secaggTable(n, rounds int, dropout float64, fracBits int, clip float64, loc
 			return err
 		}
 		for _, withSecAgg := range []bool{false, true} {
-			key := [32]byte{byte(seed)}
+			key := [32]byte{byte(seed), 'c', noiseSeed}
 			cfg := privacy.Config{Clients: names, SampleRate: 1, Seed: seed, NoiseMultiplier: z, Noise: privacy.NoiseCentral,
 				ClipNorm: clip, Delta: delta, NoiseKey: &key, Logger: quiet}
 			label := fmt.Sprintf("DP-FedAvg central, C = %g", clip)
