@@ -203,19 +203,13 @@ func conv2D(x, kernel *Node, k, pad int) *Node {
 	if k == 1 {
 		pt = x
 	} else {
-		// Separably: k column shifts, then k row shifts of those, 2k Slice
-		// ops instead of k² (the slices and, in the backward pass, their
-		// Pad gradients were most of a CNN step; see docs/benchmarks.md).
-		cols := make([]*Node, k)
-		for j := range k {
-			cols[j] = Slice(x, AxisRange(), AxisRange(), AxisRange(), AxisRange(j, j+ow))
+		parts := make([]*Node, 0, k*k)
+		for i := 0; i < k; i++ {
+			for j := 0; j < k; j++ {
+				parts = append(parts, Slice(x, AxisRange(), AxisRange(), AxisRange(i, i+oh), AxisRange(j, j+ow)))
+			}
 		}
-		sj := Stack(cols, 0) // [k(j), C, B, h, ow]
-		rows := make([]*Node, k)
-		for i := range k {
-			rows[i] = Slice(sj, AxisRange(), AxisRange(), AxisRange(), AxisRange(i, i+oh), AxisRange())
-		}
-		pt = Stack(rows, 0) // [k(i), k(j), C, B, oh, ow]: row index (i·k+j)·C+c, like the kernel's
+		pt = Stack(parts, 0) // [k*k, C, B, oh, ow]: row index (i·k+j)·C+c, like the kernel's
 	}
 	o := kernel.Shape().Dimensions[3]
 	wt := Transpose(Reshape(kernel, k*k*c, o), 0, 1) // [O, k*k*C], small
