@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Side-by-side: the same MLP (64 -> 128 -> 64 -> 10, ReLU, softmax
 # cross-entropy, Adam) on the same preprocessed digits split, same batch
-# size, epochs and thread count, teeml (GoMLX pure-Go backend) vs PyTorch
+# size, epochs and thread count, teeml (GoMLX Go backend) vs PyTorch
 # (Debian python3-torch). Prints examples/s per side (median over epochs 2..N,
 # the first epoch includes graph compilation / warm-up) and their ratio, all
 # measured in this one run.
 #
-# usage: bench/mlp_vs_torch.sh [epochs] [batch] [threads]
+# teeml is built with GOEXPERIMENT=simd (GoMLX's AVX2/AVX-512 matmul
+# kernels, see README "Build"); SIMD=0 builds the default pure-Go binary to
+# compare.
+#
+# usage: [SIMD=0] bench/mlp_vs_torch.sh [epochs] [batch] [threads]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs=${1:-20}
@@ -16,7 +20,13 @@ lr=0.003
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-go build -o "$tmp/teeml" ./cmd/teeml
+if [ "${SIMD:-1}" = 0 ]; then
+	go build -o "$tmp/teeml" ./cmd/teeml
+else
+	GOEXPERIMENT=simd go build -o "$tmp/teeml" ./cmd/teeml
+fi
+echo "teeml build: $("$tmp/teeml" version | sed -n 's/^ml kernels: //p')"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$tmp/teeml" datasets export --dataset digits --split train --seed 1 -o "$tmp/train.csv"
 "$tmp/teeml" datasets export --dataset digits --split test --seed 1 -o "$tmp/test.csv"
 

@@ -159,7 +159,7 @@ func (a *arch) tower(prefix string, in int, hidden []int, out int) func(p []*Nod
 	}
 }
 
-func relu(x *Node) *Node { return Max(x, ScalarZero(x.Graph(), x.DType())) }
+func relu(x *Node) *Node { return Where(GreaterOrEqual(x, ZerosLike(x)), x, ZerosLike(x)) }
 
 func concat(parts []*Node) *Node {
 	if len(parts) == 1 {

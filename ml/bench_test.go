@@ -2,6 +2,7 @@ package ml
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/teeml/teeml/ml/datasets"
@@ -19,25 +20,30 @@ func digitsTrain(b testing.TB) *datasets.Dataset {
 	return tr
 }
 
-// BenchmarkMLPTrainDigits measures one MLP training epoch on digits (batch 32, Adam).
+// BenchmarkMLPTrainDigits measures one MLP training epoch on digits (Adam)
+// at the two batch sizes of bench/mlp_vs_torch.sh.
 func BenchmarkMLPTrainDigits(b *testing.B) {
 	tr := digitsTrain(b)
-	m, err := New(KindMLP, SpecFor(tr), 1)
-	if err != nil {
-		b.Fatal(err)
+	for _, bs := range []int{32, 256} {
+		b.Run(fmt.Sprintf("batch=%d", bs), func(b *testing.B) {
+			m, err := New(KindMLP, SpecFor(tr), 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg := DefaultTrainConfig(KindMLP)
+			cfg.Epochs, cfg.BatchSize = 1, bs
+			if err := m.Train(context.Background(), tr, cfg, nil); err != nil { // compile outside the timer
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				if err := m.Train(context.Background(), tr, cfg, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(tr.N)*float64(b.N)/b.Elapsed().Seconds(), "examples/s")
+		})
 	}
-	cfg := DefaultTrainConfig(KindMLP)
-	cfg.Epochs = 1
-	if err := m.Train(context.Background(), tr, cfg, nil); err != nil { // compile outside the timer
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	for b.Loop() {
-		if err := m.Train(context.Background(), tr, cfg, nil); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(tr.N)*float64(b.N)/b.Elapsed().Seconds(), "examples/s")
 }
 
 func benchCNNBatch(b *testing.B, h, w, bs int) {

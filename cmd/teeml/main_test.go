@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/teeml/teeml/internal/testbin"
+	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/job"
 	"github.com/teeml/teeml/party/partysim"
 )
@@ -194,5 +195,9 @@ func TestVersionPrintsGoVersion(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "teeml v") || !strings.Contains(out.String(), "go: go1.") {
 		t.Fatalf("version output: %s", out.String())
+	}
+	// Whether the binary has the SIMD matmul kernels (GOEXPERIMENT=simd).
+	if want := "ml kernels: " + ml.SIMDDescription() + "\n"; !strings.Contains(out.String(), want) {
+		t.Fatalf("version output lacks %q:\n%s", want, out.String())
 	}
 }

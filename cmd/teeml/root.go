@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/teeml/teeml/internal/buildinfo"
+	"github.com/teeml/teeml/ml"
 )
 
 func newRootCmd() *cobra.Command {
@@ -39,6 +40,7 @@ func newVersionCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			info := buildinfo.Read()
+			info.MLKernels = ml.SIMDDescription()
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")

@@ -22,6 +22,10 @@ type Info struct {
 	Platform  string            `json:"platform"`
 	Module    string            `json:"module,omitempty"`
 	Settings  map[string]string `json:"settings,omitempty"`
+	// MLKernels names the matmul kernels of the ML backend (pure Go, or the
+	// AVX2/AVX-512 kernels of a GOEXPERIMENT=simd build). Read leaves it
+	// empty (this package does not link the ML stack); the caller fills it.
+	MLKernels string `json:"ml_kernels,omitempty"`
 }
 
 // Read collects Info from the binary's embedded build information.
@@ -35,7 +39,7 @@ func Read() Info {
 		info.Settings = map[string]string{}
 		for _, s := range bi.Settings {
 			switch s.Key {
-			case "vcs.revision", "vcs.time", "vcs.modified", "CGO_ENABLED", "GOAMD64", "-race", "-tags", "-trimpath":
+			case "vcs.revision", "vcs.time", "vcs.modified", "CGO_ENABLED", "GOAMD64", "GOEXPERIMENT", "-race", "-tags", "-trimpath":
 				info.Settings[s.Key] = s.Value
 			}
 		}
@@ -50,6 +54,11 @@ func (i Info) Write(w io.Writer) error {
 	}
 	if i.Module != "" {
 		if _, err := fmt.Fprintf(w, "module: %s\n", i.Module); err != nil {
+			return err
+		}
+	}
+	if i.MLKernels != "" {
+		if _, err := fmt.Fprintf(w, "ml kernels: %s\n", i.MLKernels); err != nil {
 			return err
 		}
 	}

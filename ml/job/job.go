@@ -121,7 +121,8 @@ func Train(ctx context.Context, o TrainOptions) (*TrainResult, error) {
 	cfg.Seed = o.Seed
 	slog.Info("training", "dataset", o.Dataset, "model", model.String(), "train_rows", data.Train.N,
 		"test_rows", data.Test.N, "epochs", cfg.Epochs, "batch", cfg.BatchSize, "optimizer", cfg.Optimizer,
-		"lr", cfg.LR, "threads", ml.Threads(), "backend", ml.BackendDescription())
+		"lr", cfg.LR, "threads", ml.Threads(), "backend", ml.BackendDescription(),
+		"kernels", ml.SIMDDescription())
 
 	res := &TrainResult{Model: model, Pipeline: data.Pipeline, Train: data.Train, TestSet: data.Test}
 	batchesPerEpoch := (data.Train.N + cfg.BatchSize - 1) / cfg.BatchSize
