@@ -210,6 +210,7 @@ type grower struct {
 	node    *hist // forest mode scratch
 	og, oh  []float64
 	scratch []int
+	parts   []partWindow
 	cand    []int
 	fbest   []split
 	fok     []bool
@@ -399,9 +400,21 @@ func (gr *grower) grow(rows []int) (*Tree, [][]float64) {
 	return t, vals
 }
 
+// partChunk is the size of the row windows partition splits a leaf
+// into; the windows (a function of the leaf's size alone, so results do
+// not depend on threads) are partitioned in parallel, then joined.
+const partChunk = 1 << 16
+
+// partWindow is one window's result in partition.
+type partWindow struct {
+	nl, nr int
+	sum    [2][2]float64 // left, right: (sum g, sum h)
+}
+
 // partition splits rows in place, stably: the left rows first. With one
 // output and explicit gradients (boosting) it also returns each side's
-// sums of g and h, added in row order as newLeaf would add them.
+// sums of g and h (added in row order within each window, then over the
+// windows in order).
 func (gr *grower) partition(rows []int, s *split) (left, right []int, sums *[2][2]float64) {
 	f := s.feature
 	col := gr.b.bins[f]
@@ -417,35 +430,71 @@ func (gr *grower) partition(rows []int, s *split) (left, right []int, sums *[2][
 		}
 		goLeft[nan] = s.defaultLeft
 	}
-	nl := 0
-	rs := gr.scratch[:0]
-	if gr.cls == nil && gr.m == 1 {
-		g, h := gr.g, gr.h
-		var lg, lh, rg, rh float64
-		for _, r := range rows {
-			if goLeft[col[r]] {
-				rows[nl] = r
-				nl++
-				lg += g[r]
-				lh += h[r]
-			} else {
-				rs = append(rs, r)
-				rg += g[r]
-				rh += h[r]
+	withSums := gr.cls == nil && gr.m == 1
+	nc := max(1, len(rows)/partChunk)
+	if len(gr.parts) < nc {
+		gr.parts = make([]partWindow, nc)
+	}
+	parts := gr.parts[:nc]
+	scratch := gr.scratch[:len(rows)]
+	gr.spread(nc, len(rows), func(_, c int) {
+		lo, hi := c*partChunk, (c+1)*partChunk
+		if c == nc-1 {
+			hi = len(rows)
+		}
+		win, rs := rows[lo:hi], scratch[lo:hi]
+		nl, nr := 0, 0
+		if withSums {
+			g, h := gr.g, gr.h
+			var lg, lh, rg, rh float64
+			for _, r := range win {
+				if goLeft[col[r]] {
+					win[nl] = r
+					nl++
+					lg += g[r]
+					lh += h[r]
+				} else {
+					rs[nr] = r
+					nr++
+					rg += g[r]
+					rh += h[r]
+				}
+			}
+			parts[c].sum = [2][2]float64{{lg, lh}, {rg, rh}}
+		} else {
+			for _, r := range win {
+				if goLeft[col[r]] {
+					win[nl] = r
+					nl++
+				} else {
+					rs[nr] = r
+					nr++
+				}
 			}
 		}
-		sums = &[2][2]float64{{lg, lh}, {rg, rh}}
-	} else {
-		for _, r := range rows {
-			if goLeft[col[r]] {
-				rows[nl] = r
-				nl++
-			} else {
-				rs = append(rs, r)
-			}
+		parts[c].nl, parts[c].nr = nl, nr
+	})
+	// Join: the windows' left rows slide down (each destination lies at
+	// or below its source), then the right rows follow from the scratch.
+	nl := 0
+	var tot [2][2]float64
+	for c := range parts {
+		lo := c * partChunk
+		copy(rows[nl:], rows[lo:lo+parts[c].nl])
+		nl += parts[c].nl
+		for i := range 2 {
+			tot[i][0] += parts[c].sum[i][0]
+			tot[i][1] += parts[c].sum[i][1]
 		}
 	}
-	copy(rows[nl:], rs)
+	at := nl
+	for c := range parts {
+		lo := c * partChunk
+		at += copy(rows[at:], scratch[lo:lo+parts[c].nr])
+	}
+	if withSums {
+		sums = &tot
+	}
 	return rows[:nl:nl], rows[nl:], sums
 }
 
@@ -508,6 +557,26 @@ func (gr *grower) spread(n, work int, f func(w, i int)) {
 	wg.Wait()
 }
 
+// ranges runs f over [0, n) cut into up to threads contiguous ranges,
+// one goroutine each; serial when n is small. For element-wise work, so
+// the result does not depend on the cut.
+func ranges(n, threads int, f func(lo, hi int)) {
+	t := max(1, min(threads, n/(1<<14)))
+	if t == 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range t {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(w*n/t, (w+1)*n/t)
+		}()
+	}
+	wg.Wait()
+}
+
 // build fills H's bins of feats from rows.
 func (gr *grower) build(H *hist, rows []int, feats []int) {
 	m := gr.m
@@ -540,10 +609,13 @@ func (gr *grower) build(H *hist, rows []int, feats []int) {
 	case all && m == 1:
 		og, oh = gr.g[:len(rows)], gr.h[:len(rows)]
 	case m == 1:
-		for i, r := range rows {
-			og[i] = gr.g[r]
-			oh[i] = gr.h[r]
-		}
+		ranges(len(rows), gr.threads, func(lo, hi int) {
+			g, h := gr.g, gr.h
+			for i, r := range rows[lo:hi] {
+				og[lo+i] = g[r]
+				oh[lo+i] = h[r]
+			}
+		})
 	default:
 		for i, r := range rows {
 			copy(og[i*m:(i+1)*m], gr.g[r*m:(r+1)*m])
