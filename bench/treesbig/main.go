@@ -23,6 +23,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"time"
 
@@ -66,6 +67,7 @@ func run(args []string) error {
 		leaves := fs.Int("leaves", 31, "leaves per tree")
 		minLeaf := fs.Int("min-leaf", 20, "min rows per leaf")
 		threads := fs.Int("threads", 2, "threads")
+		cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the training to this file")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -79,6 +81,17 @@ func run(args []string) error {
 		}
 		if te.D != tr.D {
 			return fmt.Errorf("train: %s has %d features, %s %d", *test, te.D, *train, tr.D)
+		}
+		if *cpuProfile != "" {
+			pf, err := os.Create(*cpuProfile)
+			if err != nil {
+				return fmt.Errorf("train: cpu profile: %w", err)
+			}
+			defer pf.Close()
+			if err := pprof.StartCPUProfile(pf); err != nil {
+				return fmt.Errorf("train: cpu profile: %w", err)
+			}
+			defer pprof.StopCPUProfile()
 		}
 		start := time.Now()
 		m, err := trees.TrainGBDT(ctx, tr, trees.GBDTConfig{Iterations: *iters, LR: *lr, NumLeaves: *leaves,

@@ -105,7 +105,7 @@ func TrainGBDT(ctx context.Context, ds *datasets.Dataset, c GBDTConfig) (*Model,
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("trees: gbdt: %w", err)
 		}
-		gradients(obj, ds.Y, score, k, g, h)
+		ranges(n, c.Threads, func(lo, hi int) { gradients(obj, ds.Y, score, k, g, h, lo, hi) })
 		rows := make([]int, 0, n)
 		for i := range n {
 			if c.BaggingFraction == 0 || c.BaggingFraction == 1 || rng.Float64() < c.BaggingFraction {
@@ -209,9 +209,11 @@ func initScore(obj string, y []float32, k int) []float64 {
 	return init
 }
 
-func gradients(obj string, y []float32, score []float64, k int, g, h [][]float64) {
+// gradients sets g and h of rows lo..hi-1.
+func gradients(obj string, y []float32, score []float64, k int, g, h [][]float64, lo, hi int) {
 	p := make([]float64, k)
-	for i, yv := range y {
+	for i := lo; i < hi; i++ {
+		yv := y[i]
 		switch obj {
 		case ObjRegression:
 			g[0][i], h[0][i] = score[i]-float64(yv), 1

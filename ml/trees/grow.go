@@ -210,6 +210,7 @@ type grower struct {
 	node    *hist // forest mode scratch
 	og, oh  []float64
 	scratch []int
+	parts   []partWindow
 	cand    []int
 	fbest   []split
 	fok     []bool
@@ -269,7 +270,7 @@ func (gr *grower) grow(rows []int) (*Tree, [][]float64) {
 	}
 	sub := gr.subtraction()
 	t := &Tree{}
-	root := gr.newLeaf(rows, 0, -1, false)
+	root := gr.newLeaf(rows, 0, -1, false, nil)
 	if gr.canSplit(root) {
 		if sub {
 			root.hist = gr.getHist()
@@ -339,9 +340,13 @@ func (gr *grower) grow(rows []int) (*Tree, [][]float64) {
 				t.Right[l.parent] = node
 			}
 		}
-		left, right := gr.partition(l.rows, s)
-		ll := gr.newLeaf(left, l.depth+1, node, true)
-		rl := gr.newLeaf(right, l.depth+1, node, false)
+		left, right, sums := gr.partition(l.rows, s)
+		var lsum, rsum *[2]float64
+		if sums != nil {
+			lsum, rsum = &sums[0], &sums[1]
+		}
+		ll := gr.newLeaf(left, l.depth+1, node, true, lsum)
+		rl := gr.newLeaf(right, l.depth+1, node, false, rsum)
 		leaves[bi] = ll
 		leaves = append(leaves, rl)
 		if gr.p.maxLeaves > 0 && len(leaves) >= gr.p.maxLeaves {
@@ -395,8 +400,22 @@ func (gr *grower) grow(rows []int) (*Tree, [][]float64) {
 	return t, vals
 }
 
-// partition splits rows in place, stably: the left rows first.
-func (gr *grower) partition(rows []int, s *split) (left, right []int) {
+// partChunk is the size of the row windows partition splits a leaf
+// into; the windows (a function of the leaf's size alone, so results do
+// not depend on threads) are partitioned in parallel, then joined.
+const partChunk = 1 << 16
+
+// partWindow is one window's result in partition.
+type partWindow struct {
+	nl, nr int
+	sum    [2][2]float64 // left, right: (sum g, sum h)
+}
+
+// partition splits rows in place, stably: the left rows first. With one
+// output and explicit gradients (boosting) it also returns each side's
+// sums of g and h (added in row order within each window, then over the
+// windows in order).
+func (gr *grower) partition(rows []int, s *split) (left, right []int, sums *[2][2]float64) {
 	f := s.feature
 	col := gr.b.bins[f]
 	nan := gr.b.numBins[f]
@@ -411,22 +430,81 @@ func (gr *grower) partition(rows []int, s *split) (left, right []int) {
 		}
 		goLeft[nan] = s.defaultLeft
 	}
-	nl := 0
-	rs := gr.scratch[:0]
-	for _, r := range rows {
-		if goLeft[col[r]] {
-			rows[nl] = r
-			nl++
+	withSums := gr.cls == nil && gr.m == 1
+	nc := max(1, len(rows)/partChunk)
+	if len(gr.parts) < nc {
+		gr.parts = make([]partWindow, nc)
+	}
+	parts := gr.parts[:nc]
+	scratch := gr.scratch[:len(rows)]
+	gr.spread(nc, len(rows), func(_, c int) {
+		lo, hi := c*partChunk, (c+1)*partChunk
+		if c == nc-1 {
+			hi = len(rows)
+		}
+		win, rs := rows[lo:hi], scratch[lo:hi]
+		nl, nr := 0, 0
+		if withSums {
+			g, h := gr.g, gr.h
+			var lg, lh, rg, rh float64
+			for _, r := range win {
+				if goLeft[col[r]] {
+					win[nl] = r
+					nl++
+					lg += g[r]
+					lh += h[r]
+				} else {
+					rs[nr] = r
+					nr++
+					rg += g[r]
+					rh += h[r]
+				}
+			}
+			parts[c].sum = [2][2]float64{{lg, lh}, {rg, rh}}
 		} else {
-			rs = append(rs, r)
+			for _, r := range win {
+				if goLeft[col[r]] {
+					win[nl] = r
+					nl++
+				} else {
+					rs[nr] = r
+					nr++
+				}
+			}
+		}
+		parts[c].nl, parts[c].nr = nl, nr
+	})
+	// Join: the windows' left rows slide down (each destination lies at
+	// or below its source), then the right rows follow from the scratch.
+	nl := 0
+	var tot [2][2]float64
+	for c := range parts {
+		lo := c * partChunk
+		copy(rows[nl:], rows[lo:lo+parts[c].nl])
+		nl += parts[c].nl
+		for i := range 2 {
+			tot[i][0] += parts[c].sum[i][0]
+			tot[i][1] += parts[c].sum[i][1]
 		}
 	}
-	copy(rows[nl:], rs)
-	return rows[:nl:nl], rows[nl:]
+	at := nl
+	for c := range parts {
+		lo := c * partChunk
+		at += copy(rows[at:], scratch[lo:lo+parts[c].nr])
+	}
+	if withSums {
+		sums = &tot
+	}
+	return rows[:nl:nl], rows[nl:], sums
 }
 
-func (gr *grower) newLeaf(rows []int, depth, parent int, isLeft bool) *leafState {
+// newLeaf is a leaf of rows; sum, when set, is their (sum g, sum h).
+func (gr *grower) newLeaf(rows []int, depth, parent int, isLeft bool, sum *[2]float64) *leafState {
 	l := &leafState{rows: rows, depth: depth, parent: parent, isLeft: isLeft, sumG: make([]float64, gr.m)}
+	if sum != nil {
+		l.sumG[0], l.sumH = sum[0], sum[1]
+		return l
+	}
 	m := gr.m
 	switch {
 	case gr.cls != nil:
@@ -479,6 +557,26 @@ func (gr *grower) spread(n, work int, f func(w, i int)) {
 	wg.Wait()
 }
 
+// ranges runs f over [0, n) cut into up to threads contiguous ranges,
+// one goroutine each; serial when n is small. For element-wise work, so
+// the result does not depend on the cut.
+func ranges(n, threads int, f func(lo, hi int)) {
+	t := max(1, min(threads, n/(1<<14)))
+	if t == 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range t {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(w*n/t, (w+1)*n/t)
+		}()
+	}
+	wg.Wait()
+}
+
 // build fills H's bins of feats from rows.
 func (gr *grower) build(H *hist, rows []int, feats []int) {
 	m := gr.m
@@ -511,15 +609,29 @@ func (gr *grower) build(H *hist, rows []int, feats []int) {
 	case all && m == 1:
 		og, oh = gr.g[:len(rows)], gr.h[:len(rows)]
 	case m == 1:
-		for i, r := range rows {
-			og[i] = gr.g[r]
-			oh[i] = gr.h[r]
-		}
+		ranges(len(rows), gr.threads, func(lo, hi int) {
+			g, h := gr.g, gr.h
+			for i, r := range rows[lo:hi] {
+				og[lo+i] = g[r]
+				oh[lo+i] = h[r]
+			}
+		})
 	default:
 		for i, r := range rows {
 			copy(og[i*m:(i+1)*m], gr.g[r*m:(r+1)*m])
 			oh[i] = gr.h[r]
 		}
+	}
+	if m == 1 {
+		// Features in blocks of four: one pass over the rows and their
+		// gradients fills four histograms (each feature's bins still add
+		// in row order, so the sums do not depend on the blocking).
+		nblk := (len(feats) + histBlock - 1) / histBlock
+		gr.spread(nblk, len(rows)*len(feats), func(_, bi int) {
+			fs := feats[bi*histBlock : min((bi+1)*histBlock, len(feats))]
+			gr.buildBlock(H, rows, fs, og, oh, all)
+		})
+		return
 	}
 	gr.spread(len(feats), len(rows)*len(feats), func(_, i int) {
 		f := feats[i]
@@ -529,31 +641,6 @@ func (gr *grower) build(H *hist, rows []int, feats []int) {
 		clear(hh)
 		clear(hc)
 		col := gr.b.bins[f]
-		if m == 1 {
-			// g and h side by side in one bin (one cache line, not two),
-			// on the stack, then written out.
-			var acc [MaxBin + 1][2]float64
-			var cnt [MaxBin + 1]int32
-			if all {
-				col = col[:len(og)]
-				for j, b := range col {
-					acc[b][0] += og[j]
-					acc[b][1] += oh[j]
-					cnt[b]++
-				}
-			} else {
-				for j, r := range rows {
-					b := col[r]
-					acc[b][0] += og[j]
-					acc[b][1] += oh[j]
-					cnt[b]++
-				}
-			}
-			for b := range hg {
-				hg[b], hh[b], hc[b] = acc[b][0], acc[b][1], cnt[b]
-			}
-			return
-		}
 		for j, r := range rows {
 			b := int(col[r])
 			dst := hg[b*m : b*m+m]
@@ -564,6 +651,92 @@ func (gr *grower) build(H *hist, rows []int, feats []int) {
 			hc[b]++
 		}
 	})
+}
+
+// histBlock is how many features one pass over a leaf's rows fills.
+const histBlock = 4
+
+// binAcc is one feature's histogram while it is built: (g, h) side by
+// side in a bin (one cache line, not two), and the counts.
+type binAcc struct {
+	gh  [MaxBin + 1][2]float64
+	cnt [MaxBin + 1]int32
+}
+
+// buildBlock fills H's bins of the (at most histBlock) features fs from
+// rows, whose gradients og, oh are gathered in row order (all: rows are
+// 0..n-1).
+func (gr *grower) buildBlock(H *hist, rows []int, fs []int, og, oh []float64, all bool) {
+	var acc [histBlock]binAcc
+	if len(fs) == histBlock {
+		c0, c1, c2, c3 := gr.b.bins[fs[0]], gr.b.bins[fs[1]], gr.b.bins[fs[2]], gr.b.bins[fs[3]]
+		a0, a1, a2, a3 := &acc[0], &acc[1], &acc[2], &acc[3]
+		if all {
+			n := len(og)
+			c0, c1, c2, c3, oh = c0[:n], c1[:n], c2[:n], c3[:n], oh[:n]
+			for j, g := range og {
+				h := oh[j]
+				b0, b1, b2, b3 := c0[j], c1[j], c2[j], c3[j]
+				a0.gh[b0][0] += g
+				a0.gh[b0][1] += h
+				a0.cnt[b0]++
+				a1.gh[b1][0] += g
+				a1.gh[b1][1] += h
+				a1.cnt[b1]++
+				a2.gh[b2][0] += g
+				a2.gh[b2][1] += h
+				a2.cnt[b2]++
+				a3.gh[b3][0] += g
+				a3.gh[b3][1] += h
+				a3.cnt[b3]++
+			}
+		} else {
+			og, oh = og[:len(rows)], oh[:len(rows)]
+			for j, r := range rows {
+				g, h := og[j], oh[j]
+				b0, b1, b2, b3 := c0[r], c1[r], c2[r], c3[r]
+				a0.gh[b0][0] += g
+				a0.gh[b0][1] += h
+				a0.cnt[b0]++
+				a1.gh[b1][0] += g
+				a1.gh[b1][1] += h
+				a1.cnt[b1]++
+				a2.gh[b2][0] += g
+				a2.gh[b2][1] += h
+				a2.cnt[b2]++
+				a3.gh[b3][0] += g
+				a3.gh[b3][1] += h
+				a3.cnt[b3]++
+			}
+		}
+	} else {
+		for k, f := range fs {
+			a, col := &acc[k], gr.b.bins[f]
+			if all {
+				col = col[:len(og)]
+				for j, b := range col {
+					a.gh[b][0] += og[j]
+					a.gh[b][1] += oh[j]
+					a.cnt[b]++
+				}
+			} else {
+				for j, r := range rows {
+					b := col[r]
+					a.gh[b][0] += og[j]
+					a.gh[b][1] += oh[j]
+					a.cnt[b]++
+				}
+			}
+		}
+	}
+	for k, f := range fs {
+		lo, hi := gr.off[f], gr.off[f+1]
+		hg, hh, hc := H.g[lo:hi], H.h[lo:hi], H.c[lo:hi]
+		a := &acc[k]
+		for b := range hg {
+			hg[b], hh[b], hc[b] = a.gh[b][0], a.gh[b][1], a.cnt[b]
+		}
+	}
 }
 
 // subtract sets large = large - small over the tree's features. A bin the
