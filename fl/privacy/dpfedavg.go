@@ -330,13 +330,9 @@ func (d *DPFedAvg) AggregateFit(r int, global tensor.Weights, results []strategy
 	priv[ReportEpsilon] = d.Epsilon()
 	priv[ReportRoundsAccounted] = float64(d.acc.Steps())
 
-	mean := global.Clone()
-	if err := mean.AddScaledInPlace(1, sum); err != nil {
-		return nil, rep, fmt.Errorf("privacy: round %d: %w", r, err)
-	}
-	next, _, err := d.inner.AggregateFit(r, global, []strategy.FitResult{{Client: "dp-mean", Weights: mean, NumExamples: 1}})
+	next, err := d.step(r, global, sum, "dp-mean")
 	if err != nil {
-		return nil, rep, fmt.Errorf("privacy: round %d: %s on the noised mean: %w", r, d.inner.Name(), err)
+		return nil, rep, err
 	}
 	rep.Selected, rep.NumExamples, rep.Privacy = used, examples, priv
 	if len(fitMetrics) > 0 {
@@ -394,13 +390,9 @@ func (d *DPFedAvg) aggregateSecAgg(r int, global tensor.Weights, results []strat
 	priv := map[string]float64{ReportClipNorm: d.clip, ReportNoiseStd: std, ReportSampled: float64(k),
 		ReportNoiseMultiplier: d.cfg.NoiseMultiplier, ReportSampleRate: 1, ReportDelta: d.cfg.Delta,
 		ReportEpsilon: d.Epsilon(), ReportRoundsAccounted: float64(d.acc.Steps())}
-	mean := global.Clone()
-	if err := mean.AddScaledInPlace(1, delta); err != nil {
-		return nil, rep, fmt.Errorf("privacy: round %d: %w", r, err)
-	}
-	next, _, err := d.inner.AggregateFit(r, global, []strategy.FitResult{{Client: "dp-secagg-mean", Weights: mean, NumExamples: 1}})
+	next, err := d.step(r, global, delta, "dp-secagg-mean")
 	if err != nil {
-		return nil, rep, fmt.Errorf("privacy: round %d: %s on the noised mean: %w", r, d.inner.Name(), err)
+		return nil, rep, err
 	}
 	rep.Selected, rep.NumExamples, rep.Privacy = []string{res.Client}, res.NumExamples, priv
 	d.log.Info("privacy: round accounted", "round", r, "epsilon", priv[ReportEpsilon], "delta", d.cfg.Delta,
@@ -416,6 +408,21 @@ const (
 	stateOrder = "dp/order/"
 	stateRDP   = "dp/rdp/"
 )
+
+// step hands global + delta (the noised mean update) to the inner strategy as
+// its one result, so server optimisers (FedAdam, FedYogi) see only the
+// privatised mean.
+func (d *DPFedAvg) step(r int, global, delta tensor.Weights, client string) (tensor.Weights, error) {
+	mean := global.Clone()
+	if err := mean.AddScaledInPlace(1, delta); err != nil {
+		return nil, fmt.Errorf("privacy: round %d: %w", r, err)
+	}
+	next, _, err := d.inner.AggregateFit(r, global, []strategy.FitResult{{Client: client, Weights: mean, NumExamples: 1}})
+	if err != nil {
+		return nil, fmt.Errorf("privacy: round %d: %s on the noised mean: %w", r, d.inner.Name(), err)
+	}
+	return next, nil
+}
 
 // State is the inner strategy's state plus the accountant and clip norm.
 func (d *DPFedAvg) State() (strategy.State, error) {

@@ -3,7 +3,6 @@ package protocol
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -94,23 +93,7 @@ func TestSecAggWithLocalDP(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sums, errs := f.run(ctx, func(i int, c *Collaborator, kill context.CancelFunc) {
-		if i >= 4 {
-			c.afterMasked = func(r int64) {
-				if r == 2 {
-					kill()
-				}
-			}
-		}
-	})
-	for i, err := range errs {
-		if i < 4 && err != nil {
-			t.Errorf("%s: %v", f.names[i], err)
-		}
-		if i >= 4 && !errors.Is(err, context.Canceled) {
-			t.Errorf("%s (killed): %v, want context.Canceled", f.names[i], err)
-		}
-	}
+	sums := f.runKilledAfterMasked(t, ctx, 4, 2)
 	if len(sums) != 2 {
 		t.Fatalf("%d rounds, want 2 (the budget stops round 3)", len(sums))
 	}

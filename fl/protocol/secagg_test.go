@@ -167,6 +167,32 @@ func (f *saFed) run(ctx context.Context, set func(i int, c *Collaborator, kill c
 	return sums, errs
 }
 
+// runKilledAfterMasked runs the federation with the collaborators from index
+// live on killed right after their masked upload of round r is acknowledged
+// (they never reveal). The first live must end without error, the killed
+// with context.Canceled.
+func (f *saFed) runKilledAfterMasked(t *testing.T, ctx context.Context, live int, r int64) []RoundSummary {
+	t.Helper()
+	sums, errs := f.run(ctx, func(i int, c *Collaborator, kill context.CancelFunc) {
+		if i >= live {
+			c.afterMasked = func(round int64) {
+				if round == r {
+					kill()
+				}
+			}
+		}
+	})
+	for i, err := range errs {
+		if i < live && err != nil {
+			t.Errorf("%s: %v", f.names[i], err)
+		}
+		if i >= live && !errors.Is(err, context.Canceled) {
+			t.Errorf("%s (killed): %v, want context.Canceled", f.names[i], err)
+		}
+	}
+	return sums
+}
+
 func (f *saFed) collaborator(i int) *Collaborator {
 	f.t.Helper()
 	name := f.names[i]
@@ -235,23 +261,7 @@ func TestSecAggFederation(t *testing.T) {
 	f := newSAFed(t, 6, 3, sa, time.Minute)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sums, errs := f.run(ctx, func(i int, c *Collaborator, kill context.CancelFunc) {
-		if i >= 4 {
-			c.afterMasked = func(r int64) {
-				if r == 2 {
-					kill() // killed after masking
-				}
-			}
-		}
-	})
-	for i, err := range errs {
-		if i < 4 && err != nil {
-			t.Errorf("%s: %v", f.names[i], err)
-		}
-		if i >= 4 && !errors.Is(err, context.Canceled) {
-			t.Errorf("%s (killed): %v, want context.Canceled", f.names[i], err)
-		}
-	}
+	sums := f.runKilledAfterMasked(t, ctx, 4, 2)
 	if len(sums) != 3 {
 		t.Fatalf("%d rounds, want 3", len(sums))
 	}
