@@ -11,7 +11,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -24,9 +23,7 @@ import (
 
 	"github.com/teeml/teeml/fl/privacy"
 	"github.com/teeml/teeml/fl/strategy"
-	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
-	"github.com/teeml/teeml/ml/tensor"
 )
 
 func main() {
@@ -59,43 +56,14 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	shards := make([][]int, *clients)
-	for i := 0; i < tr.N; i++ {
-		shards[i%*clients] = append(shards[i%*clients], i)
-	}
-	names := make([]string, *clients)
-	data := make([]*datasets.Dataset, *clients)
-	for i := range names {
-		names[i] = fmt.Sprintf("c%03d", i)
-		data[i] = tr.Subset(shards[i])
-	}
-	model, err := ml.New(ml.KindMLP, ml.SpecFor(tr), *seed)
+	u, err := newUsers(tr, te, *clients, *seed, *localEpochs, *lr)
 	if err != nil {
 		return err
 	}
-	initial := model.Weights()
+	names, data, initial, train, accuracy := u.names, u.data, u.initial, u.train, u.accuracy
 	fmt.Printf("digits: %d train / %d test examples, %d clients (%d–%d examples each), q = %g (≈ %.0f clients per round), %d rounds, C = %g, %d local epochs SGD lr %g, δ = %g, %d params\n",
-		tr.N, te.N, *clients, len(shards[*clients-1]), len(shards[0]), *q, *q*float64(*clients), *rounds, *clip, *localEpochs, *lr, *delta, initial.NumParams())
+		tr.N, te.N, *clients, data[*clients-1].N, data[0].N, *q, *q*float64(*clients), *rounds, *clip, *localEpochs, *lr, *delta, initial.NumParams())
 
-	train := func(r int, c int, global tensor.Weights) (tensor.Weights, error) {
-		if err := model.SetWeights(global); err != nil {
-			return nil, err
-		}
-		cfg := ml.DefaultTrainConfig(ml.KindMLP)
-		cfg.Epochs, cfg.Optimizer, cfg.LR, cfg.BatchSize = *localEpochs, "sgd", *lr, 32
-		cfg.Seed = *seed + 1000*int64(r) + int64(c)
-		if err := model.Train(context.Background(), data[c], cfg, nil); err != nil {
-			return nil, err
-		}
-		return model.Weights(), nil
-	}
-	accuracy := func(w tensor.Weights) (float64, error) {
-		if err := model.SetWeights(w); err != nil {
-			return 0, err
-		}
-		m, err := model.Evaluate(te)
-		return m.Accuracy, err
-	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	// federate runs the rounds with s; dp (nil for the non-private run)

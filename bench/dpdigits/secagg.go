@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"math"
@@ -13,9 +12,7 @@ import (
 	"github.com/teeml/teeml/fl/scheduler"
 	"github.com/teeml/teeml/fl/secagg"
 	"github.com/teeml/teeml/fl/strategy"
-	"github.com/teeml/teeml/ml"
 	"github.com/teeml/teeml/ml/datasets"
-	"github.com/teeml/teeml/ml/tensor"
 )
 
 // secaggTable is the second table: N clients (fl/secagg takes at most
@@ -34,45 +31,17 @@ import (
 // 17 226 parameters pairwise would only add time.
 func secaggTable(n, rounds int, dropout float64, fracBits int, clip float64, localEpochs int, lr, delta float64, seed int64, noiseSeed byte,
 	epsList string, tr, te *datasets.Dataset, quiet *slog.Logger) error {
-	shards := make([][]int, n)
-	for i := 0; i < tr.N; i++ {
-		shards[i%n] = append(shards[i%n], i)
-	}
-	names := make([]string, n)
-	data := make([]*datasets.Dataset, n)
-	for i := range names {
-		names[i] = fmt.Sprintf("c%03d", i)
-		data[i] = tr.Subset(shards[i])
-	}
-	model, err := ml.New(ml.KindMLP, ml.SpecFor(tr), seed)
+	u, err := newUsers(tr, te, n, seed, localEpochs, lr)
 	if err != nil {
 		return err
 	}
-	initial := model.Weights()
+	names, data, initial := u.names, u.data, u.initial
 	dim := initial.NumParams()
 	kmin := n - int(math.Floor(dropout*float64(n)))
 	p := secagg.Params{N: n, Threshold: secagg.Threshold(n, dropout), Len: dim + 1, FracBits: fracBits}
 	fmt.Printf("\nsecure aggregation: %d clients (%d–%d examples each), all in every round, %d rounds, C = %g, frac_bits %d, dropout tolerance %g (noise calibrated for %d survivors; all %d survive)\n",
-		n, len(shards[n-1]), len(shards[0]), rounds, clip, fracBits, dropout, kmin, n)
-	train := func(r, c int, global tensor.Weights) (tensor.Weights, error) {
-		if err := model.SetWeights(global); err != nil {
-			return nil, err
-		}
-		cfg := ml.DefaultTrainConfig(ml.KindMLP)
-		cfg.Epochs, cfg.Optimizer, cfg.LR, cfg.BatchSize = localEpochs, "sgd", lr, 32
-		cfg.Seed = seed + 1000*int64(r) + int64(c)
-		if err := model.Train(context.Background(), data[c], cfg, nil); err != nil {
-			return nil, err
-		}
-		return model.Weights(), nil
-	}
-	accuracy := func(w tensor.Weights) (float64, error) {
-		if err := model.SetWeights(w); err != nil {
-			return 0, err
-		}
-		m, err := model.Evaluate(te)
-		return m.Accuracy, err
-	}
+		n, data[n-1].N, data[0].N, rounds, clip, fracBits, dropout, kmin, n)
+	train, accuracy := u.train, u.accuracy
 	noiseKey := [32]byte{byte(seed), 's', noiseSeed}
 	noise, err := privacy.NewNoise(&noiseKey)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/teeml/teeml/fl/plan"
 	"github.com/teeml/teeml/fl/privacy"
-	"github.com/teeml/teeml/fl/scheduler"
 	"github.com/teeml/teeml/internal/yamlx"
 	"github.com/teeml/teeml/ml/tensor"
 )
@@ -151,9 +150,6 @@ func TestPrivacyWithSecureAggregation(t *testing.T) {
 		if _, ok := cfg[privacy.KeyLocalNoiseStd]; ok {
 			t.Error("local: continuous noise asked for on top of the lattice noise")
 		}
-	}
-	if scheduler.MetricSurvivors != privacy.ResultSurvivors {
-		t.Fatalf("survivor metric: scheduler %q, privacy %q", scheduler.MetricSurvivors, privacy.ResultSurvivors)
 	}
 	for _, c := range []struct{ name, from, to, want string }{
 		{"minimum", "min_collaborators: 0 ", "min_collaborators: 6 ", "aggregator.min_collaborators: 6 with privacy and secure_aggregation.dropout_tolerance 0.3: a round must close with at least ⌈(1−d)·n⌉ = 7 of the 10"},

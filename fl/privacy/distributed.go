@@ -21,9 +21,6 @@ const (
 	// 2^−frac_bits) of the discrete Gaussian each member adds to every
 	// coordinate of its quantised update before masking.
 	KeyLatticeSigma = "dp_secagg_lattice_sigma"
-	// ResultSurvivors is the metric of the one SecAgg result that carries
-	// the number of masked inputs in the unmasked sum.
-	ResultSurvivors = "secagg_survivors"
 )
 
 // MinLatticeSigma is the smallest per-member σ_L accepted: at σ_L ≥ 10,

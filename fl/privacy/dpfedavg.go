@@ -361,10 +361,10 @@ func (d *DPFedAvg) aggregateSecAgg(r int, global tensor.Weights, results []strat
 		return nil, rep, fmt.Errorf("privacy: round %d: secure aggregation: %d results, want the one unmasked sum", r, len(results))
 	}
 	res := results[0]
-	kf, ok := res.Metrics[ResultSurvivors]
+	kf, ok := res.Metrics[strategy.MetricSurvivors]
 	k := int(kf)
 	if !ok || kf != float64(k) || k < 1 {
-		return nil, rep, fmt.Errorf("privacy: round %d: secure aggregation: the sum's result has no survivor count (metric %s)", r, ResultSurvivors)
+		return nil, rep, fmt.Errorf("privacy: round %d: secure aggregation: the sum's result has no survivor count (metric %s)", r, strategy.MetricSurvivors)
 	}
 	sa := d.cfg.SecAgg
 	if d.cfg.Noise == NoiseLocal && k < sa.MinSurvivors {

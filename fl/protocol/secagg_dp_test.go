@@ -15,34 +15,6 @@ import (
 	"github.com/teeml/teeml/fl/strategy"
 )
 
-// dpPlainSum is the plain fixed-point sum of the named collaborators'
-// inputs after the L2 clip DP-FedAvg asks for: what the unmasked sum is
-// without the members' noise.
-func (rec *saRecord) dpPlainSum(t *testing.T, p secagg.Params, r int, names []string, clipNorm, clip float64) []uint32 {
-	t.Helper()
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	sum := make([]uint32, p.Len)
-	for _, n := range names {
-		in, ok := rec.in[r][n]
-		if !ok {
-			t.Fatalf("round %d: %s did not train", r, n)
-		}
-		up, _, err := privacy.ClientSide(strategy.Config{privacy.KeyClipNorm: clipNorm}, in.global, in.local, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		x, err := scheduler.ClientInput(p, in.global, up, in.n, clip)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, v := range x {
-			sum[i] += v
-		}
-	}
-	return sum
-}
-
 // TestSecAggWithLocalDP: DP-FedAvg with local noise over secure
 // aggregation, six collaborators over RA-TLS, dropout tolerance 1/3 (the
 // noise is calibrated for 4 survivors), a budget that allows two of four
@@ -115,7 +87,7 @@ func TestSecAggWithLocalDP(t *testing.T) {
 		f.mu.Lock()
 		got, committed := f.sums[r], f.globals[r]
 		f.mu.Unlock()
-		plain := f.rec.dpPlainSum(t, p, r, names, clipNorm, sa.Clip)
+		plain := f.rec.plainSum(t, p, r, names, clipNorm, sa.Clip)
 		n := len(plain) - 1
 		if got[n] != plain[n] {
 			t.Errorf("round %d: example count %d in the sum, want %d (the count is not noised)", r, int32(got[n]), int32(plain[n]))

@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/teeml/teeml/fl/privacy"
 	"github.com/teeml/teeml/fl/scheduler"
 	"github.com/teeml/teeml/fl/secagg"
 	"github.com/teeml/teeml/fl/strategy"
@@ -64,8 +65,10 @@ func (t *saTrainer) Evaluate(context.Context, tensor.Weights) (int, float64, map
 
 // plainSum is the sum, mod 2³², of the named collaborators' quantised
 // inputs computed without any masking: what FedAvg of the fixed-point
-// updates adds up.
-func (rec *saRecord) plainSum(t *testing.T, p secagg.Params, r int, names []string, clip float64) []uint32 {
+// updates adds up. With clipNorm > 0 each update is first clipped to that
+// L2 norm as DP-FedAvg asks the collaborators to (privacy.ClientSide):
+// the unmasked sum without the members' noise.
+func (rec *saRecord) plainSum(t *testing.T, p secagg.Params, r int, names []string, clipNorm, clip float64) []uint32 {
 	t.Helper()
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
@@ -75,7 +78,15 @@ func (rec *saRecord) plainSum(t *testing.T, p secagg.Params, r int, names []stri
 		if !ok {
 			t.Fatalf("round %d: %s did not train", r, n)
 		}
-		x, err := scheduler.ClientInput(p, in.global, in.local, in.n, clip)
+		local := in.local
+		if clipNorm > 0 {
+			up, _, err := privacy.ClientSide(strategy.Config{privacy.KeyClipNorm: clipNorm}, in.global, in.local, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			local = up
+		}
+		x, err := scheduler.ClientInput(p, in.global, local, in.n, clip)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +228,7 @@ func (f *saFed) check(r int, sa scheduler.SecAgg, members, survivors []string) {
 	got, global := f.sums[r], f.globals[r]
 	f.mu.Unlock()
 	p := secagg.Params{N: len(members), Threshold: secagg.Threshold(len(members), sa.Dropout), Len: saModel().NumParams() + 1, FracBits: sa.FracBits}
-	want := f.rec.plainSum(f.t, p, r, survivors, sa.Clip)
+	want := f.rec.plainSum(f.t, p, r, survivors, 0, sa.Clip)
 	if !slices.Equal(got, want) {
 		f.t.Fatalf("round %d: unmasked sum differs from the plain fixed-point sum of %v:\n got %v\nwant %v", r, survivors, got, want)
 	}

@@ -45,11 +45,6 @@ const (
 	KeySecAggClip     = "secagg_clip"      // per-coordinate clip of Δ
 )
 
-// MetricSurvivors is the metric of the one SecAgg result that holds the
-// number k of masked inputs in the sum (the mean is sum/k); DP-FedAvg
-// (fl/privacy.ResultSurvivors) rescales to its fixed denominator with it.
-const MetricSurvivors = "secagg_survivors"
-
 // MaskedTensor is the name of the one tensor of a masked upload: the
 // masked fixed-point vector (the model's parameters in order, then the
 // example count), each uint32 carried as the bits of a float32.
@@ -549,7 +544,7 @@ func MeanFromSum(p secagg.Params, global tensor.Weights, sum []uint32, k int) (s
 	if examples <= 0 {
 		return strategy.FitResult{}, fmt.Errorf("secure aggregation: unmasked example count %d", examples)
 	}
-	return strategy.FitResult{Client: "secagg", Weights: next, NumExamples: examples, Metrics: map[string]float64{MetricSurvivors: float64(k)}}, nil
+	return strategy.FitResult{Client: "secagg", Weights: next, NumExamples: examples, Metrics: map[string]float64{strategy.MetricSurvivors: float64(k)}}, nil
 }
 
 // maskedVector reads a masked upload's one tensor back as uint32s.

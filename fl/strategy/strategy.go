@@ -86,6 +86,12 @@ const (
 	KeyEtaL = "eta_l"
 )
 
+// MetricSurvivors is the metric of a FitResult that is already the mean
+// of several clients' updates (secure aggregation's one unmasked result):
+// how many masked inputs the mean is over. DP-FedAvg rescales it to its
+// fixed denominator with this count.
+const MetricSurvivors = "secagg_survivors"
+
 // FitResult is one client's answer to a fit round: its locally trained
 // weights (a full model, not a delta), the number of training examples it
 // used, and optional metrics (e.g. "loss", "accuracy").
