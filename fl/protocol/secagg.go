@@ -108,6 +108,9 @@ func parseSecAggURI(u string) (SecAggKeys, error) {
 	if err != nil || round < 1 {
 		return SecAggKeys{}, fmt.Errorf("key certificate URI: round %.20q is not a positive integer", f[1])
 	}
+	if h, err := hex.DecodeString(f[0]); err != nil || len(h) != sha256.Size || hex.EncodeToString(h) != f[0] {
+		return SecAggKeys{}, fmt.Errorf("key certificate URI: plan hash %.80q is not a lower-case hex SHA-256", f[0])
+	}
 	k := SecAggKeys{PlanHash: f[0], Round: round}
 	for i, dst := range []*[]byte{&k.Mask, &k.Enc} {
 		b, err := hex.DecodeString(f[2+i])
